@@ -1,0 +1,34 @@
+# Every target creates .venv on first use from the pinned lock; nothing to install by hand.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FLEET ?= fleet.yaml
+
+.PHONY: up down test test-fast bench synth lint schema clean
+
+$(STAMP): requirements/lock.txt pyproject.toml package.json
+	bash scripts/bootstrap.sh
+	touch $(STAMP)
+
+## up: the main job — bring up the local fleet from fleet.yaml (plan it first)
+up: $(STAMP)
+	$(VENV)/bin/llmfleet plan $(FLEET)
+
+## test: the whole suite (unit, synth, integration, e2e), as CI runs it
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## test-fast: unit tests only
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m unit
+
+## bench: benchmarks that print figures and ratios
+bench: $(STAMP)
+	$(PY) -m scripts.bench
+
+schema: $(STAMP)
+	$(VENV)/bin/llmfleet schema -o fleet.schema.json
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .pytest_cache .hypothesis

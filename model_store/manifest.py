@@ -1,0 +1,333 @@
+"""The fleet manifest (`fleet.yaml`): schema, loading and validation.
+
+Everything downstream (planner, stacks, entrypoint, CLI) trusts a `FleetManifest`, so all
+checks that need only the manifest itself live here, and every error names the file,
+the line, the model and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+"""Model names become S3 prefixes, ECS service names, SageMaker endpoint names and DNS
+labels, so they are held to the strictest of those (40 chars leaves room for suffixes)."""
+
+SAFE_SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""Adapter names and revisions become S3 key segments and vLLM model names."""
+
+# vLLM accepts only these LoRA ranks (vllm/config/lora.py, MaxLoRARanks, v0.32, 2026-10).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+# Reasoning parsers registered in vLLM 0.32 (vllm/reasoning/__init__.py, 2026-10).
+REASONING_PARSERS = (
+    "deepseek_r1",
+    "deepseek_v3",
+    "glm45",
+    "gpt_oss",
+    "granite",
+    "hunyuan_a13b",
+    "mistral",
+    "qwen3",
+    "seed_oss",
+    "step3",
+)
+
+
+class ManifestError(ValueError):
+    """A fleet manifest that cannot be used; the message says where and what is allowed."""
+
+
+class Quantization(str, Enum):
+    NONE = "none"
+    AWQ = "awq"
+    GPTQ = "gptq"
+    FP8 = "fp8"
+    BITSANDBYTES = "bitsandbytes"
+
+
+class Strict(BaseModel):
+    """Base for every manifest object: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SpeculativeSpec(Strict):
+    """Speculative decoding, emitted as vLLM's `--speculative-config` JSON."""
+
+    method: Literal["draft_model", "ngram", "eagle", "eagle3", "mtp"] = "draft_model"
+    model: str | None = Field(
+        default=None, description="Draft model (HF id or path); required for draft_model, eagle, eagle3."
+    )
+    num_speculative_tokens: int = Field(default=5, ge=1, le=16)
+    prompt_lookup_max: int | None = Field(default=None, ge=1, le=16, description="ngram only.")
+
+    @model_validator(mode="after")
+    def _model_needed(self) -> SpeculativeSpec:
+        if self.method in ("draft_model", "eagle", "eagle3") and not self.model:
+            raise ValueError(f"method {self.method!r} needs a draft 'model'")
+        if self.method == "ngram" and self.model:
+            raise ValueError("method 'ngram' takes no draft 'model'")
+        return self
+
+
+class AdapterRef(Strict):
+    """An adapter the fleet serves from first boot (later ones arrive by promotion)."""
+
+    name: str = Field(pattern=SAFE_SEGMENT)
+    version: str | None = Field(default=None, pattern=SAFE_SEGMENT, description="Pinned version; default: the promoted one.")
+
+
+class LoraSpec(Strict):
+    max_rank: int = Field(default=16, description=f"One of vLLM's ranks: {VLLM_LORA_RANKS}.")
+    max_loras: int = Field(default=4, ge=1, le=64, description="Adapters resident on the GPU at once.")
+    max_cpu_loras: int | None = Field(default=None, ge=1, le=1024, description="Adapters cached in host RAM.")
+    adapters: list[AdapterRef] = Field(default_factory=list)
+
+    @field_validator("max_rank")
+    @classmethod
+    def _rank_allowed(cls, value: int) -> int:
+        if value not in VLLM_LORA_RANKS:
+            raise ValueError(f"max_rank {value} is not one of vLLM's ranks {list(VLLM_LORA_RANKS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> LoraSpec:
+        names = [a.name for a in self.adapters]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"adapter names must be unique, repeated: {duplicates}")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        return self
+
+
+class ServingSpec(Strict):
+    targets: list[Literal["ecs", "sagemaker"]] = Field(default_factory=lambda: ["ecs"], min_length=1)
+    instance_type: str | None = Field(default=None, description="Pin an EC2 instance type (e.g. g6e.xlarge).")
+    min_capacity: int = Field(default=1, ge=0, le=100)
+    max_capacity: int = Field(default=2, ge=1, le=100)
+    target_concurrency: int = Field(
+        default=8, ge=1, le=1024, description="Concurrent requests each server must hold at max_model_len."
+    )
+    slo_ttft_ms: int | None = Field(
+        default=None, ge=50, le=60_000, description="Time-to-first-token objective; tightens autoscaling."
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _no_repeat(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"targets repeat a value: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ServingSpec:
+        if self.min_capacity > self.max_capacity:
+            raise ValueError(f"min_capacity ({self.min_capacity}) exceeds max_capacity ({self.max_capacity})")
+        return self
+
+
+class ModelSpec(Strict):
+    name: str = Field(pattern=DNS_LABEL, description="DNS-safe: lowercase letters, digits, '-'; 1-40 chars.")
+    source: str = Field(description="s3://bucket/prefix in the store, or a local directory holding config.json.")
+    architecture: str | None = Field(
+        default=None,
+        description="Hugging Face id of a known architecture (model_store/known_configs) "
+        "when the source is not a local directory.",
+    )
+    aliases: list[str] = Field(
+        default_factory=list, description="Other names adapters may give as base_model_name_or_path."
+    )
+    revision: str = Field(default="main", pattern=SAFE_SEGMENT)
+    dtype: Literal["auto", "bfloat16", "float16"] = "auto"
+    quantization: Quantization | None = Field(
+        default=None, description="Leave unset to detect it from the checkpoint's quantization_config."
+    )
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    max_model_len: int = Field(default=4096, ge=128, le=1_048_576)
+    reasoning_parser: str | None = Field(default=None, description=f"One of {list(REASONING_PARSERS)}.")
+    speculative: SpeculativeSpec | None = None
+    lora: LoraSpec | None = None
+    load_format: Literal["auto", "runai_streamer"] = Field(
+        default="auto", description="runai_streamer streams weights from S3 instead of syncing them first."
+    )
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+
+    @field_validator("source")
+    @classmethod
+    def _source_form(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+                raise ValueError(f"{value!r} is not an s3://bucket/prefix URI")
+        elif "://" in value:
+            raise ValueError(f"{value!r}: only s3:// URIs or local directories are allowed")
+        return value
+
+    @field_validator("reasoning_parser")
+    @classmethod
+    def _parser_known(cls, value: str | None) -> str | None:
+        if value is not None and value not in REASONING_PARSERS:
+            raise ValueError(f"{value!r} is not a vLLM reasoning parser; allowed: {list(REASONING_PARSERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> ModelSpec:
+        if self.load_format == "runai_streamer" and not self.source.startswith("s3://"):
+            raise ValueError("load_format 'runai_streamer' needs an s3:// source")
+        if self.source.startswith("s3://") and self.architecture is None:
+            raise ValueError("an s3:// source needs 'architecture' (a known Hugging Face id) for planning")
+        return self
+
+    @property
+    def is_local_source(self) -> bool:
+        return not self.source.startswith("s3://")
+
+
+class FleetManifest(Strict):
+    name: str = Field(pattern=DNS_LABEL)
+    region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    stage: str = Field(default="prod", pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, value: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"model names must be unique, repeated: {repeated}")
+        return value
+
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise ManifestError(f"fleet {self.name!r} has no model {name!r}; it has {[m.name for m in self.models]}")
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that remembers where each mapping key sits, for error messages."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = _LineMapping(loader.construct_mapping(node, deep=True))
+    mapping.lines = {key.value: key.start_mark.line + 1 for key, _ in node.value if hasattr(key, "value")}
+    mapping.line = node.start_mark.line + 1
+    return mapping
+
+
+class _LineMapping(dict):
+    lines: dict[str, int]
+    line: int
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_of(document: Any, location: tuple[int | str, ...]) -> int | None:
+    """The YAML line of the deepest key on `location` that exists in the document."""
+    node, line = document, None
+    for part in location:
+        if isinstance(node, _LineMapping):
+            line = node.lines.get(str(part), node.line) if isinstance(part, str) else node.line
+            node = node.get(part) if isinstance(part, str) else None
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            line = node.line if isinstance(node, _LineMapping) else line
+        else:
+            break
+    return line
+
+
+def _describe(document: Any, error: dict[str, Any]) -> str:
+    location = tuple(error["loc"])
+    where = []
+    if len(location) >= 2 and location[0] == "models" and isinstance(location[1], int):
+        models = document.get("models") if isinstance(document, dict) else None
+        entry = models[location[1]] if isinstance(models, list) and location[1] < len(models) else None
+        label = entry.get("name") if isinstance(entry, dict) else None
+        where.append(f"model {label!r}" if label else f"models[{location[1]}]")
+        field = ".".join(str(p) for p in location[2:])
+    else:
+        field = ".".join(str(p) for p in location)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (not part of the fleet schema; see `llmfleet schema`)"
+    elif error["type"] == "literal_error" or error["type"] == "enum":
+        message = f"{message} (got {error.get('input')!r})"
+    elif "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], dict | list):
+        message = f"{message} (got {error['input']!r})"
+    where.append(f"field {field!r}" if field else "top level")
+    return f"{', '.join(where)}: {message}"
+
+
+def parse_fleet(text: str, origin: str = "<fleet>") -> FleetManifest:
+    """Parse and validate a fleet manifest; raise ManifestError naming file, line, model and field."""
+    try:
+        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}" if mark else origin
+        raise ManifestError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(document, dict):
+        raise ManifestError(f"{origin}: a fleet manifest is a mapping with 'name' and 'models'")
+    try:
+        return FleetManifest.model_validate(document)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            line = _line_of(document, tuple(error["loc"]))
+            lines.append(f"{origin}:{line or 1}: {_describe(document, error)}")
+        raise ManifestError("\n".join(lines)) from None
+
+
+def load_fleet(path: str | Path) -> FleetManifest:
+    """Read `path` and parse it; a missing file is a ManifestError, not a traceback."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the fleet manifest: {exc.strerror}") from None
+    return parse_fleet(text, origin=str(path))
+
+
+def fleet_json_schema() -> dict[str, Any]:
+    """JSON Schema of fleet.yaml, for editors (yaml-language-server) and CI linting."""
+    schema = FleetManifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "llmfleet fleet manifest"
+    return schema
+
+
+__all__ = [
+    "AdapterRef",
+    "FleetManifest",
+    "LoraSpec",
+    "ManifestError",
+    "ModelSpec",
+    "Quantization",
+    "REASONING_PARSERS",
+    "ServingSpec",
+    "SpeculativeSpec",
+    "VLLM_LORA_RANKS",
+    "fleet_json_schema",
+    "load_fleet",
+    "parse_fleet",
+]

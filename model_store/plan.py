@@ -1,0 +1,578 @@
+"""The planner: a model and a GPU catalog in, a frozen ServingPlan out. Pure, no I/O.
+
+Every figure a stack, the entrypoint or the CLI needs is decided here once, with the
+reason written into `ServingPlan.reasons`. vLLM's flags are a *view* of `VllmSettings`
+(`vllm_argv`), never a separately kept list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_store.architectures import DTYPE_BYTES, ArchitectureFacts
+from model_store.catalog import EC2_PRICE_SOURCE, INSTANCES, GpuInstance, instance
+from model_store.manifest import AdapterRef, FleetManifest, ModelSpec
+
+GIB = 2**30
+MIB = 2**20
+
+# vLLM's default share of GPU memory (vllm/config/cache.py, v0.32); headroom for
+# allocator fragmentation and other processes.
+GPU_MEMORY_UTILIZATION = 0.90
+# CUDA context, cuBLAS workspaces and CUDA-graph pools vLLM does not hand to the KV cache
+# (measured at 1.0-1.6 GiB on A10G/L4/H100 in vLLM startup logs, 2025); NCCL adds more with TP.
+RUNTIME_RESERVE_BYTES = int(1.5 * GIB)
+NCCL_RESERVE_BYTES = int(0.5 * GIB)
+# vLLM's ceiling on max_num_seqs for online serving (EngineArgs default, v0.32).
+MAX_NUM_SEQS_CAP = 256
+# Requests average far below max_model_len; size max_num_seqs for this many tokens each.
+TYPICAL_REQUEST_TOKENS = 2048
+# 4-bit group-quantized weights: 0.5 byte + a fp16 scale and a packed zero per group of 128.
+INT4_BYTES_PER_PARAM = 0.5 + 2.5 / 128
+# bitsandbytes NF4: 0.5 byte + fp32 absmax per block of 64.
+NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
+# Boot-time estimates for the health-check grace (conservative; ECR pull of the ~10 GB
+# vLLM image, S3 -> NVMe sync with the transfer manager, NVMe -> GPU load, engine warm-up).
+IMAGE_PULL_SECONDS = 120
+S3_SYNC_BYTES_PER_SECOND = 500 * MIB
+GPU_LOAD_BYTES_PER_SECOND = 2 * GIB
+ENGINE_WARMUP_SECONDS = 60
+ENGINE_WARMUP_SECONDS_PER_RANK = 15
+GRACE_SAFETY_FACTOR = 1.5
+# SageMaker accepts 60-3600 s for startup health-check and download timeouts.
+MIN_GRACE_SECONDS, MAX_GRACE_SECONDS = 300, 3600
+# ECS caps a container's stopTimeout at 120 s; vLLM stops accepting work then finishes
+# in-flight requests for --shutdown-timeout, which must end before ECS sends SIGKILL.
+DRAIN_SECONDS = 120
+SHUTDOWN_MARGIN_SECONDS = 10
+# ALB request-count fallback assumes a request takes this long on average.
+ASSUMED_REQUEST_SECONDS = 20
+
+# Weight quantization -> minimum CUDA compute capability vLLM's kernels need (vLLM docs,
+# "Supported hardware for quantization kernels", 2026-10).
+QUANT_MIN_CAPABILITY = {"awq": 7.5, "gptq": 6.0, "fp8": 8.9, "bitsandbytes": 7.0}
+
+DEFAULT_MODEL_ROOT = "/var/lib/llmfleet/models"
+
+
+class PlanError(ValueError):
+    """A model the catalog cannot serve as asked; the message carries the numbers."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _flag(name: str) -> dict[str, Any]:
+    return {"json_schema_extra": {"flag": name}}
+
+
+class VllmSettings(Frozen):
+    """Every `vllm serve` setting the plan decides; each field names its flag.
+
+    `vllm_argv` renders these; nothing else writes vLLM flags.
+    """
+
+    served_model_name: str = Field(**_flag("--served-model-name"))
+    dtype: str = Field(**_flag("--dtype"))
+    quantization: str | None = Field(default=None, **_flag("--quantization"))
+    kv_cache_dtype: str = Field(default="auto", **_flag("--kv-cache-dtype"))
+    max_model_len: int = Field(**_flag("--max-model-len"))
+    tensor_parallel_size: int = Field(**_flag("--tensor-parallel-size"))
+    gpu_memory_utilization: float = Field(**_flag("--gpu-memory-utilization"))
+    max_num_seqs: int = Field(**_flag("--max-num-seqs"))
+    max_num_batched_tokens: int = Field(**_flag("--max-num-batched-tokens"))
+    enable_prefix_caching: bool = Field(default=True, **_flag("--enable-prefix-caching"))
+    enable_lora: bool = Field(default=False, **_flag("--enable-lora"))
+    max_lora_rank: int | None = Field(default=None, **_flag("--max-lora-rank"))
+    max_loras: int | None = Field(default=None, **_flag("--max-loras"))
+    max_cpu_loras: int | None = Field(default=None, **_flag("--max-cpu-loras"))
+    reasoning_parser: str | None = Field(default=None, **_flag("--reasoning-parser"))
+    speculative_config: dict[str, Any] | None = Field(default=None, **_flag("--speculative-config"))
+    load_format: str = Field(default="auto", **_flag("--load-format"))
+    shutdown_timeout: int = Field(**_flag("--shutdown-timeout"))
+
+
+class MemoryPlan(Frozen):
+    """Per-GPU memory budget at the chosen tensor-parallel size (bytes)."""
+
+    parameters: int
+    weights_bytes: int
+    weights_bytes_per_gpu: int
+    kv_bytes_per_token: int
+    kv_bytes_per_token_per_gpu: int
+    lora_bytes_per_gpu: int
+    activation_bytes_per_gpu: int
+    reserve_bytes_per_gpu: int
+    usable_bytes_per_gpu: int
+    kv_cache_bytes_per_gpu: int
+    token_capacity: int
+    max_concurrency: int
+
+
+class TimingPlan(Frozen):
+    startup_grace_seconds: int
+    drain_seconds: int
+    deregistration_delay_seconds: int
+    health_check_path: str = "/health"
+    health_check_interval_seconds: int = 15
+    health_check_timeout_seconds: int = 5
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+class AutoscalingPlan(Frozen):
+    min_capacity: int
+    max_capacity: int
+    target_queue_depth: float = Field(description="vllm:num_requests_waiting per server to hold.")
+    target_requests_per_minute: int = Field(description="ALB RequestCountPerTarget fallback.")
+    scale_out_cooldown_seconds: int = 60
+    scale_in_cooldown_seconds: int = 600
+
+
+class ServingPlan(Frozen):
+    """Everything decided about serving one model; JSON-serialisable (LLMFLEET_PLAN)."""
+
+    fleet: str
+    stage: str
+    region: str
+    model_name: str
+    source: str
+    revision: str
+    architecture: str
+    aliases: list[str] = Field(default_factory=list)
+    targets: list[Literal["ecs", "sagemaker"]]
+    instance_type: str
+    sagemaker_instance_type: str | None
+    gpu_name: str
+    gpus_per_instance: int
+    gpu_memory_bytes: int
+    instance_memory_gib: int
+    instance_nvme_gb: int
+    tensor_parallel_size: int
+    memory: MemoryPlan
+    vllm: VllmSettings
+    timing: TimingPlan
+    autoscaling: AutoscalingPlan
+    adapters: list[AdapterRef] = Field(default_factory=list)
+    lora_max_rank: int | None = None
+    cost_per_hour_usd: float = Field(description="One server on each target, on-demand.")
+    price_source: str
+    reasons: list[str]
+
+    @property
+    def streams_weights(self) -> bool:
+        return self.vllm.load_format == "runai_streamer"
+
+    def model_location(self, model_root: str = DEFAULT_MODEL_ROOT) -> str:
+        """Where vLLM loads weights from: the S3 source when streaming, else the synced copy."""
+        if self.streams_weights:
+            return self.source
+        return f"{model_root}/{self.model_name}/{self.revision}"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> ServingPlan:
+        return cls.model_validate_json(text)
+
+
+def vllm_argv(
+    settings: VllmSettings,
+    *,
+    model: str,
+    port: int = 8000,
+    host: str = "0.0.0.0",  # noqa: S104 - the container's port is the service's port
+    lora_modules: dict[str, str] | None = None,
+) -> list[str]:
+    """The argv after `vllm serve` (or `python -m vllm.entrypoints.openai.api_server`).
+
+    The API key is not here: vLLM reads VLLM_API_KEY from the environment, which keeps it
+    out of `ps` and logs.
+    """
+    argv = ["--model", model, "--host", host, "--port", str(port)]
+    for name, field in VllmSettings.model_fields.items():
+        value = getattr(settings, name)
+        flag = field.json_schema_extra["flag"]
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            if value:
+                argv.append(flag)
+            elif field.default is True:
+                argv.append("--no-" + flag.removeprefix("--"))
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value, sort_keys=True, separators=(",", ":"))]
+        else:
+            argv += [flag, str(value)]
+    if lora_modules:
+        argv.append("--lora-modules")
+        argv += [f"{name}={path}" for name, path in sorted(lora_modules.items())]
+    return argv
+
+
+# --- memory math -------------------------------------------------------------------------
+
+
+def effective_quantization(spec: ModelSpec, arch: ArchitectureFacts) -> str | None:
+    """The weight quantization vLLM will run: the checkpoint's, or the manifest's (online)."""
+    declared = spec.quantization.value if spec.quantization is not None else None
+    detected = arch.checkpoint_quantization
+    if detected and declared and declared not in ("none", detected):
+        raise PlanError(
+            f"model {spec.name!r}, field 'quantization': manifest says {declared!r} but the checkpoint "
+            f"is pre-quantized with {detected!r} (quantization_config); remove the field or set {detected!r}"
+        )
+    if detected and declared == "none":
+        raise PlanError(
+            f"model {spec.name!r}, field 'quantization': manifest says 'none' but the checkpoint is "
+            f"pre-quantized with {detected!r}; it cannot be served unquantized"
+        )
+    if detected:
+        return detected
+    return None if declared in (None, "none") else declared
+
+
+def serving_dtype(spec: ModelSpec, arch: ArchitectureFacts) -> str:
+    if spec.dtype != "auto":
+        return spec.dtype
+    return arch.checkpoint_dtype if arch.checkpoint_dtype in ("bfloat16", "float16") else "bfloat16"
+
+
+def weight_bytes(arch: ArchitectureFacts, dtype: str, quantization: str | None) -> int:
+    """Bytes of weights in GPU memory. Quantizers keep embeddings and LM head in 16 bit."""
+    if arch.checkpoint_bytes and quantization == arch.checkpoint_quantization and (
+        quantization or dtype == arch.checkpoint_dtype
+    ):
+        return arch.checkpoint_bytes
+    params = arch.parameter_count()
+    embeddings = arch.embedding_parameter_count()
+    linear = params - embeddings
+    per_param = {
+        None: DTYPE_BYTES[dtype],
+        "fp8": 1.0,
+        "awq": INT4_BYTES_PER_PARAM,
+        "gptq": INT4_BYTES_PER_PARAM,
+        "bitsandbytes": NF4_BYTES_PER_PARAM,
+    }[quantization]
+    embedding_bytes = DTYPE_BYTES[dtype] if quantization else per_param
+    return int(linear * per_param + embeddings * embedding_bytes)
+
+
+def kv_bytes_per_token(arch: ArchitectureFacts, kv_cache_dtype: str, dtype: str, tp: int = 1) -> int:
+    """K and V, every layer, for one token, on one GPU at tensor-parallel size `tp`.
+
+    2 x layers x KV heads x head_dim x bytes. KV heads split across ranks and are
+    replicated when tp exceeds them.
+    """
+    element = 1 if kv_cache_dtype.startswith("fp8") else DTYPE_BYTES[dtype]
+    heads_per_gpu = max(1, arch.num_kv_heads // tp)
+    return 2 * arch.num_layers * heads_per_gpu * arch.head_dim * element
+
+
+def lora_bytes(arch: ArchitectureFacts, max_rank: int, max_loras: int, tp: int) -> int:
+    """GPU buffers vLLM preallocates for `max_loras` adapters of `max_rank` on every module."""
+    per_layer = sum((i + o) * max_rank for i, o in arch.linear_shapes().values())
+    return math.ceil(max_loras * per_layer * arch.num_layers * 2 / tp)
+
+
+def activation_bytes(arch: ArchitectureFacts, batched_tokens: int, max_num_seqs: int, tp: int) -> int:
+    """Peak activations of one prefill chunk plus fp32 logits for every running sequence."""
+    per_token = (4 * arch.hidden_size + 2 * arch.intermediate_size // tp) * 2
+    return batched_tokens * per_token + max_num_seqs * arch.vocab_size * 4 // tp
+
+
+def _valid_tp_sizes(arch: ArchitectureFacts, gpus: int) -> list[int]:
+    """vLLM needs attention heads divisible by TP, and KV heads divisible by (or dividing) TP."""
+    return [
+        tp
+        for tp in range(1, gpus + 1)
+        if arch.num_attention_heads % tp == 0 and (arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
+    ]
+
+
+class _Candidate(Frozen):
+    instance_type: str
+    tp: int
+    memory: MemoryPlan | None
+    why_not: str | None
+
+
+def _memory_at(
+    spec: ModelSpec,
+    arch: ArchitectureFacts,
+    draft: ArchitectureFacts | None,
+    dtype: str,
+    quantization: str | None,
+    gpu_bytes: int,
+    tp: int,
+) -> MemoryPlan:
+    weights = weight_bytes(arch, dtype, quantization)
+    if draft is not None:
+        weights += weight_bytes(draft, dtype, None)
+    kv_token = kv_bytes_per_token(arch, spec.kv_cache_dtype, dtype, 1)
+    kv_token_gpu = kv_bytes_per_token(arch, spec.kv_cache_dtype, dtype, tp)
+    lora = lora_bytes(arch, spec.lora.max_rank, spec.lora.max_loras, tp) if spec.lora else 0
+    batched = _batched_tokens(gpu_bytes, spec.max_model_len)
+    activations = activation_bytes(arch, batched, MAX_NUM_SEQS_CAP, tp)
+    reserve = RUNTIME_RESERVE_BYTES + (NCCL_RESERVE_BYTES if tp > 1 else 0)
+    usable = int(gpu_bytes * GPU_MEMORY_UTILIZATION)
+    kv_cache = usable - math.ceil(weights / tp) - lora - activations - reserve
+    capacity = max(0, kv_cache) // kv_token_gpu
+    return MemoryPlan(
+        parameters=arch.parameter_count(),
+        weights_bytes=weights,
+        weights_bytes_per_gpu=math.ceil(weights / tp),
+        kv_bytes_per_token=kv_token,
+        kv_bytes_per_token_per_gpu=kv_token_gpu,
+        lora_bytes_per_gpu=lora,
+        activation_bytes_per_gpu=activations,
+        reserve_bytes_per_gpu=reserve,
+        usable_bytes_per_gpu=usable,
+        kv_cache_bytes_per_gpu=kv_cache,
+        token_capacity=capacity,
+        max_concurrency=capacity // spec.max_model_len,
+    )
+
+
+def _batched_tokens(gpu_bytes: int, max_model_len: int) -> int:
+    """Chunked-prefill budget: 8192 on 40 GB+ GPUs (vLLM's default there), 4096 below."""
+    return 8192 if gpu_bytes >= 40 * GIB else 4096
+
+
+def _hardware_refusal(spec: ModelSpec, dtype: str, quantization: str | None, candidate: GpuInstance) -> str | None:
+    gpu = candidate.gpu
+    if "sagemaker" in spec.serving.targets and candidate.sagemaker_name is None:
+        return "not offered by SageMaker"
+    if dtype == "bfloat16" and not gpu.bf16:
+        return f"{gpu.name} (compute {gpu.compute_capability}) has no bfloat16"
+    needed = QUANT_MIN_CAPABILITY.get(quantization or "")
+    if needed and gpu.compute_capability < needed:
+        return f"{quantization} kernels need compute capability >= {needed}, {gpu.name} has {gpu.compute_capability}"
+    return None
+
+
+def _evaluate(spec, arch, draft, dtype, quantization, candidate: GpuInstance) -> list[_Candidate]:
+    refusal = _hardware_refusal(spec, dtype, quantization, candidate)
+    if refusal:
+        return [_Candidate(instance_type=candidate.name, tp=0, memory=None, why_not=refusal)]
+    results = []
+    for tp in _valid_tp_sizes(arch, candidate.gpu_count):
+        memory = _memory_at(spec, arch, draft, dtype, quantization, candidate.gpu_memory_bytes, tp)
+        why_not = None
+        if memory.kv_cache_bytes_per_gpu <= 0:
+            why_not = (
+                f"TP={tp}: weights {memory.weights_bytes_per_gpu / GIB:.1f} GiB + LoRA "
+                f"{memory.lora_bytes_per_gpu / GIB:.1f} + activations {memory.activation_bytes_per_gpu / GIB:.1f} "
+                f"+ reserve {memory.reserve_bytes_per_gpu / GIB:.1f} per GPU exceed the usable "
+                f"{memory.usable_bytes_per_gpu / GIB:.1f} GiB"
+            )
+        elif memory.max_concurrency < spec.serving.target_concurrency:
+            why_not = (
+                f"TP={tp}: KV cache holds {memory.token_capacity:,} tokens = {memory.max_concurrency} "
+                f"sequences of {spec.max_model_len:,}; needs {spec.serving.target_concurrency} "
+                f"({spec.serving.target_concurrency * spec.max_model_len:,} tokens)"
+            )
+        results.append(_Candidate(instance_type=candidate.name, tp=tp, memory=memory, why_not=why_not))
+        if why_not is None:
+            break  # the smallest TP that fits leaves the most GPUs idle-free to reason about
+    return results
+
+
+def _price(candidate: GpuInstance, targets: Sequence[str]) -> float:
+    """Hourly price of one server on each target; infinite where a target does not offer it."""
+    prices = [candidate.price_usd_hour if t == "ecs" else candidate.sagemaker_price_usd_hour for t in targets]
+    return math.inf if None in prices else sum(prices)
+
+
+def _startup_grace(weights: int, tp: int, streams: bool) -> tuple[int, str]:
+    sync = 0 if streams else weights / S3_SYNC_BYTES_PER_SECOND
+    load = weights / (S3_SYNC_BYTES_PER_SECOND if streams else GPU_LOAD_BYTES_PER_SECOND)
+    warmup = ENGINE_WARMUP_SECONDS + ENGINE_WARMUP_SECONDS_PER_RANK * tp
+    estimate = IMAGE_PULL_SECONDS + sync + load + warmup
+    grace = min(MAX_GRACE_SECONDS, max(MIN_GRACE_SECONDS, math.ceil(estimate * GRACE_SAFETY_FACTOR / 30) * 30))
+    reason = (
+        f"health-check grace {grace}s: image pull {IMAGE_PULL_SECONDS}s + "
+        + ("" if streams else f"S3 sync {sync:.0f}s + ")
+        + f"{'stream' if streams else 'GPU load'} {load:.0f}s + warm-up {warmup}s = {estimate:.0f}s, "
+        f"x{GRACE_SAFETY_FACTOR}, within [{MIN_GRACE_SECONDS}, {MAX_GRACE_SECONDS}]"
+    )
+    return grace, reason
+
+
+def _autoscaling(spec: ModelSpec) -> tuple[AutoscalingPlan, str]:
+    serving = spec.serving
+    queue = max(1, serving.target_concurrency // 4)
+    why = f"scale when more than {queue} requests wait per server (a quarter of target concurrency {serving.target_concurrency})"
+    if serving.slo_ttft_ms is not None:
+        # Each waiting request costs about one prefill slot; keep the queue short enough
+        # that the wait alone stays inside the TTFT objective (~500 ms per queued request).
+        slo_queue = max(1, serving.slo_ttft_ms // 500)
+        if slo_queue < queue:
+            queue, why = slo_queue, f"scale when more than {slo_queue} requests wait (TTFT SLO {serving.slo_ttft_ms} ms)"
+    plan = AutoscalingPlan(
+        min_capacity=serving.min_capacity,
+        max_capacity=serving.max_capacity,
+        target_queue_depth=float(queue),
+        target_requests_per_minute=max(1, serving.target_concurrency * 60 // ASSUMED_REQUEST_SECONDS),
+    )
+    return plan, why
+
+
+def plan_model(
+    fleet: FleetManifest,
+    spec: ModelSpec,
+    arch: ArchitectureFacts,
+    *,
+    draft: ArchitectureFacts | None = None,
+    catalog: Sequence[GpuInstance] = INSTANCES,
+) -> ServingPlan:
+    """Choose instance, TP and vLLM settings for `spec`; raise PlanError with the numbers."""
+    quantization = effective_quantization(spec, arch)
+    dtype = serving_dtype(spec, arch)
+    if spec.max_model_len > arch.max_position_embeddings:
+        raise PlanError(
+            f"model {spec.name!r}, field 'max_model_len': {spec.max_model_len} exceeds the model's "
+            f"max_position_embeddings {arch.max_position_embeddings}"
+        )
+    pool = [instance(spec.serving.instance_type)] if spec.serving.instance_type else list(catalog)
+    evaluated = [c for candidate in pool for c in _evaluate(spec, arch, draft, dtype, quantization, candidate)]
+    fitting = [c for c in evaluated if c.why_not is None]
+    if not fitting:
+        closest = sorted((c for c in evaluated if c.memory), key=lambda c: -c.memory.kv_cache_bytes_per_gpu)[:3]
+        shown = closest or evaluated[:3]
+        details = "; ".join(f"{c.instance_type} {c.why_not}" for c in shown)
+        raise PlanError(f"model {spec.name!r} fits no {'pinned ' if spec.serving.instance_type else ''}instance: {details}")
+    by_name = {c.name: c for c in pool}
+    best = min(fitting, key=lambda c: (_price(by_name[c.instance_type], spec.serving.targets), c.tp))
+    chosen = by_name[best.instance_type]
+    memory = best.memory
+    assert memory is not None
+
+    reasons = [
+        f"weights {memory.weights_bytes / GIB:.2f} GiB ({memory.parameters / 1e9:.2f} B params, "
+        f"{quantization or dtype}){' incl. draft model' if draft else ''}",
+        f"KV cache {memory.kv_bytes_per_token / 1024:.0f} KiB/token = 2 x {arch.num_layers} layers x "
+        f"{arch.num_kv_heads} KV heads x head_dim {arch.head_dim} x "
+        f"{1 if spec.kv_cache_dtype.startswith('fp8') else DTYPE_BYTES[dtype]} B",
+        f"{chosen.name} (${_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
+        f"is the cheapest of {len(fitting)} fitting choices; TP={best.tp} over "
+        f"{chosen.gpu_count} x {chosen.gpu.name} {chosen.gpu.memory_mib / 1024:.1f} GiB",
+        f"per GPU: {memory.usable_bytes_per_gpu / GIB:.1f} GiB usable (x{GPU_MEMORY_UTILIZATION}) - weights "
+        f"{memory.weights_bytes_per_gpu / GIB:.1f} - LoRA {memory.lora_bytes_per_gpu / GIB:.2f} - activations "
+        f"{memory.activation_bytes_per_gpu / GIB:.2f} - reserve {memory.reserve_bytes_per_gpu / GIB:.1f} "
+        f"= KV {memory.kv_cache_bytes_per_gpu / GIB:.1f} GiB = {memory.token_capacity:,} tokens = "
+        f"{memory.max_concurrency} x {spec.max_model_len:,}-token sequences",
+    ]
+    cheaper_refused = sorted(
+        (c for c in evaluated if c.why_not and _price(by_name[c.instance_type], spec.serving.targets) < _price(chosen, spec.serving.targets)),
+        key=lambda c: _price(by_name[c.instance_type], spec.serving.targets),
+    )
+    reasons += [f"not {c.instance_type}: {c.why_not}" for c in cheaper_refused[:3]]
+    if quantization and not arch.checkpoint_quantization:
+        reasons.append(f"{quantization} quantization is applied online at load time")
+    elif quantization:
+        reasons.append(f"{quantization} detected from the checkpoint's quantization_config")
+
+    max_num_seqs = min(
+        MAX_NUM_SEQS_CAP,
+        max(spec.serving.target_concurrency, memory.token_capacity // min(spec.max_model_len, TYPICAL_REQUEST_TOKENS)),
+    )
+    batched = max(_batched_tokens(chosen.gpu_memory_bytes, spec.max_model_len), max_num_seqs)
+    reasons.append(
+        f"max_num_seqs {max_num_seqs}: KV room for requests of ~{min(spec.max_model_len, TYPICAL_REQUEST_TOKENS)} "
+        f"tokens, capped at {MAX_NUM_SEQS_CAP}; max_num_batched_tokens {batched} (chunked prefill)"
+    )
+    grace, grace_reason = _startup_grace(memory.weights_bytes, best.tp, spec.load_format == "runai_streamer")
+    reasons.append(grace_reason)
+    autoscaling, scaling_reason = _autoscaling(spec)
+    reasons.append(scaling_reason)
+
+    settings = VllmSettings(
+        served_model_name=spec.name,
+        dtype=dtype,
+        quantization=quantization,
+        kv_cache_dtype=spec.kv_cache_dtype,
+        max_model_len=spec.max_model_len,
+        tensor_parallel_size=best.tp,
+        gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=batched,
+        enable_lora=spec.lora is not None,
+        max_lora_rank=spec.lora.max_rank if spec.lora else None,
+        max_loras=spec.lora.max_loras if spec.lora else None,
+        max_cpu_loras=spec.lora.max_cpu_loras if spec.lora else None,
+        reasoning_parser=spec.reasoning_parser,
+        speculative_config=_speculative_config(spec),
+        load_format=spec.load_format,
+        shutdown_timeout=DRAIN_SECONDS - SHUTDOWN_MARGIN_SECONDS,
+    )
+    return ServingPlan(
+        fleet=fleet.name,
+        stage=fleet.stage,
+        region=fleet.region,
+        model_name=spec.name,
+        source=spec.source,
+        revision=spec.revision,
+        architecture=arch.source,
+        aliases=spec.aliases,
+        targets=spec.serving.targets,
+        instance_type=chosen.name,
+        sagemaker_instance_type=chosen.sagemaker_name if "sagemaker" in spec.serving.targets else None,
+        gpu_name=chosen.gpu.name,
+        gpus_per_instance=chosen.gpu_count,
+        gpu_memory_bytes=chosen.gpu_memory_bytes,
+        instance_memory_gib=chosen.memory_gib,
+        instance_nvme_gb=chosen.nvme_gb,
+        tensor_parallel_size=best.tp,
+        memory=memory,
+        vllm=settings,
+        timing=TimingPlan(
+            startup_grace_seconds=grace,
+            drain_seconds=DRAIN_SECONDS,
+            deregistration_delay_seconds=DRAIN_SECONDS,
+        ),
+        autoscaling=autoscaling,
+        adapters=spec.lora.adapters if spec.lora else [],
+        lora_max_rank=spec.lora.max_rank if spec.lora else None,
+        cost_per_hour_usd=round(_price(chosen, spec.serving.targets), 4),
+        price_source=EC2_PRICE_SOURCE,
+        reasons=reasons,
+    )
+
+
+def _speculative_config(spec: ModelSpec) -> dict[str, Any] | None:
+    """vLLM's current --speculative-config form (not the removed --speculative-model)."""
+    if spec.speculative is None:
+        return None
+    config: dict[str, Any] = {"num_speculative_tokens": spec.speculative.num_speculative_tokens}
+    if spec.speculative.method != "draft_model":
+        config["method"] = spec.speculative.method
+    if spec.speculative.model:
+        config["model"] = spec.speculative.model
+    if spec.speculative.prompt_lookup_max:
+        config["prompt_lookup_max"] = spec.speculative.prompt_lookup_max
+    return config
+
+
+def plan_fleet(
+    fleet: FleetManifest,
+    architecture_of: Callable[[ModelSpec], ArchitectureFacts],
+    draft_architecture_of: Callable[[ModelSpec], ArchitectureFacts | None] = lambda _: None,
+) -> list[ServingPlan]:
+    """Plan every model; raise one PlanError listing every model that does not fit."""
+    plans, failures = [], []
+    for spec in fleet.models:
+        try:
+            plans.append(plan_model(fleet, spec, architecture_of(spec), draft=draft_architecture_of(spec)))
+        except PlanError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise PlanError("\n".join(failures))
+    return plans

