@@ -256,6 +256,12 @@ def _line_of(document: Any, location: tuple[int | str, ...]) -> int | None:
     return line
 
 
+_PATTERN_MEANING = {
+    DNS_LABEL: "lowercase letters, digits and '-', 1-40 characters, starting and ending alphanumeric",
+    SAFE_SEGMENT: "letters, digits, '.', '_', '-', 1-64 characters, starting alphanumeric (no '/')",
+}
+
+
 def _describe(document: Any, error: dict[str, Any]) -> str:
     location = tuple(error["loc"])
     where = []
@@ -267,15 +273,18 @@ def _describe(document: Any, error: dict[str, Any]) -> str:
         field = ".".join(str(p) for p in location[2:])
     else:
         field = ".".join(str(p) for p in location)
+    kind = error["type"]
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    if kind == "extra_forbidden":
         message = "unknown key (not part of the fleet schema; see `llmfleet schema`)"
-    elif error["type"] == "literal_error" or error["type"] == "enum":
-        message = f"{message} (got {error.get('input')!r})"
-    elif "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], dict | list):
+    elif kind == "string_pattern_mismatch":
+        pattern = error.get("ctx", {}).get("pattern", "")
+        message = f"must be {_PATTERN_MEANING.get(pattern, f'matching {pattern}')}"
+    if kind not in ("missing", "extra_forbidden", "value_error") and not isinstance(error.get("input"), dict | list):
         message = f"{message} (got {error['input']!r})"
-    where.append(f"field {field!r}" if field else "top level")
-    return f"{', '.join(where)}: {message}"
+    if field:
+        where.append(f"field {field!r}")
+    return f"{', '.join(where) or 'fleet'}: {message}"
 
 
 def parse_fleet(text: str, origin: str = "<fleet>") -> FleetManifest:
