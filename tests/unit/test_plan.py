@@ -1,0 +1,296 @@
+"""Planner: figures equal hand-computed ones; choices and refusals; properties over random models."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from model_store.architectures import ArchitectureFacts, known_architecture
+from model_store.catalog import L4, GpuInstance, Gpu
+from model_store.manifest import FleetManifest, ModelSpec, load_fleet, parse_fleet
+from model_store.plan import (
+    GIB,
+    PlanError,
+    ServingPlan,
+    kv_bytes_per_token,
+    plan_fleet,
+    plan_model,
+    vllm_argv,
+    weight_bytes,
+)
+from model_store.architectures import architecture_for, draft_architecture_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Hand-computed from each public config.json. Parameters: embeddings (x2 unless tied) +
+# layers x (q, k, v, o projections [+ qkv bias] + 2 norms [+ q/k norms] + 3 MLP matrices x
+# experts [+ router]) + final norm. They match the counts the model cards publish.
+# KV bytes/token at bf16: 2 (K and V) x layers x KV heads x head_dim x 2 bytes.
+HAND_COMPUTED = {
+    # Qwen3-0.6B: head_dim 128 is explicit (hidden/heads would say 64); 0.44 B non-embedding.
+    "Qwen/Qwen3-0.6B": (
+        151936 * 1024 + 28 * (1024 * 2048 * 2 + 1024 * 1024 * 2 + 2 * 1024 + 2 * 128 + 3 * 1024 * 3072) + 1024,
+        2 * 28 * 8 * 128 * 2,
+    ),
+    # R1-Distill-Qwen-14B has 48 layers (the seed's 40 is wrong) and qkv biases.
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": (
+        2 * 152064 * 5120
+        + 48 * (5120 * 5120 * 2 + 5120 * 1024 * 2 + (40 + 16) * 128 + 2 * 5120 + 3 * 5120 * 13824)
+        + 5120,
+        2 * 48 * 8 * 128 * 2,
+    ),
+    # Mistral Small 24B: explicit head_dim 128 (hidden/heads = 160).
+    "mistralai/Mistral-Small-24B-Instruct-2501": (
+        2 * 131072 * 5120 + 40 * (5120 * 4096 * 2 + 5120 * 1024 * 2 + 2 * 5120 + 3 * 5120 * 32768) + 5120,
+        2 * 40 * 8 * 128 * 2,
+    ),
+    "meta-llama/Meta-Llama-3-70B-Instruct": (70_553_706_496, 2 * 80 * 8 * 128 * 2),
+    "meta-llama/Llama-3.1-8B-Instruct": (8_030_261_248, 2 * 32 * 8 * 128 * 2),
+    "Qwen/Qwen2.5-7B-Instruct-AWQ": (7_615_616_512, 2 * 28 * 4 * 128 * 2),
+    "mistralai/Mixtral-8x7B-Instruct-v0.1": (46_702_792_704, 2 * 32 * 8 * 128 * 2),
+    "meta-llama/Llama-3.2-1B-Instruct": (1_235_814_400, 2 * 16 * 8 * 64 * 2),
+}
+
+
+@pytest.mark.parametrize("hf_id", sorted(HAND_COMPUTED))
+def test_parameters_and_kv_bytes_equal_hand_computed(hf_id: str) -> None:
+    params, kv_per_token = HAND_COMPUTED[hf_id]
+    arch = known_architecture(hf_id)
+    assert arch.parameter_count() == params
+    assert kv_bytes_per_token(arch, "auto", "bfloat16") == kv_per_token
+    assert kv_bytes_per_token(arch, "fp8", "bfloat16") == kv_per_token // 2
+    assert weight_bytes(arch, "bfloat16", None) == 2 * params
+
+
+def test_seed_formulas_would_have_been_wrong() -> None:
+    """The seed multiplied hidden size by KV heads and gave the 14B model 40 layers."""
+    arch = known_architecture("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B")
+    right = kv_bytes_per_token(arch, "auto", "bfloat16")
+    assert right == 196_608  # 192 KiB
+    assert right != 2 * 40 * 8 * 128 * 2
+    assert right != 2 * 48 * 5120 * 8 * 2
+    assert known_architecture("Qwen/Qwen3-0.6B").head_dim == 128
+
+
+def test_quantized_weight_bytes_match_published_checkpoint_sizes() -> None:
+    awq = known_architecture("Qwen/Qwen2.5-7B-Instruct-AWQ")
+    embeddings = 2 * 152064 * 3584
+    expected = int((7_615_616_512 - embeddings) * (0.5 + 2.5 / 128) + embeddings * 2)
+    assert weight_bytes(awq, "float16", "awq") == expected
+    assert 5.4e9 < expected < 5.8e9  # the published checkpoint is 5.58 GB
+    mistral = known_architecture("mistralai/Mistral-Small-24B-Instruct-2501")
+    embeddings = 2 * 131072 * 5120
+    assert weight_bytes(mistral, "bfloat16", "fp8") == (mistral.parameter_count() - embeddings) + embeddings * 2
+
+
+def test_kv_heads_split_across_tensor_parallel_ranks_and_replicate_past_them() -> None:
+    llama = known_architecture("meta-llama/Meta-Llama-3-70B-Instruct")
+    assert kv_bytes_per_token(llama, "auto", "bfloat16", tp=4) == 2 * 80 * 2 * 128 * 2
+    assert kv_bytes_per_token(llama, "auto", "bfloat16", tp=8) == 2 * 80 * 1 * 128 * 2
+    awq = known_architecture("Qwen/Qwen2.5-7B-Instruct-AWQ")  # 4 KV heads
+    assert kv_bytes_per_token(awq, "auto", "float16", tp=8) == 2 * 28 * 1 * 128 * 2
+
+
+@pytest.fixture(scope="module")
+def example_plans() -> dict[str, ServingPlan]:
+    fleet = load_fleet(REPO / "fleet.yaml")
+    plans = plan_fleet(fleet, lambda spec: architecture_for(spec, REPO), draft_architecture_for)
+    return {p.model_name: p for p in plans}
+
+
+def test_r1_distill_budget_equals_hand_computed(example_plans: dict[str, ServingPlan]) -> None:
+    plan = example_plans["r1-distill-14b"]
+    assert (plan.instance_type, plan.tensor_parallel_size) == ("g6.12xlarge", 4)
+    usable = int(23_034 * 2**20 * 0.90)  # L4 memory.total x gpu_memory_utilization
+    weights = math.ceil(14_770_033_664 * 2 / 4)
+    activations = 4096 * (4 * 5120 + 2 * 13824 // 4) * 2 + 256 * 152064 * 4 // 4
+    reserve = int(1.5 * GIB) + int(0.5 * GIB)  # runtime + NCCL with TP
+    kv_cache = usable - weights - activations - reserve
+    tokens = kv_cache // (2 * 48 * 2 * 128 * 2)  # 8 KV heads / 4 ranks = 2 per GPU
+    assert plan.memory.kv_cache_bytes_per_gpu == kv_cache
+    assert plan.memory.token_capacity == tokens
+    assert plan.memory.max_concurrency == tokens // 16384
+    assert plan.memory.max_concurrency >= 4
+
+
+def test_example_fleet_choices(example_plans: dict[str, ServingPlan]) -> None:
+    small = example_plans["qwen3-small"]
+    assert small.sagemaker_instance_type == "ml." + small.instance_type
+    assert small.vllm.enable_lora and small.vllm.max_lora_rank == 16
+    fp8 = example_plans["mistral-small-24b-fp8"]
+    assert fp8.gpu_name == "NVIDIA L40S" and fp8.gpu_memory_bytes >= 40 * GIB  # a 40-48 GB GPU
+    assert fp8.vllm.quantization == "fp8" and fp8.vllm.kv_cache_dtype == "fp8"
+    llama = example_plans["llama3-70b"]
+    assert llama.tensor_parallel_size > 1
+    assert llama.vllm.speculative_config == {"model": "meta-llama/Llama-3.2-1B-Instruct", "num_speculative_tokens": 4}
+    assert llama.vllm.load_format == "runai_streamer" and llama.model_location().startswith("s3://")
+    awq = example_plans["qwen25-7b-awq"]
+    assert awq.vllm.quantization == "awq" and awq.vllm.dtype == "float16"
+    assert example_plans["r1-distill-14b"].vllm.reasoning_parser == "deepseek_r1"
+    for plan in example_plans.values():
+        argv = vllm_argv(plan.vllm, model=plan.model_location())
+        assert "--enforce-eager" not in argv
+        assert not any("V0" in a or "speculative-model" in a for a in argv)
+        assert plan.timing.startup_grace_seconds >= 300
+        assert plan.vllm.shutdown_timeout < plan.timing.drain_seconds
+
+
+def test_plan_round_trips_through_json(example_plans: dict[str, ServingPlan]) -> None:
+    for plan in example_plans.values():
+        assert ServingPlan.from_json(plan.to_json()) == plan
+        json.loads(plan.to_json())
+
+
+def test_vllm_argv_is_a_view_of_the_settings(example_plans: dict[str, ServingPlan]) -> None:
+    plan = example_plans["qwen3-small"]
+    argv = vllm_argv(plan.vllm, model="/m", port=8080, lora_modules={"legal": "/a/legal", "finance": "/a/finance"})
+    assert argv[:6] == ["--model", "/m", "--host", "0.0.0.0", "--port", "8080"]
+    assert argv[argv.index("--max-model-len") + 1] == "8192"
+    assert "--enable-lora" in argv and "--enable-prefix-caching" in argv
+    assert argv[-3:] == ["--lora-modules", "finance=/a/finance", "legal=/a/legal"]
+    assert "--quantization" not in argv  # None is omitted
+    no_cache = plan.vllm.model_copy(update={"enable_prefix_caching": False})
+    assert "--no-enable-prefix-caching" in vllm_argv(no_cache, model="/m")
+    spec = example_plans["llama3-70b"].vllm
+    rendered = vllm_argv(spec, model="s3://b/m")
+    assert json.loads(rendered[rendered.index("--speculative-config") + 1])["num_speculative_tokens"] == 4
+
+
+def _fleet(**model) -> tuple[FleetManifest, ModelSpec]:
+    base = {"name": "m", "source": "s3://llmfleet-store/models/m", "architecture": "Qwen/Qwen3-8B"}
+    fleet = FleetManifest.model_validate({"name": "f", "models": [{**base, **model}]})
+    return fleet, fleet.models[0]
+
+
+def test_refusal_carries_the_numbers() -> None:
+    fleet, spec = _fleet(architecture="meta-llama/Meta-Llama-3-70B-Instruct", serving={"instance_type": "g6.xlarge"})
+    with pytest.raises(PlanError) as caught:
+        plan_model(fleet, spec, known_architecture(spec.architecture))
+    message = str(caught.value)
+    assert "model 'm' fits no pinned instance" in message
+    assert "g6.xlarge TP=1: weights 131.4 GiB" in message and "exceed the usable 20.2 GiB" in message
+
+
+def test_concurrency_shortfall_is_refused_with_token_counts() -> None:
+    fleet, spec = _fleet(max_model_len=32768, serving={"instance_type": "g5.xlarge", "target_concurrency": 64})
+    with pytest.raises(PlanError, match=r"needs 64 \(2,097,152 tokens\)"):
+        plan_model(fleet, spec, known_architecture(spec.architecture))
+
+
+def test_quantization_conflict_with_checkpoint_is_an_error() -> None:
+    fleet, spec = _fleet(architecture="Qwen/Qwen2.5-7B-Instruct-AWQ", quantization="gptq")
+    with pytest.raises(PlanError, match=r"field 'quantization': manifest says 'gptq' but the checkpoint is pre-quantized with 'awq'"):
+        plan_model(fleet, spec, known_architecture(spec.architecture))
+    fleet, spec = _fleet(architecture="Qwen/Qwen2.5-7B-Instruct-AWQ", quantization="none")
+    with pytest.raises(PlanError, match="cannot be served unquantized"):
+        plan_model(fleet, spec, known_architecture(spec.architecture))
+
+
+def test_hardware_limits_exclude_instances() -> None:
+    fleet, spec = _fleet(serving={"instance_type": "g4dn.xlarge"})  # T4: no bfloat16
+    with pytest.raises(PlanError, match="has no bfloat16"):
+        plan_model(fleet, spec, known_architecture(spec.architecture))
+    fleet, spec = _fleet(quantization="fp8", serving={"instance_type": "g5.2xlarge"})  # A10G: no FP8
+    with pytest.raises(PlanError, match="fp8 kernels need compute capability >= 8.9"):
+        plan_model(fleet, spec, known_architecture(spec.architecture))
+    fleet, spec = _fleet(architecture="Qwen/Qwen3-0.6B", dtype="float16", serving={"instance_type": "g4dn.xlarge"})
+    assert plan_model(fleet, spec, known_architecture(spec.architecture)).instance_type == "g4dn.xlarge"
+
+
+def test_context_beyond_the_model_is_refused() -> None:
+    fleet, spec = _fleet(max_model_len=65536)
+    with pytest.raises(PlanError, match="exceeds the model's max_position_embeddings 40960"):
+        plan_model(fleet, spec, known_architecture(spec.architecture))
+
+
+def test_plan_fleet_reports_every_failing_model() -> None:
+    fleet = parse_fleet(
+        """
+name: f
+models:
+  - {name: a, source: s3://llmfleet-store/a, architecture: Qwen/Qwen3-8B, max_model_len: 65536}
+  - {name: b, source: s3://llmfleet-store/b, architecture: Qwen/Qwen3-8B, serving: {instance_type: g4dn.xlarge}}
+"""
+    )
+    with pytest.raises(PlanError) as caught:
+        plan_fleet(fleet, lambda spec: known_architecture(spec.architecture))
+    assert "model 'a'" in str(caught.value) and "model 'b'" in str(caught.value)
+
+
+# --- properties over random architectures and GPUs ----------------------------------------
+
+
+@st.composite
+def architectures(draw) -> ArchitectureFacts:
+    heads = draw(st.sampled_from([8, 12, 16, 28, 32, 40, 48, 64]))
+    kv_heads = draw(st.sampled_from([d for d in (1, 2, 4, 8, heads) if heads % d == 0]))
+    head_dim = draw(st.sampled_from([64, 128]))
+    hidden = heads * head_dim
+    return ArchitectureFacts(
+        model_type=draw(st.sampled_from(["llama", "qwen2", "qwen3", "mistral"])),
+        hidden_size=hidden,
+        intermediate_size=hidden * draw(st.integers(2, 5)),
+        num_layers=draw(st.integers(1, 96)),
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=draw(st.integers(1000, 160_000)),
+        tie_word_embeddings=draw(st.booleans()),
+        max_position_embeddings=131072,
+        checkpoint_dtype="bfloat16",
+    )
+
+
+def _single_instance(memory_mib: int, gpus: int) -> GpuInstance:
+    gpu = Gpu("test GPU", memory_mib, L4.compute_capability, fp8=True, bf16=True)
+    return GpuInstance("g6.test", gpu, gpus, 8, 64, 100, 1.0, None)
+
+
+def _spec(max_model_len: int, concurrency: int) -> tuple[FleetManifest, ModelSpec]:
+    return _fleet(max_model_len=max_model_len, serving={"target_concurrency": concurrency})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arch=architectures(),
+    memory=st.integers(8_000, 200_000),
+    extra=st.integers(1, 100_000),
+    max_model_len=st.sampled_from([512, 2048, 8192, 32768]),
+)
+def test_more_memory_never_lowers_max_concurrency(arch, memory, extra, max_model_len) -> None:
+    fleet, spec = _spec(max_model_len, 1)
+    try:
+        smaller = plan_model(fleet, spec, arch, catalog=[_single_instance(memory, 1)])
+    except PlanError:
+        assume(False)
+    larger = plan_model(fleet, spec, arch, catalog=[_single_instance(memory + extra, 1)])
+    assert larger.memory.max_concurrency >= smaller.memory.max_concurrency
+    assert larger.memory.token_capacity >= smaller.memory.token_capacity
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arch=architectures(),
+    memory=st.integers(8_000, 200_000),
+    gpus=st.sampled_from([1, 2, 4, 8]),
+    max_model_len=st.sampled_from([512, 4096, 32768]),
+    concurrency=st.integers(1, 64),
+)
+def test_a_plan_never_exceeds_gpu_memory_and_tp_divides_heads(arch, memory, gpus, max_model_len, concurrency) -> None:
+    fleet, spec = _spec(max_model_len, concurrency)
+    try:
+        plan = plan_model(fleet, spec, arch, catalog=[_single_instance(memory, gpus)])
+    except PlanError:
+        assume(False)
+    m = plan.memory
+    used = m.weights_bytes_per_gpu + m.lora_bytes_per_gpu + m.activation_bytes_per_gpu + m.reserve_bytes_per_gpu
+    assert used + m.kv_cache_bytes_per_gpu <= plan.gpu_memory_bytes
+    assert m.token_capacity * m.kv_bytes_per_token_per_gpu <= m.kv_cache_bytes_per_gpu
+    assert m.max_concurrency >= concurrency
+    assert arch.num_attention_heads % plan.tensor_parallel_size == 0
+    assert plan.tensor_parallel_size <= gpus
