@@ -91,14 +91,16 @@ def plan(fleet: FleetArg = Path("fleet.yaml"), as_json: JsonOpt = False) -> None
         print(json.dumps({"fleet": manifest.name, "stage": manifest.stage, "models": [plan_summary(p) for p in plans]}, indent=2))
         return
     table = Table(title=f"fleet {manifest.name} ({manifest.stage}, {manifest.region})")
-    for column in ("model", "instance", "GPUs x memory", "TP", "weights GiB", "KV KiB/token", "max conc.", "$/h"):
-        table.add_column(column, justify="left" if column in ("model", "instance") else "right")
+    table.add_column("model", no_wrap=True)
+    table.add_column("instance", no_wrap=True)
+    for column in ("GPUs x GiB", "TP", "weights GiB", "KV KiB/token", "max conc. @ len", "$/h"):
+        table.add_column(column, justify="right")
     for p in plans:
         instance = p.instance_type + (f"\n{p.sagemaker_instance_type}" if p.sagemaker_instance_type else "")
         table.add_row(
             p.model_name,
             instance,
-            f"{p.gpus_per_instance} x {p.gpu_memory_bytes / GIB:.1f} GiB",
+            f"{p.gpus_per_instance} x {p.gpu_memory_bytes / GIB:.1f}",
             str(p.tensor_parallel_size),
             f"{p.memory.weights_bytes / GIB:.2f}",
             f"{p.memory.kv_bytes_per_token / 1024:.0f}",
