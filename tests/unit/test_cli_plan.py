@@ -84,3 +84,9 @@ def test_schema_writes_json_schema(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schema", "--output", str(target)])
     assert result.exit_code == 0
     assert json.loads(target.read_text())["title"] == "llmfleet fleet manifest"
+
+
+def test_committed_schema_is_current() -> None:
+    """fleet.yaml points editors at fleet.schema.json; `make schema` regenerates it."""
+    result = runner.invoke(app, ["schema"])
+    assert json.loads(result.stdout) == json.loads((REPO / "fleet.schema.json").read_text())
