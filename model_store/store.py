@@ -1,0 +1,538 @@
+"""The S3 model store: layout, verified transfers, immutable versions.
+
+Layout under `s3://bucket/prefix`:
+
+    models/<model>/<revision>/...                 weights, config.json, tokenizer files
+    adapters/<model>/<adapter>/<version>/...      a peft LoRA directory
+    registry/<model>/<stage>.json                 which adapter versions a stage serves (registry.py)
+
+Every version ends with `_manifest.json` (each file's key, size and sha256; uploader,
+time, source), written last with `If-None-Match: *`: a version exists only once it is
+complete, and it can never be overwritten. Readers trust nothing without it; downloads
+check every byte against it. Files already in S3 with the recorded size and sha256 are
+not sent again, so rerunning an interrupted upload finishes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.subscribers import BaseSubscriber
+
+from model_store.adapters import (
+    DEFAULT_MAX_RANK,
+    AdapterInfo,
+    check_model_name,
+    check_segment,
+    validate_adapter,
+)
+from model_store.architectures import facts_from_config
+from model_store.manifest import ManifestError
+
+MANIFEST_NAME = "_manifest.json"
+MANIFEST_FORMAT = 1
+MODEL_CONFIG = "config.json"
+
+MIB = 1 << 20
+# boto3's managed transfer: parallel multipart above the threshold. `aws s3 cp` uses 8 MiB
+# parts and 10 threads (AWS CLI S3 configuration docs, 2026-10); larger parts halve the
+# request count for multi-GiB weights at the same parallelism.
+TRANSFER_CONFIG = TransferConfig(
+    multipart_threshold=16 * MIB,
+    multipart_chunksize=16 * MIB,
+    max_concurrency=10,
+    use_threads=True,
+)
+# Connections for the transfer threads plus the HEAD/GET calls beside them.
+MAX_POOL_CONNECTIONS = 32
+HASH_BLOCK = 4 * MIB
+HASH_THREADS = 4
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (bytes just transferred or found already stored, total bytes of the version)."""
+
+
+class StoreError(Exception):
+    """A store operation that cannot proceed; the message names the bucket/key and what to do."""
+
+
+class VersionExists(StoreError):
+    """The version is already complete in the store; versions are immutable."""
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, uri: str) -> StoreLocation:
+        """`s3://bucket[/prefix]` -> StoreLocation; anything else is a StoreError."""
+        if not isinstance(uri, str) or not uri.startswith("s3://"):
+            raise StoreError(f"store {uri!r} is not an s3://bucket/prefix URI (set --store or LLMFLEET_STORE)")
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket or not all(c.islower() or c.isdigit() or c in ".-" for c in bucket):
+            raise StoreError(f"store {uri!r}: {bucket!r} is not an S3 bucket name (lowercase letters, digits, '.', '-')")
+        return cls(bucket=bucket, prefix=prefix.strip("/"))
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.prefix, *parts) if p and p.strip("/"))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the version, POSIX
+    key: str  # full S3 key
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class VersionManifest:
+    """The `_manifest.json` of one model revision or adapter version."""
+
+    kind: str  # "model" or "adapter"
+    model: str
+    version: str  # the model's revision or the adapter's version
+    files: tuple[FileEntry, ...]
+    uploader: str
+    created: str  # ISO 8601, UTC
+    source: str
+    adapter: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": MANIFEST_FORMAT, **asdict(self)}, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str) -> VersionManifest:
+        try:
+            data = json.loads(text)
+            if data.pop("format") != MANIFEST_FORMAT:
+                raise ValueError(f"format is not {MANIFEST_FORMAT}")
+            data["files"] = tuple(FileEntry(**f) for f in data["files"])
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{where}: not a valid {MANIFEST_NAME}: {exc}") from None
+
+
+def content_version(entries: Iterable[tuple[str, int, str]]) -> str:
+    """A version name from the content: identical adapter directories get the same version."""
+    digest = hashlib.sha256()
+    for path, size, sha in sorted(entries):
+        digest.update(f"{path}\0{size}\0{sha}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _safe_relative(path: str, where: str) -> PurePosixPath:
+    """A manifest path that stays inside the destination directory."""
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or not relative.parts or any(p in ("", ".", "..") for p in relative.parts):
+        raise StoreError(f"{where}: file path {path!r} escapes the version directory; refusing to write it")
+    return relative
+
+
+class _ProgressSubscriber(BaseSubscriber):
+    def __init__(self, progress: ProgressCallback, total: int):
+        self._progress, self._total = progress, total
+
+    def on_progress(self, future, bytes_transferred: int, **kwargs) -> None:
+        self._progress(bytes_transferred, self._total)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_missing_error(exc: ClientError) -> bool:
+    return _error_code(exc) in ("404", "NoSuchKey", "NotFound")
+
+
+def is_precondition_failed(exc: ClientError) -> bool:
+    # 412 when the condition fails; 409 when a concurrent conditional write is in flight.
+    return _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+class ModelStore:
+    """Models and adapters in one bucket. Pass a boto3 S3 client (its endpoint decides where)."""
+
+    def __init__(self, location: StoreLocation, s3_client):
+        self.location = location
+        self.client = s3_client
+
+    @classmethod
+    def from_uri(cls, uri: str, *, endpoint_url: str | None = None) -> ModelStore:
+        """A store for `s3://bucket/prefix`; boto3 also honours AWS_ENDPOINT_URL by itself."""
+        location = StoreLocation.parse(uri)
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(max_pool_connections=MAX_POOL_CONNECTIONS, retries={"mode": "standard"}),
+        )
+        return cls(location, client)
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def model_prefix(self, model: str, revision: str) -> str:
+        return self.location.key("models", model, revision)
+
+    def adapter_prefix(self, model: str, name: str, version: str) -> str:
+        return self.location.key("adapters", model, name, version)
+
+    def registry_key(self, model: str, stage: str) -> str:
+        return self.location.key("registry", model, f"{stage}.json")
+
+    # --- models ---------------------------------------------------------------------------
+
+    def upload_model(
+        self,
+        directory: str | Path,
+        model: str,
+        revision: str,
+        *,
+        progress: ProgressCallback | None = None,
+        uploader: str = "unknown",
+        source: str | None = None,
+    ) -> VersionManifest:
+        """Upload a checkpoint directory (at least config.json) as models/<model>/<revision>."""
+        directory = Path(directory)
+        self._check_names(model, ("revision", revision))
+        if not (directory / MODEL_CONFIG).is_file():
+            raise StoreError(f"{directory}: no {MODEL_CONFIG}; a model directory must hold one")
+        relpaths = [
+            path.relative_to(directory).as_posix()
+            for path in sorted(directory.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+        ]
+        if MANIFEST_NAME in relpaths:
+            raise StoreError(f"{directory}: holds a file named {MANIFEST_NAME}, which the store reserves")
+        return self._upload_version(
+            directory,
+            relpaths,
+            self.model_prefix(model, revision),
+            header={"kind": "model", "model": model, "version": revision, "adapter": None},
+            uploader=uploader,
+            source=source or str(directory.resolve()),
+            details={},
+            progress=progress,
+        )
+
+    def model_manifest(self, model: str, revision: str) -> VersionManifest:
+        return self._read_manifest(self.model_prefix(model, revision), f"model {model!r} revision {revision!r}")
+
+    def download_model(self, model: str, revision: str, dest: Path, *, progress: ProgressCallback | None = None) -> Path:
+        """Download a model revision into `dest`, every file verified; returns `dest`."""
+        return self._download_version(self.model_manifest(model, revision), Path(dest), progress)
+
+    def read_model_config(self, model: str, revision: str) -> dict:
+        """The config.json of an uploaded model revision (verified against its manifest)."""
+        manifest = self.model_manifest(model, revision)
+        entry = next((f for f in manifest.files if f.path == MODEL_CONFIG), None)
+        if entry is None:
+            raise StoreError(f"{self._s3_uri(self.model_prefix(model, revision))}: the version holds no {MODEL_CONFIG}")
+        body = self._get_bytes(entry.key)
+        self._verify_bytes(entry, len(body), hashlib.sha256(body).hexdigest())
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise StoreError(f"{self._s3_uri(entry.key)}: not valid JSON: {exc}") from None
+
+    # --- adapters -------------------------------------------------------------------------
+
+    def publish_adapter(
+        self,
+        directory: str | Path,
+        model: str,
+        name: str,
+        *,
+        version: str | None = None,
+        progress: ProgressCallback | None = None,
+        model_revision: str = "main",
+        max_rank: int = DEFAULT_MAX_RANK,
+        accepted_bases: tuple[str, ...] = (),
+        uploader: str = "unknown",
+        source: str | None = None,
+    ) -> VersionManifest:
+        """Validate a peft LoRA directory against the stored base model, then upload it as a new version.
+
+        Nothing is written unless validation passes (AdapterRejected). Without `version`, the
+        version is derived from the content, so rerunning an interrupted publish resumes it.
+        """
+        directory = Path(directory)
+        check_model_name(model)
+        check_segment("adapter name", name)
+        if version is not None:
+            check_segment("version", version, rule="version")
+        model_manifest = self.model_manifest(model, model_revision)
+        try:
+            arch = facts_from_config(self.read_model_config(model, model_revision), source=f"model {model!r}")
+        except ManifestError as exc:
+            raise StoreError(str(exc)) from None
+        info: AdapterInfo = validate_adapter(
+            directory,
+            model_name=model,
+            accepted_bases=(*accepted_bases, model_manifest.source),
+            max_rank=max_rank,
+            arch=arch,
+        )
+        hashed = self._hash_files(directory, list(info.files))
+        version = version or content_version(hashed)
+        return self._upload_version(
+            directory,
+            list(info.files),
+            self.adapter_prefix(model, name, version),
+            header={"kind": "adapter", "model": model, "version": version, "adapter": name},
+            uploader=uploader,
+            source=source or str(directory.resolve()),
+            details={"adapter": asdict(info), "model_revision": model_revision},
+            progress=progress,
+            hashed=hashed,
+        )
+
+    def adapter_manifest(self, model: str, name: str, version: str) -> VersionManifest:
+        return self._read_manifest(
+            self.adapter_prefix(model, name, version), f"adapter {name!r} version {version!r} of model {model!r}"
+        )
+
+    def adapter_version_exists(self, model: str, name: str, version: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.location.bucket, Key=f"{self.adapter_prefix(model, name, version)}/{MANIFEST_NAME}")
+        except ClientError as exc:
+            if is_missing_error(exc):
+                return False
+            raise self._wrap(exc, self.adapter_prefix(model, name, version)) from None
+        return True
+
+    def download_adapter(
+        self, model: str, name: str, version: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> Path:
+        """Download an adapter version into `dest`, every file verified; returns `dest`."""
+        return self._download_version(self.adapter_manifest(model, name, version), Path(dest), progress)
+
+    def adapter_versions(self, model: str, name: str) -> list[str]:
+        """Complete versions of an adapter, oldest first (by when their manifest was written)."""
+        prefix = self.location.key("adapters", model, name) + "/"
+        found = []
+        for obj in self._list(prefix):
+            relative = obj["Key"][len(prefix) :].split("/")
+            if len(relative) == 2 and relative[1] == MANIFEST_NAME:
+                found.append((obj["LastModified"], relative[0]))
+        return [version for _, version in sorted(found)]
+
+    # --- transfers ------------------------------------------------------------------------
+
+    def _check_names(self, model: str, *segments: tuple[str, str]) -> None:
+        try:
+            check_model_name(model)
+            for kind, value in segments:
+                check_segment(kind, value)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+
+    def _hash_files(self, directory: Path, relpaths: list[str]) -> list[tuple[str, int, str]]:
+        def one(relpath: str) -> tuple[str, int, str]:
+            path = directory / relpath
+            return relpath, path.stat().st_size, sha256_file(path)
+
+        with ThreadPoolExecutor(HASH_THREADS) as pool:  # hashlib releases the GIL on large blocks
+            return list(pool.map(one, relpaths))
+
+    def _upload_version(
+        self,
+        directory: Path,
+        relpaths: list[str],
+        prefix: str,
+        *,
+        header: dict[str, Any],
+        uploader: str,
+        source: str,
+        details: dict[str, Any],
+        progress: ProgressCallback | None,
+        hashed: list[tuple[str, int, str]] | None = None,
+    ) -> VersionManifest:
+        manifest_key = f"{prefix}/{MANIFEST_NAME}"
+        if self._exists(manifest_key):
+            raise VersionExists(f"{self._s3_uri(prefix)} already exists; versions are immutable, publish a new one")
+        hashed = hashed or self._hash_files(directory, relpaths)
+        entries = tuple(FileEntry(path=p, key=f"{prefix}/{p}", size=s, sha256=h) for p, s, h in hashed)
+        total = sum(e.size for e in entries)
+        progress = progress or (lambda done, total: None)
+        with create_transfer_manager(self.client, TRANSFER_CONFIG) as manager:
+            futures = []
+            for entry in entries:
+                if self._already_stored(entry):
+                    progress(entry.size, total)  # left by an interrupted run: resume past it
+                    continue
+                futures.append(
+                    manager.upload(
+                        str(directory / entry.path),
+                        self.location.bucket,
+                        entry.key,
+                        extra_args={"Metadata": {"sha256": entry.sha256}},
+                        subscribers=[_ProgressSubscriber(progress, total)],
+                    )
+                )
+            for future in futures:
+                self._result(future, prefix)
+        manifest = VersionManifest(
+            **header,
+            files=entries,
+            uploader=uploader,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            source=source,
+            details=details,
+        )
+        try:
+            self.client.put_object(
+                Bucket=self.location.bucket,
+                Key=manifest_key,
+                Body=manifest.to_json().encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if is_precondition_failed(exc):
+                raise VersionExists(f"{self._s3_uri(prefix)} was completed by another upload meanwhile") from None
+            raise self._wrap(exc, manifest_key) from None
+        return manifest
+
+    def _already_stored(self, entry: FileEntry) -> bool:
+        try:
+            head = self.client.head_object(Bucket=self.location.bucket, Key=entry.key)
+        except ClientError as exc:
+            if is_missing_error(exc):
+                return False
+            raise self._wrap(exc, entry.key) from None
+        return head["ContentLength"] == entry.size and head.get("Metadata", {}).get("sha256") == entry.sha256
+
+    def _download_version(self, manifest: VersionManifest, dest: Path, progress: ProgressCallback | None) -> Path:
+        where = self._s3_uri(manifest.files[0].key.rsplit("/", 1)[0]) if manifest.files else manifest.version
+        targets = [(entry, dest / _safe_relative(entry.path, where)) for entry in manifest.files]
+        progress = progress or (lambda done, total: None)
+        total = manifest.total_bytes
+        pending = []
+        with create_transfer_manager(self.client, TRANSFER_CONFIG) as manager:
+            for entry, target in targets:
+                if target.is_file() and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256:
+                    progress(entry.size, total)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # A hidden, unique temporary name: a failed download never looks like a file.
+                partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+                future = manager.download(
+                    self.location.bucket, entry.key, str(partial), subscribers=[_ProgressSubscriber(progress, total)]
+                )
+                pending.append((entry, target, partial, future))
+            try:
+                for entry, target, partial, future in pending:
+                    self._result(future, entry.key)
+                    self._verify_bytes(entry, partial.stat().st_size, sha256_file(partial))
+                    os.replace(partial, target)
+            finally:
+                for _, _, partial, _ in pending:
+                    partial.unlink(missing_ok=True)
+        (dest / MANIFEST_NAME).write_text(manifest.to_json())
+        return dest
+
+    def _verify_bytes(self, entry: FileEntry, size: int, sha256: str) -> None:
+        if size != entry.size or sha256 != entry.sha256:
+            raise StoreError(
+                f"checksum mismatch for s3://{self.location.bucket}/{entry.key}: got {size} bytes sha256 {sha256}, "
+                f"the manifest records {entry.size} bytes sha256 {entry.sha256}; the object was altered or corrupted"
+            )
+
+    def _result(self, future, where: str) -> None:
+        try:
+            future.result()
+        except ClientError as exc:
+            raise self._wrap(exc, where) from None
+        except BotoCoreError as exc:
+            raise StoreError(f"{self._s3_uri(where)}: transfer failed: {exc}") from None
+
+    # --- small S3 helpers -----------------------------------------------------------------
+
+    def _read_manifest(self, prefix: str, what: str) -> VersionManifest:
+        key = f"{prefix}/{MANIFEST_NAME}"
+        try:
+            body = self._get_bytes(key)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, ClientError) and is_missing_error(exc.__cause__):
+                raise StoreError(
+                    f"{what}: no complete version at {self._s3_uri(prefix)} (no {MANIFEST_NAME}; "
+                    "never uploaded, or an upload was interrupted: rerun it)"
+                ) from None
+            raise
+        return VersionManifest.from_json(body, self._s3_uri(key))
+
+    def _get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            raise self._wrap(exc, key) from exc
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.location.bucket, Key=key)
+        except ClientError as exc:
+            if is_missing_error(exc):
+                return False
+            raise self._wrap(exc, key) from None
+        return True
+
+    def _list(self, prefix: str) -> Iterable[dict]:
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
+        except ClientError as exc:
+            raise self._wrap(exc, prefix) from None
+
+    def _s3_uri(self, key: str) -> str:
+        return f"s3://{self.location.bucket}/{key}"
+
+    def _wrap(self, exc: ClientError, key: str) -> StoreError:
+        code = _error_code(exc)
+        hint = {
+            "NoSuchBucket": "create the bucket (the store stack does) or fix --store",
+            "AccessDenied": "the credentials lack permission on this prefix",
+            "403": "the credentials lack permission on this prefix",
+        }.get(code, "")
+        return StoreError(f"{self._s3_uri(key)}: S3 {code or 'error'}: {exc}" + (f" ({hint})" if hint else ""))
+
+
+__all__ = [
+    "FileEntry",
+    "MANIFEST_NAME",
+    "ModelStore",
+    "ProgressCallback",
+    "StoreError",
+    "StoreLocation",
+    "TRANSFER_CONFIG",
+    "VersionExists",
+    "VersionManifest",
+    "content_version",
+]
