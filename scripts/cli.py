@@ -128,6 +128,11 @@ def schema(
         errors.print(f"wrote {output}")
 
 
+from scripts.store_cli import adapter_app, model_app  # noqa: E402 - the sub-apps use the helpers above
+app.add_typer(model_app, name="model")
+app.add_typer(adapter_app, name="adapter")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,341 @@
+"""`llmfleet model ...` and `llmfleet adapter ...`: the store and registry for people and CI.
+
+Thin over model_store.store / adapters / registry. Exit codes: 0 done, 1 refused (rejected
+adapter, existing or missing version, lost race), 2 bad input (flags, store URI, fleet).
+The store comes from `--store` or LLMFLEET_STORE; boto3 reads AWS_ENDPOINT_URL itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from model_store.adapters import AdapterRejected, accepted_bases_for, check_segment, max_rank_for
+from model_store.manifest import FleetManifest, ManifestError, load_fleet
+from model_store.registry import AdapterRegistry, RegistryError, RegistryState
+from model_store.store import ModelStore, ProgressCallback, StoreError, StoreLocation, VersionManifest
+from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail
+
+model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
+adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", envvar="LLMFLEET_STORE", help="s3://bucket/prefix of the store [env: LLMFLEET_STORE]."),
+]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="The model's name in the fleet.")]
+StageOpt = Annotated[str, typer.Option("--stage", "-s", help="The registry stage (e.g. prod, staging).")]
+ActorOpt = Annotated[
+    str | None, typer.Option("--actor", help="Who is acting, for the history [default: $GITHUB_ACTOR or $USER].")
+]
+DirArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="The directory to upload.")]
+
+
+def _actor(actor: str | None) -> str:
+    return actor or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
+
+
+def _open_store(uri: str | None) -> ModelStore:
+    if not uri:
+        raise fail("no store: pass --store s3://bucket/prefix or set LLMFLEET_STORE", EXIT_BAD_INPUT)
+    try:
+        StoreLocation.parse(uri)
+    except StoreError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    return ModelStore.from_uri(uri)
+
+
+def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
+    try:
+        return check_segment(kind, value, **({"pattern": pattern} if pattern else {}))
+    except AdapterRejected as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+
+
+@contextlib.contextmanager
+def _refusals(as_json: bool) -> Iterator[None]:
+    """Turn the store's refusals into exit 1 (and a JSON error object on stdout with --json)."""
+    try:
+        yield
+    except (AdapterRejected, StoreError, RegistryError) as exc:
+        if as_json:
+            print(json.dumps({"error": str(exc), "rule": getattr(exc, "rule", None), "kind": type(exc).__name__}))
+        raise fail(str(exc), EXIT_REFUSED) from None
+
+
+@contextlib.contextmanager
+def _progress_bar(description: str) -> Iterator[ProgressCallback]:
+    """A rich progress bar on stderr, fed by the store's (bytes, total) callback from transfer threads."""
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, total=total, advance=done)
+
+        yield advance
+
+
+def _emit(as_json: bool, data: Any, text: str) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        console.print(text, highlight=False)
+
+
+def _version_summary(store: ModelStore, manifest: VersionManifest, prefix: str) -> dict:
+    return {
+        "model": manifest.model,
+        "adapter": manifest.adapter,
+        "version": manifest.version,
+        "files": len(manifest.files),
+        "bytes": manifest.total_bytes,
+        "uri": f"s3://{store.location.bucket}/{prefix}",
+        "uploader": manifest.uploader,
+        "created": manifest.created,
+    }
+
+
+def _load_fleet(path: Path | None) -> FleetManifest | None:
+    if path is None:
+        return None
+    try:
+        return load_fleet(path)
+    except ManifestError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+
+
+# --- llmfleet model ----------------------------------------------------------------------------
+
+
+@model_app.command("upload")
+def model_upload(
+    directory: DirArg,
+    model: ModelOpt,
+    revision: Annotated[str, typer.Option("--revision", "-r", help="Revision name (immutable once uploaded).")] = "main",
+    source: Annotated[
+        str | None, typer.Option("--source", help="Where the weights came from (e.g. a Hugging Face id); adapters may name it.")
+    ] = None,
+    store: StoreOpt = None,
+    actor: ActorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload a checkpoint directory (config.json, tokenizer, weights) as MODEL@REVISION; resumable."""
+    model_store = _open_store(store)
+    with _refusals(as_json), _progress_bar(f"{model}@{revision}") as progress:
+        manifest = model_store.upload_model(directory, model, revision, progress=progress, uploader=_actor(actor), source=source)
+    summary = _version_summary(model_store, manifest, model_store.model_prefix(model, revision))
+    _emit(as_json, summary, f"uploaded {model}@{revision}: {summary['files']} files, {summary['bytes']:,} bytes -> {summary['uri']}")
+
+
+# --- llmfleet adapter --------------------------------------------------------------------------
+
+
+@adapter_app.command("publish")
+def adapter_publish(
+    directory: DirArg,
+    model: ModelOpt,
+    name: Annotated[str, typer.Option("--name", "-n", help="The adapter's name (what clients pass as `model`).")],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version name; default: derived from the content (reruns resume).")
+    ] = None,
+    fleet: Annotated[
+        Path | None, typer.Option("--fleet", help="Fleet manifest: lora.max_rank, base revision and aliases of the model.")
+    ] = None,
+    model_revision: Annotated[
+        str | None, typer.Option("--model-revision", help="Base model revision in the store [default: fleet's, else main].")
+    ] = None,
+    store: StoreOpt = None,
+    actor: ActorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a peft LoRA directory against the base model, then upload it as a new immutable version.
+
+    Prints the version (with --json: an object with a `version` key).
+    """
+    model_store = _open_store(store)
+    manifest_of_fleet = _load_fleet(fleet)
+    listed = next((m for m in manifest_of_fleet.models if m.name == model), None) if manifest_of_fleet else None
+    revision = model_revision or (listed.revision if listed else "main")
+    with _refusals(as_json):
+        max_rank = max_rank_for(manifest_of_fleet, model)
+        with _progress_bar(f"{name} for {model}") as progress:
+            manifest = model_store.publish_adapter(
+                directory,
+                model,
+                name,
+                version=version,
+                progress=progress,
+                model_revision=revision,
+                max_rank=max_rank,
+                accepted_bases=accepted_bases_for(manifest_of_fleet, model),
+                uploader=_actor(actor),
+            )
+    summary = _version_summary(model_store, manifest, model_store.adapter_prefix(model, name, manifest.version))
+    summary |= {"rank": manifest.details["adapter"]["rank"], "base_model": manifest.details["adapter"]["base_model"]}
+    _emit(as_json, summary, manifest.version)
+
+
+def _entry_summary(state: RegistryState, name: str) -> dict:
+    entry = state.adapters.get(name)
+    return {
+        "model": state.model,
+        "stage": state.stage,
+        "generation": state.generation,
+        "name": name,
+        "version": entry.version if entry else None,
+        "previous_version": entry.previous_version if entry else None,
+        "fraction": entry.fraction if entry else None,
+    }
+
+
+def _describe_entry(summary: dict) -> str:
+    if summary["version"] is None:
+        return f"{summary['model']}/{summary['stage']}: {summary['name']} retired (generation {summary['generation']})"
+    staged = f" on {summary['fraction']:.0%} of servers" if summary["fraction"] < 1 else ""
+    fallback = f", previous {summary['previous_version']}" if summary["previous_version"] else ""
+    return (
+        f"{summary['model']}/{summary['stage']}: {summary['name']} -> {summary['version']}{staged}{fallback} "
+        f"(generation {summary['generation']})"
+    )
+
+
+@adapter_app.command("promote")
+def adapter_promote(
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="The adapter and the published version to serve.")],
+    model: ModelOpt,
+    stage: StageOpt,
+    fraction: Annotated[
+        float, typer.Option("--fraction", min=0.0, max=1.0, help="Staged rollout: share of servers that take it first.")
+    ] = 1.0,
+    store: StoreOpt = None,
+    actor: ActorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make STAGE serve NAME@VERSION (a conditional write; concurrent promoters never lose an update)."""
+    name, at, version = ref.partition("@")
+    if not at or not name or not version:
+        raise fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
+    _check_input("adapter name", name)
+    _check_input("version", version)
+    registry = AdapterRegistry(_open_store(store))
+    with _refusals(as_json):
+        state = registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor))
+    summary = _entry_summary(state, name)
+    _emit(as_json, summary, _describe_entry(summary))
+
+
+@adapter_app.command("rollback")
+def adapter_rollback(
+    name: Annotated[str, typer.Argument(help="The adapter to put back on its previous version.")],
+    model: ModelOpt,
+    stage: StageOpt,
+    store: StoreOpt = None,
+    actor: ActorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve NAME's previous version again on every server of STAGE."""
+    _check_input("adapter name", name)
+    registry = AdapterRegistry(_open_store(store))
+    with _refusals(as_json):
+        state = registry.rollback(model, stage, name, actor=_actor(actor))
+    summary = _entry_summary(state, name)
+    _emit(as_json, summary, _describe_entry(summary))
+
+
+@adapter_app.command("retire")
+def adapter_retire(
+    name: Annotated[str, typer.Argument(help="The adapter STAGE stops serving.")],
+    model: ModelOpt,
+    stage: StageOpt,
+    store: StoreOpt = None,
+    actor: ActorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove NAME from STAGE; servers unload it. Its published versions stay in the store."""
+    _check_input("adapter name", name)
+    registry = AdapterRegistry(_open_store(store))
+    with _refusals(as_json):
+        state = registry.retire(model, stage, name, actor=_actor(actor))
+    summary = _entry_summary(state, name)
+    _emit(as_json, summary, _describe_entry(summary))
+
+
+@adapter_app.command("history")
+def adapter_history(
+    name: Annotated[str, typer.Argument(help="The adapter whose changes to show.")],
+    model: ModelOpt,
+    stage: StageOpt,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every change to NAME on STAGE, oldest first: who, when, what, from which version to which."""
+    _check_input("adapter name", name)
+    registry = AdapterRegistry(_open_store(store))
+    with _refusals(as_json):
+        history = registry.history(model, stage, name)
+    if as_json:
+        print(json.dumps(history, indent=2))
+        return
+    table = Table(title=f"{name} on {model}/{stage}")
+    for column in ("gen", "time", "actor", "action", "from", "to", "fraction"):
+        table.add_column(column)
+    for event in history:
+        fraction = event.get("fraction")
+        table.add_row(
+            str(event["generation"]),
+            event["time"],
+            event["actor"],
+            event["action"],
+            event.get("from") or "-",
+            event.get("to") or "-",
+            "-" if fraction is None else f"{fraction:.0%}",
+        )
+    console.print(table)
+
+
+@adapter_app.command("list")
+def adapter_list(model: ModelOpt, stage: StageOpt, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """The adapters STAGE serves, with versions, staged fractions and fallbacks."""
+    registry = AdapterRegistry(_open_store(store))
+    with _refusals(as_json):
+        state = registry.state(model, stage)
+    if as_json:
+        adapters = {
+            name: {"version": e.version, "previous_version": e.previous_version, "fraction": e.fraction}
+            for name, e in sorted(state.adapters.items())
+        }
+        print(json.dumps({"model": model, "stage": stage, "generation": state.generation, "adapters": adapters}, indent=2))
+        return
+    table = Table(title=f"{model}/{stage} (generation {state.generation})")
+    for column in ("adapter", "version", "servers", "previous"):
+        table.add_column(column)
+    for name, entry in sorted(state.adapters.items()):
+        table.add_row(name, entry.version, f"{entry.fraction:.0%}", entry.previous_version or "-")
+    console.print(table)
+
+
+@adapter_app.command("versions")
+def adapter_versions(
+    name: Annotated[str, typer.Argument(help="The adapter.")], model: ModelOpt, store: StoreOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Published (complete, validated) versions of NAME, oldest first."""
+    _check_input("adapter name", name)
+    model_store = _open_store(store)
+    with _refusals(as_json):
+        versions = model_store.adapter_versions(model, name)
+    _emit(as_json, {"model": model, "name": name, "versions": versions}, "\n".join(versions) or f"no published versions of {name}")
