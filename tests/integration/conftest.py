@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from model_store.adapters import MAX_OTHER_FILE_BYTES
 from model_store.architectures import facts_from_config
 from model_store.store import ModelStore
 
@@ -146,3 +149,111 @@ def uploaded_model(store: ModelStore, model_dir: Path) -> str:
 @pytest.fixture
 def adapter_dir(tmp_path: Path) -> Path:
     return write_adapter(tmp_path / "adapter")
+
+
+# --- malformed adapters: each breaks one rule of model_store.adapters ----------------------------
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """An adapter directory that must be refused with `rule` (built fresh by `build(dest)`)."""
+
+    id: str
+    rule: str
+    build: Callable[[Path], Path]
+    name: str = "medical"
+    version: str | None = None
+
+
+def _extra_file(name: str, content: bytes = b"x") -> Callable[[Path], Path]:
+    def build(dest: Path) -> Path:
+        write_adapter(dest)
+        (dest / name).write_bytes(content)
+        return dest
+
+    return build
+
+
+def _without(name: str) -> Callable[[Path], Path]:
+    def build(dest: Path) -> Path:
+        write_adapter(dest)
+        (dest / name).unlink()
+        return dest
+
+    return build
+
+
+def _edited_weights(edit: Callable[[bytes], bytes]) -> Callable[[Path], Path]:
+    def build(dest: Path) -> Path:
+        write_adapter(dest)
+        weights = dest / "adapter_model.safetensors"
+        weights.write_bytes(edit(weights.read_bytes()))
+        return dest
+
+    return build
+
+
+def _with_tensors(change: Callable[[dict[str, np.ndarray]], None], rank: int = 8) -> Callable[[Path], Path]:
+    def build(dest: Path) -> Path:
+        tensors = lora_tensors(rank=rank)
+        change(tensors)
+        return write_adapter(dest, rank=rank, tensors=tensors)
+
+    return build
+
+
+_Q0 = "base_model.model.model.layers.0.self_attn.q_proj"
+
+
+def _symlinked_readme(dest: Path) -> Path:
+    write_adapter(dest)
+    (dest / "README.md").unlink()
+    (dest / "README.md").symlink_to("/etc/hostname")
+    return dest
+
+
+def _checkpoint_subdir(dest: Path) -> Path:
+    write_adapter(dest)
+    write_adapter(dest / "checkpoint-500")
+    return dest
+
+
+def _oversized_readme(dest: Path) -> Path:
+    write_adapter(dest)
+    with (dest / "README.md").open("wb") as handle:
+        handle.truncate(MAX_OTHER_FILE_BYTES + 1)  # sparse: large on paper, nothing on disk
+    return dest
+
+
+MALFORMED_ADAPTERS = [
+    Malformed("wrong-base-model", "base_model", lambda d: write_adapter(d, base="meta-llama/Llama-3.1-8B-Instruct")),
+    Malformed("rank-too-high", "rank", lambda d: write_adapter(d, rank=128)),
+    Malformed("rank-pattern-too-high", "rank", lambda d: write_adapter(d, config={"rank_pattern": {"q_proj": 256}})),
+    Malformed("unknown-target-module", "target_modules", lambda d: write_adapter(d, config={"target_modules": ["q_proj", "c_attn"]})),
+    Malformed("empty-target-modules", "target_modules", lambda d: write_adapter(d, config={"target_modules": []})),
+    Malformed("pickle-weights", "pickle", _extra_file("adapter_model.bin", b"\x80\x04\x95")),
+    Malformed("pickle-training-args", "pickle", _extra_file("training_args.pt")),
+    Malformed("truncated-safetensors", "safetensors", _edited_weights(lambda b: b[: len(b) - 100])),
+    Malformed("garbage-safetensors-header", "safetensors", _edited_weights(lambda b: b"\xff" * 8 + b[8:])),
+    Malformed("lora-A-shape-mismatch", "shape", _with_tensors(lambda t: t.__setitem__(f"{_Q0}.lora_A.weight", np.zeros((8, 100), np.float16)))),
+    Malformed("tensor-rank-differs-from-r", "shape", lambda d: write_adapter(d, rank=8, tensors=lora_tensors(rank=4))),
+    Malformed("lora-B-missing", "shape", _with_tensors(lambda t: t.pop(f"{_Q0}.lora_B.weight"))),
+    Malformed("layer-out-of-range", "tensor_name", _with_tensors(lambda t: t.__setitem__(
+        "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight", np.zeros((8, 128), np.float16)))),
+    Malformed("full-weight-tensor", "tensor_name", _with_tensors(lambda t: t.__setitem__(
+        "base_model.model.lm_head.weight", np.zeros((600, 128), np.float16)))),
+    Malformed("integer-weights", "dtype", _with_tensors(lambda t: t.__setitem__(f"{_Q0}.lora_A.weight", np.zeros((8, 128), np.int8)))),
+    Malformed("missing-adapter-config", "missing_file", _without("adapter_config.json")),
+    Malformed("missing-weights", "missing_file", _without("adapter_model.safetensors")),
+    Malformed("config-not-json", "config", _extra_file("adapter_config.json", b"{'r': 8,")),
+    Malformed("not-lora", "peft_type", lambda d: write_adapter(d, config={"peft_type": "PREFIX_TUNING"})),
+    Malformed("dora", "feature", lambda d: write_adapter(d, config={"use_dora": True})),
+    Malformed("modules-to-save", "feature", lambda d: write_adapter(d, config={"modules_to_save": ["lm_head"]})),
+    Malformed("symlink", "symlink", _symlinked_readme),
+    Malformed("nested-checkpoint-dir", "layout", _checkpoint_subdir),
+    Malformed("unsafe-file-name", "file_name", _extra_file("notes for you.txt")),
+    Malformed("oversized-file", "size", _oversized_readme),
+    Malformed("path-traversal-name", "name", write_adapter, name="../../models/tiny"),
+    Malformed("slash-in-name", "name", write_adapter, name="medical/v2"),
+    Malformed("path-traversal-version", "version", write_adapter, version="../main"),
+]
