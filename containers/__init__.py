@@ -1,0 +1,1 @@
+"""What runs inside the serving image (built from containers/vllm/Dockerfile)."""

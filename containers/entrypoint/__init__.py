@@ -1,0 +1,1 @@
+"""The serving container's entrypoint: sync, validate, supervise vLLM, hot-swap adapters, drain."""

@@ -1,0 +1,82 @@
+"""The entrypoint's environment, read once in `main` and checked before anything starts."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan
+
+# Ports the orchestrators expect: ECS task definitions map 8000; SageMaker requires 8080.
+TARGET_PORTS = {"ecs": 8000, "sagemaker": 8080}
+DEFAULT_POLL_SECONDS = 10.0
+# CloudWatch's standard resolution is one minute; more often only costs log volume.
+DEFAULT_METRICS_SECONDS = 60.0
+
+
+class EntrypointError(Exception):
+    """The container cannot start or go on; the message says what, where and what to do."""
+
+
+@dataclass(frozen=True)
+class EntrypointSettings:
+    plan: ServingPlan
+    store_uri: str
+    endpoint_url: str | None
+    model_root: str
+    target: str
+    port: int
+    server_id: str
+    poll_seconds: float
+    metrics_seconds: float
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise EntrypointError(f"{name}={raw!r} is not a number; give seconds, e.g. {default:g}") from None
+    if value < minimum:
+        raise EntrypointError(f"{name}={raw!r} is below the minimum {minimum:g}")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
+    """Validate the container environment (see docs/container.md); raise EntrypointError."""
+    plan_json = env.get("LLMFLEET_PLAN")
+    if not plan_json:
+        raise EntrypointError(
+            "LLMFLEET_PLAN is not set: the container needs the model's ServingPlan as JSON "
+            "(`llmfleet plan --json` prints it under models[].plan)"
+        )
+    try:
+        plan = ServingPlan.from_json(plan_json)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in exc.errors()[:5])
+        raise EntrypointError(f"LLMFLEET_PLAN is not a valid ServingPlan: {problems}") from None
+    store_uri = env.get("LLMFLEET_STORE")
+    if not store_uri or not store_uri.startswith("s3://") or len(store_uri) <= len("s3://"):
+        raise EntrypointError(f"LLMFLEET_STORE={store_uri!r}: set it to the model store, s3://bucket[/prefix]")
+    target = env.get("LLMFLEET_TARGET", "ecs")
+    if target not in TARGET_PORTS:
+        raise EntrypointError(f"LLMFLEET_TARGET={target!r}: allowed {sorted(TARGET_PORTS)}")
+    port_text = env.get("LLMFLEET_PORT") or str(TARGET_PORTS[target])
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise EntrypointError(f"LLMFLEET_PORT={port_text!r}: a TCP port 1-65535")
+    return EntrypointSettings(
+        plan=plan,
+        store_uri=store_uri,
+        endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        model_root=env.get("LLMFLEET_MODEL_ROOT") or DEFAULT_MODEL_ROOT,
+        target=target,
+        port=int(port_text),
+        server_id=env.get("LLMFLEET_SERVER_ID") or socket.gethostname(),
+        poll_seconds=_number(env, "LLMFLEET_POLL_SECONDS", DEFAULT_POLL_SECONDS, minimum=0.1),
+        metrics_seconds=_number(env, "LLMFLEET_METRICS_SECONDS", DEFAULT_METRICS_SECONDS, minimum=1.0),
+    )

@@ -1,0 +1,132 @@
+"""Every call the container makes to the model store and the adapter registry.
+
+Downloads are verified by the store against each version's `_manifest.json`; this module
+adds retries with exponential backoff (S3 throttling, a network blip during boot) and turns
+what stays broken into one EntrypointError that names the store and what to check.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from containers.entrypoint.settings import EntrypointError
+from model_store.plan import ServingPlan
+from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
+from model_store.store import ModelStore, StoreError
+
+# Four tries 1 s, 2 s, 4 s apart, on top of botocore's own retries: rides out a throttled
+# or briefly unreachable S3 and still fails a misconfigured container within ~10 s.
+ATTEMPTS = 4
+FIRST_DELAY_SECONDS = 1.0
+ADAPTER_CACHE = "_adapters"  # under the model root; model names are DNS labels, never "_..."
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+STORE_FAILURES = (StoreError, RegistryError, BotoCoreError, ClientError)
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = ATTEMPTS,
+    first_delay: float = FIRST_DELAY_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()`, retried on store failures with delays doubling from `first_delay`."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except STORE_FAILURES as exc:
+            if attempt == attempts:
+                raise EntrypointError(f"{what} failed after {attempts} attempts: {exc}") from exc
+            delay = first_delay * 2 ** (attempt - 1)
+            log.warning("%s failed (attempt %d/%d, retrying in %.0f s): %s", what, attempt, attempts, delay, exc)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def desired_adapters(plan: ServingPlan, promoted: Mapping[str, str]) -> dict[str, str]:
+    """Adapter name -> version this server should serve: the registry's choice for it,
+    except adapters the fleet manifest pins to a version, which keep their pin."""
+    pinned = {ref.name: ref.version for ref in plan.adapters if ref.version}
+    return {**promoted, **pinned}
+
+
+class StoreGateway:
+    """The store and registry as the entrypoint and its adapter agent use them."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        plan: ServingPlan,
+        *,
+        model_root: str,
+        server_id: str,
+        attempts: int = ATTEMPTS,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.store, self.plan, self.server_id = store, plan, server_id
+        self.registry = AdapterRegistry(store)
+        self.model_root = Path(model_root)
+        self.attempts, self.sleep = attempts, sleep
+
+    @classmethod
+    def connect(cls, store_uri: str, plan: ServingPlan, *, endpoint_url: str | None, model_root: str, server_id: str):
+        try:
+            store = ModelStore.from_uri(store_uri, endpoint_url=endpoint_url)
+        except StoreError as exc:
+            raise EntrypointError(f"LLMFLEET_STORE: {exc}") from None
+        return cls(store, plan, model_root=model_root, server_id=server_id)
+
+    def _retried(self, call: Callable[[], T], what: str) -> T:
+        where = f"s3://{self.store.location.bucket}/{self.store.location.prefix}".rstrip("/")
+        return with_retries(call, what=f"{what} (store {where})", attempts=self.attempts, sleep=self.sleep)
+
+    def model_location(self) -> str:
+        """Where vLLM reads the weights: synced and verified on local disk, or the store's
+        S3 prefix when the plan streams them (`--load-format runai_streamer`)."""
+        plan = self.plan
+        if plan.streams_weights:
+            return f"s3://{self.store.location.bucket}/{self.store.model_prefix(plan.model_name, plan.revision)}"
+        dest = Path(plan.model_location(str(self.model_root)))
+        dest.mkdir(parents=True, exist_ok=True)
+        self._retried(
+            lambda: self.store.download_model(plan.model_name, plan.revision, dest),
+            f"download of model {plan.model_name!r} revision {plan.revision!r}",
+        )
+        return str(dest)
+
+    def registry_state(self) -> RegistryState:
+        plan = self.plan
+        return self._retried(lambda: self.registry.state(plan.model_name, plan.stage), "registry read")
+
+    def poll(self, etag: str | None) -> RegistryState | None:
+        """The registry's state if it changed since `etag` (a conditional GET), else None."""
+        plan = self.plan
+        return self._retried(lambda: self.registry.poll(plan.model_name, plan.stage, etag), "registry poll")
+
+    def desired(self, state: RegistryState) -> dict[str, str]:
+        return desired_adapters(self.plan, adapters_for_server(state, self.server_id))
+
+    def adapter_dir(self, name: str, version: str) -> Path:
+        return self.model_root / ADAPTER_CACHE / self.plan.model_name / name / version
+
+    def fetch_adapter(self, name: str, version: str) -> Path:
+        """Download and verify one adapter version into the cache; returns its directory."""
+        dest = self.adapter_dir(name, version)
+        dest.mkdir(parents=True, exist_ok=True)
+        return self._retried(
+            lambda: self.store.download_adapter(self.plan.model_name, name, version, dest),
+            f"download of adapter {name!r} version {version!r}",
+        )
+
+    def discard_adapter(self, name: str, version: str) -> None:
+        shutil.rmtree(self.adapter_dir(name, version), ignore_errors=True)

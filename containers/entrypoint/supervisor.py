@@ -1,0 +1,160 @@
+"""Boot, supervise and drain one vLLM server: the container's whole life.
+
+    plan + store from the environment -> sync weights and adapters (verified) -> vLLM argv,
+    checked by vLLM's parser -> vLLM as a child -> adapter agent + metrics once healthy ->
+    on SIGTERM: drain flag for the middleware, SIGTERM to vLLM (it finishes in-flight work
+    within --shutdown-timeout) -> exit with vLLM's code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+
+from containers.entrypoint.agent import AdapterAgent
+from containers.entrypoint.metrics import MetricsPublisher
+from containers.entrypoint.routing import RouteTable, StateDir, lora_name
+from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
+from containers.entrypoint.store_sync import StoreGateway
+from containers.entrypoint.vllm_client import LocalVllm
+from containers.entrypoint.vllm_command import (
+    ArgvRejected,
+    import_vllm_parser,
+    serve_argv,
+    serve_command,
+    serve_environment,
+    validate_argv,
+)
+
+EXIT_BAD_INPUT = 2  # plan or environment unusable: fix the task definition
+EXIT_STORE = 3  # the store stayed unreachable, or the model failed verification
+EXIT_ARGV = 4  # vLLM's parser refused the argv built from the plan
+EXIT_VLLM_STOPPED = 1  # vLLM exited 0 without being asked to: still a failure for the orchestrator
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+log = logging.getLogger("llmfleet.entrypoint")
+
+
+def exit_code_of(returncode: int, *, asked_to_stop: bool) -> int:
+    """The container's exit code for vLLM's return code (negative: killed by that signal)."""
+    if returncode < 0:
+        return 128 - returncode
+    if returncode == 0 and not asked_to_stop:
+        return EXIT_VLLM_STOPPED
+    return returncode
+
+
+def _die_with_parent() -> None:
+    """In the child: the kernel kills vLLM if the entrypoint dies, so no orphan holds the GPU."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def sync(gateway: StoreGateway) -> tuple[str, RouteTable, dict[str, str], dict[str, str], str | None]:
+    """Weights and adapters to local disk. An adapter that fails verification is left out
+    (logged; the base model and the other adapters still serve); a model that fails is fatal."""
+    settings_model = gateway.plan.model_name
+    model_location = gateway.model_location()
+    state = gateway.registry_state()
+    served, paths, refused = {}, {}, {}
+    for name, version in sorted(gateway.desired(state).items()):
+        try:
+            paths[lora_name(name, version)] = str(gateway.fetch_adapter(name, version))
+            served[name] = version
+        except EntrypointError as exc:
+            log.error("adapter %s version %s left out: %s", name, version, exc)
+            refused[name] = version
+            gateway.discard_adapter(name, version)
+    routes = RouteTable(model=settings_model, server_id=gateway.server_id, adapters=served)
+    return model_location, routes, paths, refused, state.etag
+
+
+def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
+    plan = settings.plan
+    importer = threading.Thread(target=import_vllm_parser, name="vllm-import", daemon=True)
+    importer.start()  # seconds of imports, overlapped with the download
+    gateway = StoreGateway.connect(
+        settings.store_uri,
+        plan,
+        endpoint_url=settings.endpoint_url,
+        model_root=settings.model_root,
+        server_id=settings.server_id,
+    )
+    model_location, routes, lora_paths, refused, etag = sync(gateway)
+    argv = serve_argv(plan, model=model_location, port=settings.port, lora_modules=lora_paths)
+    importer.join()
+    validate_argv(argv)
+
+    state = StateDir(tempfile.mkdtemp(prefix="llmfleet-state-"))
+    state.write_routes(routes)
+    log.info("starting vLLM: %s", " ".join(argv))
+    child = subprocess.Popen(  # noqa: S603 - argv from the plan, validated by vLLM's parser
+        serve_command(argv),
+        env=serve_environment(env, state_dir=str(state.path), plan=plan),
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch the fork
+    )
+    stop = threading.Event()
+
+    def drain(signum: int, _frame) -> None:
+        log.info("signal %d: draining (new requests get 503; in-flight ones finish)", signum)
+        state.start_draining()
+        stop.set()
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+
+    vllm = LocalVllm(settings.port, env.get("VLLM_API_KEY"))
+    if vllm.wait_healthy(lambda: child.poll() is None, stop.is_set):
+        log.info("vLLM is ready on port %d (pid %d)", settings.port, child.pid)
+        agent = None
+        if plan.vllm.enable_lora:
+            agent = AdapterAgent(
+                gateway,
+                vllm,
+                state,
+                routes,
+                etag=etag,
+                refused=refused,
+                interval=settings.poll_seconds,
+                unload_wait=plan.vllm.shutdown_timeout,
+                stop=stop,
+            )
+            agent.start()
+        MetricsPublisher(
+            vllm.metrics_text,
+            lambda: len(agent.serving()) if agent else 0,
+            model=plan.model_name,
+            stage=plan.stage,
+            interval=settings.metrics_seconds,
+            stop=stop,
+        ).start()
+    returncode = child.wait()
+    stop.set()
+    code = exit_code_of(returncode, asked_to_stop=state.is_draining())
+    (log.info if code == 0 else log.error)("vLLM exited with %d; container exits with %d", returncode, code)
+    return code
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s llmfleet %(levelname)s %(message)s", stream=sys.stderr)
+    env = os.environ if env is None else env
+    try:
+        settings = settings_from_env(env)
+    except EntrypointError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_INPUT
+    try:
+        return run(settings, env)
+    except ArgvRejected as exc:
+        log.error("%s", exc)
+        return EXIT_ARGV
+    except EntrypointError as exc:
+        log.error("%s", exc)
+        return EXIT_STORE

@@ -1,0 +1,96 @@
+"""The vLLM command line: built from the plan, checked by vLLM's own parser before start.
+
+vLLM is imported lazily (its import costs seconds and pulls torch); only the parser is
+used here, so an argv vLLM would reject fails the container before any weight is read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+from model_store.plan import ServingPlan, vllm_argv
+
+# `python -m vllm.entrypoints.openai.api_server` runs in both the vllm/vllm-openai image
+# and the CPU build, whose `vllm` console script cannot find its distribution.
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+MIDDLEWARE = "containers.entrypoint.middleware.LlmfleetMiddleware"
+STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
+# LoRA resolver plugins would let a request name fetch an adapter from outside the store.
+RESOLVER_ENV = ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST")
+
+
+class ArgvRejected(ValueError):
+    """vLLM's parser refused the argv built from the plan; the message carries its reason."""
+
+
+def serve_argv(plan: ServingPlan, *, model: str, port: int, lora_modules: Mapping[str, str]) -> list[str]:
+    """The flags after `python -m vllm.entrypoints.openai.api_server` for this plan."""
+    return [
+        *vllm_argv(plan.vllm, model=model, port=port, lora_modules=dict(lora_modules) or None),
+        "--middleware",
+        MIDDLEWARE,
+    ]
+
+
+def serve_command(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", VLLM_MODULE, *argv]
+
+
+def serve_environment(base: Mapping[str, str], *, state_dir: str, plan: ServingPlan) -> dict[str, str]:
+    """The child's environment: the container's, plus the middleware's state directory and
+    runtime LoRA updating when the plan serves adapters (the middleware limits those routes
+    to localhost); resolver plugins removed."""
+    env = {key: value for key, value in base.items() if key not in RESOLVER_ENV}
+    env[STATE_DIR_ENV] = state_dir
+    if plan.vllm.enable_lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    return env
+
+
+def import_vllm_parser() -> None:
+    """Import the parser modules (seconds); call early in a thread to overlap with the sync."""
+    import vllm.entrypoints.launchers.cli_args  # noqa: F401
+    import vllm.model_executor.layers.quantization  # noqa: F401
+    import vllm.model_executor.model_loader  # noqa: F401
+    import vllm.reasoning  # noqa: F401
+    import vllm.utils.argparse_utils  # noqa: F401
+
+
+def validate_argv(argv: list[str]) -> None:
+    """Parse `argv` with vLLM's own serve parser and its pre-load checks; raise ArgvRejected.
+
+    The parser takes any string for --quantization, --reasoning-parser and --load-format
+    (they are checked only while the engine starts), so those are looked up in vLLM's
+    registries here.
+    """
+    import contextlib
+    import io
+    from typing import get_args
+
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+    from vllm.model_executor.model_loader import LoadFormats
+    from vllm.reasoning import ReasoningParserManager
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser())
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(argv)
+    except SystemExit:
+        reason = stderr.getvalue().strip().splitlines()
+        raise ArgvRejected(f"vLLM's parser rejected the argv: {reason[-1] if reason else 'no reason given'}") from None
+    if args.quantization is not None and args.quantization not in QUANTIZATION_METHODS:
+        raise ArgvRejected(f"--quantization {args.quantization!r} is not one of vLLM's methods {QUANTIZATION_METHODS}")
+    parsers = ReasoningParserManager.list_registered()
+    if args.reasoning_parser and args.reasoning_parser not in parsers:
+        raise ArgvRejected(f"--reasoning-parser {args.reasoning_parser!r} is not registered in vLLM; registered: {parsers}")
+    load_formats = get_args(LoadFormats)
+    if args.load_format not in load_formats:
+        raise ArgvRejected(f"--load-format {args.load_format!r} is not one of vLLM's {list(load_formats)}")
+    try:
+        validate_parsed_serve_args(args)
+    except (TypeError, ValueError) as exc:
+        raise ArgvRejected(f"vLLM's serve checks rejected the argv: {exc}") from None

@@ -1,0 +1,149 @@
+"""A tiny random-weight Qwen3 and peft LoRA adapters for it, made offline.
+
+The local fleet and the end-to-end tests run the real vLLM (CPU build) with no model hub:
+this module writes a checkpoint vLLM loads in seconds (tokenizer and chat template
+included) and adapters whose outputs differ from the base model's.
+
+    python -m scripts.standin_model DEST [--adapter NAME[:SEED] ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# Shapes from the measurements of the CPU build: its attention kernels reject head_dim 16
+# and take 64; two layers keep the model loading in seconds.
+HIDDEN_SIZE = 128
+INTERMEDIATE_SIZE = 256
+NUM_LAYERS = 2
+NUM_HEADS = 2
+NUM_KV_HEADS = 1
+HEAD_DIM = 64
+VOCAB_TARGET = 600
+MAX_POSITIONS = 2048
+LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+STANDIN_MARKER = "llmfleet_standin"
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Qwen's ChatML layout, without tools: enough for vLLM's chat endpoint to render prompts.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. A fleet of servers answers questions about "
+    "medicine, law and finance. Hello, how are you today? Tell me a story about the sea. "
+    "What is two plus two? Adapters change the answers of a language model. 0123456789 "
+    "system user assistant: You are a helpful assistant. Please summarise the contract."
+)
+
+
+def _train_tokenizer():
+    """A byte-level BPE with ChatML special tokens, trained on a fixed corpus (deterministic)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_TARGET,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator([_CORPUS] * 20, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def make_tiny_model(dest: Path) -> Path:
+    """Write a random-weight Qwen3 checkpoint (safetensors, tokenizer, chat template) to `dest`.
+
+    `config.json` carries `llmfleet_standin: true` so nobody mistakes it for a real model.
+    """
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer()
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=INTERMEDIATE_SIZE,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=NUM_HEADS,
+        num_key_value_heads=NUM_KV_HEADS,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        torch_dtype="bfloat16",
+    )
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+    config_path = dest / "config.json"
+    written = json.loads(config_path.read_text())
+    written[STANDIN_MARKER] = True
+    config_path.write_text(json.dumps(written, indent=2) + "\n")
+    return dest
+
+
+def make_lora_adapter(model_dir: Path, dest: Path, *, rank: int = 8, seed: int = 0, base_model_name: str) -> Path:
+    """Write a peft LoRA adapter for the model in `model_dir` to `dest` (safetensors).
+
+    `init_lora_weights=False` draws both LoRA matrices at random, so the adapter's outputs
+    differ from the base model's and from other seeds'. `base_model_name` is what the
+    adapter declares as its base (adapter validation compares it with the served model).
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen3ForCausalLM
+
+    dest = Path(dest)
+    torch.manual_seed(seed)
+    base = Qwen3ForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=list(LORA_TARGET_MODULES),
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(base, config)
+    peft_model.save_pretrained(dest, safe_serialization=True)
+    config_path = dest / "adapter_config.json"
+    written = json.loads(config_path.read_text())
+    written["base_model_name_or_path"] = base_model_name
+    config_path.write_text(json.dumps(written, indent=2) + "\n")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", type=Path, help="Directory for the model; adapters go to DEST-adapters/NAME.")
+    parser.add_argument("--base-model-name", default="qwen3-small", help="Base model name the adapters declare.")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME[:SEED]")
+    args = parser.parse_args(argv)
+    model_dir = make_tiny_model(args.dest)
+    print(model_dir)
+    for index, spec in enumerate(args.adapter):
+        name, _, seed = spec.partition(":")
+        target = args.dest.parent / f"{args.dest.name}-adapters" / name
+        print(make_lora_adapter(model_dir, target, seed=int(seed or index), base_model_name=args.base_model_name))
+
+
+if __name__ == "__main__":
+    main()
