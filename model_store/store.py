@@ -335,14 +335,16 @@ class ModelStore:
         return self._download_version(self.adapter_manifest(model, name, version), Path(dest), progress)
 
     def adapter_versions(self, model: str, name: str) -> list[str]:
-        """Complete versions of an adapter, oldest first (by when their manifest was written)."""
+        """Complete versions of an adapter, oldest first (by their manifest's creation time)."""
         prefix = self.location.key("adapters", model, name) + "/"
-        found = []
+        versions = []
         for obj in self._list(prefix):
             relative = obj["Key"][len(prefix) :].split("/")
             if len(relative) == 2 and relative[1] == MANIFEST_NAME:
-                found.append((obj["LastModified"], relative[0]))
-        return [version for _, version in sorted(found)]
+                versions.append(relative[0])
+        # S3's LastModified has one-second resolution; the manifest records milliseconds.
+        created = {v: self.adapter_manifest(model, name, v).created for v in versions}
+        return sorted(versions, key=lambda v: (created[v], v))
 
     # --- transfers ------------------------------------------------------------------------
 
@@ -403,7 +405,7 @@ class ModelStore:
             **header,
             files=entries,
             uploader=uploader,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="milliseconds"),
             source=source,
             details=details,
         )
