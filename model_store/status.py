@@ -66,7 +66,7 @@ class Metrics:
     running_requests: float | None = None
     ttft_p50_ms: float | None = None
     latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def metrics_from_prometheus(samples: Iterable[tuple[str, Mapping[str, str], floa
         running_requests=running,
         ttft_p50_ms=_ms(histogram_quantile(ttft.items(), 0.5)),
         latency_p50_ms=_ms(histogram_quantile(e2e.items(), 0.5)),
-        latency_p95_ms=_ms(histogram_quantile(e2e.items(), 0.95)),
+        latency_p99_ms=_ms(histogram_quantile(e2e.items(), 0.99)),
     )
 
 
@@ -160,7 +160,7 @@ def metrics_from_cloudwatch(latest: Mapping[str, float | None], names: Mapping[s
     """Metrics from the newest CloudWatch datapoint of each metric.
 
     `names` maps our fields (queue_depth, running_requests, ttft_p50_ms, latency_p50_ms,
-    latency_p95_ms) to the metric ids the caller queried; absent ids give None.
+    latency_p99_ms) to the metric ids the caller queried; absent ids give None.
     """
     unknown = sorted(set(names) - set(Metrics.__dataclass_fields__))
     if unknown:

@@ -60,9 +60,9 @@ def test_prometheus_samples_sum_over_base_model_and_adapters():
     metrics = metrics_from_prometheus(samples)
     assert metrics.queue_depth == 3.0
     assert metrics.running_requests == 3.0
-    # 4 requests: 2 at <= 0.5 s, 4 at <= 1 s -> p50 is the 0.5 bound, p95 interpolates to 0.95 s.
+    # 4 requests: 2 at <= 0.5 s, 4 at <= 1 s -> p50 is the 0.5 bound, p99 interpolates to 0.99 s.
     assert metrics.latency_p50_ms == 500.0
-    assert metrics.latency_p95_ms == 950.0
+    assert metrics.latency_p99_ms == 990.0
     assert metrics.ttft_p50_ms == 50.0
 
 
@@ -71,8 +71,8 @@ def test_prometheus_without_vllm_samples_has_no_figures():
 
 
 def test_cloudwatch_latest_values_map_to_fields_and_unknown_fields_are_refused():
-    metrics = metrics_from_cloudwatch({"q": 4.0, "p95": 812.0}, {"queue_depth": "q", "latency_p95_ms": "p95", "latency_p50_ms": "p50"})
-    assert metrics == Metrics(queue_depth=4.0, latency_p95_ms=812.0)
+    metrics = metrics_from_cloudwatch({"q": 4.0, "p99": 812.0}, {"queue_depth": "q", "latency_p99_ms": "p99", "latency_p50_ms": "p50"})
+    assert metrics == Metrics(queue_depth=4.0, latency_p99_ms=812.0)
     with pytest.raises(StatusError, match="queue"):
         metrics_from_cloudwatch({}, {"queue": "q"})
 

@@ -1,0 +1,574 @@
+"""`llmfleet status`, `llmfleet invoke`, `llmfleet local up|down|env`: see, call and run the fleet.
+
+Thin: observations are gathered here (boto3 for an AWS account, HTTP for the local fleet)
+and handed to model_store.status, which computes the rows; the local fleet's processes are
+scripts/local_fleet.py's business.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import boto3
+import httpx
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from model_store.plan import ServingPlan
+from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
+from model_store.status import (
+    Deployment,
+    Metrics,
+    ModelStatus,
+    ServerAdapters,
+    fleet_cost_per_hour,
+    metrics_from_cloudwatch,
+    metrics_from_prometheus,
+    model_status,
+    unit_cost_per_hour,
+)
+from model_store.store import ModelStore, StoreError, StoreLocation
+from scripts import local_fleet
+from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, load_and_plan
+
+local_app = typer.Typer(
+    help="Run the fleet on this machine: emulated AWS (moto), stand-in model, real entrypoint and CPU vLLM.",
+    no_args_is_help=True,
+)
+
+FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="The fleet manifest.")]
+STANDIN_LABEL = "stand-in"
+# Tags the stacks put on every ECS service, target group and SageMaker endpoint of a model.
+TAG_MODEL = "llmfleet:model"
+TAG_STAGE = "llmfleet:stage"
+# The container's EMF metrics (containers/entrypoint/metrics.py): namespace, dimensions, names.
+METRICS_NAMESPACE = "LLMFleet"
+CLOUDWATCH_METRICS = {
+    "queue_depth": "RequestsWaiting",
+    "running_requests": "RequestsRunning",
+    "ttft_p50_ms": "TimeToFirstTokenP50",
+    "latency_p50_ms": "E2ELatencyP50",
+    "latency_p99_ms": "E2ELatencyP99",
+}
+METRICS_WINDOW = timedelta(minutes=15)
+SAGEMAKER_CONTENT_TYPE = "application/json"
+
+
+# --- local --------------------------------------------------------------------------------
+
+
+def _state_dir() -> local_fleet.StateDir:
+    return local_fleet.find_state_dir()
+
+
+def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str | None) -> None:
+    url, model = state.server_url, state.model
+    adapter = next(iter(state.adapters), None)
+    console.print(f"\n[bold green]local fleet {state.fleet} ({state.stage}) is serving[/]  [dim]({STANDIN_LABEL} model)[/]")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("model", f"{model} [yellow]({STANDIN_LABEL}: random-weight tiny Qwen3, not the real checkpoint)[/]")
+    table.add_row("adapters", ", ".join(f"{n}@{v}" for n, v in state.adapters.items()) or "-")
+    table.add_row("OpenAI API", f"{url}/v1")
+    table.add_row("health", f"{url}/health   adapters: {url}/llmfleet/adapters   metrics: {url}/metrics")
+    table.add_row("SageMaker-style", f"{url}/invocations")
+    table.add_row("API key", f"{api_key}   [dim](in {state.api_key_file})[/]")
+    table.add_row("emulated AWS", f"{state.s3_endpoint} (moto)   store {state.store_uri} (created with {state.store_method})")
+    table.add_row("logs", str(Path(state.api_key_file).parent / "logs"))
+    if state.ready_seconds is not None:
+        table.add_row("up in", f"{state.ready_seconds:.0f}s")
+    console.print(table)
+    if first_answer is not None:
+        console.print(f"first chat completion ({STANDIN_LABEL}, random text): {escape(first_answer[:80])!r}", highlight=False)
+    if state.not_started:
+        console.print(
+            f"[yellow]not started locally:[/] {', '.join(state.not_started)} — one CPU vLLM is what this machine "
+            "serves comfortably; pick another with `llmfleet local up --model NAME`",
+            highlight=False,
+        )
+    target = f"{model}:{adapter}" if adapter else model
+    console.print("\n[bold]try it[/]", highlight=False)
+    console.print(
+        f"  llmfleet invoke {target} \"Hello\"\n"
+        f"  curl -s {url}/v1/chat/completions -H \"Authorization: Bearer $(cat {state.api_key_file})\" \\\n"
+        f"       -H 'Content-Type: application/json' \\\n"
+        f"       -d '{{\"model\": \"{adapter or model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'\n"
+        f"  python -c 'from openai import OpenAI; c = OpenAI(base_url=\"{url}/v1\", api_key=open(\"{state.api_key_file}\").read().strip()); "
+        f"print(c.chat.completions.create(model=\"{adapter or model}\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'\n"
+        f"  eval \"$(llmfleet local env)\" && llmfleet adapter list --model {model} --stage {state.stage}\n"
+        f"  llmfleet status\n"
+        f"  llmfleet local down",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
+    """One chat completion through the public API: proof that the fleet serves, not only boots."""
+    response = httpx.post(
+        f"{state.server_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": state.model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16},
+        timeout=120,
+    )
+    response.raise_for_status()
+    return response.json()["choices"][0]["message"]["content"]
+
+
+@local_app.command("up")
+def local_up(
+    fleet: Annotated[Path, typer.Argument(help="The fleet manifest.")] = Path("fleet.yaml"),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="The model to run [default: the first with LoRA adapters].")
+    ] = None,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for the server to serve.")] = local_fleet.READY_TIMEOUT_SECONDS,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the fleet locally and return once it serves; it keeps running in the background."""
+    manifest, plans = load_and_plan(fleet)
+    state_dir = _state_dir()
+    started = time.monotonic()
+    with errors.status("starting") as spinner:
+
+        def step(message: str) -> None:
+            errors.print(f"[green]✓[/] {escape(message)}", highlight=False)
+
+        def waiting(elapsed: float, last_line: str) -> None:
+            spinner.update(f"waiting for the server ({elapsed:.0f}s): [dim]{escape(last_line[:100])}[/]")
+
+        try:
+            state, notes = local_fleet.up(
+                manifest, plans, fleet_path=fleet, state_dir=state_dir, model=model, on_step=step, on_wait=waiting, timeout=timeout
+            )
+        except (local_fleet.LocalFleetError, StoreError) as exc:
+            raise fail(str(exc), EXIT_REFUSED) from None
+    for note in notes:
+        errors.print(note, highlight=False)
+    api_key = state_dir.api_key()
+    try:
+        answer = _first_answer(state, api_key)
+    except httpx.HTTPError as exc:
+        raise fail(f"the server is up but a first chat completion failed: {exc}; see {state_dir.logs}", EXIT_REFUSED) from None
+    wall = round(time.monotonic() - started, 1)
+    if as_json:
+        print(json.dumps({**asdict(state), "openai_base_url": state.openai_base_url, "api_key": api_key, "up_seconds": wall,
+                          "standin": True, "first_answer": answer}, indent=2))
+        return
+    _print_fleet(state, api_key, answer)
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop everything `local up` started (server, vLLM, moto); no process or port is left."""
+    try:
+        for note in local_fleet.down(_state_dir()):
+            console.print(note, highlight=False)
+    except local_fleet.LocalFleetError as exc:
+        raise fail(str(exc), EXIT_REFUSED) from None
+
+
+@local_app.command("env")
+def local_env() -> None:
+    """Shell exports that point `llmfleet model|adapter` and the AWS CLI at the local store."""
+    state = _running_local_state()
+    for name, value in {
+        "AWS_ENDPOINT_URL": state.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": local_fleet.LOCAL_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": local_fleet.LOCAL_CREDENTIALS["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": state.region,
+        "LLMFLEET_STORE": state.store_uri,
+    }.items():
+        print(f"export {name}={value}")
+
+
+def _running_local_state() -> local_fleet.LocalState:
+    state = _state_dir().load()
+    if state is None:
+        raise fail("no local fleet: run `llmfleet local up` first", EXIT_BAD_INPUT)
+    return state
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def _local_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
+    """The local fleet's one server: its own /llmfleet/adapters and /metrics, the registry in moto."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = state.processes.get("server")
+    serving = server is not None and server.alive() and local_fleet.http_ok(f"{state.server_url}/health")
+    servers, metrics = [], Metrics()
+    if serving:
+        try:
+            described = httpx.get(f"{state.server_url}/llmfleet/adapters", timeout=5).json()
+            servers.append(ServerAdapters(described["server_id"], described["adapters"]))
+            text = httpx.get(f"{state.server_url}/metrics", timeout=5).text
+            metrics = metrics_from_prometheus(
+                (s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
+            )
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            servers.append(ServerAdapters(local_fleet.LOCAL_SERVER_ID, error=str(exc)))
+    store = ModelStore(
+        StoreLocation.parse(state.store_uri), local_fleet.local_client("s3", state.s3_endpoint, state.region)
+    )
+    registry = AdapterRegistry(store).state(state.model, state.stage)
+    row = model_status(
+        model=state.model,
+        stage=state.stage,
+        deployment=Deployment(
+            "local",
+            state.server_url,
+            desired=1,
+            running=int(serving),
+            instance_type=f"local CPU (AWS: {state.plan_instance_type})",
+            state="serving" if serving else "down",
+        ),
+        unit_cost_per_hour_usd=state.plan_cost_per_hour_usd,
+        promoted=_promoted(registry),
+        servers=servers,
+        expected={s.server_id: adapters_for_server(registry, s.server_id) for s in servers},
+        metrics=metrics,
+        standin=True,
+    )
+    return [row]
+
+
+def _promoted(state: RegistryState) -> dict[str, str]:
+    return {
+        name: entry.version + (f" ({entry.fraction:.0%}, else {entry.previous_version})" if entry.fraction < 1 else "")
+        for name, entry in state.adapters.items()
+    }
+
+
+def _tags(pairs: list[dict], key: str = "Key", value: str = "Value") -> dict[str, str]:
+    return {pair[key]: pair[value] for pair in pairs}
+
+
+def _aws_rows(plans: list[ServingPlan], stage: str, session: boto3.Session) -> list[ModelStatus]:
+    """ECS services, ALB target health, SageMaker endpoints and the container's CloudWatch metrics."""
+    wanted = {plan.model_name: plan for plan in plans}
+    ecs, elbv2, sagemaker = session.client("ecs"), session.client("elbv2"), session.client("sagemaker")
+    healthy = _healthy_targets(elbv2, stage)
+    registry_of = _registries(plans, stage, session)
+    rows = []
+    for cluster in ecs.list_clusters()["clusterArns"]:
+        arns = [arn for page in ecs.get_paginator("list_services").paginate(cluster=cluster) for arn in page["serviceArns"]]
+        for start in range(0, len(arns), 10):  # DescribeServices takes 10 at a time
+            for service in ecs.describe_services(cluster=cluster, services=arns[start : start + 10], include=["TAGS"])["services"]:
+                tags = _tags(service.get("tags", []), "key", "value")
+                plan = wanted.get(tags.get(TAG_MODEL, ""))
+                if plan is None or tags.get(TAG_STAGE, stage) != stage:
+                    continue
+                tasks = ecs.list_tasks(cluster=cluster, serviceName=service["serviceName"])["taskArns"]
+                deployment = Deployment(
+                    "ecs",
+                    service["serviceName"],
+                    desired=service["desiredCount"],
+                    running=service["runningCount"],
+                    pending=service.get("pendingCount", 0),
+                    instance_type=plan.instance_type,
+                    healthy=healthy.get(plan.model_name),
+                    state=service.get("status"),
+                )
+                rows.append(_aws_row(plan, stage, deployment, [t.rsplit("/", 1)[-1] for t in tasks], registry_of, session))
+    for page in sagemaker.get_paginator("list_endpoints").paginate():
+        for summary in page["Endpoints"]:
+            tags = _tags(sagemaker.list_tags(ResourceArn=summary["EndpointArn"])["Tags"])
+            plan = wanted.get(tags.get(TAG_MODEL, ""))
+            if plan is None or tags.get(TAG_STAGE, stage) != stage:
+                continue
+            endpoint = sagemaker.describe_endpoint(EndpointName=summary["EndpointName"])
+            variants = endpoint.get("ProductionVariants", [])
+            deployment = Deployment(
+                "sagemaker",
+                endpoint["EndpointName"],
+                desired=sum(v.get("DesiredInstanceCount", 0) for v in variants),
+                running=sum(v.get("CurrentInstanceCount", 0) for v in variants),
+                instance_type=plan.sagemaker_instance_type or plan.instance_type,
+                state=endpoint["EndpointStatus"],
+            )
+            rows.append(_aws_row(plan, stage, deployment, [], registry_of, session))
+    return rows
+
+
+def _aws_row(plan, stage, deployment, server_ids, registry_of, session) -> ModelStatus:
+    registry = registry_of(plan.model_name)
+    # Servers sit in private subnets: what each has loaded is not reachable from here, so a
+    # row shows what the registry assigns it (its AdaptersLoaded metric counts what it has).
+    unreachable = "in a private subnet; showing what the registry assigns it"
+    servers = [ServerAdapters(server_id, error=unreachable) for server_id in server_ids]
+    return model_status(
+        model=plan.model_name,
+        stage=stage,
+        deployment=deployment,
+        unit_cost_per_hour_usd=unit_cost_per_hour(plan, deployment.target),
+        promoted=_promoted(registry),
+        servers=servers,
+        expected={server_id: adapters_for_server(registry, server_id) for server_id in server_ids},
+        metrics=_cloudwatch_metrics(session.client("cloudwatch"), plan.model_name, stage),
+    )
+
+
+def _healthy_targets(elbv2, stage: str) -> dict[str, int]:
+    """Healthy ALB targets per model, from target groups tagged with the model."""
+    groups = [g for page in elbv2.get_paginator("describe_target_groups").paginate() for g in page["TargetGroups"]]
+    healthy: dict[str, int] = {}
+    for start in range(0, len(groups), 20):  # DescribeTags takes 20 ARNs at a time
+        batch = groups[start : start + 20]
+        described = elbv2.describe_tags(ResourceArns=[g["TargetGroupArn"] for g in batch])["TagDescriptions"]
+        for description in described:
+            tags = _tags(description["Tags"])
+            if TAG_MODEL not in tags or tags.get(TAG_STAGE, stage) != stage:
+                continue
+            targets = elbv2.describe_target_health(TargetGroupArn=description["ResourceArn"])["TargetHealthDescriptions"]
+            count = sum(1 for t in targets if t["TargetHealth"]["State"] == "healthy")
+            healthy[tags[TAG_MODEL]] = healthy.get(tags[TAG_MODEL], 0) + count
+    return healthy
+
+
+def _registries(plans: list[ServingPlan], stage: str, session: boto3.Session):
+    """model -> registry state, read from each model's store (empty when it cannot be read)."""
+    stores: dict[str, ModelStore] = {}
+    client = session.client("s3")
+
+    def registry(model: str) -> RegistryState:
+        plan = next(p for p in plans if p.model_name == model)
+        uri = local_fleet.store_uri_of(plan)
+        store = stores.setdefault(uri, ModelStore(StoreLocation.parse(uri), client))
+        try:
+            return AdapterRegistry(store).state(model, stage)
+        except StoreError as exc:
+            errors.print(f"[yellow]registry of {model} unreadable:[/] {escape(str(exc))}")
+            return RegistryState.empty(model, stage)
+
+    return registry
+
+
+def _cloudwatch_metrics(cloudwatch, model: str, stage: str) -> Metrics:
+    """The newest value of each container metric over the last METRICS_WINDOW."""
+    now = datetime.now(UTC)
+    queries = [
+        {
+            "Id": f"m{index}",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": METRICS_NAMESPACE,
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Stage", "Value": stage}],
+                },
+                "Period": 60,
+                "Stat": "Average",
+            },
+        }
+        for index, name in enumerate(CLOUDWATCH_METRICS.values())
+    ]
+    results = cloudwatch.get_metric_data(MetricDataQueries=queries, StartTime=now - METRICS_WINDOW, EndTime=now)["MetricDataResults"]
+    latest = {
+        result["Id"]: max(zip(result["Timestamps"], result["Values"]))[1] if result["Values"] else None
+        for result in results
+    }
+    return metrics_from_cloudwatch(latest, {field: f"m{index}" for index, field in enumerate(CLOUDWATCH_METRICS)})
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def _render(rows: list[ModelStatus], title: str) -> None:
+    """Two tables: capacity and load per model and target, then adapter versions per server."""
+    capacity = Table(title=title, title_justify="left")
+    for column in ("model", "target", "state", "tasks", "instance", "queue", "p50/p99 ms", "$/h"):
+        capacity.add_column(column, justify="right" if column in ("tasks", "queue", "p50/p99 ms", "$/h") else "left", no_wrap=column == "model")
+    adapters = Table(title="adapters: loaded per server vs the registry", title_justify="left")
+    for column in ("model", "server", "adapter", "loaded", "registry"):
+        adapters.add_column(column)
+    for row in rows:
+        model = row.model + (f" [yellow]({STANDIN_LABEL})[/]" if row.standin else "")
+        tasks = f"{row.running}/{row.desired}" + (f" +{row.pending}" if row.pending else "")
+        if row.healthy is not None:
+            tasks += f" ({row.healthy} healthy)"
+        capacity.add_row(
+            model,
+            row.target,
+            row.state or "-",
+            tasks,
+            row.instance_type,
+            _fmt(row.metrics.queue_depth),
+            f"{_fmt(row.metrics.latency_p50_ms)}/{_fmt(row.metrics.latency_p99_ms)}",
+            f"{row.cost_per_hour_usd:.2f}",
+        )
+        for server in row.servers:
+            names = sorted(set(server.adapters) | set(server.expected))
+            for name in names or ["-"]:
+                loaded = server.adapters.get(name) if not server.error else f"[dim]({escape(server.error)})[/]"
+                mark = " [red]drift[/]" if name in server.drift else ""
+                adapters.add_row(row.model, escape(server.server_id), name, (loaded or "-") + mark, server.expected.get(name, "-"))
+        if not row.servers:
+            for name, version in row.promoted.items():
+                adapters.add_row(row.model, "[dim](no server)[/]", name, "-", version)
+    console.print(capacity)
+    console.print(adapters)
+
+
+def status(
+    fleet: FleetOpt = Path("fleet.yaml"),
+    stage: Annotated[str | None, typer.Option("--stage", "-s", help="The stage [default: the fleet's].")] = None,
+    aws: Annotated[bool, typer.Option("--aws", help="Query the AWS account even when a local fleet is up.")] = False,
+    region: Annotated[str | None, typer.Option("--region", help="AWS region [default: the fleet's].")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per model: tasks running/desired, instance, adapter versions per server, queue, latency, $/h."""
+    state = None if aws else _state_dir().load()
+    if state is not None:
+        rows = _local_rows(state)
+        title = f"local fleet {state.fleet} ({state.stage}) — {STANDIN_LABEL} model; $/h is the plan's AWS price"
+        notes = [f"not started locally: {', '.join(state.not_started)}"] if state.not_started else []
+    else:
+        manifest, plans = load_and_plan(fleet)
+        chosen_stage = stage or manifest.stage
+        session = boto3.Session(region_name=region or manifest.region)
+        try:
+            rows = _aws_rows(plans, chosen_stage, session)
+        except Exception as exc:  # botocore's errors: no credentials, access denied, endpoint down
+            raise fail(f"cannot read the AWS account ({type(exc).__name__}): {exc}", EXIT_REFUSED) from None
+        title = f"fleet {manifest.name} ({chosen_stage}, {session.region_name})"
+        found = {row.model for row in rows}
+        notes = [f"no deployment found for: {', '.join(p.model_name for p in plans if p.model_name not in found)}"] if len(found) < len(plans) else []
+    if as_json:
+        print(json.dumps({"title": title, "models": [row.to_json() for row in rows],
+                          "cost_per_hour_usd": fleet_cost_per_hour(rows), "notes": notes}, indent=2))
+        return
+    _render(rows, title)
+    console.print(f"fleet $/h now: {fleet_cost_per_hour(rows):.2f}", highlight=False)
+    for note in notes:
+        console.print(f"[dim]{escape(note)}[/]")
+
+
+# --- invoke -------------------------------------------------------------------------------
+
+
+def chat_request(model: str, prompt: str, *, max_tokens: int, temperature: float | None, stream: bool) -> dict[str, Any]:
+    """The OpenAI chat body, the same for the ALB and for SageMaker's `/invocations`."""
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
+    if temperature is not None:
+        body["temperature"] = temperature
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def parse_chat_response(body: dict[str, Any]) -> tuple[str, str]:
+    """(reasoning, answer) of a chat completion; vLLM names the reasoning field either way."""
+    message = body["choices"][0]["message"]
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+    return reasoning, message.get("content") or ""
+
+
+def _split_target(target: str) -> tuple[str, str | None]:
+    model, _, adapter = target.partition(":")
+    if not model or (":" in target and not adapter):
+        raise fail(f"{target!r} is not MODEL or MODEL:ADAPTER", EXIT_BAD_INPUT)
+    return model, adapter or None
+
+
+def _stream_openai(base_url: str, api_key: str, body: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Stream a chat completion, printing answer tokens to stdout and reasoning, dimmed, to stderr."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    reasoning, answer, in_reasoning = [], [], False
+    try:
+        for chunk in client.chat.completions.create(**body):
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            thought = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+            if thought:
+                if not in_reasoning and not as_json:
+                    errors.print("[dim]reasoning:[/]")
+                in_reasoning = True
+                reasoning.append(thought)
+                if not as_json:
+                    errors.print(f"[dim]{escape(thought)}[/]", end="")
+            if delta.content:
+                if in_reasoning and not as_json:
+                    errors.print("\n[dim]answer:[/]")
+                    in_reasoning = False
+                answer.append(delta.content)
+                if not as_json:
+                    sys.stdout.write(delta.content)
+                    sys.stdout.flush()
+    except openai.APIConnectionError as exc:
+        raise fail(f"cannot reach {base_url}: {exc}", EXIT_REFUSED) from None
+    except openai.APIStatusError as exc:
+        raise fail(f"{base_url} answered {exc.status_code}: {exc.message}", EXIT_REFUSED) from None
+    if not as_json:
+        sys.stdout.write("\n")
+    return {"model": body["model"], "reasoning": "".join(reasoning), "content": "".join(answer)}
+
+
+def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One SageMaker runtime call with the chat body; the container's vLLM answers on /invocations.
+
+    boto3's sagemaker-runtime client: the `sagemaker` SDK's releases cap protobuf, rich,
+    attrs and importlib-metadata below the versions this project pins.
+    """
+    response = runtime.invoke_endpoint(
+        EndpointName=endpoint, ContentType=SAGEMAKER_CONTENT_TYPE, Accept=SAGEMAKER_CONTENT_TYPE, Body=json.dumps(body)
+    )
+    return json.loads(response["Body"].read())
+
+
+def invoke(
+    target: Annotated[str, typer.Argument(metavar="MODEL[:ADAPTER]", help="The model, or one of its adapters.")],
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    url: Annotated[
+        str | None, typer.Option("--url", help="Base URL of the fleet (the ALB), e.g. https://llm.example.com [default: the local fleet].")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMFLEET_API_KEY", help="[env: LLMFLEET_API_KEY]")] = None,
+    sagemaker: Annotated[str | None, typer.Option("--sagemaker", metavar="ENDPOINT", help="Call a SageMaker endpoint instead.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="AWS region for --sagemaker.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
+    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one prompt and stream the answer as it arrives (reasoning models: reasoning shown apart)."""
+    model, adapter = _split_target(target)
+    served_name = adapter or model  # vLLM serves an adapter under its own name
+    if sagemaker:
+        body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=False)
+        try:
+            reasoning, answer = parse_chat_response(invoke_sagemaker(boto3.client("sagemaker-runtime", region_name=region), sagemaker, body))
+        except Exception as exc:  # botocore's errors and a body that is not a chat completion
+            raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
+        result = {"model": served_name, "reasoning": reasoning, "content": answer}
+        if not as_json:
+            if reasoning:
+                errors.print(f"[dim]reasoning:\n{escape(reasoning)}\nanswer:[/]")
+            print(answer)
+    else:
+        if url is None:
+            state = _state_dir().load()
+            if state is None:
+                raise fail("no --url and no local fleet (`llmfleet local up`); pass the ALB's URL with --url", EXIT_BAD_INPUT)
+            url, api_key = state.server_url, api_key or _state_dir().api_key()
+        if not api_key:
+            raise fail("no API key: pass --api-key or set LLMFLEET_API_KEY", EXIT_BAD_INPUT)
+        body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=True)
+        result = _stream_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, body, as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `status`, `invoke` and `local` to the `llmfleet` app."""
+    app.command()(status)
+    app.command()(invoke)
+    app.add_typer(local_app, name="local")

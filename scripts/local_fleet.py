@@ -1,0 +1,641 @@
+"""The local fleet: the real path (store, registry, entrypoint, vLLM) on one machine.
+
+`llmfleet local up` starts moto's server as the emulated AWS, creates the store in it,
+uploads a stand-in model and the fleet's adapters with the store's own code, and starts
+the real entrypoint, which starts the CPU vLLM. Everything runs detached (like
+`docker compose up -d`); everything it started is written to `.llmfleet/state.json`
+(pid, process start time, port, log), so `local down` stops exactly that and `up` after
+a crash knows what is left over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import httpx
+import psutil
+from botocore.config import Config
+
+from model_store.adapters import accepted_bases_for, max_rank_for
+from model_store.architectures import read_checkpoint_architecture
+from model_store.manifest import FleetManifest
+from model_store.plan import ServingPlan
+from model_store.registry import AdapterRegistry
+from model_store.standin import standin_plan
+from model_store.store import ModelStore, StoreLocation
+
+STATE_DIR_NAME = ".llmfleet"
+HOST = "127.0.0.1"
+# Preferred ports: moto's own default and the ECS container port; taken ones fall back to
+# a free port the OS picks.
+MOTO_PORT = 5000
+SERVER_PORT = 8000
+LOCAL_SERVER_ID = "local-1"
+# The emulated account's credentials: moto accepts any; these never leave the machine.
+LOCAL_CREDENTIALS = {"aws_access_key_id": "llmfleet-local", "aws_secret_access_key": "llmfleet-local"}
+# Measured here (ENVIRONMENT.md, 2026-11): 1 GiB of CPU KV cache serves the stand-in with
+# thousands of concurrent sequences; vLLM's CPU default takes a share of host memory.
+CPU_KV_CACHE_GIB = "1"
+# The adapter agent's poll interval locally: promotions show up within seconds.
+POLL_SECONDS = "2"
+STANDIN_ADAPTER_RANK = 8
+STANDIN_CONTEXT = 512
+# vLLM boots in 48-90 s on 2 cores (ENVIRONMENT.md); a cold page cache can double that.
+READY_TIMEOUT_SECONDS = 600
+STOP_TIMEOUT_SECONDS = 30
+CI_ROLE_NAME = "llmfleet-ci-adapter-publisher"
+ACTOR = "llmfleet local up"
+
+
+class LocalFleetError(Exception):
+    """The local fleet cannot be brought up or down; the message says why and what to do."""
+
+
+# --- state ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process `up` started: its pid and start time identify it even after pid reuse."""
+
+    name: str
+    pid: int
+    started: float
+    port: int
+    log: str
+
+    def alive(self) -> bool:
+        try:
+            process = psutil.Process(self.pid)
+            return abs(process.create_time() - self.started) < 0.5 and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+
+@dataclass
+class LocalState:
+    fleet_path: str
+    fleet: str
+    stage: str
+    region: str
+    model: str
+    store_uri: str
+    store_method: str
+    server_url: str
+    s3_endpoint: str
+    api_key_file: str
+    processes: dict[str, ProcessRecord] = field(default_factory=dict)
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> version promoted at up
+    not_started: list[str] = field(default_factory=list)
+    plan_instance_type: str = ""  # what the real plan runs on in AWS
+    plan_cost_per_hour_usd: float = 0.0
+    standin: bool = True
+    started_at: str = ""
+    ready_seconds: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LocalState:
+        data = json.loads(text)
+        data["processes"] = {name: ProcessRecord(**record) for name, record in data.get("processes", {}).items()}
+        return cls(**data)
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.server_url}/v1"
+
+
+class StateDir:
+    """`.llmfleet/`: state.json, the API key, logs, stand-in checkpoints, the model cache."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).absolute()
+        self.state_file = self.root / "state.json"
+        self.api_key_file = self.root / "api_key"
+        self.logs = self.root / "logs"
+        self.standins = self.root / "standin"
+        self.cache = self.root / "cache"
+        self.server_state = self.root / "server"
+
+    def load(self) -> LocalState | None:
+        if not self.state_file.is_file():
+            return None
+        try:
+            return LocalState.from_json(self.state_file.read_text())
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LocalFleetError(
+                f"{self.state_file}: unreadable ({exc}); stop what it started by hand, then delete it"
+            ) from None
+
+    def save(self, state: LocalState) -> None:
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(state.to_json())
+        temporary.replace(self.state_file)
+
+    def clear(self) -> None:
+        for path in (self.state_file, self.api_key_file):
+            path.unlink(missing_ok=True)
+
+    def api_key(self) -> str:
+        return self.api_key_file.read_text().strip()
+
+    def new_api_key(self) -> str:
+        """A fresh key, readable by this user only (vLLM's VLLM_API_KEY; it guards /v1)."""
+        key = "llmfleet-local-" + secrets.token_urlsafe(24)
+        self.api_key_file.unlink(missing_ok=True)
+        descriptor = os.open(self.api_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key + "\n")
+        return key
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One `up` or `down` at a time on this directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LocalFleetError(
+                    f"another `llmfleet local up/down` is working on {self.root}; wait for it to finish"
+                ) from None
+            yield
+
+
+def find_state_dir(start: Path | None = None) -> StateDir:
+    """`.llmfleet/` in the current directory or the nearest parent that has one (like git)."""
+    here = Path(start or Path.cwd()).absolute()
+    for directory in (here, *here.parents):
+        if (directory / STATE_DIR_NAME / "state.json").is_file():
+            return StateDir(directory / STATE_DIR_NAME)
+    return StateDir(here / STATE_DIR_NAME)
+
+
+# --- processes and ports ------------------------------------------------------------------
+
+
+def port_is_open(port: int, host: str = HOST) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def choose_port(preferred: int) -> int:
+    """`preferred` when nothing listens there, else a free port from the OS."""
+    if not port_is_open(preferred):
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start_detached(name: str, argv: list[str], env: dict[str, str], log: Path, port: int) -> ProcessRecord:
+    """Start `argv` in its own session (its own process group), output to `log`.
+
+    Its own group lets `down` signal it and every child (vLLM's engine) at once, and keeps
+    a Ctrl-C in the terminal that ran `up` from reaching it.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    return ProcessRecord(name, process.pid, psutil.Process(process.pid).create_time(), port, str(log))
+
+
+def stop_process(record: ProcessRecord, timeout: float = STOP_TIMEOUT_SECONDS) -> str:
+    """SIGTERM the process group (the entrypoint drains vLLM), SIGKILL what outlives `timeout`."""
+    if not record.alive():
+        return f"{record.name} (pid {record.pid}) was not running"
+    leader = psutil.Process(record.pid)
+    family = [leader, *leader.children(recursive=True)]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(record.pid, signal.SIGTERM)
+    for process in family:  # children that left the group get the signal too
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, left = psutil.wait_procs(family, timeout=timeout)
+    if not left:
+        return f"stopped {record.name} (pid {record.pid})"
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(record.pid, signal.SIGKILL)
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    _, still = psutil.wait_procs(left, timeout=5)
+    if still:
+        raise LocalFleetError(f"{record.name}: pids {[p.pid for p in still]} survive SIGKILL; stop them by hand")
+    return f"killed {record.name} (pid {record.pid}) after {timeout:.0f}s"
+
+
+def log_tail(path: str | Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    process: ProcessRecord,
+    timeout: float,
+    what: str,
+    on_tick: Callable[[float], None] = lambda elapsed: None,
+) -> float:
+    """Poll `check` until it passes; fail early, with its log, if `process` dies."""
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        if check():
+            return elapsed
+        if not process.alive():
+            raise LocalFleetError(f"{process.name} exited before {what}; last lines of {process.log}:\n{log_tail(process.log)}")
+        if elapsed > timeout:
+            raise LocalFleetError(f"{what}: not within {timeout:.0f}s; see {process.log}:\n{log_tail(process.log)}")
+        on_tick(elapsed)
+        time.sleep(1.0)
+
+
+def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0, headers=headers).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# --- the emulated AWS ---------------------------------------------------------------------
+
+
+def local_client(service: str, endpoint: str, region: str):
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=region,
+        config=Config(retries={"mode": "standard"}),
+        **LOCAL_CREDENTIALS,
+    )
+
+
+def start_moto(state_dir: StateDir) -> ProcessRecord:
+    port = choose_port(MOTO_PORT)
+    argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+    record = start_detached("moto", argv, dict(os.environ), state_dir.logs / "moto.log", port)
+    wait_until(lambda: http_ok(f"http://{HOST}:{port}/moto-api/data.json"), process=record, timeout=60, what="moto answers")
+    return record
+
+
+def create_store_resources(endpoint: str, bucket: str, region: str) -> list[str]:
+    """What the store stack creates for the store, made with boto3 in the emulated account.
+
+    moto's CloudFormation skips or rejects parts of the synthesized store stack (its bucket
+    policy, CDK-named ECR repositories; ENVIRONMENT.md), so the same settings are applied
+    call by call: versioning, KMS encryption, public access blocked, the CI role. Returns
+    what was done, for the output.
+    """
+    s3 = local_client("s3", endpoint, region)
+    kms = local_client("kms", endpoint, region)
+    iam = local_client("iam", endpoint, region)
+    done = []
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    key_id = kms.create_key(Description=f"llmfleet store {bucket} (local)")["KeyMetadata"]["KeyId"]
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_id},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    done.append(f"bucket s3://{bucket}: versioning on, SSE-KMS ({key_id}), public access blocked")
+    iam.create_role(RoleName=CI_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(ci_trust_policy()))
+    iam.put_role_policy(RoleName=CI_ROLE_NAME, PolicyName="publish-adapters", PolicyDocument=json.dumps(ci_policy(bucket)))
+    done.append(f"IAM role {CI_ROLE_NAME}: may write adapters/ and registry/ only")
+    return done
+
+
+def ci_trust_policy() -> dict:
+    """Locally there is no GitHub OIDC provider; the emulated account's root may assume the role."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+
+
+def ci_policy(bucket: str) -> dict:
+    """The CI role's rights on the store: publish adapters, move the registry; no model reads."""
+    arn = f"arn:aws:s3:::{bucket}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+                "Resource": [f"{arn}/adapters/*", f"{arn}/registry/*"],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": arn,
+                "Condition": {"StringLike": {"s3:prefix": ["adapters/*", "registry/*"]}},
+            },
+        ],
+    }
+
+
+# --- stand-in model, upload, plan ---------------------------------------------------------
+
+
+def store_uri_of(plan: ServingPlan) -> str:
+    """The store a plan's model lives in: the bucket of its `s3://…/models/<name>` source."""
+    if not plan.source.startswith("s3://"):
+        raise LocalFleetError(
+            f"model {plan.model_name!r}: source {plan.source!r} is a local directory; the local fleet serves models "
+            "whose source is in the store (s3://bucket/models/<name>)"
+        )
+    bucket, _, key = plan.source.removeprefix("s3://").partition("/")
+    prefix = key.rstrip("/").removesuffix(f"models/{plan.model_name}").rstrip("/")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def make_standins(plan: ServingPlan, directory: Path, on_step: Callable[[str], None]) -> tuple[Path, dict[str, Path]]:
+    """The stand-in checkpoint and one LoRA adapter per fleet adapter; reused when present."""
+    from transformers.utils import logging as transformers_logging
+
+    from scripts.standin_model import STANDIN_MARKER, make_lora_adapter, make_tiny_model
+
+    transformers_logging.disable_progress_bar()  # our own step lines say what happens
+    model_dir = directory / plan.model_name / "model"
+    config = model_dir / "config.json"
+    if not (config.is_file() and json.loads(config.read_text()).get(STANDIN_MARKER)):
+        on_step(f"generating the stand-in model for {plan.model_name} (random weights)")
+        make_tiny_model(model_dir)
+    rank = min(STANDIN_ADAPTER_RANK, plan.lora_max_rank or STANDIN_ADAPTER_RANK)
+    adapters = {}
+    for seed, ref in enumerate(plan.adapters):
+        target = directory / plan.model_name / "adapters" / ref.name
+        if not (target / "adapter_config.json").is_file():
+            on_step(f"generating stand-in adapter {ref.name} (rank {rank})")
+            make_lora_adapter(model_dir, target, rank=rank, seed=seed, base_model_name=plan.model_name)
+        adapters[ref.name] = target
+    return model_dir, adapters
+
+
+def upload_and_promote(
+    store: ModelStore,
+    fleet: FleetManifest,
+    plan: ServingPlan,
+    model_dir: Path,
+    adapters: dict[str, Path],
+    on_step: Callable[[str], None],
+) -> dict[str, str]:
+    """`model upload`, `adapter publish --fleet`, `adapter promote`: the calls those commands make."""
+    on_step(f"model upload {plan.model_name}@{plan.revision} (stand-in)")
+    store.upload_model(model_dir, plan.model_name, plan.revision, uploader=ACTOR, source=f"stand-in:{model_dir}")
+    registry = AdapterRegistry(store)
+    promoted = {}
+    for name, directory in adapters.items():
+        manifest = store.publish_adapter(
+            directory,
+            plan.model_name,
+            name,
+            model_revision=plan.revision,
+            max_rank=max_rank_for(fleet, plan.model_name),
+            accepted_bases=accepted_bases_for(fleet, plan.model_name),
+            uploader=ACTOR,
+        )
+        registry.promote(plan.model_name, plan.stage, name, manifest.version, actor=ACTOR)
+        on_step(f"adapter publish + promote {name}@{manifest.version} -> {plan.stage}")
+        promoted[name] = manifest.version
+    return promoted
+
+
+def local_plan(plan: ServingPlan, model_dir: Path) -> ServingPlan:
+    """The plan's CPU form for the stand-in (model_store.standin)."""
+    return standin_plan(plan, read_checkpoint_architecture(model_dir), max_model_len=STANDIN_CONTEXT)
+
+
+def choose_model(plans: list[ServingPlan], name: str | None) -> tuple[ServingPlan, list[str]]:
+    """The model to run: `name`, else the first with LoRA adapters, else the first.
+
+    One CPU vLLM is what a 2-core machine serves comfortably; the rest are listed as not
+    started.
+    """
+    if name is not None:
+        chosen = next((p for p in plans if p.model_name == name), None)
+        if chosen is None:
+            raise LocalFleetError(f"--model {name!r}: the fleet has {[p.model_name for p in plans]}")
+    else:
+        chosen = next((p for p in plans if p.adapters), plans[0])
+    return chosen, [p.model_name for p in plans if p is not chosen]
+
+
+def entrypoint_env(
+    plan: ServingPlan, *, store_uri: str, endpoint: str, port: int, api_key: str, state_dir: StateDir
+) -> dict[str, str]:
+    """The container contract's environment, pointed at the emulated AWS and local disk."""
+    env = dict(os.environ)
+    env.pop("AWS_PROFILE", None)
+    env.update(
+        {
+            "LLMFLEET_PLAN": plan.to_json(),
+            "LLMFLEET_STORE": store_uri,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+            "AWS_DEFAULT_REGION": plan.region,
+            "LLMFLEET_MODEL_ROOT": str(state_dir.cache),
+            "LLMFLEET_STATE_DIR": str(state_dir.server_state),
+            "LLMFLEET_TARGET": "ecs",
+            "LLMFLEET_PORT": str(port),
+            "LLMFLEET_SERVER_ID": LOCAL_SERVER_ID,
+            "LLMFLEET_POLL_SECONDS": POLL_SECONDS,
+            "VLLM_API_KEY": api_key,
+            "VLLM_CPU_KVCACHE_SPACE": CPU_KV_CACHE_GIB,
+        }
+    )
+    return env
+
+
+# --- up / down ----------------------------------------------------------------------------
+
+
+@dataclass
+class Recovery:
+    """What `up` found from an earlier run and what it did about it."""
+
+    running: bool  # everything is up and serving: nothing to do
+    notes: list[str]
+
+
+def recover(state_dir: StateDir) -> Recovery:
+    """Make sense of a state left by an earlier `up`: reuse a healthy fleet, clean a broken one."""
+    state = state_dir.load()
+    if state is None:
+        return Recovery(False, [])
+    alive = {name: record.alive() for name, record in state.processes.items()}
+    if state.processes and all(alive.values()) and http_ok(f"{state.server_url}/health"):
+        return Recovery(True, [f"already up since {state.started_at}; reusing it (`llmfleet local down` stops it)"])
+    notes = [f"found the state of an earlier `local up` ({state.started_at}) that is not serving:"]
+    for name, record in state.processes.items():
+        if alive[name]:
+            notes.append(f"  {name} (pid {record.pid}) still runs: {stop_process(record)}")
+        else:
+            notes.append(f"  {name} (pid {record.pid}) is gone; last log lines in {record.log}")
+    notes.append("starting afresh (the emulated store lives in moto's memory, so it is rebuilt)")
+    state_dir.clear()
+    return Recovery(False, notes)
+
+
+def down(state_dir: StateDir) -> list[str]:
+    """Stop everything `up` started (entrypoint and vLLM first, then moto); check ports are closed."""
+    with state_dir.lock():
+        state = state_dir.load()
+        if state is None:
+            return [f"nothing to stop: no local fleet state in {state_dir.root}"]
+        notes = []
+        for name in ("server", "moto"):
+            if name in state.processes:
+                notes.append(stop_process(state.processes[name]))
+        still_open = [r.port for r in state.processes.values() if port_is_open(r.port)]
+        if still_open:
+            raise LocalFleetError(f"ports {still_open} still accept connections after stopping; something else holds them")
+        state_dir.clear()
+        notes.append(f"ports {sorted(r.port for r in state.processes.values())} closed; logs kept in {state_dir.logs}")
+        return notes
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def up(
+    fleet: FleetManifest,
+    plans: list[ServingPlan],
+    *,
+    fleet_path: Path,
+    state_dir: StateDir,
+    model: str | None = None,
+    on_step: Callable[[str], None] = lambda message: None,
+    on_wait: Callable[[float, str], None] = lambda elapsed, last_line: None,
+    timeout: float = READY_TIMEOUT_SECONDS,
+) -> tuple[LocalState, list[str]]:
+    """Bring the local fleet up (or find it up); returns its state and notes for the output.
+
+    Every process is recorded in state.json as soon as it starts, so an `up` killed midway
+    leaves a state the next `up` (or `down`) cleans; an `up` that fails stops what it started.
+    """
+    with state_dir.lock():
+        recovery = recover(state_dir)
+        if recovery.running:
+            return state_dir.load(), recovery.notes
+        for note in recovery.notes:
+            on_step(note)
+        plan, not_started = choose_model(plans, model)
+        store_uri = store_uri_of(plan)
+        state_dir.logs.mkdir(parents=True, exist_ok=True)
+        state = LocalState(
+            fleet_path=str(Path(fleet_path).absolute()),
+            fleet=plan.fleet,
+            stage=plan.stage,
+            region=plan.region,
+            model=plan.model_name,
+            store_uri=store_uri,
+            store_method="boto3",
+            server_url="",
+            s3_endpoint="",
+            api_key_file=str(state_dir.api_key_file),
+            not_started=not_started,
+            plan_instance_type=plan.instance_type,
+            plan_cost_per_hour_usd=plan.cost_per_hour_usd,
+            started_at=now_iso(),
+        )
+        started = time.monotonic()
+        try:
+            on_step("starting moto's server (the emulated AWS)")
+            moto = start_moto(state_dir)
+            state.processes["moto"] = moto
+            state.s3_endpoint = f"http://{HOST}:{moto.port}"
+            state_dir.save(state)
+            bucket = StoreLocation.parse(store_uri).bucket
+            for done in create_store_resources(state.s3_endpoint, bucket, plan.region):
+                on_step(f"created with boto3: {done}")
+            model_dir, adapter_dirs = make_standins(plan, state_dir.standins, on_step)
+            store = ModelStore(StoreLocation.parse(store_uri), local_client("s3", state.s3_endpoint, plan.region))
+            state.adapters = upload_and_promote(store, fleet, plan, model_dir, adapter_dirs, on_step)
+            port = choose_port(SERVER_PORT)
+            state.server_url = f"http://{HOST}:{port}"
+            api_key = state_dir.new_api_key()
+            env = entrypoint_env(
+                local_plan(plan, model_dir),
+                store_uri=store_uri,
+                endpoint=state.s3_endpoint,
+                port=port,
+                api_key=api_key,
+                state_dir=state_dir,
+            )
+            on_step(f"starting the entrypoint (python -m containers.entrypoint) on port {port}")
+            server = start_detached(
+                "server", [sys.executable, "-m", "containers.entrypoint"], env, state_dir.logs / "server.log", port
+            )
+            state.processes["server"] = server
+            state_dir.save(state)
+            wait_until(
+                lambda: http_ok(f"{state.server_url}/health"),
+                process=server,
+                timeout=timeout,
+                what="the server answers /health",
+                on_tick=lambda elapsed: on_wait(elapsed, _last_line(server.log)),
+            )
+        except BaseException:
+            for record in reversed(list(state.processes.values())):
+                stop_process(record)
+            state_dir.clear()
+            raise
+        state.ready_seconds = round(time.monotonic() - started, 1)
+        state_dir.save(state)
+        return state, []
+
+
+def _last_line(path: str) -> str:
+    lines = log_tail(path, 1).strip()
+    return lines[-160:]
