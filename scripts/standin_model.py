@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from collections.abc import Mapping
 from pathlib import Path
+
+from model_store.architectures import read_checkpoint_architecture
+from model_store.manifest import parse_fleet
+from model_store.plan import ServingPlan, plan_model
+from model_store.standin import standin_plan
 
 # Shapes from the measurements of the CPU build: its attention kernels reject head_dim 16
 # and take 64; two layers keep the model loading in seconds.
@@ -129,6 +136,63 @@ def make_lora_adapter(model_dir: Path, dest: Path, *, rank: int = 8, seed: int =
     written["base_model_name_or_path"] = base_model_name
     config_path.write_text(json.dumps(written, indent=2) + "\n")
     return dest
+
+
+def standin_serving_plan(
+    model_dir: Path, *, model_name: str, stage: str = "test", max_rank: int = 16, max_loras: int = 4
+) -> ServingPlan:
+    """The plan the CPU vLLM runs for the stand-in in `model_dir`: planned like a real model
+    (fleet manifest -> planner), then reshaped by `standin_plan`."""
+    manifest = parse_fleet(
+        json.dumps(
+            {
+                "name": "standin",
+                "stage": stage,
+                "models": [
+                    {
+                        "name": model_name,
+                        "source": str(model_dir),
+                        "max_model_len": 512,
+                        "lora": {"max_rank": max_rank, "max_loras": max_loras},
+                    }
+                ],
+            }
+        )
+    )
+    arch = read_checkpoint_architecture(model_dir)
+    return standin_plan(plan_model(manifest, manifest.models[0], arch), arch)
+
+
+def entrypoint_environment(
+    plan: ServingPlan,
+    *,
+    store_uri: str,
+    endpoint_url: str | None,
+    model_root: Path,
+    port: int,
+    server_id: str = "standin-0",
+    poll_seconds: float = 1.0,
+    metrics_seconds: float = 60.0,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment `python -m containers.entrypoint` needs to serve `plan` on this machine."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "LLMFLEET_PLAN": plan.to_json(),
+            "LLMFLEET_STORE": store_uri,
+            "LLMFLEET_MODEL_ROOT": str(model_root),
+            "LLMFLEET_PORT": str(port),
+            "LLMFLEET_SERVER_ID": server_id,
+            "LLMFLEET_POLL_SECONDS": str(poll_seconds),
+            "LLMFLEET_METRICS_SECONDS": str(metrics_seconds),
+            # The CPU build sizes its KV cache from this (GiB), not from GPU memory.
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+        }
+    )
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
+    return env
 
 
 def main(argv: list[str] | None = None) -> None:

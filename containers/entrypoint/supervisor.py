@@ -59,7 +59,6 @@ def _die_with_parent() -> None:
 def sync(gateway: StoreGateway) -> tuple[str, RouteTable, dict[str, str], dict[str, str], str | None]:
     """Weights and adapters to local disk. An adapter that fails verification is left out
     (logged; the base model and the other adapters still serve); a model that fails is fatal."""
-    settings_model = gateway.plan.model_name
     model_location = gateway.model_location()
     state = gateway.registry_state()
     served, paths, refused = {}, {}, {}
@@ -71,7 +70,7 @@ def sync(gateway: StoreGateway) -> tuple[str, RouteTable, dict[str, str], dict[s
             log.error("adapter %s version %s left out: %s", name, version, exc)
             refused[name] = version
             gateway.discard_adapter(name, version)
-    routes = RouteTable(model=settings_model, server_id=gateway.server_id, adapters=served)
+    routes = RouteTable(model=gateway.plan.model_name, server_id=gateway.server_id, adapters=served)
     return model_location, routes, paths, refused, state.etag
 
 
@@ -144,6 +143,8 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s llmfleet %(levelname)s %(message)s", stream=sys.stderr)
+    for chatty in ("httpx", "botocore", "boto3"):  # one line per scrape and poll otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     env = os.environ if env is None else env
     try:
         settings = settings_from_env(env)

@@ -1,0 +1,181 @@
+"""One real serving container for the session: the entrypoint and the CPU vLLM, fed from
+moto's S3 server with a tiny random-weight model and peft adapters made here.
+
+Booting vLLM costs most of a minute on two cores, so every e2e test shares this server;
+the tests that end a server (drain, kill) run last or start their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from model_store.plan import ServingPlan
+from model_store.registry import AdapterRegistry
+from model_store.store import ModelStore, StoreLocation
+from scripts.standin_model import entrypoint_environment, make_lora_adapter, make_tiny_model, standin_serving_plan
+from tests.conftest import REPO, free_port
+
+MODEL = "qwen3-small"
+REVISION = "main"
+STAGE = "test"
+BUCKET = "llmfleet-store"
+PREFIX = "fleet"
+BOOT_TIMEOUT_SECONDS = 300
+# Adapters published before boot: name -> versions (each version its own random seed).
+ADAPTER_SEEDS = {"medical": {"v1": 1, "v2": 11}, "legal": {"v1": 2}, "finance": {"v1": 3}}
+ACTOR = "e2e"
+
+
+@dataclass
+class Fleet:
+    """The store, registry and adapter sources the tests promote from."""
+
+    store: ModelStore
+    registry: AdapterRegistry
+    plan: ServingPlan
+    model_dir: Path
+    work: Path
+    endpoint: str
+
+    def promote(self, name: str, version: str) -> None:
+        self.registry.promote(MODEL, STAGE, name, version, actor=ACTOR)
+
+    def rollback(self, name: str) -> None:
+        self.registry.rollback(MODEL, STAGE, name, actor=ACTOR)
+
+    def publish(self, name: str, version: str, *, seed: int, rank: int = 8, max_rank: int = 16) -> None:
+        directory = make_lora_adapter(self.model_dir, self.work / "adapters" / name / version, rank=rank, seed=seed, base_model_name=MODEL)
+        self.store.publish_adapter(directory, MODEL, name, version=version, max_rank=max_rank, uploader=ACTOR)
+
+
+@dataclass
+class Server:
+    """A running entrypoint (and its vLLM child) on localhost."""
+
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, timeout: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_entrypoint(env: dict[str, str], log: Path) -> subprocess.Popen:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "containers.entrypoint"], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
+    )
+
+
+def wait_healthy(server: Server, timeout: float = BOOT_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    with server.client(timeout=5) as http:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"entrypoint exited with {server.process.returncode}:\n{server.output()[-4000:]}")
+            try:
+                if http.get("/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    raise RuntimeError(f"no /health 200 within {timeout} s:\n{server.output()[-4000:]}")
+
+
+def boot_server(fleet: Fleet, name: str, **environment: str) -> Server:
+    port = free_port()
+    env = entrypoint_environment(
+        fleet.plan,
+        store_uri=f"s3://{BUCKET}/{PREFIX}",
+        endpoint_url=fleet.endpoint,
+        model_root=fleet.work / f"{name}-cache",
+        port=port,
+        server_id=name,
+        poll_seconds=0.5,
+        metrics_seconds=2,
+        base=aws_credentials(fleet.endpoint),
+    )
+    env.update(environment)
+    server = Server(start_entrypoint(env, fleet.work / f"{name}.log"), port, fleet.work / f"{name}.log")
+    wait_healthy(server)
+    return server
+
+
+def aws_credentials(endpoint: str) -> dict[str, str]:
+    """The process environment with dummy credentials for moto (never real ones)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    """The tiny model and its adapters in the store; medical v1 and legal v1 promoted."""
+    work = tmp_path_factory.mktemp("e2e")
+    model_dir = make_tiny_model(work / "model")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    store = ModelStore(StoreLocation(BUCKET, PREFIX), s3)
+    store.upload_model(model_dir, MODEL, REVISION, uploader=ACTOR)
+    fleet = Fleet(
+        store=store,
+        registry=AdapterRegistry(store),
+        plan=standin_serving_plan(model_dir, model_name=MODEL, stage=STAGE),
+        model_dir=model_dir,
+        work=work,
+        endpoint=moto_endpoint,
+    )
+    for name, versions in ADAPTER_SEEDS.items():
+        for version, seed in versions.items():
+            fleet.publish(name, version, seed=seed)
+    fleet.promote("medical", "v1")
+    fleet.promote("legal", "v1")
+    return fleet
+
+
+@pytest.fixture(scope="session")
+def server(fleet: Fleet) -> Iterator[Server]:
+    """The session's serving container (entrypoint + vLLM), polling the registry every 0.5 s."""
+    server = boot_server(fleet, "server-a")
+    yield server
+    server.stop()

@@ -1,0 +1,207 @@
+"""The serving container end to end: real entrypoint, real CPU vLLM, moto's S3 server.
+
+The tests share one server and run in file order: promotions build on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import MODEL, STAGE, Fleet, Server
+
+pytestmark = pytest.mark.timeout(600)
+SWAP_TIMEOUT_SECONDS = 60
+HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
+
+
+def chat(server: Server, model: str, prompt: str = "Hello, how are you today?") -> httpx.Response:
+    with server.client() as http:
+        return http.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 8, "temperature": 0},
+        )
+
+
+def answer(server: Server, model: str) -> str:
+    response = chat(server, model)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def completion_text(server: Server, model: str, prompt: str = "Tell me a story") -> str:
+    with server.client() as http:
+        response = http.post("/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": 8, "temperature": 0})
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["text"]
+
+
+def served(server: Server) -> dict:
+    with server.client() as http:
+        return http.get("/llmfleet/adapters").json()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = SWAP_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {what}")
+        time.sleep(0.2)
+
+
+def test_base_model_and_two_adapters_answer_by_name(server: Server):
+    answers = {model: answer(server, model) for model in (MODEL, "medical", "legal")}
+
+    assert len(set(answers.values())) == 3, f"adapters should change the output: {answers}"
+
+
+def test_models_lists_public_names_only(server: Server):
+    with server.client() as http:
+        listing = http.get("/v1/models").json()
+
+    assert sorted(entry["id"] for entry in listing["data"]) == sorted([MODEL, "medical", "legal"])
+
+
+def test_llmfleet_adapters_reports_what_is_loaded(server: Server):
+    state = served(server)
+
+    assert state["model"] == MODEL
+    assert state["server_id"] == "server-a"
+    assert state["adapters"] == {"medical": "v1", "legal": "v1"}
+
+
+def test_unknown_model_gets_vllm_error(server: Server):
+    response = chat(server, "no-such-adapter")
+
+    assert response.status_code == 404
+    assert "no-such-adapter" in response.json()["error"]["message"]
+    assert "does not exist" in response.json()["error"]["message"]
+
+
+def test_invocations_openai_body_with_adapter_header(server: Server):
+    body = {"messages": [{"role": "user", "content": "Hello, how are you today?"}], "max_tokens": 8, "temperature": 0}
+    with server.client() as http:
+        response = http.post("/invocations", json=body, headers={HEADER: "legal"})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == answer(server, "legal")
+
+
+@pytest.mark.parametrize("adapter", [None, "medical"])
+def test_invocations_inputs_parameters_payload(server: Server, adapter: str | None):
+    body = {"inputs": "Tell me a story", "parameters": {"max_new_tokens": 8, "do_sample": False}}
+    headers = {HEADER: adapter} if adapter else {}
+    with server.client() as http:
+        response = http.post("/invocations", json=body, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == [{"generated_text": completion_text(server, adapter or MODEL)}]
+
+
+def test_invocations_inputs_payload_unknown_parameter_is_refused(server: Server):
+    with server.client() as http:
+        response = http.post("/invocations", json={"inputs": "Hi", "parameters": {"best_of": 2}})
+
+    assert response.status_code == 400
+    assert "best_of" in response.json()["error"]["message"]
+
+
+def test_third_adapter_promoted_is_served_without_restart(server: Server, fleet: Fleet):
+    fleet.promote("finance", "v1")
+
+    wait_until(lambda: served(server)["adapters"].get("finance") == "v1", "finance v1 loaded")
+    assert chat(server, "finance").status_code == 200
+    assert server.process.poll() is None
+    assert server.output().count("starting vLLM") == 1
+
+
+def test_new_version_swaps_in_and_rollback_restores_the_old(server: Server, fleet: Fleet):
+    v1_answer = answer(server, "medical")
+
+    fleet.promote("medical", "v2")
+    wait_until(lambda: served(server)["adapters"]["medical"] == "v2", "medical v2 serving")
+    v2_answer = answer(server, "medical")
+    fleet.rollback("medical")
+    wait_until(lambda: served(server)["adapters"]["medical"] == "v1", "medical back on v1")
+
+    assert v2_answer != v1_answer
+    assert answer(server, "medical") == v1_answer
+    with server.client() as http:
+        ids = sorted(entry["id"] for entry in http.get("/v1/models").json()["data"])
+    assert ids == sorted([MODEL, "medical", "legal", "finance"])
+
+
+def test_corrupt_adapter_in_store_is_refused_and_old_version_keeps_serving(server: Server, fleet: Fleet):
+    before = answer(server, "legal")
+    fleet.publish("legal", "v2", seed=22)
+    weights = fleet.store.location.key("adapters", MODEL, "legal", "v2", "adapter_model.safetensors")
+    original = fleet.store.client.get_object(Bucket=fleet.store.location.bucket, Key=weights)["Body"].read()
+    corrupted = original[:-64] + bytes(64)
+    fleet.store.client.put_object(Bucket=fleet.store.location.bucket, Key=weights, Body=corrupted)
+
+    fleet.promote("legal", "v2")
+    wait_until(lambda: "adapter legal: version v2 not served" in server.output(), "refusal logged")
+
+    assert "checksum mismatch" in server.output()
+    assert served(server)["adapters"]["legal"] == "v1"
+    assert answer(server, "legal") == before
+
+
+def test_adapter_vllm_refuses_at_load_keeps_old_version(server: Server, fleet: Fleet):
+    before = answer(server, "finance")
+    # Rank 32 passes the store's validation (max 64 here) but exceeds vLLM's --max-lora-rank 16.
+    fleet.publish("finance", "v2", seed=33, rank=32, max_rank=64)
+
+    fleet.promote("finance", "v2")
+    wait_until(lambda: "adapter finance: version v2 not served" in server.output(), "refusal logged")
+
+    assert "load_lora_adapter" in server.output()
+    assert served(server)["adapters"]["finance"] == "v1"
+    assert answer(server, "finance") == before
+
+
+def _non_loopback_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 9))  # no packet is sent; this picks the outbound interface
+        return probe.getsockname()[0]
+
+
+def test_runtime_lora_routes_refuse_non_local_callers(server: Server, fleet: Fleet):
+    address = _non_loopback_address()
+    assert not address.startswith("127."), "the test needs a non-loopback interface"
+    body = {"lora_name": "evil", "lora_path": str(fleet.model_dir)}
+
+    with httpx.Client(base_url=f"http://{address}:{server.port}", timeout=30) as http:
+        load = http.post("/v1/load_lora_adapter", json=body)
+        unload = http.post("/v1/unload_lora_adapter", json={"lora_name": "medical@v1"})
+        sagemaker_load = http.post("/adapters", json={"name": "evil", "src": str(fleet.model_dir)})
+        chat_ok = http.post(
+            "/v1/chat/completions", json={"model": "medical", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        )
+
+    assert (load.status_code, unload.status_code, sagemaker_load.status_code) == (403, 403, 403)
+    assert chat_ok.status_code == 200
+    assert served(server)["adapters"]["medical"] == "v1"
+
+
+def test_emf_metrics_lines_on_stdout(server: Server):
+    answer(server, MODEL)
+
+    def records() -> list[dict]:
+        lines = [line for line in server.output().splitlines() if line.startswith('{"_aws"')]
+        return [json.loads(line) for line in lines]
+
+    wait_until(lambda: any("TimeToFirstTokenP50" in r for r in records()), "an EMF record with TTFT percentiles")
+    record = next(r for r in records() if "TimeToFirstTokenP50" in r)
+    directive = record["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "LLMFleet"
+    assert directive["Dimensions"] == [["Model", "Stage"]]
+    assert (record["Model"], record["Stage"]) == (MODEL, STAGE)
+    assert {"RequestsWaiting", "RequestsRunning", "KvCacheUsage", "AdaptersLoaded"} <= set(record)
+    assert record["AdaptersLoaded"] == len(served(server)["adapters"])
+    assert record["TimeToFirstTokenP50"] > 0
