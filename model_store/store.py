@@ -301,18 +301,24 @@ class ModelStore:
             arch=arch,
         )
         hashed = self._hash_files(directory, list(info.files))
+        derived = version is None
         version = version or content_version(hashed)
-        return self._upload_version(
-            directory,
-            list(info.files),
-            self.adapter_prefix(model, name, version),
-            header={"kind": "adapter", "model": model, "version": version, "adapter": name},
-            uploader=uploader,
-            source=source or str(directory.resolve()),
-            details={"adapter": asdict(info), "model_revision": model_revision},
-            progress=progress,
-            hashed=hashed,
-        )
+        try:
+            return self._upload_version(
+                directory,
+                list(info.files),
+                self.adapter_prefix(model, name, version),
+                header={"kind": "adapter", "model": model, "version": version, "adapter": name},
+                uploader=uploader,
+                source=source or str(directory.resolve()),
+                details={"adapter": asdict(info), "model_revision": model_revision},
+                progress=progress,
+                hashed=hashed,
+            )
+        except VersionExists as exc:
+            if derived:
+                raise VersionExists(f"{exc} (this content is already published as version {version})") from None
+            raise
 
     def adapter_manifest(self, model: str, name: str, version: str) -> VersionManifest:
         return self._read_manifest(

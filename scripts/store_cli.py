@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -39,17 +41,22 @@ ActorOpt = Annotated[
 DirArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="The directory to upload.")]
 
 
+def _fail(message: str, code: int) -> typer.Exit:
+    """`fail` with the message taken literally: rule ids and patterns hold [brackets] rich would eat."""
+    return fail(escape(message), code)
+
+
 def _actor(actor: str | None) -> str:
     return actor or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
 
 
 def _open_store(uri: str | None) -> ModelStore:
     if not uri:
-        raise fail("no store: pass --store s3://bucket/prefix or set LLMFLEET_STORE", EXIT_BAD_INPUT)
+        raise _fail("no store: pass --store s3://bucket/prefix or set LLMFLEET_STORE", EXIT_BAD_INPUT)
     try:
         StoreLocation.parse(uri)
     except StoreError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
     return ModelStore.from_uri(uri)
 
 
@@ -57,7 +64,7 @@ def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
     try:
         return check_segment(kind, value, **({"pattern": pattern} if pattern else {}))
     except AdapterRejected as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
 
 
 @contextlib.contextmanager
@@ -68,33 +75,47 @@ def _refusals(as_json: bool) -> Iterator[None]:
     except (AdapterRejected, StoreError, RegistryError) as exc:
         if as_json:
             print(json.dumps({"error": str(exc), "rule": getattr(exc, "rule", None), "kind": type(exc).__name__}))
-        raise fail(str(exc), EXIT_REFUSED) from None
+        raise _fail(str(exc), EXIT_REFUSED) from None
 
 
 @contextlib.contextmanager
 def _progress_bar(description: str) -> Iterator[ProgressCallback]:
-    """A rich progress bar on stderr, fed by the store's (bytes, total) callback from transfer threads."""
-    with Progress(
+    """A rich progress bar on stderr, fed by the store's (bytes, total) callback from transfer threads.
+
+    It appears with the first transferred byte, so a refusal before any upload shows none.
+    """
+    bar = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=errors,
-    ) as bar:
-        task = bar.add_task(description, total=None)
+    )
+    task = bar.add_task(description, total=None)
+    started = threading.Event()
+    lock = threading.Lock()
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, total=total, advance=done)
+    def advance(done: int, total: int) -> None:
+        if not started.is_set():
+            with lock:
+                if not started.is_set():
+                    bar.start()
+                    started.set()
+        bar.update(task, total=total, advance=done)
 
+    try:
         yield advance
+    finally:
+        if started.is_set():
+            bar.stop()
 
 
 def _emit(as_json: bool, data: Any, text: str) -> None:
     if as_json:
         print(json.dumps(data, indent=2))
     else:
-        console.print(text, highlight=False)
+        console.print(text, highlight=False, markup=False)
 
 
 def _version_summary(store: ModelStore, manifest: VersionManifest, prefix: str) -> dict:
@@ -116,7 +137,7 @@ def _load_fleet(path: Path | None) -> FleetManifest | None:
     try:
         return load_fleet(path)
     except ManifestError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
+        raise _fail(str(exc), EXIT_BAD_INPUT) from None
 
 
 # --- llmfleet model ----------------------------------------------------------------------------
@@ -229,7 +250,7 @@ def adapter_promote(
     """Make STAGE serve NAME@VERSION (a conditional write; concurrent promoters never lose an update)."""
     name, at, version = ref.partition("@")
     if not at or not name or not version:
-        raise fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
+        raise _fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
     _check_input("adapter name", name)
     _check_input("version", version)
     registry = AdapterRegistry(_open_store(store))
@@ -293,13 +314,13 @@ def adapter_history(
         return
     table = Table(title=f"{name} on {model}/{stage}")
     for column in ("gen", "time", "actor", "action", "from", "to", "fraction"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for event in history:
         fraction = event.get("fraction")
         table.add_row(
             str(event["generation"]),
             event["time"],
-            event["actor"],
+            escape(event["actor"]),  # e.g. "dependabot[bot]"
             event["action"],
             event.get("from") or "-",
             event.get("to") or "-",

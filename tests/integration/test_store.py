@@ -154,7 +154,7 @@ def test_publish_names_the_version_by_content_and_refuses_a_second_publish(store
     first = store.publish_adapter(adapter_dir, MODEL, "medical", uploader="ci")
     assert len(first.version) == 12 and first.kind == "adapter" and first.adapter == "medical"
     assert first.details["adapter"]["rank"] == 8 and first.details["model_revision"] == REVISION
-    with pytest.raises(VersionExists, match=f"adapters/tiny/medical/{first.version} already exists"):
+    with pytest.raises(VersionExists, match=f"already exists.*this content is already published as version {first.version}"):
         store.publish_adapter(adapter_dir, MODEL, "medical")
     second = store.publish_adapter(write_adapter(tmp_path / "v2", seed=1), MODEL, "medical")
     named = store.publish_adapter(write_adapter(tmp_path / "v3", seed=2), MODEL, "medical", version="2026-11-25.1")

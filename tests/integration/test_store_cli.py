@@ -1,0 +1,141 @@
+"""`llmfleet model ...` / `llmfleet adapter ...` as CI runs them: flags, env, --json, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, app
+from tests.integration.conftest import MODEL, write_adapter, write_model
+
+FLEET_YAML = """
+name: demo
+models:
+  - name: tiny
+    source: s3://llmfleet-store/models/tiny
+    architecture: Qwen/Qwen3-0.6B
+    revision: r2
+    aliases: [/ckpt/tiny]
+    lora: {max_rank: 16}
+"""
+
+
+@pytest.fixture
+def llmfleet(store_uri: str, aws_env: str, monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI with LLMFLEET_STORE set, as a CI job would; returns the click Result."""
+    monkeypatch.setenv("LLMFLEET_STORE", store_uri)
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+def ok_json(result) -> dict | list:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_upload_publish_promote_list_history_rollback(llmfleet, tmp_path: Path) -> None:
+    uploaded = ok_json(llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--revision", "main", "--json"))
+    assert uploaded["version"] == "main" and uploaded["files"] == 2 and uploaded["uri"].endswith("/fleet/models/tiny/main")
+
+    plain = llmfleet("adapter", "publish", write_adapter(tmp_path / "a1", seed=1), "--model", MODEL, "--name", "medical")
+    assert plain.exit_code == 0, plain.stderr
+    v1 = plain.stdout.strip()
+    published = ok_json(llmfleet("adapter", "publish", write_adapter(tmp_path / "a2", seed=2), "-m", MODEL, "-n", "medical", "--json"))
+    v2 = published["version"]
+    assert published["rank"] == 8 and published["uploader"] == "octocat" and v2 != v1
+    assert ok_json(llmfleet("adapter", "versions", "medical", "-m", MODEL, "--json"))["versions"] == [v1, v2]
+
+    ok_json(llmfleet("adapter", "promote", f"medical@{v1}", "--model", MODEL, "--stage", "prod", "--json"))
+    promoted = ok_json(llmfleet("adapter", "promote", f"medical@{v2}", "-m", MODEL, "-s", "prod", "--fraction", "0.25", "--json"))
+    assert promoted == {
+        "model": MODEL, "stage": "prod", "generation": 2, "name": "medical",
+        "version": v2, "previous_version": v1, "fraction": 0.25,
+    }  # fmt: skip
+    listed = ok_json(llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--json"))
+    assert listed["adapters"] == {"medical": {"version": v2, "previous_version": v1, "fraction": 0.25}}
+
+    back = ok_json(llmfleet("adapter", "rollback", "medical", "-m", MODEL, "-s", "prod", "--json", "--actor", "oncall"))
+    assert back["version"] == v1 and back["fraction"] == 1.0
+    history = ok_json(llmfleet("adapter", "history", "medical", "-m", MODEL, "-s", "prod", "--json"))
+    assert [(h["actor"], h["action"], h["to"]) for h in history] == [
+        ("octocat", "promote", v1),
+        ("octocat", "promote", v2),
+        ("oncall", "rollback", v1),
+    ]
+    table = llmfleet("adapter", "history", "medical", "-m", MODEL, "-s", "prod")
+    assert table.exit_code == 0 and "rollback" in table.stdout and "oncall" in table.stdout
+
+    retired = ok_json(llmfleet("adapter", "retire", "medical", "-m", MODEL, "-s", "prod", "--json"))
+    assert retired["version"] is None
+    assert ok_json(llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--json"))["adapters"] == {}
+
+
+def test_a_rejected_adapter_exits_1_naming_the_rule(llmfleet, tmp_path: Path) -> None:
+    llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--json")
+    result = llmfleet("adapter", "publish", write_adapter(tmp_path / "a", base="other"), "-m", MODEL, "-n", "medical", "--json")
+    assert result.exit_code == EXIT_REFUSED
+    assert "adapter rejected [base_model]" in result.stderr
+    assert json.loads(result.stdout) | {"error": None} == {"error": None, "rule": "base_model", "kind": "AdapterRejected"}
+
+
+def test_the_fleet_sets_rank_ceiling_base_revision_and_aliases(llmfleet, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET_YAML)
+    llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--revision", "r2")
+    too_big = llmfleet("adapter", "publish", write_adapter(tmp_path / "a", rank=32, base="/ckpt/tiny"), "-m", MODEL, "-n", "x", "--fleet", fleet)
+    assert too_big.exit_code == EXIT_REFUSED and "lora.max_rank 16" in too_big.stderr
+    fits = ok_json(llmfleet("adapter", "publish", write_adapter(tmp_path / "b", rank=16, base="/ckpt/tiny"), "-m", MODEL, "-n", "x", "--fleet", fleet, "--json"))
+    assert fits["base_model"] == "/ckpt/tiny"
+    bad_fleet = tmp_path / "bad.yaml"
+    bad_fleet.write_text("name: demo\nmodels: []\n")
+    assert llmfleet("adapter", "publish", tmp_path / "b", "-m", MODEL, "-n", "x", "--fleet", bad_fleet).exit_code == EXIT_BAD_INPUT
+
+
+def test_a_second_publish_of_a_version_exits_1(llmfleet, tmp_path: Path) -> None:
+    llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL)
+    adapter = write_adapter(tmp_path / "a")
+    assert llmfleet("adapter", "publish", adapter, "-m", MODEL, "-n", "medical", "--version", "v1").exit_code == 0
+    again = llmfleet("adapter", "publish", adapter, "-m", MODEL, "-n", "medical", "--version", "v1")
+    assert again.exit_code == EXIT_REFUSED and "versions are immutable" in again.stderr
+
+
+def test_refusals_exit_1(llmfleet, tmp_path: Path) -> None:
+    unpublished = llmfleet("adapter", "promote", "medical@v9", "-m", MODEL, "-s", "prod")
+    assert unpublished.exit_code == EXIT_REFUSED and "is not published" in unpublished.stderr
+    nothing = llmfleet("adapter", "rollback", "medical", "-m", MODEL, "-s", "prod")
+    assert nothing.exit_code == EXIT_REFUSED and "not registered" in nothing.stderr
+    no_base = llmfleet("adapter", "publish", write_adapter(tmp_path / "a"), "-m", MODEL, "-n", "medical")
+    assert no_base.exit_code == EXIT_REFUSED and "no complete version" in no_base.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("adapter", "promote", "medical", "-m", MODEL, "-s", "prod"),
+        ("adapter", "promote", "medical@", "-m", MODEL, "-s", "prod"),
+        ("adapter", "promote", "../x@v1", "-m", MODEL, "-s", "prod"),
+        ("adapter", "promote", "medical@v1", "-m", MODEL, "-s", "prod", "--fraction", "1.5"),
+        ("adapter", "history", "a/b", "-m", MODEL, "-s", "prod"),
+        ("adapter", "list", "-m", MODEL),
+        ("model", "upload", "does-not-exist", "--model", MODEL),
+    ],
+    ids=["no-version", "empty-version", "unsafe-name", "fraction", "unsafe-history-name", "no-stage", "no-directory"],
+)
+def test_bad_input_exits_2(llmfleet, args: tuple[str, ...]) -> None:
+    assert llmfleet(*args).exit_code == EXIT_BAD_INPUT
+
+
+def test_the_store_comes_from_flag_or_environment(llmfleet, monkeypatch: pytest.MonkeyPatch, store_uri: str) -> None:
+    monkeypatch.delenv("LLMFLEET_STORE")
+    missing = llmfleet("adapter", "list", "-m", MODEL, "-s", "prod")
+    assert missing.exit_code == EXIT_BAD_INPUT and "LLMFLEET_STORE" in missing.stderr
+    assert llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--store", "http://x").exit_code == EXIT_BAD_INPUT
+    assert ok_json(llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--store", store_uri, "--json"))["generation"] == 0
