@@ -1,0 +1,1 @@
+"""CDK constructs and stacks for a planned fleet: one construct per concern, a model is a parameter."""

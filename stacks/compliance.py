@@ -1,0 +1,43 @@
+"""Compliance checks and their written exceptions.
+
+cdk-nag 3 runs as a CDK policy-validation plugin (not an Aspect); checkov reads skips from
+`Metadata.checkov.skip` on each resource. Both helpers demand a reason so every exception is
+documented next to the construct it excuses (docs/security.md lists them all).
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+
+
+def add_compliance_checks(app: cdk.App) -> None:
+    """Run cdk-nag's AwsSolutions pack on every stack at synth; a finding fails synthesis."""
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+
+
+def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
+    """Acknowledge one cdk-nag finding (e.g. `AwsSolutions-IAM5[Resource::*]`) on `scope` and below."""
+    if not reason.strip():
+        raise ValueError(f"acknowledging {finding} needs a reason")
+    cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
+
+
+def checkov_skip(scope: IConstruct, check_id: str, reason: str) -> None:
+    """Skip one checkov check on the CloudFormation resource behind `scope`, with its reason."""
+    if not reason.strip():
+        raise ValueError(f"skipping {check_id} needs a reason")
+    resource = scope if isinstance(scope, cdk.CfnResource) else scope.node.default_child
+    if not isinstance(resource, cdk.CfnResource):
+        raise ValueError(f"{scope.node.path} has no CloudFormation resource to carry checkov skip {check_id}")
+    metadata = resource.get_metadata("checkov") or {"skip": []}
+    metadata["skip"] = [*metadata["skip"], {"id": check_id, "comment": reason}]
+    resource.add_metadata("checkov", metadata)
+
+
+def nag_rendered(value: str) -> str:
+    """How cdk-nag spells a resource inside a finding id: pseudo-parameter tokens become `<AWS::Name>`."""
+    for token, name in ((cdk.Aws.PARTITION, "Partition"), (cdk.Aws.ACCOUNT_ID, "AccountId"), (cdk.Aws.REGION, "Region")):
+        value = value.replace(token, f"<AWS::{name}>")
+    return value

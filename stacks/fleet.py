@@ -1,0 +1,110 @@
+"""The stacks of a planned fleet: a base stack (network, store, image, alarm topic), one stack
+per model (its ECS service and/or SageMaker endpoint and its monitoring), and an optional CI
+access stack. Per-model stacks keep each template far below CloudFormation's 500-resource cap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from constructs import Construct
+
+from model_store.manifest import FleetManifest
+from model_store.plan import ServingPlan
+from stacks.ci_access import CiAccessConstruct, CiAccessProps
+from stacks.config import FleetSettings, store_bucket_of
+from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
+from stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps, ModelMonitoringConstruct, ModelMonitoringProps
+from stacks.network import NetworkConstruct, NetworkProps
+from stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpointProps
+from stacks.store import StoreConstruct, StoreProps
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class FleetBaseStack(cdk.Stack):
+    """What every model shares: VPC, store bucket + key, log bucket, ECR and image, alarm topic."""
+
+    def __init__(self, scope: Construct, id: str, *, store_bucket_name: str, settings: FleetSettings, **kwargs) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.store_bucket_name = store_bucket_name  # a literal: grants and finding ids stay readable
+        self.store = StoreConstruct(
+            self, "Store", StoreProps(bucket_name=store_bucket_name, repo_root=REPO_ROOT, image_tag=settings.image_tag)
+        )
+        self.network = NetworkConstruct(self, "Network", NetworkProps(flow_logs_bucket=self.store.access_logs))
+        self.alarms = AlarmTopicConstruct(self, "Alarms", AlarmTopicProps(key=self.store.key, email=settings.alarm_email))
+
+
+class ModelStack(cdk.Stack):
+    """One model: ECS GPU service and/or SageMaker endpoint as its plan targets, plus monitoring."""
+
+    def __init__(self, scope: Construct, id: str, *, plan: ServingPlan, base: FleetBaseStack, settings: FleetSettings, **kwargs) -> None:
+        super().__init__(scope, id, **kwargs)
+        store = base.store
+        self.gpu_service = None
+        self.endpoint = None
+        if "ecs" in plan.targets:
+            self.gpu_service = GpuServiceConstruct(
+                self,
+                "Ecs",
+                GpuServiceProps(
+                    plan=plan,
+                    vpc=base.network.vpc,
+                    store_bucket_name=base.store_bucket_name,
+                    key=store.key,
+                    image=store.image,
+                    access_logs=store.access_logs,
+                    certificate_arn=settings.certificate_arn,
+                    allowed_cidr=settings.allowed_cidr,
+                ),
+            )
+        if "sagemaker" in plan.targets:
+            self.endpoint = SageMakerEndpointConstruct(
+                self,
+                "SageMaker",
+                SageMakerEndpointProps(
+                    plan=plan, vpc=base.network.vpc, store_bucket_name=base.store_bucket_name, key=store.key, image=store.image
+                ),
+            )
+        self.monitoring = ModelMonitoringConstruct(
+            self,
+            "Monitoring",
+            ModelMonitoringProps(plan=plan, topic=base.alarms.topic, gpu_service=self.gpu_service, endpoint=self.endpoint),
+        )
+
+
+class CiAccessStack(cdk.Stack):
+    def __init__(self, scope: Construct, id: str, *, base: FleetBaseStack, settings: FleetSettings, **kwargs) -> None:
+        super().__init__(scope, id, **kwargs)
+        assert settings.github_repo is not None
+        self.access = CiAccessConstruct(
+            self,
+            "CiAccess",
+            CiAccessProps(
+                github_repo=settings.github_repo,
+                store_bucket_name=base.store_bucket_name,
+                key=base.store.key,
+                existing_provider_arn=settings.github_oidc_provider_arn,
+            ),
+        )
+
+
+def fleet_stacks(app: cdk.App, fleet: FleetManifest, plans: list[ServingPlan], settings: FleetSettings) -> list[cdk.Stack]:
+    """Instantiate the fleet's stacks. Region comes from the manifest (ALB log delivery needs it);
+    the account is left open, so synthesis needs no credentials and does no lookups."""
+    env = cdk.Environment(region=fleet.region)
+    prefix = f"llmfleet-{fleet.name}-{plans[0].stage}"
+    tags = {"llmfleet:fleet": fleet.name, "llmfleet:stage": plans[0].stage}
+    base = FleetBaseStack(app, prefix, store_bucket_name=store_bucket_of(plans), settings=settings, env=env, tags=tags)
+    stacks: list[cdk.Stack] = [base]
+    for plan in plans:
+        stacks.append(
+            ModelStack(app, f"{prefix}-{plan.model_name}", plan=plan, base=base, settings=settings, env=env,
+                       tags={**tags, "llmfleet:model": plan.model_name})
+        )
+    if settings.github_repo is not None:
+        stacks.append(CiAccessStack(app, f"{prefix}-ci", base=base, settings=settings, env=env, tags=tags))
+    else:
+        cdk.Annotations.of(base).add_info("no CI access role: set -c github_repo=owner/name to create one")
+    return stacks

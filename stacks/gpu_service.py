@@ -1,0 +1,458 @@
+"""One model served by vLLM on GPU EC2 instances under ECS, behind an Application Load Balancer.
+
+Every size and timing comes from the model's ServingPlan: instance type, GPUs (the plan's
+tensor-parallel size), memory, NVMe, health-check grace, drain, autoscaling targets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
+from stacks.compliance import acknowledge, checkov_skip, nag_rendered
+from stacks.config import StackConfigError, source_prefix
+from stacks.metrics import REQUESTS_WAITING, fleet_metric
+from stacks.store import ServingImage, model_read_statements, object_arn
+
+CONTAINER_PORT = 8000  # the entrypoint's port for LLMFLEET_TARGET=ecs
+# The only paths the load balancer forwards. vLLM's --api-key guards /v1 only; its admin routes
+# (runtime LoRA loading, /metrics, /tokenize, /pause, /update_weights, /invocations, ...) are
+# open, so everything not listed here is answered 403 by the listener (SECURITY.md).
+CLIENT_PATHS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/v1/embeddings",
+    "/llmfleet/adapters",
+)
+# vLLM routes that must never be reachable through the load balancer (vLLM 0.32 api_server).
+VLLM_ADMIN_PATHS = (
+    "/v1/load_lora_adapter",
+    "/v1/unload_lora_adapter",
+    "/metrics",
+    "/tokenize",
+    "/detokenize",
+    "/pause",
+    "/resume",
+    "/update_weights",
+    "/invocations",
+    "/ping",
+    "/health",
+    "/reset_prefix_cache",
+    "/sleep",
+    "/wake_up",
+    "/is_sleeping",
+    "/collective_rpc",
+    "/start_profile",
+    "/stop_profile",
+    "/scale_elastic_ep",
+    "/server_info",
+)
+# An ALB listener rule takes at most 5 condition values (ELB quotas, 2026-11).
+PATHS_PER_RULE = 5
+# The ALB closes a connection idle this long. A streamed completion is silent until its first
+# token, which behind a queue and a long prefill can take minutes (ALB default 60 s cuts it).
+STREAM_IDLE_TIMEOUT = cdk.Duration.minutes(10)
+# ECS registers less memory than the instance type lists (kernel, agent); leave a tenth.
+TASK_MEMORY_SHARE = 0.9
+# NCCL and vLLM's worker processes exchange tensors through /dev/shm (Docker's 64 MiB is too small).
+SHARED_MEMORY_SHARE = 0.125
+# The vLLM image (~10 GB unpacked) and the OS; weights go to instance-store NVMe when there is one.
+ROOT_VOLUME_GIB = 100
+ALB_LOG_PREFIX = "alb"
+
+NVME_USER_DATA = f"""\
+# Instance-store NVMe (if any) becomes the model cache: RAID-0 over all of them, XFS.
+mkdir -p {DEFAULT_MODEL_ROOT}
+devices=$(lsblk -dpno NAME,MODEL | awk '/Instance Storage/ {{print $1}}')
+count=$(echo "$devices" | grep -c . || true)
+if [ "$count" -gt 1 ]; then
+  dnf install -y mdadm
+  mdadm --create /dev/md0 --run --level=0 --raid-devices="$count" $devices
+  mkfs.xfs -f /dev/md0 && mount /dev/md0 {DEFAULT_MODEL_ROOT}
+elif [ "$count" -eq 1 ]; then
+  mkfs.xfs -f $devices && mount $devices {DEFAULT_MODEL_ROOT}
+fi
+# Tasks use their own role, never the instance's; keep the ~10 GB image between task restarts.
+echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config
+echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config"""
+
+
+@dataclass(frozen=True)
+class GpuServiceProps:
+    plan: ServingPlan
+    vpc: ec2.IVpc
+    store_bucket_name: str
+    key: kms.IKey
+    image: ServingImage
+    access_logs: s3.IBucket
+    certificate_arn: str | None = None
+    allowed_cidr: str = "0.0.0.0/0"
+    # Off: with it on, ECS protects every instance running a task and `cdk destroy` hangs on the
+    # ASG (SECURITY.md). Managed draining gives the same guarantee to in-flight requests: ECS drains
+    # an instance's tasks (deregistration delay, SIGTERM, stop timeout) before the ASG ends it.
+    managed_termination_protection: bool = False
+
+    def __post_init__(self) -> None:
+        plan = self.plan
+        where = f"GpuServiceProps for model {plan.model_name!r}"
+        if "ecs" not in plan.targets:
+            raise StackConfigError(f"{where}: plan targets {plan.targets}, not 'ecs'")
+        if plan.tensor_parallel_size > plan.gpus_per_instance:
+            raise StackConfigError(
+                f"{where}: tensor_parallel_size {plan.tensor_parallel_size} exceeds the "
+                f"{plan.gpus_per_instance} GPUs of {plan.instance_type}"
+            )
+        if not 0 < plan.timing.drain_seconds <= 120:
+            raise StackConfigError(f"{where}: drain_seconds {plan.timing.drain_seconds}; ECS stop timeout allows 1..120")
+        if plan.autoscaling.max_capacity < 1:
+            raise StackConfigError(f"{where}: autoscaling.max_capacity {plan.autoscaling.max_capacity}; must be >= 1")
+
+
+class GpuServiceConstruct(Construct):
+    """ECS cluster, GPU capacity, vLLM task and service, ALB with a client-path allowlist, autoscaling."""
+
+    def __init__(self, scope: Construct, id: str, props: GpuServiceProps) -> None:
+        super().__init__(scope, id)
+        self.plan = plan = props.plan
+        private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+
+        self.cluster = ecs.Cluster(
+            self, "Cluster", vpc=props.vpc, container_insights_v2=ecs.ContainerInsights.ENHANCED
+        )
+        self.auto_scaling_group = self._gpu_capacity(props, private)
+        self.capacity_provider = ecs.AsgCapacityProvider(
+            self,
+            "CapacityProvider",
+            auto_scaling_group=self.auto_scaling_group,
+            enable_managed_scaling=True,
+            enable_managed_termination_protection=props.managed_termination_protection,
+            enable_managed_draining=True,
+            target_capacity_percent=100,
+            # An instance counts as warm only once the image is pulled and weights are loaded.
+            instance_warmup_period=plan.timing.startup_grace_seconds,
+        )
+        self.cluster.add_asg_capacity_provider(self.capacity_provider)
+        checkov_skip(
+            self.instance_role.node.find_child("DefaultPolicy"),  # written by the capacity provider above
+            "CKV_AWS_111",
+            "the ECS agent's registration and polling actions take no resource scoping",
+        )
+
+        # The secret's own key lives in this stack: granting the task's execution role on the fleet key
+        # (Secrets Manager decrypts via the service) would edit the base stack's key policy and tie the stacks in a cycle.
+        self.api_key_encryption = kms.Key(
+            self, "ApiKeyKey", enable_key_rotation=True, description=f"llmfleet: API key of {plan.model_name}"
+        )
+        self.api_key = secretsmanager.Secret(
+            self,
+            "ApiKey",
+            description=f"vLLM API key for {plan.model_name} ({plan.stage}); clients send it as a Bearer token",
+            encryption_key=self.api_key_encryption,
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=48, exclude_punctuation=True),
+        )
+        acknowledge(
+            self.api_key,
+            "AwsSolutions-SMG4",
+            "a static client API key: rotating it needs a client rollout, so it is rotated by the operator",
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            encryption_key=props.key,
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.task_definition = self._task_definition(props)
+
+        self.task_security_group = ec2.SecurityGroup(
+            self, "TaskSecurityGroup", vpc=props.vpc, description=f"vLLM tasks of {plan.model_name}"
+        )
+        self.service = ecs.Ec2Service(
+            self,
+            "Service",
+            cluster=self.cluster,
+            task_definition=self.task_definition,
+            desired_count=plan.autoscaling.min_capacity,
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(capacity_provider=self.capacity_provider.capacity_provider_name, weight=1)
+            ],
+            security_groups=[self.task_security_group],
+            vpc_subnets=private,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            health_check_grace_period=cdk.Duration.seconds(plan.timing.startup_grace_seconds),
+            # New tasks start (on new GPU instances) before old ones stop: no capacity dip.
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            propagate_tags=ecs.PropagatedTagSource.SERVICE,
+        )
+        self._load_balancer(props)
+        self._autoscaling()
+
+    # --- capacity --------------------------------------------------------------------------
+
+    def _gpu_capacity(self, props: GpuServiceProps, private: ec2.SubnetSelection) -> autoscaling.AutoScalingGroup:
+        plan = props.plan
+        user_data = ec2.UserData.for_linux()
+        user_data.add_commands(NVME_USER_DATA)
+        instance_role = iam.Role(self, "InstanceRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"))
+        instance_security_group = ec2.SecurityGroup(
+            self, "InstanceSecurityGroup", vpc=props.vpc, description=f"GPU instances of {plan.model_name} (no ingress)"
+        )
+        weights_gib = math.ceil(plan.memory.weights_bytes / GIB)
+        # Without NVMe the synced weights (and a second revision during an update) land on the root volume.
+        root_gib = ROOT_VOLUME_GIB if plan.instance_nvme_gb else ROOT_VOLUME_GIB + 2 * weights_gib
+        launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            instance_type=ec2.InstanceType(plan.instance_type),
+            # An SSM parameter resolved by CloudFormation at deploy time: no account lookup at synth.
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+            user_data=user_data,
+            role=instance_role,
+            security_group=instance_security_group,
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+            detailed_monitoring=True,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(root_gib, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3),
+                )
+            ],
+        )
+        group = autoscaling.AutoScalingGroup(
+            self,
+            "Instances",
+            vpc=props.vpc,
+            vpc_subnets=private,
+            launch_template=launch_template,
+            min_capacity=0,
+            # A rolling deployment runs new tasks beside old ones, one task per GPU instance.
+            max_capacity=2 * plan.autoscaling.max_capacity,
+            new_instances_protected_from_scale_in=props.managed_termination_protection,
+            group_metrics=[autoscaling.GroupMetrics.all()],  # GroupInServiceInstances for the dashboard
+        )
+        acknowledge(
+            group,
+            "AwsSolutions-AS3",
+            "instance launches and terminations are driven by the ECS capacity provider; service-level alarms "
+            "(tasks pending, unhealthy hosts) notify operators",
+        )
+        for finding in ("AwsSolutions-IAM5[Resource::*]", "AwsSolutions-IAM5[Action::ecs:Submit*]"):
+            acknowledge(
+                instance_role,
+                finding,
+                "the ECS agent's own policy (added by CDK's capacity provider): registration and polling actions "
+                "(ecs:Submit*, ecs:Poll, ecs:DiscoverPollEndpoint, ecr:GetAuthorizationToken) take no resource scoping",
+            )
+        self.instance_role = instance_role
+        return group
+
+    # --- task -----------------------------------------------------------------------------
+
+    def _task_definition(self, props: GpuServiceProps) -> ecs.Ec2TaskDefinition:
+        plan = props.plan
+        task = ecs.Ec2TaskDefinition(
+            self,
+            "Task",
+            network_mode=ecs.NetworkMode.AWS_VPC,
+            volumes=[ecs.Volume(name="models", host=ecs.Host(source_path=DEFAULT_MODEL_ROOT))],
+        )
+        prefixes = [source_prefix(plan), f"adapters/{plan.model_name}", f"registry/{plan.model_name}"]
+        for statement in model_read_statements(props.store_bucket_name, prefixes):
+            task.task_role.add_to_principal_policy(statement)
+        props.key.grant_decrypt(task.task_role)
+        for prefix in prefixes:
+            acknowledge(
+                task.task_role,
+                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store_bucket_name, prefix))}]",
+                f"read-only on the model's own store prefix {prefix}/ (weights, adapters, registry), nothing else",
+            )
+        instance_mib = plan.instance_memory_gib * 1024
+        container = task.add_container(
+            "vllm",
+            image=props.image.container_image,
+            gpu_count=plan.tensor_parallel_size,
+            memory_reservation_mib=int(instance_mib * TASK_MEMORY_SHARE),
+            environment={
+                "LLMFLEET_PLAN": plan.to_json(),
+                "LLMFLEET_STORE": f"s3://{props.store_bucket_name}",
+                "LLMFLEET_TARGET": "ecs",
+                "LLMFLEET_MODEL_ROOT": DEFAULT_MODEL_ROOT,
+            },
+            secrets={"VLLM_API_KEY": ecs.Secret.from_secrets_manager(self.api_key)},
+            port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=plan.model_name, log_group=self.log_group),
+            stop_timeout=cdk.Duration.seconds(plan.timing.drain_seconds),
+            linux_parameters=ecs.LinuxParameters(
+                self, "LinuxParameters", init_process_enabled=True,
+                shared_memory_size=int(instance_mib * SHARED_MEMORY_SHARE),
+            ),
+            ulimits=[
+                ecs.Ulimit(name=ecs.UlimitName.MEMLOCK, soft_limit=-1, hard_limit=-1),
+                ecs.Ulimit(name=ecs.UlimitName.NOFILE, soft_limit=65535, hard_limit=65535),
+            ],
+        )
+        container.add_mount_points(
+            ecs.MountPoint(container_path=DEFAULT_MODEL_ROOT, source_volume="models", read_only=False)
+        )
+        acknowledge(
+            task.obtain_execution_role(),
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken (image pull) takes no resource scoping; the pull itself is scoped to the repository",
+        )
+        acknowledge(
+            task,
+            "AwsSolutions-ECS2",
+            "the environment holds the serving plan and the store location, nothing secret; the API key is an ECS secret",
+        )
+        return task
+
+    # --- load balancer --------------------------------------------------------------------
+
+    def _load_balancer(self, props: GpuServiceProps) -> None:
+        plan = props.plan
+        self.alb_security_group = ec2.SecurityGroup(
+            self, "AlbSecurityGroup", vpc=props.vpc, description=f"load balancer of {plan.model_name}", allow_all_outbound=False
+        )
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self,
+            "Alb",
+            vpc=props.vpc,
+            internet_facing=True,
+            security_group=self.alb_security_group,
+            idle_timeout=STREAM_IDLE_TIMEOUT,
+            drop_invalid_header_fields=True,
+            http2_enabled=True,
+        )
+        self.load_balancer.log_access_logs(props.access_logs, prefix=f"{ALB_LOG_PREFIX}/{plan.model_name}")
+        https = props.certificate_arn is not None
+        port = 443 if https else 80
+        self.alb_security_group.add_ingress_rule(
+            ec2.Peer.ipv4(props.allowed_cidr), ec2.Port.tcp(port), f"clients of {plan.model_name}"
+        )
+        if props.allowed_cidr == "0.0.0.0/0":
+            reason = (
+                "a public inference API: every request needs the API key and only client paths are forwarded; "
+                "narrow it with -c allowed_cidr=..."
+            )
+            acknowledge(self.alb_security_group, "AwsSolutions-EC23", reason)
+            if not https:
+                checkov_skip(self.alb_security_group, "CKV_AWS_260", reason)
+        self.task_security_group.add_ingress_rule(
+            self.alb_security_group, ec2.Port.tcp(CONTAINER_PORT), "vLLM from the load balancer only"
+        )
+        self.alb_security_group.add_egress_rule(
+            self.task_security_group, ec2.Port.tcp(CONTAINER_PORT), "to the vLLM tasks only"
+        )
+        forbidden = elbv2.ListenerAction.fixed_response(403, content_type="text/plain", message_body="forbidden")
+        if https:
+            self.listener = self.load_balancer.add_listener(
+                "Https",
+                port=443,
+                protocol=elbv2.ApplicationProtocol.HTTPS,
+                certificates=[elbv2.ListenerCertificate.from_arn(props.certificate_arn)],
+                ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
+                default_action=forbidden,
+                open=False,
+            )
+        else:
+            self.listener = self.load_balancer.add_listener(
+                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=forbidden, open=False
+            )
+            cdk.Annotations.of(self.listener).add_warning(
+                f"model {plan.model_name}: the load balancer listens on plain HTTP, so the API key crosses the "
+                f"network in clear text. Deploy with -c certificate_arn=arn:aws:acm:... for HTTPS."
+            )
+            for check_id in ("CKV_AWS_2", "CKV_AWS_103"):
+                checkov_skip(
+                    self.listener,
+                    check_id,
+                    "no certificate_arn in context: plain HTTP for a first look, with a synth warning; "
+                    "production deploys pass -c certificate_arn=... and get HTTPS only",
+                )
+        self.target_group = elbv2.ApplicationTargetGroup(
+            self,
+            "Targets",
+            vpc=props.vpc,
+            port=CONTAINER_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            target_type=elbv2.TargetType.IP,
+            deregistration_delay=cdk.Duration.seconds(plan.timing.deregistration_delay_seconds),
+            load_balancing_algorithm_type=elbv2.TargetGroupLoadBalancingAlgorithmType.LEAST_OUTSTANDING_REQUESTS,
+            health_check=elbv2.HealthCheck(
+                path=plan.timing.health_check_path,
+                port="traffic-port",
+                healthy_http_codes="200",
+                interval=cdk.Duration.seconds(plan.timing.health_check_interval_seconds),
+                timeout=cdk.Duration.seconds(plan.timing.health_check_timeout_seconds),
+                healthy_threshold_count=plan.timing.healthy_threshold,
+                unhealthy_threshold_count=plan.timing.unhealthy_threshold,
+            ),
+        )
+        self.service.attach_to_application_target_group(self.target_group)
+        for index in range(0, len(CLIENT_PATHS), PATHS_PER_RULE):
+            self.listener.add_target_groups(
+                f"ClientPaths{index // PATHS_PER_RULE}",
+                target_groups=[self.target_group],
+                priority=10 + index // PATHS_PER_RULE,
+                conditions=[elbv2.ListenerCondition.path_patterns(list(CLIENT_PATHS[index : index + PATHS_PER_RULE]))],
+            )
+
+    # --- autoscaling ----------------------------------------------------------------------
+
+    def _autoscaling(self) -> None:
+        scaling_plan = self.plan.autoscaling
+        self.scaling = self.service.auto_scale_task_count(
+            min_capacity=scaling_plan.min_capacity, max_capacity=scaling_plan.max_capacity
+        )
+        cooldowns = {
+            "scale_in_cooldown": cdk.Duration.seconds(scaling_plan.scale_in_cooldown_seconds),
+            "scale_out_cooldown": cdk.Duration.seconds(scaling_plan.scale_out_cooldown_seconds),
+        }
+        # Two target-tracking policies: the service scales out when either asks and in only when both allow.
+        self.scaling.scale_to_track_custom_metric(
+            "QueueDepth",
+            metric=fleet_metric(self.plan, REQUESTS_WAITING),
+            target_value=scaling_plan.target_queue_depth,
+            **cooldowns,
+        )
+        self.scaling.scale_on_request_count(
+            "RequestsPerTarget",
+            requests_per_target=scaling_plan.target_requests_per_minute,
+            target_group=self.target_group,
+            **cooldowns,
+        )
+        if scaling_plan.min_capacity == 0:
+            # At zero tasks neither metric exists; the load balancer's 5xx (no targets -> 503) wakes the service.
+            self.scaling.scale_on_metric(
+                "ScaleFromZero",
+                metric=self.load_balancer.metrics.http_code_elb(
+                    elbv2.HttpCodeElb.ELB_5XX_COUNT, period=cdk.Duration.minutes(1), statistic="Sum"
+                ),
+                scaling_steps=[
+                    appscaling.ScalingInterval(upper=0, change=0),
+                    appscaling.ScalingInterval(lower=1, change=1),
+                ],
+                adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            )
+
+    def enable_deployment_alarms(self, alarm_names: list[str]) -> None:
+        """Roll a deployment back when any of these alarms fires while it is in progress."""
+        self.service.enable_deployment_alarms(alarm_names, behavior=ecs.AlarmBehavior.ROLLBACK_ON_ALARM)
+

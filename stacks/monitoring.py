@@ -1,0 +1,235 @@
+"""Alarm topic for the fleet, and a dashboard plus alarms per model (ECS and/or SageMaker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from model_store.plan import ServingPlan
+from stacks.config import StackConfigError
+from stacks.gpu_service import GpuServiceConstruct
+from stacks.metrics import (
+    GENERATION_TOKENS_PER_SECOND,
+    KV_CACHE_USAGE,
+    REQUESTS_RUNNING,
+    REQUESTS_WAITING,
+    fleet_metric,
+)
+from stacks.sagemaker_endpoint import SageMakerEndpointConstruct
+
+ONE_MINUTE = cdk.Duration.minutes(1)
+FIVE_MINUTES = cdk.Duration.minutes(5)
+# Alarm thresholds that are operational judgement, not plan figures.
+ERROR_RATE_PERCENT = 5  # 5xx share of requests, three minutes running
+QUEUE_ALARM_FACTOR = 4  # the queue stays at 4x the autoscaling target: scaling is not keeping up
+KV_SATURATION_PERCENT = 95  # vLLM starts preempting sequences when the KV cache is full
+PENDING_TASK_MINUTES = 30  # GPU capacity can be short for 10-30 min; longer needs a person
+
+
+@dataclass(frozen=True)
+class AlarmTopicProps:
+    key: kms.IKey
+    email: str | None = None
+
+
+class AlarmTopicConstruct(Construct):
+    """KMS-encrypted, SSL-only SNS topic every alarm of the fleet notifies."""
+
+    def __init__(self, scope: Construct, id: str, props: AlarmTopicProps) -> None:
+        super().__init__(scope, id)
+        self.topic = sns.Topic(self, "Topic", master_key=props.key, enforce_ssl=True)
+        if props.email is not None:
+            self.topic.add_subscription(subscriptions.EmailSubscription(props.email))
+
+
+@dataclass(frozen=True)
+class ModelMonitoringProps:
+    plan: ServingPlan
+    topic: sns.ITopic
+    gpu_service: GpuServiceConstruct | None = None
+    endpoint: SageMakerEndpointConstruct | None = None
+
+    def __post_init__(self) -> None:
+        if self.gpu_service is None and self.endpoint is None:
+            raise StackConfigError(f"ModelMonitoringProps for model {self.plan.model_name!r}: nothing to monitor")
+
+
+class ModelMonitoringConstruct(Construct):
+    """Dashboard (requests, 5xx, queue, KV cache, TTFT, tokens/s, hosts, instances) and alarms to SNS."""
+
+    def __init__(self, scope: Construct, id: str, props: ModelMonitoringProps) -> None:
+        super().__init__(scope, id)
+        self.plan = plan = props.plan
+        self.topic = props.topic
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+        self.deployment_alarms: list[cloudwatch.Alarm] = []
+
+        self._alarm(
+            "QueueDepth",
+            f"{plan.model_name}: more than {plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR:g} requests "
+            f"wait per server for 15 minutes (autoscaling is not keeping up or is at max_capacity)",
+            fleet_metric(plan, REQUESTS_WAITING, period=FIVE_MINUTES),
+            plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR,
+            evaluation_periods=3,
+        )
+        self._alarm(
+            "KvCacheSaturation",
+            f"{plan.model_name}: KV cache above {KV_SATURATION_PERCENT}% for 10 minutes (vLLM preempts sequences)",
+            fleet_metric(plan, KV_CACHE_USAGE, period=FIVE_MINUTES),
+            KV_SATURATION_PERCENT,
+            evaluation_periods=2,
+        )
+        widgets: list[cloudwatch.IWidget] = [
+            cloudwatch.TextWidget(markdown=f"# {plan.model_name} ({plan.stage})  \n{', '.join(plan.targets)}", width=24, height=2)
+        ]
+        if props.gpu_service is not None:
+            widgets += self._ecs(props.gpu_service)
+        if props.endpoint is not None:
+            widgets += self._sagemaker(props.endpoint)
+        widgets += [
+            graph("Queue depth per server", [fleet_metric(plan, REQUESTS_WAITING), fleet_metric(plan, REQUESTS_RUNNING)]),
+            graph("KV-cache usage %", [fleet_metric(plan, KV_CACHE_USAGE)]),
+            graph("Time to first token (ms)", [fleet_metric(plan, f"TimeToFirstTokenP{q}") for q in (50, 90, 99)]),
+            graph("Generated tokens/s per server", [fleet_metric(plan, GENERATION_TOKENS_PER_SECOND)]),
+        ]
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=[widgets])
+
+    def _alarm(
+        self,
+        name: str,
+        description: str,
+        metric: cloudwatch.IMetric,
+        threshold: float,
+        *,
+        evaluation_periods: int,
+        deployment: bool = False,
+    ) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            name,
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=evaluation_periods,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        alarm.add_ok_action(cw_actions.SnsAction(self.topic))
+        self.alarms[name] = alarm
+        if deployment:
+            self.deployment_alarms.append(alarm)
+        return alarm
+
+    def _ecs(self, service: GpuServiceConstruct) -> list[cloudwatch.IWidget]:
+        plan = self.plan
+        target_group, load_balancer = service.target_group, service.load_balancer
+        requests = target_group.metrics.request_count(period=ONE_MINUTE, statistic="Sum")
+        target_5xx = target_group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=ONE_MINUTE)
+        elb_5xx = load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=ONE_MINUTE)
+        error_rate = cloudwatch.MathExpression(
+            expression="IF(requests > 0, 100 * FILL(errors, 0) / requests, 0)",
+            using_metrics={"requests": requests, "errors": target_5xx},
+            label="target 5xx %",
+            period=ONE_MINUTE,
+        )
+        self._alarm(
+            "Ecs5xxRate",
+            f"{plan.model_name} on ECS: more than {ERROR_RATE_PERCENT}% of requests answered 5xx for 3 minutes",
+            error_rate,
+            ERROR_RATE_PERCENT,
+            evaluation_periods=3,
+            deployment=True,
+        )
+        unhealthy = target_group.metrics.unhealthy_host_count(period=ONE_MINUTE, statistic="Maximum")
+        self._alarm(
+            "EcsUnhealthyHosts",
+            f"{plan.model_name} on ECS: a vLLM server failed its /health check for 5 minutes",
+            unhealthy,
+            1,
+            evaluation_periods=5,
+        )
+        insights = {"ClusterName": service.cluster.cluster_name, "ServiceName": service.service.service_name}
+        pending = cloudwatch.MathExpression(
+            expression="desired - running",
+            using_metrics={
+                "desired": cloudwatch.Metric(
+                    namespace="ECS/ContainerInsights", metric_name="DesiredTaskCount", dimensions_map=insights,
+                    statistic="Minimum", period=FIVE_MINUTES,
+                ),
+                "running": cloudwatch.Metric(
+                    namespace="ECS/ContainerInsights", metric_name="RunningTaskCount", dimensions_map=insights,
+                    statistic="Maximum", period=FIVE_MINUTES,
+                ),
+            },
+            label="tasks not running",
+            period=FIVE_MINUTES,
+        )
+        self._alarm(
+            "EcsTasksPending",
+            f"{plan.model_name} on ECS: tasks wait for GPU capacity for {PENDING_TASK_MINUTES} minutes "
+            f"({plan.instance_type} may be short in this region)",
+            pending,
+            1,
+            evaluation_periods=PENDING_TASK_MINUTES // 5,
+        )
+        service.enable_deployment_alarms([alarm.alarm_name for alarm in self.deployment_alarms])
+        instances = cloudwatch.Metric(
+            namespace="AWS/AutoScaling",
+            metric_name="GroupInServiceInstances",
+            dimensions_map={"AutoScalingGroupName": service.auto_scaling_group.auto_scaling_group_name},
+            statistic="Maximum",
+            period=ONE_MINUTE,
+        )
+        return [
+            graph("ECS requests/min", [requests]),
+            graph("ECS 5xx", [target_5xx, elb_5xx, error_rate]),
+            graph(
+                "ECS hosts",
+                [target_group.metrics.healthy_host_count(period=ONE_MINUTE, statistic="Minimum"), unhealthy],
+            ),
+            graph(f"GPU instances ({plan.instance_type})", [instances, pending]),
+        ]
+
+    def _sagemaker(self, endpoint: SageMakerEndpointConstruct) -> list[cloudwatch.IWidget]:
+        plan = self.plan
+        invocations = endpoint.variant_metric("Invocations", "Sum")
+        errors = endpoint.variant_metric("Invocation5XXErrors", "Sum")
+        error_rate = cloudwatch.MathExpression(
+            expression="IF(invocations > 0, 100 * FILL(errors, 0) / invocations, 0)",
+            using_metrics={"invocations": invocations, "errors": errors},
+            label="5xx %",
+            period=ONE_MINUTE,
+        )
+        self._alarm(
+            "SageMaker5xxRate",
+            f"{plan.model_name} on SageMaker: more than {ERROR_RATE_PERCENT}% of invocations answered 5xx for 3 minutes",
+            error_rate,
+            ERROR_RATE_PERCENT,
+            evaluation_periods=3,
+        )
+        gpu_utilization = cloudwatch.Metric(
+            namespace="/aws/sagemaker/Endpoints",
+            metric_name="GPUUtilization",
+            dimensions_map={"EndpointName": endpoint.endpoint_name, "VariantName": "AllTraffic"},
+            statistic="Average",
+            period=ONE_MINUTE,
+        )
+        return [
+            graph("SageMaker invocations/min", [invocations]),
+            graph("SageMaker 5xx", [errors, error_rate]),
+            graph("SageMaker model latency (us)", [endpoint.variant_metric("ModelLatency", "p90")]),
+            graph(f"SageMaker GPU utilization % ({plan.sagemaker_instance_type})", [gpu_utilization]),
+        ]
+
+
+def graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
+    return cloudwatch.GraphWidget(title=title, left=metrics, width=6, height=6)

@@ -1,0 +1,280 @@
+"""One model served by the same vLLM image on a SageMaker real-time endpoint.
+
+Sizes and timeouts come from the plan: the `ml.*` instance, startup health-check and
+model-download timeouts (the plan's health-check grace), autoscaling bounds and targets,
+and the drain time old instances keep after a blue/green switch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from model_store.plan import ServingPlan
+from stacks.compliance import acknowledge, checkov_skip, nag_rendered
+from stacks.config import StackConfigError, source_prefix
+from stacks.metrics import REQUESTS_WAITING, fleet_metric
+from stacks.store import ServingImage, model_read_statements, object_arn
+
+VARIANT = "AllTraffic"
+# SageMaker accepts 60..3600 s for both container timeouts (CreateEndpointConfig API, 2026-11).
+TIMEOUT_RANGE = (60, 3600)
+# After a blue/green switch the new fleet takes all traffic while the rollback alarms watch it.
+BAKE_SECONDS = 600
+ENDPOINT_NAME_MAX = 63
+
+
+@dataclass(frozen=True)
+class SageMakerEndpointProps:
+    plan: ServingPlan
+    vpc: ec2.IVpc
+    store_bucket_name: str
+    key: kms.IKey
+    image: ServingImage
+
+    def __post_init__(self) -> None:
+        plan = self.plan
+        where = f"SageMakerEndpointProps for model {plan.model_name!r}"
+        if "sagemaker" not in plan.targets or plan.sagemaker_instance_type is None:
+            raise StackConfigError(f"{where}: plan targets {plan.targets} with no SageMaker instance type")
+        low, high = TIMEOUT_RANGE
+        if not low <= plan.timing.startup_grace_seconds <= high:
+            raise StackConfigError(
+                f"{where}: startup_grace_seconds {plan.timing.startup_grace_seconds}; SageMaker allows {low}..{high}"
+            )
+        if len(endpoint_name(plan)) > ENDPOINT_NAME_MAX:
+            raise StackConfigError(
+                f"{where}: endpoint name {endpoint_name(plan)!r} exceeds {ENDPOINT_NAME_MAX} characters; "
+                f"shorten the fleet, stage or model name"
+            )
+
+
+def endpoint_name(plan: ServingPlan) -> str:
+    """Fixed so rollback alarms (which the endpoint names) can watch it; clients call it by this name."""
+    return f"{plan.fleet}-{plan.stage}-{plan.model_name}"
+
+
+def model_data_uri(plan: ServingPlan) -> str:
+    """The model revision's prefix in the store: SageMaker copies it, uncompressed, to /opt/ml/model."""
+    return f"{plan.source.rstrip('/')}/{plan.revision}/"
+
+
+class SageMakerEndpointConstruct(Construct):
+    """Execution role, model (uncompressed S3 data, VPC), endpoint config, endpoint, rollback alarms, autoscaling."""
+
+    def __init__(self, scope: Construct, id: str, props: SageMakerEndpointProps) -> None:
+        super().__init__(scope, id)
+        self.plan = plan = props.plan
+        self.endpoint_name = endpoint_name(plan)
+        stack = cdk.Stack.of(self)
+        grace = plan.timing.startup_grace_seconds
+
+        self.rollback_alarms = [
+            cloudwatch.Alarm(
+                self,
+                "Rollback5xx",
+                alarm_name=f"{self.endpoint_name}-rollback-5xx",
+                alarm_description=f"{plan.model_name}: 5xx from the new fleet during a blue/green update rolls it back",
+                metric=self.variant_metric("Invocation5XXErrors", "Sum"),
+                threshold=5,
+                evaluation_periods=2,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+        ]
+
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+        prefixes = [source_prefix(plan), f"adapters/{plan.model_name}", f"registry/{plan.model_name}"]
+        for statement in model_read_statements(props.store_bucket_name, prefixes):
+            self.role.add_to_principal_policy(statement)
+        for prefix in prefixes:
+            acknowledge(
+                self.role,
+                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store_bucket_name, prefix))}]",
+                f"read-only on the model's own store prefix {prefix}/ (weights, adapters, registry), nothing else",
+            )
+        props.key.grant_decrypt(self.role)
+        props.image.grant_pull(self.role)
+        log_groups = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                resources=[log_groups],
+            )
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": ["/aws/sagemaker/Endpoints", "AWS/SageMaker"]}},
+            )
+        )
+        # SageMaker attaches the endpoint's network interfaces in the VPC on the role's behalf.
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:CreateNetworkInterfacePermission",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DeleteNetworkInterfacePermission",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeVpcs",
+                    "ec2:DescribeDhcpOptions",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                ],
+                resources=["*"],
+            )
+        )
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"], resources=[alarm.alarm_arn for alarm in self.rollback_alarms]
+            )
+        )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (limited by a namespace condition) and the VPC "
+            "network-interface actions SageMaker needs do not support resource scoping",
+        )
+        for check_id in ("CKV_AWS_109", "CKV_AWS_111"):
+            checkov_skip(
+                self.role.node.find_child("DefaultPolicy"),
+                check_id,
+                "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (namespace condition) and SageMaker's VPC "
+                "network-interface actions take no resource scoping",
+            )
+        acknowledge(
+            self.role,
+            f"AwsSolutions-IAM5[Resource::{nag_rendered(log_groups)}]",
+            "the endpoint's own log group and its streams",
+        )
+
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=props.vpc, description=f"SageMaker endpoint of {plan.model_name} (no ingress)"
+        )
+        private = props.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=self.role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=props.image.uri,
+                environment={
+                    "LLMFLEET_PLAN": plan.to_json(),
+                    "LLMFLEET_STORE": f"s3://{props.store_bucket_name}",
+                    "LLMFLEET_TARGET": "sagemaker",
+                },
+                model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
+                    s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
+                        s3_uri=model_data_uri(plan), s3_data_type="S3Prefix", compression_type="None"
+                    )
+                ),
+            ),
+            vpc_config=sagemaker.CfnModel.VpcConfigProperty(
+                security_group_ids=[self.security_group.security_group_id], subnets=private.subnet_ids
+            ),
+        )
+        # CreateModel checks the image pull rights: the role's policy must exist first.
+        self.model.add_resource_dependency(self.role.node.find_child("DefaultPolicy").node.default_child)
+        checkov_skip(
+            self.model,
+            "CKV_AWS_370",
+            "the container polls the adapter registry in S3 at run time; network isolation would cut it off",
+        )
+        # Instances with local NVMe encrypt it in hardware and SageMaker rejects a KmsKeyId for them.
+        local_storage = plan.instance_nvme_gb > 0
+        self.endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            kms_key_id=None if local_storage else props.key.key_arn,
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT,
+                    model_name=self.model.attr_model_name,
+                    instance_type=plan.sagemaker_instance_type,
+                    initial_instance_count=max(1, plan.autoscaling.min_capacity),
+                    initial_variant_weight=1,
+                    container_startup_health_check_timeout_in_seconds=grace,
+                    model_data_download_timeout_in_seconds=grace,
+                )
+            ],
+        )
+        if local_storage:
+            reason = (
+                f"{plan.sagemaker_instance_type} has local NVMe storage, encrypted by the instance; SageMaker rejects "
+                f"a KmsKeyId for such instances"
+            )
+            acknowledge(self.endpoint_config, "AwsSolutions-SM2", reason)
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=self.endpoint_name,
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
+            deployment_config=sagemaker.CfnEndpoint.DeploymentConfigProperty(
+                blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                    traffic_routing_configuration=sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+                        type="ALL_AT_ONCE", wait_interval_in_seconds=BAKE_SECONDS
+                    ),
+                    # Old instances finish their in-flight requests before they go.
+                    termination_wait_in_seconds=plan.timing.drain_seconds,
+                    maximum_execution_timeout_in_seconds=min(14400, 2 * grace + BAKE_SECONDS + plan.timing.drain_seconds),
+                ),
+                auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+                    alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=a.alarm_name) for a in self.rollback_alarms]
+                ),
+            ),
+        )
+        self._autoscaling()
+
+    def variant_metric(self, name: str, statistic: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/SageMaker",
+            metric_name=name,
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT},
+            statistic=statistic,
+            period=cdk.Duration.minutes(1),
+        )
+
+    def _autoscaling(self) -> None:
+        scaling_plan = self.plan.autoscaling
+        self.scalable_target = appscaling.ScalableTarget(
+            self,
+            "Scaling",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            resource_id=f"endpoint/{self.endpoint_name}/variant/{VARIANT}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            # A real-time variant cannot run zero instances.
+            min_capacity=max(1, scaling_plan.min_capacity),
+            max_capacity=scaling_plan.max_capacity,
+        )
+        self.scalable_target.node.add_dependency(self.endpoint)
+        cooldowns = {
+            "scale_in_cooldown": cdk.Duration.seconds(scaling_plan.scale_in_cooldown_seconds),
+            "scale_out_cooldown": cdk.Duration.seconds(scaling_plan.scale_out_cooldown_seconds),
+        }
+        self.scalable_target.scale_to_track_metric(
+            "InvocationsPerInstance",
+            target_value=scaling_plan.target_requests_per_minute,
+            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+            **cooldowns,
+        )
+        self.scalable_target.scale_to_track_metric(
+            "QueueDepth",
+            target_value=scaling_plan.target_queue_depth,
+            custom_metric=fleet_metric(self.plan, REQUESTS_WAITING),
+            **cooldowns,
+        )

@@ -1,0 +1,169 @@
+"""The model store (S3 + KMS), the log bucket, the ECR repository and the serving image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.compliance import acknowledge, checkov_skip
+from stacks.config import StackConfigError
+
+DOCKERFILE = "containers/vllm/Dockerfile"
+# The image copies model_store/ and containers/, so the build context is the repository root;
+# everything else there (venvs, node_modules, cdk.out: gigabytes) stays out of the staged asset.
+IMAGE_CONTEXT = ["containers", "model_store", "scripts", "pyproject.toml", "README.md", "requirements"]
+NONCURRENT_VERSION_DAYS = 30
+LOG_RETENTION_DAYS = 365
+
+
+@dataclass(frozen=True)
+class StoreProps:
+    bucket_name: str
+    repo_root: Path
+    image_tag: str | None = None  # a tag CI pushed to the repository; None builds the image asset
+
+    def __post_init__(self) -> None:
+        if self.image_tag is None and not (self.repo_root / DOCKERFILE).is_file():
+            raise StackConfigError(f"StoreProps.repo_root: {self.repo_root} has no {DOCKERFILE} to build the image from")
+
+
+@dataclass(frozen=True)
+class ServingImage:
+    """The vLLM serving image, as ECS wants it and as SageMaker wants it (a URI plus a pull grant)."""
+
+    container_image: ecs.ContainerImage
+    uri: str
+    repository: ecr.IRepository
+
+    def grant_pull(self, grantee: iam.IGrantable) -> None:
+        self.repository.grant_pull(grantee)
+
+
+class StoreConstruct(Construct):
+    """KMS key, versioned SSL-only store bucket, access-log bucket, ECR repository and image."""
+
+    def __init__(self, scope: Construct, id: str, props: StoreProps) -> None:
+        super().__init__(scope, id)
+        stack = cdk.Stack.of(self)
+        self.key = kms.Key(
+            self,
+            "Key",
+            enable_key_rotation=True,
+            description="llmfleet: model store, logs, alarms, API keys",
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        # Services that encrypt with the key on their own behalf (log groups, alarm notifications).
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                resources=["*"],
+                conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": stack.format_arn(service="logs", resource="*")}},
+            )
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=["*"],
+            )
+        )
+        # ALB and S3 server access logs can only be delivered to SSE-S3 buckets.
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            versioned=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=cdk.Duration.days(LOG_RETENTION_DAYS),
+                    noncurrent_version_expiration=cdk.Duration.days(NONCURRENT_VERSION_DAYS),
+                )
+            ],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        acknowledge(self.access_logs, "AwsSolutions-S1", "the access-log bucket is the log destination; logging it would loop")
+        checkov_skip(self.access_logs, "CKV_AWS_18", "the access-log bucket is the log destination; logging it would loop")
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            bucket_name=props.bucket_name,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            enforce_ssl=True,
+            versioned=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix=f"s3/{props.bucket_name}/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    noncurrent_version_expiration=cdk.Duration.days(NONCURRENT_VERSION_DAYS),
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
+                )
+            ],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        self.repository = ecr.Repository(
+            self,
+            "Repository",
+            image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+            encryption=ecr.RepositoryEncryption.KMS,
+            encryption_key=self.key,
+            lifecycle_rules=[ecr.LifecycleRule(tag_status=ecr.TagStatus.UNTAGGED, max_image_age=cdk.Duration.days(14))],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        self.image = self._serving_image(props)
+
+    def _serving_image(self, props: StoreProps) -> ServingImage:
+        if props.image_tag is not None:
+            return ServingImage(
+                container_image=ecs.ContainerImage.from_ecr_repository(self.repository, props.image_tag),
+                uri=self.repository.repository_uri_for_tag(props.image_tag),
+                repository=self.repository,
+            )
+        asset = ecr_assets.DockerImageAsset(
+            self,
+            "ServingImage",
+            directory=str(props.repo_root),
+            file=DOCKERFILE,
+            exclude=["*", *(f"!{path}" for path in IMAGE_CONTEXT), "**/__pycache__"],
+            ignore_mode=cdk.IgnoreMode.DOCKER,
+            platform=ecr_assets.Platform.LINUX_AMD64,
+        )
+        return ServingImage(
+            container_image=ecs.ContainerImage.from_docker_image_asset(asset),
+            uri=asset.image_uri,
+            repository=asset.repository,
+        )
+
+
+def object_arn(bucket_name: str, prefix: str) -> str:
+    """ARN of every object under `prefix/` in a bucket named literally (keeps grants readable in the template)."""
+    return f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}/{prefix}/*"
+
+
+def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.PolicyStatement]:
+    """Read-only access to the given store prefixes and nothing else in the bucket."""
+    return [
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=[object_arn(bucket_name, p) for p in prefixes]),
+        iam.PolicyStatement(
+            actions=["s3:ListBucket"],
+            resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}"],
+            conditions={"StringLike": {"s3:prefix": [f"{p}/*" for p in prefixes]}},
+        ),
+    ]
