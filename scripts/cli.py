@@ -131,9 +131,7 @@ def schema(
 from scripts.store_cli import adapter_app, model_app  # noqa: E402 - the sub-apps use the helpers above
 app.add_typer(model_app, name="model")
 app.add_typer(adapter_app, name="adapter")
-from scripts.fleet_cli import register as register_fleet_commands  # noqa: E402 - status, invoke, local
-
-register_fleet_commands(app)
+import scripts.fleet_cli  # noqa: E402,F401 - adds status, invoke and local to `app` (either import order)
 
 
 def main() -> None:

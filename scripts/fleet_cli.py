@@ -36,7 +36,7 @@ from model_store.status import (
 )
 from model_store.store import ModelStore, StoreError, StoreLocation
 from scripts import local_fleet
-from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, load_and_plan
+from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, app, console, errors, fail, load_and_plan
 
 local_app = typer.Typer(
     help="Run the fleet on this machine: emulated AWS (moto), stand-in model, real entrypoint and CPU vLLM.",
@@ -198,7 +198,7 @@ def _running_local_state() -> local_fleet.LocalState:
 # --- status -------------------------------------------------------------------------------
 
 
-def _local_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
+def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
     """The local fleet's one server: its own /llmfleet/adapters and /metrics, the registry in moto."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -251,7 +251,7 @@ def _tags(pairs: list[dict], key: str = "Key", value: str = "Value") -> dict[str
     return {pair[key]: pair[value] for pair in pairs}
 
 
-def _aws_rows(plans: list[ServingPlan], stage: str, session: boto3.Session) -> list[ModelStatus]:
+def aws_status_rows(plans: list[ServingPlan], stage: str, session: boto3.Session) -> list[ModelStatus]:
     """ECS services, ALB target health, SageMaker endpoints and the container's CloudWatch metrics."""
     wanted = {plan.model_name: plan for plan in plans}
     ecs, elbv2, sagemaker = session.client("ecs"), session.client("elbv2"), session.client("sagemaker")
@@ -369,7 +369,10 @@ def _cloudwatch_metrics(cloudwatch, model: str, stage: str) -> Metrics:
         }
         for index, name in enumerate(CLOUDWATCH_METRICS.values())
     ]
-    results = cloudwatch.get_metric_data(MetricDataQueries=queries, StartTime=now - METRICS_WINDOW, EndTime=now)["MetricDataResults"]
+    # EndTime a period ahead: the newest datapoint (seconds old) falls inside the window.
+    results = cloudwatch.get_metric_data(
+        MetricDataQueries=queries, StartTime=now - METRICS_WINDOW, EndTime=now + timedelta(minutes=1)
+    )["MetricDataResults"]
     latest = {
         result["Id"]: max(zip(result["Timestamps"], result["Values"]))[1] if result["Values"] else None
         for result in results
@@ -427,7 +430,7 @@ def status(
     """Per model: tasks running/desired, instance, adapter versions per server, queue, latency, $/h."""
     state = None if aws else _state_dir().load()
     if state is not None:
-        rows = _local_rows(state)
+        rows = local_status_rows(state)
         title = f"local fleet {state.fleet} ({state.stage}) — {STANDIN_LABEL} model; $/h is the plan's AWS price"
         notes = [f"not started locally: {', '.join(state.not_started)}"] if state.not_started else []
     else:
@@ -435,7 +438,7 @@ def status(
         chosen_stage = stage or manifest.stage
         session = boto3.Session(region_name=region or manifest.region)
         try:
-            rows = _aws_rows(plans, chosen_stage, session)
+            rows = aws_status_rows(plans, chosen_stage, session)
         except Exception as exc:  # botocore's errors: no credentials, access denied, endpoint down
             raise fail(f"cannot read the AWS account ({type(exc).__name__}): {exc}", EXIT_REFUSED) from None
         title = f"fleet {manifest.name} ({chosen_stage}, {session.region_name})"
@@ -567,8 +570,8 @@ def invoke(
         print(json.dumps(result, indent=2))
 
 
-def register(app: typer.Typer) -> None:
-    """Add `status`, `invoke` and `local` to the `llmfleet` app."""
-    app.command()(status)
-    app.command()(invoke)
-    app.add_typer(local_app, name="local")
+# Registered here, not in cli.py, so importing this module first (tests do) works too: cli.py
+# imports it back at its end; the module body runs once either way and leaves the commands on `app`.
+app.command()(status)
+app.command()(invoke)
+app.add_typer(local_app, name="local")

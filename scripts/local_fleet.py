@@ -323,7 +323,8 @@ def create_store_resources(endpoint: str, bucket: str, region: str) -> list[str]
     else:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    key_id = kms.create_key(Description=f"llmfleet store {bucket} (local)")["KeyMetadata"]["KeyId"]
+    key = kms.create_key(Description=f"llmfleet store {bucket} (local)")["KeyMetadata"]
+    key_id = key["KeyId"]
     s3.put_bucket_encryption(
         Bucket=bucket,
         ServerSideEncryptionConfiguration={
@@ -346,8 +347,8 @@ def create_store_resources(endpoint: str, bucket: str, region: str) -> list[str]
     )
     done.append(f"bucket s3://{bucket}: versioning on, SSE-KMS ({key_id}), public access blocked")
     iam.create_role(RoleName=CI_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(ci_trust_policy()))
-    iam.put_role_policy(RoleName=CI_ROLE_NAME, PolicyName="publish-adapters", PolicyDocument=json.dumps(ci_policy(bucket)))
-    done.append(f"IAM role {CI_ROLE_NAME}: may write adapters/ and registry/ only")
+    iam.put_role_policy(RoleName=CI_ROLE_NAME, PolicyName="publish-adapters", PolicyDocument=json.dumps(ci_policy(bucket, key["Arn"])))
+    done.append(f"IAM role {CI_ROLE_NAME}: the CI policy of stacks/ci_access.py (adapters/ and registry/ only)")
     return done
 
 
@@ -361,23 +362,27 @@ def ci_trust_policy() -> dict:
     }
 
 
-def ci_policy(bucket: str) -> dict:
-    """The CI role's rights on the store: publish adapters, move the registry; no model reads."""
+def ci_policy(bucket: str, key_arn: str) -> dict:
+    """The CI role's rights on the store, statement for statement as stacks/ci_access.py grants them."""
     arn = f"arn:aws:s3:::{bucket}"
     return {
         "Version": "2012-10-17",
         "Statement": [
+            {"Sid": "PublishAdapters", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"{arn}/adapters/*"]},
             {
+                "Sid": "UpdateRegistry",
                 "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
-                "Resource": [f"{arn}/adapters/*", f"{arn}/registry/*"],
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": [f"{arn}/registry/*"],
             },
             {
+                "Sid": "ListAdaptersAndRegistry",
                 "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": arn,
+                "Action": ["s3:ListBucket"],
+                "Resource": [arn],
                 "Condition": {"StringLike": {"s3:prefix": ["adapters/*", "registry/*"]}},
             },
+            {"Sid": "StoreKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": [key_arn]},
         ],
     }
 

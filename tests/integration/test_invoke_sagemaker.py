@@ -1,0 +1,99 @@
+"""`llmfleet invoke --sagemaker`: the SageMaker runtime call's shape, against moto's server.
+
+moto's sagemaker-runtime answers with a queued canned body, so this pins what we send
+(path, headers, the chat body) and how we read a vLLM chat completion back; the same body
+against the real vLLM's `/invocations` is in tests/e2e/test_local_fleet.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from scripts.fleet_cli import chat_request, invoke_sagemaker, parse_chat_response
+
+LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
+
+
+def _completion(content: str, reasoning: str | None = None) -> dict:
+    """A chat completion as vLLM's /invocations returns it (reasoning parser on or off)."""
+    message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+    return {"object": "chat.completion", "model": "qwen3-small", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+
+
+def _queue(endpoint_url: str, *bodies: dict) -> None:
+    """Queue moto's next sagemaker-runtime answers (moto's documented static-results API)."""
+    results = [{"Body": json.dumps(body), "ContentType": "application/json"} for body in bodies]
+    httpx.post(f"{endpoint_url}/moto-api/static/sagemaker/endpoint-results", json={"results": results}).raise_for_status()
+
+
+def test_invoke_endpoint_sends_the_chat_body_as_json_and_reads_reasoning_apart(aws_env: str):
+    _queue(aws_env, _completion("Four.", reasoning="Two plus two is four."))
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    sent = []
+    runtime.meta.events.register("before-send.sagemaker-runtime.InvokeEndpoint", lambda request, **_: sent.append(request))
+    body = chat_request("medical", "What is two plus two?", max_tokens=32, temperature=0.0, stream=False)
+
+    answer = invoke_sagemaker(runtime, "qwen3-small-prod", body)
+
+    (request,) = sent
+    assert request.url.endswith("/endpoints/qwen3-small-prod/invocations")
+    assert request.headers["Content-Type"] == b"application/json"
+    assert request.headers["Accept"] == b"application/json"
+    assert json.loads(request.body) == {
+        "model": "medical",
+        "messages": [{"role": "user", "content": "What is two plus two?"}],
+        "max_tokens": 32,
+        "temperature": 0.0,
+    }
+    assert parse_chat_response(answer) == ("Two plus two is four.", "Four.")
+
+
+def test_parse_reads_vllm_reasoning_field_under_either_name():
+    assert parse_chat_response({"choices": [{"message": {"content": "a", "reasoning": "r"}}]}) == ("r", "a")
+    assert parse_chat_response({"choices": [{"message": {"content": None}}]}) == ("", "")
+
+
+def test_cli_invoke_sagemaker_prints_the_answer(aws_env: str, tmp_path: Path):
+    _queue(aws_env, _completion("Hello from the endpoint."))
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run(
+        [LLMFLEET, "invoke", "qwen3-small:legal", "Hi", "--sagemaker", "qwen3-small-prod", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"model": "legal", "reasoning": "", "content": "Hello from the endpoint."}
+
+
+def test_cli_invoke_sagemaker_refuses_a_body_that_is_not_a_completion(aws_env: str, tmp_path: Path):
+    _queue(aws_env, {"message": "not a completion"})
+    result = subprocess.run(
+        [LLMFLEET, "invoke", "qwen3-small", "Hi", "--sagemaker", "other-endpoint"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "SageMaker endpoint 'other-endpoint'" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["", ":medical", "qwen3-small:"])
+def test_cli_invoke_rejects_malformed_targets(target: str, tmp_path: Path):
+    result = subprocess.run(
+        [LLMFLEET, "invoke", target, "Hi", "--sagemaker", "x"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert "is not MODEL or MODEL:ADAPTER" in result.stderr
