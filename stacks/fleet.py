@@ -5,6 +5,7 @@ access stack. Per-model stacks keep each template far below CloudFormation's 500
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -13,7 +14,8 @@ from constructs import Construct
 from model_store.manifest import FleetManifest
 from model_store.plan import ServingPlan
 from stacks.ci_access import CiAccessConstruct, CiAccessProps
-from stacks.config import FleetSettings, store_bucket_of
+from stacks.compliance import add_compliance_checks
+from stacks.config import FleetSettings, plan_manifest, store_bucket_of
 from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
 from stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps, ModelMonitoringConstruct, ModelMonitoringProps
 from stacks.network import NetworkConstruct, NetworkProps
@@ -90,21 +92,47 @@ class CiAccessStack(cdk.Stack):
         )
 
 
-def fleet_stacks(app: cdk.App, fleet: FleetManifest, plans: list[ServingPlan], settings: FleetSettings) -> list[cdk.Stack]:
-    """Instantiate the fleet's stacks. Region comes from the manifest (ALB log delivery needs it);
-    the account is left open, so synthesis needs no credentials and does no lookups."""
-    env = cdk.Environment(region=fleet.region)
-    prefix = f"llmfleet-{fleet.name}-{plans[0].stage}"
-    tags = {"llmfleet:fleet": fleet.name, "llmfleet:stage": plans[0].stage}
+@dataclass(frozen=True)
+class Fleet:
+    """The composed app: what was planned and the stacks made from it (tests and app.py use this)."""
+
+    settings: FleetSettings
+    manifest: FleetManifest
+    plans: list[ServingPlan]
+    base: FleetBaseStack
+    models: dict[str, ModelStack]
+    ci: CiAccessStack | None
+
+    @property
+    def stacks(self) -> list[cdk.Stack]:
+        return [self.base, *self.models.values(), *([self.ci] if self.ci else [])]
+
+
+def compose_fleet(app: cdk.App) -> Fleet:
+    """Read the app's context, plan the manifest it names, add the fleet's stacks and the compliance checks.
+
+    Region comes from the manifest (ALB log delivery needs it); the account stays open, so
+    synthesis needs no credentials and does no lookups. Raises ManifestError, PlanError or
+    StackConfigError with their messages.
+    """
+    settings = FleetSettings.from_context(app.node)
+    manifest, plans = plan_manifest(settings.fleet_path, settings.stage)
+    stage = plans[0].stage
+    env = cdk.Environment(region=manifest.region)
+    prefix = f"llmfleet-{manifest.name}-{stage}"
+    tags = {"llmfleet:fleet": manifest.name, "llmfleet:stage": stage}
     base = FleetBaseStack(app, prefix, store_bucket_name=store_bucket_of(plans), settings=settings, env=env, tags=tags)
-    stacks: list[cdk.Stack] = [base]
-    for plan in plans:
-        stacks.append(
-            ModelStack(app, f"{prefix}-{plan.model_name}", plan=plan, base=base, settings=settings, env=env,
-                       tags={**tags, "llmfleet:model": plan.model_name})
+    models = {
+        plan.model_name: ModelStack(
+            app, f"{prefix}-{plan.model_name}", plan=plan, base=base, settings=settings, env=env,
+            tags={**tags, "llmfleet:model": plan.model_name},
         )
+        for plan in plans
+    }
+    ci = None
     if settings.github_repo is not None:
-        stacks.append(CiAccessStack(app, f"{prefix}-ci", base=base, settings=settings, env=env, tags=tags))
+        ci = CiAccessStack(app, f"{prefix}-ci", base=base, settings=settings, env=env, tags=tags)
     else:
         cdk.Annotations.of(base).add_info("no CI access role: set -c github_repo=owner/name to create one")
-    return stacks
+    add_compliance_checks(app)
+    return Fleet(settings=settings, manifest=manifest, plans=plans, base=base, models=models, ci=ci)

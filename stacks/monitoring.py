@@ -70,7 +70,7 @@ class ModelMonitoringConstruct(Construct):
         self.plan = plan = props.plan
         self.topic = props.topic
         self.alarms: dict[str, cloudwatch.Alarm] = {}
-        self.deployment_alarms: list[cloudwatch.Alarm] = []
+        self.deployment_alarm_names: list[str] = []
 
         self._alarm(
             "QueueDepth",
@@ -112,9 +112,13 @@ class ModelMonitoringConstruct(Construct):
         evaluation_periods: int,
         deployment: bool = False,
     ) -> cloudwatch.Alarm:
+        # A deployment alarm is named literally: the service references it by name, and a Ref
+        # could close a dependency cycle through the alarm's metrics (aws-ecs README).
+        literal_name = f"llmfleet-{self.plan.fleet}-{self.plan.stage}-{self.plan.model_name}-{name}"
         alarm = cloudwatch.Alarm(
             self,
             name,
+            alarm_name=literal_name if deployment else None,
             alarm_description=description,
             metric=metric,
             threshold=threshold,
@@ -126,7 +130,7 @@ class ModelMonitoringConstruct(Construct):
         alarm.add_ok_action(cw_actions.SnsAction(self.topic))
         self.alarms[name] = alarm
         if deployment:
-            self.deployment_alarms.append(alarm)
+            self.deployment_alarm_names.append(literal_name)
         return alarm
 
     def _ecs(self, service: GpuServiceConstruct) -> list[cloudwatch.IWidget]:
@@ -181,7 +185,7 @@ class ModelMonitoringConstruct(Construct):
             1,
             evaluation_periods=PENDING_TASK_MINUTES // 5,
         )
-        service.enable_deployment_alarms([alarm.alarm_name for alarm in self.deployment_alarms])
+        service.enable_deployment_alarms(self.deployment_alarm_names)
         instances = cloudwatch.Metric(
             namespace="AWS/AutoScaling",
             metric_name="GroupInServiceInstances",
@@ -201,6 +205,8 @@ class ModelMonitoringConstruct(Construct):
 
     def _sagemaker(self, endpoint: SageMakerEndpointConstruct) -> list[cloudwatch.IWidget]:
         plan = self.plan
+        for alarm in endpoint.rollback_alarms:  # operators hear about a rolled-back update too
+            alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         invocations = endpoint.variant_metric("Invocations", "Sum")
         errors = endpoint.variant_metric("Invocation5XXErrors", "Sum")
         error_rate = cloudwatch.MathExpression(

@@ -1,0 +1,97 @@
+"""Synthesized fleets shared by every synth test: each is built once per session (seconds per stack).
+
+- `secure_fleet`: the example fleet.yaml with a certificate (HTTPS) and a CI repository, synthesized
+  in-process with cdk-nag attached (a finding fails synthesis, so reaching the fixture proves none).
+- `cli_synth`: the same manifest through the real CDK CLI (`npx cdk synth`) with cdk.json defaults
+  (no certificate: plain HTTP with a warning) and no AWS credentials in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+
+from stacks.fleet import Fleet, compose_fleet
+from tests.conftest import REPO
+
+CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0d1c5f4e-0000-4000-8000-000000000000"
+GITHUB_REPO = "acme/llm-adapters"
+CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
+
+
+def cdk_json_context(**overrides: str) -> dict:
+    """cdk.json's context (feature flags, defaults) plus overrides, as `cdk synth -c` would see it."""
+    context = json.loads((REPO / "cdk.json").read_text())["context"]
+    return {**context, "fleet": str(REPO / "fleet.yaml"), **overrides}
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    fleet: Fleet
+    outdir: Path
+
+    def template(self, stack: cdk.Stack) -> Template:
+        return Template.from_json(self.template_json(stack.artifact_id))
+
+    def template_json(self, artifact_id: str) -> dict:
+        return json.loads((self.outdir / f"{artifact_id}.template.json").read_text())
+
+    def model_template(self, model: str) -> Template:
+        return self.template(self.fleet.models[model])
+
+
+@pytest.fixture(scope="session")
+def secure_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    outdir = tmp_path_factory.mktemp("secure-fleet")
+    app = cdk.App(
+        context=cdk_json_context(certificate_arn=CERTIFICATE_ARN, github_repo=GITHUB_REPO, image_tag="TMPTAG"), outdir=str(outdir)
+    )
+    fleet = compose_fleet(app)
+    app.synth()
+    return Synthesized(fleet=fleet, outdir=outdir)
+
+
+@dataclass(frozen=True)
+class CliSynth:
+    outdir: Path
+    returncode: int
+    output: str
+
+    def templates(self) -> list[Path]:
+        return sorted(self.outdir.glob("*.template.json"))
+
+
+@pytest.fixture(scope="session")
+def cli_synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliSynth]:
+    """`npx cdk synth` from the repository root, as on a fresh clone with no AWS credentials."""
+    outdir = tmp_path_factory.mktemp("cli-synth")
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+    # Point the SDK at files that do not exist, so no ~/.aws profile can lend credentials either.
+    env["AWS_SHARED_CREDENTIALS_FILE"] = env["AWS_CONFIG_FILE"] = str(outdir / "no-such-aws-file")
+    env["JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION"] = "1"
+    result = subprocess.run(
+        ["npx", "--no-install", "cdk", "synth", "--output", str(outdir), "--quiet", "--no-notices"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    yield CliSynth(outdir=outdir, returncode=result.returncode, output=result.stdout + result.stderr)

@@ -1,0 +1,203 @@
+"""The ECS GPU service of every ECS-targeted model is sized and guarded as its plan says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match
+
+from model_store.plan import ServingPlan
+from stacks.gpu_service import CLIENT_PATHS, VLLM_ADMIN_PATHS, GpuServiceProps
+from stacks.config import StackConfigError
+from tests.synth.conftest import CERTIFICATE_ARN, Synthesized
+
+
+def ecs_plans(synth: Synthesized) -> list[ServingPlan]:
+    plans = [p for p in synth.fleet.plans if "ecs" in p.targets]
+    assert plans, "the example fleet must exercise the ECS path"
+    return plans
+
+
+def only(resources: dict) -> dict:
+    assert len(resources) == 1, f"expected one resource, got {list(resources)}"
+    return next(iter(resources.values()))["Properties"]
+
+
+def container(synth: Synthesized, plan: ServingPlan) -> dict:
+    task = only(synth.model_template(plan.model_name).find_resources("AWS::ECS::TaskDefinition"))
+    (definition,) = task["ContainerDefinitions"]
+    return definition
+
+
+def test_task_takes_gpus_memory_and_stop_timeout_from_the_plan(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        definition = container(secure_fleet, plan)
+        assert definition["ResourceRequirements"] == [{"Type": "GPU", "Value": str(plan.tensor_parallel_size)}]
+        assert definition["StopTimeout"] == plan.timing.drain_seconds
+        assert 0 < definition["MemoryReservation"] < plan.instance_memory_gib * 1024
+
+
+def test_task_environment_carries_the_plan_and_the_key_is_a_secret(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        definition = container(secure_fleet, plan)
+        environment = {e["Name"]: e["Value"] for e in definition["Environment"]}
+        assert ServingPlan.from_json(environment["LLMFLEET_PLAN"]) == plan
+        assert environment["LLMFLEET_TARGET"] == "ecs"
+        assert environment["LLMFLEET_STORE"] == "s3://llmfleet-store"
+        assert "VLLM_API_KEY" not in environment
+        assert [s["Name"] for s in definition["Secrets"]] == ["VLLM_API_KEY"]
+        assert definition["LogConfiguration"]["LogDriver"] == "awslogs"
+
+
+def test_launch_template_uses_the_planned_instance_and_the_gpu_ami_from_ssm(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        data = only(synthesized.find_resources("AWS::EC2::LaunchTemplate"))["LaunchTemplateData"]
+        assert data["InstanceType"] == plan.instance_type
+        assert data["MetadataOptions"]["HttpTokens"] == "required"
+        assert all(d["Ebs"]["Encrypted"] for d in data["BlockDeviceMappings"])
+        image_parameter = data["ImageId"]["Ref"]
+        parameter = synthesized.to_json()["Parameters"][image_parameter]
+        # Resolved by CloudFormation at deploy time: no AMI id or account lookup baked in at synth.
+        assert parameter["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+        assert parameter["Default"] == "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+        synthesized.resource_count_is("AWS::AutoScaling::LaunchConfiguration", 0)
+
+
+def test_capacity_provider_scales_and_drains_without_blocking_destroy(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        provider = only(synthesized.find_resources("AWS::ECS::CapacityProvider"))["AutoScalingGroupProvider"]
+        assert provider["ManagedScaling"]["Status"] == "ENABLED"
+        assert provider["ManagedDraining"] == "ENABLED"
+        assert provider["ManagedTerminationProtection"] == "DISABLED"
+        group = only(synthesized.find_resources("AWS::AutoScaling::AutoScalingGroup"))
+        assert group["MaxSize"] == str(2 * plan.autoscaling.max_capacity)
+
+
+def test_service_grace_circuit_breaker_and_deployment_alarm(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        service = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::ECS::Service"))
+        assert service["HealthCheckGracePeriodSeconds"] == plan.timing.startup_grace_seconds
+        deployment = service["DeploymentConfiguration"]
+        assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+        assert deployment["Alarms"]["Enable"] and deployment["Alarms"]["Rollback"]
+        assert deployment["Alarms"]["AlarmNames"] == [f"llmfleet-demo-prod-{plan.model_name}-Ecs5xxRate"]
+        assert service["DesiredCount"] == plan.autoscaling.min_capacity
+
+
+def test_target_group_checks_health_and_drains_as_planned(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        group = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::ElasticLoadBalancingV2::TargetGroup"))
+        assert group["HealthCheckPath"] == "/health" == plan.timing.health_check_path
+        assert group["HealthCheckPort"] == "traffic-port"
+        assert group["HealthCheckIntervalSeconds"] == plan.timing.health_check_interval_seconds
+        attributes = {a["Key"]: a["Value"] for a in group["TargetGroupAttributes"]}
+        assert attributes["deregistration_delay.timeout_seconds"] == str(plan.timing.deregistration_delay_seconds)
+
+
+def test_only_client_paths_reach_vllm_everything_else_is_403(secure_fleet: Synthesized) -> None:
+    assert not set(CLIENT_PATHS) & set(VLLM_ADMIN_PATHS)
+    for plan in ecs_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        listener = only(synthesized.find_resources("AWS::ElasticLoadBalancingV2::Listener"))
+        assert listener["DefaultActions"] == [
+            {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "403", "ContentType": "text/plain", "MessageBody": "forbidden"}}
+        ]
+        forwarded = []
+        for rule in synthesized.find_resources("AWS::ElasticLoadBalancingV2::ListenerRule").values():
+            assert [a["Type"] for a in rule["Properties"]["Actions"]] == ["forward"]
+            for condition in rule["Properties"]["Conditions"]:
+                assert condition["Field"] == "path-pattern"
+                forwarded += condition["PathPatternConfig"]["Values"]
+        assert sorted(forwarded) == sorted(CLIENT_PATHS)
+        assert not {"/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/metrics"} & set(forwarded)
+        assert not any("*" in path for path in forwarded)
+
+
+def test_https_listener_with_the_given_certificate_and_no_plain_http(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        listener = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::ElasticLoadBalancingV2::Listener"))
+        assert listener["Protocol"] == "HTTPS" and listener["Port"] == 443
+        assert listener["Certificates"] == [{"CertificateArn": CERTIFICATE_ARN}]
+        assert listener["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+
+
+def test_load_balancer_streams_logs_and_drops_invalid_headers(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        balancer = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::ElasticLoadBalancingV2::LoadBalancer"))
+        attributes = {a["Key"]: a["Value"] for a in balancer["LoadBalancerAttributes"]}
+        assert int(attributes["idle_timeout.timeout_seconds"]) >= 300
+        assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
+        assert attributes["access_logs.s3.enabled"] == "true"
+        assert attributes["access_logs.s3.prefix"] == f"alb/{plan.model_name}"
+
+
+def test_autoscaling_tracks_the_queue_metric_with_request_count_fallback(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        targets = synthesized.find_resources(
+            "AWS::ApplicationAutoScaling::ScalableTarget", {"Properties": {"ServiceNamespace": "ecs"}}
+        )
+        target = only(targets)
+        assert (target["MinCapacity"], target["MaxCapacity"]) == (plan.autoscaling.min_capacity, plan.autoscaling.max_capacity)
+        tracking = [
+            p["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+            for p in synthesized.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
+            if p["Properties"]["PolicyType"] == "TargetTrackingScaling"
+            and p["Properties"]["ScalingTargetId"] == {"Ref": next(iter(targets))}
+        ]
+        queue = [t for t in tracking if "CustomizedMetricSpecification" in t]
+        requests = [t for t in tracking if "PredefinedMetricSpecification" in t]
+        assert [t["TargetValue"] for t in queue] == [plan.autoscaling.target_queue_depth]
+        assert queue[0]["CustomizedMetricSpecification"] == {
+            "Namespace": "LLMFleet",
+            "MetricName": "RequestsWaiting",
+            "Dimensions": [{"Name": "Model", "Value": plan.model_name}, {"Name": "Stage", "Value": plan.stage}],
+            "Statistic": "Average",
+        }
+        assert [t["TargetValue"] for t in requests] == [plan.autoscaling.target_requests_per_minute]
+        assert requests[0]["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ALBRequestCountPerTarget"
+        assert queue[0]["ScaleInCooldown"] == plan.autoscaling.scale_in_cooldown_seconds
+
+
+def test_a_model_that_may_scale_to_zero_wakes_on_load_balancer_errors(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        step = secure_fleet.model_template(plan.model_name).find_resources(
+            "AWS::ApplicationAutoScaling::ScalingPolicy", {"Properties": {"PolicyType": "StepScaling"}}
+        )
+        assert bool(step) == (plan.autoscaling.min_capacity == 0), plan.model_name
+    assert any(p.autoscaling.min_capacity == 0 for p in ecs_plans(secure_fleet))
+
+
+def test_task_reads_only_its_own_store_prefixes(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        task = only(synthesized.find_resources("AWS::ECS::TaskDefinition"))
+        role_id = task["TaskRoleArn"]["Fn::GetAtt"][0]
+        policies = synthesized.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+        statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+        s3_statements = [s for s in statements if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+        actions = {a for s in s3_statements for a in as_list(s["Action"])}
+        assert actions == {"s3:GetObject", "s3:ListBucket"}
+        prefix = plan.source.removeprefix("s3://llmfleet-store/")
+        objects = [r for s in s3_statements for r in as_list(s["Resource"]) if s["Action"] == "s3:GetObject"]
+        assert sorted(json.dumps(r) for r in objects) == sorted(
+            json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::llmfleet-store/{p}/*"]]})
+            for p in (prefix, f"adapters/{plan.model_name}", f"registry/{plan.model_name}")
+        )
+        for statement in statements:
+            assert statement["Resource"] != "*" or not any(a.startswith("s3:") for a in as_list(statement["Action"]))
+
+
+def test_props_refuse_a_plan_that_does_not_target_ecs(secure_fleet: Synthesized) -> None:
+    plan = next(p for p in secure_fleet.fleet.plans if "ecs" not in p.targets)
+    with pytest.raises(StackConfigError, match=f"model '{plan.model_name}'.*not 'ecs'"):
+        GpuServiceProps(
+            plan=plan, vpc=None, store_bucket_name="b", key=None, image=None, access_logs=None  # type: ignore[arg-type]
+        )
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
