@@ -224,26 +224,44 @@ def start_detached(name: str, argv: list[str], env: dict[str, str], log: Path, p
     return ProcessRecord(name, process.pid, psutil.Process(process.pid).create_time(), port, str(log))
 
 
+def _gone(process: psutil.Process) -> bool:
+    """Exited: no such process, or a zombie its parent has not reaped yet (it holds nothing)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in processes if not _gone(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _signal_all(record: ProcessRecord, processes: list[psutil.Process], signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(record.pid, signum)
+    for process in processes:  # children that left the group; the group had it once already
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getpgid(process.pid) != record.pid:
+                process.send_signal(signum)
+
+
 def stop_process(record: ProcessRecord, timeout: float = STOP_TIMEOUT_SECONDS) -> str:
     """SIGTERM the process group (the entrypoint drains vLLM), SIGKILL what outlives `timeout`."""
     if not record.alive():
         return f"{record.name} (pid {record.pid}) was not running"
     leader = psutil.Process(record.pid)
     family = [leader, *leader.children(recursive=True)]
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(record.pid, signal.SIGTERM)
-    for process in family:  # children that left the group get the signal too
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.terminate()
-    _, left = psutil.wait_procs(family, timeout=timeout)
+    _signal_all(record, family, signal.SIGTERM)
+    left = _wait_gone(family, timeout)
     if not left:
         return f"stopped {record.name} (pid {record.pid})"
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(record.pid, signal.SIGKILL)
-    for process in left:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    _, still = psutil.wait_procs(left, timeout=5)
+    _signal_all(record, left, signal.SIGKILL)
+    still = _wait_gone(left, 5)
     if still:
         raise LocalFleetError(f"{record.name}: pids {[p.pid for p in still]} survive SIGKILL; stop them by hand")
     return f"killed {record.name} (pid {record.pid}) after {timeout:.0f}s"
