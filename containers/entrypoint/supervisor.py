@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from containers.entrypoint.agent import AdapterAgent
 from containers.entrypoint.metrics import MetricsPublisher
@@ -26,6 +27,7 @@ from containers.entrypoint.store_sync import StoreGateway
 from containers.entrypoint.vllm_client import LocalVllm
 from containers.entrypoint.vllm_command import (
     ArgvRejected,
+    adapter_refusal,
     import_vllm_parser,
     serve_argv,
     serve_command,
@@ -56,22 +58,43 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def sync(gateway: StoreGateway) -> tuple[str, RouteTable, dict[str, str], dict[str, str], str | None]:
-    """Weights and adapters to local disk. An adapter that fails verification is left out
+@dataclass
+class Synced:
+    """What boot put on local disk, and the adapters it had to leave out."""
+
+    model_location: str
+    adapters: dict[str, tuple[str, str]]  # name -> (version, local path)
+    refused: dict[str, str]  # name -> version left out
+    etag: str | None  # the registry state the adapters come from
+
+
+def sync(gateway: StoreGateway) -> Synced:
+    """Weights and adapters to local disk, verified. An adapter that fails is left out
     (logged; the base model and the other adapters still serve); a model that fails is fatal."""
-    model_location = gateway.model_location()
+    plan = gateway.plan
+    synced = Synced(gateway.model_location(), {}, {}, None)
     state = gateway.registry_state()
-    served, paths, refused = {}, {}, {}
-    for name, version in sorted(gateway.desired(state).items()):
+    synced.etag = state.etag
+    desired = gateway.desired(state) if plan.vllm.enable_lora else {}
+    for name, version in sorted(desired.items()):
         try:
-            paths[lora_name(name, version)] = str(gateway.fetch_adapter(name, version))
-            served[name] = version
+            synced.adapters[name] = (version, str(gateway.fetch_adapter(name, version)))
         except EntrypointError as exc:
             log.error("adapter %s version %s left out: %s", name, version, exc)
-            refused[name] = version
+            synced.refused[name] = version
             gateway.discard_adapter(name, version)
-    routes = RouteTable(model=gateway.plan.model_name, server_id=gateway.server_id, adapters=served)
-    return model_location, routes, paths, refused, state.etag
+    return synced
+
+
+def leave_out_refused(synced: Synced, gateway: StoreGateway) -> None:
+    """Drop adapters vLLM would refuse: in --lora-modules one would stop the whole server."""
+    for name, (version, path) in sorted(synced.adapters.items()):
+        reason = adapter_refusal(path, gateway.plan)
+        if reason:
+            log.error("adapter %s version %s left out: vLLM would refuse it: %s", name, version, reason)
+            del synced.adapters[name]
+            synced.refused[name] = version
+            gateway.discard_adapter(name, version)
 
 
 def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
@@ -85,9 +108,12 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
         model_root=settings.model_root,
         server_id=settings.server_id,
     )
-    model_location, routes, lora_paths, refused, etag = sync(gateway)
-    argv = serve_argv(plan, model=model_location, port=settings.port, lora_modules=lora_paths)
+    synced = sync(gateway)
     importer.join()
+    leave_out_refused(synced, gateway)
+    routes = RouteTable(plan.model_name, settings.server_id, {n: v for n, (v, _) in synced.adapters.items()})
+    lora_paths = {lora_name(n, v): path for n, (v, path) in synced.adapters.items()}
+    argv = serve_argv(plan, model=synced.model_location, port=settings.port, lora_modules=lora_paths)
     validate_argv(argv)
 
     state = StateDir(tempfile.mkdtemp(prefix="llmfleet-state-"))
@@ -96,7 +122,7 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     child = subprocess.Popen(  # noqa: S603 - argv from the plan, validated by vLLM's parser
         serve_command(argv),
         env=serve_environment(env, state_dir=str(state.path), plan=plan),
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch the fork
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, takes no lock
     )
     stop = threading.Event()
 
@@ -119,8 +145,8 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
                 vllm,
                 state,
                 routes,
-                etag=etag,
-                refused=refused,
+                etag=synced.etag,
+                refused=synced.refused,
                 interval=settings.poll_seconds,
                 unload_wait=plan.vllm.shutdown_timeout,
                 stop=stop,

@@ -50,7 +50,9 @@ def serve_environment(base: Mapping[str, str], *, state_dir: str, plan: ServingP
 
 def import_vllm_parser() -> None:
     """Import the parser modules (seconds); call early in a thread to overlap with the sync."""
+    import vllm.config.lora  # noqa: F401
     import vllm.entrypoints.launchers.cli_args  # noqa: F401
+    import vllm.lora.peft_helper  # noqa: F401
     import vllm.model_executor.layers.quantization  # noqa: F401
     import vllm.model_executor.model_loader  # noqa: F401
     import vllm.reasoning  # noqa: F401
@@ -94,3 +96,20 @@ def validate_argv(argv: list[str]) -> None:
         validate_parsed_serve_args(args)
     except (TypeError, ValueError) as exc:
         raise ArgvRejected(f"vLLM's serve checks rejected the argv: {exc}") from None
+
+
+def adapter_refusal(path: str, plan: ServingPlan) -> str | None:
+    """Why vLLM would refuse the adapter in `path` at startup (its own PEFT checks), or None.
+
+    An adapter in `--lora-modules` that vLLM refuses stops the whole server from starting;
+    checked first, it is left out and the base model and the other adapters still serve.
+    """
+    from vllm.config.lora import LoRAConfig
+    from vllm.lora.peft_helper import PEFTHelper
+
+    lora_config = LoRAConfig(max_lora_rank=plan.vllm.max_lora_rank, max_loras=plan.vllm.max_loras)
+    try:
+        PEFTHelper.from_local_dir(path, plan.vllm.max_model_len).validate_legal(lora_config)
+    except (OSError, ValueError, TypeError) as exc:
+        return str(exc)
+    return None

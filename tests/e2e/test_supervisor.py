@@ -1,0 +1,121 @@
+"""The container's life at its edges: boot failures, vLLM dying, SIGTERM drain.
+
+This file runs after test_entrypoint.py (file order): its last test drains and ends the
+session's shared server.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+
+from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_STORE
+from scripts.standin_model import entrypoint_environment
+from tests.conftest import free_port
+from tests.e2e.conftest import BUCKET, MODEL, PREFIX, Fleet, Server, aws_credentials, boot_server, start_entrypoint
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _run_to_exit(fleet: Fleet, name: str, endpoint: str, **overrides: str) -> tuple[int, str]:
+    env = entrypoint_environment(
+        fleet.plan,
+        store_uri=f"s3://{BUCKET}/{PREFIX}",
+        endpoint_url=endpoint,
+        model_root=fleet.work / f"{name}-cache",
+        port=free_port(),
+        base=aws_credentials(endpoint),
+    )
+    env.update(overrides)
+    log = fleet.work / f"{name}.log"
+    process = start_entrypoint(env, log)
+    return process.wait(timeout=120), log.read_text()
+
+
+def test_store_unreachable_at_boot_exits_with_clear_message(fleet: Fleet):
+    closed = f"http://127.0.0.1:{free_port()}"
+
+    code, output = _run_to_exit(fleet, "unreachable", closed)
+
+    assert code == EXIT_STORE
+    assert "failed after 4 attempts" in output
+    assert f"s3://{BUCKET}/{PREFIX}" in output
+    assert "starting vLLM" not in output
+
+
+def test_invalid_plan_exits_before_touching_the_store(fleet: Fleet):
+    code, output = _run_to_exit(fleet, "bad-plan", fleet.endpoint, LLMFLEET_PLAN=json.dumps({"model_name": MODEL}))
+
+    assert code == EXIT_BAD_INPUT
+    assert "LLMFLEET_PLAN is not a valid ServingPlan" in output
+
+
+@pytest.fixture(scope="module")
+def late_server(fleet: Fleet) -> Iterator[Server]:
+    """A second server, booted after test_entrypoint.py left the registry with a corrupt
+    version of `legal` and a version of `finance` vLLM refuses."""
+    server = boot_server(fleet, "server-b")
+    yield server
+    server.stop()
+
+
+def test_boot_leaves_out_bad_adapter_versions_and_serves_the_rest(late_server: Server):
+    output = late_server.output()
+
+    assert "adapter legal version v2 left out" in output and "checksum mismatch" in output
+    assert "adapter finance version v2 left out: vLLM would refuse it: LoRA rank 32" in output
+    with late_server.client() as http:
+        assert http.get("/llmfleet/adapters").json()["adapters"] == {"medical": "v1"}
+        ok = http.post("/v1/completions", json={"model": "medical", "prompt": "Hi", "max_tokens": 2})
+    assert ok.status_code == 200
+
+
+def test_vllm_killed_makes_the_container_exit_non_zero(late_server: Server):
+    (vllm,) = psutil.Process(late_server.process.pid).children()
+    vllm.send_signal(signal.SIGKILL)
+    code = late_server.process.wait(timeout=60)
+
+    assert code == 128 + signal.SIGKILL
+    assert "vLLM exited with -9" in late_server.output()
+
+
+def test_sigterm_drains_streams_finish_and_new_requests_get_503(server: Server):
+    """Last test of the session: it ends the shared server."""
+    chunks: list[str] = []
+    first_chunk = threading.Event()
+
+    def stream() -> None:
+        body = {"model": "medical", "prompt": "Tell me a story", "max_tokens": 300, "ignore_eos": True, "stream": True,
+                "stream_options": {"include_usage": True}}
+        with httpx.Client(base_url=server.url, timeout=120) as http, http.stream("POST", "/v1/completions", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    chunks.append(line.removeprefix("data: "))
+                    first_chunk.set()
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert first_chunk.wait(timeout=60)
+    server.process.send_signal(signal.SIGTERM)
+    with server.client(timeout=30) as http:
+        refused = http.post("/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2})
+        health = http.get("/health")
+        ping = http.get("/ping")
+    reader.join(timeout=120)
+    code = server.process.wait(timeout=120)
+
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"].isdigit()
+    assert (health.status_code, ping.status_code) == (503, 503)
+    assert chunks[-1] == "[DONE]"
+    events = [json.loads(chunk) for chunk in chunks[:-1]]
+    finishes = [choice["finish_reason"] for event in events for choice in event["choices"] if choice["finish_reason"]]
+    assert finishes == ["length"]
+    assert events[-1]["usage"]["completion_tokens"] == 300
+    assert code == 0
