@@ -467,11 +467,18 @@ def chat_request(model: str, prompt: str, *, max_tokens: int, temperature: float
     return body
 
 
+def reasoning_and_content(message: dict[str, Any]) -> tuple[str, str]:
+    """(reasoning, answer) of a message or a streamed delta.
+
+    vLLM's reasoning parsers fill `reasoning_content` (older releases) or `reasoning`
+    (0.3x); either may be absent or null.
+    """
+    return message.get("reasoning_content") or message.get("reasoning") or "", message.get("content") or ""
+
+
 def parse_chat_response(body: dict[str, Any]) -> tuple[str, str]:
-    """(reasoning, answer) of a chat completion; vLLM names the reasoning field either way."""
-    message = body["choices"][0]["message"]
-    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
-    return reasoning, message.get("content") or ""
+    """(reasoning, answer) of a whole chat completion."""
+    return reasoning_and_content(body["choices"][0]["message"])
 
 
 def _split_target(target: str) -> tuple[str, str | None]:
@@ -491,8 +498,7 @@ def _stream_openai(base_url: str, api_key: str, body: dict[str, Any], as_json: b
         for chunk in client.chat.completions.create(**body):
             if not chunk.choices:
                 continue
-            delta = chunk.choices[0].delta
-            thought = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+            thought, content = reasoning_and_content(chunk.choices[0].delta.model_dump())
             if thought:
                 if not in_reasoning and not as_json:
                     errors.print("[dim]reasoning:[/]")
@@ -500,13 +506,13 @@ def _stream_openai(base_url: str, api_key: str, body: dict[str, Any], as_json: b
                 reasoning.append(thought)
                 if not as_json:
                     errors.print(f"[dim]{escape(thought)}[/]", end="")
-            if delta.content:
+            if content:
                 if in_reasoning and not as_json:
                     errors.print("\n[dim]answer:[/]")
                     in_reasoning = False
-                answer.append(delta.content)
+                answer.append(content)
                 if not as_json:
-                    sys.stdout.write(delta.content)
+                    sys.stdout.write(content)
                     sys.stdout.flush()
     except openai.APIConnectionError as exc:
         raise fail(f"cannot reach {base_url}: {exc}", EXIT_REFUSED) from None

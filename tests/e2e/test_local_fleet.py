@@ -129,6 +129,12 @@ def test_second_up_reuses_the_running_fleet(fleet: dict, workdir: Path):
     assert StateDir(workdir / ".llmfleet").load().processes == fleet["state"].processes
 
 
+def test_invoke_streams_the_answer_to_stdout(fleet: dict, workdir: Path):
+    streamed = run("invoke", f"{MODEL}:legal", PROMPT, "--max-tokens", "12", "--temperature", "0", cwd=workdir)
+    collected = answer(workdir, f"{MODEL}:legal")
+    assert collected and streamed.stdout == collected + "\n"
+
+
 def test_api_key_guards_the_openai_api(fleet: dict):
     response = httpx.post(
         f"{fleet['state'].server_url}/v1/chat/completions",

@@ -17,7 +17,9 @@ import boto3
 import httpx
 import pytest
 
-from scripts.fleet_cli import chat_request, invoke_sagemaker, parse_chat_response
+from openai.types.chat import ChatCompletionChunk
+
+from scripts.fleet_cli import chat_request, invoke_sagemaker, parse_chat_response, reasoning_and_content
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
 
@@ -59,6 +61,18 @@ def test_invoke_endpoint_sends_the_chat_body_as_json_and_reads_reasoning_apart(a
 def test_parse_reads_vllm_reasoning_field_under_either_name():
     assert parse_chat_response({"choices": [{"message": {"content": "a", "reasoning": "r"}}]}) == ("r", "a")
     assert parse_chat_response({"choices": [{"message": {"content": None}}]}) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [({"reasoning": "think"}, ("think", "")), ({"reasoning_content": "think"}, ("think", "")), ({"content": "hi"}, ("", "hi"))],
+)
+def test_streamed_sdk_deltas_split_reasoning_from_answer(delta: dict, expected: tuple[str, str]):
+    """The OpenAI SDK keeps vLLM's extra delta fields; invoke reads them the same way as whole messages."""
+    chunk = ChatCompletionChunk.model_validate(
+        {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [{"index": 0, "delta": delta}]}
+    )
+    assert reasoning_and_content(chunk.choices[0].delta.model_dump()) == expected
 
 
 def test_cli_invoke_sagemaker_prints_the_answer(aws_env: str, tmp_path: Path):
