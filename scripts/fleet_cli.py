@@ -218,7 +218,12 @@ def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
     store = ModelStore(
         StoreLocation.parse(state.store_uri), local_fleet.local_client("s3", state.s3_endpoint, state.region)
     )
-    registry = AdapterRegistry(store).state(state.model, state.stage)
+    moto = state.processes.get("moto")
+    if moto is not None and moto.alive():
+        registry = AdapterRegistry(store).state(state.model, state.stage)
+    else:
+        errors.print("[yellow]the emulated AWS is not running: no registry to show; `llmfleet local up` restarts the fleet[/]")
+        registry = RegistryState.empty(state.model, state.stage)
     row = model_status(
         model=state.model,
         stage=state.stage,

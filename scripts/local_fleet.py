@@ -456,11 +456,13 @@ def upload_and_promote(
     store.upload_model(model_dir, plan.model_name, plan.revision, uploader=ACTOR, source=f"stand-in:{model_dir}")
     registry = AdapterRegistry(store)
     promoted = {}
+    pinned = {ref.name: ref.version for ref in plan.adapters}
     for name, directory in adapters.items():
         manifest = store.publish_adapter(
             directory,
             plan.model_name,
             name,
+            version=pinned.get(name),  # a version the manifest pins is the one the stage serves
             model_revision=plan.revision,
             max_rank=max_rank_for(fleet, plan.model_name),
             accepted_bases=accepted_bases_for(fleet, plan.model_name),

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from scripts.fleet_cli import chat_request, parse_chat_response
-from scripts.local_fleet import LocalState, ProcessRecord, StateDir, start_detached
+from scripts.local_fleet import LocalState, ProcessRecord, StateDir, start_detached, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
@@ -66,45 +66,55 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def plant_state(state_dir: StateDir, processes: dict[str, ProcessRecord], server_url: str) -> None:
+    """A state.json as an earlier `up` writes it."""
+    state_dir.save(
+        LocalState(
+            fleet_path=str(REPO / "fleet.yaml"), fleet="demo", stage="prod", region="us-east-1", model=MODEL,
+            store_uri="s3://llmfleet-store", store_method="boto3", server_url=server_url,
+            s3_endpoint="http://127.0.0.1:1", api_key_file=str(state_dir.api_key_file),
+            processes=processes, started_at="earlier", plan_cost_per_hour_usd=1.5,
+        )
+    )
+
+
+def exited_process(state_dir: StateDir, name: str) -> ProcessRecord:
+    record = start_detached(name, [sys.executable, "-c", "pass"], dict(os.environ), state_dir.logs / f"old-{name}.log", 1)
+    psutil.Process(record.pid).wait(timeout=30)
+    return record
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("local-fleet")
 
 
 @pytest.fixture(scope="module")
-def stale(workdir: Path) -> dict:
+def stale(workdir: Path) -> Iterator[dict]:
     """What a crashed `up` leaves: a state naming a dead process and a live one holding a port."""
     state_dir = StateDir(workdir / ".llmfleet")
     state_dir.root.mkdir(parents=True)
-    dead = start_detached("moto", [sys.executable, "-c", "pass"], dict(os.environ), state_dir.logs / "old-moto.log", 1)
-    psutil.Process(dead.pid).wait(timeout=30)
+    dead = exited_process(state_dir, "moto")
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     port = server.getsockname()[1]
     server.close()
     holder = f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(600)"
     live = start_detached("server", [sys.executable, "-c", holder], dict(os.environ), state_dir.logs / "old-server.log", port)
-    state_dir.save(
-        LocalState(
-            fleet_path=str(REPO / "fleet.yaml"), fleet="demo", stage="prod", region="us-east-1", model=MODEL,
-            store_uri="s3://llmfleet-store", store_method="boto3", server_url=f"http://127.0.0.1:{port}",
-            s3_endpoint="http://127.0.0.1:1", api_key_file=str(state_dir.api_key_file),
-            processes={"moto": dead, "server": live}, started_at="earlier",
-        )
-    )
-    return {"dead": dead, "live": live}
+    plant_state(state_dir, {"moto": dead, "server": live}, f"http://127.0.0.1:{port}")
+    yield {"dead": dead, "live": live}
+    stop_process(live)  # a no-op once `up` stopped it, as it must
 
 
 @pytest.fixture(scope="module")
 def fleet(workdir: Path, stale: dict) -> Iterator[dict]:
     """`llmfleet local up` on the example fleet; `local down` at the end whatever happened."""
     started = time.monotonic()
-    result = run("local", "up", str(REPO / "fleet.yaml"), cwd=workdir, env=clean_env(), timeout=900)
-    wall = time.monotonic() - started
-    print(f"\nllmfleet local up: {wall:.1f}s wall")
-    state = StateDir(workdir / ".llmfleet").load()
     try:
-        yield {"state": state, "up": result, "wall": wall}
+        result = run("local", "up", str(REPO / "fleet.yaml"), cwd=workdir, env=clean_env(), timeout=900)
+        wall = time.monotonic() - started
+        print(f"\nllmfleet local up: {wall:.1f}s wall")
+        yield {"state": StateDir(workdir / ".llmfleet").load(), "up": result, "wall": wall}
     finally:
         subprocess.run([LLMFLEET, "local", "down"], cwd=workdir, capture_output=True, timeout=300)
 
@@ -204,6 +214,17 @@ def test_down_leaves_no_process_and_no_open_port(fleet: dict, workdir: Path):
     assert [r.port for r in state.processes.values() if port_open(r.port)] == []
     assert StateDir(workdir / ".llmfleet").load() is None
     assert "nothing to stop" in run("local", "down", cwd=workdir).stdout
+
+
+def test_status_of_a_crashed_local_fleet_says_down(tmp_path: Path):
+    state_dir = StateDir(tmp_path / ".llmfleet")
+    state_dir.root.mkdir()
+    gone = exited_process(state_dir, "server")
+    plant_state(state_dir, {"server": gone, "moto": gone}, "http://127.0.0.1:1")
+    result = run("status", "--json", cwd=tmp_path)
+    (row,) = json.loads(result.stdout)["models"]
+    assert (row["state"], row["running"], row["desired"], row["cost_per_hour_usd"]) == ("down", 0, 1, 0.0)
+    assert "emulated AWS is not running" in result.stderr
 
 
 def test_records_are_told_apart_from_reused_pids():
