@@ -1,7 +1,9 @@
 """A role CI workflows of one GitHub repository assume (OIDC) to publish and promote adapters.
 
 It may write adapter versions under `adapters/` and read/write the registry under
-`registry/`: no model weights, no other bucket, no infrastructure.
+`registry/`. Publishing validates an adapter against its base model first, so it may also
+read each model revision's `config.json` and `_manifest.json`: never weights, no other
+bucket, no infrastructure.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 REPOSITORY = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
 ADAPTERS_PREFIX = "adapters"
 REGISTRY_PREFIX = "registry"
+# The base-model files adapter validation reads (model_store.store: MODEL_CONFIG, MANIFEST_NAME).
+MODEL_METADATA_FILES = ("config.json", "_manifest.json")
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,13 @@ class CiAccessConstruct(Construct):
         )
         adapters = object_arn(props.store_bucket_name, ADAPTERS_PREFIX)
         registry = object_arn(props.store_bucket_name, REGISTRY_PREFIX)
+        model_metadata = [
+            f"arn:{cdk.Aws.PARTITION}:s3:::{props.store_bucket_name}/models/*/{name}" for name in MODEL_METADATA_FILES
+        ]
         statements = [
-            iam.PolicyStatement(sid="PublishAdapters", actions=["s3:PutObject"], resources=[adapters]),
+            # Get: a publish checks that the version does not exist yet (HEAD) and reads adapter manifests.
+            iam.PolicyStatement(sid="PublishAdapters", actions=["s3:GetObject", "s3:PutObject"], resources=[adapters]),
+            iam.PolicyStatement(sid="ReadBaseModelMetadata", actions=["s3:GetObject"], resources=model_metadata),
             iam.PolicyStatement(sid="UpdateRegistry", actions=["s3:GetObject", "s3:PutObject"], resources=[registry]),
             iam.PolicyStatement(
                 sid="ListAdaptersAndRegistry",
@@ -78,9 +87,10 @@ class CiAccessConstruct(Construct):
         ]
         for statement in statements:
             self.role.add_to_principal_policy(statement)
-        for arn, what in ((adapters, "adapter versions (write-only)"), (registry, "the adapter registry")):
-            acknowledge(
-                self.role,
-                f"AwsSolutions-IAM5[Resource::{nag_rendered(arn)}]",
-                f"CI writes {what} under one store prefix; keys below it are chosen at publish time",
-            )
+        for arn, what in (
+            (adapters, "CI publishes adapter versions under adapters/; keys below it are chosen at publish time"),
+            (registry, "CI updates the adapter registry under registry/; one object per model and stage"),
+            *((arn, "adapter validation reads base-model config.json and _manifest.json, never weights")
+              for arn in model_metadata),
+        ):
+            acknowledge(self.role, f"AwsSolutions-IAM5[Resource::{nag_rendered(arn)}]", what)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from constructs import Node
+from pydantic import ValidationError
 
 from model_store.architectures import architecture_for, draft_architecture_for
 from model_store.manifest import FleetManifest, load_fleet
@@ -59,11 +60,15 @@ class FleetSettings:
 def plan_manifest(fleet_path: Path, stage: str | None = None) -> tuple[FleetManifest, list[ServingPlan]]:
     """Load and plan a fleet; `stage` (context) overrides the manifest's stage and is validated like it.
 
-    Raises ManifestError / PlanError with the manifest's own messages.
+    Raises ManifestError / PlanError with the manifest's own messages, StackConfigError for a bad stage.
     """
     fleet = load_fleet(fleet_path)
     if stage is not None and stage != fleet.stage:
-        fleet = FleetManifest.model_validate({**fleet.model_dump(mode="json"), "stage": stage})
+        try:
+            fleet = FleetManifest.model_validate({**fleet.model_dump(mode="json"), "stage": stage})
+        except ValidationError:
+            pattern = FleetManifest.model_fields["stage"].metadata[0].pattern
+            raise StackConfigError(f"context 'stage': {stage!r} must match {pattern}") from None
     plans = plan_fleet(fleet, lambda spec: architecture_for(spec, fleet_path.parent), draft_architecture_for)
     return fleet, plans
 

@@ -24,9 +24,9 @@ from constructs import Construct
 
 from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import StackConfigError, source_prefix
+from stacks.config import StackConfigError
 from stacks.metrics import REQUESTS_WAITING, fleet_metric
-from stacks.store import ServingImage, model_read_statements, object_arn
+from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
 CONTAINER_PORT = 8000  # the entrypoint's port for LLMFLEET_TARGET=ecs
 # The only paths the load balancer forwards. vLLM's --api-key guards /v1 only; its admin routes
@@ -273,7 +273,7 @@ class GpuServiceConstruct(Construct):
             network_mode=ecs.NetworkMode.AWS_VPC,
             volumes=[ecs.Volume(name="models", host=ecs.Host(source_path=DEFAULT_MODEL_ROOT))],
         )
-        prefixes = [source_prefix(plan), f"adapters/{plan.model_name}", f"registry/{plan.model_name}"]
+        prefixes = model_read_prefixes(plan)
         for statement in model_read_statements(props.store_bucket_name, prefixes):
             task.task_role.add_to_principal_policy(statement)
         props.key.grant_decrypt(task.task_role)

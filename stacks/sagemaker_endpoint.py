@@ -20,9 +20,9 @@ from constructs import Construct
 
 from model_store.plan import ServingPlan
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import StackConfigError, source_prefix
+from stacks.config import StackConfigError
 from stacks.metrics import REQUESTS_WAITING, fleet_metric
-from stacks.store import ServingImage, model_read_statements, object_arn
+from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
 VARIANT = "AllTraffic"
 # SageMaker accepts 60..3600 s for both container timeouts (CreateEndpointConfig API, 2026-11).
@@ -62,9 +62,10 @@ def endpoint_name(plan: ServingPlan) -> str:
     return f"{plan.fleet}-{plan.stage}-{plan.model_name}"
 
 
-def model_data_uri(plan: ServingPlan) -> str:
-    """The model revision's prefix in the store: SageMaker copies it, uncompressed, to /opt/ml/model."""
-    return f"{plan.source.rstrip('/')}/{plan.revision}/"
+def model_data_uri(plan: ServingPlan, bucket_name: str) -> str:
+    """The model revision in the store (`llmfleet model upload` layout): SageMaker copies it, uncompressed,
+    to /opt/ml/model before the container starts."""
+    return f"s3://{bucket_name}/models/{plan.model_name}/{plan.revision}/"
 
 
 class SageMakerEndpointConstruct(Construct):
@@ -77,11 +78,13 @@ class SageMakerEndpointConstruct(Construct):
         stack = cdk.Stack.of(self)
         grace = plan.timing.startup_grace_seconds
 
+        # Named literally: the endpoint's rollback configuration refers to alarms by name.
+        self.rollback_alarm_names = [f"{self.endpoint_name}-rollback-5xx"]
         self.rollback_alarms = [
             cloudwatch.Alarm(
                 self,
                 "Rollback5xx",
-                alarm_name=f"{self.endpoint_name}-rollback-5xx",
+                alarm_name=self.rollback_alarm_names[0],
                 alarm_description=f"{plan.model_name}: 5xx from the new fleet during a blue/green update rolls it back",
                 metric=self.variant_metric("Invocation5XXErrors", "Sum"),
                 threshold=5,
@@ -92,7 +95,7 @@ class SageMakerEndpointConstruct(Construct):
         ]
 
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
-        prefixes = [source_prefix(plan), f"adapters/{plan.model_name}", f"registry/{plan.model_name}"]
+        prefixes = model_read_prefixes(plan)
         for statement in model_read_statements(props.store_bucket_name, prefixes):
             self.role.add_to_principal_policy(statement)
         for prefix in prefixes:
@@ -141,7 +144,13 @@ class SageMakerEndpointConstruct(Construct):
         )
         self.role.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["cloudwatch:DescribeAlarms"], resources=[alarm.alarm_arn for alarm in self.rollback_alarms]
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[
+                    stack.format_arn(
+                        service="cloudwatch", resource="alarm", resource_name=name, arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME
+                    )
+                    for name in self.rollback_alarm_names
+                ],
             )
         )
         acknowledge(
@@ -180,7 +189,7 @@ class SageMakerEndpointConstruct(Construct):
                 },
                 model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
                     s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
-                        s3_uri=model_data_uri(plan), s3_data_type="S3Prefix", compression_type="None"
+                        s3_uri=model_data_uri(plan, props.store_bucket_name), s3_data_type="S3Prefix", compression_type="None"
                     )
                 ),
             ),
@@ -234,7 +243,7 @@ class SageMakerEndpointConstruct(Construct):
                     maximum_execution_timeout_in_seconds=min(14400, 2 * grace + BAKE_SECONDS + plan.timing.drain_seconds),
                 ),
                 auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
-                    alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=a.alarm_name) for a in self.rollback_alarms]
+                    alarms=[sagemaker.CfnEndpoint.AlarmProperty(alarm_name=name) for name in self.rollback_alarm_names]
                 ),
             ),
         )

@@ -15,7 +15,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.compliance import acknowledge, checkov_skip
-from stacks.config import StackConfigError
+from model_store.plan import ServingPlan
+from stacks.config import StackConfigError, source_prefix
 
 DOCKERFILE = "containers/vllm/Dockerfile"
 # The image copies model_store/ and containers/, so the build context is the repository root;
@@ -155,6 +156,15 @@ class StoreConstruct(Construct):
 def object_arn(bucket_name: str, prefix: str) -> str:
     """ARN of every object under `prefix/` in a bucket named literally (keeps grants readable in the template)."""
     return f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}/{prefix}/*"
+
+
+def model_read_prefixes(plan: ServingPlan) -> list[str]:
+    """Store prefixes a server of `plan` reads: its weights (the store layout `models/<name>/`, plus the
+    manifest's source when vLLM streams weights from there), its adapters and its registry entries."""
+    prefixes = [f"models/{plan.model_name}", f"adapters/{plan.model_name}", f"registry/{plan.model_name}"]
+    if plan.streams_weights and source_prefix(plan) not in prefixes:
+        prefixes.append(source_prefix(plan))
+    return prefixes
 
 
 def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.PolicyStatement]:

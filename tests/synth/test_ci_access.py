@@ -1,0 +1,61 @@
+"""CI of one named repository may publish adapters and update the registry, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stacks.ci_access import CiAccessProps
+from stacks.config import StackConfigError
+from tests.synth.conftest import GITHUB_REPO, Synthesized
+from tests.synth.test_gpu_service import as_list, only
+
+
+def store_object(key: str) -> dict:
+    return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::llmfleet-store/{key}"]]}
+
+
+def test_only_the_named_repository_can_assume_the_role(secure_fleet: Synthesized) -> None:
+    assert secure_fleet.fleet.ci is not None
+    synthesized = secure_fleet.template(secure_fleet.fleet.ci)
+    provider = only(synthesized.find_resources("AWS::IAM::OIDCProvider"))
+    assert provider["Url"] == "https://token.actions.githubusercontent.com"
+    role = only(synthesized.find_resources("AWS::IAM::Role"))
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert trust["Condition"] == {
+        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
+        "StringLike": {"token.actions.githubusercontent.com:sub": f"repo:{GITHUB_REPO}:*"},
+    }
+    assert role["MaxSessionDuration"] == 3600
+
+
+def test_role_writes_adapters_and_registry_and_reads_no_weights(secure_fleet: Synthesized) -> None:
+    synthesized = secure_fleet.template(secure_fleet.fleet.ci)
+    (policy,) = synthesized.find_resources("AWS::IAM::Policy").values()
+    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    assert set(statements) == {"PublishAdapters", "ReadBaseModelMetadata", "UpdateRegistry", "ListAdaptersAndRegistry", "StoreKey"}
+    assert statements["PublishAdapters"]["Resource"] == store_object("adapters/*")
+    assert statements["UpdateRegistry"]["Resource"] == store_object("registry/*")
+    assert sorted(as_list(statements["UpdateRegistry"]["Action"])) == ["s3:GetObject", "s3:PutObject"]
+    assert as_list(statements["ReadBaseModelMetadata"]["Action"]) == ["s3:GetObject"]
+    assert sorted(json.dumps(r) for r in statements["ReadBaseModelMetadata"]["Resource"]) == sorted(
+        json.dumps(store_object(k)) for k in ("models/*/config.json", "models/*/_manifest.json")
+    )
+    assert statements["ListAdaptersAndRegistry"]["Condition"] == {"StringLike": {"s3:prefix": ["adapters/*", "registry/*"]}}
+    for statement in statements.values():
+        actions = as_list(statement["Action"])
+        assert not any(a.endswith(":*") or a == "*" for a in actions)
+        assert statement["Resource"] != "*"
+        assert not any(a.startswith(("s3:Delete", "iam:", "cloudformation:", "ecs:", "sagemaker:")) for a in actions)
+    # Only PutObject writes, and only under adapters/ and registry/.
+    writes = [s for s in statements.values() if "s3:PutObject" in as_list(s["Action"])]
+    assert sorted(json.dumps(s["Resource"]) for s in writes) == sorted(
+        json.dumps(store_object(k)) for k in ("adapters/*", "registry/*")
+    )
+
+
+def test_props_refuse_a_repository_that_is_not_owner_slash_name() -> None:
+    with pytest.raises(StackConfigError, match="'acme' is not a GitHub 'owner/name'"):
+        CiAccessProps(github_repo="acme", store_bucket_name="b", key=None)  # type: ignore[arg-type]

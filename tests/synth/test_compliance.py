@@ -1,0 +1,116 @@
+"""cdk-nag, cfn-lint and checkov on every synthesized template; every exception has a written reason.
+
+Both variants are checked: the HTTPS fleet synthesized in-process and the plain-HTTP one the
+real CDK CLI produced from cdk.json defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_s3 as s3
+
+from stacks.compliance import acknowledge, add_compliance_checks, checkov_skip
+from tests.conftest import REPO
+from tests.synth.conftest import CliSynth, Synthesized
+
+CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
+SECURITY_DOC = REPO / "docs" / "security.md"
+
+
+@pytest.fixture(scope="session", params=["secure_fleet", "cli_synth"])
+def assembly_dir(request: pytest.FixtureRequest) -> Path:
+    synthesized: Synthesized | CliSynth = request.getfixturevalue(request.param)
+    if isinstance(synthesized, CliSynth):
+        assert synthesized.returncode == 0, synthesized.output[-4000:]
+    templates = sorted(synthesized.outdir.glob("*.template.json"))
+    assert len(templates) >= 6, templates
+    return synthesized.outdir
+
+
+def acknowledgements(synth: Synthesized) -> dict[str, set[str]]:
+    """cdk-nag acknowledgements in the app: finding id -> reasons."""
+    found: dict[str, set[str]] = {}
+    for construct in synth.fleet.base.node.root.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
+                for finding, reason in entry.data.items():
+                    if finding.startswith("Annotation::AwsSolutions-"):
+                        found.setdefault(finding.removeprefix("Annotation::"), set()).add(reason)
+    return found
+
+
+def checkov_skips(outdir: Path) -> list[tuple[str, str, str, str]]:
+    """(template, logical id, check id, comment) of every checkov skip written into the templates."""
+    skips = []
+    for template in sorted(outdir.glob("*.template.json")):
+        for logical_id, resource in json.loads(template.read_text())["Resources"].items():
+            for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+                skips.append((template.name, logical_id, skip["id"], skip.get("comment", "")))
+    return skips
+
+
+def test_cdk_nag_passes_with_every_acknowledgement_reasoned_and_documented(secure_fleet: Synthesized) -> None:
+    # Reaching here means synthesis (with the AwsSolutions plugin attached) raised no finding.
+    report = secure_fleet.outdir / "validation-report.json"
+    if report.exists():
+        conclusions = {r["pluginName"]: r["conclusion"] for r in json.loads(report.read_text())["pluginReports"]}
+        assert set(conclusions.values()) <= {"success"}, conclusions
+    found = acknowledgements(secure_fleet)
+    assert found, "the fleet acknowledges findings; none were collected"
+    documented = SECURITY_DOC.read_text()
+    for finding, reasons in found.items():
+        assert all(len(r.split()) >= 4 for r in reasons), (finding, reasons)
+        rule = re.sub(r"\[.*", "", finding)
+        assert f"`{rule}`" in documented, f"{rule} is acknowledged but not listed in docs/security.md"
+
+
+def test_cdk_nag_is_live_and_fails_an_unreasoned_insecure_bucket(tmp_path: Path) -> None:
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Probe")
+    s3.Bucket(stack, "Plain")
+    add_compliance_checks(app)
+    with pytest.raises(RuntimeError, match=r"(?s)ValidationFailed.*AwsSolutions-S1"):
+        app.synth()
+    with pytest.raises(ValueError, match="needs a reason"):
+        acknowledge(stack, "AwsSolutions-S1", " ")
+    with pytest.raises(ValueError, match="needs a reason"):
+        checkov_skip(s3.Bucket(stack, "Other"), "CKV_AWS_18", "")
+
+
+def test_cfn_lint_reports_nothing(assembly_dir: Path) -> None:
+    templates = [str(t) for t in sorted(assembly_dir.glob("*.template.json"))]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--format", "json", *templates], capture_output=True, text=True, timeout=600
+    )
+    findings = json.loads(result.stdout or "[]")
+    assert findings == [], json.dumps(findings, indent=1)[:4000]
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_checkov_fails_nothing_and_every_skip_is_reasoned_used_and_documented(assembly_dir: Path) -> None:
+    templates = [str(t) for t in sorted(assembly_dir.glob("*.template.json"))]
+    result = subprocess.run(
+        [str(CHECKOV), "--framework", "cloudformation", "--output", "json", "--skip-download", "--compact",
+         *[arg for t in templates for arg in ("-f", t)]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = json.loads(result.stdout)
+    results = report["results"]
+    failed = [(f["file_path"], f["resource"], f["check_id"], f["check_name"]) for f in results["failed_checks"]]
+    assert failed == [], failed
+    assert report["summary"]["passed"] > 100 and report["summary"]["parsing_errors"] == 0
+    used = {(Path(f["file_path"]).name, f["resource"].split(".")[-1], f["check_id"]) for f in results.get("skipped_checks", [])}
+    documented = SECURITY_DOC.read_text()
+    for template, logical_id, check_id, comment in checkov_skips(assembly_dir):
+        assert len(comment.split()) >= 4, (template, logical_id, check_id, comment)
+        assert (template, logical_id, check_id) in used, f"stale skip {check_id} on {logical_id} in {template}"
+        assert f"`{check_id}`" in documented, f"{check_id} is skipped but not listed in docs/security.md"

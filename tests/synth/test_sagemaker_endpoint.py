@@ -1,0 +1,104 @@
+"""The SageMaker endpoint of every SageMaker-targeted model follows its plan and rolls back on alarms."""
+
+from __future__ import annotations
+
+import pytest
+
+from model_store.plan import ServingPlan
+from stacks.config import StackConfigError
+from stacks.sagemaker_endpoint import SageMakerEndpointProps, endpoint_name
+from tests.synth.conftest import Synthesized
+from tests.synth.test_gpu_service import as_list, only
+
+
+def sagemaker_plans(synth: Synthesized) -> list[ServingPlan]:
+    plans = [p for p in synth.fleet.plans if "sagemaker" in p.targets]
+    assert plans, "the example fleet must exercise the SageMaker path"
+    return plans
+
+
+def test_model_reads_uncompressed_weights_of_the_revision_and_runs_in_the_vpc(secure_fleet: Synthesized) -> None:
+    for plan in sagemaker_plans(secure_fleet):
+        model = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::SageMaker::Model"))
+        container = model["PrimaryContainer"]
+        assert container["ModelDataSource"]["S3DataSource"] == {
+            "S3Uri": f"{plan.source}/{plan.revision}/",
+            "S3DataType": "S3Prefix",
+            "CompressionType": "None",
+        }
+        assert ServingPlan.from_json(container["Environment"]["LLMFLEET_PLAN"]) == plan
+        assert container["Environment"]["LLMFLEET_TARGET"] == "sagemaker"
+        assert len(model["VpcConfig"]["Subnets"]) == 2 and model["VpcConfig"]["SecurityGroupIds"]
+
+
+def test_endpoint_config_uses_the_planned_instance_and_timeouts(secure_fleet: Synthesized) -> None:
+    for plan in sagemaker_plans(secure_fleet):
+        config = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::SageMaker::EndpointConfig"))
+        (variant,) = config["ProductionVariants"]
+        assert variant["InstanceType"] == plan.sagemaker_instance_type
+        assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == plan.timing.startup_grace_seconds
+        assert variant["ModelDataDownloadTimeoutInSeconds"] == plan.timing.startup_grace_seconds
+        assert variant["InitialInstanceCount"] == max(1, plan.autoscaling.min_capacity)
+        # Instance-store NVMe is encrypted by the instance; SageMaker refuses a KmsKeyId for it.
+        assert ("KmsKeyId" in config) == (plan.instance_nvme_gb == 0)
+
+
+def test_blue_green_update_rolls_back_on_its_alarm(secure_fleet: Synthesized) -> None:
+    for plan in sagemaker_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        endpoint = only(synthesized.find_resources("AWS::SageMaker::Endpoint"))
+        assert endpoint["EndpointName"] == endpoint_name(plan)
+        policy = endpoint["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+        assert policy["TerminationWaitInSeconds"] == plan.timing.drain_seconds
+        assert policy["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+        (alarm,) = endpoint["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+        rollback = synthesized.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"AlarmName": alarm["AlarmName"]}})
+        watched = only(rollback)
+        assert watched["MetricName"] == "Invocation5XXErrors"
+        assert {"Name": "EndpointName", "Value": endpoint_name(plan)} in watched["Dimensions"]
+
+
+def test_variant_autoscaling_follows_the_plan(secure_fleet: Synthesized) -> None:
+    for plan in sagemaker_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        targets = synthesized.find_resources(
+            "AWS::ApplicationAutoScaling::ScalableTarget", {"Properties": {"ServiceNamespace": "sagemaker"}}
+        )
+        target = only(targets)
+        assert target["ResourceId"] == f"endpoint/{endpoint_name(plan)}/variant/AllTraffic"
+        assert (target["MinCapacity"], target["MaxCapacity"]) == (
+            max(1, plan.autoscaling.min_capacity),
+            plan.autoscaling.max_capacity,
+        )
+        values = sorted(
+            p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+            for p in synthesized.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
+            if p["Properties"]["ScalingTargetId"] == {"Ref": next(iter(targets))}
+        )
+        assert values == sorted([plan.autoscaling.target_queue_depth, plan.autoscaling.target_requests_per_minute])
+
+
+def test_execution_role_reads_only_the_models_prefixes(secure_fleet: Synthesized) -> None:
+    for plan in sagemaker_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        model = only(synthesized.find_resources("AWS::SageMaker::Model"))
+        role_id = model["ExecutionRoleArn"]["Fn::GetAtt"][0]
+        policies = synthesized.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+        statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+        s3_actions = {a for s in statements for a in as_list(s["Action"]) if a.startswith("s3:")}
+        assert s3_actions == {"s3:GetObject", "s3:ListBucket"}
+        for statement in statements:
+            if any(a.startswith("s3:") for a in as_list(statement["Action"])):
+                assert "*" not in as_list(statement["Resource"])
+
+
+def test_props_refuse_a_plan_without_a_sagemaker_target(secure_fleet: Synthesized) -> None:
+    plan = next(p for p in secure_fleet.fleet.plans if "sagemaker" not in p.targets)
+    with pytest.raises(StackConfigError, match=f"model '{plan.model_name}'.*SageMaker"):
+        SageMakerEndpointProps(plan=plan, vpc=None, store_bucket_name="b", key=None, image=None)  # type: ignore[arg-type]
+
+
+def test_props_refuse_an_endpoint_name_sagemaker_would_reject(secure_fleet: Synthesized) -> None:
+    plan = sagemaker_plans(secure_fleet)[0].model_copy(update={"fleet": "f" * 40, "model_name": "m" * 30})
+    with pytest.raises(StackConfigError, match="exceeds 63 characters"):
+        SageMakerEndpointProps(plan=plan, vpc=None, store_bucket_name="b", key=None, image=None)  # type: ignore[arg-type]
