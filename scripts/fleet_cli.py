@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 import boto3
 import httpx
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
@@ -303,7 +305,14 @@ def aws_status_rows(plans: list[ServingPlan], stage: str, session: boto3.Session
     return rows
 
 
-def _aws_row(plan, stage, deployment, server_ids, registry_of, session) -> ModelStatus:
+def _aws_row(
+    plan: ServingPlan,
+    stage: str,
+    deployment: Deployment,
+    server_ids: list[str],
+    registry_of: Callable[[str], RegistryState],
+    session: boto3.Session,
+) -> ModelStatus:
     registry = registry_of(plan.model_name)
     # Servers sit in private subnets: what each has loaded is not reachable from here, so a
     # row shows what the registry assigns it (its AdaptersLoaded metric counts what it has).
@@ -338,7 +347,7 @@ def _healthy_targets(elbv2, stage: str) -> dict[str, int]:
     return healthy
 
 
-def _registries(plans: list[ServingPlan], stage: str, session: boto3.Session):
+def _registries(plans: list[ServingPlan], stage: str, session: boto3.Session) -> Callable[[str], RegistryState]:
     """model -> registry state, read from each model's store (empty when it cannot be read)."""
     stores: dict[str, ModelStore] = {}
     client = session.client("s3")
@@ -444,7 +453,7 @@ def status(
         session = boto3.Session(region_name=region or manifest.region)
         try:
             rows = aws_status_rows(plans, chosen_stage, session)
-        except Exception as exc:  # botocore's errors: no credentials, access denied, endpoint down
+        except (BotoCoreError, ClientError) as exc:  # no credentials, access denied, endpoint down
             raise fail(f"cannot read the AWS account ({type(exc).__name__}): {exc}", EXIT_REFUSED) from None
         title = f"fleet {manifest.name} ({chosen_stage}, {session.region_name})"
         found = {row.model for row in rows}
@@ -560,7 +569,8 @@ def invoke(
         body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=False)
         try:
             reasoning, answer = parse_chat_response(invoke_sagemaker(boto3.client("sagemaker-runtime", region_name=region), sagemaker, body))
-        except Exception as exc:  # botocore's errors and a body that is not a chat completion
+        except (BotoCoreError, ClientError, KeyError, IndexError, TypeError, ValueError) as exc:
+            # the call failed, or the body is not a chat completion
             raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
         result = {"model": served_name, "reasoning": reasoning, "content": answer}
         if not as_json:

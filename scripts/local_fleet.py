@@ -131,7 +131,6 @@ class StateDir:
         self.logs = self.root / "logs"
         self.standins = self.root / "standin"
         self.cache = self.root / "cache"
-        self.server_state = self.root / "server"
 
     def load(self) -> LocalState | None:
         if not self.state_file.is_file():
@@ -509,7 +508,6 @@ def entrypoint_env(
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": plan.region,
             "LLMFLEET_MODEL_ROOT": str(state_dir.cache),
-            "LLMFLEET_STATE_DIR": str(state_dir.server_state),
             "LLMFLEET_TARGET": "ecs",
             "LLMFLEET_PORT": str(port),
             "LLMFLEET_SERVER_ID": LOCAL_SERVER_ID,
