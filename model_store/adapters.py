@@ -154,13 +154,16 @@ def _check_layout(directory: Path) -> list[str]:
             raise AdapterRejected("symlink", f"{entry.name} is a symbolic link; publish regular files only")
         if entry.name.lower().endswith(PICKLE_SUFFIXES):
             raise AdapterRejected(
-                "pickle", f"{entry.name} is a pickle-based file (runs code when loaded); only safetensors weights are allowed"
+                "pickle",
+                f"{entry.name} is a pickle-based file (runs code when loaded); only safetensors weights are allowed",
             )
         if not entry.is_file():
             raise AdapterRejected(
                 "layout", f"{entry.name} is a directory; publish the directory save_pretrained() wrote (files only)"
             )
-        limit = {ADAPTER_CONFIG: MAX_CONFIG_BYTES, ADAPTER_WEIGHTS: MAX_WEIGHTS_BYTES}.get(entry.name, MAX_OTHER_FILE_BYTES)
+        limit = {ADAPTER_CONFIG: MAX_CONFIG_BYTES, ADAPTER_WEIGHTS: MAX_WEIGHTS_BYTES}.get(
+            entry.name, MAX_OTHER_FILE_BYTES
+        )
         size = entry.stat().st_size
         if size > limit:
             raise AdapterRejected("size", f"{entry.name} is {size} bytes; at most {limit} allowed")
@@ -187,7 +190,9 @@ def _read_config(path: Path) -> dict:
 def _check_features(config: dict) -> None:
     for key, feature in UNSUPPORTED_FEATURES.items():
         if config.get(key):
-            raise AdapterRejected("feature", f"{key}={config[key]!r}: vLLM does not serve {feature}; allowed: unset/false")
+            raise AdapterRejected(
+                "feature", f"{key}={config[key]!r}: vLLM does not serve {feature}; allowed: unset/false"
+            )
 
 
 def _check_base(config: dict, model_name: str, accepted_bases: tuple[str, ...] | list[str]) -> str:
@@ -223,7 +228,9 @@ def _check_targets(config: dict, shapes: dict[str, tuple[int, int]]) -> tuple[st
         try:
             re.compile(targets)
         except re.error as exc:
-            raise AdapterRejected("target_modules", f"target_modules regex {targets!r} does not compile: {exc}") from None
+            raise AdapterRejected(
+                "target_modules", f"target_modules regex {targets!r} does not compile: {exc}"
+            ) from None
         # peft matches a regex against full module names: the tensors below show what it hit.
         return (targets,)
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
@@ -241,7 +248,8 @@ def _check_tensors(
 ) -> int:
     try:
         with safe_open(path, framework="numpy") as weights:
-            header = {name: (tuple(weights.get_slice(name).get_shape()), weights.get_slice(name).get_dtype()) for name in weights.keys()}
+            slices = {name: weights.get_slice(name) for name in weights.keys()}  # noqa: SIM118 - not a mapping
+            header = {name: (tuple(view.get_shape()), view.get_dtype()) for name, view in slices.items()}
     except SafetensorError as exc:
         raise AdapterRejected("safetensors", f"{ADAPTER_WEIGHTS} does not parse as safetensors: {exc}") from None
     if not header:
@@ -258,7 +266,8 @@ def _check_tensors(
         module = module_path.rsplit(".", 1)[-1]
         if module not in shapes:
             raise AdapterRejected(
-                "target_modules", f"tensor {name!r} targets {module!r}, not in this architecture; allowed: {sorted(shapes)}"
+                "target_modules",
+                f"tensor {name!r} targets {module!r}, not in this architecture; allowed: {sorted(shapes)}",
             )
         layer = _LAYER_INDEX.search(module_path + ".")
         if layer is None or int(layer[1]) >= num_layers:
@@ -278,7 +287,8 @@ def _check_tensors(
             raise AdapterRejected(
                 "shape",
                 f"{module_path}: lora_A {list(pair['lora_A'])}, lora_B {list(pair['lora_B'])}; expected "
-                f"lora_A [r, {in_features}] and lora_B [{out_features}, r] with r in {sorted(ranks_allowed)} (<= {max_rank})",
+                f"lora_A [r, {in_features}] and lora_B [{out_features}, r] "
+                f"with r in {sorted(ranks_allowed)} (<= {max_rank})",
             )
     return len(header)
 
@@ -286,9 +296,9 @@ def _check_tensors(
 __all__ = [
     "ADAPTER_CONFIG",
     "ADAPTER_WEIGHTS",
+    "DEFAULT_MAX_RANK",
     "AdapterInfo",
     "AdapterRejected",
-    "DEFAULT_MAX_RANK",
     "accepted_bases_for",
     "check_model_name",
     "check_segment",

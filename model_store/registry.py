@@ -102,7 +102,9 @@ class RegistryState:
 
 def _record(state: RegistryState, adapters: dict[str, AdapterEntry], event: dict) -> RegistryState:
     generation = state.generation + 1
-    return replace(state, generation=generation, adapters=adapters, history=[*state.history, {"generation": generation, **event}])
+    return replace(
+        state, generation=generation, adapters=adapters, history=[*state.history, {"generation": generation, **event}]
+    )
 
 
 def promoted(
@@ -175,9 +177,20 @@ def retired(state: RegistryState, name: str, *, actor: str, now: str) -> Registr
     """`state` without `name`: servers unload it."""
     current = state.adapters.get(name)
     if current is None:
-        raise RegistryError(f"{state.model}/{state.stage}: adapter {name!r} is not registered; registered: {sorted(state.adapters)}")
+        raise RegistryError(
+            f"{state.model}/{state.stage}: adapter {name!r} is not registered; registered: {sorted(state.adapters)}"
+        )
     adapters = {n: e for n, e in state.adapters.items() if n != name}
-    event = {"time": now, "actor": actor, "action": "retire", "name": name, "from": current.version, "to": None, "fraction": None, "previous": None}
+    event = {
+        "time": now,
+        "actor": actor,
+        "action": "retire",
+        "name": name,
+        "from": current.version,
+        "to": None,
+        "fraction": None,
+        "previous": None,
+    }
     return _record(state, adapters, event)
 
 
@@ -208,7 +221,9 @@ def _utc_now() -> str:
 class AdapterRegistry:
     """Registry documents in the store's bucket, changed only by conditional writes."""
 
-    def __init__(self, store: ModelStore, *, clock: Callable[[], str] = _utc_now, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self, store: ModelStore, *, clock: Callable[[], str] = _utc_now, sleep: Callable[[float], None] = time.sleep
+    ):
         self.store = store
         self._clock = clock
         self._sleep = sleep
@@ -242,7 +257,9 @@ class AdapterRegistry:
             response["Body"].read(), etag=response["ETag"], where=f"s3://{self.store.location.bucket}/{key}"
         )
 
-    def promote(self, model: str, stage: str, name: str, version: str, *, fraction: float = 1.0, actor: str) -> RegistryState:
+    def promote(
+        self, model: str, stage: str, name: str, version: str, *, fraction: float = 1.0, actor: str
+    ) -> RegistryState:
         """Serve `name`@`version` on `stage` (for `fraction` of servers). The version must be published."""
         if not self.store.adapter_version_exists(model, name, version):
             published = self.store.adapter_versions(model, name)
@@ -251,7 +268,9 @@ class AdapterRegistry:
                 f"version in the store); published: {published or 'none'}"
             )
         return self._change(
-            model, stage, lambda state: promoted(state, name, version, fraction=fraction, actor=actor, now=self._clock())
+            model,
+            stage,
+            lambda state: promoted(state, name, version, fraction=fraction, actor=actor, now=self._clock()),
         )
 
     def rollback(self, model: str, stage: str, name: str, *, actor: str) -> RegistryState:
@@ -263,7 +282,9 @@ class AdapterRegistry:
     def history(self, model: str, stage: str, name: str | None = None) -> list[dict]:
         return [h for h in self.state(model, stage).history if name is None or h.get("name") == name]
 
-    def _change(self, model: str, stage: str, transition: Callable[[RegistryState], RegistryState | None]) -> RegistryState:
+    def _change(
+        self, model: str, stage: str, transition: Callable[[RegistryState], RegistryState | None]
+    ) -> RegistryState:
         key = self._key(model, stage)
         for attempt in range(MAX_ATTEMPTS):
             current = self.state(model, stage)

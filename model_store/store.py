@@ -85,7 +85,9 @@ class StoreLocation:
             raise StoreError(f"store {uri!r} is not an s3://bucket/prefix URI (set --store or LLMFLEET_STORE)")
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not bucket or not all(c.islower() or c.isdigit() or c in ".-" for c in bucket):
-            raise StoreError(f"store {uri!r}: {bucket!r} is not an S3 bucket name (lowercase letters, digits, '.', '-')")
+            raise StoreError(
+                f"store {uri!r}: {bucket!r} is not an S3 bucket name (lowercase letters, digits, '.', '-')"
+            )
         return cls(bucket=bucket, prefix=prefix.strip("/"))
 
     def key(self, *parts: str) -> str:
@@ -245,7 +247,9 @@ class ModelStore:
     def model_manifest(self, model: str, revision: str) -> VersionManifest:
         return self._read_manifest(self.model_prefix(model, revision), f"model {model!r} revision {revision!r}")
 
-    def download_model(self, model: str, revision: str, dest: Path, *, progress: ProgressCallback | None = None) -> Path:
+    def download_model(
+        self, model: str, revision: str, dest: Path, *, progress: ProgressCallback | None = None
+    ) -> Path:
         """Download a model revision into `dest`, every file verified; returns `dest`."""
         return self._download_version(self.model_manifest(model, revision), Path(dest), progress)
 
@@ -327,7 +331,9 @@ class ModelStore:
 
     def adapter_version_exists(self, model: str, name: str, version: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.location.bucket, Key=f"{self.adapter_prefix(model, name, version)}/{MANIFEST_NAME}")
+            self.client.head_object(
+                Bucket=self.location.bucket, Key=f"{self.adapter_prefix(model, name, version)}/{MANIFEST_NAME}"
+            )
         except ClientError as exc:
             if is_missing_error(exc):
                 return False
@@ -439,7 +445,7 @@ class ModelStore:
         return head["ContentLength"] == entry.size and head.get("Metadata", {}).get("sha256") == entry.sha256
 
     def _download_version(self, manifest: VersionManifest, dest: Path, progress: ProgressCallback | None) -> Path:
-        where = self._s3_uri(manifest.files[0].key.rsplit("/", 1)[0]) if manifest.files else manifest.version
+        where = f"{manifest.kind} {'/'.join(filter(None, (manifest.model, manifest.adapter)))}@{manifest.version}"
         targets = [(entry, dest / _safe_relative(entry.path, where)) for entry in manifest.files]
         progress = progress or (lambda done, total: None)
         total = manifest.total_bytes
@@ -514,7 +520,9 @@ class ModelStore:
 
     def _list(self, prefix: str) -> Iterable[dict]:
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.location.bucket, Prefix=prefix
+            ):
                 yield from page.get("Contents", [])
         except ClientError as exc:
             raise self._wrap(exc, prefix) from None
@@ -533,13 +541,13 @@ class ModelStore:
 
 
 __all__ = [
-    "FileEntry",
     "MANIFEST_NAME",
+    "TRANSFER_CONFIG",
+    "FileEntry",
     "ModelStore",
     "ProgressCallback",
     "StoreError",
     "StoreLocation",
-    "TRANSFER_CONFIG",
     "VersionExists",
     "VersionManifest",
     "content_version",

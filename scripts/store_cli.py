@@ -147,9 +147,12 @@ def _load_fleet(path: Path | None) -> FleetManifest | None:
 def model_upload(
     directory: DirArg,
     model: ModelOpt,
-    revision: Annotated[str, typer.Option("--revision", "-r", help="Revision name (immutable once uploaded).")] = "main",
+    revision: Annotated[
+        str, typer.Option("--revision", "-r", help="Revision name (immutable once uploaded).")
+    ] = "main",
     source: Annotated[
-        str | None, typer.Option("--source", help="Where the weights came from (e.g. a Hugging Face id); adapters may name it.")
+        str | None,
+        typer.Option("--source", help="Where the weights came from (e.g. a Hugging Face id); adapters may name it."),
     ] = None,
     store: StoreOpt = None,
     actor: ActorOpt = None,
@@ -158,9 +161,15 @@ def model_upload(
     """Upload a checkpoint directory (config.json, tokenizer, weights) as MODEL@REVISION; resumable."""
     model_store = _open_store(store)
     with _refusals(as_json), _progress_bar(f"{model}@{revision}") as progress:
-        manifest = model_store.upload_model(directory, model, revision, progress=progress, uploader=_actor(actor), source=source)
+        manifest = model_store.upload_model(
+            directory, model, revision, progress=progress, uploader=_actor(actor), source=source
+        )
     summary = _version_summary(model_store, manifest, model_store.model_prefix(model, revision))
-    _emit(as_json, summary, f"uploaded {model}@{revision}: {summary['files']} files, {summary['bytes']:,} bytes -> {summary['uri']}")
+    _emit(
+        as_json,
+        summary,
+        f"uploaded {model}@{revision}: {summary['files']} files, {summary['bytes']:,} bytes -> {summary['uri']}",
+    )
 
 
 # --- llmfleet adapter --------------------------------------------------------------------------
@@ -175,10 +184,12 @@ def adapter_publish(
         str | None, typer.Option("--version", help="Version name; default: derived from the content (reruns resume).")
     ] = None,
     fleet: Annotated[
-        Path | None, typer.Option("--fleet", help="Fleet manifest: lora.max_rank, base revision and aliases of the model.")
+        Path | None,
+        typer.Option("--fleet", help="Fleet manifest: lora.max_rank, base revision and aliases of the model."),
     ] = None,
     model_revision: Annotated[
-        str | None, typer.Option("--model-revision", help="Base model revision in the store [default: fleet's, else main].")
+        str | None,
+        typer.Option("--model-revision", help="Base model revision in the store [default: fleet's, else main]."),
     ] = None,
     store: StoreOpt = None,
     actor: ActorOpt = None,
@@ -340,7 +351,9 @@ def adapter_list(model: ModelOpt, stage: StageOpt, store: StoreOpt = None, as_js
             name: {"version": e.version, "previous_version": e.previous_version, "fraction": e.fraction}
             for name, e in sorted(state.adapters.items())
         }
-        print(json.dumps({"model": model, "stage": stage, "generation": state.generation, "adapters": adapters}, indent=2))
+        print(
+            json.dumps({"model": model, "stage": stage, "generation": state.generation, "adapters": adapters}, indent=2)
+        )
         return
     table = Table(title=f"{model}/{stage} (generation {state.generation})")
     for column in ("adapter", "version", "servers", "previous"):
@@ -352,11 +365,18 @@ def adapter_list(model: ModelOpt, stage: StageOpt, store: StoreOpt = None, as_js
 
 @adapter_app.command("versions")
 def adapter_versions(
-    name: Annotated[str, typer.Argument(help="The adapter.")], model: ModelOpt, store: StoreOpt = None, as_json: JsonOpt = False
+    name: Annotated[str, typer.Argument(help="The adapter.")],
+    model: ModelOpt,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Published (complete, validated) versions of NAME, oldest first."""
     _check_input("adapter name", name)
     model_store = _open_store(store)
     with _refusals(as_json):
         versions = model_store.adapter_versions(model, name)
-    _emit(as_json, {"model": model, "name": name, "versions": versions}, "\n".join(versions) or f"no published versions of {name}")
+    _emit(
+        as_json,
+        {"model": model, "name": name, "versions": versions},
+        "\n".join(versions) or f"no published versions of {name}",
+    )

@@ -132,11 +132,19 @@ def _reference_transfers(s3, env: dict[str, str], source: Path, work: Path) -> t
     if aws.is_file():
 
         def upload() -> None:
-            subprocess.run([str(aws), "s3", "cp", "--recursive", "--quiet", str(source), f"s3://{BUCKET}/awscli/"], env=env, check=True)
+            subprocess.run(
+                [str(aws), "s3", "cp", "--recursive", "--quiet", str(source), f"s3://{BUCKET}/awscli/"],
+                env=env,
+                check=True,
+            )
 
         def download() -> None:
             target = work / "awscli"
-            subprocess.run([str(aws), "s3", "cp", "--recursive", "--quiet", f"s3://{BUCKET}/awscli/", str(target)], env=env, check=True)
+            subprocess.run(
+                [str(aws), "s3", "cp", "--recursive", "--quiet", f"s3://{BUCKET}/awscli/", str(target)],
+                env=env,
+                check=True,
+            )
             shutil.rmtree(target)
 
         return "aws s3 cp --recursive", upload, download
@@ -173,7 +181,8 @@ def run() -> None:
         source = work / "model"
         started = time.perf_counter()
         _write_model(source)
-        print(f"model: {MODEL_FILES} files, {MODEL_BYTES / 2**30:.0f} GiB (generated in {time.perf_counter() - started:.1f} s)")
+        generated = time.perf_counter() - started
+        print(f"model: {MODEL_FILES} files, {MODEL_BYTES / 2**30:.0f} GiB (generated in {generated:.1f} s)")
         print(f"S3 endpoint: moto server at {endpoint}; best of {ROUNDS} rounds")
 
         label, reference_upload, reference_download = _reference_transfers(s3, env, source, work)
@@ -198,17 +207,20 @@ def run() -> None:
         print(f"reference: {label}")
         for direction in ("upload", "download"):
             ours, theirs = best[f"store {direction}"], best[f"reference {direction}"]
+            runs = f"store {_runs(figures[f'store {direction}'])}, reference {_runs(figures[f'reference {direction}'])}"
             print(
                 f"{direction:>8}: store {_mb_per_s(ours):6.1f} MB/s   reference {_mb_per_s(theirs):6.1f} MB/s   "
-                f"ratio store/reference {theirs / ours:.2f}x   (all runs MB/s: store {_runs(figures[f'store {direction}'])}, "
-                f"reference {_runs(figures[f'reference {direction}'])})"
+                f"ratio store/reference {theirs / ours:.2f}x   (all runs, MB/s: {runs})"
             )
 
         base = work / "bench-base"
         base.mkdir()
         (base / "config.json").write_text(json.dumps(BENCH_CONFIG))
         store.upload_model(base, "bench", "main", uploader="bench")
-        versions = [store.publish_adapter(_write_adapter(work / f"adapter-{seed}", seed), "bench", "medical").version for seed in (1, 2)]
+        versions = [
+            store.publish_adapter(_write_adapter(work / f"adapter-{seed}", seed), "bench", "medical").version
+            for seed in (1, 2)
+        ]
         registry = AdapterRegistry(store)
         latencies = []
         for index in range(PROMOTIONS):

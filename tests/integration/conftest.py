@@ -229,20 +229,42 @@ MALFORMED_ADAPTERS = [
     Malformed("wrong-base-model", "base_model", lambda d: write_adapter(d, base="meta-llama/Llama-3.1-8B-Instruct")),
     Malformed("rank-too-high", "rank", lambda d: write_adapter(d, rank=128)),
     Malformed("rank-pattern-too-high", "rank", lambda d: write_adapter(d, config={"rank_pattern": {"q_proj": 256}})),
-    Malformed("unknown-target-module", "target_modules", lambda d: write_adapter(d, config={"target_modules": ["q_proj", "c_attn"]})),
+    Malformed(
+        "unknown-target-module",
+        "target_modules",
+        lambda d: write_adapter(d, config={"target_modules": ["q_proj", "c_attn"]}),
+    ),
     Malformed("empty-target-modules", "target_modules", lambda d: write_adapter(d, config={"target_modules": []})),
     Malformed("pickle-weights", "pickle", _extra_file("adapter_model.bin", b"\x80\x04\x95")),
     Malformed("pickle-training-args", "pickle", _extra_file("training_args.pt")),
     Malformed("truncated-safetensors", "safetensors", _edited_weights(lambda b: b[: len(b) - 100])),
     Malformed("garbage-safetensors-header", "safetensors", _edited_weights(lambda b: b"\xff" * 8 + b[8:])),
-    Malformed("lora-A-shape-mismatch", "shape", _with_tensors(lambda t: t.__setitem__(f"{_Q0}.lora_A.weight", np.zeros((8, 100), np.float16)))),
+    Malformed(
+        "lora-A-shape-mismatch",
+        "shape",
+        _with_tensors(lambda t: t.__setitem__(f"{_Q0}.lora_A.weight", np.zeros((8, 100), np.float16))),
+    ),
     Malformed("tensor-rank-differs-from-r", "shape", lambda d: write_adapter(d, rank=8, tensors=lora_tensors(rank=4))),
     Malformed("lora-B-missing", "shape", _with_tensors(lambda t: t.pop(f"{_Q0}.lora_B.weight"))),
-    Malformed("layer-out-of-range", "tensor_name", _with_tensors(lambda t: t.__setitem__(
-        "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight", np.zeros((8, 128), np.float16)))),
-    Malformed("full-weight-tensor", "tensor_name", _with_tensors(lambda t: t.__setitem__(
-        "base_model.model.lm_head.weight", np.zeros((600, 128), np.float16)))),
-    Malformed("integer-weights", "dtype", _with_tensors(lambda t: t.__setitem__(f"{_Q0}.lora_A.weight", np.zeros((8, 128), np.int8)))),
+    Malformed(
+        "layer-out-of-range",
+        "tensor_name",
+        _with_tensors(
+            lambda t: t.__setitem__(
+                "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight", np.zeros((8, 128), np.float16)
+            )
+        ),
+    ),
+    Malformed(
+        "full-weight-tensor",
+        "tensor_name",
+        _with_tensors(lambda t: t.__setitem__("base_model.model.lm_head.weight", np.zeros((600, 128), np.float16))),
+    ),
+    Malformed(
+        "integer-weights",
+        "dtype",
+        _with_tensors(lambda t: t.__setitem__(f"{_Q0}.lora_A.weight", np.zeros((8, 128), np.int8))),
+    ),
     Malformed("missing-adapter-config", "missing_file", _without("adapter_config.json")),
     Malformed("missing-weights", "missing_file", _without("adapter_model.safetensors")),
     Malformed("config-not-json", "config", _extra_file("adapter_config.json", b"{'r': 8,")),

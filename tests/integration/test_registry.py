@@ -9,7 +9,7 @@ import pytest
 
 import model_store.registry as registry_module
 from model_store.registry import AdapterEntry, AdapterRegistry, RegistryConflict, RegistryError, adapters_for_server
-from model_store.store import ModelStore
+from model_store.store import ModelStore, StoreError
 from tests.integration.conftest import MODEL, bucket_snapshot, write_adapter
 
 STAGE = "prod"
@@ -51,7 +51,9 @@ def test_only_published_versions_can_be_promoted(store, s3, bucket, uploaded_mod
     s3.put_object(Bucket=bucket, Key="fleet/adapters/tiny/medical/partial/adapter_config.json", Body=b"{}")
     before = bucket_snapshot(s3, bucket)
     for version in ("partial", "v9"):
-        with pytest.raises(RegistryError, match=f"version '{version}' of model 'tiny' is not published.*published: \\['{v1}'\\]"):
+        with pytest.raises(
+            RegistryError, match=f"version '{version}' of model 'tiny' is not published.*published: \\['{v1}'\\]"
+        ):
             registry.promote(MODEL, STAGE, "medical", version, actor="ci")
     assert bucket_snapshot(s3, bucket) == before
 
@@ -98,7 +100,7 @@ def test_twenty_racing_promoters_lose_no_update(store, uploaded_model, tmp_path)
         start.wait()
         try:
             registry.promote(MODEL, STAGE, name, versions[name], actor=f"pipeline-{name}")
-        except Exception as exc:  # surfaced below with the thread's name
+        except (RegistryError, StoreError) as exc:  # surfaced below with the thread's name
             failures.append((name, exc))
 
     threads = [threading.Thread(target=promoter, args=(name,)) for name in names]

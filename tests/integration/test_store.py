@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -46,13 +45,28 @@ def test_model_upload_lays_out_files_and_manifest_and_downloads_verified(store, 
     (source / ".cache").mkdir()
     (source / ".cache" / "lock").write_text("tool state, not part of the model")
     reported = []
-    manifest = store.upload_model(source, MODEL, REVISION, uploader="ci", source="Qwen/Qwen3-tiny", progress=lambda n, t: reported.append((n, t)))
+    manifest = store.upload_model(
+        source, MODEL, REVISION, uploader="ci", source="Qwen/Qwen3-tiny", progress=lambda n, t: reported.append((n, t))
+    )
 
     prefix = "fleet/models/tiny/main"
-    assert keys(s3, bucket) == [f"{prefix}/{MANIFEST_NAME}", f"{prefix}/config.json", f"{prefix}/model.safetensors", f"{prefix}/tokenizer_config.json"]
-    stored = VersionManifest.from_json(s3.get_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}")["Body"].read(), "test")
+    assert keys(s3, bucket) == [
+        f"{prefix}/{MANIFEST_NAME}",
+        f"{prefix}/config.json",
+        f"{prefix}/model.safetensors",
+        f"{prefix}/tokenizer_config.json",
+    ]
+    stored = VersionManifest.from_json(
+        s3.get_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST_NAME}")["Body"].read(), "test"
+    )
     assert stored == manifest
-    assert (stored.kind, stored.model, stored.version, stored.uploader, stored.source) == ("model", MODEL, REVISION, "ci", "Qwen/Qwen3-tiny")
+    assert (stored.kind, stored.model, stored.version, stored.uploader, stored.source) == (
+        "model",
+        MODEL,
+        REVISION,
+        "ci",
+        "Qwen/Qwen3-tiny",
+    )
     assert {f.path: f.size for f in stored.files} == {p.name: p.stat().st_size for p in source.iterdir() if p.is_file()}
     assert sum(n for n, _ in reported) == manifest.total_bytes and {t for _, t in reported} == {manifest.total_bytes}
 
@@ -150,17 +164,23 @@ def test_a_manifest_path_cannot_escape_the_destination(store, s3, bucket, tmp_pa
 # --- adapters ---------------------------------------------------------------------------------
 
 
-def test_publish_names_the_version_by_content_and_refuses_a_second_publish(store, uploaded_model, adapter_dir, tmp_path) -> None:
+def test_publish_names_the_version_by_content_and_refuses_a_second_publish(
+    store, uploaded_model, adapter_dir, tmp_path
+) -> None:
     first = store.publish_adapter(adapter_dir, MODEL, "medical", uploader="ci")
     assert len(first.version) == 12 and first.kind == "adapter" and first.adapter == "medical"
     assert first.details["adapter"]["rank"] == 8 and first.details["model_revision"] == REVISION
-    with pytest.raises(VersionExists, match=f"already exists.*this content is already published as version {first.version}"):
+    with pytest.raises(
+        VersionExists, match=f"already exists.*this content is already published as version {first.version}"
+    ):
         store.publish_adapter(adapter_dir, MODEL, "medical")
     second = store.publish_adapter(write_adapter(tmp_path / "v2", seed=1), MODEL, "medical")
     named = store.publish_adapter(write_adapter(tmp_path / "v3", seed=2), MODEL, "medical", version="2026-11-25.1")
     assert store.adapter_versions(MODEL, "medical") == [first.version, second.version, named.version]
     out = store.download_adapter(MODEL, "medical", second.version, tmp_path / "dl")
-    assert (out / "adapter_model.safetensors").read_bytes() == (tmp_path / "v2" / "adapter_model.safetensors").read_bytes()
+    assert (out / "adapter_model.safetensors").read_bytes() == (
+        tmp_path / "v2" / "adapter_model.safetensors"
+    ).read_bytes()
 
 
 def test_publish_needs_the_base_model_in_the_store(store, s3, bucket, adapter_dir) -> None:
@@ -174,7 +194,9 @@ def test_the_base_may_be_named_by_the_models_recorded_source(store, model_dir, t
     adapter = write_adapter(tmp_path / "a", base="Qwen/Qwen3-tiny")
     assert store.publish_adapter(adapter, MODEL, "medical").details["adapter"]["base_model"] == "Qwen/Qwen3-tiny"
     with pytest.raises(AdapterRejected, match="accepted: \\['tiny', '/data/tiny', 'Qwen/Qwen3-tiny'\\]"):
-        store.publish_adapter(write_adapter(tmp_path / "b", base="Qwen/Qwen3-8B"), MODEL, "legal", accepted_bases=("/data/tiny",))
+        store.publish_adapter(
+            write_adapter(tmp_path / "b", base="Qwen/Qwen3-8B"), MODEL, "legal", accepted_bases=("/data/tiny",)
+        )
 
 
 @pytest.mark.parametrize("case", MALFORMED_ADAPTERS, ids=lambda c: c.id)
@@ -209,9 +231,13 @@ print("finished", flush=True)
 """
 
 
-def test_an_upload_killed_midway_leaves_no_version_and_a_rerun_completes_it(store, s3, bucket, store_uri, tmp_path) -> None:
+def test_an_upload_killed_midway_leaves_no_version_and_a_rerun_completes_it(
+    store, s3, bucket, store_uri, tmp_path
+) -> None:
     source = write_model(tmp_path / "model", weights_bytes=40 * MIB)
-    child = subprocess.Popen([sys.executable, "-c", UPLOADER, store_uri, str(source)], env=os.environ.copy(), stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", UPLOADER, store_uri, str(source)], env=os.environ.copy(), stdout=subprocess.PIPE
+    )
     config_key = "fleet/models/tiny/main/config.json"
     try:
         deadline = time.monotonic() + 60
@@ -219,7 +245,9 @@ def test_an_upload_killed_midway_leaves_no_version_and_a_rerun_completes_it(stor
         while not mid_multipart and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.05)
             uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-            parts = [s3.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts", []) for u in uploads]
+            parts = [
+                s3.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts", []) for u in uploads
+            ]
             mid_multipart = config_key in keys(s3, bucket) and any(parts)
         assert mid_multipart and child.poll() is None, "the upload was not caught mid-way"
         child.send_signal(signal.SIGKILL)

@@ -42,19 +42,29 @@ def ok_json(result) -> dict | list:
 
 
 def test_upload_publish_promote_list_history_rollback(llmfleet, tmp_path: Path) -> None:
-    uploaded = ok_json(llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--revision", "main", "--json"))
-    assert uploaded["version"] == "main" and uploaded["files"] == 2 and uploaded["uri"].endswith("/fleet/models/tiny/main")
+    uploaded = ok_json(
+        llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--revision", "main", "--json")
+    )
+    assert (
+        uploaded["version"] == "main" and uploaded["files"] == 2 and uploaded["uri"].endswith("/fleet/models/tiny/main")
+    )
 
-    plain = llmfleet("adapter", "publish", write_adapter(tmp_path / "a1", seed=1), "--model", MODEL, "--name", "medical")
+    plain = llmfleet(
+        "adapter", "publish", write_adapter(tmp_path / "a1", seed=1), "--model", MODEL, "--name", "medical"
+    )
     assert plain.exit_code == 0, plain.stderr
     v1 = plain.stdout.strip()
-    published = ok_json(llmfleet("adapter", "publish", write_adapter(tmp_path / "a2", seed=2), "-m", MODEL, "-n", "medical", "--json"))
+    published = ok_json(
+        llmfleet("adapter", "publish", write_adapter(tmp_path / "a2", seed=2), "-m", MODEL, "-n", "medical", "--json")
+    )
     v2 = published["version"]
     assert published["rank"] == 8 and published["uploader"] == "octocat" and v2 != v1
     assert ok_json(llmfleet("adapter", "versions", "medical", "-m", MODEL, "--json"))["versions"] == [v1, v2]
 
     ok_json(llmfleet("adapter", "promote", f"medical@{v1}", "--model", MODEL, "--stage", "prod", "--json"))
-    promoted = ok_json(llmfleet("adapter", "promote", f"medical@{v2}", "-m", MODEL, "-s", "prod", "--fraction", "0.25", "--json"))
+    promoted = ok_json(
+        llmfleet("adapter", "promote", f"medical@{v2}", "-m", MODEL, "-s", "prod", "--fraction", "0.25", "--json")
+    )
     assert promoted == {
         "model": MODEL, "stage": "prod", "generation": 2, "name": "medical",
         "version": v2, "previous_version": v1, "fraction": 0.25,
@@ -80,23 +90,55 @@ def test_upload_publish_promote_list_history_rollback(llmfleet, tmp_path: Path) 
 
 def test_a_rejected_adapter_exits_1_naming_the_rule(llmfleet, tmp_path: Path) -> None:
     llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--json")
-    result = llmfleet("adapter", "publish", write_adapter(tmp_path / "a", base="other"), "-m", MODEL, "-n", "medical", "--json")
+    result = llmfleet(
+        "adapter", "publish", write_adapter(tmp_path / "a", base="other"), "-m", MODEL, "-n", "medical", "--json"
+    )
     assert result.exit_code == EXIT_REFUSED
     assert "adapter rejected [base_model]" in result.stderr
-    assert json.loads(result.stdout) | {"error": None} == {"error": None, "rule": "base_model", "kind": "AdapterRejected"}
+    assert json.loads(result.stdout) | {"error": None} == {
+        "error": None,
+        "rule": "base_model",
+        "kind": "AdapterRejected",
+    }
 
 
 def test_the_fleet_sets_rank_ceiling_base_revision_and_aliases(llmfleet, tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET_YAML)
     llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--revision", "r2")
-    too_big = llmfleet("adapter", "publish", write_adapter(tmp_path / "a", rank=32, base="/ckpt/tiny"), "-m", MODEL, "-n", "x", "--fleet", fleet)
+    too_big = llmfleet(
+        "adapter",
+        "publish",
+        write_adapter(tmp_path / "a", rank=32, base="/ckpt/tiny"),
+        "-m",
+        MODEL,
+        "-n",
+        "x",
+        "--fleet",
+        fleet,
+    )
     assert too_big.exit_code == EXIT_REFUSED and "lora.max_rank 16" in too_big.stderr
-    fits = ok_json(llmfleet("adapter", "publish", write_adapter(tmp_path / "b", rank=16, base="/ckpt/tiny"), "-m", MODEL, "-n", "x", "--fleet", fleet, "--json"))
+    fits = ok_json(
+        llmfleet(
+            "adapter",
+            "publish",
+            write_adapter(tmp_path / "b", rank=16, base="/ckpt/tiny"),
+            "-m",
+            MODEL,
+            "-n",
+            "x",
+            "--fleet",
+            fleet,
+            "--json",
+        )
+    )
     assert fits["base_model"] == "/ckpt/tiny"
     bad_fleet = tmp_path / "bad.yaml"
     bad_fleet.write_text("name: demo\nmodels: []\n")
-    assert llmfleet("adapter", "publish", tmp_path / "b", "-m", MODEL, "-n", "x", "--fleet", bad_fleet).exit_code == EXIT_BAD_INPUT
+    assert (
+        llmfleet("adapter", "publish", tmp_path / "b", "-m", MODEL, "-n", "x", "--fleet", bad_fleet).exit_code
+        == EXIT_BAD_INPUT
+    )
 
 
 def test_a_second_publish_of_a_version_exits_1(llmfleet, tmp_path: Path) -> None:
@@ -138,4 +180,7 @@ def test_the_store_comes_from_flag_or_environment(llmfleet, monkeypatch: pytest.
     missing = llmfleet("adapter", "list", "-m", MODEL, "-s", "prod")
     assert missing.exit_code == EXIT_BAD_INPUT and "LLMFLEET_STORE" in missing.stderr
     assert llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--store", "http://x").exit_code == EXIT_BAD_INPUT
-    assert ok_json(llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--store", store_uri, "--json"))["generation"] == 0
+    assert (
+        ok_json(llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--store", store_uri, "--json"))["generation"]
+        == 0
+    )

@@ -49,12 +49,16 @@ def test_a_peft_directory_passes_and_is_described(tmp_path: Path) -> None:
 
 def test_all_linear_and_rank_pattern_are_understood(tmp_path: Path) -> None:
     tensors = lora_tensors(rank=8, targets=("q_proj",)) | lora_tensors(rank=4, targets=("gate_proj",))
-    directory = write_adapter(tmp_path / "a", config={"target_modules": "all-linear", "rank_pattern": {"gate_proj": 4}}, tensors=tensors)
+    directory = write_adapter(
+        tmp_path / "a", config={"target_modules": "all-linear", "rank_pattern": {"gate_proj": 4}}, tensors=tensors
+    )
     info = validate(directory)
     assert set(info.target_modules) == set(TINY_ARCH.linear_shapes())
 
 
-@pytest.mark.parametrize("case", [c for c in MALFORMED_ADAPTERS if c.name == "medical" and c.version is None], ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "case", [c for c in MALFORMED_ADAPTERS if c.name == "medical" and c.version is None], ids=lambda c: c.id
+)
 def test_each_malformed_adapter_is_refused_naming_its_rule(tmp_path: Path, case: Malformed) -> None:
     with pytest.raises(AdapterRejected) as refused:
         validate(case.build(tmp_path / "adapter"))

@@ -105,7 +105,9 @@ SERVERS = [f"i-{n:017x}" for n in range(2000)]
 
 def test_full_rollouts_reach_every_server() -> None:
     state = promote(promote(EMPTY, "v1", name="legal"), "v2")
-    assert {s: adapters_for_server(state, s) for s in SERVERS[:50]} == {s: {"legal": "v1", "medical": "v2"} for s in SERVERS[:50]}
+    assert {s: adapters_for_server(state, s) for s in SERVERS[:50]} == {
+        s: {"legal": "v1", "medical": "v2"} for s in SERVERS[:50]
+    }
 
 
 def test_a_staged_rollout_picks_a_stable_fraction_of_servers() -> None:
