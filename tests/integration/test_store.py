@@ -44,6 +44,8 @@ def test_model_upload_lays_out_files_and_manifest_and_downloads_verified(store, 
     source = write_model(tmp_path / "model", weights_bytes=3 * MIB)
     (source / ".cache").mkdir()
     (source / ".cache" / "lock").write_text("tool state, not part of the model")
+    (source / "original").mkdir()
+    (source / "original" / "params.json").write_text('{"dim": 128}')
     reported = []
     manifest = store.upload_model(
         source, MODEL, REVISION, uploader="ci", source="Qwen/Qwen3-tiny", progress=lambda n, t: reported.append((n, t))
@@ -54,6 +56,7 @@ def test_model_upload_lays_out_files_and_manifest_and_downloads_verified(store, 
         f"{prefix}/{MANIFEST_NAME}",
         f"{prefix}/config.json",
         f"{prefix}/model.safetensors",
+        f"{prefix}/original/params.json",
         f"{prefix}/tokenizer_config.json",
     ]
     stored = VersionManifest.from_json(
@@ -67,7 +70,11 @@ def test_model_upload_lays_out_files_and_manifest_and_downloads_verified(store, 
         "ci",
         "Qwen/Qwen3-tiny",
     )
-    assert {f.path: f.size for f in stored.files} == {p.name: p.stat().st_size for p in source.iterdir() if p.is_file()}
+    assert {f.path: f.size for f in stored.files} == {
+        p.relative_to(source).as_posix(): p.stat().st_size
+        for p in source.rglob("*")
+        if p.is_file() and ".cache" not in p.parts
+    }
     assert sum(n for n, _ in reported) == manifest.total_bytes and {t for _, t in reported} == {manifest.total_bytes}
 
     assert store.read_model_config(MODEL, REVISION) == TINY_CONFIG
