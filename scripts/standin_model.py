@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -193,6 +195,27 @@ def entrypoint_environment(
     if endpoint_url:
         env["AWS_ENDPOINT_URL"] = endpoint_url
     return env
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, *, timeout: float, log: Path | None = None) -> float:
+    """Block until `url`/health answers 200; returns the seconds waited. RuntimeError (with
+    the log's tail) if the process exits first or `timeout` passes."""
+    import httpx
+
+    started = time.monotonic()
+    with httpx.Client(base_url=url, timeout=5) as http:
+        while time.monotonic() - started < timeout:
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-4000:] if log else ""
+                raise RuntimeError(f"server exited with {process.returncode} before it was healthy:\n{tail}")
+            try:
+                if http.get("/health").status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-4000:] if log else ""
+    raise RuntimeError(f"{url}/health not 200 within {timeout} s:\n{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:

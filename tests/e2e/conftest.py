@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,13 @@ import pytest
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry
 from model_store.store import ModelStore, StoreLocation
-from scripts.standin_model import entrypoint_environment, make_lora_adapter, make_tiny_model, standin_serving_plan
+from scripts.standin_model import (
+    entrypoint_environment,
+    make_lora_adapter,
+    make_tiny_model,
+    standin_serving_plan,
+    wait_until_healthy,
+)
 from tests.conftest import REPO, free_port
 
 MODEL = "qwen3-small"
@@ -95,18 +100,7 @@ def start_entrypoint(env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def wait_healthy(server: Server, timeout: float = BOOT_TIMEOUT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    with server.client(timeout=5) as http:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"entrypoint exited with {server.process.returncode}:\n{server.output()[-4000:]}")
-            try:
-                if http.get("/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-    raise RuntimeError(f"no /health 200 within {timeout} s:\n{server.output()[-4000:]}")
+    wait_until_healthy(server.url, server.process, timeout=timeout, log=server.log)
 
 
 def boot_server(fleet: Fleet, name: str, **environment: str) -> Server:
