@@ -74,6 +74,8 @@ SHARED_MEMORY_SHARE = 0.125
 # The vLLM image (~10 GB unpacked) and the OS; weights go to instance-store NVMe when there is one.
 ROOT_VOLUME_GIB = 100
 ALB_LOG_PREFIX = "alb"
+# The serving image runs as this user (containers/vllm/Dockerfile, USER); it must own the cache.
+SERVING_UID = 10001
 
 NVME_USER_DATA = f"""\
 # Instance-store NVMe (if any) becomes the model cache: RAID-0 over all of them, XFS.
@@ -87,6 +89,7 @@ if [ "$count" -gt 1 ]; then
 elif [ "$count" -eq 1 ]; then
   mkfs.xfs -f $devices && mount $devices {DEFAULT_MODEL_ROOT}
 fi
+chown {SERVING_UID} {DEFAULT_MODEL_ROOT}
 # Tasks use their own role, never the instance's; keep the ~10 GB image between task restarts.
 echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config
 echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config"""

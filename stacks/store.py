@@ -19,9 +19,10 @@ from model_store.plan import ServingPlan
 from stacks.config import StackConfigError, source_prefix
 
 DOCKERFILE = "containers/vllm/Dockerfile"
-# The image copies model_store/ and containers/, so the build context is the repository root;
-# everything else there (venvs, node_modules, cdk.out: gigabytes) stays out of the staged asset.
-IMAGE_CONTEXT = ["containers", "model_store", "scripts", "pyproject.toml", "README.md", "requirements"]
+# The image copies model_store/ and containers/ (containers/vllm/Dockerfile), so the build context
+# is the repository root; everything else there (venvs, node_modules, cdk.out: gigabytes) stays
+# out of the staged asset, and edits elsewhere do not change the image's hash.
+IMAGE_CONTEXT = ["containers", "model_store"]
 NONCURRENT_VERSION_DAYS = 30
 LOG_RETENTION_DAYS = 365
 

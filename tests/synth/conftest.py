@@ -61,7 +61,7 @@ class Synthesized:
 def secure_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     outdir = tmp_path_factory.mktemp("secure-fleet")
     app = cdk.App(
-        context=cdk_json_context(certificate_arn=CERTIFICATE_ARN, github_repo=GITHUB_REPO, image_tag="TMPTAG"), outdir=str(outdir)
+        context=cdk_json_context(certificate_arn=CERTIFICATE_ARN, github_repo=GITHUB_REPO), outdir=str(outdir)
     )
     fleet = compose_fleet(app)
     app.synth()

@@ -181,7 +181,7 @@ def test_task_reads_only_its_own_store_prefixes(secure_fleet: Synthesized) -> No
         s3_statements = [s for s in statements if any(a.startswith("s3:") for a in as_list(s["Action"]))]
         actions = {a for s in s3_statements for a in as_list(s["Action"])}
         assert actions == {"s3:GetObject", "s3:ListBucket"}
-        prefix = plan.source.removeprefix("s3://llmfleet-store/")
+        prefix = f"models/{plan.model_name}"  # the store layout the entrypoint downloads from
         objects = [r for s in s3_statements for r in as_list(s["Resource"]) if s["Action"] == "s3:GetObject"]
         assert sorted(json.dumps(r) for r in objects) == sorted(
             json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::llmfleet-store/{p}/*"]]})

@@ -22,7 +22,7 @@ def test_model_reads_uncompressed_weights_of_the_revision_and_runs_in_the_vpc(se
         model = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::SageMaker::Model"))
         container = model["PrimaryContainer"]
         assert container["ModelDataSource"]["S3DataSource"] == {
-            "S3Uri": f"{plan.source}/{plan.revision}/",
+            "S3Uri": f"s3://llmfleet-store/models/{plan.model_name}/{plan.revision}/",
             "S3DataType": "S3Prefix",
             "CompressionType": "None",
         }
