@@ -31,12 +31,12 @@ adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA ada
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", envvar="LLMFLEET_STORE", help="s3://bucket/prefix of the store [env: LLMFLEET_STORE]."),
+    typer.Option("--store", envvar="LLMFLEET_STORE", help="s3://bucket/prefix of the store."),
 ]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="The model's name in the fleet.")]
 StageOpt = Annotated[str, typer.Option("--stage", "-s", help="The registry stage (e.g. prod, staging).")]
 ActorOpt = Annotated[
-    str | None, typer.Option("--actor", help="Who is acting, for the history [default: $GITHUB_ACTOR or $USER].")
+    str | None, typer.Option("--actor", help="Who is acting, for the history (default: $GITHUB_ACTOR, else $USER).")
 ]
 DirArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="The directory to upload.")]
 
@@ -189,7 +189,7 @@ def adapter_publish(
     ] = None,
     model_revision: Annotated[
         str | None,
-        typer.Option("--model-revision", help="Base model revision in the store [default: fleet's, else main]."),
+        typer.Option("--model-revision", help="Base model revision in the store (default: the fleet's, else main)."),
     ] = None,
     store: StoreOpt = None,
     actor: ActorOpt = None,
