@@ -142,12 +142,15 @@ def local_up(
         def step(message: str) -> None:
             errors.print(f"[green]✓[/] {escape(message)}", highlight=False)
 
+        def note(message: str) -> None:
+            errors.print(f"[yellow]{escape(message)}[/]", highlight=False)
+
         def waiting(elapsed: float, last_line: str) -> None:
             spinner.update(f"waiting for the server ({elapsed:.0f}s): [dim]{escape(last_line[:100])}[/]")
 
         try:
             state, notes = local_fleet.up(
-                manifest, plans, fleet_path=fleet, state_dir=state_dir, model=model, on_step=step, on_wait=waiting, timeout=timeout
+                manifest, plans, fleet_path=fleet, state_dir=state_dir, model=model, on_step=step, on_note=note, on_wait=waiting, timeout=timeout
             )
         except (local_fleet.LocalFleetError, StoreError) as exc:
             raise fail(str(exc), EXIT_REFUSED) from None

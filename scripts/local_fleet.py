@@ -199,6 +199,8 @@ def choose_port(preferred: int) -> int:
     """`preferred` when nothing listens there, else a free port from the OS."""
     if not port_is_open(preferred):
         with socket.socket() as sock:
+            # as the servers bind: a port in TIME_WAIT after `down` is free to them
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((HOST, preferred))
                 return preferred
@@ -216,6 +218,8 @@ def start_detached(name: str, argv: list[str], env: dict[str, str], log: Path, p
     a Ctrl-C in the terminal that ran `up` from reaching it.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists():  # the last run's log survives one more `up` (a crash's cause is in it)
+        log.replace(previous_log(log))
     with open(log, "wb") as output:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -247,6 +251,11 @@ def _signal_all(record: ProcessRecord, processes: list[psutil.Process], signum: 
         with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
             if os.getpgid(process.pid) != record.pid:
                 process.send_signal(signum)
+
+
+def previous_log(log: str | Path) -> Path:
+    path = Path(log)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
 def stop_process(record: ProcessRecord, timeout: float = STOP_TIMEOUT_SECONDS) -> str:
@@ -543,7 +552,8 @@ def recover(state_dir: StateDir) -> Recovery:
         if alive[name]:
             notes.append(f"  {name} (pid {record.pid}) still runs: {stop_process(record)}")
         else:
-            notes.append(f"  {name} (pid {record.pid}) is gone; last log lines in {record.log}")
+            tail = "\n".join(f"    | {line}" for line in log_tail(record.log, 5).splitlines())
+            notes.append(f"  {name} (pid {record.pid}) is gone; its log ends (kept as {previous_log(record.log)}):\n{tail}")
     notes.append("starting afresh (the emulated store lives in moto's memory, so it is rebuilt)")
     state_dir.clear()
     return Recovery(False, notes)
@@ -579,6 +589,7 @@ def up(
     state_dir: StateDir,
     model: str | None = None,
     on_step: Callable[[str], None] = lambda message: None,
+    on_note: Callable[[str], None] = lambda message: None,
     on_wait: Callable[[float, str], None] = lambda elapsed, last_line: None,
     timeout: float = READY_TIMEOUT_SECONDS,
 ) -> tuple[LocalState, list[str]]:
@@ -592,7 +603,7 @@ def up(
         if recovery.running:
             return state_dir.load(), recovery.notes
         for note in recovery.notes:
-            on_step(note)
+            on_note(note)
         plan, not_started = choose_model(plans, model)
         store_uri = store_uri_of(plan)
         state_dir.logs.mkdir(parents=True, exist_ok=True)
