@@ -145,6 +145,19 @@ def test_invoke_streams_the_answer_to_stdout(fleet: dict, workdir: Path):
     assert collected and streamed.stdout == collected + "\n"
 
 
+def test_invoke_with_url_and_key_needs_no_local_state(fleet: dict, tmp_path: Path):
+    """The ALB path: an explicit URL and key, from a directory without `.llmfleet/`."""
+    state = fleet["state"]
+    env = clean_env() | {"LLMFLEET_API_KEY": Path(state.api_key_file).read_text().strip()}
+    result = run("invoke", MODEL, PROMPT, "--url", state.openai_base_url, "--max-tokens", "4", "--json", cwd=tmp_path, env=env)
+    assert json.loads(result.stdout)["content"]
+    refused = subprocess.run(
+        [LLMFLEET, "invoke", MODEL, PROMPT, "--url", state.server_url, "--api-key", "wrong"],
+        capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=120,
+    )
+    assert refused.returncode == 1 and "401" in refused.stderr
+
+
 def test_api_key_guards_the_openai_api(fleet: dict):
     response = httpx.post(
         f"{fleet['state'].server_url}/v1/chat/completions",
