@@ -20,7 +20,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -149,6 +149,11 @@ def sha256_file(path: Path) -> str:
         while block := handle.read(HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _hash_file(directory: Path, relpath: str) -> tuple[str, int, str]:
+    path = directory / relpath
+    return relpath, path.stat().st_size, sha256_file(path)
 
 
 def _safe_relative(path: str, where: str) -> PurePosixPath:
@@ -369,12 +374,8 @@ class ModelStore:
             raise StoreError(str(exc)) from None
 
     def _hash_files(self, directory: Path, relpaths: list[str]) -> list[tuple[str, int, str]]:
-        def one(relpath: str) -> tuple[str, int, str]:
-            path = directory / relpath
-            return relpath, path.stat().st_size, sha256_file(path)
-
         with ThreadPoolExecutor(HASH_THREADS) as pool:  # hashlib releases the GIL on large blocks
-            return list(pool.map(one, relpaths))
+            return list(pool.map(lambda relpath: _hash_file(directory, relpath), relpaths))
 
     def _upload_version(
         self,
@@ -392,17 +393,24 @@ class ModelStore:
         manifest_key = f"{prefix}/{MANIFEST_NAME}"
         if self._exists(manifest_key):
             raise VersionExists(f"{self._s3_uri(prefix)} already exists; versions are immutable, publish a new one")
-        hashed = hashed or self._hash_files(directory, relpaths)
-        entries = tuple(FileEntry(path=p, key=f"{prefix}/{p}", size=s, sha256=h) for p, s, h in hashed)
-        total = sum(e.size for e in entries)
+        total = sum((directory / p).stat().st_size for p in relpaths)
         progress = progress or (lambda done, total: None)
-        with create_transfer_manager(self.client, TRANSFER_CONFIG) as manager:
-            futures = []
-            for entry in entries:
+        entries = []
+        with (
+            ThreadPoolExecutor(HASH_THREADS) as hashers,
+            create_transfer_manager(self.client, TRANSFER_CONFIG) as manager,
+        ):
+            # A file starts uploading as soon as its sha256 is known, while later ones are still hashed.
+            hashing = [hashers.submit(_hash_file, directory, p) for p in relpaths] if hashed is None else []
+            ready = hashed if hashed is not None else (future.result() for future in as_completed(hashing))
+            uploads = []
+            for path, size, sha256 in ready:
+                entry = FileEntry(path=path, key=f"{prefix}/{path}", size=size, sha256=sha256)
+                entries.append(entry)
                 if self._already_stored(entry):
                     progress(entry.size, total)  # left by an interrupted run: resume past it
                     continue
-                futures.append(
+                uploads.append(
                     manager.upload(
                         str(directory / entry.path),
                         self.location.bucket,
@@ -411,11 +419,11 @@ class ModelStore:
                         subscribers=[_ProgressSubscriber(progress, total)],
                     )
                 )
-            for future in futures:
-                self._result(future, prefix)
+            for upload in uploads:
+                self._result(upload, prefix)
         manifest = VersionManifest(
             **header,
-            files=entries,
+            files=tuple(sorted(entries, key=lambda e: e.path)),
             uploader=uploader,
             created=datetime.now(UTC).isoformat(timespec="milliseconds"),
             source=source,
