@@ -540,6 +540,12 @@ def _stream_openai(base_url: str, api_key: str, body: dict[str, Any], as_json: b
     return {"model": body["model"], "reasoning": "".join(reasoning), "content": "".join(answer)}
 
 
+def answered_by_adapter(response: dict[str, Any], adapter: str) -> bool:
+    """Whether vLLM answered with `adapter`: it reports the public name or `name@version`."""
+    model = str(response.get("model", ""))
+    return model == adapter or model.startswith(adapter + "@")
+
+
 def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
     """One SageMaker runtime call with the chat body; the container's vLLM answers on /invocations.
 
@@ -571,10 +577,17 @@ def invoke(
     if sagemaker:
         body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=False)
         try:
-            reasoning, answer = parse_chat_response(invoke_sagemaker(boto3.client("sagemaker-runtime", region_name=region), sagemaker, body))
+            response = invoke_sagemaker(boto3.client("sagemaker-runtime", region_name=region), sagemaker, body)
+            reasoning, answer = parse_chat_response(response)
         except (BotoCoreError, ClientError, KeyError, IndexError, TypeError, ValueError) as exc:
             # the call failed, or the body is not a chat completion
             raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
+        if adapter and not answered_by_adapter(response, adapter):
+            raise fail(
+                f"SageMaker endpoint {sagemaker!r} answered with model {response.get('model')!r}, not adapter {adapter!r}: "
+                "its /invocations did not select the adapter named in the body",
+                EXIT_REFUSED,
+            )
         result = {"model": served_name, "reasoning": reasoning, "content": answer}
         if not as_json:
             if reasoning:

@@ -24,10 +24,10 @@ from scripts.fleet_cli import chat_request, invoke_sagemaker, parse_chat_respons
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
 
 
-def _completion(content: str, reasoning: str | None = None) -> dict:
+def _completion(content: str, reasoning: str | None = None, model: str = "qwen3-small") -> dict:
     """A chat completion as vLLM's /invocations returns it (reasoning parser on or off)."""
     message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
-    return {"object": "chat.completion", "model": "qwen3-small", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    return {"object": "chat.completion", "model": model, "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
 
 
 def _queue(endpoint_url: str, *bodies: dict) -> None:
@@ -76,7 +76,7 @@ def test_streamed_sdk_deltas_split_reasoning_from_answer(delta: dict, expected: 
 
 
 def test_cli_invoke_sagemaker_prints_the_answer(aws_env: str, tmp_path: Path):
-    _queue(aws_env, _completion("Hello from the endpoint."))
+    _queue(aws_env, _completion("Hello from the endpoint.", model="legal@3f2a"))
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     result = subprocess.run(
         [LLMFLEET, "invoke", "qwen3-small:legal", "Hi", "--sagemaker", "qwen3-small-prod", "--json"],
@@ -88,6 +88,20 @@ def test_cli_invoke_sagemaker_prints_the_answer(aws_env: str, tmp_path: Path):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"model": "legal", "reasoning": "", "content": "Hello from the endpoint."}
+
+
+def test_cli_invoke_sagemaker_refuses_an_answer_from_the_base_model_when_an_adapter_was_asked(aws_env: str, tmp_path: Path):
+    _queue(aws_env, _completion("base model text", model="qwen3-small"))
+    result = subprocess.run(
+        [LLMFLEET, "invoke", "qwen3-small:finance", "Hi", "--sagemaker", "qwen3-small-prod"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "answered with model 'qwen3-small', not adapter 'finance'" in result.stderr
 
 
 def test_cli_invoke_sagemaker_refuses_a_body_that_is_not_a_completion(aws_env: str, tmp_path: Path):
