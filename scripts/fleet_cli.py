@@ -24,7 +24,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from model_store.plan import ServingPlan
-from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
+from model_store.adapters import AdapterRejected
+from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
 from model_store.status import (
     Deployment,
     Metrics,
@@ -70,7 +71,7 @@ def _state_dir() -> local_fleet.StateDir:
     return local_fleet.find_state_dir()
 
 
-def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str | None) -> None:
+def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str) -> None:
     url, model = state.server_url, state.model
     adapter = next(iter(state.adapters), None)
     console.print(f"\n[bold green]local fleet {state.fleet} ({state.stage}) is serving[/]  [dim]({STANDIN_LABEL} model)[/]")
@@ -86,8 +87,7 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str 
     if state.ready_seconds is not None:
         table.add_row("up in", f"{state.ready_seconds:.0f}s")
     console.print(table)
-    if first_answer is not None:
-        console.print(f"first chat completion ({STANDIN_LABEL}, random text): {escape(first_answer[:80])!r}", highlight=False)
+    console.print(f"first chat completion ({STANDIN_LABEL}, random text): {escape(first_answer[:80])!r}", highlight=False)
     if state.not_started:
         console.print(
             f"[yellow]not started locally:[/] {', '.join(state.not_started)} — one CPU vLLM is what this machine "
@@ -135,6 +135,10 @@ def local_up(
 ) -> None:
     """Start the fleet locally and return once it serves; it keeps running in the background."""
     manifest, plans = load_and_plan(fleet)
+    try:
+        local_fleet.choose_model(plans, model)
+    except local_fleet.LocalFleetError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
     state_dir = _state_dir()
     started = time.monotonic()
     with errors.status("starting") as spinner:
@@ -152,7 +156,7 @@ def local_up(
             state, notes = local_fleet.up(
                 manifest, plans, fleet_path=fleet, state_dir=state_dir, model=model, on_step=step, on_note=note, on_wait=waiting, timeout=timeout
             )
-        except (local_fleet.LocalFleetError, StoreError) as exc:
+        except (local_fleet.LocalFleetError, StoreError, AdapterRejected, RegistryError, BotoCoreError, ClientError) as exc:
             raise fail(str(exc), EXIT_REFUSED) from None
     for note in notes:
         errors.print(note, highlight=False)
