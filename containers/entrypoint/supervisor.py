@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,6 +164,7 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     returncode = child.wait()
     stop.set()
     code = exit_code_of(returncode, asked_to_stop=state.is_draining())
+    shutil.rmtree(state.path, ignore_errors=True)
     (log.info if code == 0 else log.error)("vLLM exited with %d; container exits with %d", returncode, code)
     return code
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.e2e.conftest import MODEL, STAGE, Fleet, Server
+from model_store.registry import rollout_position
+from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server
 
 pytestmark = pytest.mark.timeout(600)
 SWAP_TIMEOUT_SECONDS = 60
@@ -165,6 +166,22 @@ def test_adapter_vllm_refuses_at_load_keeps_old_version(server: Server, fleet: F
     assert answer(server, "finance") == before
 
 
+def test_staged_rollout_moves_only_servers_inside_the_fraction(server: Server, fleet: Fleet):
+    fleet.publish("medical", "v3", seed=13)
+    fleet.publish("cardio", "v1", seed=4)
+    position = rollout_position("server-a", "medical", "v3")  # this server's fixed place in [0, 1)
+
+    fleet.registry.promote(MODEL, STAGE, "medical", "v3", fraction=position / 2, actor=ACTOR)
+    fleet.promote("cardio", "v1")  # a later change: once it is served, the rollout was seen too
+    wait_until(lambda: "cardio" in served(server)["adapters"], "cardio v1 served")
+    outside = served(server)["adapters"]["medical"]
+    fleet.registry.promote(MODEL, STAGE, "medical", "v3", fraction=position + (1 - position) / 2, actor=ACTOR)
+    wait_until(lambda: served(server)["adapters"]["medical"] == "v3", "medical v3 once the fraction covers this server")
+
+    assert outside == "v1"
+    assert chat(server, "medical").status_code == 200
+
+
 def _non_loopback_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect(("10.255.255.255", 9))  # no packet is sent; this picks the outbound interface
@@ -178,7 +195,7 @@ def test_runtime_lora_routes_refuse_non_local_callers(server: Server, fleet: Fle
 
     with httpx.Client(base_url=f"http://{address}:{server.port}", timeout=30) as http:
         load = http.post("/v1/load_lora_adapter", json=body)
-        unload = http.post("/v1/unload_lora_adapter", json={"lora_name": "medical@v1"})
+        unload = http.post("/v1/unload_lora_adapter", json={"lora_name": "legal@v1"})
         sagemaker_load = http.post("/adapters", json={"name": "evil", "src": str(fleet.model_dir)})
         chat_ok = http.post(
             "/v1/chat/completions", json={"model": "medical", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -186,18 +203,21 @@ def test_runtime_lora_routes_refuse_non_local_callers(server: Server, fleet: Fle
 
     assert (load.status_code, unload.status_code, sagemaker_load.status_code) == (403, 403, 403)
     assert chat_ok.status_code == 200
-    assert served(server)["adapters"]["medical"] == "v1"
+    assert "evil" not in served(server)["adapters"]
+    with server.client() as http:
+        assert "evil" not in {entry["id"] for entry in http.get("/v1/models").json()["data"]}
 
 
 def test_emf_metrics_lines_on_stdout(server: Server):
+    started_ms = time.time() * 1000
     answer(server, MODEL)
 
     def records() -> list[dict]:
         lines = [line for line in server.output().splitlines() if line.startswith('{"_aws"')]
-        return [json.loads(line) for line in lines]
+        return [r for r in map(json.loads, lines) if r["_aws"]["Timestamp"] >= started_ms and "TimeToFirstTokenP50" in r]
 
-    wait_until(lambda: any("TimeToFirstTokenP50" in r for r in records()), "an EMF record with TTFT percentiles")
-    record = next(r for r in records() if "TimeToFirstTokenP50" in r)
+    wait_until(lambda: records(), "an EMF record with TTFT percentiles for this test's request")
+    record = records()[0]
     directive = record["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "LLMFleet"
     assert directive["Dimensions"] == [["Model", "Stage"]]

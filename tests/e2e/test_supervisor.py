@@ -16,9 +16,20 @@ import psutil
 import pytest
 
 from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_STORE
+from model_store.registry import adapters_for_server
 from scripts.standin_model import entrypoint_environment
 from tests.conftest import free_port
-from tests.e2e.conftest import BUCKET, MODEL, PREFIX, Fleet, Server, aws_credentials, boot_server, start_entrypoint
+from tests.e2e.conftest import (
+    BUCKET,
+    MODEL,
+    PREFIX,
+    STAGE,
+    Fleet,
+    Server,
+    aws_credentials,
+    boot_server,
+    start_entrypoint,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -65,14 +76,17 @@ def late_server(fleet: Fleet) -> Iterator[Server]:
     server.stop()
 
 
-def test_boot_leaves_out_bad_adapter_versions_and_serves_the_rest(late_server: Server):
+def test_boot_leaves_out_bad_adapter_versions_and_serves_the_rest(late_server: Server, fleet: Fleet):
     output = late_server.output()
 
     assert "adapter legal version v2 left out" in output and "checksum mismatch" in output
     assert "adapter finance version v2 left out: vLLM would refuse it: LoRA rank 32" in output
+    wanted = adapters_for_server(fleet.registry.state(MODEL, STAGE), "server-b")
     with late_server.client() as http:
-        assert http.get("/llmfleet/adapters").json()["adapters"] == {"medical": "v1"}
+        served = http.get("/llmfleet/adapters").json()["adapters"]
         ok = http.post("/v1/completions", json={"model": "medical", "prompt": "Hi", "max_tokens": 2})
+    assert served == {name: version for name, version in wanted.items() if name not in ("legal", "finance")}
+    assert "medical" in served
     assert ok.status_code == 200
 
 
