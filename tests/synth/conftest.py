@@ -95,3 +95,14 @@ def cli_synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliSynth]:
         timeout=600,
     )
     yield CliSynth(outdir=outdir, returncode=result.returncode, output=result.stdout + result.stderr)
+
+
+def only(resources: dict) -> dict:
+    """The Properties of the single resource `Template.find_resources` matched."""
+    assert len(resources) == 1, f"expected one resource, got {list(resources)}"
+    return next(iter(resources.values()))["Properties"]
+
+
+def as_list(value) -> list:
+    """IAM's Action/Resource: a string or a list of them."""
+    return value if isinstance(value, list) else [value]

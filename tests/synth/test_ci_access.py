@@ -8,8 +8,7 @@ import pytest
 
 from stacks.ci_access import CiAccessProps
 from stacks.config import StackConfigError
-from tests.synth.conftest import GITHUB_REPO, Synthesized
-from tests.synth.test_gpu_service import as_list, only
+from tests.synth.conftest import GITHUB_REPO, Synthesized, as_list, only
 
 
 def store_object(key: str) -> dict:

@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from aws_cdk.assertions import Match
 
 from model_store.plan import ServingPlan
-from stacks.gpu_service import CLIENT_PATHS, VLLM_ADMIN_PATHS, GpuServiceProps
 from stacks.config import StackConfigError
-from tests.synth.conftest import CERTIFICATE_ARN, Synthesized
+from stacks.gpu_service import CLIENT_PATHS, VLLM_ADMIN_PATHS, GpuServiceProps
+from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, only
 
 
 def ecs_plans(synth: Synthesized) -> list[ServingPlan]:
     plans = [p for p in synth.fleet.plans if "ecs" in p.targets]
     assert plans, "the example fleet must exercise the ECS path"
     return plans
-
-
-def only(resources: dict) -> dict:
-    assert len(resources) == 1, f"expected one resource, got {list(resources)}"
-    return next(iter(resources.values()))["Properties"]
 
 
 def container(synth: Synthesized, plan: ServingPlan) -> dict:
@@ -197,7 +191,3 @@ def test_props_refuse_a_plan_that_does_not_target_ecs(secure_fleet: Synthesized)
         GpuServiceProps(
             plan=plan, vpc=None, store_bucket_name="b", key=None, image=None, access_logs=None  # type: ignore[arg-type]
         )
-
-
-def as_list(value) -> list:
-    return value if isinstance(value, list) else [value]

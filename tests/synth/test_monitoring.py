@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.synth.conftest import Synthesized
-from tests.synth.test_gpu_service import only
+from tests.synth.conftest import Synthesized, only
 
 
 def test_every_model_has_a_dashboard_with_the_serving_figures(secure_fleet: Synthesized) -> None:

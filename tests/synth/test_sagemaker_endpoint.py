@@ -7,8 +7,7 @@ import pytest
 from model_store.plan import ServingPlan
 from stacks.config import StackConfigError
 from stacks.sagemaker_endpoint import SageMakerEndpointProps, endpoint_name
-from tests.synth.conftest import Synthesized
-from tests.synth.test_gpu_service import as_list, only
+from tests.synth.conftest import Synthesized, as_list, only
 
 
 def sagemaker_plans(synth: Synthesized) -> list[ServingPlan]:

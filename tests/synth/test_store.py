@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from tests.synth.conftest import Synthesized
-from tests.synth.test_gpu_service import only
+from tests.synth.conftest import Synthesized, only
 
 
 def test_store_bucket_is_kms_encrypted_versioned_private_logged_and_named_by_the_sources(secure_fleet: Synthesized) -> None:
