@@ -6,8 +6,8 @@ server runs in its own process, as does the AWS CLI, so neither shares a GIL wit
 store's transfer threads. The store's figures include what the CLI does not do: hashing
 every file (sha256) before upload and verifying every byte after download.
 
-Each transfer runs ROUNDS times, interleaved with the reference, and the best is kept
-(the machine is shared, so single runs are noisy); figures
+Each transfer runs ROUNDS times, interleaved with the reference, and the median is
+reported beside every run (a shared machine makes single runs noisy); figures
 are MB/s (10^6 bytes/s) of model bytes. Without an `aws` executable beside this Python
 the comparison falls back to a plain boto3 `upload_file`/`download_file` loop, and says so.
 """
@@ -35,7 +35,7 @@ from model_store.store import ModelStore
 
 MODEL_BYTES = 1 << 30
 MODEL_FILES = 4
-ROUNDS = 3
+ROUNDS = 5
 PROMOTIONS = 20
 BUCKET = "llmfleet-bench"
 # A small Qwen3-shaped config: promote latency needs published adapter versions for a base.
@@ -183,7 +183,7 @@ def run() -> None:
         _write_model(source)
         generated = time.perf_counter() - started
         print(f"model: {MODEL_FILES} files, {MODEL_BYTES / 2**30:.0f} GiB (generated in {generated:.1f} s)")
-        print(f"S3 endpoint: moto server at {endpoint}; best of {ROUNDS} rounds")
+        print(f"S3 endpoint: moto server at {endpoint}; median of {ROUNDS} interleaved rounds")
 
         label, reference_upload, reference_download = _reference_transfers(s3, env, source, work)
         target = work / "download"
@@ -203,14 +203,14 @@ def run() -> None:
             ):
                 figures.setdefault(name, []).append(_timed(action))
         _empty_prefix(s3, "")
-        best = {name: min(seconds) for name, seconds in figures.items()}
+        median = {name: statistics.median(seconds) for name, seconds in figures.items()}
         print(f"reference: {label}")
         for direction in ("upload", "download"):
-            ours, theirs = best[f"store {direction}"], best[f"reference {direction}"]
+            ours, theirs = median[f"store {direction}"], median[f"reference {direction}"]
             runs = f"store {_runs(figures[f'store {direction}'])}, reference {_runs(figures[f'reference {direction}'])}"
             print(
                 f"{direction:>8}: store {_mb_per_s(ours):6.1f} MB/s   reference {_mb_per_s(theirs):6.1f} MB/s   "
-                f"ratio store/reference {theirs / ours:.2f}x   (all runs, MB/s: {runs})"
+                f"ratio store/reference {theirs / ours:.2f}x   (each run, MB/s: {runs})"
             )
 
         base = work / "bench-base"
