@@ -5,6 +5,7 @@ Read once at the edge (`app.py`); constructs receive plain values.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,11 @@ class FleetSettings:
         certificate_arn = text("certificate_arn")
         if certificate_arn is not None and not certificate_arn.startswith("arn:"):
             raise StackConfigError(f"context 'certificate_arn': {certificate_arn!r} is not an ACM certificate ARN")
+        allowed_cidr = text("allowed_cidr") or "0.0.0.0/0"
+        try:
+            ipaddress.IPv4Network(allowed_cidr)
+        except ValueError as exc:
+            raise StackConfigError(f"context 'allowed_cidr': {allowed_cidr!r} is not an IPv4 CIDR ({exc})") from None
         return cls(
             fleet_path=Path(text("fleet") or "fleet.yaml"),
             stage=text("stage"),
@@ -52,7 +58,7 @@ class FleetSettings:
             github_repo=github_repo,
             alarm_email=text("alarm_email"),
             image_tag=text("image_tag"),
-            allowed_cidr=text("allowed_cidr") or "0.0.0.0/0",
+            allowed_cidr=allowed_cidr,
             github_oidc_provider_arn=text("github_oidc_provider_arn"),
         )
 

@@ -190,7 +190,8 @@ class GpuServiceConstruct(Construct):
             "Service",
             cluster=self.cluster,
             task_definition=self.task_definition,
-            desired_count=plan.autoscaling.min_capacity,
+            # No DesiredCount in the template: autoscaling owns it, and a deploy must not reset a
+            # scaled-out service (CloudFormation starts a new service at one task).
             capacity_provider_strategies=[
                 ecs.CapacityProviderStrategy(capacity_provider=self.capacity_provider.capacity_provider_name, weight=1)
             ],

@@ -24,6 +24,7 @@ def test_context_defaults_and_overrides() -> None:
     [
         ({"github_repo": "acme"}, "context 'github_repo': 'acme' is not 'owner/name'"),
         ({"certificate_arn": "my-cert"}, "context 'certificate_arn': 'my-cert' is not an ACM certificate ARN"),
+        ({"allowed_cidr": "10.0.0.0/33"}, "context 'allowed_cidr': '10.0.0.0/33' is not an IPv4 CIDR"),
     ],
 )
 def test_bad_context_is_refused_with_the_key_and_value(context: dict, message: str) -> None:

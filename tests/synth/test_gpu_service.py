@@ -78,7 +78,7 @@ def test_service_grace_circuit_breaker_and_deployment_alarm(secure_fleet: Synthe
         assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
         assert deployment["Alarms"]["Enable"] and deployment["Alarms"]["Rollback"]
         assert deployment["Alarms"]["AlarmNames"] == [f"llmfleet-demo-prod-{plan.model_name}-Ecs5xxRate"]
-        assert service["DesiredCount"] == plan.autoscaling.min_capacity
+        assert "DesiredCount" not in service  # autoscaling owns it; a deploy must not reset it
 
 
 def test_target_group_checks_health_and_drains_as_planned(secure_fleet: Synthesized) -> None:
