@@ -410,6 +410,15 @@ class GpuServiceConstruct(Construct):
             ),
         )
         self.service.attach_to_application_target_group(self.target_group)
+        # vLLM's admin routes get their own 403 rules ahead of everything: they stay closed even if
+        # a broader forward rule is added later.
+        for index in range(0, len(VLLM_ADMIN_PATHS), PATHS_PER_RULE):
+            self.listener.add_action(
+                f"AdminPaths{index // PATHS_PER_RULE}",
+                priority=1 + index // PATHS_PER_RULE,
+                conditions=[elbv2.ListenerCondition.path_patterns(list(VLLM_ADMIN_PATHS[index : index + PATHS_PER_RULE]))],
+                action=forbidden,
+            )
         for index in range(0, len(CLIENT_PATHS), PATHS_PER_RULE):
             self.listener.add_target_groups(
                 f"ClientPaths{index // PATHS_PER_RULE}",

@@ -91,22 +91,28 @@ def test_target_group_checks_health_and_drains_as_planned(secure_fleet: Synthesi
         assert attributes["deregistration_delay.timeout_seconds"] == str(plan.timing.deregistration_delay_seconds)
 
 
-def test_only_client_paths_reach_vllm_everything_else_is_403(secure_fleet: Synthesized) -> None:
+def test_only_client_paths_reach_vllm_admin_paths_and_the_rest_get_403(secure_fleet: Synthesized) -> None:
     assert not set(CLIENT_PATHS) & set(VLLM_ADMIN_PATHS)
+    forbidden = {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "403", "ContentType": "text/plain", "MessageBody": "forbidden"}}
     for plan in ecs_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
         listener = only(synthesized.find_resources("AWS::ElasticLoadBalancingV2::Listener"))
-        assert listener["DefaultActions"] == [
-            {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "403", "ContentType": "text/plain", "MessageBody": "forbidden"}}
-        ]
-        forwarded = []
-        for rule in synthesized.find_resources("AWS::ElasticLoadBalancingV2::ListenerRule").values():
-            assert [a["Type"] for a in rule["Properties"]["Actions"]] == ["forward"]
-            for condition in rule["Properties"]["Conditions"]:
-                assert condition["Field"] == "path-pattern"
-                forwarded += condition["PathPatternConfig"]["Values"]
+        assert listener["DefaultActions"] == [forbidden]
+        forwarded, denied = [], []
+        for rule in sorted(synthesized.find_resources("AWS::ElasticLoadBalancingV2::ListenerRule").values(), key=lambda r: r["Properties"]["Priority"]):
+            (action,) = rule["Properties"]["Actions"]
+            (condition,) = rule["Properties"]["Conditions"]
+            assert condition["Field"] == "path-pattern"
+            paths = condition["PathPatternConfig"]["Values"]
+            if action == forbidden:
+                assert not forwarded, "403 rules must come before any forward rule"
+                denied += paths
+            else:
+                assert action["Type"] == "forward"
+                forwarded += paths
         assert sorted(forwarded) == sorted(CLIENT_PATHS)
-        assert not {"/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/metrics"} & set(forwarded)
+        assert sorted(denied) == sorted(VLLM_ADMIN_PATHS)
+        assert {"/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/metrics"} <= set(denied)
         assert not any("*" in path for path in forwarded)
 
 
