@@ -417,38 +417,82 @@ def ci_policy(bucket: str, key_arn: str) -> dict:
 
 
 def store_uri_of(plan: ServingPlan) -> str:
-    """The store a plan's model lives in: the bucket of its `s3://…/models/<name>` source."""
+    """The store a plan's model lives in: its source up to the store's `models/` folder.
+
+    The store keeps a model under `models/<model name>/<revision>`, whatever the source's
+    last segment says, so only what precedes `models/` names the store.
+    """
     if not plan.source.startswith("s3://"):
         raise LocalFleetError(
             f"model {plan.model_name!r}: source {plan.source!r} is a local directory; the local fleet serves models "
             "whose source is in the store (s3://bucket/models/<name>)"
         )
     bucket, _, key = plan.source.removeprefix("s3://").partition("/")
-    prefix = key.rstrip("/").removesuffix(f"models/{plan.model_name}").rstrip("/")
+    prefix, found, _ = f"/{key}".rpartition("/models/")
+    prefix = prefix.strip("/") if found else ""
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
-def make_standins(plan: ServingPlan, directory: Path, on_step: Callable[[str], None]) -> tuple[Path, dict[str, Path]]:
-    """The stand-in checkpoint and one LoRA adapter per fleet adapter; reused when present."""
-    from transformers.utils import logging as transformers_logging
+def make_standin_model(directory: Path, on_step: Callable[[str], None]) -> Path:
+    """The stand-in checkpoint every fleet model is stored as locally; reused when present."""
+    from scripts.standin_model import STANDIN_MARKER, make_tiny_model
 
-    from scripts.standin_model import STANDIN_MARKER, make_lora_adapter, make_tiny_model
-
-    transformers_logging.disable_progress_bar()  # our own step lines say what happens
-    model_dir = directory / plan.model_name / "model"
+    _quiet_transformers()
+    model_dir = directory / "model"
     config = model_dir / "config.json"
     if not (config.is_file() and json.loads(config.read_text()).get(STANDIN_MARKER)):
-        on_step(f"generating the stand-in model for {plan.model_name} (random weights)")
+        on_step("generating the stand-in model (random weights, a tiny Qwen3)")
         make_tiny_model(model_dir)
+    return model_dir
+
+
+def make_standin_adapters(plan: ServingPlan, model_dir: Path, directory: Path, on_step: Callable[[str], None]) -> dict[str, Path]:
+    """One random LoRA adapter per adapter the fleet lists for the model; reused when present."""
+    from scripts.standin_model import make_lora_adapter
+
+    _quiet_transformers()
     rank = min(STANDIN_ADAPTER_RANK, plan.lora_max_rank or STANDIN_ADAPTER_RANK)
     adapters = {}
     for seed, ref in enumerate(plan.adapters):
         target = directory / plan.model_name / "adapters" / ref.name
         if not (target / "adapter_config.json").is_file():
-            on_step(f"generating stand-in adapter {ref.name} (rank {rank})")
+            on_step(f"generating stand-in adapter {plan.model_name}/{ref.name} (rank {rank})")
             make_lora_adapter(model_dir, target, rank=rank, seed=seed, base_model_name=plan.model_name)
         adapters[ref.name] = target
-    return model_dir, adapters
+    return adapters
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # our own step lines say what happens
+
+
+def stock_store(
+    store: ModelStore,
+    fleet: FleetManifest,
+    plans: list[ServingPlan],
+    served: ServingPlan,
+    standins: Path,
+    on_step: Callable[[str], None],
+) -> tuple[Path, dict[str, str]]:
+    """Every fleet model in `store` as the stand-in, with its adapters promoted; returns the
+    stand-in's directory and the served model's promoted versions.
+
+    Models whose source lies outside the store are left out (the output says so), so
+    `adapter publish` works locally for every stored model, served or not.
+    """
+    model_dir = make_standin_model(standins, on_step)
+    promoted: dict[str, str] = {}
+    for plan in plans:
+        if not plan.source.startswith("s3://") or StoreLocation.parse(store_uri_of(plan)) != store.location:
+            on_step(f"left out {plan.model_name}: its source {plan.source} is not in the served model's store")
+            continue
+        adapters = make_standin_adapters(plan, model_dir, standins, on_step)
+        versions = upload_and_promote(store, fleet, plan, model_dir, adapters, on_step, served=plan is served)
+        if plan is served:
+            promoted = versions
+    return model_dir, promoted
 
 
 def upload_and_promote(
@@ -458,9 +502,11 @@ def upload_and_promote(
     model_dir: Path,
     adapters: dict[str, Path],
     on_step: Callable[[str], None],
+    *,
+    served: bool = True,
 ) -> dict[str, str]:
     """`model upload`, `adapter publish --fleet`, `adapter promote`: the calls those commands make."""
-    on_step(f"model upload {plan.model_name}@{plan.revision} (stand-in)")
+    on_step(f"model upload {plan.model_name}@{plan.revision} (stand-in{'' if served else '; stored, not served'})")
     store.upload_model(model_dir, plan.model_name, plan.revision, uploader=ACTOR, source=f"stand-in:{model_dir}")
     registry = AdapterRegistry(store)
     promoted = {}
@@ -633,9 +679,8 @@ def up(
             bucket = StoreLocation.parse(store_uri).bucket
             for done in create_store_resources(state.s3_endpoint, bucket, plan.region):
                 on_step(f"created with boto3: {done}")
-            model_dir, adapter_dirs = make_standins(plan, state_dir.standins, on_step)
             store = ModelStore(StoreLocation.parse(store_uri), local_client("s3", state.s3_endpoint, plan.region))
-            state.adapters = upload_and_promote(store, fleet, plan, model_dir, adapter_dirs, on_step)
+            model_dir, state.adapters = stock_store(store, fleet, plans, plan, state_dir.standins, on_step)
             port = choose_port(SERVER_PORT)
             state.server_url = f"http://{HOST}:{port}"
             api_key = state_dir.new_api_key()

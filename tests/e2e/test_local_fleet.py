@@ -23,7 +23,8 @@ import psutil
 import pytest
 
 from scripts.fleet_cli import chat_request, parse_chat_response
-from scripts.local_fleet import LocalState, ProcessRecord, StateDir, start_detached, stop_process
+from scripts.cli import load_and_plan
+from scripts.local_fleet import LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
 
 REPO = Path(__file__).resolve().parents[2]
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
@@ -176,7 +177,7 @@ def test_promote_is_served_without_restart_and_rollback_restores(fleet: dict, wo
     from scripts.standin_model import make_lora_adapter
 
     new_dir = make_lora_adapter(
-        workdir / ".llmfleet" / "standin" / MODEL / "model", workdir / "medical-v2", rank=8, seed=99, base_model_name=MODEL
+        workdir / ".llmfleet" / "standin" / "model", workdir / "medical-v2", rank=8, seed=99, base_model_name=MODEL
     )
     env = clean_env() | dict(line.removeprefix("export ").split("=", 1) for line in run("local", "env", cwd=workdir).stdout.splitlines())
     published = run("adapter", "publish", str(new_dir), "--model", MODEL, "--name", ADAPTER, "--fleet", str(REPO / "fleet.yaml"),
@@ -238,6 +239,15 @@ def test_status_of_a_crashed_local_fleet_says_down(tmp_path: Path):
     (row,) = json.loads(result.stdout)["models"]
     assert (row["state"], row["running"], row["desired"], row["cost_per_hour_usd"]) == ("down", 0, 1, 0.0)
     assert "emulated AWS is not running" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "store"),
+    [("s3://b/models/m", "s3://b"), ("s3://b/models/weights-v2", "s3://b"), ("s3://b/team/models/m", "s3://b/team"), ("s3://b/m", "s3://b")],
+)
+def test_the_store_of_a_model_is_its_source_up_to_models(source: str, store: str):
+    plan = load_and_plan(REPO / "fleet.yaml")[1][0].model_copy(update={"source": source, "model_name": "m"})
+    assert store_uri_of(plan) == store
 
 
 def test_records_are_told_apart_from_reused_pids():
