@@ -11,7 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ STAGE = "test"
 BUCKET = "llmfleet-store"
 PREFIX = "fleet"
 BOOT_TIMEOUT_SECONDS = 300
+SWAP_TIMEOUT_SECONDS = 60
 # Adapters published before boot: name -> versions (each version its own random seed).
 ADAPTER_SEEDS = {"medical": {"v1": 1, "v2": 11}, "legal": {"v1": 2}, "finance": {"v1": 3}}
 ACTOR = "e2e"
@@ -97,6 +99,15 @@ def start_entrypoint(env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "containers.entrypoint"], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
     )
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = SWAP_TIMEOUT_SECONDS) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` (a bound, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {what}")
+        time.sleep(0.2)
 
 
 def wait_healthy(server: Server, timeout: float = BOOT_TIMEOUT_SECONDS) -> None:

@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from model_store.registry import rollout_position
-from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server
+from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, wait_until
 
 pytestmark = pytest.mark.timeout(600)
-SWAP_TIMEOUT_SECONDS = 60
 HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
 
 
@@ -45,14 +43,6 @@ def completion_text(server: Server, model: str, prompt: str = "Tell me a story")
 def served(server: Server) -> dict:
     with server.client() as http:
         return http.get("/llmfleet/adapters").json()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = SWAP_TIMEOUT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what}")
-        time.sleep(0.2)
 
 
 def test_base_model_and_two_adapters_answer_by_name(server: Server):

@@ -29,9 +29,11 @@ from tests.e2e.conftest import (
     aws_credentials,
     boot_server,
     start_entrypoint,
+    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(600)
+API_KEY = "e2e-api-key"
 
 
 def _run_to_exit(fleet: Fleet, name: str, endpoint: str, **overrides: str) -> tuple[int, str]:
@@ -70,8 +72,8 @@ def test_invalid_plan_exits_before_touching_the_store(fleet: Fleet):
 @pytest.fixture(scope="module")
 def late_server(fleet: Fleet) -> Iterator[Server]:
     """A second server, booted after test_entrypoint.py left the registry with a corrupt
-    version of `legal` and a version of `finance` vLLM refuses."""
-    server = boot_server(fleet, "server-b")
+    version of `legal` and a version of `finance` vLLM refuses; it requires an API key."""
+    server = boot_server(fleet, "server-b", VLLM_API_KEY=API_KEY)
     yield server
     server.stop()
 
@@ -84,10 +86,29 @@ def test_boot_leaves_out_bad_adapter_versions_and_serves_the_rest(late_server: S
     wanted = adapters_for_server(fleet.registry.state(MODEL, STAGE), "server-b")
     with late_server.client() as http:
         served = http.get("/llmfleet/adapters").json()["adapters"]
-        ok = http.post("/v1/completions", json={"model": "medical", "prompt": "Hi", "max_tokens": 2})
+        ok = http.post(
+            "/v1/completions",
+            json={"model": "medical", "prompt": "Hi", "max_tokens": 2},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
     assert served == {name: version for name, version in wanted.items() if name not in ("legal", "finance")}
     assert "medical" in served
     assert ok.status_code == 200
+
+
+def test_api_key_guards_the_api_while_the_agent_still_swaps(late_server: Server, fleet: Fleet):
+    fleet.publish("cardio", "v2", seed=44)
+    fleet.promote("cardio", "v2")
+
+    with late_server.client() as http:
+        wait_until(lambda: http.get("/llmfleet/adapters").json()["adapters"].get("cardio") == "v2", "cardio v2 on server-b")
+        body = {"model": "cardio", "prompt": "Hi", "max_tokens": 2}
+        anonymous = http.post("/v1/completions", json=body)
+        keyed = http.post("/v1/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+
+    assert anonymous.status_code == 401
+    assert keyed.status_code == 200
+    assert f"Bearer {API_KEY}" not in late_server.output() and API_KEY not in late_server.output()
 
 
 def test_vllm_killed_makes_the_container_exit_non_zero(late_server: Server):
