@@ -158,8 +158,14 @@ class GpuServiceConstruct(Construct):
 
         # The secret's own key lives in this stack: granting the task's execution role on the fleet key
         # (Secrets Manager decrypts via the service) would edit the base stack's key policy and tie the stacks in a cycle.
+        # It guards only the API key, which goes with the stack (the fleet key and the store stay).
         self.api_key_encryption = kms.Key(
-            self, "ApiKeyKey", enable_key_rotation=True, description=f"llmfleet: API key of {plan.model_name}"
+            self,
+            "ApiKeyKey",
+            enable_key_rotation=True,
+            description=f"llmfleet: API key of {plan.model_name}",
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+            pending_window=cdk.Duration.days(7),
         )
         self.api_key = secretsmanager.Secret(
             self,
@@ -167,6 +173,7 @@ class GpuServiceConstruct(Construct):
             description=f"vLLM API key for {plan.model_name} ({plan.stage}); clients send it as a Bearer token",
             encryption_key=self.api_key_encryption,
             generate_secret_string=secretsmanager.SecretStringGenerator(password_length=48, exclude_punctuation=True),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         acknowledge(
             self.api_key,
