@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -509,45 +509,88 @@ def _split_target(target: str) -> tuple[str, str | None]:
     return model, adapter or None
 
 
+def print_stream(deltas: Iterable[dict[str, Any]], as_json: bool) -> tuple[str, str]:
+    """Print deltas as they arrive: answer tokens to stdout, reasoning dimmed on stderr.
+
+    Returns (reasoning, answer); with `as_json` nothing is printed.
+    """
+    reasoning, answer, in_reasoning = [], [], False
+    for delta in deltas:
+        thought, content = reasoning_and_content(delta)
+        if thought:
+            if not in_reasoning and not as_json:
+                errors.print("[dim]reasoning:[/]")
+            in_reasoning = True
+            reasoning.append(thought)
+            if not as_json:
+                errors.print(f"[dim]{escape(thought)}[/]", end="")
+        if content:
+            if in_reasoning and not as_json:
+                errors.print("\n[dim]answer:[/]")
+                in_reasoning = False
+            answer.append(content)
+            if not as_json:
+                sys.stdout.write(content)
+                sys.stdout.flush()
+    if not as_json:
+        sys.stdout.write("\n")
+    return "".join(reasoning), "".join(answer)
+
+
 def _stream_openai(base_url: str, api_key: str, body: dict[str, Any], as_json: bool) -> dict[str, Any]:
-    """Stream a chat completion, printing answer tokens to stdout and reasoning, dimmed, to stderr."""
+    """Stream a chat completion through the OpenAI SDK (the ALB, or the local fleet)."""
     import openai
 
     client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
-    reasoning, answer, in_reasoning = [], [], False
     try:
-        for chunk in client.chat.completions.create(**body):
-            if not chunk.choices:
-                continue
-            thought, content = reasoning_and_content(chunk.choices[0].delta.model_dump())
-            if thought:
-                if not in_reasoning and not as_json:
-                    errors.print("[dim]reasoning:[/]")
-                in_reasoning = True
-                reasoning.append(thought)
-                if not as_json:
-                    errors.print(f"[dim]{escape(thought)}[/]", end="")
-            if content:
-                if in_reasoning and not as_json:
-                    errors.print("\n[dim]answer:[/]")
-                    in_reasoning = False
-                answer.append(content)
-                if not as_json:
-                    sys.stdout.write(content)
-                    sys.stdout.flush()
+        chunks = client.chat.completions.create(**body)
+        reasoning, answer = print_stream((c.choices[0].delta.model_dump() for c in chunks if c.choices), as_json)
     except openai.APIConnectionError as exc:
         raise fail(f"cannot reach {base_url}: {exc}", EXIT_REFUSED) from None
     except openai.APIStatusError as exc:
         raise fail(f"{base_url} answered {exc.status_code}: {exc.message}", EXIT_REFUSED) from None
-    if not as_json:
-        sys.stdout.write("\n")
-    return {"model": body["model"], "reasoning": "".join(reasoning), "content": "".join(answer)}
+    return {"model": body["model"], "reasoning": reasoning, "content": answer}
+
+
+def sse_chunks(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON events of a server-sent-event byte stream cut anywhere (HTTP chunks, SageMaker PayloadParts)."""
+    pending = b""
+    for payload in payloads:
+        pending += payload
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments, event names
+            data = line.removeprefix(b"data:").strip()
+            if data == b"[DONE]":
+                return
+            yield json.loads(data)
+
+
+def stream_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Chat-completion chunks from InvokeEndpointWithResponseStream (`body` asks for a stream)."""
+    response = runtime.invoke_endpoint_with_response_stream(
+        EndpointName=endpoint, ContentType=SAGEMAKER_CONTENT_TYPE, Accept="text/event-stream", Body=json.dumps(body)
+    )
+    # botocore raises the stream's error events (ModelStreamError...) as EventStreamError.
+    return sse_chunks(event["PayloadPart"]["Bytes"] for event in response["Body"] if "PayloadPart" in event)
 
 
 def answered_by_adapter(response: dict[str, Any], adapter: str) -> bool:
     """Whether vLLM answered with `adapter`: it reports the public name or `name@version`."""
     model = str(response.get("model", ""))
     return model == adapter or model.startswith(adapter + "@")
+
+
+def _from_adapter(response: dict[str, Any], adapter: str | None, endpoint: str) -> dict[str, Any]:
+    """`response` (a completion or a chunk), refused when it came from another model than the adapter asked for."""
+    if adapter and not answered_by_adapter(response, adapter):
+        raise fail(
+            f"SageMaker endpoint {endpoint!r} answered with model {response.get('model')!r}, not adapter {adapter!r}: "
+            "its /invocations did not select the adapter named in the body",
+            EXIT_REFUSED,
+        )
+    return response
 
 
 def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -571,6 +614,9 @@ def invoke(
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMFLEET_API_KEY", help="[env: LLMFLEET_API_KEY]")] = None,
     sagemaker: Annotated[str | None, typer.Option("--sagemaker", metavar="ENDPOINT", help="Call a SageMaker endpoint instead.")] = None,
     region: Annotated[str | None, typer.Option("--region", help="AWS region for --sagemaker.")] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="With --sagemaker: InvokeEndpointWithResponseStream (the ALB path always streams).")
+    ] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
     as_json: JsonOpt = False,
@@ -579,24 +625,20 @@ def invoke(
     model, adapter = _split_target(target)
     served_name = adapter or model  # vLLM serves an adapter under its own name
     if sagemaker:
-        body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=False)
+        runtime = boto3.client("sagemaker-runtime", region_name=region)
+        body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=stream)
         try:
-            response = invoke_sagemaker(boto3.client("sagemaker-runtime", region_name=region), sagemaker, body)
-            reasoning, answer = parse_chat_response(response)
+            if stream:
+                chunks = (_from_adapter(chunk, adapter, sagemaker) for chunk in stream_sagemaker(runtime, sagemaker, body))
+                deltas = (chunk["choices"][0]["delta"] for chunk in chunks if chunk.get("choices"))
+            else:
+                response = _from_adapter(invoke_sagemaker(runtime, sagemaker, body), adapter, sagemaker)
+                deltas = [response["choices"][0]["message"]]
+            reasoning, answer = print_stream(deltas, as_json)
         except (BotoCoreError, ClientError, KeyError, IndexError, TypeError, ValueError) as exc:
             # the call failed, or the body is not a chat completion
             raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
-        if adapter and not answered_by_adapter(response, adapter):
-            raise fail(
-                f"SageMaker endpoint {sagemaker!r} answered with model {response.get('model')!r}, not adapter {adapter!r}: "
-                "its /invocations did not select the adapter named in the body",
-                EXIT_REFUSED,
-            )
         result = {"model": served_name, "reasoning": reasoning, "content": answer}
-        if not as_json:
-            if reasoning:
-                errors.print(f"[dim]reasoning:\n{escape(reasoning)}\nanswer:[/]")
-            print(answer)
     else:
         if url is None:
             state = _state_dir().load()

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from scripts.fleet_cli import chat_request, parse_chat_response
+from scripts.fleet_cli import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
 from scripts.cli import load_and_plan
 from scripts.local_fleet import LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
 
@@ -213,6 +213,18 @@ def test_sagemaker_chat_body_is_answered_on_invocations(fleet: dict):
     assert response.status_code == 200, response.text
     reasoning, content = parse_chat_response(response.json())
     assert content and reasoning == ""
+
+
+def test_streamed_sagemaker_body_decodes_to_the_same_answer(fleet: dict):
+    """`invoke --sagemaker --stream` decodes vLLM's SSE stream from /invocations; cut into small parts here."""
+    url = f"{fleet['state'].server_url}/invocations"
+    whole = httpx.post(url, json=chat_request(MODEL, PROMPT, max_tokens=8, temperature=0.0, stream=False), timeout=60)
+    body = chat_request(MODEL, PROMPT, max_tokens=8, temperature=0.0, stream=True)
+    with httpx.stream("POST", url, json=body, timeout=60) as response:
+        assert response.status_code == 200
+        chunks = list(sse_chunks(response.iter_bytes(chunk_size=5)))
+    streamed = "".join(reasoning_and_content(c["choices"][0]["delta"])[1] for c in chunks if c.get("choices"))
+    assert streamed == parse_chat_response(whole.json())[1] != ""
 
 
 def test_down_leaves_no_process_and_no_open_port(fleet: dict, workdir: Path):

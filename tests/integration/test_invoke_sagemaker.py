@@ -19,7 +19,7 @@ import pytest
 
 from openai.types.chat import ChatCompletionChunk
 
-from scripts.fleet_cli import chat_request, invoke_sagemaker, parse_chat_response, reasoning_and_content
+from scripts.fleet_cli import chat_request, invoke_sagemaker, parse_chat_response, reasoning_and_content, sse_chunks
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
 
@@ -125,3 +125,13 @@ def test_cli_invoke_rejects_malformed_targets(target: str, tmp_path: Path):
     )
     assert result.returncode == 2
     assert "is not MODEL or MODEL:ADAPTER" in result.stderr
+
+
+def test_stream_events_are_decoded_however_the_payload_parts_cut_them():
+    """InvokeEndpointWithResponseStream hands out PayloadParts cut at arbitrary bytes."""
+    events = [{"choices": [{"delta": {"content": f"tok{i} é"}}]} for i in range(3)]
+    stream = b"".join(b"data: " + json.dumps(e, ensure_ascii=False).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    for size in (1, 7, len(stream)):
+        parts = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert list(sse_chunks(parts)) == events
+    assert list(sse_chunks([b": keep-alive\n\n", b"data: {\"a\": 1}\n\n"])) == [{"a": 1}]
