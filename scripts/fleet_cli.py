@@ -272,7 +272,8 @@ def aws_status_rows(plans: list[ServingPlan], stage: str, session: boto3.Session
     healthy = _healthy_targets(elbv2, stage)
     registry_of = _registries(plans, stage, session)
     rows = []
-    for cluster in ecs.list_clusters()["clusterArns"]:
+    clusters = [arn for page in ecs.get_paginator("list_clusters").paginate() for arn in page["clusterArns"]]
+    for cluster in clusters:
         arns = [arn for page in ecs.get_paginator("list_services").paginate(cluster=cluster) for arn in page["serviceArns"]]
         for start in range(0, len(arns), 10):  # DescribeServices takes 10 at a time
             for service in ecs.describe_services(cluster=cluster, services=arns[start : start + 10], include=["TAGS"])["services"]:
@@ -280,7 +281,8 @@ def aws_status_rows(plans: list[ServingPlan], stage: str, session: boto3.Session
                 plan = wanted.get(tags.get(TAG_MODEL, ""))
                 if plan is None or tags.get(TAG_STAGE, stage) != stage:
                     continue
-                tasks = ecs.list_tasks(cluster=cluster, serviceName=service["serviceName"])["taskArns"]
+                pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster, serviceName=service["serviceName"])
+                tasks = [arn for page in pages for arn in page["taskArns"]]
                 deployment = Deployment(
                     "ecs",
                     service["serviceName"],
