@@ -82,7 +82,7 @@ class ProcessRecord:
         try:
             process = psutil.Process(self.pid)
             return abs(process.create_time() - self.started) < 0.5 and process.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or another user's: not ours
             return False
 
 
