@@ -16,6 +16,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, nag_rendered
 from stacks.config import StackConfigError
 from stacks.store import object_arn
@@ -32,7 +33,7 @@ MODEL_METADATA_FILES = ("config.json", "_manifest.json")
 @dataclass(frozen=True)
 class CiAccessProps:
     github_repo: str  # owner/name
-    store_bucket_name: str
+    store: StoreLocation
     key: kms.IKey
     # An account holds one provider per URL; pass its ARN when it exists already.
     existing_provider_arn: str | None = None
@@ -64,10 +65,11 @@ class CiAccessConstruct(Construct):
                 },
             ),
         )
-        adapters = object_arn(props.store_bucket_name, ADAPTERS_PREFIX)
-        registry = object_arn(props.store_bucket_name, REGISTRY_PREFIX)
+        store = props.store
+        adapters = object_arn(store.bucket, store.key(ADAPTERS_PREFIX))
+        registry = object_arn(store.bucket, store.key(REGISTRY_PREFIX))
         model_metadata = [
-            f"arn:{cdk.Aws.PARTITION}:s3:::{props.store_bucket_name}/models/*/{name}" for name in MODEL_METADATA_FILES
+            f"arn:{cdk.Aws.PARTITION}:s3:::{store.bucket}/{store.key('models')}/*/{name}" for name in MODEL_METADATA_FILES
         ]
         statements = [
             # Get: a publish checks that the version does not exist yet (HEAD) and reads adapter manifests.
@@ -77,8 +79,8 @@ class CiAccessConstruct(Construct):
             iam.PolicyStatement(
                 sid="ListAdaptersAndRegistry",
                 actions=["s3:ListBucket"],
-                resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{props.store_bucket_name}"],
-                conditions={"StringLike": {"s3:prefix": [f"{ADAPTERS_PREFIX}/*", f"{REGISTRY_PREFIX}/*"]}},
+                resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{store.bucket}"],
+                conditions={"StringLike": {"s3:prefix": [f"{store.key(p)}/*" for p in (ADAPTERS_PREFIX, REGISTRY_PREFIX)]}},
             ),
             # SSE-KMS: writing needs a data key, reading the registry needs Decrypt.
             iam.PolicyStatement(

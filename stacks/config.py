@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from model_store.architectures import architecture_for, draft_architecture_for
 from model_store.manifest import FleetManifest, load_fleet
 from model_store.plan import ServingPlan, plan_fleet
+from model_store.store import StoreLocation
 
 
 class StackConfigError(ValueError):
@@ -79,15 +80,28 @@ def plan_manifest(fleet_path: Path, stage: str | None = None) -> tuple[FleetMani
     return fleet, plans
 
 
-def store_bucket_of(plans: list[ServingPlan]) -> str:
-    """The one bucket every model's `s3://` source lives in: the store the stacks create and grant on."""
-    buckets = {plan.source.removeprefix("s3://").split("/", 1)[0] for plan in plans if plan.source.startswith("s3://")}
-    if len(buckets) != 1:
+def store_of(plans: list[ServingPlan]) -> StoreLocation:
+    """The one store every model's `s3://` source lives in: its source up to the store's `models/`
+    folder (the store keeps a model under `models/<model name>/<revision>` whatever the source's
+    last segment says). The stacks create its bucket and grant on its prefixes."""
+    stores = set()
+    for plan in plans:
+        if plan.source.startswith("s3://"):
+            bucket, _, key = plan.source.removeprefix("s3://").partition("/")
+            prefix, found, _ = f"/{key}".rpartition("/models/")
+            stores.add(StoreLocation(bucket=bucket, prefix=prefix.strip("/") if found else ""))
+    if len(stores) != 1:
+        found_uris = sorted(store_uri(s) for s in stores)
         raise StackConfigError(
-            f"model sources must all be s3:// URIs in one store bucket to deploy; found buckets {sorted(buckets)} "
-            f"(local sources are uploaded with `llmfleet model upload` first)"
+            f"model sources must all be s3:// URIs in one store (s3://bucket[/prefix]/models/...) to deploy; "
+            f"found stores {found_uris} (local sources are uploaded with `llmfleet model upload` first)"
         )
-    return buckets.pop()
+    return stores.pop()
+
+
+def store_uri(store: StoreLocation) -> str:
+    """`s3://bucket[/prefix]`, as LLMFLEET_STORE and `--store` take it."""
+    return f"s3://{store.bucket}/{store.prefix}" if store.prefix else f"s3://{store.bucket}"
 
 
 def source_prefix(plan: ServingPlan) -> str:

@@ -15,7 +15,8 @@ from model_store.manifest import FleetManifest
 from model_store.plan import ServingPlan
 from stacks.ci_access import CiAccessConstruct, CiAccessProps
 from stacks.compliance import add_compliance_checks
-from stacks.config import FleetSettings, plan_manifest, store_bucket_of
+from model_store.store import StoreLocation
+from stacks.config import FleetSettings, plan_manifest, store_of
 from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
 from stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps, ModelMonitoringConstruct, ModelMonitoringProps
 from stacks.network import NetworkConstruct, NetworkProps
@@ -28,11 +29,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class FleetBaseStack(cdk.Stack):
     """What every model shares: VPC, store bucket + key, log bucket, ECR and image, alarm topic."""
 
-    def __init__(self, scope: Construct, id: str, *, store_bucket_name: str, settings: FleetSettings, **kwargs) -> None:
+    def __init__(self, scope: Construct, id: str, *, store_location: StoreLocation, settings: FleetSettings, **kwargs) -> None:
         super().__init__(scope, id, **kwargs)
-        self.store_bucket_name = store_bucket_name  # a literal: grants and finding ids stay readable
+        self.store_location = store_location  # literal names: grants and finding ids stay readable
         self.store = StoreConstruct(
-            self, "Store", StoreProps(bucket_name=store_bucket_name, repo_root=REPO_ROOT, image_tag=settings.image_tag)
+            self, "Store", StoreProps(bucket_name=store_location.bucket, repo_root=REPO_ROOT, image_tag=settings.image_tag)
         )
         self.network = NetworkConstruct(self, "Network", NetworkProps(flow_logs_bucket=self.store.access_logs))
         self.alarms = AlarmTopicConstruct(self, "Alarms", AlarmTopicProps(key=self.store.key, email=settings.alarm_email))
@@ -53,7 +54,7 @@ class ModelStack(cdk.Stack):
                 GpuServiceProps(
                     plan=plan,
                     vpc=base.network.vpc,
-                    store_bucket_name=base.store_bucket_name,
+                    store=base.store_location,
                     key=store.key,
                     image=store.image,
                     access_logs=store.access_logs,
@@ -66,7 +67,7 @@ class ModelStack(cdk.Stack):
                 self,
                 "SageMaker",
                 SageMakerEndpointProps(
-                    plan=plan, vpc=base.network.vpc, store_bucket_name=base.store_bucket_name, key=store.key, image=store.image
+                    plan=plan, vpc=base.network.vpc, store=base.store_location, key=store.key, image=store.image
                 ),
             )
         self.monitoring = ModelMonitoringConstruct(
@@ -85,7 +86,7 @@ class CiAccessStack(cdk.Stack):
             "CiAccess",
             CiAccessProps(
                 github_repo=settings.github_repo,
-                store_bucket_name=base.store_bucket_name,
+                store=base.store_location,
                 key=base.store.key,
                 existing_provider_arn=settings.github_oidc_provider_arn,
             ),
@@ -121,7 +122,7 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
     env = cdk.Environment(region=manifest.region)
     prefix = f"llmfleet-{manifest.name}-{stage}"
     tags = {"llmfleet:fleet": manifest.name, "llmfleet:stage": stage}
-    base = FleetBaseStack(app, prefix, store_bucket_name=store_bucket_of(plans), settings=settings, env=env, tags=tags)
+    base = FleetBaseStack(app, prefix, store_location=store_of(plans), settings=settings, env=env, tags=tags)
     models = {
         plan.model_name: ModelStack(
             app, f"{prefix}-{plan.model_name}", plan=plan, base=base, settings=settings, env=env,

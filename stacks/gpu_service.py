@@ -23,8 +23,9 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
+from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import StackConfigError
+from stacks.config import StackConfigError, store_uri
 from stacks.metrics import REQUESTS_WAITING, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
@@ -99,7 +100,7 @@ echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config"""
 class GpuServiceProps:
     plan: ServingPlan
     vpc: ec2.IVpc
-    store_bucket_name: str
+    store: StoreLocation
     key: kms.IKey
     image: ServingImage
     access_logs: s3.IBucket
@@ -284,14 +285,14 @@ class GpuServiceConstruct(Construct):
             network_mode=ecs.NetworkMode.AWS_VPC,
             volumes=[ecs.Volume(name="models", host=ecs.Host(source_path=DEFAULT_MODEL_ROOT))],
         )
-        prefixes = model_read_prefixes(plan)
-        for statement in model_read_statements(props.store_bucket_name, prefixes):
+        prefixes = model_read_prefixes(plan, props.store)
+        for statement in model_read_statements(props.store.bucket, prefixes):
             task.task_role.add_to_principal_policy(statement)
         props.key.grant_decrypt(task.task_role)
         for prefix in prefixes:
             acknowledge(
                 task.task_role,
-                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store_bucket_name, prefix))}]",
+                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store.bucket, prefix))}]",
                 f"read-only on the model's own store prefix {prefix}/ (weights, adapters, registry), nothing else",
             )
         instance_mib = plan.instance_memory_gib * 1024
@@ -302,7 +303,7 @@ class GpuServiceConstruct(Construct):
             memory_reservation_mib=int(instance_mib * TASK_MEMORY_SHARE),
             environment={
                 "LLMFLEET_PLAN": plan.to_json(),
-                "LLMFLEET_STORE": f"s3://{props.store_bucket_name}",
+                "LLMFLEET_STORE": store_uri(props.store),
                 "LLMFLEET_TARGET": "ecs",
                 "LLMFLEET_MODEL_ROOT": DEFAULT_MODEL_ROOT,
             },

@@ -19,8 +19,9 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from model_store.plan import ServingPlan
+from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import StackConfigError
+from stacks.config import StackConfigError, store_uri
 from stacks.metrics import REQUESTS_WAITING, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
@@ -36,7 +37,7 @@ ENDPOINT_NAME_MAX = 63
 class SageMakerEndpointProps:
     plan: ServingPlan
     vpc: ec2.IVpc
-    store_bucket_name: str
+    store: StoreLocation
     key: kms.IKey
     image: ServingImage
 
@@ -62,10 +63,10 @@ def endpoint_name(plan: ServingPlan) -> str:
     return f"{plan.fleet}-{plan.stage}-{plan.model_name}"
 
 
-def model_data_uri(plan: ServingPlan, bucket_name: str) -> str:
+def model_data_uri(plan: ServingPlan, store: StoreLocation) -> str:
     """The model revision in the store (`llmfleet model upload` layout): SageMaker copies it, uncompressed,
     to /opt/ml/model before the container starts."""
-    return f"s3://{bucket_name}/models/{plan.model_name}/{plan.revision}/"
+    return f"s3://{store.bucket}/{store.key('models', plan.model_name, plan.revision)}/"
 
 
 class SageMakerEndpointConstruct(Construct):
@@ -95,13 +96,13 @@ class SageMakerEndpointConstruct(Construct):
         ]
 
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
-        prefixes = model_read_prefixes(plan)
-        for statement in model_read_statements(props.store_bucket_name, prefixes):
+        prefixes = model_read_prefixes(plan, props.store)
+        for statement in model_read_statements(props.store.bucket, prefixes):
             self.role.add_to_principal_policy(statement)
         for prefix in prefixes:
             acknowledge(
                 self.role,
-                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store_bucket_name, prefix))}]",
+                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store.bucket, prefix))}]",
                 f"read-only on the model's own store prefix {prefix}/ (weights, adapters, registry), nothing else",
             )
         props.key.grant_decrypt(self.role)
@@ -184,12 +185,12 @@ class SageMakerEndpointConstruct(Construct):
                 image=props.image.uri,
                 environment={
                     "LLMFLEET_PLAN": plan.to_json(),
-                    "LLMFLEET_STORE": f"s3://{props.store_bucket_name}",
+                    "LLMFLEET_STORE": store_uri(props.store),
                     "LLMFLEET_TARGET": "sagemaker",
                 },
                 model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
                     s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
-                        s3_uri=model_data_uri(plan, props.store_bucket_name), s3_data_type="S3Prefix", compression_type="None"
+                        s3_uri=model_data_uri(plan, props.store), s3_data_type="S3Prefix", compression_type="None"
                     )
                 ),
             ),

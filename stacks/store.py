@@ -16,6 +16,7 @@ from constructs import Construct
 
 from stacks.compliance import acknowledge, checkov_skip
 from model_store.plan import ServingPlan
+from model_store.store import StoreLocation
 from stacks.config import StackConfigError, source_prefix
 
 DOCKERFILE = "containers/vllm/Dockerfile"
@@ -159,10 +160,10 @@ def object_arn(bucket_name: str, prefix: str) -> str:
     return f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}/{prefix}/*"
 
 
-def model_read_prefixes(plan: ServingPlan) -> list[str]:
-    """Store prefixes a server of `plan` reads: its weights (the store layout `models/<name>/`, plus the
+def model_read_prefixes(plan: ServingPlan, store: StoreLocation) -> list[str]:
+    """Key prefixes a server of `plan` reads: its weights (the store layout `models/<name>/`, plus the
     manifest's source when vLLM streams weights from there), its adapters and its registry entries."""
-    prefixes = [f"models/{plan.model_name}", f"adapters/{plan.model_name}", f"registry/{plan.model_name}"]
+    prefixes = [store.key(folder, plan.model_name) for folder in ("models", "adapters", "registry")]
     if plan.streams_weights and source_prefix(plan) not in prefixes:
         prefixes.append(source_prefix(plan))
     return prefixes

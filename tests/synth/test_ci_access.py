@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from model_store.store import StoreLocation
 from stacks.ci_access import CiAccessProps
 from stacks.config import StackConfigError
 from tests.synth.conftest import GITHUB_REPO, Synthesized, as_list, only
@@ -57,4 +58,4 @@ def test_role_writes_adapters_and_registry_and_reads_no_weights(secure_fleet: Sy
 
 def test_props_refuse_a_repository_that_is_not_owner_slash_name() -> None:
     with pytest.raises(StackConfigError, match="'acme' is not a GitHub 'owner/name'"):
-        CiAccessProps(github_repo="acme", store_bucket_name="b", key=None)  # type: ignore[arg-type]
+        CiAccessProps(github_repo="acme", store=StoreLocation("b"), key=None)  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 import pytest
 
-from stacks.config import FleetSettings, StackConfigError, plan_manifest, source_prefix, store_bucket_of
+from model_store.store import StoreLocation
+from stacks.config import FleetSettings, StackConfigError, plan_manifest, source_prefix, store_of, store_uri
 from tests.conftest import REPO
 
 
@@ -39,11 +40,15 @@ def test_stage_from_context_overrides_the_manifest_and_is_validated() -> None:
         plan_manifest(REPO / "fleet.yaml", "Bad Stage!")
 
 
-def test_sources_must_share_one_store_bucket_and_have_a_prefix() -> None:
+def test_the_store_is_every_source_up_to_models_and_must_be_shared() -> None:
     _, plans = plan_manifest(REPO / "fleet.yaml")
-    assert store_bucket_of(plans) == "llmfleet-store"
+    assert store_of(plans) == StoreLocation("llmfleet-store")
+    assert store_uri(store_of(plans)) == "s3://llmfleet-store"
+    in_team = [p.model_copy(update={"source": f"s3://b/team/models/{p.model_name}"}) for p in plans]
+    assert store_of(in_team) == StoreLocation("b", "team")
+    assert store_uri(store_of(in_team)) == "s3://b/team"
     moved = plans[0].model_copy(update={"source": "s3://elsewhere/models/x"})
-    with pytest.raises(StackConfigError, match=r"one store bucket.*\['elsewhere', 'llmfleet-store'\]"):
-        store_bucket_of([moved, *plans[1:]])
+    with pytest.raises(StackConfigError, match=r"one store.*\['s3://elsewhere', 's3://llmfleet-store'\]"):
+        store_of([moved, *plans[1:]])
     with pytest.raises(StackConfigError, match="has no key prefix"):
         source_prefix(plans[0].model_copy(update={"source": "s3://llmfleet-store"}))

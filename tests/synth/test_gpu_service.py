@@ -7,6 +7,7 @@ import json
 import pytest
 
 from model_store.plan import ServingPlan
+from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 from stacks.gpu_service import CLIENT_PATHS, VLLM_ADMIN_PATHS, GpuServiceProps
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, only
@@ -195,5 +196,5 @@ def test_props_refuse_a_plan_that_does_not_target_ecs(secure_fleet: Synthesized)
     plan = next(p for p in secure_fleet.fleet.plans if "ecs" not in p.targets)
     with pytest.raises(StackConfigError, match=f"model '{plan.model_name}'.*not 'ecs'"):
         GpuServiceProps(
-            plan=plan, vpc=None, store_bucket_name="b", key=None, image=None, access_logs=None  # type: ignore[arg-type]
+            plan=plan, vpc=None, store=StoreLocation("b"), key=None, image=None, access_logs=None  # type: ignore[arg-type]
         )

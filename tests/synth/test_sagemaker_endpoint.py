@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model_store.plan import ServingPlan
+from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 from stacks.sagemaker_endpoint import SageMakerEndpointProps, endpoint_name
 from tests.synth.conftest import Synthesized, as_list, only
@@ -94,10 +95,10 @@ def test_execution_role_reads_only_the_models_prefixes(secure_fleet: Synthesized
 def test_props_refuse_a_plan_without_a_sagemaker_target(secure_fleet: Synthesized) -> None:
     plan = next(p for p in secure_fleet.fleet.plans if "sagemaker" not in p.targets)
     with pytest.raises(StackConfigError, match=f"model '{plan.model_name}'.*SageMaker"):
-        SageMakerEndpointProps(plan=plan, vpc=None, store_bucket_name="b", key=None, image=None)  # type: ignore[arg-type]
+        SageMakerEndpointProps(plan=plan, vpc=None, store=StoreLocation("b"), key=None, image=None)  # type: ignore[arg-type]
 
 
 def test_props_refuse_an_endpoint_name_sagemaker_would_reject(secure_fleet: Synthesized) -> None:
     plan = sagemaker_plans(secure_fleet)[0].model_copy(update={"fleet": "f" * 40, "model_name": "m" * 30})
     with pytest.raises(StackConfigError, match="exceeds 63 characters"):
-        SageMakerEndpointProps(plan=plan, vpc=None, store_bucket_name="b", key=None, image=None)  # type: ignore[arg-type]
+        SageMakerEndpointProps(plan=plan, vpc=None, store=StoreLocation("b"), key=None, image=None)  # type: ignore[arg-type]
