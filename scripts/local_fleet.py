@@ -57,6 +57,9 @@ STANDIN_CONTEXT = 512
 # vLLM boots in 48-90 s on 2 cores (ENVIRONMENT.md); a cold page cache can double that.
 READY_TIMEOUT_SECONDS = 600
 STOP_TIMEOUT_SECONDS = 30
+# A killed process is gone only once the kernel has freed its memory: seconds for vLLM's
+# CPU workers (a GiB of KV cache) on a loaded 2-core machine (measured 5-10 s here).
+KILL_WAIT_SECONDS = 30
 CI_ROLE_NAME = "llmfleet-ci-adapter-publisher"
 ACTOR = "llmfleet local up"
 
@@ -269,7 +272,7 @@ def stop_process(record: ProcessRecord, timeout: float = STOP_TIMEOUT_SECONDS) -
     if not left:
         return f"stopped {record.name} (pid {record.pid})"
     _signal_all(record, left, signal.SIGKILL)
-    still = _wait_gone(left, 5)
+    still = _wait_gone(left, KILL_WAIT_SECONDS)
     if still:
         raise LocalFleetError(f"{record.name}: pids {[p.pid for p in still]} survive SIGKILL; stop them by hand")
     return f"killed {record.name} (pid {record.pid}) after {timeout:.0f}s"
