@@ -161,7 +161,7 @@ class LlmfleetMiddleware:
             await self.app(scope, receive, capture.send)
             await capture.replay(send, self._public_models)
             return
-        if method == "POST" and not is_admin_path(path):
+        if method == "POST" and not is_admin_path(path) and "json" in (_header(scope, b"content-type") or ""):
             await self._model_request(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -196,8 +196,8 @@ class LlmfleetMiddleware:
             return
         try:
             payload = json.loads(body) if body else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None  # vLLM answers malformed JSON with its own 400
+        except ValueError:  # malformed JSON: vLLM answers it with its own 400
+            payload = None
         tgi = scope["path"] == "/invocations" and is_tgi_payload(payload)
         if tgi:
             try:

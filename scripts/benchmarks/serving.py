@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -85,6 +86,9 @@ def _served_version(http: httpx.Client, name: str) -> str | None:
 
 
 def _promote_and_wait(registry: AdapterRegistry, http: httpx.Client, name: str, version: str) -> float:
+    # Promotions arriving right after a swap would all wait a full poll interval: land at a
+    # random phase of the agent's cycle, as CI pipelines do.
+    time.sleep(random.uniform(0, POLL_SECONDS))
     registry.promote(MODEL, STAGE, name, version, actor="bench")
     promoted = time.monotonic()
     while _served_version(http, name) != version:

@@ -102,8 +102,9 @@ def test_other_model_names_pass_unchanged(app: EchoApp, state: StateDir, model: 
     assert app.seen[-1]["payload"]["model"] == model
 
 
-def test_non_json_bodies_pass_unchanged(app: EchoApp, state: StateDir):
-    response = call(app, state, "POST", "/tokenize", content=b"{not json")
+@pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data; boundary=x"])
+def test_bodies_that_are_not_json_objects_pass_unchanged(app: EchoApp, state: StateDir, content_type: str):
+    response = call(app, state, "POST", "/tokenize", content=b"{not json", headers={"content-type": content_type})
 
     assert response.status_code == 200
     assert app.seen[-1]["body"] == b"{not json"
@@ -127,7 +128,7 @@ def test_llmfleet_adapters_describes_the_server(app: EchoApp, state: StateDir):
 
 @pytest.mark.parametrize("path", ["/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/adapters", "/adapters/medical"])
 def test_runtime_lora_routes_refuse_remote_callers(app: EchoApp, state: StateDir, path: str):
-    response = call(app, state, "POST", path, client=REMOTE, json={"lora_name": "x", "lora_path": "/tmp/x"})
+    response = call(app, state, "POST", path, client=REMOTE, json={"lora_name": "x", "lora_path": "/cache/x"})
 
     assert response.status_code == 403
     assert "localhost" in response.json()["error"]["message"]
