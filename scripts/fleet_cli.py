@@ -410,8 +410,8 @@ def _fmt(value: float | None, unit: str = "") -> str:
 def _render(rows: list[ModelStatus], title: str) -> None:
     """Two tables: capacity and load per model and target, then adapter versions per server."""
     capacity = Table(title=title, title_justify="left")
-    for column in ("model", "target", "state", "tasks", "instance", "queue", "p50/p99 ms", "$/h"):
-        capacity.add_column(column, justify="right" if column in ("tasks", "queue", "p50/p99 ms", "$/h") else "left", no_wrap=column == "model")
+    for column in ("model", "target", "tasks", "instance", "queue", "p50/p99 ms", "$/h"):
+        capacity.add_column(column, justify="left" if column in ("model", "target", "instance") else "right")
     adapters = Table(title="adapters: loaded per server vs the registry", title_justify="left")
     for column in ("model", "server", "adapter", "loaded", "registry"):
         adapters.add_column(column)
@@ -422,8 +422,7 @@ def _render(rows: list[ModelStatus], title: str) -> None:
             tasks += f" ({row.healthy} healthy)"
         capacity.add_row(
             model,
-            row.target,
-            row.state or "-",
+            row.target + (f"\n{row.state}" if row.state else ""),
             tasks,
             row.instance_type,
             _fmt(row.metrics.queue_depth),
