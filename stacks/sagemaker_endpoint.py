@@ -270,6 +270,18 @@ class SageMakerEndpointConstruct(Construct):
             # A real-time variant cannot run zero instances.
             min_capacity=max(1, scaling_plan.min_capacity),
             max_capacity=scaling_plan.max_capacity,
+            # Application Auto Scaling's own service-linked role (as CDK uses for ECS services),
+            # not a new role without permissions.
+            role=iam.Role.from_role_arn(
+                self,
+                "ScalingRole",
+                cdk.Stack.of(self).format_arn(
+                    service="iam",
+                    region="",
+                    resource="role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com",
+                    resource_name="AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                ),
+            ),
         )
         self.scalable_target.node.add_dependency(self.endpoint)
         cooldowns = {

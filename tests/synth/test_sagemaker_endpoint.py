@@ -66,6 +66,7 @@ def test_variant_autoscaling_follows_the_plan(secure_fleet: Synthesized) -> None
         )
         target = only(targets)
         assert target["ResourceId"] == f"endpoint/{endpoint_name(plan)}/variant/AllTraffic"
+        assert "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint" in str(target["RoleARN"])
         assert (target["MinCapacity"], target["MaxCapacity"]) == (
             max(1, plan.autoscaling.min_capacity),
             plan.autoscaling.max_capacity,
