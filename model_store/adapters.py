@@ -28,6 +28,10 @@ DEFAULT_MAX_RANK = 64
 
 # Extensions of formats that unpickle (run code) when loaded: torch.save, pickle, joblib.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+# What transformers' Trainer (and trl's trainers) leave in an output directory beside the
+# adapter: its pickled TrainingArguments and intermediate checkpoints. Never served, so a
+# training run's output directory publishes as is and these are left out, never uploaded.
+TRAINER_LEFTOVERS = re.compile(r"training_args\.bin|checkpoint-\d+")
 # Bounds: a save_pretrained() directory holds a handful of small files beside the weights.
 MAX_FILES = 32
 MAX_CONFIG_BYTES = 1 << 20  # adapter_config.json
@@ -70,6 +74,7 @@ class AdapterInfo:
     files: tuple[str, ...]
     tensor_count: int
     weights_bytes: int
+    left_out: tuple[str, ...] = ()  # trainer leftovers in the directory, not published
 
 
 def check_segment(kind: str, value: str, *, rule: str = "name", pattern: str = SAFE_SEGMENT) -> str:
@@ -124,7 +129,7 @@ def validate_adapter(
     directory = Path(directory)
     if not directory.is_dir():
         raise AdapterRejected("missing_file", f"{directory} is not a directory")
-    files = _check_layout(directory)
+    files, left_out = _check_layout(directory)
     config = _read_config(directory / ADAPTER_CONFIG)
     _check_features(config)
     base = _check_base(config, model_name, accepted_bases)
@@ -138,13 +143,16 @@ def validate_adapter(
         rank=rank,
         target_modules=targets,
         files=tuple(files),
+        left_out=tuple(left_out),
         tensor_count=tensor_count,
         weights_bytes=weights.stat().st_size,
     )
 
 
-def _check_layout(directory: Path) -> list[str]:
-    entries = sorted(directory.iterdir())
+def _check_layout(directory: Path) -> tuple[list[str], list[str]]:
+    """(files to publish, trainer leftovers to leave out)."""
+    left_out = sorted(p.name for p in directory.iterdir() if TRAINER_LEFTOVERS.fullmatch(p.name) and not p.is_symlink())
+    entries = sorted(p for p in directory.iterdir() if p.name not in left_out)
     if len(entries) > MAX_FILES:
         raise AdapterRejected("size", f"{directory} holds {len(entries)} entries; at most {MAX_FILES} allowed")
     names = []
@@ -171,7 +179,7 @@ def _check_layout(directory: Path) -> list[str]:
     for required in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if required not in names:
             raise AdapterRejected("missing_file", f"{directory} has no {required} (peft's save_pretrained writes one)")
-    return names
+    return names, left_out
 
 
 def _read_config(path: Path) -> dict:

@@ -218,7 +218,10 @@ def adapter_publish(
                 uploader=_actor(actor),
             )
     summary = _version_summary(model_store, manifest, model_store.adapter_prefix(model, name, manifest.version))
-    summary |= {"rank": manifest.details["adapter"]["rank"], "base_model": manifest.details["adapter"]["base_model"]}
+    adapter = manifest.details["adapter"]
+    summary |= {"rank": adapter["rank"], "base_model": adapter["base_model"], "left_out": adapter["left_out"]}
+    if adapter["left_out"]:
+        errors.print(f"left out (trainer leftovers, never served): {', '.join(adapter['left_out'])}", markup=False)
     _emit(as_json, summary, manifest.version)
 
 

@@ -101,6 +101,15 @@ def write_adapter(
     return dest
 
 
+def write_trainer_output(dest: Path) -> Path:
+    """A Trainer/trl output directory: the adapter plus pickled TrainingArguments and a checkpoint."""
+    write_adapter(dest)
+    (dest / "training_args.bin").write_bytes(b"\x80\x04\x95 pickled TrainingArguments")
+    write_adapter(dest / "checkpoint-500")
+    (dest / "checkpoint-500" / "optimizer.pt").write_bytes(b"\x80\x04\x95")
+    return dest
+
+
 def bucket_snapshot(client, bucket: str) -> dict[str, bytes]:
     """Every object's bytes, plus any multipart upload in flight: 'unchanged' means equal snapshots."""
     snapshot = {}
@@ -212,9 +221,9 @@ def _symlinked_readme(dest: Path) -> Path:
     return dest
 
 
-def _checkpoint_subdir(dest: Path) -> Path:
+def _nested_dir(dest: Path) -> Path:
     write_adapter(dest)
-    write_adapter(dest / "checkpoint-500")
+    write_adapter(dest / "best")
     return dest
 
 
@@ -236,7 +245,7 @@ MALFORMED_ADAPTERS = [
     ),
     Malformed("empty-target-modules", "target_modules", lambda d: write_adapter(d, config={"target_modules": []})),
     Malformed("pickle-weights", "pickle", _extra_file("adapter_model.bin", b"\x80\x04\x95")),
-    Malformed("pickle-training-args", "pickle", _extra_file("training_args.pt")),
+    Malformed("pickle-optimizer-state", "pickle", _extra_file("optimizer.pt")),
     Malformed("truncated-safetensors", "safetensors", _edited_weights(lambda b: b[: len(b) - 100])),
     Malformed("garbage-safetensors-header", "safetensors", _edited_weights(lambda b: b"\xff" * 8 + b[8:])),
     Malformed(
@@ -272,7 +281,7 @@ MALFORMED_ADAPTERS = [
     Malformed("dora", "feature", lambda d: write_adapter(d, config={"use_dora": True})),
     Malformed("modules-to-save", "feature", lambda d: write_adapter(d, config={"modules_to_save": ["lm_head"]})),
     Malformed("symlink", "symlink", _symlinked_readme),
-    Malformed("nested-checkpoint-dir", "layout", _checkpoint_subdir),
+    Malformed("nested-dir", "layout", _nested_dir),
     Malformed("unsafe-file-name", "file_name", _extra_file("notes for you.txt")),
     Malformed("oversized-file", "size", _oversized_readme),
     Malformed("path-traversal-name", "name", write_adapter, name="../../models/tiny"),

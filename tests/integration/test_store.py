@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     bucket_snapshot,
     write_adapter,
     write_model,
+    write_trainer_output,
 )
 
 MIB = 1 << 20
@@ -188,6 +189,19 @@ def test_publish_names_the_version_by_content_and_refuses_a_second_publish(
     assert (out / "adapter_model.safetensors").read_bytes() == (
         tmp_path / "v2" / "adapter_model.safetensors"
     ).read_bytes()
+
+
+def test_trainer_leftovers_are_never_uploaded(store, s3, bucket, uploaded_model, tmp_path) -> None:
+    published = store.publish_adapter(write_trainer_output(tmp_path / "out"), MODEL, "medical")
+    stored = [k for k in keys(s3, bucket) if "/adapters/" in k]
+    assert [k.rsplit("/", 1)[1] for k in stored] == [
+        "README.md",
+        MANIFEST_NAME,
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    recorded = store.adapter_manifest(MODEL, "medical", published.version).details["adapter"]
+    assert recorded["left_out"] == ["checkpoint-500", "training_args.bin"]
 
 
 def test_publish_needs_the_base_model_in_the_store(store, s3, bucket, adapter_dir) -> None:

@@ -15,7 +15,15 @@ from model_store.adapters import (
     validate_adapter,
 )
 from model_store.manifest import parse_fleet
-from tests.integration.conftest import MALFORMED_ADAPTERS, MODEL, TINY_ARCH, Malformed, lora_tensors, write_adapter
+from tests.integration.conftest import (
+    MALFORMED_ADAPTERS,
+    MODEL,
+    TINY_ARCH,
+    Malformed,
+    lora_tensors,
+    write_adapter,
+    write_trainer_output,
+)
 
 FLEET = parse_fleet(
     """
@@ -45,6 +53,12 @@ def test_a_peft_directory_passes_and_is_described(tmp_path: Path) -> None:
     assert info.tensor_count == 2 * 4 * 2  # layers x modules x (A, B)
     assert info.files == ("README.md", "adapter_config.json", "adapter_model.safetensors")
     assert info.weights_bytes == (tmp_path / "a" / "adapter_model.safetensors").stat().st_size
+
+
+def test_a_trainer_output_directory_publishes_without_its_leftovers(tmp_path: Path) -> None:
+    info = validate(write_trainer_output(tmp_path / "out"))
+    assert info.files == ("README.md", "adapter_config.json", "adapter_model.safetensors")
+    assert info.left_out == ("checkpoint-500", "training_args.bin")
 
 
 def test_all_linear_and_rank_pattern_are_understood(tmp_path: Path) -> None:
