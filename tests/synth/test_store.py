@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match
 
-from tests.synth.conftest import Synthesized, only
+from tests.synth.conftest import Synthesized, as_list, only
 
 
 def test_store_bucket_is_kms_encrypted_versioned_private_logged_and_named_by_the_sources(secure_fleet: Synthesized) -> None:
@@ -47,3 +47,29 @@ def test_key_rotates_and_repository_scans_immutable_tags(secure_fleet: Synthesiz
             "EncryptionConfiguration": {"EncryptionType": "KMS", "KmsKey": Match.any_value()},
         },
     )
+
+
+def test_no_policy_anywhere_grants_s3_wildcards_or_s3_on_any_resource(secure_fleet: Synthesized) -> None:
+    checked = 0
+    for stack in secure_fleet.fleet.stacks:
+        for policy in secure_fleet.template(stack).find_resources("AWS::IAM::Policy").values():
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = as_list(statement["Action"])
+                assert "*" not in actions and "s3:*" not in actions, (stack.stack_name, statement)
+                if any(a.startswith("s3:") for a in actions):
+                    checked += 1
+                    assert "*" not in as_list(statement["Resource"]), (stack.stack_name, statement)
+                    assert all("llmfleet-store" in str(r) for r in as_list(statement["Resource"])), statement
+    assert checked >= 10
+
+
+def test_everything_that_holds_data_is_encrypted_with_a_customer_key(secure_fleet: Synthesized) -> None:
+    base = secure_fleet.template(secure_fleet.fleet.base)
+    (topic,) = base.find_resources("AWS::SNS::Topic").values()
+    assert "KmsMasterKeyId" in topic["Properties"]
+    for plan in secure_fleet.fleet.plans:
+        synthesized = secure_fleet.model_template(plan.model_name)
+        for group in synthesized.find_resources("AWS::Logs::LogGroup").values():
+            assert "KmsKeyId" in group["Properties"]
+        for secret in synthesized.find_resources("AWS::SecretsManager::Secret").values():
+            assert "KmsKeyId" in secret["Properties"]
