@@ -128,7 +128,7 @@ def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
 def local_up(
     fleet: Annotated[Path, typer.Argument(help="The fleet manifest.")] = Path("fleet.yaml"),
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="The model to run [default: the first with LoRA adapters].")
+        str | None, typer.Option("--model", "-m", help="The model to run (default: the first with LoRA adapters).")
     ] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for the server to serve.")] = local_fleet.READY_TIMEOUT_SECONDS,
     as_json: JsonOpt = False,
@@ -444,9 +444,9 @@ def _render(rows: list[ModelStatus], title: str) -> None:
 
 def status(
     fleet: FleetOpt = Path("fleet.yaml"),
-    stage: Annotated[str | None, typer.Option("--stage", "-s", help="The stage [default: the fleet's].")] = None,
+    stage: Annotated[str | None, typer.Option("--stage", "-s", help="The stage (default: the fleet's).")] = None,
     aws: Annotated[bool, typer.Option("--aws", help="Query the AWS account even when a local fleet is up.")] = False,
-    region: Annotated[str | None, typer.Option("--region", help="AWS region [default: the fleet's].")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="AWS region (default: the fleet's).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per model: tasks running/desired, instance, adapter versions per server, queue, latency, $/h."""
@@ -610,9 +610,9 @@ def invoke(
     target: Annotated[str, typer.Argument(metavar="MODEL[:ADAPTER]", help="The model, or one of its adapters.")],
     prompt: Annotated[str, typer.Argument(help="The user message.")],
     url: Annotated[
-        str | None, typer.Option("--url", help="Base URL of the fleet (the ALB), e.g. https://llm.example.com [default: the local fleet].")
+        str | None, typer.Option("--url", help="Base URL of the fleet (the ALB), e.g. https://llm.example.com (default: the local fleet, when up).")
     ] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMFLEET_API_KEY", help="[env: LLMFLEET_API_KEY]")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMFLEET_API_KEY", help="The fleet's API key (the local fleet's own by default).")] = None,
     sagemaker: Annotated[str | None, typer.Option("--sagemaker", metavar="ENDPOINT", help="Call a SageMaker endpoint instead.")] = None,
     region: Annotated[str | None, typer.Option("--region", help="AWS region for --sagemaker.")] = None,
     stream: Annotated[
