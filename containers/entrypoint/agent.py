@@ -76,6 +76,8 @@ class AdapterAgent(threading.Thread):
                 self.check_once()
             except EntrypointError as exc:  # the store is unreachable: keep serving, try again
                 log.error("adapter agent: %s", exc)
+            except Exception:  # anything else must not end live updates either; try again next poll
+                log.exception("adapter agent: unexpected failure; retrying at the next poll")
 
     def check_once(self) -> None:
         state = self.gateway.poll(self.etag)

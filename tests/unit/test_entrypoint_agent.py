@@ -159,13 +159,20 @@ def test_a_version_that_fails_leaves_the_old_one_serving_until_the_registry_move
     assert agent.refused == {"medical": "v2"}
 
 
-def test_a_store_outage_is_logged_and_the_agent_keeps_running(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+@pytest.mark.parametrize(
+    "failure",
+    [EntrypointError("registry poll failed after 4 attempts: connection refused"), OSError("connection refused")],
+    ids=["store-outage", "unexpected"],
+)
+def test_a_failing_poll_is_logged_and_the_agent_keeps_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: Exception
+):
     class Unreachable(FakeGateway):
         def poll(self, etag):
             self.polled_with.append(etag)
             if len(self.polled_with) >= 3:
                 agent.stop_event.set()
-            raise EntrypointError("registry poll failed after 4 attempts: connection refused")
+            raise failure
 
     gateway = Unreachable([])
     agent, _ = make_agent(tmp_path, gateway, FakeVllm(), {"medical": "v1"})
