@@ -11,9 +11,14 @@ $(STAMP): requirements/lock.txt pyproject.toml package.json
 	bash scripts/bootstrap.sh
 	touch $(STAMP)
 
-## up: the main job — bring up the local fleet from fleet.yaml (plan it first)
+## up: the main job — plan fleet.yaml, then run it locally (emulated AWS + real vLLM on CPU)
 up: $(STAMP)
 	$(VENV)/bin/llmfleet plan $(FLEET)
+	$(VENV)/bin/llmfleet local up $(FLEET)
+
+## down: stop everything `make up` started
+down: $(STAMP)
+	$(VENV)/bin/llmfleet local down
 
 ## test: the whole suite (unit, synth, integration, e2e), as CI runs it
 test: $(STAMP)
