@@ -32,6 +32,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m scripts.bench
 
+## synth: synthesize the CDK app for fleet.yaml into cdk.out (no AWS credentials needed)
+synth: $(STAMP)
+	npx cdk synth --quiet
+
 schema: $(STAMP)
 	$(VENV)/bin/llmfleet schema -o fleet.schema.json
 
