@@ -138,13 +138,16 @@ def test_sigterm_drains_streams_finish_and_new_requests_get_503(server: Server):
     reader.start()
     assert first_chunk.wait(timeout=60)
     server.process.send_signal(signal.SIGTERM)
+    streamed_at_signal = len(chunks)
     with server.client(timeout=30) as http:
+        wait_until(lambda: http.get("/llmfleet/adapters").json()["draining"], "the entrypoint raised the drain flag")
         refused = http.post("/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2})
         health = http.get("/health")
         ping = http.get("/ping")
     reader.join(timeout=120)
     code = server.process.wait(timeout=120)
 
+    assert streamed_at_signal < 300, "the stream was still running when SIGTERM arrived"
     assert refused.status_code == 503
     assert refused.headers["retry-after"].isdigit()
     assert (health.status_code, ping.status_code) == (503, 503)
