@@ -62,8 +62,27 @@ class Fleet:
         self.registry.rollback(MODEL, STAGE, name, actor=ACTOR)
 
     def publish(self, name: str, version: str, *, seed: int, rank: int = 8, max_rank: int = 16) -> None:
+        """Publish a fresh adapter (no-op when that version is already in the store)."""
+        if self.store.adapter_version_exists(MODEL, name, version):
+            return
         directory = make_lora_adapter(self.model_dir, self.work / "adapters" / name / version, rank=rank, seed=seed, base_model_name=MODEL)
         self.store.publish_adapter(directory, MODEL, name, version=version, max_rank=max_rank, uploader=ACTOR)
+
+    def corrupt(self, name: str, version: str) -> None:
+        """Change bytes of a published version's weights behind the store's back (bit rot, tampering)."""
+        key = self.store.location.key("adapters", MODEL, name, version, "adapter_model.safetensors")
+        original = self.store.client.get_object(Bucket=self.store.location.bucket, Key=key)["Body"].read()
+        self.store.client.put_object(Bucket=self.store.location.bucket, Key=key, Body=original[:-64] + bytes(64))
+
+    def promote_bad_versions(self) -> None:
+        """legal v2 corrupt in the store, finance v2 of a rank vLLM refuses: both promoted."""
+        if not self.store.adapter_version_exists(MODEL, "legal", "v2"):
+            self.publish("legal", "v2", seed=22)
+            self.corrupt("legal", "v2")
+        # Rank 32 passes the store's validation (max 64 here) but exceeds vLLM's --max-lora-rank 16.
+        self.publish("finance", "v2", seed=33, rank=32, max_rank=64)
+        self.promote("legal", "v2")
+        self.promote("finance", "v2")
 
 
 @dataclass

@@ -130,10 +130,7 @@ def test_new_version_swaps_in_and_rollback_restores_the_old(server: Server, flee
 def test_corrupt_adapter_in_store_is_refused_and_old_version_keeps_serving(server: Server, fleet: Fleet):
     before = answer(server, "legal")
     fleet.publish("legal", "v2", seed=22)
-    weights = fleet.store.location.key("adapters", MODEL, "legal", "v2", "adapter_model.safetensors")
-    original = fleet.store.client.get_object(Bucket=fleet.store.location.bucket, Key=weights)["Body"].read()
-    corrupted = original[:-64] + bytes(64)
-    fleet.store.client.put_object(Bucket=fleet.store.location.bucket, Key=weights, Body=corrupted)
+    fleet.corrupt("legal", "v2")
 
     fleet.promote("legal", "v2")
     wait_until(lambda: "adapter legal: version v2 not served" in server.output(), "refusal logged")
@@ -145,13 +142,11 @@ def test_corrupt_adapter_in_store_is_refused_and_old_version_keeps_serving(serve
 
 def test_adapter_vllm_refuses_at_load_keeps_old_version(server: Server, fleet: Fleet):
     before = answer(server, "finance")
-    # Rank 32 passes the store's validation (max 64 here) but exceeds vLLM's --max-lora-rank 16.
-    fleet.publish("finance", "v2", seed=33, rank=32, max_rank=64)
 
-    fleet.promote("finance", "v2")
+    fleet.promote_bad_versions()  # finance v2: a rank vLLM's --max-lora-rank refuses
     wait_until(lambda: "adapter finance: version v2 not served" in server.output(), "refusal logged")
 
-    assert "load_lora_adapter" in server.output()
+    assert "load_lora_adapter" in server.output() and "max_lora_rank" in server.output()
     assert served(server)["adapters"]["finance"] == "v1"
     assert answer(server, "finance") == before
 

@@ -71,8 +71,9 @@ def test_invalid_plan_exits_before_touching_the_store(fleet: Fleet):
 
 @pytest.fixture(scope="module")
 def late_server(fleet: Fleet) -> Iterator[Server]:
-    """A second server, booted after test_entrypoint.py left the registry with a corrupt
-    version of `legal` and a version of `finance` vLLM refuses; it requires an API key."""
+    """A second server, booted while the registry names a corrupt version of `legal` and a
+    version of `finance` vLLM refuses; it requires an API key."""
+    fleet.promote_bad_versions()
     server = boot_server(fleet, "server-b", VLLM_API_KEY=API_KEY)
     yield server
     server.stop()
