@@ -98,8 +98,17 @@ def leave_out_refused(synced: Synced, gateway: StoreGateway) -> None:
             gateway.discard_adapter(name, version)
 
 
+def _stop_before_vllm(signum: int, _frame) -> None:
+    """SIGTERM while syncing: nothing to drain, leave now. (As PID 1, which SageMaker's
+    `docker run` makes us, the default would be to ignore it until SIGKILL.)"""
+    log.info("signal %d before vLLM started: exiting", signum)
+    raise SystemExit(128 + signum)
+
+
 def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     plan = settings.plan
+    signal.signal(signal.SIGTERM, _stop_before_vllm)
+    signal.signal(signal.SIGINT, _stop_before_vllm)
     importer = threading.Thread(target=import_vllm_parser, name="vllm-import", daemon=True)
     importer.start()  # seconds of imports, overlapped with the download
     gateway = StoreGateway.connect(

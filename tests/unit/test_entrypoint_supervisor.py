@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
 from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, exit_code_of, main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -26,3 +32,23 @@ def test_exit_code_follows_vllm(returncode: int, asked_to_stop: bool, expected: 
 def test_missing_plan_fails_fast_with_a_clear_message(caplog: pytest.LogCaptureFixture):
     assert main({"LLMFLEET_STORE": "s3://llmfleet-store"}) == EXIT_BAD_INPUT
     assert "LLMFLEET_PLAN is not set" in caplog.text
+
+
+
+def test_sigterm_before_vllm_starts_exits_at_once():
+    """As PID 1 the default would ignore SIGTERM: the container must still stop while syncing."""
+    script = textwrap.dedent(
+        """
+        import signal, time
+        from containers.entrypoint.supervisor import _stop_before_vllm
+        signal.signal(signal.SIGTERM, _stop_before_vllm)
+        print("syncing", flush=True)
+        time.sleep(60)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO)
+    assert child.stdout.readline() == b"syncing\n"
+
+    child.send_signal(signal.SIGTERM)
+
+    assert child.wait(timeout=30) == 128 + signal.SIGTERM
