@@ -188,13 +188,28 @@ class ModelSpec(Strict):
     def _combinations(self) -> ModelSpec:
         if self.load_format == "runai_streamer" and not self.source.startswith("s3://"):
             raise ValueError("load_format 'runai_streamer' needs an s3:// source")
-        if self.source.startswith("s3://") and self.architecture is None:
-            raise ValueError("an s3:// source needs 'architecture' (a known Hugging Face id) for planning")
+        if self.source.startswith("s3://"):
+            if self.architecture is None:
+                raise ValueError("an s3:// source needs 'architecture' (a known Hugging Face id) for planning")
+            # The store keeps a model at <store>/models/<name>/<revision>/ (model_store/store.py);
+            # a source elsewhere would plan one path and serve another.
+            if not self.source.rstrip("/").endswith(f"/models/{self.name}"):
+                raise ValueError(
+                    f"source {self.source!r} must be the model's place in the store, "
+                    f"s3://<bucket>[/<prefix>]/models/{self.name}"
+                )
         return self
 
     @property
     def is_local_source(self) -> bool:
         return not self.source.startswith("s3://")
+
+    @property
+    def store_uri(self) -> str | None:
+        """The store (`s3://bucket[/prefix]`) an s3:// source lives in; None for a local source."""
+        if self.is_local_source:
+            return None
+        return self.source.rstrip("/").removesuffix(f"/models/{self.name}")
 
 
 class FleetManifest(Strict):

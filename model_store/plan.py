@@ -143,6 +143,7 @@ class ServingPlan(Frozen):
     region: str
     model_name: str
     source: str
+    store_uri: str | None = Field(description="s3://bucket[/prefix] holding models/, adapters/, registry/.")
     revision: str
     architecture: str
     aliases: list[str] = Field(default_factory=list)
@@ -172,7 +173,7 @@ class ServingPlan(Frozen):
     def model_location(self, model_root: str = DEFAULT_MODEL_ROOT) -> str:
         """Where vLLM loads weights from: the S3 source when streaming, else the synced copy."""
         if self.streams_weights:
-            return self.source
+            return f"{self.store_uri}/models/{self.model_name}/{self.revision}"
         return f"{model_root}/{self.model_name}/{self.revision}"
 
     def to_json(self) -> str:
@@ -519,6 +520,7 @@ def plan_model(
         region=fleet.region,
         model_name=spec.name,
         source=spec.source,
+        store_uri=spec.store_uri,
         revision=spec.revision,
         architecture=arch.source,
         aliases=spec.aliases,

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from model_store.architectures import architecture_for, draft_architecture_for
@@ -38,8 +39,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    """Print an error to stderr and return the Exit to raise (keeps call sites explicit)."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    """Print an error (taken literally: messages hold [brackets]) to stderr; return the Exit to raise."""
+    errors.print("[bold red]error:[/]", escape(message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

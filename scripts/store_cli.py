@@ -41,22 +41,17 @@ ActorOpt = Annotated[
 DirArg = Annotated[Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="The directory to upload.")]
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    """`fail` with the message taken literally: rule ids and patterns hold [brackets] rich would eat."""
-    return fail(escape(message), code)
-
-
 def _actor(actor: str | None) -> str:
     return actor or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
 
 
 def _open_store(uri: str | None) -> ModelStore:
     if not uri:
-        raise _fail("no store: pass --store s3://bucket/prefix or set LLMFLEET_STORE", EXIT_BAD_INPUT)
+        raise fail("no store: pass --store s3://bucket/prefix or set LLMFLEET_STORE", EXIT_BAD_INPUT)
     try:
         StoreLocation.parse(uri)
     except StoreError as exc:
-        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
     return ModelStore.from_uri(uri)
 
 
@@ -64,7 +59,7 @@ def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
     try:
         return check_segment(kind, value, **({"pattern": pattern} if pattern else {}))
     except AdapterRejected as exc:
-        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
 
 
 @contextlib.contextmanager
@@ -75,7 +70,7 @@ def _refusals(as_json: bool) -> Iterator[None]:
     except (AdapterRejected, StoreError, RegistryError) as exc:
         if as_json:
             print(json.dumps({"error": str(exc), "rule": getattr(exc, "rule", None), "kind": type(exc).__name__}))
-        raise _fail(str(exc), EXIT_REFUSED) from None
+        raise fail(str(exc), EXIT_REFUSED) from None
 
 
 @contextlib.contextmanager
@@ -137,7 +132,7 @@ def _load_fleet(path: Path | None) -> FleetManifest | None:
     try:
         return load_fleet(path)
     except ManifestError as exc:
-        raise _fail(str(exc), EXIT_BAD_INPUT) from None
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
 
 
 # --- llmfleet model ----------------------------------------------------------------------------
@@ -264,7 +259,7 @@ def adapter_promote(
     """Make STAGE serve NAME@VERSION (a conditional write; concurrent promoters never lose an update)."""
     name, at, version = ref.partition("@")
     if not at or not name or not version:
-        raise _fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
+        raise fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
     _check_input("adapter name", name)
     _check_input("version", version)
     registry = AdapterRegistry(_open_store(store))

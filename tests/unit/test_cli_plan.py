@@ -51,14 +51,14 @@ def test_plan_table_names_every_model_and_explains(tmp_path: Path) -> None:
 def test_plan_exit_codes(tmp_path: Path) -> None:
     too_big = tmp_path / "big.yaml"
     too_big.write_text(
-        "name: f\nmodels:\n  - name: big\n    source: s3://llmfleet-store/big\n"
+        "name: f\nmodels:\n  - name: big\n    source: s3://llmfleet-store/models/big\n"
         "    architecture: meta-llama/Meta-Llama-3-70B-Instruct\n    serving: {instance_type: g6.xlarge}\n"
     )
     refused = runner.invoke(app, ["plan", str(too_big)])
     assert refused.exit_code == 1
     assert "fits no pinned instance" in refused.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: f\nmodels:\n  - name: x\n    source: s3://llmfleet-store/x\n    architecture: Qwen/Qwen3-8B\n    dtpye: float16\n")
+    bad.write_text("name: f\nmodels:\n  - name: x\n    source: s3://llmfleet-store/models/x\n    architecture: Qwen/Qwen3-8B\n    dtpye: float16\n")
     invalid = runner.invoke(app, ["plan", str(bad)])
     assert invalid.exit_code == 2
     assert "bad.yaml:6: model 'x', field 'dtpye': unknown key" in invalid.output

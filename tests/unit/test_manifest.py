@@ -154,3 +154,11 @@ def test_json_schema_forbids_unknown_keys_and_validates_the_example() -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**example, "surprise": 1}, schema)
     json.dumps(schema)  # serialisable
+
+
+def test_s3_source_must_be_the_models_place_in_the_store() -> None:
+    with pytest.raises(ManifestError, match=r"must be the model's place in the store, s3://<bucket>\[/<prefix>\]/models/qwen3-small"):
+        parse_fleet(fleet_text({"source": "s3://llmfleet-store/weights/qwen3"}))
+    spec = parse_fleet(fleet_text({"source": "s3://llmfleet-store/team-a/models/qwen3-small/"})).models[0]
+    assert spec.store_uri == "s3://llmfleet-store/team-a"
+    assert parse_fleet(fleet_text()).models[0].store_uri == "s3://llmfleet-store"

@@ -128,7 +128,8 @@ def test_example_fleet_choices(example_plans: dict[str, ServingPlan]) -> None:
     llama = example_plans["llama3-70b"]
     assert llama.tensor_parallel_size > 1
     assert llama.vllm.speculative_config == {"model": "meta-llama/Llama-3.2-1B-Instruct", "num_speculative_tokens": 4}
-    assert llama.vllm.load_format == "runai_streamer" and llama.model_location().startswith("s3://")
+    assert llama.vllm.load_format == "runai_streamer"
+    assert llama.model_location() == "s3://llmfleet-store/models/llama3-70b/main"  # the revision's prefix
     awq = example_plans["qwen25-7b-awq"]
     assert awq.vllm.quantization == "awq" and awq.vllm.dtype == "float16"
     assert example_plans["r1-distill-14b"].vllm.reasoning_parser == "deepseek_r1"
@@ -213,8 +214,8 @@ def test_plan_fleet_reports_every_failing_model() -> None:
         """
 name: f
 models:
-  - {name: a, source: s3://llmfleet-store/a, architecture: Qwen/Qwen3-8B, max_model_len: 65536}
-  - {name: b, source: s3://llmfleet-store/b, architecture: Qwen/Qwen3-8B, serving: {instance_type: g4dn.xlarge}}
+  - {name: a, source: s3://llmfleet-store/models/a, architecture: Qwen/Qwen3-8B, max_model_len: 65536}
+  - {name: b, source: s3://llmfleet-store/models/b, architecture: Qwen/Qwen3-8B, serving: {instance_type: g4dn.xlarge}}
 """
     )
     with pytest.raises(PlanError) as caught:
