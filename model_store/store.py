@@ -93,6 +93,11 @@ class StoreLocation:
     def key(self, *parts: str) -> str:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p and p.strip("/"))
 
+    @property
+    def uri(self) -> str:
+        """`s3://bucket[/prefix]`, as `--store` and LLMFLEET_STORE take it."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
 
 @dataclass(frozen=True)
 class FileEntry:

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from model_store.architectures import architecture_for, draft_architecture_for
-from model_store.manifest import FleetManifest, ManifestError, fleet_json_schema, load_fleet
-from model_store.plan import GIB, PlanError, ServingPlan, plan_fleet, vllm_argv
+from model_store import fleet as fleet_loading
+from model_store.manifest import FleetManifest, ManifestError, fleet_json_schema
+from model_store.plan import GIB, PlanError, ServingPlan, vllm_argv
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -44,20 +44,14 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_and_plan(fleet_path: Path) -> tuple[FleetManifest, list[ServingPlan]]:
+def load_and_plan(fleet_path: Path, stage: str | None = None) -> tuple[FleetManifest, list[ServingPlan]]:
     """Load a manifest and plan every model, turning domain errors into CLI exits."""
     try:
-        fleet = load_fleet(fleet_path)
-        plans = plan_fleet(
-            fleet,
-            lambda spec: architecture_for(spec, fleet_path.parent),
-            draft_architecture_for,
-        )
+        return fleet_loading.load_and_plan(fleet_path, stage)
     except ManifestError as exc:
         raise fail(str(exc), EXIT_BAD_INPUT) from None
     except PlanError as exc:
         raise fail(f"{fleet_path}: cannot plan:\n{exc}", EXIT_REFUSED) from None
-    return fleet, plans
 
 
 def plan_summary(plan: ServingPlan) -> dict:

@@ -420,20 +420,13 @@ def ci_policy(bucket: str, key_arn: str) -> dict:
 
 
 def store_uri_of(plan: ServingPlan) -> str:
-    """The store a plan's model lives in: its source up to the store's `models/` folder.
-
-    The store keeps a model under `models/<model name>/<revision>`, whatever the source's
-    last segment says, so only what precedes `models/` names the store.
-    """
-    if not plan.source.startswith("s3://"):
+    """The store a plan's model lives in; the local fleet serves only models whose source is in one."""
+    if plan.store_uri is None:
         raise LocalFleetError(
             f"model {plan.model_name!r}: source {plan.source!r} is a local directory; the local fleet serves models "
             "whose source is in the store (s3://bucket/models/<name>)"
         )
-    bucket, _, key = plan.source.removeprefix("s3://").partition("/")
-    prefix, found, _ = f"/{key}".rpartition("/models/")
-    prefix = prefix.strip("/") if found else ""
-    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+    return plan.store_uri
 
 
 def make_standin_model(directory: Path, on_step: Callable[[str], None]) -> Path:
@@ -488,7 +481,7 @@ def stock_store(
     model_dir = make_standin_model(standins, on_step)
     promoted: dict[str, str] = {}
     for plan in plans:
-        if not plan.source.startswith("s3://") or StoreLocation.parse(store_uri_of(plan)) != store.location:
+        if plan.store_uri is None or StoreLocation.parse(plan.store_uri) != store.location:
             on_step(f"left out {plan.model_name}: its source {plan.source} is not in the served model's store")
             continue
         adapters = make_standin_adapters(plan, model_dir, standins, on_step)

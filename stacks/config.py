@@ -10,11 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from constructs import Node
-from pydantic import ValidationError
 
-from model_store.architectures import architecture_for, draft_architecture_for
-from model_store.manifest import FleetManifest, load_fleet
-from model_store.plan import ServingPlan, plan_fleet
+from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 
 
@@ -64,52 +61,13 @@ class FleetSettings:
         )
 
 
-def plan_manifest(fleet_path: Path, stage: str | None = None) -> tuple[FleetManifest, list[ServingPlan]]:
-    """Load and plan a fleet; `stage` (context) overrides the manifest's stage and is validated like it.
-
-    Raises ManifestError / PlanError with the manifest's own messages, StackConfigError for a bad stage.
-    """
-    fleet = load_fleet(fleet_path)
-    if stage is not None and stage != fleet.stage:
-        try:
-            fleet = FleetManifest.model_validate({**fleet.model_dump(mode="json"), "stage": stage})
-        except ValidationError:
-            pattern = FleetManifest.model_fields["stage"].metadata[0].pattern
-            raise StackConfigError(f"context 'stage': {stage!r} must match {pattern}") from None
-    plans = plan_fleet(fleet, lambda spec: architecture_for(spec, fleet_path.parent), draft_architecture_for)
-    return fleet, plans
-
-
 def store_of(plans: list[ServingPlan]) -> StoreLocation:
-    """The one store every model's `s3://` source lives in: its source up to the store's `models/`
-    folder (the store keeps a model under `models/<model name>/<revision>` whatever the source's
-    last segment says). The stacks create its bucket and grant on its prefixes."""
-    stores = set()
-    for plan in plans:
-        if plan.source.startswith("s3://"):
-            bucket, _, key = plan.source.removeprefix("s3://").partition("/")
-            prefix, found, _ = f"/{key}".rpartition("/models/")
-            stores.add(StoreLocation(bucket=bucket, prefix=prefix.strip("/") if found else ""))
-    if len(stores) != 1:
-        found_uris = sorted(store_uri(s) for s in stores)
+    """The one store every model's `s3://` source lives in (`<store>/models/<name>`, checked by the
+    manifest). The stacks create its bucket and grant on its prefixes."""
+    stores = {plan.store_uri for plan in plans}
+    if len(stores) != 1 or None in stores:
         raise StackConfigError(
-            f"model sources must all be s3:// URIs in one store (s3://bucket[/prefix]/models/...) to deploy; "
-            f"found stores {found_uris} (local sources are uploaded with `llmfleet model upload` first)"
+            f"model sources must all be s3:// URIs in one store (s3://bucket[/prefix]/models/<name>) to deploy; "
+            f"found {sorted(str(s) for s in stores)} (upload local sources with `llmfleet model upload` first)"
         )
-    return stores.pop()
-
-
-def store_uri(store: StoreLocation) -> str:
-    """`s3://bucket[/prefix]`, as LLMFLEET_STORE and `--store` take it."""
-    return f"s3://{store.bucket}/{store.prefix}" if store.prefix else f"s3://{store.bucket}"
-
-
-def source_prefix(plan: ServingPlan) -> str:
-    """The model's key prefix in the store bucket (`models/<name>`), without slashes at the ends."""
-    _, _, prefix = plan.source.removeprefix("s3://").partition("/")
-    if not prefix.strip("/"):
-        raise StackConfigError(
-            f"model {plan.model_name!r}: source {plan.source!r} has no key prefix; read grants are scoped to one "
-            f"(e.g. s3://bucket/models/{plan.model_name})"
-        )
-    return prefix.strip("/")
+    return StoreLocation.parse(stores.pop())

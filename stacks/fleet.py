@@ -16,7 +16,8 @@ from model_store.plan import ServingPlan
 from stacks.ci_access import CiAccessConstruct, CiAccessProps
 from stacks.compliance import add_compliance_checks
 from model_store.store import StoreLocation
-from stacks.config import FleetSettings, plan_manifest, store_of
+from model_store.fleet import load_and_plan
+from stacks.config import FleetSettings, store_of
 from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
 from stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps, ModelMonitoringConstruct, ModelMonitoringProps
 from stacks.network import NetworkConstruct, NetworkProps
@@ -117,7 +118,7 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
     StackConfigError with their messages. `compliance_checks=False` only for measuring synthesis.
     """
     settings = FleetSettings.from_context(app.node)
-    manifest, plans = plan_manifest(settings.fleet_path, settings.stage)
+    manifest, plans = load_and_plan(settings.fleet_path, settings.stage)
     stage = plans[0].stage
     env = cdk.Environment(region=manifest.region)
     prefix = f"llmfleet-{manifest.name}-{stage}"

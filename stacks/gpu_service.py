@@ -25,7 +25,7 @@ from constructs import Construct
 from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import StackConfigError, store_uri
+from stacks.config import StackConfigError
 from stacks.metrics import REQUESTS_WAITING, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
@@ -303,7 +303,7 @@ class GpuServiceConstruct(Construct):
             memory_reservation_mib=int(instance_mib * TASK_MEMORY_SHARE),
             environment={
                 "LLMFLEET_PLAN": plan.to_json(),
-                "LLMFLEET_STORE": store_uri(props.store),
+                "LLMFLEET_STORE": props.store.uri,
                 "LLMFLEET_TARGET": "ecs",
                 "LLMFLEET_MODEL_ROOT": DEFAULT_MODEL_ROOT,
             },

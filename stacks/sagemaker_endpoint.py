@@ -21,7 +21,7 @@ from constructs import Construct
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import StackConfigError, store_uri
+from stacks.config import StackConfigError
 from stacks.metrics import REQUESTS_WAITING, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
@@ -185,7 +185,7 @@ class SageMakerEndpointConstruct(Construct):
                 image=props.image.uri,
                 environment={
                     "LLMFLEET_PLAN": plan.to_json(),
-                    "LLMFLEET_STORE": store_uri(props.store),
+                    "LLMFLEET_STORE": props.store.uri,
                     "LLMFLEET_TARGET": "sagemaker",
                 },
                 model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(

@@ -17,7 +17,7 @@ from constructs import Construct
 from stacks.compliance import acknowledge, checkov_skip
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
-from stacks.config import StackConfigError, source_prefix
+from stacks.config import StackConfigError
 
 DOCKERFILE = "containers/vllm/Dockerfile"
 # The image copies model_store/ and containers/ (containers/vllm/Dockerfile), so the build context
@@ -161,12 +161,9 @@ def object_arn(bucket_name: str, prefix: str) -> str:
 
 
 def model_read_prefixes(plan: ServingPlan, store: StoreLocation) -> list[str]:
-    """Key prefixes a server of `plan` reads: its weights (the store layout `models/<name>/`, plus the
-    manifest's source when vLLM streams weights from there), its adapters and its registry entries."""
-    prefixes = [store.key(folder, plan.model_name) for folder in ("models", "adapters", "registry")]
-    if plan.streams_weights and source_prefix(plan) not in prefixes:
-        prefixes.append(source_prefix(plan))
-    return prefixes
+    """Key prefixes a server of `plan` reads: its weights (`models/<name>/`, streamed or synced), its
+    adapters and its registry entries."""
+    return [store.key(folder, plan.model_name) for folder in ("models", "adapters", "registry")]
 
 
 def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.PolicyStatement]:

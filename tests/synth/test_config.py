@@ -6,7 +6,8 @@ import aws_cdk as cdk
 import pytest
 
 from model_store.store import StoreLocation
-from stacks.config import FleetSettings, StackConfigError, plan_manifest, source_prefix, store_of, store_uri
+from model_store.fleet import load_and_plan
+from stacks.config import FleetSettings, StackConfigError, store_of
 from tests.conftest import REPO
 
 
@@ -33,22 +34,16 @@ def test_bad_context_is_refused_with_the_key_and_value(context: dict, message: s
         settings(**context)
 
 
-def test_stage_from_context_overrides_the_manifest_and_is_validated() -> None:
-    fleet, plans = plan_manifest(REPO / "fleet.yaml", "staging")
-    assert fleet.stage == "staging" and {p.stage for p in plans} == {"staging"}
-    with pytest.raises(StackConfigError, match=r"context 'stage': 'Bad Stage!' must match \^\[a-z\]"):
-        plan_manifest(REPO / "fleet.yaml", "Bad Stage!")
-
-
-def test_the_store_is_every_source_up_to_models_and_must_be_shared() -> None:
-    _, plans = plan_manifest(REPO / "fleet.yaml")
+def test_the_store_is_shared_by_every_source() -> None:
+    _, plans = load_and_plan(REPO / "fleet.yaml")
     assert store_of(plans) == StoreLocation("llmfleet-store")
-    assert store_uri(store_of(plans)) == "s3://llmfleet-store"
-    in_team = [p.model_copy(update={"source": f"s3://b/team/models/{p.model_name}"}) for p in plans]
+    assert store_of(plans).uri == "s3://llmfleet-store"
+    in_team = [p.model_copy(update={"store_uri": "s3://b/team"}) for p in plans]
     assert store_of(in_team) == StoreLocation("b", "team")
-    assert store_uri(store_of(in_team)) == "s3://b/team"
-    moved = plans[0].model_copy(update={"source": "s3://elsewhere/models/x"})
+    assert store_of(in_team).uri == "s3://b/team"
+    moved = plans[0].model_copy(update={"store_uri": "s3://elsewhere"})
     with pytest.raises(StackConfigError, match=r"one store.*\['s3://elsewhere', 's3://llmfleet-store'\]"):
         store_of([moved, *plans[1:]])
-    with pytest.raises(StackConfigError, match="has no key prefix"):
-        source_prefix(plans[0].model_copy(update={"source": "s3://llmfleet-store"}))
+    local = plans[0].model_copy(update={"store_uri": None})
+    with pytest.raises(StackConfigError, match="upload local sources"):
+        store_of([local])
