@@ -8,11 +8,11 @@ figure an operator reads is computed by functions that tests call with plain dat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from model_store.catalog import instance
+from model_store.telemetry import histogram_quantile
 from model_store.plan import ServingPlan
 
 # vLLM's Prometheus names (vllm/v1/metrics/loggers.py, v0.32, 2026-10).
@@ -101,32 +101,6 @@ class ModelStatus:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def histogram_quantile(buckets: Iterable[tuple[float, float]], quantile: float) -> float | None:
-    """The `quantile` of a cumulative histogram given as (upper bound, count) pairs.
-
-    Prometheus' own estimate (linear interpolation inside the bucket that holds the rank),
-    so the figure matches what a Grafana panel over the same buckets would show. None when
-    the histogram is empty; the largest finite bound when the rank falls in +Inf.
-    """
-    if not 0 <= quantile <= 1:
-        raise StatusError(f"quantile {quantile} is outside [0, 1]")
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    total = ordered[-1][1]
-    rank = quantile * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in ordered:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            if count == lower_count:
-                return bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
-        lower_bound, lower_count = bound, count
-    return lower_bound
 
 
 def metrics_from_prometheus(samples: Iterable[tuple[str, Mapping[str, str], float]]) -> Metrics:
