@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -52,9 +53,11 @@ def _run_to_exit(fleet: Fleet, name: str, endpoint: str, **overrides: str) -> tu
 
 
 def test_store_unreachable_at_boot_exits_with_clear_message(fleet: Fleet):
-    closed = f"http://127.0.0.1:{free_port()}"
+    with socket.socket() as refusing:  # bound, never listening: every connection is refused
+        refusing.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{refusing.getsockname()[1]}"
 
-    code, output = _run_to_exit(fleet, "unreachable", closed)
+        code, output = _run_to_exit(fleet, "unreachable", closed)
 
     assert code == EXIT_STORE
     assert "failed after 4 attempts" in output
