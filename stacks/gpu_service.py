@@ -26,9 +26,11 @@ from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from stacks.config import StackConfigError
-from stacks.metrics import REQUESTS_WAITING, fleet_metric
+from model_store.telemetry import REQUESTS_WAITING
+from stacks.metrics import fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
+TARGET = "ecs"  # LLMFLEET_TARGET of the container and the Target dimension of its metrics
 CONTAINER_PORT = 8000  # the entrypoint's port for LLMFLEET_TARGET=ecs
 # The only paths the load balancer forwards. vLLM's --api-key guards /v1 only; its admin routes
 # (runtime LoRA loading, /metrics, /tokenize, /pause, /update_weights, /invocations, ...) are
@@ -304,7 +306,7 @@ class GpuServiceConstruct(Construct):
             environment={
                 "LLMFLEET_PLAN": plan.to_json(),
                 "LLMFLEET_STORE": props.store.uri,
-                "LLMFLEET_TARGET": "ecs",
+                "LLMFLEET_TARGET": TARGET,
                 "LLMFLEET_MODEL_ROOT": DEFAULT_MODEL_ROOT,
             },
             secrets={"VLLM_API_KEY": ecs.Secret.from_secrets_manager(self.api_key)},
@@ -449,7 +451,7 @@ class GpuServiceConstruct(Construct):
         # Two target-tracking policies: the service scales out when either asks and in only when both allow.
         self.scaling.scale_to_track_custom_metric(
             "QueueDepth",
-            metric=fleet_metric(self.plan, REQUESTS_WAITING),
+            metric=fleet_metric(self.plan, REQUESTS_WAITING, TARGET),
             target_value=scaling_plan.target_queue_depth,
             **cooldowns,
         )

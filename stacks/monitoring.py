@@ -14,15 +14,21 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from model_store.plan import ServingPlan
-from stacks.config import StackConfigError
-from stacks.gpu_service import GpuServiceConstruct
-from stacks.metrics import (
+from model_store.telemetry import (
+    E2E_LATENCY_PREFIX,
+    E2E_QUANTILES,
     GENERATION_TOKENS_PER_SECOND,
     KV_CACHE_USAGE,
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
-    fleet_metric,
+    TTFT_PREFIX,
+    TTFT_QUANTILES,
+    quantile_metric,
 )
+from stacks import gpu_service, sagemaker_endpoint
+from stacks.config import StackConfigError
+from stacks.gpu_service import GpuServiceConstruct
+from stacks.metrics import fleet_metric
 from stacks.sagemaker_endpoint import SageMakerEndpointConstruct
 
 ONE_MINUTE = cdk.Duration.minutes(1)
@@ -32,6 +38,9 @@ ERROR_RATE_PERCENT = 5  # 5xx share of requests, three minutes running
 QUEUE_ALARM_FACTOR = 4  # the queue stays at 4x the autoscaling target: scaling is not keeping up
 KV_SATURATION_PERCENT = 95  # vLLM starts preempting sequences when the KV cache is full
 PENDING_TASK_MINUTES = 30  # GPU capacity can be short for 10-30 min; longer needs a person
+# How alarms (ids and descriptions) name each target.
+TARGET_ALARM_PREFIX = {gpu_service.TARGET: "Ecs", sagemaker_endpoint.TARGET: "SageMaker"}
+TARGET_TITLE = {gpu_service.TARGET: "ECS", sagemaker_endpoint.TARGET: "SageMaker"}
 
 
 @dataclass(frozen=True)
@@ -72,21 +81,24 @@ class ModelMonitoringConstruct(Construct):
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self.deployment_alarm_names: list[str] = []
 
-        self._alarm(
-            "QueueDepth",
-            f"{plan.model_name}: more than {plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR:g} requests "
-            f"wait per server for 15 minutes (autoscaling is not keeping up or is at max_capacity)",
-            fleet_metric(plan, REQUESTS_WAITING, period=FIVE_MINUTES),
-            plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR,
-            evaluation_periods=3,
-        )
-        self._alarm(
-            "KvCacheSaturation",
-            f"{plan.model_name}: KV cache above {KV_SATURATION_PERCENT}% for 10 minutes (vLLM preempts sequences)",
-            fleet_metric(plan, KV_CACHE_USAGE, period=FIVE_MINUTES),
-            KV_SATURATION_PERCENT,
-            evaluation_periods=2,
-        )
+        # Per target: each has its own servers, queue and autoscaling.
+        for target in plan.targets:
+            prefix, where = TARGET_ALARM_PREFIX[target], f"{plan.model_name} on {TARGET_TITLE[target]}"
+            self._alarm(
+                f"{prefix}QueueDepth",
+                f"{where}: more than {plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR:g} requests "
+                f"wait per server for 15 minutes (autoscaling is not keeping up or is at max_capacity)",
+                fleet_metric(plan, REQUESTS_WAITING, target, period=FIVE_MINUTES),
+                plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR,
+                evaluation_periods=3,
+            )
+            self._alarm(
+                f"{prefix}KvCacheSaturation",
+                f"{where}: KV cache above {KV_SATURATION_PERCENT}% for 10 minutes (vLLM preempts sequences)",
+                fleet_metric(plan, KV_CACHE_USAGE, target, period=FIVE_MINUTES),
+                KV_SATURATION_PERCENT,
+                evaluation_periods=2,
+            )
         widgets: list[cloudwatch.IWidget] = [
             cloudwatch.TextWidget(markdown=f"# {plan.model_name} ({plan.stage})  \n{', '.join(plan.targets)}", width=24, height=2)
         ]
@@ -94,11 +106,21 @@ class ModelMonitoringConstruct(Construct):
             widgets += self._ecs(props.gpu_service)
         if props.endpoint is not None:
             widgets += self._sagemaker(props.endpoint)
+
+        def per_target(*names: str) -> list[cloudwatch.IMetric]:
+            """One line per metric and target, labelled with the target."""
+            return [
+                fleet_metric(plan, name, target).with_(label=f"{name} ({target})")
+                for name in names
+                for target in plan.targets
+            ]
+
         widgets += [
-            graph("Queue depth per server", [fleet_metric(plan, REQUESTS_WAITING), fleet_metric(plan, REQUESTS_RUNNING)]),
-            graph("KV-cache usage %", [fleet_metric(plan, KV_CACHE_USAGE)]),
-            graph("Time to first token (ms)", [fleet_metric(plan, f"TimeToFirstTokenP{q}") for q in (50, 90, 99)]),
-            graph("Generated tokens/s per server", [fleet_metric(plan, GENERATION_TOKENS_PER_SECOND)]),
+            graph("Queue depth per server", per_target(REQUESTS_WAITING, REQUESTS_RUNNING)),
+            graph("KV-cache usage %", per_target(KV_CACHE_USAGE)),
+            graph("Time to first token (ms)", per_target(*(quantile_metric(TTFT_PREFIX, q) for q in TTFT_QUANTILES))),
+            graph("End-to-end latency (ms)", per_target(*(quantile_metric(E2E_LATENCY_PREFIX, q) for q in E2E_QUANTILES))),
+            graph("Generated tokens/s per server", per_target(GENERATION_TOKENS_PER_SECOND)),
         ]
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=[widgets])
 

@@ -22,9 +22,11 @@ from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from stacks.config import StackConfigError
-from stacks.metrics import REQUESTS_WAITING, fleet_metric
+from model_store.telemetry import REQUESTS_WAITING
+from stacks.metrics import fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
+TARGET = "sagemaker"  # LLMFLEET_TARGET of the container and the Target dimension of its metrics
 VARIANT = "AllTraffic"
 # SageMaker accepts 60..3600 s for both container timeouts (CreateEndpointConfig API, 2026-11).
 TIMEOUT_RANGE = (60, 3600)
@@ -186,7 +188,7 @@ class SageMakerEndpointConstruct(Construct):
                 environment={
                     "LLMFLEET_PLAN": plan.to_json(),
                     "LLMFLEET_STORE": props.store.uri,
-                    "LLMFLEET_TARGET": "sagemaker",
+                    "LLMFLEET_TARGET": TARGET,
                 },
                 model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
                     s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
@@ -297,6 +299,6 @@ class SageMakerEndpointConstruct(Construct):
         self.scalable_target.scale_to_track_metric(
             "QueueDepth",
             target_value=scaling_plan.target_queue_depth,
-            custom_metric=fleet_metric(self.plan, REQUESTS_WAITING),
+            custom_metric=fleet_metric(self.plan, REQUESTS_WAITING, TARGET),
             **cooldowns,
         )

@@ -155,7 +155,12 @@ def test_autoscaling_tracks_the_queue_metric_with_request_count_fallback(secure_
         assert queue[0]["CustomizedMetricSpecification"] == {
             "Namespace": "LLMFleet",
             "MetricName": "RequestsWaiting",
-            "Dimensions": [{"Name": "Model", "Value": plan.model_name}, {"Name": "Stage", "Value": plan.stage}],
+            # Target keeps a model served on both targets from scaling ECS on SageMaker's queue.
+            "Dimensions": [
+                {"Name": "Model", "Value": plan.model_name},
+                {"Name": "Stage", "Value": plan.stage},
+                {"Name": "Target", "Value": "ecs"},
+            ],
             "Statistic": "Average",
         }
         assert [t["TargetValue"] for t in requests] == [plan.autoscaling.target_requests_per_minute]

@@ -79,6 +79,32 @@ def test_variant_autoscaling_follows_the_plan(secure_fleet: Synthesized) -> None
         assert values == sorted([plan.autoscaling.target_queue_depth, plan.autoscaling.target_requests_per_minute])
 
 
+def test_variant_scales_on_its_own_queue_not_the_ecs_services(secure_fleet: Synthesized) -> None:
+    plans = sagemaker_plans(secure_fleet)
+    assert any("ecs" in p.targets for p in plans), "the example fleet must serve a model on both targets"
+    for plan in plans:
+        synthesized = secure_fleet.model_template(plan.model_name)
+        (target_id,) = synthesized.find_resources(
+            "AWS::ApplicationAutoScaling::ScalableTarget", {"Properties": {"ServiceNamespace": "sagemaker"}}
+        )
+        (queue,) = [
+            p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+            for p in synthesized.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
+            if p["Properties"]["ScalingTargetId"] == {"Ref": target_id}
+            and "CustomizedMetricSpecification" in p["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        ]
+        assert queue == {
+            "Namespace": "LLMFleet",
+            "MetricName": "RequestsWaiting",
+            "Dimensions": [
+                {"Name": "Model", "Value": plan.model_name},
+                {"Name": "Stage", "Value": plan.stage},
+                {"Name": "Target", "Value": "sagemaker"},
+            ],
+            "Statistic": "Average",
+        }
+
+
 def test_execution_role_reads_only_the_models_prefixes(secure_fleet: Synthesized) -> None:
     for plan in sagemaker_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
