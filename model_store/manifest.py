@@ -32,15 +32,21 @@ SAFE_SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # vLLM accepts only these LoRA ranks (vllm/config/lora.py, MaxLoRARanks, v0.32, 2026-10).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-# Reasoning parsers registered in vLLM 0.32 (vllm/reasoning/__init__.py, 2026-10).
+# Reasoning parsers registered in vLLM 0.32 (vllm/reasoning/__init__.py, 2026-11); a unit
+# test checks this list against the installed vLLM.
 REASONING_PARSERS = (
     "deepseek_r1",
     "deepseek_v3",
+    "ernie45",
     "glm45",
-    "gpt_oss",
+    "glm47",
     "granite",
     "hunyuan_a13b",
+    "kimi_k2",
+    "minimax_m2",
     "mistral",
+    "olmo3",
+    "openai_gptoss",
     "qwen3",
     "seed_oss",
     "step3",

@@ -34,8 +34,6 @@ MAX_NUM_SEQS_CAP = 256
 TYPICAL_REQUEST_TOKENS = 2048
 # 4-bit group-quantized weights: 0.5 byte + a fp16 scale and a packed zero per group of 128.
 INT4_BYTES_PER_PARAM = 0.5 + 2.5 / 128
-# bitsandbytes NF4: 0.5 byte + fp32 absmax per block of 64.
-NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
 # Boot-time estimates for the health-check grace (conservative; ECR pull of the ~10 GB
 # vLLM image, S3 -> NVMe sync with the transfer manager, NVMe -> GPU load, engine warm-up).
 IMAGE_PULL_SECONDS = 120
@@ -55,7 +53,14 @@ ASSUMED_REQUEST_SECONDS = 20
 
 # Weight quantization -> minimum CUDA compute capability vLLM's kernels need (vLLM docs,
 # "Supported hardware for quantization kernels", 2026-10).
-QUANT_MIN_CAPABILITY = {"awq": 7.5, "gptq": 6.0, "fp8": 8.9, "bitsandbytes": 7.0}
+QUANT_MIN_CAPABILITY = {"awq": 7.5, "gptq": 6.0, "fp8": 8.9}
+
+# Manifest values the pinned vLLM cannot serve (vllm.model_executor.layers.quantization.
+# QUANTIZATION_METHODS, v0.32, 2026-11; a unit test checks the rest are there).
+UNSERVABLE_QUANTIZATION = {
+    "bitsandbytes": "is not among vLLM 0.32's quantization methods (its kernels were removed); "
+    "use an awq, gptq or fp8 checkpoint, or quantization: fp8 for online quantization",
+}
 
 DEFAULT_MODEL_ROOT = "/var/lib/llmfleet/models"
 
@@ -235,9 +240,13 @@ def effective_quantization(spec: ModelSpec, arch: ArchitectureFacts) -> str | No
             f"model {spec.name!r}, field 'quantization': manifest says 'none' but the checkpoint is "
             f"pre-quantized with {detected!r}; it cannot be served unquantized"
         )
-    if detected:
-        return detected
-    return None if declared in (None, "none") else declared
+    quantization = detected or (None if declared in (None, "none") else declared)
+    if quantization in UNSERVABLE_QUANTIZATION:
+        raise PlanError(
+            f"model {spec.name!r}, field 'quantization': {quantization!r} "
+            f"{'(from the checkpoint) ' if detected else ''}{UNSERVABLE_QUANTIZATION[quantization]}"
+        )
+    return quantization
 
 
 def serving_dtype(spec: ModelSpec, arch: ArchitectureFacts) -> str:
@@ -260,7 +269,6 @@ def weight_bytes(arch: ArchitectureFacts, dtype: str, quantization: str | None) 
         "fp8": 1.0,
         "awq": INT4_BYTES_PER_PARAM,
         "gptq": INT4_BYTES_PER_PARAM,
-        "bitsandbytes": NF4_BYTES_PER_PARAM,
     }[quantization]
     embedding_bytes = DTYPE_BYTES[dtype] if quantization else per_param
     return int(linear * per_param + embeddings * embedding_bytes)
