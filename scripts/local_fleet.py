@@ -30,6 +30,7 @@ import httpx
 import psutil
 from botocore.config import Config
 
+from model_store.access import POLICY_VERSION, ci_publisher_statements
 from model_store.adapters import accepted_bases_for, max_rank_for
 from model_store.architectures import read_checkpoint_architecture
 from model_store.manifest import FleetManifest
@@ -392,28 +393,8 @@ def ci_trust_policy() -> dict:
 
 
 def ci_policy(bucket: str, key_arn: str) -> dict:
-    """The CI role's rights on the store, statement for statement as stacks/ci_access.py grants them."""
-    arn = f"arn:aws:s3:::{bucket}"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "PublishAdapters", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"{arn}/adapters/*"]},
-            {
-                "Sid": "UpdateRegistry",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject"],
-                "Resource": [f"{arn}/registry/*"],
-            },
-            {
-                "Sid": "ListAdaptersAndRegistry",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket"],
-                "Resource": [arn],
-                "Condition": {"StringLike": {"s3:prefix": ["adapters/*", "registry/*"]}},
-            },
-            {"Sid": "StoreKey", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": [key_arn]},
-        ],
-    }
+    """The CI role's rights on the store: the same statements the CI stack grants (model_store.access)."""
+    return {"Version": POLICY_VERSION, "Statement": ci_publisher_statements(bucket, "", key_arn, "aws")}
 
 
 # --- stand-in model, upload, plan ---------------------------------------------------------
