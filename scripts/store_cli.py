@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -244,6 +244,18 @@ def _describe_entry(summary: dict) -> str:
     )
 
 
+def _change_registry(
+    store: str | None, as_json: bool, name: str, change: Callable[[AdapterRegistry], RegistryState]
+) -> None:
+    """Apply one registry change and print the adapter's entry after it (the common tail of
+    promote, rollback and retire)."""
+    registry = AdapterRegistry(_open_store(store))
+    with _refusals(as_json):
+        state = change(registry)
+    summary = _entry_summary(state, name)
+    _emit(as_json, summary, _describe_entry(summary))
+
+
 @adapter_app.command("promote")
 def adapter_promote(
     ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="The adapter and the published version to serve.")],
@@ -262,11 +274,7 @@ def adapter_promote(
         raise fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
     _check_input("adapter name", name)
     _check_input("version", version)
-    registry = AdapterRegistry(_open_store(store))
-    with _refusals(as_json):
-        state = registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor))
-    summary = _entry_summary(state, name)
-    _emit(as_json, summary, _describe_entry(summary))
+    _change_registry(store, as_json, name, lambda registry: registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor)))
 
 
 @adapter_app.command("rollback")
@@ -280,11 +288,7 @@ def adapter_rollback(
 ) -> None:
     """Serve NAME's previous version again on every server of STAGE."""
     _check_input("adapter name", name)
-    registry = AdapterRegistry(_open_store(store))
-    with _refusals(as_json):
-        state = registry.rollback(model, stage, name, actor=_actor(actor))
-    summary = _entry_summary(state, name)
-    _emit(as_json, summary, _describe_entry(summary))
+    _change_registry(store, as_json, name, lambda registry: registry.rollback(model, stage, name, actor=_actor(actor)))
 
 
 @adapter_app.command("retire")
@@ -298,11 +302,7 @@ def adapter_retire(
 ) -> None:
     """Remove NAME from STAGE; servers unload it. Its published versions stay in the store."""
     _check_input("adapter name", name)
-    registry = AdapterRegistry(_open_store(store))
-    with _refusals(as_json):
-        state = registry.retire(model, stage, name, actor=_actor(actor))
-    summary = _entry_summary(state, name)
-    _emit(as_json, summary, _describe_entry(summary))
+    _change_registry(store, as_json, name, lambda registry: registry.retire(model, stage, name, actor=_actor(actor)))
 
 
 @adapter_app.command("history")
