@@ -1,9 +1,9 @@
 """A role CI workflows of one GitHub repository assume (OIDC) to publish and promote adapters.
 
-It may write adapter versions under `adapters/` and read/write the registry under
-`registry/`. Publishing validates an adapter against its base model first, so it may also
-read each model revision's `config.json` and `_manifest.json`: never weights, no other
-bucket, no infrastructure.
+Its rights are model_store.access.ci_publisher_statements: write adapter versions under
+`adapters/`, read/write the registry under `registry/`, read each model revision's
+`config.json` and `_manifest.json` (adapter validation), list key names in the store
+bucket (so missing keys are 404, not 403): never weights, no other bucket, no infrastructure.
 """
 
 from __future__ import annotations
@@ -16,18 +16,20 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from model_store.access import ci_publisher_statements
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, nag_rendered
 from stacks.config import StackConfigError
-from stacks.store import object_arn
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 REPOSITORY = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$"
-ADAPTERS_PREFIX = "adapters"
-REGISTRY_PREFIX = "registry"
-# The base-model files adapter validation reads (model_store.store: MODEL_CONFIG, MANIFEST_NAME).
-MODEL_METADATA_FILES = ("config.json", "_manifest.json")
+# Why each statement of model_store.access needs a wildcard resource (cdk-nag AwsSolutions-IAM5).
+WILDCARD_REASONS = {
+    "PublishAdapters": "CI publishes adapter versions under adapters/; keys below it are chosen at publish time",
+    "UpdateRegistry": "CI updates the adapter registry under registry/; one object per model and stage",
+    "ReadBaseModelMetadata": "adapter validation reads base-model config.json and _manifest.json, never weights",
+}
 
 
 @dataclass(frozen=True)
@@ -65,34 +67,18 @@ class CiAccessConstruct(Construct):
                 },
             ),
         )
-        store = props.store
-        adapters = object_arn(store.bucket, store.key(ADAPTERS_PREFIX))
-        registry = object_arn(store.bucket, store.key(REGISTRY_PREFIX))
-        model_metadata = [
-            f"arn:{cdk.Aws.PARTITION}:s3:::{store.bucket}/{store.key('models')}/*/{name}" for name in MODEL_METADATA_FILES
-        ]
-        statements = [
-            # Get: a publish checks that the version does not exist yet (HEAD) and reads adapter manifests.
-            iam.PolicyStatement(sid="PublishAdapters", actions=["s3:GetObject", "s3:PutObject"], resources=[adapters]),
-            iam.PolicyStatement(sid="ReadBaseModelMetadata", actions=["s3:GetObject"], resources=model_metadata),
-            iam.PolicyStatement(sid="UpdateRegistry", actions=["s3:GetObject", "s3:PutObject"], resources=[registry]),
-            iam.PolicyStatement(
-                sid="ListAdaptersAndRegistry",
-                actions=["s3:ListBucket"],
-                resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{store.bucket}"],
-                conditions={"StringLike": {"s3:prefix": [f"{store.key(p)}/*" for p in (ADAPTERS_PREFIX, REGISTRY_PREFIX)]}},
-            ),
-            # SSE-KMS: writing needs a data key, reading the registry needs Decrypt.
-            iam.PolicyStatement(
-                sid="StoreKey", actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[props.key.key_arn]
-            ),
-        ]
+        # The statements live in model_store.access, shared with the local fleet's emulated role.
+        statements = ci_publisher_statements(
+            props.store.bucket, props.store.prefix, props.key.key_arn, cdk.Aws.PARTITION
+        )
         for statement in statements:
-            self.role.add_to_principal_policy(statement)
-        for arn, what in (
-            (adapters, "CI publishes adapter versions under adapters/; keys below it are chosen at publish time"),
-            (registry, "CI updates the adapter registry under registry/; one object per model and stage"),
-            *((arn, "adapter validation reads base-model config.json and _manifest.json, never weights")
-              for arn in model_metadata),
-        ):
-            acknowledge(self.role, f"AwsSolutions-IAM5[Resource::{nag_rendered(arn)}]", what)
+            self.role.add_to_principal_policy(iam.PolicyStatement.from_json(statement))
+        # Resources with a wildcard (keys chosen at publish time) are what cdk-nag's IAM5 flags.
+        for statement in statements:
+            for arn in statement["Resource"]:
+                if "*" in arn:
+                    acknowledge(
+                        self.role,
+                        f"AwsSolutions-IAM5[Resource::{nag_rendered(arn)}]",
+                        WILDCARD_REASONS[statement["Sid"]],
+                    )

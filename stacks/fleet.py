@@ -25,6 +25,7 @@ from stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpo
 from stacks.store import StoreConstruct, StoreProps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CI_ROLE_ARN_OUTPUT = "CiRoleArn"
 
 
 class FleetBaseStack(cdk.Stack):
@@ -91,6 +92,13 @@ class CiAccessStack(cdk.Stack):
                 key=base.store.key,
                 existing_provider_arn=settings.github_oidc_provider_arn,
             ),
+        )
+        # The workflow (examples/ci/publish-adapter.yml) assumes the role by this ARN.
+        self.role_arn_output = cdk.CfnOutput(
+            self,
+            CI_ROLE_ARN_OUTPUT,
+            value=self.access.role.role_arn,
+            description="the CI role to assume: set it as the repository variable LLMFLEET_CI_ROLE_ARN",
         )
 
 

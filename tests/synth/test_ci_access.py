@@ -9,6 +9,8 @@ import pytest
 from model_store.store import StoreLocation
 from stacks.ci_access import CiAccessProps
 from stacks.config import StackConfigError
+from stacks.fleet import CI_ROLE_ARN_OUTPUT
+from tests.conftest import REPO
 from tests.synth.conftest import GITHUB_REPO, Synthesized, as_list, only
 
 
@@ -35,15 +37,25 @@ def test_role_writes_adapters_and_registry_and_reads_no_weights(secure_fleet: Sy
     synthesized = secure_fleet.template(secure_fleet.fleet.ci)
     (policy,) = synthesized.find_resources("AWS::IAM::Policy").values()
     statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
-    assert set(statements) == {"PublishAdapters", "ReadBaseModelMetadata", "UpdateRegistry", "ListAdaptersAndRegistry", "StoreKey"}
+    assert set(statements) == {"PublishAdapters", "ReadBaseModelMetadata", "UpdateRegistry", "FindStoreKeys", "StoreKey"}
     assert statements["PublishAdapters"]["Resource"] == store_object("adapters/*")
+    assert sorted(as_list(statements["PublishAdapters"]["Action"])) == [
+        "s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"
+    ]
     assert statements["UpdateRegistry"]["Resource"] == store_object("registry/*")
     assert sorted(as_list(statements["UpdateRegistry"]["Action"])) == ["s3:GetObject", "s3:PutObject"]
     assert as_list(statements["ReadBaseModelMetadata"]["Action"]) == ["s3:GetObject"]
     assert sorted(json.dumps(r) for r in statements["ReadBaseModelMetadata"]["Resource"]) == sorted(
         json.dumps(store_object(k)) for k in ("models/*/config.json", "models/*/_manifest.json")
     )
-    assert statements["ListAdaptersAndRegistry"]["Condition"] == {"StringLike": {"s3:prefix": ["adapters/*", "registry/*"]}}
+    # On the bucket, unconditioned: an s3:prefix condition would not turn a missing key's 403 into 404.
+    listing = statements["FindStoreKeys"]
+    assert as_list(listing["Action"]) == ["s3:ListBucket"] and "Condition" not in listing
+    assert listing["Resource"] == {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::llmfleet-store"]]}
+    key = statements["StoreKey"]
+    assert sorted(as_list(key["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert "Fn::ImportValue" in key["Resource"]  # the base stack's store key, nothing else
+    assert key["Condition"] == {"StringLike": {"kms:ViaService": "s3.*"}}
     for statement in statements.values():
         actions = as_list(statement["Action"])
         assert not any(a.endswith(":*") or a == "*" for a in actions)
@@ -54,6 +66,17 @@ def test_role_writes_adapters_and_registry_and_reads_no_weights(secure_fleet: Sy
     assert sorted(json.dumps(s["Resource"]) for s in writes) == sorted(
         json.dumps(store_object(k)) for k in ("adapters/*", "registry/*")
     )
+
+
+def test_role_arn_is_a_stack_output_for_the_workflow(secure_fleet: Synthesized) -> None:
+    synthesized = secure_fleet.template(secure_fleet.fleet.ci)
+    (role_id,) = synthesized.find_resources("AWS::IAM::Role")
+    output = synthesized.find_outputs(CI_ROLE_ARN_OUTPUT)[CI_ROLE_ARN_OUTPUT]
+    assert output["Value"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    assert "LLMFLEET_CI_ROLE_ARN" in output["Description"]
+    workflow = (REPO / "examples" / "ci" / "publish-adapter.yml").read_text()
+    assert "role-to-assume: ${{ vars.LLMFLEET_CI_ROLE_ARN }}" in workflow
+    assert f"`{CI_ROLE_ARN_OUTPUT}`" in (REPO / "docs" / "stacks.md").read_text()
 
 
 def test_props_refuse_a_repository_that_is_not_owner_slash_name() -> None:
