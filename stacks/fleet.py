@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aws_cdk as cdk
 from constructs import Construct
@@ -25,6 +26,9 @@ from stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpo
 from stacks.store import StoreConstruct, StoreProps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Read by `llmfleet status --aws` (scripts/fleet_cli.py: TAG_MODEL, TAG_STAGE) to find a model's resources.
+TAG_FLEET, TAG_STAGE, TAG_MODEL = "llmfleet:fleet", "llmfleet:stage", "llmfleet:model"
+StackT = TypeVar("StackT", bound=cdk.Stack)
 CI_ROLE_ARN_OUTPUT = "CiRoleArn"
 
 
@@ -102,6 +106,18 @@ class CiAccessStack(cdk.Stack):
         )
 
 
+def tagged(stack: StackT, tags: dict[str, str]) -> StackT:
+    """`stack` with `tags` on itself and written into every taggable resource of its template.
+
+    Stack-level tags alone reach resources only through CloudFormation's propagation at deploy
+    time, which is not visible in the template; `llmfleet status --aws` finds a model's ECS
+    service, target group and SageMaker endpoint by these tags, so they are set on the resources.
+    """
+    for key, value in tags.items():
+        cdk.Tags.of(stack).add(key, value)
+    return stack
+
+
 @dataclass(frozen=True)
 class Fleet:
     """The composed app: what was planned and the stacks made from it (tests and app.py use this)."""
@@ -130,18 +146,18 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
     stage = plans[0].stage
     env = cdk.Environment(region=manifest.region)
     prefix = f"llmfleet-{manifest.name}-{stage}"
-    tags = {"llmfleet:fleet": manifest.name, "llmfleet:stage": stage}
-    base = FleetBaseStack(app, prefix, store_location=store_of(plans), settings=settings, env=env, tags=tags)
+    tags = {TAG_FLEET: manifest.name, TAG_STAGE: stage}
+    base = tagged(FleetBaseStack(app, prefix, store_location=store_of(plans), settings=settings, env=env), tags)
     models = {
-        plan.model_name: ModelStack(
-            app, f"{prefix}-{plan.model_name}", plan=plan, base=base, settings=settings, env=env,
-            tags={**tags, "llmfleet:model": plan.model_name},
+        plan.model_name: tagged(
+            ModelStack(app, f"{prefix}-{plan.model_name}", plan=plan, base=base, settings=settings, env=env),
+            {**tags, TAG_MODEL: plan.model_name},
         )
         for plan in plans
     }
     ci = None
     if settings.github_repo is not None:
-        ci = CiAccessStack(app, f"{prefix}-ci", base=base, settings=settings, env=env, tags=tags)
+        ci = tagged(CiAccessStack(app, f"{prefix}-ci", base=base, settings=settings, env=env), tags)
     else:
         cdk.Annotations.of(base).add_info("no CI access role: set -c github_repo=owner/name to create one")
     if compliance_checks:
