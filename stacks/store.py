@@ -167,12 +167,15 @@ def model_read_prefixes(plan: ServingPlan, store: StoreLocation) -> list[str]:
 
 
 def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.PolicyStatement]:
-    """Read-only access to the given store prefixes and nothing else in the bucket."""
+    """Read-only access to the objects under the given store prefixes, and key names in the bucket.
+
+    ListBucket is not conditioned on `s3:prefix`: S3 answers a GET of a missing key with 403
+    unless the caller may list the bucket, and a prefix-conditioned grant does not count for
+    object requests. A server reads its stage's registry document before any adapter was ever
+    promoted, when it does not exist yet; with a 403 the entrypoint cannot tell "no adapters"
+    from "no access" and refuses to start. Listing shows key names, never content.
+    """
     return [
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[object_arn(bucket_name, p) for p in prefixes]),
-        iam.PolicyStatement(
-            actions=["s3:ListBucket"],
-            resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}"],
-            conditions={"StringLike": {"s3:prefix": [f"{p}/*" for p in prefixes]}},
-        ),
+        iam.PolicyStatement(actions=["s3:ListBucket"], resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}"]),
     ]

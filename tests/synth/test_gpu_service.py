@@ -195,6 +195,10 @@ def test_task_reads_only_its_own_store_prefixes(secure_fleet: Synthesized) -> No
         )
         for statement in statements:
             assert statement["Resource"] != "*" or not any(a.startswith("s3:") for a in as_list(statement["Action"]))
+        # Unconditioned on the bucket: a registry document that does not exist yet must be a 404, not a 403.
+        (listing,) = [s for s in s3_statements if s["Action"] == "s3:ListBucket"]
+        assert listing["Resource"] == {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::llmfleet-store"]]}
+        assert "Condition" not in listing
 
 
 def test_props_refuse_a_plan_that_does_not_target_ecs(secure_fleet: Synthesized) -> None:
