@@ -26,6 +26,7 @@ from rich.table import Table
 from model_store.plan import ServingPlan
 from model_store.adapters import AdapterRejected
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
+from model_store import telemetry
 from model_store.status import (
     Deployment,
     Metrics,
@@ -51,14 +52,13 @@ STANDIN_LABEL = "stand-in"
 # Tags the stacks put on every ECS service, target group and SageMaker endpoint of a model.
 TAG_MODEL = "llmfleet:model"
 TAG_STAGE = "llmfleet:stage"
-# The container's EMF metrics (containers/entrypoint/metrics.py): namespace, dimensions, names.
-METRICS_NAMESPACE = "LLMFleet"
+# Status fields read from the container's EMF metrics (model_store/telemetry.py).
 CLOUDWATCH_METRICS = {
-    "queue_depth": "RequestsWaiting",
-    "running_requests": "RequestsRunning",
-    "ttft_p50_ms": "TimeToFirstTokenP50",
-    "latency_p50_ms": "E2ELatencyP50",
-    "latency_p99_ms": "E2ELatencyP99",
+    "queue_depth": telemetry.REQUESTS_WAITING,
+    "running_requests": telemetry.REQUESTS_RUNNING,
+    "ttft_p50_ms": telemetry.quantile_metric(telemetry.TTFT_PREFIX, 50),
+    "latency_p50_ms": telemetry.quantile_metric(telemetry.E2E_LATENCY_PREFIX, 50),
+    "latency_p99_ms": telemetry.quantile_metric(telemetry.E2E_LATENCY_PREFIX, 99),
 }
 METRICS_WINDOW = timedelta(minutes=15)
 SAGEMAKER_CONTENT_TYPE = "application/json"
@@ -335,7 +335,7 @@ def _aws_row(
         promoted=_promoted(registry),
         servers=servers,
         expected={server_id: adapters_for_server(registry, server_id) for server_id in server_ids},
-        metrics=_cloudwatch_metrics(session.client("cloudwatch"), plan.model_name, stage),
+        metrics=_cloudwatch_metrics(session.client("cloudwatch"), plan.model_name, stage, deployment.target),
     )
 
 
@@ -374,17 +374,18 @@ def _registries(plans: list[ServingPlan], stage: str, session: boto3.Session) ->
     return registry
 
 
-def _cloudwatch_metrics(cloudwatch, model: str, stage: str) -> Metrics:
-    """The newest value of each container metric over the last METRICS_WINDOW."""
+def _cloudwatch_metrics(cloudwatch, model: str, stage: str, target: str) -> Metrics:
+    """The newest value of each container metric of one target over the last METRICS_WINDOW."""
+    dimensions = [{"Name": k, "Value": v} for k, v in telemetry.dimensions(model, stage, target).items()]
     now = datetime.now(UTC)
     queries = [
         {
             "Id": f"m{index}",
             "MetricStat": {
                 "Metric": {
-                    "Namespace": METRICS_NAMESPACE,
+                    "Namespace": telemetry.NAMESPACE,
                     "MetricName": name,
-                    "Dimensions": [{"Name": "Model", "Value": model}, {"Name": "Stage", "Value": stage}],
+                    "Dimensions": dimensions,
                 },
                 "Period": 60,
                 "Stat": "Average",

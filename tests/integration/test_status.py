@@ -20,6 +20,7 @@ import pytest
 
 from model_store.registry import AdapterRegistry, adapters_for_server
 from model_store.status import unit_cost_per_hour
+from model_store import telemetry
 from model_store.store import ModelStore
 from scripts.cli import load_and_plan
 from scripts.fleet_cli import aws_status_rows
@@ -121,14 +122,15 @@ def account(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
     sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name, Tags=tags)
 
     cloudwatch = boto3.client("cloudwatch", region_name=region)
-    dimensions = [{"Name": "Model", "Value": MODEL}, {"Name": "Stage", "Value": stage}]
-    cloudwatch.put_metric_data(
-        Namespace="LLMFleet",
-        MetricData=[
-            {"MetricName": metric, "Dimensions": dimensions, "Value": value, "Timestamp": datetime.now(UTC)}
-            for metric, value in (("RequestsWaiting", 3.0), ("E2ELatencyP50", 420.0), ("E2ELatencyP99", 1900.0))
-        ],
-    )
+    for target, waiting in (("ecs", 3.0), ("sagemaker", 7.0)):  # each target's rows read its own series
+        dimensions = [{"Name": k, "Value": v} for k, v in telemetry.dimensions(MODEL, stage, target).items()]
+        cloudwatch.put_metric_data(
+            Namespace=telemetry.NAMESPACE,
+            MetricData=[
+                {"MetricName": metric, "Dimensions": dimensions, "Value": value, "Timestamp": datetime.now(UTC)}
+                for metric, value in (("RequestsWaiting", waiting), ("E2ELatencyP50", 420.0), ("E2ELatencyP99", 1900.0))
+            ],
+        )
     return {
         "fleet": _fleet(tmp_path, bucket, stage),
         "stage": stage,
@@ -161,6 +163,7 @@ def test_rows_report_capacity_health_adapters_metrics_and_cost(account: dict):
     assert (sagemaker.name, sagemaker.desired, sagemaker.running, sagemaker.state) == (account["endpoint"], 1, 1, "InService")
     assert sagemaker.instance_type == plan.sagemaker_instance_type
     assert sagemaker.cost_per_hour_usd == pytest.approx(unit_cost_per_hour(plan, "sagemaker"))
+    assert sagemaker.metrics.queue_depth == 7.0
 
 
 def test_status_command_json_lists_deployed_models_and_names_the_missing(account: dict, aws_env: str):
