@@ -2,7 +2,7 @@
 
 cdk-nag 3 runs as a CDK policy-validation plugin (not an Aspect); checkov reads skips from
 `Metadata.checkov.skip` on each resource. Both helpers demand a reason so every exception is
-documented next to the construct it excuses (docs/security.md lists them all).
+documented next to the construct it excuses (the README's security section lists them all).
 """
 
 from __future__ import annotations
