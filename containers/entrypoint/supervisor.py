@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -17,8 +18,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import psutil
 
 from containers.entrypoint.agent import AdapterAgent
 from containers.entrypoint.metrics import MetricsPublisher
@@ -41,6 +45,8 @@ EXIT_STORE = 3  # the store stayed unreachable, or the model failed verification
 EXIT_ARGV = 4  # vLLM's parser refused the argv built from the plan
 EXIT_VLLM_STOPPED = 1  # vLLM exited 0 without being asked to: still a failure for the orchestrator
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# What is left of vLLM's group (EngineCore, workers) gets SIGTERM, then SIGKILL after this.
+GROUP_GRACE_SECONDS = 5.0
 
 log = logging.getLogger("llmfleet.entrypoint")
 
@@ -57,6 +63,56 @@ def exit_code_of(returncode: int, *, asked_to_stop: bool) -> int:
 def _die_with_parent() -> None:
     """In the child: the kernel kills vLLM if the entrypoint dies, so no orphan holds the GPU."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the group's processes that still run (a zombie holds nothing)."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+    return members
+
+
+def _reap_group(pgid: int) -> None:
+    """Collect exited members that are our children: as PID 1 (SageMaker's `docker run`)
+    orphans are re-parented to us and would stay zombies."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+        _reap_group(pgid)
+    return True
+
+
+def end_process_group(pgid: int, grace: float = GROUP_GRACE_SECONDS) -> bool:
+    """End every process of vLLM's group; True if any was left.
+
+    PR_SET_PDEATHSIG covers only the API server: when it dies its EngineCore and workers
+    would live on as orphans holding memory (and on a GPU, the device).
+    """
+    _reap_group(pgid)
+    if not _group_members(pgid):
+        return False
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signum)
+        if _wait_group_gone(pgid, grace):
+            return True
+    log.error("vLLM's process group %d survives SIGKILL: pids %s", pgid, _group_members(pgid))
+    return True
 
 
 @dataclass
@@ -127,53 +183,74 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     validate_argv(argv)
 
     state = StateDir(tempfile.mkdtemp(prefix="llmfleet-state-"))
+    try:
+        return supervise(settings, env, state, argv, routes, gateway, synced)
+    finally:
+        shutil.rmtree(state.path, ignore_errors=True)
+
+
+def supervise(
+    settings: EntrypointSettings,
+    env: Mapping[str, str],
+    state: StateDir,
+    argv: list[str],
+    routes: RouteTable,
+    gateway: StoreGateway,
+    synced: Synced,
+) -> int:
+    """Run vLLM until it exits; its whole process group goes with it, whatever ends the run."""
+    plan = settings.plan
     state.write_routes(routes)
     log.info("starting vLLM: %s", " ".join(argv))
     child = subprocess.Popen(  # noqa: S603 - argv from the plan, validated by vLLM's parser
         serve_command(argv),
         env=serve_environment(env, state_dir=str(state.path), plan=plan),
+        start_new_session=True,  # its own process group: EngineCore and workers are ended with it
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, takes no lock
     )
     stop = threading.Event()
+    try:
 
-    def drain(signum: int, _frame) -> None:
-        log.info("signal %d: draining (new requests get 503; in-flight ones finish)", signum)
-        state.start_draining()
-        stop.set()
-        child.send_signal(signum)
+        def drain(signum: int, _frame) -> None:
+            log.info("signal %d: draining (new requests get 503; in-flight ones finish)", signum)
+            state.start_draining()
+            stop.set()
+            child.send_signal(signum)  # the API server alone: it shuts its engine down after the drain
 
-    signal.signal(signal.SIGTERM, drain)
-    signal.signal(signal.SIGINT, drain)
+        signal.signal(signal.SIGTERM, drain)
+        signal.signal(signal.SIGINT, drain)
 
-    vllm = LocalVllm(settings.port, env.get("VLLM_API_KEY"))
-    if vllm.wait_healthy(lambda: child.poll() is None, stop.is_set):
-        log.info("vLLM is ready on port %d (pid %d)", settings.port, child.pid)
-        agent = None
-        if plan.vllm.enable_lora:
-            agent = AdapterAgent(
-                gateway,
-                vllm,
-                state,
-                routes,
-                etag=synced.etag,
-                refused=synced.refused,
-                interval=settings.poll_seconds,
-                unload_wait=plan.vllm.shutdown_timeout,
+        vllm = LocalVllm(settings.port, env.get("VLLM_API_KEY"))
+        if vllm.wait_healthy(lambda: child.poll() is None, stop.is_set):
+            log.info("vLLM is ready on port %d (pid %d)", settings.port, child.pid)
+            agent = None
+            if plan.vllm.enable_lora:
+                agent = AdapterAgent(
+                    gateway,
+                    vllm,
+                    state,
+                    routes,
+                    etag=synced.etag,
+                    refused=synced.refused,
+                    interval=settings.poll_seconds,
+                    unload_wait=plan.vllm.shutdown_timeout,
+                    stop=stop,
+                )
+                agent.start()
+            MetricsPublisher(
+                vllm.metrics_text,
+                lambda: len(agent.serving()) if agent else 0,
+                model=plan.model_name,
+                stage=plan.stage,
+                interval=settings.metrics_seconds,
                 stop=stop,
-            )
-            agent.start()
-        MetricsPublisher(
-            vllm.metrics_text,
-            lambda: len(agent.serving()) if agent else 0,
-            model=plan.model_name,
-            stage=plan.stage,
-            interval=settings.metrics_seconds,
-            stop=stop,
-        ).start()
-    returncode = child.wait()
-    stop.set()
+            ).start()
+        returncode = child.wait()
+    finally:
+        stop.set()
+        if end_process_group(child.pid):
+            log.warning("vLLM's process group %d outlived its API server; ended it", child.pid)
     code = exit_code_of(returncode, asked_to_stop=state.is_draining())
-    shutil.rmtree(state.path, ignore_errors=True)
     (log.info if code == 0 else log.error)("vLLM exited with %d; container exits with %d", returncode, code)
     return code
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 
-from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, exit_code_of, main
+from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, end_process_group, exit_code_of, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +36,6 @@ def test_missing_plan_fails_fast_with_a_clear_message(caplog: pytest.LogCaptureF
     assert "LLMFLEET_PLAN is not set" in caplog.text
 
 
-
 def test_sigterm_before_vllm_starts_exits_at_once():
     """As PID 1 the default would ignore SIGTERM: the container must still stop while syncing."""
     script = textwrap.dedent(
@@ -52,3 +53,33 @@ def test_sigterm_before_vllm_starts_exits_at_once():
     child.send_signal(signal.SIGTERM)
 
     assert child.wait(timeout=30) == 128 + signal.SIGTERM
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True])
+def test_end_process_group_ends_orphans_of_a_dead_leader(ignores_sigterm: bool):
+    """vLLM's EngineCore outlives a killed API server; the group is ended with SIGTERM, or SIGKILL."""
+    orphan = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN) if {} else None; print('up', flush=True); time.sleep(60)"
+    leader_script = textwrap.dedent(
+        f"""
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", {orphan.format(ignores_sigterm)!r}], stdout=subprocess.PIPE)
+        child.stdout.readline()
+        print(child.pid, flush=True)
+        """
+    )
+    leader = subprocess.Popen([sys.executable, "-c", leader_script], stdout=subprocess.PIPE, start_new_session=True)
+    orphan_pid = int(leader.stdout.readline())
+    assert leader.wait(timeout=30) == 0
+    assert os.getpgid(orphan_pid) == leader.pid, "the orphan is still in the leader's group"
+
+    assert end_process_group(leader.pid, grace=1.0) is True
+
+    assert not _running(orphan_pid)
+    assert end_process_group(leader.pid, grace=1.0) is False  # nothing left: nothing to do
