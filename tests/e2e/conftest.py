@@ -1,12 +1,15 @@
 """One real serving container for the session: the entrypoint and the CPU vLLM, fed from
 moto's S3 server with a tiny random-weight model and peft adapters made here.
 
-Booting vLLM costs most of a minute on two cores, so every e2e test shares this server;
-the tests that end a server (drain, kill) run last or start their own.
+Booting vLLM costs most of a minute on two cores, so the tests of test_entrypoint.py share
+one server (module scope: it is gone before the next file boots its own, so two vLLMs never
+compete for the cores); the tests that end a server (drain, kill) start their own. Every
+file runs alone or in any order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import boto3
 import httpx
+import psutil
 import pytest
 
 from model_store.plan import ServingPlan
@@ -92,6 +96,7 @@ class Server:
     process: subprocess.Popen
     port: int
     log: Path
+    tmp: Path  # the entrypoint's TMPDIR: its state directory lives here
 
     @property
     def url(self) -> str:
@@ -103,7 +108,26 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def family(self) -> list[psutil.Process]:
+        """The entrypoint and every process under it (vLLM's API server, EngineCore, workers)."""
+        try:
+            leader = psutil.Process(self.process.pid)
+            return [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def vllm_group(self) -> int:
+        """vLLM's process group id (the API server runs in its own session)."""
+        (api_server,) = psutil.Process(self.process.pid).children()
+        return os.getpgid(api_server.pid)
+
+    def state_dirs(self) -> list[Path]:
+        return sorted(self.tmp.glob("llmfleet-state-*"))
+
     def stop(self) -> None:
+        """SIGTERM (drain), SIGKILL after a minute; whatever outlives the entrypoint is killed
+        too, so a failed test leaves no vLLM holding cores for the next one."""
+        family = self.family()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -111,6 +135,29 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for process in living(family):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(family, timeout=30)
+
+
+def living(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie holds nothing and is not counted)."""
+    alive = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
+
+
+def processes_in_group(pgid: int) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getpgid(process.pid) == pgid:
+                found.append(process)
+    return living(found)
 
 
 def start_entrypoint(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -146,9 +193,17 @@ def boot_server(fleet: Fleet, name: str, **environment: str) -> Server:
         metrics_seconds=2,
         base=aws_credentials(fleet.endpoint),
     )
+    tmp = fleet.work / f"{name}-tmp"
+    tmp.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(tmp)
     env.update(environment)
-    server = Server(start_entrypoint(env, fleet.work / f"{name}.log"), port, fleet.work / f"{name}.log")
-    wait_healthy(server)
+    log = fleet.work / f"{name}.log"
+    server = Server(start_entrypoint(env, log), port, log, tmp)
+    try:
+        wait_healthy(server)
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 
@@ -197,9 +252,10 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Fleet
     return fleet
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(fleet: Fleet) -> Iterator[Server]:
-    """The session's serving container (entrypoint + vLLM), polling the registry every 0.5 s."""
+    """A serving container (entrypoint + vLLM) shared by one file's tests, polling the
+    registry every 0.5 s."""
     server = boot_server(fleet, "server-a")
     yield server
     server.stop()

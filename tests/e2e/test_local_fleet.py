@@ -24,7 +24,7 @@ import pytest
 
 from scripts.fleet_cli import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
 from scripts.cli import load_and_plan
-from scripts.local_fleet import LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
+from scripts.local_fleet import LocalFleetError, LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
 
 REPO = Path(__file__).resolve().parents[2]
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
@@ -253,13 +253,13 @@ def test_status_of_a_crashed_local_fleet_says_down(tmp_path: Path):
     assert "emulated AWS is not running" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("source", "store"),
-    [("s3://b/models/m", "s3://b"), ("s3://b/models/weights-v2", "s3://b"), ("s3://b/team/models/m", "s3://b/team"), ("s3://b/m", "s3://b")],
-)
-def test_the_store_of_a_model_is_its_source_up_to_models(source: str, store: str):
-    plan = load_and_plan(REPO / "fleet.yaml")[1][0].model_copy(update={"source": source, "model_name": "m"})
-    assert store_uri_of(plan) == store
+def test_the_local_fleet_serves_each_model_from_its_store_and_refuses_a_local_source():
+    """The store itself is derived from the source by the manifest (tests/unit/test_manifest.py)."""
+    plans = load_and_plan(REPO / "fleet.yaml")[1]
+    assert {store_uri_of(plan) for plan in plans} == {"s3://llmfleet-store"}
+    local = plans[0].model_copy(update={"source": "./checkpoints/qwen3", "store_uri": None})
+    with pytest.raises(LocalFleetError, match="is a local directory"):
+        store_uri_of(local)
 
 
 def test_records_are_told_apart_from_reused_pids():

@@ -1,7 +1,6 @@
 """The container's life at its edges: boot failures, vLLM dying, SIGTERM drain.
 
-This file runs after test_entrypoint.py (file order): its last test drains and ends the
-session's shared server.
+The servers ended here are this file's own: it runs alone or in any order with the others.
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ from tests.e2e.conftest import (
     Server,
     aws_credentials,
     boot_server,
+    living,
+    processes_in_group,
     start_entrypoint,
     wait_until,
 )
@@ -115,17 +116,32 @@ def test_api_key_guards_the_api_while_the_agent_still_swaps(late_server: Server,
     assert f"Bearer {API_KEY}" not in late_server.output() and API_KEY not in late_server.output()
 
 
-def test_vllm_killed_makes_the_container_exit_non_zero(late_server: Server):
-    (vllm,) = psutil.Process(late_server.process.pid).children()
-    vllm.send_signal(signal.SIGKILL)
+def test_vllm_killed_makes_the_container_exit_non_zero_and_leaves_nothing(late_server: Server):
+    """Last user of `late_server`: it ends it."""
+    group = late_server.vllm_group()
+    (api_server,) = psutil.Process(late_server.process.pid).children()
+    assert len(processes_in_group(group)) >= 2, "vLLM's API server and its EngineCore run in vLLM's group"
+    assert late_server.state_dirs(), "the running entrypoint has its state directory"
+
+    api_server.send_signal(signal.SIGKILL)
     code = late_server.process.wait(timeout=60)
 
     assert code == 128 + signal.SIGKILL
     assert "vLLM exited with -9" in late_server.output()
+    assert processes_in_group(group) == [], "EngineCore or workers outlived the container"
+    assert late_server.state_dirs() == []
 
 
-def test_sigterm_drains_streams_finish_and_new_requests_get_503(server: Server):
-    """Last test of the session: it ends the shared server."""
+@pytest.fixture
+def draining_server(fleet: Fleet) -> Iterator[Server]:
+    """A server of its own for the drain test, which ends it."""
+    server = boot_server(fleet, "server-c")
+    yield server
+    server.stop()
+
+
+def test_sigterm_drains_streams_finish_and_new_requests_get_503(draining_server: Server):
+    server = draining_server
     chunks: list[str] = []
     first_chunk = threading.Event()
 
@@ -141,6 +157,7 @@ def test_sigterm_drains_streams_finish_and_new_requests_get_503(server: Server):
     reader = threading.Thread(target=stream)
     reader.start()
     assert first_chunk.wait(timeout=60)
+    family = server.family()
     server.process.send_signal(signal.SIGTERM)
     streamed_at_signal = len(chunks)
     with server.client(timeout=30) as http:
@@ -161,3 +178,4 @@ def test_sigterm_drains_streams_finish_and_new_requests_get_503(server: Server):
     assert finishes == ["length"]
     assert events[-1]["usage"]["completion_tokens"] == 300
     assert code == 0
+    assert living(family) == [] and server.state_dirs() == []
