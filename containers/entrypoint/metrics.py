@@ -4,15 +4,14 @@ ECS's awslogs driver and SageMaker ship stdout to CloudWatch Logs, which turns E
 into metrics: no agent, no PutMetricData permission. Parsing and record building are pure;
 `MetricsPublisher` only scrapes and prints.
 
-Autoscaling targets `LLMFleet/RequestsWaiting` with dimensions Model and Stage: the
-namespace, names and dimensions here are a contract with the stacks.
+Namespace, dimensions (Model, Stage, Target) and metric names are the contract in
+model_store/telemetry.py, which the stacks' scaling, alarms and dashboards read too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections import defaultdict
@@ -22,8 +21,22 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-NAMESPACE = "LLMFleet"
-DIMENSIONS = ("Model", "Stage")
+from model_store.telemetry import (
+    ADAPTERS_LOADED,
+    DIMENSIONS,
+    E2E_LATENCY_PREFIX,
+    E2E_QUANTILES,
+    GENERATION_TOKENS_PER_SECOND,
+    KV_CACHE_USAGE,
+    NAMESPACE,
+    REQUESTS_RUNNING,
+    REQUESTS_WAITING,
+    TTFT_PREFIX,
+    TTFT_QUANTILES,
+    dimensions,
+    histogram_quantile,
+    quantile_metric,
+)
 
 # vLLM v1 metric names (vllm/v1/metrics/loggers.py, v0.32, 2026-11).
 WAITING = "vllm:num_requests_waiting"
@@ -58,30 +71,6 @@ def parse_vllm_metrics(text: str, at: float) -> Snapshot:
     return Snapshot(at=at, values=dict(values), buckets={name: dict(b) for name, b in buckets.items()})
 
 
-def histogram_quantile(quantile: float, cumulative: dict[float, float]) -> float | None:
-    """Prometheus' histogram_quantile: linear interpolation inside the bucket holding the rank.
-
-    None when the histogram holds no observations. A rank in the +Inf bucket returns the
-    largest finite bound (as Prometheus does).
-    """
-    bounds = sorted(cumulative)
-    if not bounds or cumulative[bounds[-1]] <= 0:
-        return None
-    total = cumulative[bounds[-1]]
-    rank = quantile * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound in bounds:
-        count = cumulative[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            if count == lower_count:
-                return bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
-        lower_bound, lower_count = bound, count
-    return lower_bound
-
-
 def _bucket_delta(previous: Snapshot, current: Snapshot, name: str) -> dict[float, float] | None:
     now, before = current.buckets.get(name), previous.buckets.get(name, {})
     if now is None:
@@ -96,28 +85,29 @@ def emf_record(
     *,
     model: str,
     stage: str,
+    target: str,
     adapters_loaded: int,
     timestamp_ms: int,
 ) -> dict[str, Any]:
     """One EMF record. Gauges always; rates and latency percentiles over the interval since
     `previous`, when there is one and requests finished in it."""
-    metrics: dict[str, tuple[float, str]] = {"AdaptersLoaded": (adapters_loaded, "Count")}
+    metrics: dict[str, tuple[float, str]] = {ADAPTERS_LOADED: (adapters_loaded, "Count")}
     if WAITING in current.values:
-        metrics["RequestsWaiting"] = (current.values[WAITING], "Count")
+        metrics[REQUESTS_WAITING] = (current.values[WAITING], "Count")
     if RUNNING in current.values:
-        metrics["RequestsRunning"] = (current.values[RUNNING], "Count")
+        metrics[REQUESTS_RUNNING] = (current.values[RUNNING], "Count")
     if KV_CACHE in current.values:
-        metrics["KvCacheUsage"] = (round(current.values[KV_CACHE] * 100, 3), "Percent")
+        metrics[KV_CACHE_USAGE] = (round(current.values[KV_CACHE] * 100, 3), "Percent")
     if previous is not None and current.at > previous.at:
         tokens = current.values.get(GENERATION_TOKENS, 0.0) - previous.values.get(GENERATION_TOKENS, 0.0)
         if tokens >= 0:
-            metrics["GenerationTokensPerSecond"] = (round(tokens / (current.at - previous.at), 3), "Count/Second")
-        for histogram, prefix, quantiles in ((TTFT, "TimeToFirstToken", (50, 90, 99)), (E2E, "E2ELatency", (50, 99))):
+            metrics[GENERATION_TOKENS_PER_SECOND] = (round(tokens / (current.at - previous.at), 3), "Count/Second")
+        for histogram, prefix, quantiles in ((TTFT, TTFT_PREFIX, TTFT_QUANTILES), (E2E, E2E_LATENCY_PREFIX, E2E_QUANTILES)):
             delta = _bucket_delta(previous, current, histogram)
-            for q in quantiles:
-                value = histogram_quantile(q / 100, delta) if delta else None
+            for percent in quantiles:
+                value = histogram_quantile(delta.items(), percent / 100) if delta else None
                 if value is not None:
-                    metrics[f"{prefix}P{q}"] = (round(value * 1000, 3), "Milliseconds")
+                    metrics[quantile_metric(prefix, percent)] = (round(value * 1000, 3), "Milliseconds")
     return {
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -129,8 +119,7 @@ def emf_record(
                 }
             ],
         },
-        "Model": model,
-        "Stage": stage,
+        **dimensions(model, stage, target),
         **{name: value for name, (value, _) in metrics.items()},
     }
 
@@ -145,13 +134,14 @@ class MetricsPublisher(threading.Thread):
         *,
         model: str,
         stage: str,
+        target: str,
         interval: float,
         stop: threading.Event,
         emit: Callable[[str], None] = lambda line: print(line, flush=True),
     ):
         super().__init__(name="metrics", daemon=True)
         self.fetch_metrics, self.adapters_loaded = fetch_metrics, adapters_loaded
-        self.model, self.stage, self.interval = model, stage, interval
+        self.model, self.stage, self.target, self.interval = model, stage, target, interval
         self.stop_event, self.emit = stop, emit
 
     def run(self) -> None:
@@ -167,6 +157,7 @@ class MetricsPublisher(threading.Thread):
                 current,
                 model=self.model,
                 stage=self.stage,
+                target=self.target,
                 adapters_loaded=self.adapters_loaded(),
                 timestamp_ms=int(time.time() * 1000),
             )

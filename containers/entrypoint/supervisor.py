@@ -242,6 +242,7 @@ def supervise(
                 lambda: len(agent.serving()) if agent else 0,
                 model=plan.model_name,
                 stage=plan.stage,
+                target=settings.target,
                 interval=settings.metrics_seconds,
                 stop=stop,
             ).start()

@@ -255,7 +255,7 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Fleet
 @pytest.fixture(scope="module")
 def server(fleet: Fleet) -> Iterator[Server]:
     """A serving container (entrypoint + vLLM) shared by one file's tests, polling the
-    registry every 0.5 s."""
-    server = boot_server(fleet, "server-a")
+    registry every 0.5 s; as on SageMaker (its metrics say so), on a free port."""
+    server = boot_server(fleet, "server-a", LLMFLEET_TARGET="sagemaker")
     yield server
     server.stop()

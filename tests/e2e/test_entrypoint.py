@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from model_store import telemetry
 from model_store.registry import rollout_position
 from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, wait_until
 
@@ -204,9 +205,9 @@ def test_emf_metrics_lines_on_stdout(server: Server):
     wait_until(lambda: records(), "an EMF record with TTFT percentiles for this test's request")
     record = records()[0]
     directive = record["_aws"]["CloudWatchMetrics"][0]
-    assert directive["Namespace"] == "LLMFleet"
-    assert directive["Dimensions"] == [["Model", "Stage"]]
-    assert (record["Model"], record["Stage"]) == (MODEL, STAGE)
+    assert directive["Namespace"] == telemetry.NAMESPACE
+    assert directive["Dimensions"] == [list(telemetry.DIMENSIONS)]
+    assert {name: record[name] for name in telemetry.DIMENSIONS} == telemetry.dimensions(MODEL, STAGE, "sagemaker")
     assert {"RequestsWaiting", "RequestsRunning", "KvCacheUsage", "AdaptersLoaded"} <= set(record)
     assert record["AdaptersLoaded"] == len(served(server)["adapters"])
     assert record["TimeToFirstTokenP50"] > 0

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from containers.entrypoint.metrics import MetricsPublisher, emf_record, histogram_quantile, parse_vllm_metrics
+from containers.entrypoint.metrics import MetricsPublisher, emf_record, parse_vllm_metrics
+from model_store import telemetry
 
 
 def exposition(*, waiting: float, running: float, kv: float, tokens: float, ttft: dict[str, float], e2e: dict[str, float]) -> str:
@@ -55,37 +56,22 @@ def test_gauges_are_summed_over_label_sets():
     assert snapshot.buckets["vllm:time_to_first_token_seconds"][0.5] == 100
 
 
-def test_histogram_quantile_interpolates_inside_the_bucket():
-    cumulative = {0.1: 50.0, 0.5: 90.0, 1.0: 100.0, float("inf"): 100.0}
-
-    assert histogram_quantile(0.5, cumulative) == pytest.approx(0.1)
-    assert histogram_quantile(0.7, cumulative) == pytest.approx(0.1 + 0.4 * (70 - 50) / 40)
-    assert histogram_quantile(0.95, cumulative) == pytest.approx(0.5 + 0.5 * 5 / 10)
-
-
-def test_histogram_quantile_in_the_inf_bucket_is_the_largest_bound():
-    assert histogram_quantile(0.99, {1.0: 1.0, float("inf"): 10.0}) == 1.0
-
-
-def test_histogram_quantile_of_nothing_is_none():
-    assert histogram_quantile(0.5, {1.0: 0.0, float("inf"): 0.0}) is None
-
-
 def test_record_over_an_interval():
     record = emf_record(
         parse_vllm_metrics(BEFORE, at=100.0),
         parse_vllm_metrics(AFTER, at=110.0),
         model="qwen3-small",
         stage="prod",
+        target="sagemaker",
         adapters_loaded=3,
         timestamp_ms=1_700_000_000_000,
     )
 
     directive = record["_aws"]["CloudWatchMetrics"][0]
-    assert directive["Namespace"] == "LLMFleet"
-    assert directive["Dimensions"] == [["Model", "Stage"]]
+    assert directive["Namespace"] == telemetry.NAMESPACE
+    assert directive["Dimensions"] == [list(telemetry.DIMENSIONS)]
     assert record["_aws"]["Timestamp"] == 1_700_000_000_000
-    assert (record["Model"], record["Stage"]) == ("qwen3-small", "prod")
+    assert {name: record[name] for name in telemetry.DIMENSIONS} == telemetry.dimensions("qwen3-small", "prod", "sagemaker")
     assert (record["RequestsWaiting"], record["RequestsRunning"], record["AdaptersLoaded"]) == (5, 4, 3)
     assert record["KvCacheUsage"] == 50.0
     assert record["GenerationTokensPerSecond"] == 50.0
@@ -96,12 +82,12 @@ def test_record_over_an_interval():
     assert record["E2ELatencyP50"] == pytest.approx(3000.0)
     assert record["E2ELatencyP99"] == pytest.approx(1000 + 4000 * 0.99)
     declared = {metric["Name"]: metric["Unit"] for metric in directive["Metrics"]}
-    assert set(declared) == set(record) - {"_aws", "Model", "Stage"}
+    assert set(declared) == set(record) - {"_aws", *telemetry.DIMENSIONS}
     assert declared["KvCacheUsage"] == "Percent" and declared["TimeToFirstTokenP50"] == "Milliseconds"
 
 
 def test_first_record_has_gauges_but_no_rates_or_percentiles():
-    record = emf_record(None, parse_vllm_metrics(AFTER, at=1.0), model="m", stage="s", adapters_loaded=0, timestamp_ms=0)
+    record = emf_record(None, parse_vllm_metrics(AFTER, at=1.0), model="m", stage="s", target="ecs", adapters_loaded=0, timestamp_ms=0)
 
     assert record["RequestsWaiting"] == 5
     assert not any(name.startswith(("TimeToFirstToken", "E2ELatency", "GenerationTokens")) for name in record)
@@ -111,7 +97,7 @@ def test_an_idle_interval_publishes_no_percentiles():
     snapshot = parse_vllm_metrics(AFTER, at=1.0)
     later = parse_vllm_metrics(AFTER, at=2.0)
 
-    record = emf_record(snapshot, later, model="m", stage="s", adapters_loaded=0, timestamp_ms=0)
+    record = emf_record(snapshot, later, model="m", stage="s", target="ecs", adapters_loaded=0, timestamp_ms=0)
 
     assert record["GenerationTokensPerSecond"] == 0
     assert "TimeToFirstTokenP50" not in record
@@ -119,7 +105,7 @@ def test_an_idle_interval_publishes_no_percentiles():
 
 def test_a_counter_reset_publishes_no_percentiles():
     record = emf_record(
-        parse_vllm_metrics(AFTER, at=1.0), parse_vllm_metrics(BEFORE, at=2.0), model="m", stage="s", adapters_loaded=0, timestamp_ms=0
+        parse_vllm_metrics(AFTER, at=1.0), parse_vllm_metrics(BEFORE, at=2.0), model="m", stage="s", target="ecs", adapters_loaded=0, timestamp_ms=0
     )
 
     assert "TimeToFirstTokenP50" not in record and "GenerationTokensPerSecond" not in record
@@ -139,7 +125,7 @@ def test_publisher_prints_one_json_line_per_scrape_and_survives_a_failed_scrape(
             raise page
         return page
 
-    publisher = MetricsPublisher(fetch, lambda: 2, model="m", stage="s", interval=0.001, stop=stop, emit=lines.append)
+    publisher = MetricsPublisher(fetch, lambda: 2, model="m", stage="s", target="ecs", interval=0.001, stop=stop, emit=lines.append)
     publisher.run()
 
     records = [json.loads(line) for line in lines]
