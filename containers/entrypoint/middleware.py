@@ -10,7 +10,7 @@ It runs inside the vLLM process and gives the server what vLLM lacks:
 - drain: once the entrypoint raised the flag, new requests get 503 with Retry-After and
   `/health` and `/ping` fail, while requests already inside finish;
 - SageMaker: the `{"inputs", "parameters"}` payload on `/invocations`, and the adapter
-  header resolved like a model name.
+  header resolved like a model name; without the header the body's `model` picks the adapter.
 """
 
 from __future__ import annotations
@@ -215,6 +215,10 @@ class LlmfleetMiddleware:
         header = _header(scope, SAGEMAKER_ADAPTER_HEADER)
         if header is not None and table:
             target = table.lora_name_for(header) or header
+            scope = _replace_header(scope, SAGEMAKER_ADAPTER_HEADER, target)
+        elif scope["path"] == "/invocations" and table and target and table.public_name_of(target):
+            # boto3's invoke_endpoint cannot set the adapter header: the body's model names the
+            # adapter, and vLLM's SageMaker handler sees it as if SageMaker had set the header.
             scope = _replace_header(scope, SAGEMAKER_ADAPTER_HEADER, target)
         if isinstance(payload, dict):
             body = json.dumps(payload).encode()

@@ -25,6 +25,9 @@ _RENAMED = {
 # Handled specially: greedy decoding when false.
 _SAMPLING_SWITCH = "do_sample"
 ALLOWED_PARAMETERS = tuple(sorted([*_RENAMED, _SAMPLING_SWITCH]))
+# `model` is ours, not TGI's: boto3's invoke_endpoint cannot set the adapter header, so the
+# body names the adapter (or the base model).
+TOP_LEVEL_FIELDS = ("inputs", "parameters", "model")
 
 
 class PayloadError(ValueError):
@@ -37,10 +40,10 @@ def is_tgi_payload(body: Any) -> bool:
 
 def tgi_to_completion(body: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI completion request for a `{"inputs", "parameters"}` body."""
-    unknown_top = sorted(set(body) - {"inputs", "parameters"})
+    unknown_top = sorted(set(body) - set(TOP_LEVEL_FIELDS))
     if unknown_top:
         raise PayloadError(
-            f"SageMaker payload: unsupported top-level field(s) {unknown_top}; allowed: 'inputs', 'parameters' "
+            f"SageMaker payload: unsupported top-level field(s) {unknown_top}; allowed: {list(TOP_LEVEL_FIELDS)} "
             "(for streaming send an OpenAI-style body with \"stream\": true)"
         )
     inputs = body["inputs"]
@@ -53,6 +56,10 @@ def tgi_to_completion(body: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise PayloadError(f"SageMaker payload: unsupported parameter(s) {unknown}; allowed: {list(ALLOWED_PARAMETERS)}")
     request: dict[str, Any] = {"prompt": inputs}
+    if "model" in body:
+        if not isinstance(body["model"], str):
+            raise PayloadError(f"SageMaker payload: 'model' must be a model or adapter name, got {body['model']!r}")
+        request["model"] = body["model"]
     for tgi_name, vllm_name in _RENAMED.items():
         if tgi_name in parameters:
             request[vllm_name] = parameters[tgi_name]

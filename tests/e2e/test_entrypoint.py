@@ -103,6 +103,21 @@ def test_invocations_inputs_payload_unknown_parameter_is_refused(server: Server)
     assert "best_of" in response.json()["error"]["message"]
 
 
+def test_invocations_without_header_take_the_adapter_from_the_body(server: Server):
+    """boto3's invoke_endpoint cannot set the adapter header: the body's `model` picks it."""
+    chat_body = {"model": "legal", "messages": [{"role": "user", "content": "Hello, how are you today?"}], "max_tokens": 8,
+                 "temperature": 0}
+    inputs_body = {"model": "legal", "inputs": "Tell me a story", "parameters": {"max_new_tokens": 8, "do_sample": False}}
+    with server.client() as http:
+        chat_answer = http.post("/invocations", json=chat_body)
+        inputs_answer = http.post("/invocations", json=inputs_body)
+
+    assert chat_answer.status_code == 200, chat_answer.text
+    assert chat_answer.json()["choices"][0]["message"]["content"] == answer(server, "legal") != answer(server, MODEL)
+    assert inputs_answer.json() == [{"generated_text": completion_text(server, "legal")}]
+    assert completion_text(server, "legal") != completion_text(server, MODEL)
+
+
 def test_third_adapter_promoted_is_served_without_restart(server: Server, fleet: Fleet):
     fleet.promote("finance", "v1")
 

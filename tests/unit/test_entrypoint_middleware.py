@@ -229,3 +229,25 @@ def test_requests_are_counted_per_lora_name_while_in_flight(state: StateDir):
     asyncio.run(go())
 
     assert counts == [{"medical@v2": 1}, {}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "medical", "messages": [{"role": "user", "content": "hi"}]},
+        {"model": "medical", "inputs": "hi", "parameters": {"max_new_tokens": 2}},
+    ],
+)
+def test_invocations_without_the_header_take_the_adapter_from_the_body(app: EchoApp, state: StateDir, body: dict):
+    """boto3's invoke_endpoint cannot set the adapter header."""
+    call(app, state, "POST", "/invocations", json=body)
+
+    assert app.seen[-1]["payload"]["model"] == "medical@v2"
+    assert app.seen[-1]["headers"][HEADER.lower()] == "medical@v2"
+
+
+@pytest.mark.parametrize(("path", "model"), [("/invocations", "base"), ("/invocations", "unknown"), ("/v1/completions", "medical")])
+def test_the_adapter_header_is_only_added_for_a_served_adapter_on_invocations(app: EchoApp, state: StateDir, path: str, model: str):
+    call(app, state, "POST", path, json={"model": model, "prompt": "hi"})
+
+    assert HEADER.lower() not in app.seen[-1]["headers"]

@@ -65,11 +65,16 @@ def test_inputs_alone_is_a_completion_with_vllm_defaults():
         ({"inputs": 3}, "'inputs'"),
         ({"inputs": []}, "'inputs'"),
         ({"inputs": "x", "parameters": [1]}, "'parameters'"),
+        ({"inputs": "x", "model": ["medical"]}, "'model'"),
     ],
 )
 def test_payloads_that_cannot_be_translated_name_the_field(body: dict, named: str):
     with pytest.raises(PayloadError, match=named):
         tgi_to_completion(body)
+
+
+def test_model_names_the_adapter_for_callers_that_cannot_set_the_header():
+    assert tgi_to_completion({"inputs": "x", "model": "medical"}) == {"prompt": "x", "model": "medical"}
 
 
 def test_the_refusal_lists_what_is_allowed():
