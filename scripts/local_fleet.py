@@ -541,6 +541,7 @@ def entrypoint_env(
             "AWS_DEFAULT_REGION": plan.region,
             "LLMFLEET_MODEL_ROOT": str(state_dir.cache),
             "LLMFLEET_TARGET": "ecs",
+            "LLMFLEET_HOST": HOST,  # loopback only: the local fleet is for this machine
             "LLMFLEET_PORT": str(port),
             "LLMFLEET_SERVER_ID": LOCAL_SERVER_ID,
             "LLMFLEET_POLL_SECONDS": POLL_SECONDS,

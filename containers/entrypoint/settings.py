@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan
 
 # Ports the orchestrators expect: ECS task definitions map 8000; SageMaker requires 8080.
 TARGET_PORTS = {"ecs": 8000, "sagemaker": 8080}
+# A task's port is the service's: all interfaces. The local fleet binds loopback only.
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104
 DEFAULT_POLL_SECONDS = 10.0
 # CloudWatch's standard resolution is one minute; more often only costs log volume.
 DEFAULT_METRICS_SECONDS = 60.0
@@ -28,6 +31,7 @@ class EntrypointSettings:
     endpoint_url: str | None
     model_root: str
     target: str
+    host: str
     port: int
     server_id: str
     poll_seconds: float
@@ -69,12 +73,22 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
     port_text = env.get("LLMFLEET_PORT") or str(TARGET_PORTS[target])
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise EntrypointError(f"LLMFLEET_PORT={port_text!r}: a TCP port 1-65535")
+    host = env.get("LLMFLEET_HOST") or DEFAULT_HOST
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    # The adapter agent reaches vLLM on loopback, and the middleware answers the runtime LoRA
+    # routes to loopback callers only: vLLM must listen there.
+    if address is None or not (address.is_unspecified or address.is_loopback):
+        raise EntrypointError(f"LLMFLEET_HOST={host!r}: allowed 0.0.0.0 or :: (all interfaces) or a loopback address")
     return EntrypointSettings(
         plan=plan,
         store_uri=store_uri,
         endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         model_root=env.get("LLMFLEET_MODEL_ROOT") or DEFAULT_MODEL_ROOT,
         target=target,
+        host=host,
         port=int(port_text),
         server_id=env.get("LLMFLEET_SERVER_ID") or socket.gethostname(),
         poll_seconds=_number(env, "LLMFLEET_POLL_SECONDS", DEFAULT_POLL_SECONDS, minimum=0.1),

@@ -179,7 +179,9 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     leave_out_refused(synced, gateway)
     routes = RouteTable(plan.model_name, settings.server_id, {n: v for n, (v, _) in synced.adapters.items()})
     lora_paths = {lora_name(n, v): path for n, (v, path) in synced.adapters.items()}
-    argv = serve_argv(plan, model=synced.model_location, port=settings.port, lora_modules=lora_paths)
+    argv = serve_argv(
+        plan, model=synced.model_location, host=settings.host, port=settings.port, lora_modules=lora_paths
+    )
     validate_argv(argv)
 
     state = StateDir(tempfile.mkdtemp(prefix="llmfleet-state-"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
+from containers.entrypoint.settings import DEFAULT_HOST
 from model_store.plan import ServingPlan, vllm_argv
 
 # `python -m vllm.entrypoints.openai.api_server` runs in both the vllm/vllm-openai image
@@ -24,10 +25,12 @@ class ArgvRejected(ValueError):
     """vLLM's parser refused the argv built from the plan; the message carries its reason."""
 
 
-def serve_argv(plan: ServingPlan, *, model: str, port: int, lora_modules: Mapping[str, str]) -> list[str]:
+def serve_argv(
+    plan: ServingPlan, *, model: str, port: int, lora_modules: Mapping[str, str], host: str = DEFAULT_HOST
+) -> list[str]:
     """The flags after `python -m vllm.entrypoints.openai.api_server` for this plan."""
     return [
-        *vllm_argv(plan.vllm, model=model, port=port, lora_modules=dict(lora_modules) or None),
+        *vllm_argv(plan.vllm, model=model, port=port, host=host, lora_modules=dict(lora_modules) or None),
         "--middleware",
         MIDDLEWARE,
     ]

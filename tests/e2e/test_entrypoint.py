@@ -6,7 +6,6 @@ The tests share one server and run in file order: promotions build on each other
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from model_store import telemetry
 from model_store.registry import rollout_position
-from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, wait_until
+from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, non_loopback_address, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
@@ -183,14 +182,8 @@ def test_staged_rollout_moves_only_servers_inside_the_fraction(server: Server, f
     assert chat(server, "medical").status_code == 200
 
 
-def _non_loopback_address() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("10.255.255.255", 9))  # no packet is sent; this picks the outbound interface
-        return probe.getsockname()[0]
-
-
 def test_runtime_lora_routes_refuse_non_local_callers(server: Server, fleet: Fleet):
-    address = _non_loopback_address()
+    address = non_loopback_address()
     assert not address.startswith("127."), "the test needs a non-loopback interface"
     body = {"lora_name": "evil", "lora_path": str(fleet.model_dir)}
 

@@ -25,6 +25,7 @@ import pytest
 from scripts.fleet_cli import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
 from scripts.cli import load_and_plan
 from scripts.local_fleet import LocalFleetError, LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
+from tests.e2e.conftest import non_loopback_address
 
 REPO = Path(__file__).resolve().parents[2]
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
@@ -157,6 +158,16 @@ def test_invoke_with_url_and_key_needs_no_local_state(fleet: dict, tmp_path: Pat
         capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=120,
     )
     assert refused.returncode == 1 and "401" in refused.stderr
+
+
+def test_the_server_listens_on_loopback_only(fleet: dict):
+    address = non_loopback_address()
+    assert not address.startswith("127."), "the test needs a non-loopback interface"
+    port = fleet["state"].processes["server"].port
+
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://{address}:{port}/health", timeout=10)
+    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
 
 
 def test_api_key_guards_the_openai_api(fleet: dict):

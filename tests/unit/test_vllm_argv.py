@@ -57,7 +57,10 @@ def test_planner_argv_parses(plan: ServingPlan):
 def test_standin_argv_parses(plan: ServingPlan):
     standin = standin_plan(plan, architecture_for(FLEET.model(plan.model_name), REPO))
 
-    validate_argv(serve_argv(standin, model="/models/standin", port=8000, lora_modules=_lora_modules(standin)))
+    argv = serve_argv(standin, model="/models/standin", host="127.0.0.1", port=8000, lora_modules=_lora_modules(standin))
+
+    validate_argv(argv)
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
 
 
 def test_an_unknown_flag_fails():
