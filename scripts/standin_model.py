@@ -36,6 +36,10 @@ LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_
 STANDIN_MARKER = "llmfleet_standin"
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Reasoning parsers (deepseek_r1, qwen3) refuse to start unless the vocabulary has these as
+# single tokens; Qwen3 and DeepSeek-R1 tokenizers add them as non-special tokens, so they
+# stay in the decoded text for the parser to split on.
+THINK_TOKENS = ("<think>", "</think>")
 # Qwen's ChatML layout, without tools: enough for vLLM's chat endpoint to render prompts.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -50,8 +54,9 @@ _CORPUS = (
 
 
 def _train_tokenizer():
-    """A byte-level BPE with ChatML special tokens, trained on a fixed corpus (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A byte-level BPE with ChatML special tokens and the reasoning markers, trained on a
+    fixed corpus (deterministic)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
@@ -64,6 +69,7 @@ def _train_tokenizer():
         show_progress=False,
     )
     core.train_from_iterator([_CORPUS] * 20, trainer=trainer)
+    core.add_tokens([AddedToken(token, special=False, normalized=False) for token in THINK_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",

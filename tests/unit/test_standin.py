@@ -78,3 +78,17 @@ def test_the_stand_in_round_trips_through_llmfleet_plan_json():
     _, standin = _standin("qwen3-small")
 
     assert ServingPlan.from_json(standin.to_json()) == standin
+
+
+@pytest.mark.parametrize("parser", ["deepseek_r1", "qwen3"])
+def test_the_stand_in_tokenizer_starts_vllms_reasoning_parsers(parser: str):
+    """vLLM refuses to start a reasoning model whose vocabulary lacks <think> and </think>."""
+    from vllm.reasoning import ReasoningParserManager
+
+    from scripts.standin_model import THINK_TOKENS, _train_tokenizer
+
+    tokenizer = _train_tokenizer()
+    ReasoningParserManager.get_reasoning_parser(parser)(tokenizer)
+
+    assert all(len(tokenizer.encode(token)) == 1 for token in THINK_TOKENS)
+    assert tokenizer.decode(tokenizer.encode("<think>why</think>so"), skip_special_tokens=True) == "<think>why</think>so"
