@@ -177,6 +177,37 @@ class _ProgressSubscriber(BaseSubscriber):
         self._progress(bytes_transferred, self._total)
 
 
+def verify_model_directory(directory: Path, *, model: str, revision: str) -> VersionManifest:
+    """Check a model revision someone else copied out of the store (SageMaker's ModelDataSource
+    into /opt/ml/model) against the `_manifest.json` copied with it: the manifest is for
+    `model`@`revision` and every file it lists is there with its size and sha256. Reads
+    only; StoreError naming the first file that differs."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_NAME
+    try:
+        manifest = VersionManifest.from_json(manifest_path.read_bytes(), str(manifest_path))
+    except OSError as exc:
+        raise StoreError(f"{manifest_path}: cannot read the version's manifest: {exc.strerror}") from None
+    if (manifest.kind, manifest.model, manifest.version) != ("model", model, revision):
+        raise StoreError(
+            f"{manifest_path}: describes {manifest.kind} {manifest.model!r} revision {manifest.version!r}, "
+            f"expected model {model!r} revision {revision!r}; point the model data source at "
+            f"models/{model}/{revision}/"
+        )
+    for entry in manifest.files:
+        path = directory / _safe_relative(entry.path, str(manifest_path))
+        if not path.is_file():
+            raise StoreError(f"{path}: missing; {manifest_path} lists it ({entry.size} bytes)")
+        size = path.stat().st_size
+        sha256 = sha256_file(path) if size == entry.size else ""
+        if size != entry.size or sha256 != entry.sha256:
+            raise StoreError(
+                f"checksum mismatch for {path}: got {size} bytes sha256 {sha256 or '(not computed)'}, "
+                f"{MANIFEST_NAME} records {entry.size} bytes sha256 {entry.sha256}; the copy was altered or is incomplete"
+            )
+    return manifest
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 

@@ -15,6 +15,9 @@ from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan
 TARGET_PORTS = {"ecs": 8000, "sagemaker": 8080}
 # A task's port is the service's: all interfaces. The local fleet binds loopback only.
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104
+# Where SageMaker copies the model's ModelDataSource (models/<model>/<revision>/ of the
+# store, `_manifest.json` included) before the container starts; read-only.
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 DEFAULT_POLL_SECONDS = 10.0
 # CloudWatch's standard resolution is one minute; more often only costs log volume.
 DEFAULT_METRICS_SECONDS = 60.0
@@ -30,6 +33,7 @@ class EntrypointSettings:
     store_uri: str
     endpoint_url: str | None
     model_root: str
+    preloaded_model_dir: str | None  # a copy of the revision to verify and serve (SageMaker), if there
     target: str
     host: str
     port: int
@@ -87,6 +91,7 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
         store_uri=store_uri,
         endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         model_root=env.get("LLMFLEET_MODEL_ROOT") or DEFAULT_MODEL_ROOT,
+        preloaded_model_dir=(env.get("LLMFLEET_SAGEMAKER_MODEL_DIR") or SAGEMAKER_MODEL_DIR) if target == "sagemaker" else None,
         target=target,
         host=host,
         port=int(port_text),

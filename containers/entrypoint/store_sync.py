@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from containers.entrypoint.settings import EntrypointError
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
-from model_store.store import ModelStore, StoreError
+from model_store.store import MANIFEST_NAME, ModelStore, StoreError, verify_model_directory
 
 # Four tries 1 s, 2 s, 4 s apart, on top of botocore's own retries: rides out a throttled
 # or briefly unreachable S3 and still fails a misconfigured container within ~10 s.
@@ -70,32 +70,52 @@ class StoreGateway:
         *,
         model_root: str,
         server_id: str,
+        preloaded_model_dir: str | None = None,
         attempts: int = ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.store, self.plan, self.server_id = store, plan, server_id
+        self.preloaded_model_dir = Path(preloaded_model_dir) if preloaded_model_dir else None
         self.registry = AdapterRegistry(store)
         self.model_root = Path(model_root)
         self.attempts, self.sleep = attempts, sleep
 
     @classmethod
-    def connect(cls, store_uri: str, plan: ServingPlan, *, endpoint_url: str | None, model_root: str, server_id: str):
+    def connect(
+        cls,
+        store_uri: str,
+        plan: ServingPlan,
+        *,
+        endpoint_url: str | None,
+        model_root: str,
+        server_id: str,
+        preloaded_model_dir: str | None = None,
+    ):
         try:
             store = ModelStore.from_uri(store_uri, endpoint_url=endpoint_url)
         except StoreError as exc:
             raise EntrypointError(f"LLMFLEET_STORE: {exc}") from None
-        return cls(store, plan, model_root=model_root, server_id=server_id)
+        return cls(store, plan, model_root=model_root, server_id=server_id, preloaded_model_dir=preloaded_model_dir)
 
     def _retried(self, call: Callable[[], T], what: str) -> T:
         where = f"s3://{self.store.location.bucket}/{self.store.location.prefix}".rstrip("/")
         return with_retries(call, what=f"{what} (store {where})", attempts=self.attempts, sleep=self.sleep)
 
     def model_location(self) -> str:
-        """Where vLLM reads the weights: synced and verified on local disk, or the store's
-        S3 prefix when the plan streams them (`--load-format runai_streamer`)."""
+        """Where vLLM reads the weights: the store's S3 prefix when the plan streams them
+        (`--load-format runai_streamer`); the copy SageMaker made, verified, when there is
+        one; else synced and verified on local disk."""
         plan = self.plan
         if plan.streams_weights:
             return f"s3://{self.store.location.bucket}/{self.store.model_prefix(plan.model_name, plan.revision)}"
+        preloaded = self.preloaded_model_dir
+        if preloaded is not None and (preloaded / MANIFEST_NAME).is_file():
+            try:
+                verify_model_directory(preloaded, model=plan.model_name, revision=plan.revision)
+            except StoreError as exc:
+                raise EntrypointError(f"the model copy in {preloaded} failed verification: {exc}") from None
+            log.info("serving the verified model copy in %s (no download)", preloaded)
+            return str(preloaded)
         dest = Path(plan.model_location(str(self.model_root)))
         dest.mkdir(parents=True, exist_ok=True)
         self._retried(

@@ -173,6 +173,7 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
         endpoint_url=settings.endpoint_url,
         model_root=settings.model_root,
         server_id=settings.server_id,
+        preloaded_model_dir=settings.preloaded_model_dir,
     )
     synced = sync(gateway)
     importer.join()
