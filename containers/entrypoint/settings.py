@@ -42,6 +42,12 @@ class EntrypointSettings:
     metrics_seconds: float
 
 
+    @property
+    def local_address(self) -> str:
+        """Where the entrypoint itself reaches vLLM: loopback, on the address vLLM binds."""
+        return self.host if ipaddress.ip_address(self.host).is_loopback else "127.0.0.1"
+
+
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -84,8 +90,8 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
         address = None
     # The adapter agent reaches vLLM on loopback, and the middleware answers the runtime LoRA
     # routes to loopback callers only: vLLM must listen there.
-    if address is None or not (address.is_unspecified or address.is_loopback):
-        raise EntrypointError(f"LLMFLEET_HOST={host!r}: allowed 0.0.0.0 or :: (all interfaces) or a loopback address")
+    if address is None or address.version != 4 or not (address.is_unspecified or address.is_loopback):
+        raise EntrypointError(f"LLMFLEET_HOST={host!r}: allowed 0.0.0.0 (all interfaces) or a loopback address 127.x.x.x")
     return EntrypointSettings(
         plan=plan,
         store_uri=store_uri,

@@ -223,7 +223,7 @@ def supervise(
         signal.signal(signal.SIGTERM, drain)
         signal.signal(signal.SIGINT, drain)
 
-        vllm = LocalVllm(settings.port, env.get("VLLM_API_KEY"))
+        vllm = LocalVllm(settings.local_address, settings.port, env.get("VLLM_API_KEY"))
         if vllm.wait_healthy(lambda: child.poll() is None, stop.is_set):
             log.info("vLLM is ready on port %d (pid %d)", settings.port, child.pid)
             agent = None

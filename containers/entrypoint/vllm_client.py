@@ -20,9 +20,9 @@ class VllmRefused(Exception):
 
 
 class LocalVllm:
-    def __init__(self, port: int, api_key: str | None = None):
+    def __init__(self, address: str, port: int, api_key: str | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=CALL_TIMEOUT_SECONDS)
+        self.http = httpx.Client(base_url=f"http://{address}:{port}", headers=headers, timeout=CALL_TIMEOUT_SECONDS)
 
     def is_healthy(self) -> bool:
         try:

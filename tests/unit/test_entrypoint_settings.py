@@ -35,6 +35,7 @@ def test_defaults(plan_json: str):
 
     assert settings.plan.model_name == "m"
     assert (settings.target, settings.host, settings.port) == ("ecs", "0.0.0.0", 8000)
+    assert settings.local_address == "127.0.0.1"
     assert settings.model_root == DEFAULT_MODEL_ROOT
     assert settings.poll_seconds == DEFAULT_POLL_SECONDS
     assert settings.endpoint_url is None
@@ -47,11 +48,12 @@ def test_sagemaker_listens_on_8080(plan_json: str):
 
 def test_overrides(plan_json: str):
     settings = settings_from_env(
-        env(plan_json, LLMFLEET_PORT="9001", LLMFLEET_HOST="127.0.0.1", LLMFLEET_SERVER_ID="s-1", LLMFLEET_POLL_SECONDS="0.5",
+        env(plan_json, LLMFLEET_PORT="9001", LLMFLEET_HOST="127.0.0.2", LLMFLEET_SERVER_ID="s-1", LLMFLEET_POLL_SECONDS="0.5",
             LLMFLEET_MODEL_ROOT="/cache", AWS_ENDPOINT_URL="http://127.0.0.1:5000")
     )
 
-    assert (settings.host, settings.port, settings.server_id, settings.poll_seconds) == ("127.0.0.1", 9001, "s-1", 0.5)
+    assert (settings.host, settings.port, settings.server_id, settings.poll_seconds) == ("127.0.0.2", 9001, "s-1", 0.5)
+    assert settings.local_address == "127.0.0.2"  # the agent reaches vLLM where it listens
     assert (settings.model_root, settings.endpoint_url) == ("/cache", "http://127.0.0.1:5000")
 
 
@@ -68,7 +70,8 @@ def test_overrides(plan_json: str):
         ({"LLMFLEET_PORT": "70000"}, "1-65535"),
         ({"LLMFLEET_POLL_SECONDS": "soon"}, "not a number"),
         ({"LLMFLEET_POLL_SECONDS": "0"}, "below the minimum"),
-        ({"LLMFLEET_HOST": "localhost"}, "LLMFLEET_HOST='localhost': allowed 0.0.0.0 or ::"),
+        ({"LLMFLEET_HOST": "localhost"}, "LLMFLEET_HOST='localhost': allowed 0.0.0.0"),
+        ({"LLMFLEET_HOST": "::1"}, "a loopback address 127.x.x.x"),
         # the agent calls vLLM on loopback; an interface address would leave it out
         ({"LLMFLEET_HOST": "10.0.3.7"}, "a loopback address"),
     ],
