@@ -1,10 +1,11 @@
-"""One real serving container for the session: the entrypoint and the CPU vLLM, fed from
-moto's S3 server with a tiny random-weight model and peft adapters made here.
+"""Real serving containers: the entrypoint and the CPU vLLM, fed from moto's S3 server with
+a tiny random-weight model and peft adapters made here (once per session).
 
-Booting vLLM costs most of a minute on two cores, so the tests of test_entrypoint.py share
-one server (module scope: it is gone before the next file boots its own, so two vLLMs never
-compete for the cores); the tests that end a server (drain, kill) start their own. Every
-file runs alone or in any order.
+Each test file has its own store bucket and registry (module scope), so what one file
+promotes never reaches another. Booting vLLM costs most of a minute on two cores, so the
+tests of test_entrypoint.py share one server (module scope: it is gone before the next
+file boots its own, so two vLLMs never compete for the cores); the tests that end a server
+(drain, kill) start their own. Every file runs alone or in any order.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from tests.conftest import REPO, free_port
 MODEL = "qwen3-small"
 REVISION = "main"
 STAGE = "test"
-BUCKET = "llmfleet-store"
 PREFIX = "fleet"
 BOOT_TIMEOUT_SECONDS = 300
 SWAP_TIMEOUT_SECONDS = 60
@@ -57,8 +57,12 @@ class Fleet:
     registry: AdapterRegistry
     plan: ServingPlan
     model_dir: Path
-    work: Path
+    work: Path  # this module's logs and caches
     endpoint: str
+
+    @property
+    def store_uri(self) -> str:
+        return f"s3://{self.store.location.bucket}/{PREFIX}"
 
     def promote(self, name: str, version: str) -> None:
         self.registry.promote(MODEL, STAGE, name, version, actor=ACTOR)
@@ -70,7 +74,9 @@ class Fleet:
         """Publish a fresh adapter (no-op when that version is already in the store)."""
         if self.store.adapter_version_exists(MODEL, name, version):
             return
-        directory = make_lora_adapter(self.model_dir, self.work / "adapters" / name / version, rank=rank, seed=seed, base_model_name=MODEL)
+        directory = self.model_dir.parent / "adapters" / name / version  # made once per session
+        if not (directory / "adapter_config.json").is_file():
+            make_lora_adapter(self.model_dir, directory, rank=rank, seed=seed, base_model_name=MODEL)
         self.store.publish_adapter(directory, MODEL, name, version=version, max_rank=max_rank, uploader=ACTOR)
 
     def corrupt(self, name: str, version: str) -> None:
@@ -192,7 +198,7 @@ def boot_server(fleet: Fleet, name: str, **environment: str) -> Server:
     port = free_port()
     env = entrypoint_environment(
         fleet.plan,
-        store_uri=f"s3://{BUCKET}/{PREFIX}",
+        store_uri=fleet.store_uri,
         endpoint_url=fleet.endpoint,
         model_root=fleet.work / f"{name}-cache",
         port=port,
@@ -230,10 +236,19 @@ def aws_credentials(endpoint: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Fleet:
-    """The tiny model and its adapters in the store; medical v1 and legal v1 promoted."""
-    work = tmp_path_factory.mktemp("e2e")
-    model_dir = make_tiny_model(work / "model")
+def standin_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model, made once per session (adapters made from it are kept beside it)."""
+    return make_tiny_model(tmp_path_factory.mktemp("standin") / "model")
+
+
+@pytest.fixture(scope="module")
+def fleet(moto_endpoint: str, standin_model: Path, tmp_path_factory: pytest.TempPathFactory, request) -> Fleet:
+    """This file's own store (a bucket per module: what one file promotes never reaches
+    another) with the tiny model and its adapters; medical v1 and legal v1 promoted."""
+    module = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    work = tmp_path_factory.mktemp(module)
+    model_dir = standin_model
+    bucket = f"llmfleet-{module}"
     s3 = boto3.client(
         "s3",
         endpoint_url=moto_endpoint,
@@ -241,8 +256,8 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Fleet
         aws_secret_access_key="testing",
         region_name="us-east-1",
     )
-    s3.create_bucket(Bucket=BUCKET)
-    store = ModelStore(StoreLocation(BUCKET, PREFIX), s3)
+    s3.create_bucket(Bucket=bucket)
+    store = ModelStore(StoreLocation(bucket, PREFIX), s3)
     store.upload_model(model_dir, MODEL, REVISION, uploader=ACTOR)
     fleet = Fleet(
         store=store,

@@ -20,9 +20,7 @@ from model_store.registry import adapters_for_server
 from scripts.standin_model import entrypoint_environment
 from tests.conftest import free_port
 from tests.e2e.conftest import (
-    BUCKET,
     MODEL,
-    PREFIX,
     STAGE,
     Fleet,
     Server,
@@ -41,7 +39,7 @@ API_KEY = "e2e-api-key"
 def _run_to_exit(fleet: Fleet, name: str, endpoint: str, **overrides: str) -> tuple[int, str]:
     env = entrypoint_environment(
         fleet.plan,
-        store_uri=f"s3://{BUCKET}/{PREFIX}",
+        store_uri=fleet.store_uri,
         endpoint_url=endpoint,
         model_root=fleet.work / f"{name}-cache",
         port=free_port(),
@@ -62,7 +60,7 @@ def test_store_unreachable_at_boot_exits_with_clear_message(fleet: Fleet):
 
     assert code == EXIT_STORE
     assert "failed after 4 attempts" in output
-    assert f"s3://{BUCKET}/{PREFIX}" in output
+    assert fleet.store_uri in output
     assert "starting vLLM" not in output
 
 
