@@ -121,7 +121,9 @@ def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
         timeout=120,
     )
     response.raise_for_status()
-    return response.json()["choices"][0]["message"]["content"]
+    # A reasoning model's stand-in may spend every token "thinking": show that rather than nothing.
+    reasoning, answer = parse_chat_response(response.json())
+    return answer or f"(reasoning) {reasoning}"
 
 
 @local_app.command("up")
