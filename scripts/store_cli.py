@@ -274,7 +274,12 @@ def adapter_promote(
         raise fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
     _check_input("adapter name", name)
     _check_input("version", version)
-    _change_registry(store, as_json, name, lambda registry: registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor)))
+    _change_registry(
+        store,
+        as_json,
+        name,
+        lambda registry: registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor)),
+    )
 
 
 @adapter_app.command("rollback")
