@@ -8,6 +8,8 @@ scripts/local_fleet.py's business.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -598,15 +600,20 @@ def _from_adapter(response: dict[str, Any], adapter: str | None, endpoint: str) 
 
 
 def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    """One SageMaker runtime call with the chat body; the container's vLLM answers on /invocations.
+    """One call through the SageMaker SDK's predictor with the chat body; the container's
+    vLLM answers on /invocations. `runtime` is the sagemaker-runtime client it calls with."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is the line that installs beside vLLM
+    # The SDK logs its config-file search to stdout at INFO unless a level is set before import;
+    # stdout is the answer's (and --json's).
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import JSONSerializer
+    from sagemaker.session import Session
 
-    boto3's sagemaker-runtime client: the `sagemaker` SDK's releases cap protobuf, rich,
-    attrs and importlib-metadata below the versions this project pins.
-    """
-    response = runtime.invoke_endpoint(
-        EndpointName=endpoint, ContentType=SAGEMAKER_CONTENT_TYPE, Accept=SAGEMAKER_CONTENT_TYPE, Body=json.dumps(body)
-    )
-    return json.loads(response["Body"].read())
+    session = Session(boto_session=boto3.Session(region_name=runtime.meta.region_name), sagemaker_runtime_client=runtime)
+    predictor = Predictor(endpoint, sagemaker_session=session, serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    return predictor.predict(body)
 
 
 def invoke(
