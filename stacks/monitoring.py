@@ -161,12 +161,7 @@ class ModelMonitoringConstruct(Construct):
         requests = target_group.metrics.request_count(period=ONE_MINUTE, statistic="Sum")
         target_5xx = target_group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=ONE_MINUTE)
         elb_5xx = load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=ONE_MINUTE)
-        error_rate = cloudwatch.MathExpression(
-            expression="IF(requests > 0, 100 * FILL(errors, 0) / requests, 0)",
-            using_metrics={"requests": requests, "errors": target_5xx},
-            label="target 5xx %",
-            period=ONE_MINUTE,
-        )
+        error_rate = _error_rate(requests, target_5xx, "target 5xx %")
         self._alarm(
             "Ecs5xxRate",
             f"{plan.model_name} on ECS: more than {ERROR_RATE_PERCENT}% of requests answered 5xx for 3 minutes",
@@ -231,12 +226,7 @@ class ModelMonitoringConstruct(Construct):
             alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         invocations = endpoint.variant_metric("Invocations", "Sum")
         errors = endpoint.variant_metric("Invocation5XXErrors", "Sum")
-        error_rate = cloudwatch.MathExpression(
-            expression="IF(invocations > 0, 100 * FILL(errors, 0) / invocations, 0)",
-            using_metrics={"invocations": invocations, "errors": errors},
-            label="5xx %",
-            period=ONE_MINUTE,
-        )
+        error_rate = _error_rate(invocations, errors, "5xx %")
         self._alarm(
             "SageMaker5xxRate",
             f"{plan.model_name} on SageMaker: more than {ERROR_RATE_PERCENT}% of invocations answered 5xx for 3 minutes",
@@ -261,3 +251,13 @@ class ModelMonitoringConstruct(Construct):
 
 def graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(title=title, left=metrics, width=6, height=6)
+
+
+def _error_rate(requests: cloudwatch.IMetric, errors: cloudwatch.IMetric, label: str) -> cloudwatch.MathExpression:
+    """Percent of requests answered 5xx per minute; 0 when idle (no division by zero, no missing data)."""
+    return cloudwatch.MathExpression(
+        expression="IF(requests > 0, 100 * FILL(errors, 0) / requests, 0)",
+        using_metrics={"requests": requests, "errors": errors},
+        label=label,
+        period=ONE_MINUTE,
+    )
