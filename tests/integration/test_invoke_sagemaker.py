@@ -75,54 +75,42 @@ def test_streamed_sdk_deltas_split_reasoning_from_answer(delta: dict, expected: 
     assert reasoning_and_content(chunk.choices[0].delta.model_dump()) == expected
 
 
-def test_cli_invoke_sagemaker_prints_the_answer(aws_env: str, tmp_path: Path):
-    _queue(aws_env, _completion("Hello from the endpoint.", model="legal@3f2a"))
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    result = subprocess.run(
-        [LLMFLEET, "invoke", "qwen3-small:legal", "Hi", "--sagemaker", "qwen3-small-prod", "--json"],
+def _invoke(cwd: Path, target: str, *options: str) -> subprocess.CompletedProcess:
+    """`llmfleet invoke TARGET Hi OPTIONS...` as a user runs it, against the moto server of `aws_env`."""
+    return subprocess.run(
+        [LLMFLEET, "invoke", target, "Hi", *options],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
-        env=env,
+        cwd=cwd,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
         timeout=120,
     )
+
+
+def test_cli_invoke_sagemaker_prints_the_answer(aws_env: str, tmp_path: Path):
+    _queue(aws_env, _completion("Hello from the endpoint.", model="legal@3f2a"))
+    result = _invoke(tmp_path, "qwen3-small:legal", "--sagemaker", "qwen3-small-prod", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"model": "legal", "reasoning": "", "content": "Hello from the endpoint."}
 
 
 def test_cli_invoke_sagemaker_refuses_an_answer_from_the_base_model_when_an_adapter_was_asked(aws_env: str, tmp_path: Path):
     _queue(aws_env, _completion("base model text", model="qwen3-small"))
-    result = subprocess.run(
-        [LLMFLEET, "invoke", "qwen3-small:finance", "Hi", "--sagemaker", "qwen3-small-prod"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
-        timeout=120,
-    )
+    result = _invoke(tmp_path, "qwen3-small:finance", "--sagemaker", "qwen3-small-prod")
     assert result.returncode == 1
     assert "answered with model 'qwen3-small', not adapter 'finance'" in result.stderr
 
 
 def test_cli_invoke_sagemaker_refuses_a_body_that_is_not_a_completion(aws_env: str, tmp_path: Path):
     _queue(aws_env, {"message": "not a completion"})
-    result = subprocess.run(
-        [LLMFLEET, "invoke", "qwen3-small", "Hi", "--sagemaker", "other-endpoint"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
-        timeout=120,
-    )
+    result = _invoke(tmp_path, "qwen3-small", "--sagemaker", "other-endpoint")
     assert result.returncode == 1
     assert "SageMaker endpoint 'other-endpoint'" in result.stderr
 
 
 @pytest.mark.parametrize("target", ["", ":medical", "qwen3-small:"])
 def test_cli_invoke_rejects_malformed_targets(target: str, tmp_path: Path):
-    result = subprocess.run(
-        [LLMFLEET, "invoke", target, "Hi", "--sagemaker", "x"], capture_output=True, text=True, cwd=tmp_path, timeout=120
-    )
+    result = _invoke(tmp_path, target, "--sagemaker", "x")
     assert result.returncode == 2
     assert "is not MODEL or MODEL:ADAPTER" in result.stderr
 
