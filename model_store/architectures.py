@@ -1,185 +1,127 @@
-"""Model-architecture facts: what the planner and adapter validation need from config.json.
+"""Architecture facts read offline: a local checkpoint directory, or the bundled known configs.
 
-Facts come from a checkpoint's own `config.json` (local directory or the store) or, for
-models that cannot be fetched here, from `known_configs/` — copies of public config.json
-files with their source named in `_source`.
+The Hub and the store are read by `model_store.lock` (`llmfleet lock`), which records what
+it read; planning reads that record, these two offline sources, and nothing else.
+`known_configs/` holds copies of public config.json files (source in `_source`), the
+fallback when neither a checkpoint nor the network is at hand.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import struct
 from functools import cache
 from pathlib import Path
 
-from model_store.manifest import ManifestError, ModelSpec
+from model_store.families import ArchitectureFacts, ConfigError, facts_from_config
 
 KNOWN_CONFIGS = Path(__file__).parent / "known_configs"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+# A safetensors header is a little-endian u64 length then that much JSON; 100 MB is far
+# past any real header (a 1,000-shard index has ~1 MB) and stops a corrupt length early.
+MAX_SAFETENSORS_HEADER = 100 * 2**20
 
-# Architectures whose attention projections carry a bias (HF modeling code, 2026-10).
-_QKV_BIAS = {"qwen2"}
-# Architectures with per-head RMSNorm on q and k (Qwen3 modeling code).
-_QK_NORM = {"qwen3", "qwen3_moe"}
-
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1}
-
-# quantization_config.quant_method -> the manifest's quantization names.
-_QUANT_METHODS = {
-    "awq": "awq",
-    "gptq": "gptq",
-    "fp8": "fp8",
-    "bitsandbytes": "bitsandbytes",
-}
-
-
-@dataclass(frozen=True)
-class ArchitectureFacts:
-    """The numbers of a causal LM that memory planning and LoRA shape checks need."""
-
-    model_type: str
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_attention_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    tie_word_embeddings: bool
-    max_position_embeddings: int
-    checkpoint_dtype: str
-    num_experts: int = 1
-    checkpoint_quantization: str | None = None
-    checkpoint_bytes: int | None = None  # safetensors index total_size, when known
-    source: str = ""
-
-    @property
-    def is_moe(self) -> bool:
-        return self.num_experts > 1
-
-    def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of each LoRA-targetable linear module, by short name."""
-        q_out = self.num_attention_heads * self.head_dim
-        kv_out = self.num_kv_heads * self.head_dim
-        shapes = {
-            "q_proj": (self.hidden_size, q_out),
-            "k_proj": (self.hidden_size, kv_out),
-            "v_proj": (self.hidden_size, kv_out),
-            "o_proj": (q_out, self.hidden_size),
-        }
-        if self.model_type == "mixtral":
-            shapes |= {
-                "w1": (self.hidden_size, self.intermediate_size),
-                "w3": (self.hidden_size, self.intermediate_size),
-                "w2": (self.intermediate_size, self.hidden_size),
-            }
-        else:
-            shapes |= {
-                "gate_proj": (self.hidden_size, self.intermediate_size),
-                "up_proj": (self.hidden_size, self.intermediate_size),
-                "down_proj": (self.intermediate_size, self.hidden_size),
-            }
-        return shapes
-
-    def parameter_count(self) -> int:
-        """Parameters computed from the shapes (embeddings, attention, MLP/experts, norms)."""
-        h = self.hidden_size
-        attention = sum(i * o for name, (i, o) in self.linear_shapes().items() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj")))
-        if self.model_type in _QKV_BIAS:
-            attention += (self.num_attention_heads + 2 * self.num_kv_heads) * self.head_dim
-        norms = 2 * h + (2 * self.head_dim if self.model_type in _QK_NORM else 0)
-        mlp = 3 * h * self.intermediate_size * self.num_experts
-        router = h * self.num_experts if self.is_moe else 0
-        per_layer = attention + norms + mlp + router
-        embeddings = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
-        return embeddings + self.num_layers * per_layer + h  # + final norm
-
-    def embedding_parameter_count(self) -> int:
-        """Parameters of input embeddings and LM head (kept in 16 bit by weight quantizers)."""
-        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
-
-
-def facts_from_config(config: dict, *, total_size: int | None = None, source: str = "") -> ArchitectureFacts:
-    """Read ArchitectureFacts from a Hugging Face config.json dict.
-
-    An explicit `head_dim` wins over hidden_size / num_attention_heads (Qwen3 and Mistral
-    Small set one that differs). Missing required keys raise ManifestError naming them.
-    """
-    text_config = config.get("text_config", config)  # multimodal wrappers nest the LM
-    required = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
-    missing = [key for key in required if key not in text_config and key not in config]
-    if missing:
-        raise ManifestError(f"{source or 'config.json'}: missing keys {missing} needed for planning")
-
-    def get(key: str, default=None):
-        return text_config.get(key, config.get(key, default))
-
-    heads = int(get("num_attention_heads"))
-    quant = (config.get("quantization_config") or {}).get("quant_method")
-    if quant is not None and quant not in _QUANT_METHODS:
-        raise ManifestError(
-            f"{source or 'config.json'}: quantization_config.quant_method {quant!r} is not supported; "
-            f"allowed: {sorted(_QUANT_METHODS)}"
-        )
-    return ArchitectureFacts(
-        model_type=str(get("model_type")),
-        hidden_size=int(get("hidden_size")),
-        intermediate_size=int(get("intermediate_size")),
-        num_layers=int(get("num_hidden_layers")),
-        num_attention_heads=heads,
-        num_kv_heads=int(get("num_key_value_heads") or heads),
-        head_dim=int(get("head_dim") or int(get("hidden_size")) // heads),
-        vocab_size=int(get("vocab_size")),
-        tie_word_embeddings=bool(get("tie_word_embeddings", False)),
-        max_position_embeddings=int(get("max_position_embeddings", 4096)),
-        checkpoint_dtype=str(get("torch_dtype") or get("dtype") or "bfloat16"),
-        num_experts=int(get("num_local_experts") or get("num_experts") or 1),
-        checkpoint_quantization=_QUANT_METHODS.get(quant) if quant else None,
-        checkpoint_bytes=total_size,
-        source=source,
-    )
+__all__ = [
+    "ArchitectureFacts",
+    "bytes_by_dtype",
+    "facts_from_config",
+    "known_architecture",
+    "known_architecture_ids",
+    "read_checkpoint_architecture",
+    "read_checkpoint_weights",
+    "safetensors_header_length",
+]
 
 
 def known_architecture_ids() -> list[str]:
     return sorted(path.stem.replace("__", "/") for path in KNOWN_CONFIGS.glob("*.json"))
 
 
+def known_config(hf_id: str) -> dict:
+    path = KNOWN_CONFIGS / (hf_id.replace("/", "__") + ".json")
+    if not path.is_file():
+        raise ConfigError(f"architecture {hf_id!r} has no bundled config; bundled: {known_architecture_ids()}")
+    return json.loads(path.read_text())
+
+
 @cache
 def known_architecture(hf_id: str) -> ArchitectureFacts:
     """Facts of a well-known model from the copies in known_configs/."""
-    path = KNOWN_CONFIGS / (hf_id.replace("/", "__") + ".json")
-    if not path.is_file():
-        raise ManifestError(f"architecture {hf_id!r} is not known; known: {known_architecture_ids()}")
-    config = json.loads(path.read_text())
-    return facts_from_config(config, source=config.get("_source", str(path)))
+    config = known_config(hf_id)
+    return facts_from_config(config, total_size=config.get("_total_size"), source=config.get("_source", hf_id))
+
+
+def safetensors_header_length(first_bytes: bytes, where: str) -> int:
+    """The JSON header's length from a safetensors file's first 8 bytes, checked."""
+    if len(first_bytes) < 8:
+        raise ConfigError(f"{where}: not a safetensors file (shorter than its 8-byte header length)")
+    (length,) = struct.unpack("<Q", first_bytes[:8])
+    if not 2 <= length <= MAX_SAFETENSORS_HEADER:
+        raise ConfigError(f"{where}: not a safetensors file (header length {length})")
+    return length
+
+
+def bytes_by_dtype(header: dict, where: str) -> dict[str, int]:
+    """Tensor bytes per safetensors dtype (BF16, F8_E4M3, U8, ...) from one file's header."""
+    totals: dict[str, int] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = entry["data_offsets"]
+            totals[entry["dtype"]] = totals.get(entry["dtype"], 0) + int(end) - int(start)
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{where}: safetensors header entry {name!r} has no dtype/data_offsets") from None
+    return totals
+
+
+def _read_header(path: Path) -> dict:
+    with path.open("rb") as handle:
+        length = safetensors_header_length(handle.read(8), str(path))
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(f"{path}: safetensors header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ConfigError(f"{path}: safetensors header is not an object")
+    return header
+
+
+def read_checkpoint_weights(directory: Path) -> dict[str, int] | None:
+    """Bytes per dtype of a local checkpoint's safetensors files (their headers), or None."""
+    totals: dict[str, int] = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        for dtype, size in bytes_by_dtype(_read_header(path), str(path)).items():
+            totals[dtype] = totals.get(dtype, 0) + size
+    return totals or None
+
+
+def read_json_file(path: Path) -> dict:
+    """A JSON object from `path`; every failure is one ConfigError line naming the file."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_checkpoint(directory: str | Path) -> tuple[dict, dict[str, int] | None]:
+    """A local checkpoint's config.json and its weight bytes per dtype (None without safetensors)."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"{directory}: no config.json (a model source must hold one)")
+    return read_json_file(directory / "config.json"), read_checkpoint_weights(directory)
 
 
 def read_checkpoint_architecture(directory: str | Path) -> ArchitectureFacts:
-    """Facts of a local checkpoint: its config.json, and the safetensors index when present."""
-    directory = Path(directory)
-    config_path = directory / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise ManifestError(f"{directory}: no config.json (a model source must hold one)") from None
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{config_path}: not valid JSON: {exc}") from None
-    index_path = directory / "model.safetensors.index.json"
-    total_size = None
-    if index_path.is_file():
-        total_size = json.loads(index_path.read_text()).get("metadata", {}).get("total_size")
-    return facts_from_config(config, total_size=total_size, source=str(config_path))
-
-
-def architecture_for(spec: ModelSpec, manifest_dir: str | Path = ".") -> ArchitectureFacts:
-    """Facts for a manifest model: its local checkpoint, else its named known architecture."""
-    if spec.is_local_source:
-        return read_checkpoint_architecture(Path(manifest_dir) / spec.source)
-    return known_architecture(spec.architecture)
-
-
-def draft_architecture_for(spec: ModelSpec) -> ArchitectureFacts | None:
-    """The speculative draft model's facts when it is a known architecture (its weights count)."""
-    draft = spec.speculative.model if spec.speculative else None
-    if draft and draft in known_architecture_ids() and spec.speculative.method == "draft_model":
-        return known_architecture(draft)
-    return None
+    """Facts of a local checkpoint: its config.json and the bytes of its safetensors."""
+    config, weights = read_checkpoint(directory)
+    total = sum(weights.values()) if weights else None
+    return facts_from_config(config, total_size=total, source=str(Path(directory) / "config.json"))

@@ -1,5 +1,5 @@
-"""Load a fleet manifest from disk and plan every model: the one way the CLI, the CDK app
-and the local fleet turn `fleet.yaml` into ServingPlans."""
+"""Load a fleet manifest and its lock from disk and plan every model: the one way the CLI,
+the CDK app and the local fleet turn `fleet.yaml` into ServingPlans. Never the network."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from model_store.architectures import architecture_for, draft_architecture_for
+from model_store.lock import FleetLock, check_lock, lock_path, offline_lock, read_lock
 from model_store.manifest import FleetManifest, ManifestError, load_fleet
 from model_store.plan import ServingPlan, plan_fleet
 
 
-def load_and_plan(fleet_path: str | Path, stage: str | None = None) -> tuple[FleetManifest, list[ServingPlan]]:
-    """Read, validate and plan `fleet_path`; `stage` overrides the manifest's and is validated like it.
-
-    Raises ManifestError (bad manifest or stage) or PlanError (a model that does not fit).
-    """
+def load_fleet_and_lock(fleet_path: str | Path, stage: str | None = None) -> tuple[FleetManifest, FleetLock]:
+    """The manifest (`stage` overrides its own, validated like it) and the facts to plan it
+    with: `fleet.lock.json` beside it, checked against it, or the offline sources without one."""
     fleet_path = Path(fleet_path)
     fleet = load_fleet(fleet_path)
     if stage is not None and stage != fleet.stage:
@@ -25,5 +23,23 @@ def load_and_plan(fleet_path: str | Path, stage: str | None = None) -> tuple[Fle
         except ValidationError:
             pattern = FleetManifest.model_fields["stage"].metadata[0].pattern
             raise ManifestError(f"stage {stage!r} must match {pattern}") from None
-    plans = plan_fleet(fleet, lambda spec: architecture_for(spec, fleet_path.parent), draft_architecture_for)
-    return fleet, plans
+    lock = read_lock(lock_path(fleet_path))
+    if lock is None:
+        return fleet, offline_lock(fleet, fleet_path.parent)
+    check_lock(fleet, lock, fleet_path)
+    return fleet, lock
+
+
+def plan_with_lock(fleet: FleetManifest, lock: FleetLock) -> list[ServingPlan]:
+    facts = {name: entry.model.facts() for name, entry in lock.models.items()}
+    drafts = {name: entry.draft.facts() if entry.draft else None for name, entry in lock.models.items()}
+    return plan_fleet(fleet, lambda spec: facts[spec.name], lambda spec: drafts[spec.name])
+
+
+def load_and_plan(fleet_path: str | Path, stage: str | None = None) -> tuple[FleetManifest, list[ServingPlan]]:
+    """Read, validate and plan `fleet_path`.
+
+    Raises ManifestError (bad manifest, stage or lock) or PlanError (a model that does not fit).
+    """
+    fleet, lock = load_fleet_and_lock(fleet_path, stage)
+    return fleet, plan_with_lock(fleet, lock)

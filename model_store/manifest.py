@@ -29,6 +29,11 @@ labels, so they are held to the strictest of those (40 chars leaves room for suf
 SAFE_SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """Adapter names and revisions become S3 key segments and vLLM model names."""
 
+HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}(@[A-Za-z0-9][A-Za-z0-9._/-]{0,127})?$"
+"""A Hugging Face model id, optionally pinned: `org/name` or `org/name@revision`."""
+
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+
 # vLLM accepts only these LoRA ranks (vllm/config/lora.py, MaxLoRARanks, v0.32, 2026-10).
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -149,11 +154,15 @@ class ServingSpec(Strict):
 
 class ModelSpec(Strict):
     name: str = Field(pattern=DNS_LABEL, description="DNS-safe: lowercase letters, digits, '-'; 1-40 chars.")
-    source: str = Field(description="s3://bucket/prefix in the store, or a local directory holding config.json.")
+    source: str = Field(
+        description="Where the weights are: the model's place in the store (s3://<store>/models/<name>; "
+        "default: under the fleet's `store`), or a local checkpoint directory holding config.json."
+    )
     architecture: str | None = Field(
         default=None,
-        description="Hugging Face id of a known architecture (model_store/known_configs) "
-        "when the source is not a local directory.",
+        pattern=HUB_ID,
+        description="Hugging Face id whose config.json describes the model (org/name or org/name@revision); "
+        "`llmfleet lock` resolves it. Not needed when the source or the store holds config.json.",
     )
     aliases: list[str] = Field(
         default_factory=list, description="Other names adapters may give as base_model_name_or_path."
@@ -177,8 +186,13 @@ class ModelSpec(Strict):
     @classmethod
     def _source_form(cls, value: str) -> str:
         if value.startswith("s3://"):
-            if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+            if not re.match(S3_URI, value):
                 raise ValueError(f"{value!r} is not an s3://bucket/prefix URI")
+        elif value.startswith("hf://"):
+            raise ValueError(
+                f"{value!r}: weights are served from the store; set architecture: {value.removeprefix('hf://')} "
+                "for planning and upload the weights with `llmfleet model upload`"
+            )
         elif "://" in value:
             raise ValueError(f"{value!r}: only s3:// URIs or local directories are allowed")
         return value
@@ -195,8 +209,6 @@ class ModelSpec(Strict):
         if self.load_format == "runai_streamer" and not self.source.startswith("s3://"):
             raise ValueError("load_format 'runai_streamer' needs an s3:// source")
         if self.source.startswith("s3://"):
-            if self.architecture is None:
-                raise ValueError("an s3:// source needs 'architecture' (a known Hugging Face id) for planning")
             # The store keeps a model at <store>/models/<name>/<revision>/ (model_store/store.py);
             # a source elsewhere would plan one path and serve another.
             if not self.source.rstrip("/").endswith(f"/models/{self.name}"):
@@ -211,6 +223,16 @@ class ModelSpec(Strict):
         return not self.source.startswith("s3://")
 
     @property
+    def hub_id(self) -> str | None:
+        """The Hub repository of `architecture`, without its revision."""
+        return self.architecture.split("@", 1)[0] if self.architecture else None
+
+    @property
+    def hub_revision(self) -> str | None:
+        """The revision pinned in `architecture` (org/name@revision), if any."""
+        return self.architecture.split("@", 1)[1] if self.architecture and "@" in self.architecture else None
+
+    @property
     def store_uri(self) -> str | None:
         """The store (`s3://bucket[/prefix]`) an s3:// source lives in; None for a local source."""
         if self.is_local_source:
@@ -219,10 +241,31 @@ class ModelSpec(Strict):
 
 
 class FleetManifest(Strict):
-    name: str = Field(pattern=DNS_LABEL)
-    region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
-    stage: str = Field(default="prod", pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    name: str = Field(pattern=DNS_LABEL, description="The fleet's name: prefixes stacks, services and endpoints.")
+    region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region.")
+    stage: str = Field(default="prod", pattern=r"^[a-z][a-z0-9-]{0,19}$", description="Deployment stage (prod, dev...).")
+    store: str | None = Field(
+        default=None,
+        pattern=S3_URI,
+        description="The model store, s3://bucket[/prefix]; a model without `source` lives at <store>/models/<name>.",
+    )
     models: list[ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_from_store(cls, data: Any) -> Any:
+        """A model without `source` is the store's `models/<name>`."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            return data
+        store = data.get("store")
+        models = []
+        for entry in data["models"]:
+            if isinstance(entry, dict) and entry.get("source") is None and isinstance(store, str) and "name" in entry:
+                filled = type(entry)({**entry, "source": f"{store.rstrip('/')}/models/{entry['name']}"})
+                filled.__dict__.update(entry.__dict__)  # keep the YAML line numbers for errors
+                entry = filled
+            models.append(entry)
+        return {**data, "models": models}
 
     @field_validator("models")
     @classmethod
@@ -280,6 +323,7 @@ def _line_of(document: Any, location: tuple[int | str, ...]) -> int | None:
 _PATTERN_MEANING = {
     DNS_LABEL: "lowercase letters, digits and '-', 1-40 characters, starting and ending alphanumeric",
     SAFE_SEGMENT: "letters, digits, '.', '_', '-', 1-64 characters, starting alphanumeric (no '/')",
+    HUB_ID: "a Hugging Face id, org/name or org/name@revision",
 }
 
 
@@ -296,7 +340,9 @@ def _describe(document: Any, error: dict[str, Any]) -> str:
         field = ".".join(str(p) for p in location)
     kind = error["type"]
     message = error["msg"].removeprefix("Value error, ")
-    if kind == "extra_forbidden":
+    if kind == "missing" and location[-1:] == ("source",):
+        message = "missing: give the model's s3:// place in the store or a local directory, or set the fleet's 'store'"
+    elif kind == "extra_forbidden":
         message = "unknown key (not part of the fleet schema; see `llmfleet schema`)"
     elif kind == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern", "")

@@ -14,9 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_store.architectures import DTYPE_BYTES, ArchitectureFacts
+from model_store import kv_cache
 from model_store.catalog import EC2_PRICE_SOURCE, INSTANCES, GpuInstance, instance
+from model_store.families import ArchitectureFacts
 from model_store.manifest import AdapterRef, FleetManifest, ModelSpec
+from model_store.quantization import ONLINE_FORMATS, WeightFormat
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 GIB = 2**30
 MIB = 2**20
@@ -32,8 +36,6 @@ NCCL_RESERVE_BYTES = int(0.5 * GIB)
 MAX_NUM_SEQS_CAP = 256
 # Requests average far below max_model_len; size max_num_seqs for this many tokens each.
 TYPICAL_REQUEST_TOKENS = 2048
-# 4-bit group-quantized weights: 0.5 byte + a fp16 scale and a packed zero per group of 128.
-INT4_BYTES_PER_PARAM = 0.5 + 2.5 / 128
 # Boot-time estimates for the health-check grace (conservative; ECR pull of the ~10 GB
 # vLLM image, S3 -> NVMe sync with the transfer manager, NVMe -> GPU load, engine warm-up).
 IMAGE_PULL_SECONDS = 120
@@ -50,10 +52,6 @@ DRAIN_SECONDS = 120
 SHUTDOWN_MARGIN_SECONDS = 10
 # ALB request-count fallback assumes a request takes this long on average.
 ASSUMED_REQUEST_SECONDS = 20
-
-# Weight quantization -> minimum CUDA compute capability vLLM's kernels need (vLLM docs,
-# "Supported hardware for quantization kernels", 2026-10).
-QUANT_MIN_CAPABILITY = {"awq": 7.5, "gptq": 6.0, "fp8": 8.9}
 
 # Manifest values the pinned vLLM cannot serve (vllm.model_executor.layers.quantization.
 # QUANTIZATION_METHODS, v0.32, 2026-11; a unit test checks the rest are there).
@@ -116,7 +114,10 @@ class MemoryPlan(Frozen):
     reserve_bytes_per_gpu: int
     usable_bytes_per_gpu: int
     kv_cache_bytes_per_gpu: int
-    token_capacity: int
+    kv_blocks: int = Field(description="vLLM's KV cache blocks per GPU (each a page of every layer group).")
+    kv_block_bytes: int
+    kv_blocks_per_request: int = Field(description="Blocks one max_model_len request may hold (windows count less).")
+    token_capacity: int = Field(description="vLLM's 'GPU KV cache size': max_concurrency x max_model_len tokens.")
     max_concurrency: int
 
 
@@ -165,6 +166,8 @@ class ServingPlan(Frozen):
     vllm: VllmSettings
     timing: TimingPlan
     autoscaling: AutoscalingPlan
+    family: str = Field(default="", description="The model's layout as the planner read it (e.g. 'MLA + MoE').")
+    weight_format: str | None = Field(default=None, description="Quantized weight format, when there is one.")
     adapters: list[AdapterRef] = Field(default_factory=list)
     lora_max_rank: int | None = None
     cost_per_hour_usd: float = Field(description="One server on each target, on-demand.")
@@ -226,8 +229,8 @@ def vllm_argv(
 # --- memory math -------------------------------------------------------------------------
 
 
-def effective_quantization(spec: ModelSpec, arch: ArchitectureFacts) -> str | None:
-    """The weight quantization vLLM will run: the checkpoint's, or the manifest's (online)."""
+def weight_format(spec: ModelSpec, arch: ArchitectureFacts) -> WeightFormat | None:
+    """The weight format vLLM will run: the checkpoint's, or the manifest's online method."""
     declared = spec.quantization.value if spec.quantization is not None else None
     detected = arch.checkpoint_quantization
     if detected and declared and declared not in ("none", detected):
@@ -240,13 +243,20 @@ def effective_quantization(spec: ModelSpec, arch: ArchitectureFacts) -> str | No
             f"model {spec.name!r}, field 'quantization': manifest says 'none' but the checkpoint is "
             f"pre-quantized with {detected!r}; it cannot be served unquantized"
         )
-    quantization = detected or (None if declared in (None, "none") else declared)
-    if quantization in UNSERVABLE_QUANTIZATION:
+    method = detected or (None if declared in (None, "none") else declared)
+    if method in UNSERVABLE_QUANTIZATION:
         raise PlanError(
-            f"model {spec.name!r}, field 'quantization': {quantization!r} "
-            f"{'(from the checkpoint) ' if detected else ''}{UNSERVABLE_QUANTIZATION[quantization]}"
+            f"model {spec.name!r}, field 'quantization': {method!r} "
+            f"{'(from the checkpoint) ' if detected else ''}{UNSERVABLE_QUANTIZATION[method]}"
         )
-    return quantization
+    if detected:
+        return arch.weight_format
+    if method and method not in ONLINE_FORMATS:
+        raise PlanError(
+            f"model {spec.name!r}, field 'quantization': {method!r} needs a checkpoint quantized with it "
+            f"(its config.json has no quantization_config); online quantization: {sorted(ONLINE_FORMATS)}"
+        )
+    return ONLINE_FORMATS[method] if method else None
 
 
 def serving_dtype(spec: ModelSpec, arch: ArchitectureFacts) -> str:
@@ -255,34 +265,34 @@ def serving_dtype(spec: ModelSpec, arch: ArchitectureFacts) -> str:
     return arch.checkpoint_dtype if arch.checkpoint_dtype in ("bfloat16", "float16") else "bfloat16"
 
 
-def weight_bytes(arch: ArchitectureFacts, dtype: str, quantization: str | None) -> int:
-    """Bytes of weights in GPU memory. Quantizers keep embeddings and LM head in 16 bit."""
-    if arch.checkpoint_bytes and quantization == arch.checkpoint_quantization and (
-        quantization or dtype == arch.checkpoint_dtype
-    ):
-        return arch.checkpoint_bytes
-    params = arch.parameter_count()
-    embeddings = arch.embedding_parameter_count()
-    linear = params - embeddings
-    per_param = {
-        None: DTYPE_BYTES[dtype],
-        "fp8": 1.0,
-        "awq": INT4_BYTES_PER_PARAM,
-        "gptq": INT4_BYTES_PER_PARAM,
-    }[quantization]
-    embedding_bytes = DTYPE_BYTES[dtype] if quantization else per_param
-    return int(linear * per_param + embeddings * embedding_bytes)
+def weight_bytes(arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None) -> int:
+    """Bytes of weights in GPU memory.
+
+    The checkpoint's own size when it is served as stored (less what vLLM does not load);
+    otherwise each part at its format: quantized parts at the format's bytes per weight,
+    the rest (embeddings, LM head, norms, routers, vision) in 16 bit.
+    """
+    params = arch.parameters
+    served_as_stored = (fmt is None and dtype == arch.checkpoint_dtype) or (fmt is not None and not fmt.online)
+    if arch.checkpoint_bytes and served_as_stored:
+        stored_per_param = arch.checkpoint_bytes / params.checkpoint_total()
+        return arch.checkpoint_bytes - int(params.not_loaded * stored_per_param)
+    covered = sum(params.part(name) for name in fmt.covers) if fmt else 0
+    quantized = covered * fmt.bytes_per_weight if fmt else 0
+    return int(quantized + (params.total() - covered) * DTYPE_BYTES[dtype])
+
+
+def kv_element_bytes(kv_cache_dtype: str, dtype: str) -> int:
+    return 1 if kv_cache_dtype.startswith("fp8") else DTYPE_BYTES[dtype]
 
 
 def kv_bytes_per_token(arch: ArchitectureFacts, kv_cache_dtype: str, dtype: str, tp: int = 1) -> int:
-    """K and V, every layer, for one token, on one GPU at tensor-parallel size `tp`.
+    """Every layer's cache for one token of context, on one GPU at tensor-parallel size `tp`.
 
-    2 x layers x KV heads x head_dim x bytes. KV heads split across ranks and are
-    replicated when tp exceeds them.
+    Full attention: 2 x layers x KV heads x head_dim x bytes (KV heads split across ranks,
+    replicated past them); MLA: layers x (kv_lora_rank + qk_rope_head_dim) x bytes.
     """
-    element = 1 if kv_cache_dtype.startswith("fp8") else DTYPE_BYTES[dtype]
-    heads_per_gpu = max(1, arch.num_kv_heads // tp)
-    return 2 * arch.num_layers * heads_per_gpu * arch.head_dim * element
+    return kv_cache.kv_bytes_per_token(arch.kv_layers, kv_element_bytes(kv_cache_dtype, dtype), tp)
 
 
 def lora_bytes(arch: ArchitectureFacts, max_rank: int, max_loras: int, tp: int) -> int:
@@ -292,17 +302,24 @@ def lora_bytes(arch: ArchitectureFacts, max_rank: int, max_loras: int, tp: int) 
 
 
 def activation_bytes(arch: ArchitectureFacts, batched_tokens: int, max_num_seqs: int, tp: int) -> int:
-    """Peak activations of one prefill chunk plus fp32 logits for every running sequence."""
-    per_token = (4 * arch.hidden_size + 2 * arch.intermediate_size // tp) * 2
-    return batched_tokens * per_token + max_num_seqs * arch.vocab_size * 4 // tp
+    """Peak activations of one prefill chunk plus fp32 logits for every running sequence.
+
+    An MoE token's MLP activation spans its top-k experts; a multimodal model also keeps
+    one chunk's encoder outputs (vLLM's encoder cache, sized by max_num_batched_tokens).
+    """
+    per_token = (4 * arch.hidden_size + 2 * arch.activation_intermediate_size() // tp) * 2
+    encoder_cache = batched_tokens * arch.hidden_size * 2 if arch.parameters.vision else 0
+    return batched_tokens * per_token + max_num_seqs * arch.vocab_size * 4 // tp + encoder_cache
 
 
 def _valid_tp_sizes(arch: ArchitectureFacts, gpus: int) -> list[int]:
-    """vLLM needs attention heads divisible by TP, and KV heads divisible by (or dividing) TP."""
+    """vLLM needs attention heads divisible by TP, and KV heads divisible by (or dividing) TP
+    (MLA has no KV heads: its latent is whole on every rank)."""
+    mla = any(layer.kind == "mla" for layer in arch.kv_layers)
     return [
         tp
         for tp in range(1, gpus + 1)
-        if arch.num_attention_heads % tp == 0 and (arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
+        if arch.num_attention_heads % tp == 0 and (mla or arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
     ]
 
 
@@ -318,35 +335,43 @@ def _memory_at(
     arch: ArchitectureFacts,
     draft: ArchitectureFacts | None,
     dtype: str,
-    quantization: str | None,
+    fmt: WeightFormat | None,
     gpu_bytes: int,
     tp: int,
 ) -> MemoryPlan:
-    weights = weight_bytes(arch, dtype, quantization)
+    weights = weight_bytes(arch, dtype, fmt)
     if draft is not None:
         weights += weight_bytes(draft, dtype, None)
-    kv_token = kv_bytes_per_token(arch, spec.kv_cache_dtype, dtype, 1)
-    kv_token_gpu = kv_bytes_per_token(arch, spec.kv_cache_dtype, dtype, tp)
     lora = lora_bytes(arch, spec.lora.max_rank, spec.lora.max_loras, tp) if spec.lora else 0
     batched = _batched_tokens(gpu_bytes, spec.max_model_len)
     activations = activation_bytes(arch, batched, MAX_NUM_SEQS_CAP, tp)
     reserve = RUNTIME_RESERVE_BYTES + (NCCL_RESERVE_BYTES if tp > 1 else 0)
     usable = int(gpu_bytes * GPU_MEMORY_UTILIZATION)
-    kv_cache = usable - math.ceil(weights / tp) - lora - activations - reserve
-    capacity = max(0, kv_cache) // kv_token_gpu
+    kv_budget = usable - math.ceil(weights / tp) - lora - activations - reserve
+    capacity = kv_cache.kv_capacity(
+        arch.kv_layers,
+        kv_budget,
+        element_bytes=kv_element_bytes(spec.kv_cache_dtype, dtype),
+        tp=tp,
+        max_model_len=spec.max_model_len,
+        max_num_batched_tokens=batched,
+    )
     return MemoryPlan(
         parameters=arch.parameter_count(),
         weights_bytes=weights,
         weights_bytes_per_gpu=math.ceil(weights / tp),
-        kv_bytes_per_token=kv_token,
-        kv_bytes_per_token_per_gpu=kv_token_gpu,
+        kv_bytes_per_token=kv_bytes_per_token(arch, spec.kv_cache_dtype, dtype, 1),
+        kv_bytes_per_token_per_gpu=kv_bytes_per_token(arch, spec.kv_cache_dtype, dtype, tp),
         lora_bytes_per_gpu=lora,
         activation_bytes_per_gpu=activations,
         reserve_bytes_per_gpu=reserve,
         usable_bytes_per_gpu=usable,
-        kv_cache_bytes_per_gpu=kv_cache,
-        token_capacity=capacity,
-        max_concurrency=capacity // spec.max_model_len,
+        kv_cache_bytes_per_gpu=kv_budget,
+        kv_blocks=capacity.num_blocks,
+        kv_block_bytes=capacity.page_bytes * capacity.group_size,
+        kv_blocks_per_request=capacity.blocks_per_request,
+        token_capacity=capacity.tokens,
+        max_concurrency=math.floor(capacity.max_concurrency),
     )
 
 
@@ -355,25 +380,27 @@ def _batched_tokens(gpu_bytes: int, max_model_len: int) -> int:
     return 8192 if gpu_bytes >= 40 * GIB else 4096
 
 
-def _hardware_refusal(spec: ModelSpec, dtype: str, quantization: str | None, candidate: GpuInstance) -> str | None:
+def _hardware_refusal(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, candidate: GpuInstance) -> str | None:
     gpu = candidate.gpu
     if "sagemaker" in spec.serving.targets and candidate.sagemaker_name is None:
         return "not offered by SageMaker"
     if dtype == "bfloat16" and not gpu.bf16:
         return f"{gpu.name} (compute {gpu.compute_capability}) has no bfloat16"
-    needed = QUANT_MIN_CAPABILITY.get(quantization or "")
-    if needed and gpu.compute_capability < needed:
-        return f"{quantization} kernels need compute capability >= {needed}, {gpu.name} has {gpu.compute_capability}"
+    if fmt and gpu.compute_capability < fmt.min_capability:
+        return (
+            f"{fmt.method} ({fmt.scheme}) kernels need compute capability >= {fmt.min_capability}, "
+            f"{gpu.name} has {gpu.compute_capability}"
+        )
     return None
 
 
-def _evaluate(spec, arch, draft, dtype, quantization, candidate: GpuInstance) -> list[_Candidate]:
-    refusal = _hardware_refusal(spec, dtype, quantization, candidate)
+def _evaluate(spec, arch, draft, dtype, fmt, candidate: GpuInstance) -> list[_Candidate]:
+    refusal = _hardware_refusal(spec, dtype, fmt, candidate)
     if refusal:
         return [_Candidate(instance_type=candidate.name, tp=0, memory=None, why_not=refusal)]
     results = []
     for tp in _valid_tp_sizes(arch, candidate.gpu_count):
-        memory = _memory_at(spec, arch, draft, dtype, quantization, candidate.gpu_memory_bytes, tp)
+        memory = _memory_at(spec, arch, draft, dtype, fmt, candidate.gpu_memory_bytes, tp)
         why_not = None
         if memory.kv_cache_bytes_per_gpu <= 0:
             why_not = (
@@ -443,15 +470,20 @@ def plan_model(
     catalog: Sequence[GpuInstance] = INSTANCES,
 ) -> ServingPlan:
     """Choose instance, TP and vLLM settings for `spec`; raise PlanError with the numbers."""
-    quantization = effective_quantization(spec, arch)
+    fmt = weight_format(spec, arch)
     dtype = serving_dtype(spec, arch)
+    if spec.lora and arch.is_moe:
+        raise PlanError(
+            f"model {spec.name!r}, field 'lora': LoRA on a mixture-of-experts model ({arch.moe.num_experts} experts) "
+            "is not modelled: vLLM's expert LoRA buffers are not sized by the planner yet"
+        )
     if spec.max_model_len > arch.max_position_embeddings:
         raise PlanError(
             f"model {spec.name!r}, field 'max_model_len': {spec.max_model_len} exceeds the model's "
             f"max_position_embeddings {arch.max_position_embeddings}"
         )
     pool = [instance(spec.serving.instance_type)] if spec.serving.instance_type else list(catalog)
-    evaluated = [c for candidate in pool for c in _evaluate(spec, arch, draft, dtype, quantization, candidate)]
+    evaluated = [c for candidate in pool for c in _evaluate(spec, arch, draft, dtype, fmt, candidate)]
     fitting = [c for c in evaluated if c.why_not is None]
     if not fitting:
         closest = sorted((c for c in evaluated if c.memory), key=lambda c: -c.memory.kv_cache_bytes_per_gpu)[:3]
@@ -462,14 +494,14 @@ def plan_model(
     best = min(fitting, key=lambda c: (_price(by_name[c.instance_type], spec.serving.targets), c.tp))
     chosen = by_name[best.instance_type]
     memory = best.memory
-    assert memory is not None
+    if memory is None:  # fitting candidates always carry their memory plan
+        raise PlanError(f"model {spec.name!r}: internal error, a fitting choice without a memory plan")
 
     reasons = [
-        f"weights {memory.weights_bytes / GIB:.2f} GiB ({memory.parameters / 1e9:.2f} B params, "
-        f"{quantization or dtype}){' incl. draft model' if draft else ''}",
-        f"KV cache {memory.kv_bytes_per_token / 1024:.0f} KiB/token = 2 x {arch.num_layers} layers x "
-        f"{arch.num_kv_heads} KV heads x head_dim {arch.head_dim} x "
-        f"{1 if spec.kv_cache_dtype.startswith('fp8') else DTYPE_BYTES[dtype]} B",
+        f"{arch.family} ({arch.model_type}); weights {memory.weights_bytes / GIB:.2f} GiB "
+        f"({memory.parameters / 1e9:.2f} B params, {fmt.describe() if fmt else dtype})"
+        f"{' incl. draft model' if draft else ''}",
+        _kv_reason(arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory),
         f"{chosen.name} (${_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
         f"is the cheapest of {len(fitting)} fitting choices; TP={best.tp} over "
         f"{chosen.gpu_count} x {chosen.gpu.name} {chosen.gpu.memory_mib / 1024:.1f} GiB",
@@ -484,10 +516,10 @@ def plan_model(
         key=lambda c: _price(by_name[c.instance_type], spec.serving.targets),
     )
     reasons += [f"not {c.instance_type}: {c.why_not}" for c in cheaper_refused[:3]]
-    if quantization and not arch.checkpoint_quantization:
-        reasons.append(f"{quantization} quantization is applied online at load time")
-    elif quantization:
-        reasons.append(f"{quantization} detected from the checkpoint's quantization_config")
+    if fmt and fmt.online:
+        reasons.append(f"{fmt.method} quantization is applied online at load time")
+    elif fmt:
+        reasons.append(f"{fmt.method} detected from the checkpoint's quantization_config; vLLM picks its kernel")
 
     max_num_seqs = min(
         MAX_NUM_SEQS_CAP,
@@ -506,7 +538,7 @@ def plan_model(
     settings = VllmSettings(
         served_model_name=spec.name,
         dtype=dtype,
-        quantization=quantization,
+        quantization=fmt.method if fmt and fmt.online else None,
         kv_cache_dtype=spec.kv_cache_dtype,
         max_model_len=spec.max_model_len,
         tensor_parallel_size=best.tp,
@@ -549,12 +581,27 @@ def plan_model(
             deregistration_delay_seconds=DRAIN_SECONDS,
         ),
         autoscaling=autoscaling,
+        family=arch.family,
+        weight_format=fmt.describe() if fmt else None,
         adapters=spec.lora.adapters if spec.lora else [],
         lora_max_rank=spec.lora.max_rank if spec.lora else None,
         cost_per_hour_usd=round(_price(chosen, spec.serving.targets), 4),
         price_source=EC2_PRICE_SOURCE,
         reasons=reasons,
     )
+
+
+def _kv_reason(arch: ArchitectureFacts, element: int, memory: MemoryPlan) -> str:
+    """KV bytes per token as a sum over the layer kinds, and what vLLM's allocator makes of it."""
+    parts = []
+    for layer in arch.kv_layers:
+        kind = f"{layer.kind}({layer.window})" if layer.window else layer.kind
+        shape = f"latent {layer.head_size}" if layer.kind == "mla" else f"2 x {layer.kv_heads} KV heads x {layer.head_size}"
+        parts.append(f"{layer.count} {kind} layers x {shape}")
+    line = f"KV cache {memory.kv_bytes_per_token / 1024:.0f} KiB/token = ({' + '.join(parts)}) x {element} B"
+    if len(arch.kv_layers) > 1 or arch.kv_layers[0].window:
+        line += f"; windowed layers hold only their window: {memory.kv_blocks_per_request} blocks per full-length request"
+    return line
 
 
 def _speculative_config(spec: ModelSpec) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ from model_store.adapters import (
     check_segment,
     validate_adapter,
 )
-from model_store.architectures import facts_from_config
+from model_store.architectures import bytes_by_dtype, facts_from_config, safetensors_header_length
 from model_store.manifest import ManifestError
 
 MANIFEST_NAME = "_manifest.json"
@@ -307,6 +307,23 @@ class ModelStore:
         except ValueError as exc:
             raise StoreError(f"{self._s3_uri(entry.key)}: not valid JSON: {exc}") from None
 
+    def read_model_weights(self, model: str, revision: str) -> dict[str, int] | None:
+        """Bytes per dtype of an uploaded revision's safetensors, read from their headers
+        (two ranged GETs a file, no weights); None when the revision holds no safetensors."""
+        totals: dict[str, int] = {}
+        for entry in self.model_manifest(model, revision).files:
+            if not entry.path.endswith(".safetensors"):
+                continue
+            where = self._s3_uri(entry.key)
+            length = safetensors_header_length(self._get_range(entry.key, 0, 8), where)
+            try:
+                header = json.loads(self._get_range(entry.key, 8, length))
+            except ValueError:
+                raise StoreError(f"{where}: safetensors header is not JSON") from None
+            for dtype, size in bytes_by_dtype(header, where).items():
+                totals[dtype] = totals.get(dtype, 0) + size
+        return totals or None
+
     # --- adapters -------------------------------------------------------------------------
 
     def publish_adapter(
@@ -550,6 +567,13 @@ class ModelStore:
     def _get_bytes(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            raise self._wrap(exc, key) from exc
+
+    def _get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.location.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+            return response["Body"].read()
         except ClientError as exc:
             raise self._wrap(exc, key) from exc
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+
+import numpy as np
+from safetensors.numpy import save_file
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -71,12 +74,14 @@ def test_plan_reads_a_local_checkpoint_directory(tmp_path: Path) -> None:
     model_dir.mkdir(parents=True)
     config = json.loads((REPO / "model_store/known_configs/Qwen__Qwen3-0.6B.json").read_text())
     (model_dir / "config.json").write_text(json.dumps(config))
-    (model_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 1_000_000_000}}))
+    # Two shards whose headers say 3 MiB of bf16 and 1 MiB of fp8: the plan counts those bytes.
+    save_file({"a": np.zeros((1024, 1536), dtype=np.float16)}, model_dir / "model-00001-of-00002.safetensors")
+    save_file({"b": np.zeros((1024, 1024), dtype=np.uint8)}, model_dir / "model-00002-of-00002.safetensors")
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("name: f\nmodels:\n  - name: tiny\n    source: models/tiny\n")
     result = runner.invoke(app, ["plan", str(fleet), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["models"][0]["weights_bytes"] == 1_000_000_000
+    assert json.loads(result.stdout)["models"][0]["weights_bytes"] == 4 * 2**20
 
 
 def test_schema_writes_json_schema(tmp_path: Path) -> None:

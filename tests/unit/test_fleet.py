@@ -24,4 +24,4 @@ def test_local_sources_resolve_relative_to_the_manifest(tmp_path: Path) -> None:
     (tmp_path / "m" / "config.json").write_text((REPO / "model_store/known_configs/Qwen__Qwen3-0.6B.json").read_text())
     (tmp_path / "fleet.yaml").write_text("name: f\nmodels:\n  - {name: m, source: m}\n")
     _, [plan] = load_and_plan(tmp_path / "fleet.yaml")
-    assert plan.store_uri is None and plan.architecture.endswith("config.json")
+    assert plan.store_uri is None and plan.architecture == "local:m"

@@ -83,7 +83,7 @@ MALFORMED = [
         ["'serving'", "min_capacity (5) exceeds max_capacity (2)"],
     ),
     ("http source", fleet_text({"source": "https://hf.co/x"}), ["'source'", "only s3://"]),
-    ("s3 source without architecture", fleet_text({"architecture": None}), ["architecture"]),
+    ("architecture not a Hub id", fleet_text({"architecture": "qwen3 8b"}), ["field 'architecture'", "org/name"]),
     ("speculative without draft", fleet_text({"speculative": {"method": "eagle"}}), ["'speculative'", "draft 'model'"]),
     ("ngram with a draft model", fleet_text({"speculative": {"method": "ngram", "model": "x"}}), ["'speculative'", "ngram"]),
     ("no models", yaml.safe_dump({"name": "demo", "models": []}), ["field 'models'", "at least 1"]),

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from model_store.architectures import ArchitectureFacts, known_architecture
+from model_store.architectures import ArchitectureFacts, facts_from_config, known_architecture
+from model_store.quantization import ONLINE_FORMATS
 from model_store.catalog import L4, GpuInstance, Gpu
 from model_store.manifest import FleetManifest, ModelSpec, load_fleet, parse_fleet
 from model_store.plan import (
@@ -23,7 +24,7 @@ from model_store.plan import (
     vllm_argv,
     weight_bytes,
 )
-from model_store.architectures import architecture_for, draft_architecture_for
+from model_store.fleet import load_and_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,6 +66,7 @@ def test_parameters_and_kv_bytes_equal_hand_computed(hf_id: str) -> None:
     assert kv_bytes_per_token(arch, "auto", "bfloat16") == kv_per_token
     assert kv_bytes_per_token(arch, "fp8", "bfloat16") == kv_per_token // 2
     assert weight_bytes(arch, "bfloat16", None) == 2 * params
+    assert arch.family == ("GQA + MoE" if arch.is_moe else "GQA + dense")
 
 
 def test_seed_formulas_would_have_been_wrong() -> None:
@@ -80,12 +82,15 @@ def test_seed_formulas_would_have_been_wrong() -> None:
 def test_quantized_weight_bytes_match_published_checkpoint_sizes() -> None:
     awq = known_architecture("Qwen/Qwen2.5-7B-Instruct-AWQ")
     embeddings = 2 * 152064 * 3584
-    expected = int((7_615_616_512 - embeddings) * (0.5 + 2.5 / 128) + embeddings * 2)
-    assert weight_bytes(awq, "float16", "awq") == expected
+    norms = 28 * 2 * 3584 + 3584  # RMSNorm weights stay 16 bit
+    expected = int((7_615_616_512 - embeddings - norms) * (0.5 + 2.5 / 128) + (embeddings + norms) * 2)
+    assert weight_bytes(awq, "float16", awq.weight_format) == expected
     assert 5.4e9 < expected < 5.8e9  # the published checkpoint is 5.58 GB
     mistral = known_architecture("mistralai/Mistral-Small-24B-Instruct-2501")
     embeddings = 2 * 131072 * 5120
-    assert weight_bytes(mistral, "bfloat16", "fp8") == (mistral.parameter_count() - embeddings) + embeddings * 2
+    norms = 40 * 2 * 5120 + 5120
+    online = ONLINE_FORMATS["fp8"]
+    assert weight_bytes(mistral, "bfloat16", online) == (mistral.parameter_count() - embeddings - norms) + (embeddings + norms) * 2
 
 
 def test_kv_heads_split_across_tensor_parallel_ranks_and_replicate_past_them() -> None:
@@ -98,9 +103,7 @@ def test_kv_heads_split_across_tensor_parallel_ranks_and_replicate_past_them() -
 
 @pytest.fixture(scope="module")
 def example_plans() -> dict[str, ServingPlan]:
-    fleet = load_fleet(REPO / "fleet.yaml")
-    plans = plan_fleet(fleet, lambda spec: architecture_for(spec, REPO), draft_architecture_for)
-    return {p.model_name: p for p in plans}
+    return {p.model_name: p for p in load_and_plan(REPO / "fleet.yaml")[1]}
 
 
 def test_r1_distill_budget_equals_hand_computed(example_plans: dict[str, ServingPlan]) -> None:
@@ -111,10 +114,12 @@ def test_r1_distill_budget_equals_hand_computed(example_plans: dict[str, Serving
     activations = 4096 * (4 * 5120 + 2 * 13824 // 4) * 2 + 256 * 152064 * 4 // 4
     reserve = int(1.5 * GIB) + int(0.5 * GIB)  # runtime + NCCL with TP
     kv_cache = usable - weights - activations - reserve
-    tokens = kv_cache // (2 * 48 * 2 * 128 * 2)  # 8 KV heads / 4 ranks = 2 per GPU
+    # vLLM: 16-token pages of each of 48 layers, 8 KV heads / 4 ranks = 2 per GPU.
+    blocks = kv_cache // (16 * 2 * 2 * 128 * 2) // 48
     assert plan.memory.kv_cache_bytes_per_gpu == kv_cache
-    assert plan.memory.token_capacity == tokens
-    assert plan.memory.max_concurrency == tokens // 16384
+    assert plan.memory.kv_blocks == blocks
+    assert plan.memory.token_capacity == blocks * 16  # max_model_len is a whole number of blocks
+    assert plan.memory.max_concurrency == blocks * 16 // 16384
     assert plan.memory.max_concurrency >= 4
 
 
@@ -131,7 +136,10 @@ def test_example_fleet_choices(example_plans: dict[str, ServingPlan]) -> None:
     assert llama.vllm.load_format == "runai_streamer"
     assert llama.model_location() == "s3://llmfleet-store/models/llama3-70b/main"  # the revision's prefix
     awq = example_plans["qwen25-7b-awq"]
-    assert awq.vllm.quantization == "awq" and awq.vllm.dtype == "float16"
+    # A pre-quantized checkpoint's method is not passed: vLLM reads quantization_config and
+    # picks its fastest kernel (Marlin); the flag is for online quantization only.
+    assert awq.vllm.quantization is None and awq.vllm.dtype == "float16"
+    assert awq.weight_format.startswith("awq int4 g128")
     assert example_plans["r1-distill-14b"].vllm.reasoning_parser == "deepseek_r1"
     for plan in example_plans.values():
         argv = vllm_argv(plan.vllm, model=plan.model_location())
@@ -197,7 +205,7 @@ def test_hardware_limits_exclude_instances() -> None:
     with pytest.raises(PlanError, match="has no bfloat16"):
         plan_model(fleet, spec, known_architecture(spec.architecture))
     fleet, spec = _fleet(quantization="fp8", serving={"instance_type": "g5.2xlarge"})  # A10G: no FP8
-    with pytest.raises(PlanError, match="fp8 kernels need compute capability >= 8.9"):
+    with pytest.raises(PlanError, match=r"fp8 \(FP8 per-tensor \(online\)\) kernels need compute capability >= 8.9"):
         plan_model(fleet, spec, known_architecture(spec.architecture))
     fleet, spec = _fleet(architecture="Qwen/Qwen3-0.6B", dtype="float16", serving={"instance_type": "g4dn.xlarge"})
     assert plan_model(fleet, spec, known_architecture(spec.architecture)).instance_type == "g4dn.xlarge"
@@ -232,19 +240,26 @@ def architectures(draw) -> ArchitectureFacts:
     kv_heads = draw(st.sampled_from([d for d in (1, 2, 4, 8, heads) if heads % d == 0]))
     head_dim = draw(st.sampled_from([64, 128]))
     hidden = heads * head_dim
-    return ArchitectureFacts(
-        model_type=draw(st.sampled_from(["llama", "qwen2", "qwen3", "mistral"])),
-        hidden_size=hidden,
-        intermediate_size=hidden * draw(st.integers(2, 5)),
-        num_layers=draw(st.integers(1, 96)),
-        num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
-        vocab_size=draw(st.integers(1000, 160_000)),
-        tie_word_embeddings=draw(st.booleans()),
-        max_position_embeddings=131072,
-        checkpoint_dtype="bfloat16",
-    )
+    layers = draw(st.integers(2, 96))
+    config = {
+        "model_type": draw(st.sampled_from(["llama", "qwen2", "qwen3", "mistral", "gemma3_text", "gpt_oss"])),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * draw(st.integers(2, 5)),
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "vocab_size": draw(st.integers(1000, 160_000)),
+        "tie_word_embeddings": draw(st.booleans()),
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
+    }
+    if config["model_type"] in ("gemma3_text", "gpt_oss"):  # hybrid sliding-window layouts
+        config["sliding_window"] = draw(st.sampled_from([128, 512, 4096]))
+        config["layer_types"] = [draw(st.sampled_from(["sliding_attention", "full_attention"])) for _ in range(layers)]
+    if config["model_type"] == "gpt_oss":
+        config |= {"num_local_experts": draw(st.sampled_from([4, 8, 32])), "num_experts_per_tok": 2}
+    return facts_from_config(config, source="hypothesis")
 
 
 def _single_instance(memory_mib: int, gpus: int) -> GpuInstance:
@@ -291,7 +306,8 @@ def test_a_plan_never_exceeds_gpu_memory_and_tp_divides_heads(arch, memory, gpus
     m = plan.memory
     used = m.weights_bytes_per_gpu + m.lora_bytes_per_gpu + m.activation_bytes_per_gpu + m.reserve_bytes_per_gpu
     assert used + m.kv_cache_bytes_per_gpu <= plan.gpu_memory_bytes
-    assert m.token_capacity * m.kv_bytes_per_token_per_gpu <= m.kv_cache_bytes_per_gpu
+    assert m.kv_blocks * m.kv_block_bytes <= m.kv_cache_bytes_per_gpu
+    assert m.max_concurrency * m.kv_blocks_per_request <= m.kv_blocks
     assert m.max_concurrency >= concurrency
     assert arch.num_attention_heads % plan.tensor_parallel_size == 0
     assert plan.tensor_parallel_size <= gpus

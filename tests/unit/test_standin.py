@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from model_store.architectures import architecture_for, draft_architecture_for
-from model_store.manifest import load_fleet
-from model_store.plan import ServingPlan, plan_fleet
+from model_store.fleet import load_fleet_and_lock, plan_with_lock
+from model_store.plan import ServingPlan
 from model_store.standin import STANDIN_DTYPE, STANDIN_MAX_NUM_SEQS, standin_plan
 
 REPO = Path(__file__).resolve().parents[2]
-FLEET = load_fleet(REPO / "fleet.yaml")
-PLANS = {plan.model_name: plan for plan in plan_fleet(FLEET, lambda s: architecture_for(s, REPO), draft_architecture_for)}
+FLEET, LOCK = load_fleet_and_lock(REPO / "fleet.yaml")
+PLANS = {plan.model_name: plan for plan in plan_with_lock(FLEET, LOCK)}
 
 
 def _standin(name: str, **kwargs) -> tuple[ServingPlan, ServingPlan]:
     plan = PLANS[name]
-    return plan, standin_plan(plan, architecture_for(FLEET.model(name), REPO), **kwargs)
+    return plan, standin_plan(plan, LOCK.models[name].model.facts(), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(PLANS))
@@ -61,7 +60,7 @@ def test_context_and_batching_shrink_to_the_stand_in():
 
 def test_context_never_exceeds_the_stand_in_positions():
     plan = PLANS["qwen3-small"]
-    arch = replace(architecture_for(FLEET.model("qwen3-small"), REPO), max_position_embeddings=300)
+    arch = replace(LOCK.models["qwen3-small"].model.facts(), max_position_embeddings=300)
 
     assert standin_plan(plan, arch, max_model_len=512).vllm.max_model_len == 300
 

@@ -12,14 +12,13 @@ import pytest
 
 from containers.entrypoint.routing import lora_name
 from containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, validate_argv
-from model_store.architectures import architecture_for, draft_architecture_for
-from model_store.manifest import load_fleet
-from model_store.plan import ServingPlan, plan_fleet, vllm_argv
+from model_store.fleet import load_fleet_and_lock, plan_with_lock
+from model_store.plan import ServingPlan, vllm_argv
 from model_store.standin import standin_plan
 
 REPO = Path(__file__).resolve().parents[2]
-FLEET = load_fleet(REPO / "fleet.yaml")
-PLANS = plan_fleet(FLEET, lambda spec: architecture_for(spec, REPO), draft_architecture_for)
+FLEET, LOCK = load_fleet_and_lock(REPO / "fleet.yaml")
+PLANS = plan_with_lock(FLEET, LOCK)
 CACHE = "/var/lib/llmfleet/models"
 
 
@@ -55,7 +54,7 @@ def test_planner_argv_parses(plan: ServingPlan):
 
 @pytest.mark.parametrize("plan", PLANS, ids=[plan.model_name for plan in PLANS])
 def test_standin_argv_parses(plan: ServingPlan):
-    standin = standin_plan(plan, architecture_for(FLEET.model(plan.model_name), REPO))
+    standin = standin_plan(plan, LOCK.models[plan.model_name].model.facts())
 
     argv = serve_argv(standin, model="/models/standin", host="127.0.0.1", port=8000, lora_modules=_lora_modules(standin))
 

@@ -1,0 +1,37 @@
+"""Model families: a Hugging Face `config.json` read into the shapes the planner needs.
+
+A model is composed of independent parts, each with one home here:
+
+- `attention.py`: grouped-query attention and its per-layer layout (full, sliding window,
+  chunked local), the layers' KV cache specs;
+- `mla.py`: multi-head latent attention (DeepSeek-V2/V3, Kimi-K2): one latent per token;
+- `mlp.py`: dense and mixture-of-experts MLPs (shared experts, first-k dense layers,
+  interleaved MoE layers);
+- `vision.py`: the vision encoder of a multimodal checkpoint (`text_config` beside a
+  `vision_config`).
+
+`facts_from_config` composes them into one `ArchitectureFacts`. Whatever a config asks for
+that no part models is refused with the key named: never planned as a dense model.
+"""
+
+from __future__ import annotations
+
+from model_store.families.config import ConfigError, ConfigView
+from model_store.families.facts import (
+    ArchitectureFacts,
+    KvLayers,
+    MoeFacts,
+    ParameterCounts,
+)
+from model_store.families.compose import SUPPORTED_MODEL_TYPES, facts_from_config
+
+__all__ = [
+    "ArchitectureFacts",
+    "ConfigError",
+    "ConfigView",
+    "KvLayers",
+    "MoeFacts",
+    "ParameterCounts",
+    "SUPPORTED_MODEL_TYPES",
+    "facts_from_config",
+]

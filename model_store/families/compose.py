@@ -1,0 +1,123 @@
+"""Compose a config.json's parts (attention, MLP, vision, weight format) into ArchitectureFacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_store.families.attention import kv_layers, layer_kinds, read_gqa
+from model_store.families.config import ConfigError, ConfigView
+from model_store.families.facts import ArchitectureFacts, KvLayers, ParameterCounts
+from model_store.families.mla import read_mla
+from model_store.families.mlp import read_mlp
+from model_store.families.vision import vision_parameters
+from model_store.quantization import checkpoint_format
+
+# Text model types whose layers the parts above describe (each checked against vLLM's
+# model files: vllm/model_executor/models/, 0.26 and 0.32).
+TEXT_MODEL_TYPES = {
+    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "gemma", "gemma2",
+    "gemma3_text", "phi3", "deepseek_v2", "deepseek_v3", "kimi_k2", "gpt_oss", "llama4_text", "granite",
+}  # fmt: skip
+# Multimodal wrappers: `text_config` (or, for Qwen-VL, the top level) is the LM.
+VISION_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_vl", "qwen2_5_vl", "llama4"}
+SUPPORTED_MODEL_TYPES = tuple(sorted(TEXT_MODEL_TYPES | VISION_MODEL_TYPES))
+_MLA = {"deepseek_v2", "deepseek_v3", "kimi_k2"}
+# Text model types a wrapper's text_config may omit (older configs).
+_WRAPPED_TEXT_TYPE = {"gemma3": "gemma3_text", "llama4": "llama4_text", "llava": "llama", "mistral3": "mistral"}
+
+
+def _dtype(top: ConfigView, text: ConfigView) -> str:
+    value = text.raw("torch_dtype") or text.raw("dtype") or top.raw("torch_dtype") or top.raw("dtype") or "bfloat16"
+    return str(value).removeprefix("torch.")
+
+
+def _model_types(top: ConfigView) -> tuple[str, ConfigView, ConfigView | None]:
+    model_type = top.raw("model_type")
+    if not isinstance(model_type, str):
+        raise top.error("model_type", f"is missing or not a string ({model_type!r}); it names the architecture")
+    if model_type not in TEXT_MODEL_TYPES | VISION_MODEL_TYPES:
+        raise top.error("model_type", f"{model_type!r} is not modelled by the planner; modelled: {list(SUPPORTED_MODEL_TYPES)}")
+    vision = top.child("vision_config")
+    text = top.child("text_config") or top
+    if model_type in VISION_MODEL_TYPES and vision is None:
+        raise top.error("vision_config", f"is missing for the multimodal model_type {model_type!r}")
+    text_type = text.raw("model_type") if text is not top else model_type
+    text_type = text_type or _WRAPPED_TEXT_TYPE.get(model_type, model_type)
+    if text is not top and text_type not in TEXT_MODEL_TYPES:
+        raise text.error("model_type", f"{text_type!r} is not modelled; modelled: {sorted(TEXT_MODEL_TYPES)}")
+    return text_type, text, vision
+
+
+def _mtp_parameters(text: ConfigView, per_layer: int, hidden: int) -> int:
+    """DeepSeek-V3's multi-token-prediction layers: in the checkpoint, not loaded to serve."""
+    layers = text.int("num_nextn_predict_layers", 0, minimum=0)
+    return layers * (per_layer + 2 * hidden * hidden + 3 * hidden)
+
+
+def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, source: str = "") -> ArchitectureFacts:
+    """Read ArchitectureFacts from a Hugging Face config.json dict.
+
+    Raises ConfigError naming the key for anything missing, inconsistent or not modelled.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source or 'config.json'}: must be a JSON object, got {type(config).__name__}")
+    top = ConfigView(config, source or "config.json")
+    model_type, text, vision = _model_types(top)
+    hidden = text.int("hidden_size")
+    num_layers = text.int("num_hidden_layers")
+    vocab = text.int("vocab_size")
+    mlp = read_mlp(text, model_type, num_layers)
+    if model_type in _MLA:
+        mla = read_mla(text)
+        attention_params, norm_params = mla.parameters_per_layer(), mla.norm_parameters_per_layer()
+        layers = (KvLayers("mla", num_layers, 1, mla.latent_size),)
+        heads, kv_heads, head_dim = mla.heads, mla.heads, mla.qk_nope_head_dim + mla.qk_rope_head_dim
+        attention_lora = mla.lora_shapes()
+    else:
+        gqa = read_gqa(text, model_type)
+        attention_params, norm_params = gqa.parameters_per_layer(), gqa.norm_parameters_per_layer()
+        if model_type == "gpt_oss":
+            attention_params += gqa.heads  # attention sinks: one learned logit per head
+        layers = kv_layers(layer_kinds(text, model_type, num_layers), gqa.kv_heads, gqa.head_dim)
+        heads, kv_heads, head_dim = gqa.heads, gqa.kv_heads, gqa.head_dim
+        attention_lora = gqa.lora_shapes()
+    tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", model_type.startswith("gemma")))
+    mlp_params = mlp.parameters(hidden)
+    moe_layer_params = (mlp_params["experts"] + mlp_params["shared_experts"] + mlp_params["router"]) // max(
+        1, mlp.moe.moe_layers if mlp.moe else 1
+    )
+    parameters = ParameterCounts(
+        embeddings=vocab * hidden,
+        lm_head=0 if tied else vocab * hidden,
+        attention=num_layers * attention_params,
+        norms=num_layers * norm_params + hidden,
+        vision=vision_parameters(vision, hidden, top.raw("model_type")) if vision else 0,
+        not_loaded=_mtp_parameters(text, attention_params + moe_layer_params, hidden) if model_type == "deepseek_v3" else 0,
+        **mlp_params,
+    )
+    parts = ["MLA" if model_type in _MLA else "GQA", "MoE" if mlp.moe else "dense"]
+    kinds = sorted({layer.kind for layer in layers} - {"full", "mla"})
+    parts += [f"{kind}-window hybrid" if len(layers) > 1 else f"{kind} window" for kind in kinds]
+    parts += ["vision"] if vision else []
+    return ArchitectureFacts(
+        model_type=model_type,
+        family=" + ".join(parts),
+        hidden_size=hidden,
+        intermediate_size=mlp.dense_intermediate if mlp.dense_layers else 0,
+        num_layers=num_layers,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=vocab,
+        tie_word_embeddings=tied,
+        max_position_embeddings=text.int("max_position_embeddings", 4096),
+        checkpoint_dtype=_dtype(top, text),
+        kv_layers=layers,
+        parameters=parameters,
+        lora_shapes=tuple(attention_lora + mlp.lora_shapes(hidden)),
+        moe=mlp.moe,
+        weight_format=checkpoint_format(config, top.where),
+        checkpoint_bytes=total_size,
+        vision_hidden_size=(vision.int("hidden_size", 0, minimum=0) if vision else 0),
+        source=source,
+    )

@@ -1,0 +1,120 @@
+"""What the planner knows of a model: layer layout, parameter counts, checkpoint format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from model_store.quantization import WeightFormat
+
+AttentionKind = Literal["full", "sliding", "chunked", "mla"]
+
+
+@dataclass(frozen=True)
+class KvLayers:
+    """`count` decoder layers that cache the same thing per token.
+
+    Grouped-query attention caches K and V for each KV head (`kv_heads` x `head_size`,
+    split across tensor-parallel ranks); MLA caches one latent of `head_size` elements
+    (kv_lora_rank + qk_rope_head_dim) that every rank holds whole.
+    """
+
+    kind: AttentionKind
+    count: int
+    kv_heads: int
+    head_size: int
+    window: int | None = None  # sliding window or attention chunk, in tokens
+
+    def elements_per_token(self, tp: int) -> int:
+        """Cached elements per token of one layer on one GPU at tensor-parallel size `tp`."""
+        if self.kind == "mla":
+            return self.head_size
+        # KV heads split across ranks; vLLM replicates them when tp exceeds their number.
+        return 2 * max(1, self.kv_heads // tp) * self.head_size
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    """Parameters by the part of the model they belong to (quantizers treat parts differently)."""
+
+    embeddings: int
+    lm_head: int  # 0 when tied to the embeddings
+    attention: int
+    dense_mlp: int
+    experts: int  # routed experts of MoE layers
+    shared_experts: int
+    router: int
+    norms: int
+    vision: int = 0  # vision encoder and projector of a multimodal checkpoint
+    not_loaded: int = 0  # in the checkpoint, not loaded for serving (DeepSeek's MTP layer)
+
+    def total(self) -> int:
+        """Parameters vLLM loads to serve the model."""
+        return sum(getattr(self, f.name) for f in fields(self) if f.name != "not_loaded")
+
+    def checkpoint_total(self) -> int:
+        """Parameters in the checkpoint's files."""
+        return self.total() + self.not_loaded
+
+    def part(self, name: str) -> int:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class MoeFacts:
+    num_experts: int
+    experts_per_token: int
+    expert_intermediate_size: int
+    moe_layers: int
+    shared_intermediate_size: int = 0
+
+
+@dataclass(frozen=True)
+class ArchitectureFacts:
+    """The numbers of a causal LM that memory planning and LoRA shape checks need."""
+
+    model_type: str
+    family: str  # e.g. "dense GQA", "MoE + MLA", "hybrid sliding/full + vision"
+    hidden_size: int
+    intermediate_size: int  # dense MLP width (LoRA targets, activations); 0 when every layer is MoE
+    num_layers: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    checkpoint_dtype: str
+    kv_layers: tuple[KvLayers, ...]
+    parameters: ParameterCounts
+    lora_shapes: tuple[tuple[str, int, int], ...]  # (module, in_features, out_features)
+    moe: MoeFacts | None = None
+    weight_format: WeightFormat | None = None  # a pre-quantized checkpoint's format
+    checkpoint_bytes: int | None = None  # exact bytes of the safetensors, when known
+    vision_hidden_size: int = 0
+    source: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+    @property
+    def checkpoint_quantization(self) -> str | None:
+        return self.weight_format.method if self.weight_format else None
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each LoRA-targetable linear module, by short name."""
+        return {name: (i, o) for name, i, o in self.lora_shapes}
+
+    def parameter_count(self) -> int:
+        return self.parameters.total()
+
+    def embedding_parameter_count(self) -> int:
+        """Parameters of input embeddings and LM head (kept in 16 bit by weight quantizers)."""
+        return self.parameters.embeddings + self.parameters.lm_head
+
+    def activation_intermediate_size(self) -> int:
+        """The widest MLP activation one token produces (an MoE token fans out to top-k experts)."""
+        moe = self.moe.expert_intermediate_size * self.moe.experts_per_token if self.moe else 0
+        shared = self.moe.shared_intermediate_size if self.moe else 0
+        return max(self.intermediate_size, moe + shared)

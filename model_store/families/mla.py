@@ -1,0 +1,63 @@
+"""Multi-head latent attention (DeepSeek-V2/V3/R1, Kimi-K2).
+
+vLLM caches one compressed latent per token and layer: kv_lora_rank + qk_rope_head_dim
+elements (576 for DeepSeek-V3), shared by every head and held whole on every
+tensor-parallel rank (vllm/v1/kv_cache_interface.py MLAAttentionSpec; no per-head K/V).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model_store.families.config import ConfigView
+
+
+@dataclass(frozen=True)
+class MlaAttention:
+    hidden_size: int
+    heads: int
+    q_lora_rank: int  # 0: q is one projection (DeepSeek-V2-Lite)
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    @property
+    def latent_size(self) -> int:
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+    def _linears(self) -> list[tuple[str, int, int]]:
+        qk_head = self.qk_nope_head_dim + self.qk_rope_head_dim
+        q = (
+            [("q_a_proj", self.hidden_size, self.q_lora_rank), ("q_b_proj", self.q_lora_rank, self.heads * qk_head)]
+            if self.q_lora_rank
+            else [("q_proj", self.hidden_size, self.heads * qk_head)]
+        )
+        return [
+            *q,
+            ("kv_a_proj_with_mqa", self.hidden_size, self.latent_size),
+            ("kv_b_proj", self.kv_lora_rank, self.heads * (self.qk_nope_head_dim + self.v_head_dim)),
+            ("o_proj", self.heads * self.v_head_dim, self.hidden_size),
+        ]
+
+    def parameters_per_layer(self) -> int:
+        latent_norms = self.kv_lora_rank + self.q_lora_rank  # kv_a_layernorm, q_a_layernorm
+        return sum(i * o for _, i, o in self._linears()) + latent_norms
+
+    def norm_parameters_per_layer(self) -> int:
+        return 2 * self.hidden_size
+
+    def lora_shapes(self) -> list[tuple[str, int, int]]:
+        return self._linears()
+
+
+def read_mla(text: ConfigView) -> MlaAttention:
+    return MlaAttention(
+        hidden_size=text.int("hidden_size"),
+        heads=text.int("num_attention_heads"),
+        q_lora_rank=text.int("q_lora_rank", 0, minimum=0),
+        kv_lora_rank=text.int("kv_lora_rank"),
+        qk_nope_head_dim=text.int("qk_nope_head_dim"),
+        qk_rope_head_dim=text.int("qk_rope_head_dim"),
+        v_head_dim=text.int("v_head_dim"),
+    )

@@ -1,0 +1,99 @@
+"""Feed-forward layers: dense gated MLPs and mixtures of experts.
+
+Which layers are MoE, how wide an expert is and what is shared follow each family's
+config keys (DeepSeek: first_k_dense_replace, moe_layer_freq, n_shared_experts;
+Qwen-MoE: decoder_sparse_step, mlp_only_layers, shared_expert_intermediate_size;
+Llama-4: interleave_moe_layer_step, intermediate_size_mlp; gpt-oss: biased experts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from model_store.families.config import ConfigView
+from model_store.families.facts import MoeFacts
+
+_EXPERT_KEYS = ("n_routed_experts", "num_local_experts", "num_experts")
+
+
+@dataclass(frozen=True)
+class MlpLayout:
+    dense_layers: int
+    dense_intermediate: int
+    moe: MoeFacts | None
+    expert_bias: bool = False  # gpt-oss: biases on expert and router projections
+    shared_gate: bool = False  # Qwen2-MoE: a sigmoid gate on the shared expert
+
+    def parameters(self, hidden: int) -> dict[str, int]:
+        dense = self.dense_layers * 3 * hidden * self.dense_intermediate
+        if self.moe is None:
+            return {"dense_mlp": dense, "experts": 0, "shared_experts": 0, "router": 0}
+        m = self.moe
+        per_expert = 3 * hidden * m.expert_intermediate_size
+        if self.expert_bias:
+            per_expert += 2 * m.expert_intermediate_size + hidden
+        shared = 3 * hidden * m.shared_intermediate_size + (hidden if self.shared_gate else 0)
+        router = hidden * m.num_experts + (m.num_experts if self.expert_bias else 0)
+        return {
+            "dense_mlp": dense,
+            "experts": m.moe_layers * m.num_experts * per_expert,
+            "shared_experts": m.moe_layers * shared if m.shared_intermediate_size else 0,
+            "router": m.moe_layers * router,
+        }
+
+    def lora_shapes(self, hidden: int) -> list[tuple[str, int, int]]:
+        width = self.dense_intermediate or (self.moe.shared_intermediate_size if self.moe else 0)
+        if not width:
+            return []
+        return [("gate_proj", hidden, width), ("up_proj", hidden, width), ("down_proj", width, hidden)]
+
+
+def _moe_layer_flags(text: ConfigView, model_type: str, num_layers: int) -> list[bool]:
+    if model_type in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
+        first_dense = text.int("first_k_dense_replace", 0, minimum=0)
+        every = text.int("moe_layer_freq", 1)
+        return [i >= first_dense and i % every == 0 for i in range(num_layers)]
+    if model_type in ("qwen2_moe", "qwen3_moe"):
+        step = text.int("decoder_sparse_step", 1)
+        dense_only = set(text.int_list("mlp_only_layers") or [])
+        return [i not in dense_only and (i + 1) % step == 0 for i in range(num_layers)]
+    if model_type in ("llama4", "llama4_text"):
+        explicit = text.int_list("moe_layers")
+        if explicit is not None:
+            return [i in set(explicit) for i in range(num_layers)]
+        step = text.int("interleave_moe_layer_step", 1)
+        return [(i + 1) % step == 0 for i in range(num_layers)]
+    return [True] * num_layers  # mixtral, gpt_oss: every layer
+
+
+def read_mlp(text: ConfigView, model_type: str, num_layers: int) -> MlpLayout:
+    experts_key = next((k for k in _EXPERT_KEYS if text.has(k)), None)
+    experts = text.int(experts_key, 0, minimum=0) if experts_key else 0
+    if experts <= 1:
+        return MlpLayout(dense_layers=num_layers, dense_intermediate=text.int("intermediate_size"), moe=None)
+    flags = _moe_layer_flags(text, model_type, num_layers)
+    moe_layers = sum(flags)
+    if model_type in ("llama4", "llama4_text"):
+        expert_width = text.int("intermediate_size")
+        dense_width = text.int("intermediate_size_mlp", expert_width)
+        shared = expert_width  # one shared expert as wide as a routed one
+    else:
+        expert_width = text.int("moe_intermediate_size", None) or text.int("intermediate_size")
+        dense_width = text.int("intermediate_size") if moe_layers < num_layers else 0
+        shared = text.int("shared_expert_intermediate_size", 0, minimum=0) or (
+            text.int("n_shared_experts", 0, minimum=0) * expert_width
+        )
+    moe = MoeFacts(
+        num_experts=experts,
+        experts_per_token=text.int("num_experts_per_tok", None) or text.int("experts_per_token"),
+        expert_intermediate_size=expert_width,
+        moe_layers=moe_layers,
+        shared_intermediate_size=shared,
+    )
+    return MlpLayout(
+        dense_layers=num_layers - moe_layers,
+        dense_intermediate=dense_width,
+        moe=moe,
+        expert_bias=model_type == "gpt_oss",
+        shared_gate=model_type == "qwen2_moe",
+    )

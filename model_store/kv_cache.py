@@ -1,0 +1,115 @@
+"""How many tokens and requests a KV-cache byte budget holds, as vLLM's allocator counts them.
+
+Mirrors vLLM's v1 KV cache manager (vllm/v1/core/kv_cache_utils.py and
+vllm/v1/kv_cache_interface.py; identical in 0.26 and 0.32 for these paths, read 2026-12):
+
+- layers with the same spec form groups of `group_size` layers (hybrid models: the size
+  of the rarest kind, or the largest when kinds are within 1.5x; the last group of a kind
+  is padded);
+- `num_blocks = budget // page_size // group_size`, where a page is `block_size` tokens of
+  one layer;
+- a request may need at most: full attention `cdiv(max_model_len, block_size)` blocks,
+  sliding window `cdiv(min(window - 1 + in_flight, max_model_len), block_size) + 1`,
+  chunked local `cdiv(min(chunk + in_flight, max_model_len), block_size)`, per group,
+  where `in_flight` is the tokens of the batches scheduled at once (async scheduling: 2);
+- `max_concurrency = num_blocks / blocks_per_request` and the logged "GPU KV cache size"
+  is `int(max_concurrency * max_model_len)` tokens.
+
+Pure: no vLLM import. The GPU measurements in tests/data/gpu_measurements.json hold it to
+vLLM's own figures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from model_store.families import KvLayers
+
+# CacheConfig.block_size on CUDA: FlashAttention, FlashInfer and FlashAttention-MLA (bf16 KV).
+BLOCK_SIZE = 16
+# An fp8 MLA cache runs on FlashMLA, which takes 64-token blocks (vllm/v1/attention/backends/mla).
+FP8_MLA_BLOCK_SIZE = 64
+# Async scheduling (vLLM's default) keeps two batches in flight; sliding and chunked layers
+# reserve room for both (VllmConfig.max_in_flight_tokens).
+IN_FLIGHT_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class KvCapacity:
+    """What a KV budget holds: blocks, blocks one request may need, requests, tokens."""
+
+    block_size: int
+    group_size: int
+    num_groups: int
+    page_bytes: int  # one block of one layer
+    num_blocks: int
+    blocks_per_request: int
+    max_concurrency: float
+    tokens: int  # vLLM's "GPU KV cache size: N tokens"
+
+
+def block_size_for(layers: tuple[KvLayers, ...], element_bytes: int) -> int:
+    mla = any(layer.kind == "mla" for layer in layers)
+    return FP8_MLA_BLOCK_SIZE if mla and element_bytes == 1 else BLOCK_SIZE
+
+
+def kv_bytes_per_token(layers: tuple[KvLayers, ...], element_bytes: int, tp: int = 1) -> int:
+    """Bytes one token takes in every layer's cache on one GPU (what a full-attention model
+    needs per token of context)."""
+    return sum(layer.count * layer.elements_per_token(tp) * element_bytes for layer in layers)
+
+
+def kv_groups(layers: tuple[KvLayers, ...], hybrid: bool = True) -> tuple[int, list[KvLayers]]:
+    """(group_size, one spec per group) as vLLM groups the layers.
+
+    Without the hybrid manager (`hybrid=False`), sliding and chunked layers are cached like
+    full attention (vllm unify_hybrid_kv_cache_specs).
+    """
+    if not hybrid or len(layers) == 1:
+        merged = [layer if hybrid else KvLayers("full" if layer.kind != "mla" else "mla", layer.count, layer.kv_heads, layer.head_size) for layer in layers]
+        total = sum(layer.count for layer in merged)
+        return total, [merged[0]]
+    smallest, largest = min(layer.count for layer in layers), max(layer.count for layer in layers)
+    group_size = largest if largest < smallest * 1.5 else smallest
+    groups = [layer for layer in layers for _ in range(math.ceil(layer.count / group_size))]
+    return group_size, groups
+
+
+def _blocks_needed(layer: KvLayers, block_size: int, max_model_len: int, in_flight: int) -> int:
+    if layer.kind == "sliding":
+        return math.ceil(min(layer.window - 1 + in_flight, max_model_len) / block_size) + 1
+    if layer.kind == "chunked":
+        return math.ceil(min(layer.window + in_flight, max_model_len) / block_size)
+    return math.ceil(max_model_len / block_size)
+
+
+def kv_capacity(
+    layers: tuple[KvLayers, ...],
+    budget_bytes: int,
+    *,
+    element_bytes: int,
+    tp: int,
+    max_model_len: int,
+    max_num_batched_tokens: int,
+    hybrid: bool = True,
+) -> KvCapacity:
+    """The blocks, requests and tokens `budget_bytes` of KV cache hold on one GPU."""
+    block_size = block_size_for(layers, element_bytes)
+    group_size, groups = kv_groups(layers, hybrid)
+    # Every layer of a model caches the same bytes per token here, so pages are uniform.
+    page_bytes = block_size * max(layer.elements_per_token(tp) for layer in layers) * element_bytes
+    num_blocks = max(0, budget_bytes) // page_bytes // group_size
+    in_flight = IN_FLIGHT_BATCHES * max_num_batched_tokens
+    per_request = sum(_blocks_needed(g, block_size, max_model_len, in_flight) for g in groups)
+    concurrency = num_blocks / per_request
+    return KvCapacity(
+        block_size=block_size,
+        group_size=group_size,
+        num_groups=len(groups),
+        page_bytes=page_bytes,
+        num_blocks=num_blocks,
+        blocks_per_request=per_request,
+        max_concurrency=concurrency,
+        tokens=int(concurrency * max_model_len),
+    )

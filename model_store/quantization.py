@@ -1,0 +1,170 @@
+"""Weight formats: a checkpoint's `quantization_config` (or the manifest's online method) as
+bytes per weight, which layers it covers, and the GPUs it is planned on. Pure.
+
+Minimum compute capabilities are vLLM's own (`get_min_capability()` of each method's config
+class in `vllm/model_executor/layers/quantization/`, 0.26 and 0.32, read 2026-12), with one
+policy on top: FP8 and NVFP4 formats are planned only where the GPU has FP8 (8.9) or FP4
+(10.0, Blackwell) tensor cores. Below that vLLM falls back to weight-only Marlin kernels
+(min 7.5) that keep the memory saving but not the speed. gpt-oss's MXFP4 is the exception:
+its Triton (Hopper) and Marlin (Ampere) MoE kernels are the reference path (Mxfp4Config: 80).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from model_store.manifest import ManifestError
+
+# Layer groups a weight format may cover (see families.ParameterCounts).
+QUANTIZABLE = frozenset({"attention", "dense_mlp", "experts", "shared_experts"})
+# A 16-bit scale per group (AWQ/GPTQ/compressed-tensors group strategy) and a packed zero.
+SCALE_BYTES = 2
+
+
+class QuantizationError(ManifestError):
+    """A quantization_config the planner cannot model; the message names the key."""
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """How one quantized weight is stored in GPU memory."""
+
+    method: str  # vLLM's name (`--quantization`, or what it detects from the checkpoint)
+    scheme: str  # human name: "FP8-dynamic", "W4A16 g128", "MXFP4", ...
+    bytes_per_weight: float  # incl. scales and zero points, per covered parameter
+    min_capability: float  # CUDA compute capability vLLM's kernels for it need
+    covers: frozenset[str] = field(default=QUANTIZABLE)  # parameter groups stored this way
+    online: bool = False  # quantized by vLLM at load time (the checkpoint is 16-bit)
+
+    def describe(self) -> str:
+        where = "" if self.covers == QUANTIZABLE else f" on {'+'.join(sorted(self.covers))}"
+        return f"{self.method} {self.scheme}{where}, {self.bytes_per_weight:.3f} B/weight"
+
+
+def _int_group(bits: int, group_size: int | None, zero_point: bool) -> float:
+    """Bytes per weight of an integer format with a 16-bit scale (and packed zero) per group."""
+    if not group_size or group_size <= 0:  # per channel: scales are negligible
+        return bits / 8
+    zero = bits / 8 if zero_point else 0
+    return bits / 8 + (SCALE_BYTES + zero) / group_size
+
+
+# Online quantization the manifest may ask for (a 16-bit checkpoint quantized at load time).
+ONLINE_FORMATS = {
+    "fp8": WeightFormat("fp8", "FP8 per-tensor (online)", 1.0, 8.9, online=True),
+}
+
+# Groups a `modules_to_not_convert` / `ignore` entry keeps in 16 bit, by the words in it.
+_IGNORE_WORDS = {
+    "attention": ("self_attn", "attn", "attention"),
+    "experts": ("experts",),
+    "shared_experts": ("shared_expert",),
+    "dense_mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+}
+
+
+def _uncovered(entries: list | None) -> frozenset[str]:
+    """Groups that `ignore`/`modules_to_not_convert` entries leave in 16 bit."""
+    kept = set()
+    for entry in entries or []:
+        text = str(entry)
+        for group, words in _IGNORE_WORDS.items():
+            # "re:.*self_attn.*" or "model.layers.0.self_attn" ignore attention; a bare
+            # "lm_head" or router gate ignores nothing the format covers anyway.
+            if any(word in text for word in words) and not re.search(r"layers\.\d+\.", text):
+                kept.add(group)
+    return frozenset(kept)
+
+
+def _compressed_tensors(config: dict, where: str) -> WeightFormat:
+    groups = config.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        raise QuantizationError(f"{where}: quantization_config.config_groups is missing (compressed-tensors needs it)")
+    schemes = []
+    for name, group in groups.items():
+        weights = (group or {}).get("weights") or {}
+        activations = (group or {}).get("input_activations")
+        bits, kind = weights.get("num_bits"), weights.get("type")
+        if not isinstance(bits, int) or kind not in ("int", "float"):
+            raise QuantizationError(
+                f"{where}: quantization_config.config_groups.{name}.weights needs num_bits (int) and type "
+                f"('int' or 'float'), got num_bits={bits!r} type={kind!r}"
+            )
+        act_bits = (activations or {}).get("num_bits")
+        group_size = weights.get("group_size") if weights.get("strategy") in ("group", "tensor_group") else None
+        schemes.append((bits, kind, group_size, act_bits, weights.get("symmetric", True)))
+    bits, kind, group_size, act_bits, symmetric = max(schemes)  # the widest group decides the bytes
+    covers = QUANTIZABLE - _uncovered(config.get("ignore"))
+    if kind == "float" and bits == 8:
+        return WeightFormat("compressed-tensors", f"W8A{act_bits or 16} FP8", 1.0, 8.9, covers)
+    if kind == "float" and bits == 4 and group_size == 32:  # MXFP4: an e8m0 scale per 32
+        return WeightFormat("compressed-tensors", f"MXFP4 W4A{act_bits or 16}", 0.5 + 1 / 32, 8.0, covers)
+    if kind == "float" and bits == 4:
+        # NVFP4: e2m1 values, an fp8 scale per 16 and a global scale.
+        return WeightFormat("compressed-tensors", f"NVFP4 W4A{act_bits or 16}", 0.5 + 1 / (group_size or 16), 10.0, covers)
+    if kind == "int" and bits == 8:
+        return WeightFormat("compressed-tensors", f"W8A{act_bits or 16} INT8", 1.0, 7.5, covers)
+    if kind == "int" and bits == 4:
+        scheme = f"W4A{act_bits or 16}" + (f" g{group_size}" if group_size else "")
+        return WeightFormat("compressed-tensors", scheme, _int_group(4, group_size, not symmetric), 7.5, covers)
+    raise QuantizationError(f"{where}: compressed-tensors scheme with {bits}-bit {kind} weights is not modelled")
+
+
+def _awq_gptq(method: str, config: dict, where: str) -> WeightFormat:
+    bits = config.get("bits", config.get("w_bit", 4))
+    group_size = config.get("group_size", config.get("q_group_size", 128))
+    if bits not in (2, 3, 4, 8) or not isinstance(group_size, int):
+        raise QuantizationError(f"{where}: quantization_config bits={bits!r} group_size={group_size!r} are not modelled")
+    covers = QUANTIZABLE - _uncovered(config.get("modules_to_not_convert"))
+    # AutoGPTQConfig 60, AutoAWQConfig 75; both run Marlin kernels where supported.
+    minimum = 6.0 if method == "gptq" else 7.5
+    return WeightFormat(method, f"int{bits} g{group_size}", _int_group(bits, group_size, True), minimum, covers)
+
+
+def _modelopt(config: dict, where: str) -> WeightFormat:
+    algo = str(config.get("quant_algo") or (config.get("quantization") or {}).get("quant_algo") or "").upper()
+    covers = QUANTIZABLE - _uncovered(config.get("exclude_modules") or (config.get("quantization") or {}).get("exclude_modules"))
+    if algo == "FP8":
+        return WeightFormat("modelopt", "FP8", 1.0, 8.9, covers)
+    if algo == "NVFP4":
+        return WeightFormat("modelopt_fp4", "NVFP4", 0.5 + 1 / 16, 10.0, covers)
+    raise QuantizationError(f"{where}: quantization_config.quant_algo {algo or None!r} is not modelled (FP8, NVFP4 are)")
+
+
+def checkpoint_format(config: dict, where: str = "config.json") -> WeightFormat | None:
+    """The weight format of a pre-quantized checkpoint, from its quantization_config; None if 16-bit.
+
+    Raises QuantizationError naming the key for a method or scheme the planner cannot size.
+    """
+    quant = config.get("quantization_config")
+    if quant is None:
+        return None
+    if not isinstance(quant, dict):
+        raise QuantizationError(f"{where}: quantization_config must be an object, got {type(quant).__name__}")
+    method = str(quant.get("quant_method", "")).lower()
+    if method == "fp8":
+        block = quant.get("weight_block_size")
+        if block is not None and (not isinstance(block, list) or len(block) != 2):
+            raise QuantizationError(f"{where}: quantization_config.weight_block_size must be [rows, cols], got {block!r}")
+        # Block-wise scales are fp32, one per block (DeepSeek-V3: 128 x 128).
+        per_weight = 1.0 + (4 / (block[0] * block[1]) if block else 0)
+        covers = QUANTIZABLE - _uncovered(quant.get("modules_to_not_convert"))
+        scheme = f"FP8 block {block[0]}x{block[1]}" if block else "FP8"
+        return WeightFormat("fp8", scheme, per_weight, 8.9, covers)
+    if method == "compressed-tensors":
+        return _compressed_tensors(quant, where)
+    if method in ("awq", "gptq"):
+        return _awq_gptq(method, quant, where)
+    if method == "mxfp4":
+        # gpt-oss: MoE experts in MXFP4 (e2m1 + an e8m0 scale per 32); attention, router,
+        # embeddings stay bf16.
+        return WeightFormat("mxfp4", "MXFP4 experts", 0.5 + 1 / 32, 8.0, frozenset({"experts"}))
+    if method in ("modelopt", "modelopt_fp4"):
+        return _modelopt(quant, where)
+    if method == "bitsandbytes":
+        return WeightFormat("bitsandbytes", "bitsandbytes", 0.5, 7.5)  # refused by the planner with alternatives
+    raise QuantizationError(
+        f"{where}: quantization_config.quant_method {method or None!r} is not modelled; "
+        "modelled: fp8, compressed-tensors, awq, gptq, mxfp4, modelopt (FP8, NVFP4)"
+    )
