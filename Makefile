@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FLEET ?= fleet.yaml
 
-.PHONY: up down test test-fast bench synth lint schema clean
+.PHONY: up down test test-fast bench bench-gpu synth lint schema clean
 
 $(STAMP): requirements/lock.txt pyproject.toml package.json
 	bash scripts/bootstrap.sh
@@ -31,6 +31,10 @@ test-fast: $(STAMP)
 ## bench: benchmarks that print figures and ratios
 bench: $(STAMP)
 	$(PY) -m scripts.bench
+
+## bench-gpu: on an NVIDIA GPU with the CUDA build of vLLM: verify the GPU example fleet, compare settings, write docs/gpu-measurements.md
+bench-gpu:
+	PY=$${PY:-$(PY)} bash scripts/bench_gpu.sh
 
 ## synth: synthesize the CDK app for fleet.yaml into cdk.out (no AWS credentials needed)
 synth: $(STAMP)

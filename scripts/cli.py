@@ -127,6 +127,7 @@ from scripts.store_cli import adapter_app, model_app  # noqa: E402 - the sub-app
 app.add_typer(model_app, name="model")
 app.add_typer(adapter_app, name="adapter")
 import scripts.fleet_cli  # noqa: E402,F401 - adds status, invoke and local to `app` (either import order)
+import scripts.verify_cli  # noqa: E402,F401 - adds verify to `app`
 
 
 def main() -> None:

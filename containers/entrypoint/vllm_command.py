@@ -51,15 +51,27 @@ def serve_environment(base: Mapping[str, str], *, state_dir: str, plan: ServingP
     return env
 
 
+def _serve_cli_args():
+    """vLLM's serve-argument module: `entrypoints.launchers.cli_args` since 0.3x,
+    `entrypoints.openai.cli_args` before (0.26, the newest build on torch 2.11 that
+    `llmfleet verify` measures with)."""
+    try:
+        from vllm.entrypoints.launchers import cli_args
+    except ImportError:
+        from vllm.entrypoints.openai import cli_args
+    return cli_args
+
+
 def import_vllm_parser() -> None:
     """Import the parser modules (seconds); call early in a thread to overlap with the sync."""
     import vllm.config.lora  # noqa: F401
-    import vllm.entrypoints.launchers.cli_args  # noqa: F401
     import vllm.lora.peft_helper  # noqa: F401
     import vllm.model_executor.layers.quantization  # noqa: F401
     import vllm.model_executor.model_loader  # noqa: F401
     import vllm.reasoning  # noqa: F401
     import vllm.utils.argparse_utils  # noqa: F401
+
+    _serve_cli_args()
 
 
 def validate_argv(argv: list[str]) -> None:
@@ -73,12 +85,13 @@ def validate_argv(argv: list[str]) -> None:
     import io
     from typing import get_args
 
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
     from vllm.model_executor.model_loader import LoadFormats
     from vllm.reasoning import ReasoningParserManager
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
+    cli_args = _serve_cli_args()
+    make_arg_parser, validate_parsed_serve_args = cli_args.make_arg_parser, cli_args.validate_parsed_serve_args
     parser = make_arg_parser(FlexibleArgumentParser())
     stderr = io.StringIO()
     try:

@@ -15,12 +15,12 @@ from model_store.families.facts import KvLayers
 # Attention projections with a bias on q, k and v (HF modeling code, 2026-11).
 _QKV_BIAS = {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"}
 # Per-head RMSNorm on q and k.
-_QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}
+_QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2", "olmo3", "exaone4"}
 # Four norms per layer (pre/post attention and feed-forward) instead of two.
 _SANDWICH_NORMS = {"gemma2", "gemma3", "gemma3_text"}
 # Model types whose `sliding_window`, when set, applies to every layer (vLLM's mistral.py,
 # mixtral.py; Mistral-7B-v0.1 uses 4096).
-_SLIDING_ALL_LAYERS = {"mistral", "mixtral"}
+_SLIDING_ALL_LAYERS = {"mistral", "mixtral", "ministral3"}
 # Model types whose config carries a `sliding_window` their layers do not use unless
 # `use_sliding_window` is true.
 _SLIDING_OPT_IN = {"qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen2_vl", "qwen2_5_vl"}

@@ -17,7 +17,10 @@ from model_store.quantization import checkpoint_format
 TEXT_MODEL_TYPES = {
     "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "gemma", "gemma2",
     "gemma3_text", "phi3", "deepseek_v2", "deepseek_v3", "kimi_k2", "gpt_oss", "llama4_text", "granite",
+    "ministral3", "exaone4", "olmo2", "olmo3",
 }  # fmt: skip
+# Model types vLLM no longer serves, with what it said when it stopped.
+NOT_SERVED = {"mllama": "Llama-3.2-Vision (mllama) support was removed in vLLM 0.10.2"}
 # Multimodal wrappers: `text_config` (or, for Qwen-VL, the top level) is the LM.
 VISION_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_vl", "qwen2_5_vl", "llama4"}
 SUPPORTED_MODEL_TYPES = tuple(sorted(TEXT_MODEL_TYPES | VISION_MODEL_TYPES))
@@ -35,6 +38,8 @@ def _model_types(top: ConfigView) -> tuple[str, ConfigView, ConfigView | None]:
     model_type = top.raw("model_type")
     if not isinstance(model_type, str):
         raise top.error("model_type", f"is missing or not a string ({model_type!r}); it names the architecture")
+    if model_type in NOT_SERVED:
+        raise top.error("model_type", f"{model_type!r} cannot be served: {NOT_SERVED[model_type]}")
     if model_type not in TEXT_MODEL_TYPES | VISION_MODEL_TYPES:
         raise top.error("model_type", f"{model_type!r} is not modelled by the planner; modelled: {list(SUPPORTED_MODEL_TYPES)}")
     vision = top.child("vision_config")
@@ -49,9 +54,11 @@ def _model_types(top: ConfigView) -> tuple[str, ConfigView, ConfigView | None]:
 
 
 def _mtp_parameters(text: ConfigView, per_layer: int, hidden: int) -> int:
-    """DeepSeek-V3's multi-token-prediction layers: in the checkpoint, not loaded to serve."""
+    """DeepSeek-V3's multi-token-prediction layers: in the checkpoint, not loaded to serve.
+    Each is a decoder layer plus its own embedding and head copies, a 2h x h projection and norms."""
     layers = text.int("num_nextn_predict_layers", 0, minimum=0)
-    return layers * (per_layer + 2 * hidden * hidden + 3 * hidden)
+    own_embeddings = 2 * text.int("vocab_size") * hidden
+    return layers * (per_layer + own_embeddings + 2 * hidden * hidden + 3 * hidden)
 
 
 def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, source: str = "") -> ArchitectureFacts:

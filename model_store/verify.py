@@ -1,0 +1,322 @@
+"""`llmfleet verify`: the pure half. What to run on a local GPU for a plan, how to read what
+vLLM printed while it started, and how the figures compare with the plan. No I/O here; the
+CLI (scripts/verify_cli.py) starts vLLM and sends the load.
+
+Log lines are vLLM 0.26's and 0.32's (vllm/v1/worker/gpu_worker.py, gpu_model_runner.py,
+gpu/model_runner.py, v1/core/kv_cache_utils.py, v1/engine/core.py; read 2026-12).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_store.plan import GIB, ServingPlan
+
+# The plan promised concurrency it cannot hold when vLLM's KV capacity is this far below it.
+KV_TOLERANCE = 0.03
+# The seed notebook's settings (the comparison `verify --compare` reports against).
+SEED_NOTEBOOK = {"enforce_eager": True, "gpu_memory_utilization": 0.7, "max_model_len": 2048}
+
+
+class VerifyRefused(ValueError):
+    """This machine cannot stand in for the plan's GPU; the message says why."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LocalGpu(Frozen):
+    name: str
+    memory_bytes: int  # nvidia-smi memory.total
+    count: int
+
+
+class Emulation(Frozen):
+    gpu_memory_utilization: float
+    note: str
+
+
+def emulate(plan: ServingPlan, gpu: LocalGpu) -> Emulation:
+    """The --gpu-memory-utilization that gives vLLM the plan's usable bytes on this GPU.
+
+    vLLM hands `ceil(total x utilization)` bytes to the engine; on a larger GPU a lower
+    fraction leaves exactly the plan's `usable_bytes_per_gpu`. A smaller GPU, or fewer GPUs
+    than the plan's tensor-parallel size, cannot stand in for it.
+    """
+    if gpu.count < plan.tensor_parallel_size:
+        raise VerifyRefused(
+            f"model {plan.model_name!r}: the plan shards over {plan.tensor_parallel_size} GPUs (TP), "
+            f"this machine has {gpu.count}"
+        )
+    planned = plan.gpu_memory_bytes
+    if gpu.memory_bytes < planned:
+        raise VerifyRefused(
+            f"model {plan.model_name!r}: planned for {plan.gpu_name} ({planned / GIB:.1f} GiB), "
+            f"larger than this {gpu.name} ({gpu.memory_bytes / GIB:.1f} GiB)"
+        )
+    utilization = plan.vllm.gpu_memory_utilization
+    if gpu.memory_bytes == planned:
+        return Emulation(gpu_memory_utilization=utilization, note=f"same GPU memory as the plan's {plan.gpu_name}")
+    emulated = math.floor(utilization * planned / gpu.memory_bytes * 10_000) / 10_000
+    return Emulation(
+        gpu_memory_utilization=emulated,
+        note=(
+            f"emulating {plan.gpu_name} ({planned / GIB:.1f} GiB x {utilization}) on {gpu.name} "
+            f"({gpu.memory_bytes / GIB:.1f} GiB): --gpu-memory-utilization {emulated}"
+        ),
+    )
+
+
+def _replace_flag(argv: list[str], flag: str, value: str | None) -> list[str]:
+    """argv with `flag`'s value replaced (added when absent); value None removes the flag."""
+    out, skip = [], False
+    for i, item in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if item == flag:
+            skip = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            continue
+        out.append(item)
+    return out if value is None else [*out, flag, value]
+
+
+Config = Literal["plan", "vllm-defaults", "seed-notebook"]
+CONFIGS: tuple[Config, ...] = ("plan", "vllm-defaults", "seed-notebook")
+
+
+def verify_argv(
+    plan_argv: list[str],
+    *,
+    plan: ServingPlan,
+    model_dir: str,
+    port: int,
+    emulation: Emulation,
+    draft_dir: str | None = None,
+    config: Config = "plan",
+) -> list[str]:
+    """The serve argv for a measurement: the plan's own (`plan_argv`, as the entrypoint builds
+    it) with random weights from config.json alone (`--load-format dummy`), no tokenizer,
+    the emulated memory share, and a speculative draft model read from `draft_dir`.
+
+    `vllm-defaults` keeps only what names the model; `seed-notebook` is the seed's
+    enforce_eager, utilization 0.7 and 2,048-token context.
+    """
+    argv = _replace_flag(plan_argv, "--load-format", "dummy")
+    argv = _replace_flag(argv, "--gpu-memory-utilization", str(emulation.gpu_memory_utilization))
+    argv = [*argv, "--skip-tokenizer-init"]
+    if draft_dir and plan.vllm.speculative_config:
+        speculative = {**plan.vllm.speculative_config, "model": draft_dir}
+        argv = _replace_flag(argv, "--speculative-config", _json(speculative))
+    if config == "plan":
+        return argv
+    essentials = ["--model", model_dir, "--host", "127.0.0.1", "--port", str(port), "--served-model-name",
+                  plan.model_name, "--load-format", "dummy", "--skip-tokenizer-init"]  # fmt: skip
+    if plan.tensor_parallel_size > 1:
+        essentials += ["--tensor-parallel-size", str(plan.tensor_parallel_size)]
+    if config == "vllm-defaults":
+        # vLLM's own utilization (0.92) shrunk by the same factor as the plan's emulation.
+        scale = emulation.gpu_memory_utilization / plan.vllm.gpu_memory_utilization
+        return [*essentials, "--gpu-memory-utilization", f"{0.92 * scale:.4f}"]
+    seed_util = SEED_NOTEBOOK["gpu_memory_utilization"] * emulation.gpu_memory_utilization / plan.vllm.gpu_memory_utilization
+    return [*essentials, "--enforce-eager", "--gpu-memory-utilization", f"{seed_util:.4f}",
+            "--max-model-len", str(SEED_NOTEBOOK["max_model_len"])]  # fmt: skip
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# --- reading vLLM's start-up log ---------------------------------------------------------
+
+
+class BootFigures(Frozen):
+    """What vLLM printed while it started (None: the line did not appear)."""
+
+    weights_gib: float | None = None
+    weights_load_seconds: float | None = None
+    available_kv_gib: float | None = None
+    kv_tokens: int | None = None
+    max_concurrency: float | None = None
+    graph_capture_seconds: float | None = None
+    graph_gib: float | None = None
+    engine_init_seconds: float | None = None
+    compile_seconds: float | None = None
+
+
+_PATTERNS: dict[str, tuple[str, Any]] = {
+    "weights": (r"Model loading took ([\d.]+) GiB(?: memory)? and ([\d.]+) seconds", None),
+    "available_kv_gib": (r"Available KV cache memory: (-?[\d.]+) GiB", float),
+    "kv_tokens": (r"(?:GPU|CPU) KV cache size: ([\d,]+) tokens", lambda s: int(s.replace(",", ""))),
+    "max_concurrency": (r"Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x", float),
+    "graph": (r"Graph capturing finished in ([\d.]+) secs?, took (-?[\d.]+) GiB", None),
+    "engine": (r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?:econds)?(?: \(compilation: ([\d.]+) s)?", None),
+}
+
+
+def parse_boot_log(text: str) -> BootFigures:
+    """Figures from a vLLM server's start-up log (the last occurrence of each line wins)."""
+    found: dict[str, Any] = {}
+    for key, (pattern, convert) in _PATTERNS.items():
+        matches = re.findall(pattern, text)
+        if not matches:
+            continue
+        last = matches[-1]
+        if key == "weights":
+            found["weights_gib"], found["weights_load_seconds"] = float(last[0]), float(last[1])
+        elif key == "graph":
+            found["graph_capture_seconds"], found["graph_gib"] = float(last[0]), float(last[1])
+        elif key == "engine":
+            found["engine_init_seconds"] = float(last[0])
+            found["compile_seconds"] = float(last[1]) if last[1] else None
+        else:
+            found[key] = convert(last)
+    return BootFigures(**found)
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+class LoadFigures(Frozen):
+    requests: int
+    failed: int
+    concurrency: int
+    prompt_tokens: int
+    output_tokens_per_request: int
+    seconds: float
+    output_tokens_per_second: float
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile by linear interpolation (numpy's default), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def load_figures(
+    ttfts: list[float], output_tokens: int, failed: int, seconds: float, *, concurrency: int, prompt_tokens: int, max_tokens: int
+) -> LoadFigures:
+    return LoadFigures(
+        requests=len(ttfts) + failed,
+        failed=failed,
+        concurrency=concurrency,
+        prompt_tokens=prompt_tokens,
+        output_tokens_per_request=max_tokens,
+        seconds=round(seconds, 3),
+        output_tokens_per_second=round(output_tokens / seconds, 1) if seconds > 0 else 0.0,
+        ttft_p50_ms=_ms(percentile(ttfts, 50)),
+        ttft_p95_ms=_ms(percentile(ttfts, 95)),
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+# --- verdict -------------------------------------------------------------------------------
+
+
+class Verdict(Frozen):
+    model: str
+    config: Config = "plan"
+    note: str
+    predicted_kv_tokens: int
+    measured_kv_tokens: int | None
+    kv_ratio: float | None = Field(description="measured / predicted KV tokens")
+    predicted_weights_gib: float
+    measured_weights_gib: float | None
+    weights_ratio: float | None
+    boot: BootFigures
+    boot_seconds: float | None
+    load: LoadFigures | None = None
+    slo_ttft_ms: int | None = None
+    ok: bool
+    problems: list[str]
+
+
+def judge(
+    plan: ServingPlan,
+    boot: BootFigures,
+    boot_seconds: float | None,
+    load: LoadFigures | None,
+    note: str,
+    *,
+    config: Config = "plan",
+    slo_ttft_ms: int | None = None,
+) -> Verdict:
+    """Measured against predicted; not ok when vLLM holds over KV_TOLERANCE fewer tokens."""
+    predicted_kv = plan.memory.token_capacity
+    predicted_weights = plan.memory.weights_bytes_per_gpu / GIB
+    problems = []
+    kv_ratio = None
+    if boot.kv_tokens is None:
+        problems.append("vLLM's log has no 'KV cache size' line: the engine did not finish starting")
+    else:
+        kv_ratio = round(boot.kv_tokens / predicted_kv, 4) if predicted_kv else None
+        if kv_ratio is not None and kv_ratio < 1 - KV_TOLERANCE:
+            problems.append(
+                f"vLLM holds {boot.kv_tokens:,} KV tokens, {(1 - kv_ratio) * 100:.1f}% below the plan's "
+                f"{predicted_kv:,}: the plan promises concurrency this GPU cannot hold"
+            )
+    if load is not None and load.failed:
+        problems.append(f"{load.failed} of {load.requests} load-test requests failed")
+    if config != "plan":  # other settings size the cache differently: figures, not a verdict
+        problems = [p for p in problems if "KV tokens" not in p]
+    return Verdict(
+        model=plan.model_name,
+        config=config,
+        note=note,
+        predicted_kv_tokens=predicted_kv,
+        measured_kv_tokens=boot.kv_tokens,
+        kv_ratio=kv_ratio,
+        predicted_weights_gib=round(predicted_weights, 3),
+        measured_weights_gib=boot.weights_gib,
+        weights_ratio=round(boot.weights_gib / predicted_weights, 4) if boot.weights_gib and predicted_weights else None,
+        boot=boot,
+        boot_seconds=None if boot_seconds is None else round(boot_seconds, 1),
+        load=load,
+        slo_ttft_ms=slo_ttft_ms,
+        ok=not problems,
+        problems=problems,
+    )
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+class Measurement(Frozen):
+    """One verified plan, kept as data (tests/data/gpu_measurements.json): enough to plan the
+    same model again and compare with what vLLM measured."""
+
+    date: str
+    gpu: str
+    gpu_memory_bytes: int
+    vllm_version: str
+    fleet: dict[str, Any] = Field(description="A one-model fleet manifest (as parsed) the plan came from.")
+    config: dict[str, Any] = Field(description="The model's config.json (vLLM built random weights from it).")
+    weights_bytes_by_dtype: dict[str, int] | None = None
+    verdict: Verdict
+
+
+class MeasurementLog(Frozen):
+    measurements: list[Measurement]
+
+    def merged(self, new: list[Measurement]) -> MeasurementLog:
+        """Newer measurements of the same (model, config, GPU, vLLM) replace older ones."""
+        key = lambda m: (m.verdict.model, m.verdict.config, m.gpu, m.vllm_version)  # noqa: E731
+        replaced = {key(m) for m in new}
+        return MeasurementLog(measurements=[m for m in self.measurements if key(m) not in replaced] + new)

