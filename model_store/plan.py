@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import kv_cache
 from model_store.catalog import EC2_PRICE_SOURCE, INSTANCES, GpuInstance, instance
-from model_store.families import ArchitectureFacts
+from model_store.families import ArchitectureFacts, mla
 from model_store.manifest import AdapterRef, FleetManifest, ModelSpec
 from model_store.quantization import ONLINE_FORMATS, WeightFormat
 
@@ -301,15 +301,22 @@ def lora_bytes(arch: ArchitectureFacts, max_rank: int, max_loras: int, tp: int) 
     return math.ceil(max_loras * per_layer * arch.num_layers * 2 / tp)
 
 
-def activation_bytes(arch: ArchitectureFacts, batched_tokens: int, max_num_seqs: int, tp: int) -> int:
-    """Peak activations of one prefill chunk plus fp32 logits for every running sequence.
-
-    An MoE token's MLP activation spans its top-k experts; a multimodal model also keeps
-    one chunk's encoder outputs (vLLM's encoder cache, sized by max_num_batched_tokens).
+def activation_bytes(
+    arch: ArchitectureFacts, batched_tokens: int, max_num_seqs: int, tp: int, *, max_model_len: int, block_size: int
+) -> int:
+    """Peak activations of vLLM's profile run: one prefill chunk's hidden states and the largest
+    per-layer temporaries (attention, MLP or the fused-MoE workspace), fp32 logits for every
+    running sequence, MLA's up-projected prefill workspace, and a multimodal model's encoder
+    outputs for one chunk (vLLM's encoder cache, sized by max_num_batched_tokens).
     """
-    per_token = (4 * arch.hidden_size + 2 * arch.activation_intermediate_size() // tp) * 2
+    per_token = (4 * arch.hidden_size + arch.transient_elements_per_token(tp)) * 2
     encoder_cache = batched_tokens * arch.hidden_size * 2 if arch.parameters.vision else 0
-    return batched_tokens * per_token + max_num_seqs * arch.vocab_size * 4 // tp + encoder_cache
+    mla_workspace = (
+        mla.prefill_workspace_bytes(arch.mla_shape, max_model_len, max_num_seqs, block_size, arch.num_attention_heads // tp)
+        if arch.mla_shape
+        else 0
+    )
+    return batched_tokens * per_token + max_num_seqs * arch.vocab_size * 4 // tp + encoder_cache + mla_workspace
 
 
 def _valid_tp_sizes(arch: ArchitectureFacts, gpus: int) -> list[int]:
@@ -344,14 +351,18 @@ def _memory_at(
         weights += weight_bytes(draft, dtype, None)
     lora = lora_bytes(arch, spec.lora.max_rank, spec.lora.max_loras, tp) if spec.lora else 0
     batched = _batched_tokens(gpu_bytes, spec.max_model_len)
-    activations = activation_bytes(arch, batched, MAX_NUM_SEQS_CAP, tp)
+    element = kv_element_bytes(spec.kv_cache_dtype, dtype)
+    activations = activation_bytes(
+        arch, batched, MAX_NUM_SEQS_CAP, tp,
+        max_model_len=spec.max_model_len, block_size=kv_cache.block_size_for(arch.kv_layers, element),
+    )  # fmt: skip
     reserve = RUNTIME_RESERVE_BYTES + (NCCL_RESERVE_BYTES if tp > 1 else 0)
     usable = int(gpu_bytes * GPU_MEMORY_UTILIZATION)
     kv_budget = usable - math.ceil(weights / tp) - lora - activations - reserve
     capacity = kv_cache.kv_capacity(
         arch.kv_layers,
         kv_budget,
-        element_bytes=kv_element_bytes(spec.kv_cache_dtype, dtype),
+        element_bytes=element,
         tp=tp,
         max_model_len=spec.max_model_len,
         max_num_batched_tokens=batched,

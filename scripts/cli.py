@@ -79,8 +79,19 @@ def plan_summary(plan: ServingPlan) -> dict:
 
 
 @app.command()
-def plan(fleet: FleetArg = Path("fleet.yaml"), as_json: JsonOpt = False) -> None:
-    """Plan every model of FLEET: instance, GPUs, tensor parallelism, memory, cost, and why."""
+def plan(
+    fleet: FleetArg = Path("fleet.yaml"),
+    as_json: JsonOpt = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Resolve the architecture facts again (store, Hub) and rewrite fleet.lock.json first.")] = False,
+) -> None:
+    """Plan every model of FLEET: instance, GPUs, tensor parallelism, memory, cost, and why.
+
+    Facts come from fleet.lock.json beside FLEET (`llmfleet lock`), never the network;
+    without a lock, from local checkpoints and the bundled configs."""
+    if refresh:
+        from scripts.lock_cli import resolve_and_write
+
+        resolve_and_write(fleet)
     manifest, plans = load_and_plan(fleet)
     if as_json:
         print(json.dumps({"fleet": manifest.name, "stage": manifest.stage, "models": [plan_summary(p) for p in plans]}, indent=2))
@@ -128,6 +139,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(adapter_app, name="adapter")
 import scripts.fleet_cli  # noqa: E402,F401 - adds status, invoke and local to `app` (either import order)
 import scripts.verify_cli  # noqa: E402,F401 - adds verify to `app`
+import scripts.lock_cli  # noqa: E402,F401 - adds lock to `app`
 
 
 def main() -> None:

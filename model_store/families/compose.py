@@ -6,7 +6,7 @@ from typing import Any
 
 from model_store.families.attention import kv_layers, layer_kinds, read_gqa
 from model_store.families.config import ConfigError, ConfigView
-from model_store.families.facts import ArchitectureFacts, KvLayers, ParameterCounts
+from model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, ParameterCounts
 from model_store.families.mla import read_mla
 from model_store.families.mlp import read_mlp
 from model_store.families.vision import vision_parameters
@@ -80,6 +80,7 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
         layers = (KvLayers("mla", num_layers, 1, mla.latent_size),)
         heads, kv_heads, head_dim = mla.heads, mla.heads, mla.qk_nope_head_dim + mla.qk_rope_head_dim
         attention_lora = mla.lora_shapes()
+        mla_shape = MlaShape(head_dim, mla.qk_nope_head_dim, mla.v_head_dim)
     else:
         gqa = read_gqa(text, model_type)
         attention_params, norm_params = gqa.parameters_per_layer(), gqa.norm_parameters_per_layer()
@@ -88,6 +89,7 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
         layers = kv_layers(layer_kinds(text, model_type, num_layers), gqa.kv_heads, gqa.head_dim)
         heads, kv_heads, head_dim = gqa.heads, gqa.kv_heads, gqa.head_dim
         attention_lora = gqa.lora_shapes()
+        mla_shape = None
     tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", model_type.startswith("gemma")))
     mlp_params = mlp.parameters(hidden)
     moe_layer_params = (mlp_params["experts"] + mlp_params["shared_experts"] + mlp_params["router"]) // max(
@@ -126,5 +128,6 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
         weight_format=checkpoint_format(config, top.where),
         checkpoint_bytes=total_size,
         vision_hidden_size=(vision.int("hidden_size", 0, minimum=0) if vision else 0),
+        mla_shape=mla_shape,
         source=source,
     )

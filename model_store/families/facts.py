@@ -70,6 +70,15 @@ class MoeFacts:
 
 
 @dataclass(frozen=True)
+class MlaShape:
+    """What MLA's prefill up-projects per head (qk: nope + rope, v)."""
+
+    qk_head_dim: int
+    qk_nope_head_dim: int
+    v_head_dim: int
+
+
+@dataclass(frozen=True)
 class ArchitectureFacts:
     """The numbers of a causal LM that memory planning and LoRA shape checks need."""
 
@@ -92,6 +101,7 @@ class ArchitectureFacts:
     weight_format: WeightFormat | None = None  # a pre-quantized checkpoint's format
     checkpoint_bytes: int | None = None  # exact bytes of the safetensors, when known
     vision_hidden_size: int = 0
+    mla_shape: MlaShape | None = None
     source: str = ""
 
     @property
@@ -113,8 +123,21 @@ class ArchitectureFacts:
         """Parameters of input embeddings and LM head (kept in 16 bit by weight quantizers)."""
         return self.parameters.embeddings + self.parameters.lm_head
 
-    def activation_intermediate_size(self) -> int:
-        """The widest MLP activation one token produces (an MoE token fans out to top-k experts)."""
-        moe = self.moe.expert_intermediate_size * self.moe.experts_per_token if self.moe else 0
-        shared = self.moe.shared_intermediate_size if self.moe else 0
-        return max(self.intermediate_size, moe + shared)
+    def transient_elements_per_token(self, tp: int) -> int:
+        """The largest temporary tensors one token makes inside one layer, in elements.
+
+        Attention: q, k, v and the output (MLA: heads x (2 x qk head + 2 x v head) after the
+        latent is up-projected). MLP: the gate/up output of a dense layer; for MoE, vLLM's
+        fused-experts workspace: top-k x (gate/up + activation + down outputs).
+        """
+        if self.mla_shape:
+            m = self.mla_shape
+            attention = self.num_attention_heads // tp * (2 * m.qk_head_dim + 2 * m.v_head_dim)
+        else:
+            attention = (2 * self.num_attention_heads + 2 * self.num_kv_heads) * self.head_dim // tp
+        mlp = 2 * self.intermediate_size // tp
+        if self.moe:
+            m = self.moe
+            fused = m.experts_per_token * (3 * m.expert_intermediate_size // tp + self.hidden_size)
+            mlp = max(mlp, fused + 2 * m.shared_intermediate_size // tp)
+        return max(attention, mlp)

@@ -61,3 +61,21 @@ def read_mla(text: ConfigView) -> MlaAttention:
         qk_rope_head_dim=text.int("qk_rope_head_dim"),
         v_head_dim=text.int("v_head_dim"),
     )
+
+
+# MLACommonMetadataBuilder.determine_chunked_prefill_workspace_size (vLLM 0.26/0.32): room for
+# 8 full-length requests or 4 pages per sequence, at most 64 Ki tokens.
+MAX_PREFILL_WORKSPACE_TOKENS = 64 * 1024
+
+
+def prefill_workspace_tokens(max_model_len: int, max_num_seqs: int, block_size: int) -> int:
+    """Tokens of cached context MLA up-projects at once when a prefill reads earlier chunks."""
+    size = min(max(8 * max_model_len, 4 * max_num_seqs * block_size), MAX_PREFILL_WORKSPACE_TOKENS)
+    return max(size, max_num_seqs * block_size)
+
+
+def prefill_workspace_bytes(shape, max_model_len: int, max_num_seqs: int, block_size: int, heads_per_gpu: int) -> int:
+    """The up-projected context vLLM's profile run allocates in every MLA layer (to reserve it):
+    workspace tokens x heads x (qk_nope + v) x 2 bytes. DeepSeek-V3 at 16k context: 4 GiB."""
+    tokens = prefill_workspace_tokens(max_model_len, max_num_seqs, block_size)
+    return tokens * heads_per_gpu * (shape.qk_nope_head_dim + shape.v_head_dim) * 2

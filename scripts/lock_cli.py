@@ -1,0 +1,92 @@
+"""`llmfleet lock`: resolve every model's architecture facts (checkpoint directory, the store,
+the Hugging Face Hub, bundled configs) and write `fleet.lock.json` beside the manifest.
+
+The edge for the network: HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE are read
+here and handed to model_store.hub; AWS credentials and AWS_ENDPOINT_URL reach boto3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from model_store.families import ConfigError
+from model_store.hub import HubClient
+from model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
+from model_store.manifest import ManifestError, ModelSpec, load_fleet
+from model_store.store import ModelStore, StoreError
+from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, app, console, errors, fail
+
+OFFLINE_VALUES = {"1", "true", "yes", "on"}
+
+
+def hub_from_env(env: dict[str, str] | os._Environ = os.environ) -> HubClient:
+    return HubClient(
+        endpoint=env.get("HF_ENDPOINT") or None,
+        token=env.get("HF_TOKEN") or None,
+        cache_dir=env.get("HF_HUB_CACHE") or None,
+        offline=env.get("HF_HUB_OFFLINE", "").lower() in OFFLINE_VALUES,
+    )
+
+
+def store_facts(spec: ModelSpec, notes: list[str]) -> FactsRecord | None:
+    """The model's own revision in the store, or None (noted) when it is not there or unreachable."""
+    store = ModelStore.from_uri(spec.store_uri)
+    try:
+        config = store.read_model_config(spec.name, spec.revision)
+        weights = store.read_model_weights(spec.name, spec.revision)
+    except (StoreError, ClientError, BotoCoreError) as exc:
+        notes.append(f"model {spec.name!r}: store not used ({str(exc).splitlines()[0][:160]})")
+        return None
+    return FactsRecord(
+        origin="store",
+        location=f"{spec.store_uri}/models/{spec.name}",
+        revision=spec.revision,
+        config=config,
+        weights_bytes_by_dtype=weights,
+    )
+
+
+def resolve_and_write(fleet_path: Path, *, use_store: bool = True) -> FleetLock:
+    """Resolve FLEET's facts and write its lock; CLI exits for every failure."""
+    try:
+        fleet = load_fleet(fleet_path)
+    except ManifestError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    notes: list[str] = []
+    store = (lambda spec: store_facts(spec, notes)) if use_store else None
+    with console.status("resolving architecture facts") as status:
+        try:
+            lock, fallbacks = resolve_fleet(
+                fleet, fleet_path.parent, hub=hub_from_env(), store=store, progress=lambda name: status.update(f"resolving {name}")
+            )
+        except ConfigError as exc:
+            raise fail(f"{fleet_path}: cannot lock:\n{exc}", EXIT_REFUSED) from None
+    target = lock_path(fleet_path)
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(lock.to_text())
+    partial.replace(target)  # the old lock stays whole until the new one is
+    for note in notes + fallbacks:
+        errors.print(f"note: {note}", highlight=False)
+    for name, entry in lock.models.items():
+        where = f"{entry.model.origin}:{entry.model.location}" + (f"@{entry.model.revision}" if entry.model.revision else "")
+        console.print(f"  {name}: {where}", highlight=False)
+    console.print(f"wrote {target}")
+    return lock
+
+
+@app.command()
+def lock(
+    fleet: FleetArg = Path("fleet.yaml"),
+) -> None:
+    """Resolve every model's architecture facts and write fleet.lock.json beside FLEET.
+
+    Per model, in order: its local checkpoint directory; its revision in the store
+    (config.json and safetensors headers); the Hugging Face Hub for `architecture:
+    org/name[@revision]` (HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE); the bundled configs when the
+    Hub cannot be asked (HF_HUB_OFFLINE=1 or no network). Commit the lock: plan, synth and
+    the containers read it and never the network.
+    """
+    resolve_and_write(fleet)
