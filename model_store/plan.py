@@ -18,7 +18,7 @@ from model_store import kv_cache
 from model_store.catalog import EC2_PRICE_SOURCE, INSTANCES, GpuInstance, instance
 from model_store.families import ArchitectureFacts, mla
 from model_store.manifest import AdapterRef, FleetManifest, ModelSpec
-from model_store.quantization import ONLINE_FORMATS, WeightFormat
+from model_store.families.quantization import ONLINE_FORMATS, WeightFormat
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -277,8 +277,9 @@ def weight_bytes(arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None) 
     if arch.checkpoint_bytes and served_as_stored:
         stored_per_param = arch.checkpoint_bytes / params.checkpoint_total()
         return arch.checkpoint_bytes - int(params.not_loaded * stored_per_param)
-    covered = sum(params.part(name) for name in fmt.covers) if fmt else 0
-    quantized = covered * fmt.bytes_per_weight if fmt else 0
+    parts = fmt.part_bytes() if fmt else {}
+    covered = sum(params.part(name) for name in parts)
+    quantized = sum(params.part(name) * size for name, size in parts.items())
     return int(quantized + (params.total() - covered) * DTYPE_BYTES[dtype])
 
 

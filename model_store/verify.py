@@ -63,7 +63,7 @@ def emulate(plan: ServingPlan, gpu: LocalGpu) -> Emulation:
     utilization = plan.vllm.gpu_memory_utilization
     if gpu.memory_bytes == planned:
         return Emulation(gpu_memory_utilization=utilization, note=f"same GPU memory as the plan's {plan.gpu_name}")
-    emulated = math.floor(utilization * planned / gpu.memory_bytes * 10_000) / 10_000
+    emulated = math.floor(utilization * planned / gpu.memory_bytes * 1e6) / 1e6  # never above the plan
     return Emulation(
         gpu_memory_utilization=emulated,
         note=(
@@ -312,11 +312,26 @@ class Measurement(Frozen):
     verdict: Verdict
 
 
+class EarlierMeasurement(Frozen):
+    """A figure measured before `llmfleet verify` existed (vLLM's offline LLM class, by hand):
+    vLLM's 'GPU KV cache size' for a model of a fleet file, kept so the planner stays held to it."""
+
+    date: str
+    gpu: str
+    vllm_version: str
+    fleet_file: str = Field(description="Fleet manifest (repository path) that plans the model.")
+    model: str
+    measured_kv_tokens: int
+    how: str
+
+
 class MeasurementLog(Frozen):
     measurements: list[Measurement]
+    earlier: list[EarlierMeasurement] = Field(default_factory=list)
 
     def merged(self, new: list[Measurement]) -> MeasurementLog:
         """Newer measurements of the same (model, config, GPU, vLLM) replace older ones."""
         key = lambda m: (m.verdict.model, m.verdict.config, m.gpu, m.vllm_version)  # noqa: E731
         replaced = {key(m) for m in new}
-        return MeasurementLog(measurements=[m for m in self.measurements if key(m) not in replaced] + new)
+        kept = [m for m in self.measurements if key(m) not in replaced]
+        return self.model_copy(update={"measurements": kept + new})

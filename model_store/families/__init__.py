@@ -8,7 +8,9 @@ A model is composed of independent parts, each with one home here:
 - `mlp.py`: dense and mixture-of-experts MLPs (shared experts, first-k dense layers,
   interleaved MoE layers);
 - `vision.py`: the vision encoder of a multimodal checkpoint (`text_config` beside a
-  `vision_config`).
+  `vision_config`);
+- `quantization.py`: the weight format a checkpoint's `quantization_config` describes
+  (compressed-tensors schemes, fp8, awq/gptq, mxfp4, modelopt), per parameter group.
 
 `facts_from_config` composes them into one `ArchitectureFacts`. Whatever a config asks for
 that no part models is refused with the key named: never planned as a dense model.

@@ -10,7 +10,7 @@ from model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, Pa
 from model_store.families.mla import read_mla
 from model_store.families.mlp import read_mlp
 from model_store.families.vision import vision_parameters
-from model_store.quantization import checkpoint_format
+from model_store.families.quantization import checkpoint_format
 
 # Text model types whose layers the parts above describe (each checked against vLLM's
 # model files: vllm/model_executor/models/, 0.26 and 0.32).

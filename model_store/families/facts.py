@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from model_store.quantization import WeightFormat
+from model_store.families.quantization import WeightFormat
 
 AttentionKind = Literal["full", "sliding", "chunked", "mla"]
 

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from model_store.architectures import ArchitectureFacts, facts_from_config, known_architecture
-from model_store.quantization import ONLINE_FORMATS
+from model_store.families.quantization import ONLINE_FORMATS
 from model_store.catalog import L4, GpuInstance, Gpu
 from model_store.manifest import FleetManifest, ModelSpec, load_fleet, parse_fleet
 from model_store.plan import (

@@ -14,21 +14,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from model_store.manifest import ManifestError
+from model_store.families.config import ConfigError
 
-# Layer groups a weight format may cover (see families.ParameterCounts).
+# Layer groups a weight format may cover (see facts.ParameterCounts).
 QUANTIZABLE = frozenset({"attention", "dense_mlp", "experts", "shared_experts"})
 # A 16-bit scale per group (AWQ/GPTQ/compressed-tensors group strategy) and a packed zero.
 SCALE_BYTES = 2
 
 
-class QuantizationError(ManifestError):
+class QuantizationError(ConfigError):
     """A quantization_config the planner cannot model; the message names the key."""
 
 
 @dataclass(frozen=True)
 class WeightFormat:
-    """How one quantized weight is stored in GPU memory."""
+    """How quantized weights are stored in GPU memory, per parameter group."""
 
     method: str  # vLLM's name (`--quantization`, or what it detects from the checkpoint)
     scheme: str  # human name: "FP8-dynamic", "W4A16 g128", "MXFP4", ...
@@ -36,8 +36,17 @@ class WeightFormat:
     min_capability: float  # CUDA compute capability vLLM's kernels for it need
     covers: frozenset[str] = field(default=QUANTIZABLE)  # parameter groups stored this way
     online: bool = False  # quantized by vLLM at load time (the checkpoint is 16-bit)
+    # Groups stored at other widths than bytes_per_weight (mixed-precision checkpoints).
+    overrides: tuple[tuple[str, float], ...] = ()
+
+    def part_bytes(self) -> dict[str, float]:
+        """Bytes per weight of every group the format stores quantized."""
+        return {part: self.bytes_per_weight for part in self.covers} | dict(self.overrides)
 
     def describe(self) -> str:
+        parts = self.part_bytes()
+        if len(set(parts.values())) > 1:
+            return f"{self.method} {self.scheme}, " + ", ".join(f"{p} {b:.3f} B/weight" for p, b in sorted(parts.items()))
         where = "" if self.covers == QUANTIZABLE else f" on {'+'.join(sorted(self.covers))}"
         return f"{self.method} {self.scheme}{where}, {self.bytes_per_weight:.3f} B/weight"
 
@@ -77,38 +86,76 @@ def _uncovered(entries: list | None) -> frozenset[str]:
     return frozenset(kept)
 
 
+# A compressed-tensors group's `targets` -> the parameter groups it quantizes: "Linear" is
+# every linear layer; a regex names attention, experts, shared experts or MLP projections
+# (which, unqualified, match dense, routed and shared MLPs alike).
+_ATTENTION_WORDS = ("attn", "attention", "q_proj", "kv_proj", "o_proj", "wq", "wkv", "wo_")
+_MLP_WORDS = ("mlp", "ffn", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3")
+_MLP_PARTS = frozenset({"dense_mlp", "experts", "shared_experts"})
+
+
+def _target_parts(targets: list) -> frozenset[str]:
+    parts: set[str] = set()
+    for target in targets or ["Linear"]:
+        text = str(target)
+        if text == "Linear":
+            return QUANTIZABLE
+        if any(word in text for word in _ATTENTION_WORDS):
+            parts.add("attention")
+        if "shared_expert" in text:
+            parts.add("shared_experts")
+        elif "experts" in text:
+            parts.add("experts")
+        elif any(word in text for word in _MLP_WORDS):
+            parts |= _MLP_PARTS
+    return frozenset(parts)
+
+
+def _ct_scheme(bits: int, kind: str, group_size: int | None, act_bits: int | None, symmetric: bool, where: str) -> tuple[str, float, float]:
+    """(scheme, bytes per weight, min compute capability) of one compressed-tensors group."""
+    if kind == "float" and bits == 8:
+        return f"W8A{act_bits or 16} FP8", 1.0, 8.9
+    if kind == "float" and bits == 4 and group_size == 32:  # MXFP4: an e8m0 scale per 32
+        return f"MXFP4 W4A{act_bits or 16}", 0.5 + 1 / 32, 8.0
+    if kind == "float" and bits == 4:  # NVFP4: e2m1 values, an fp8 scale per 16, a global scale
+        return f"NVFP4 W4A{act_bits or 16}", 0.5 + 1 / (group_size or 16), 10.0
+    if kind == "int" and bits == 8:
+        return f"W8A{act_bits or 16} INT8", 1.0, 7.5
+    if kind == "int" and bits == 4:
+        return f"W4A{act_bits or 16}" + (f" g{group_size}" if group_size else ""), _int_group(4, group_size, not symmetric), 7.5
+    raise QuantizationError(f"{where}: compressed-tensors scheme with {bits}-bit {kind} weights is not modelled")
+
+
 def _compressed_tensors(config: dict, where: str) -> WeightFormat:
     groups = config.get("config_groups")
     if not isinstance(groups, dict) or not groups:
         raise QuantizationError(f"{where}: quantization_config.config_groups is missing (compressed-tensors needs it)")
-    schemes = []
+    ignored = _uncovered(config.get("ignore"))
+    per_part: dict[str, tuple[str, float, float]] = {}
     for name, group in groups.items():
         weights = (group or {}).get("weights") or {}
-        activations = (group or {}).get("input_activations")
         bits, kind = weights.get("num_bits"), weights.get("type")
         if not isinstance(bits, int) or kind not in ("int", "float"):
             raise QuantizationError(
                 f"{where}: quantization_config.config_groups.{name}.weights needs num_bits (int) and type "
                 f"('int' or 'float'), got num_bits={bits!r} type={kind!r}"
             )
-        act_bits = (activations or {}).get("num_bits")
+        act_bits = ((group or {}).get("input_activations") or {}).get("num_bits")
         group_size = weights.get("group_size") if weights.get("strategy") in ("group", "tensor_group") else None
-        schemes.append((bits, kind, group_size, act_bits, weights.get("symmetric", True)))
-    bits, kind, group_size, act_bits, symmetric = max(schemes)  # the widest group decides the bytes
-    covers = QUANTIZABLE - _uncovered(config.get("ignore"))
-    if kind == "float" and bits == 8:
-        return WeightFormat("compressed-tensors", f"W8A{act_bits or 16} FP8", 1.0, 8.9, covers)
-    if kind == "float" and bits == 4 and group_size == 32:  # MXFP4: an e8m0 scale per 32
-        return WeightFormat("compressed-tensors", f"MXFP4 W4A{act_bits or 16}", 0.5 + 1 / 32, 8.0, covers)
-    if kind == "float" and bits == 4:
-        # NVFP4: e2m1 values, an fp8 scale per 16 and a global scale.
-        return WeightFormat("compressed-tensors", f"NVFP4 W4A{act_bits or 16}", 0.5 + 1 / (group_size or 16), 10.0, covers)
-    if kind == "int" and bits == 8:
-        return WeightFormat("compressed-tensors", f"W8A{act_bits or 16} INT8", 1.0, 7.5, covers)
-    if kind == "int" and bits == 4:
-        scheme = f"W4A{act_bits or 16}" + (f" g{group_size}" if group_size else "")
-        return WeightFormat("compressed-tensors", scheme, _int_group(4, group_size, not symmetric), 7.5, covers)
-    raise QuantizationError(f"{where}: compressed-tensors scheme with {bits}-bit {kind} weights is not modelled")
+        scheme = _ct_scheme(bits, kind, group_size, act_bits, weights.get("symmetric", True), where)
+        for part in _target_parts(group.get("targets")) - ignored:
+            per_part[part] = scheme
+    if not per_part:
+        raise QuantizationError(f"{where}: quantization_config.config_groups target no layer the planner knows")
+    widest = max(per_part.values(), key=lambda s: s[1])
+    return WeightFormat(
+        "compressed-tensors",
+        " + ".join(sorted({s[0] for s in per_part.values()})),
+        widest[1],
+        max(s[2] for s in per_part.values()),
+        frozenset(per_part),
+        overrides=tuple(sorted((part, s[1]) for part, s in per_part.items() if s[1] != widest[1])),
+    )
 
 
 def _awq_gptq(method: str, config: dict, where: str) -> WeightFormat:

@@ -1,0 +1,207 @@
+"""Model families from real config.json files (tests/data/hf_configs, each with its `_source`):
+parameter counts against the published sizes, KV bytes per token against hand derivations,
+layer layouts, and a clear refusal, naming the key, of whatever the planner cannot model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model_store.families import ConfigError, facts_from_config
+from model_store.plan import kv_bytes_per_token, weight_bytes
+from tests.conftest import REPO
+
+CONFIGS = REPO / "tests/data/hf_configs"
+# Model types the planner refuses (a different cache layout, or vLLM no longer serves them).
+REFUSED = {
+    "LiquidAI__LFM2.5-VL-1.6B": "model_type 'lfm2_vl'",  # convolution + attention hybrid
+    "Qwen__Qwen3-Next-80B-A3B-Thinking": "model_type 'qwen3_next'",  # linear-attention hybrid
+    "RedHatAI__DeepSeek-V4-Flash-NVFP4-FP8": "model_type 'deepseek_v4'",  # compressed sparse attention
+    "nvidia__DeepSeek-V4-Flash-NVFP4": "model_type 'deepseek_v4'",
+    "poolside__Laguna-XS.2-FP8": "model_type 'laguna'",  # per-layer head counts
+    "meta-llama__Llama-3.2-11B-Vision-Instruct": "removed in vLLM 0.10.2",
+    "meta-llama__Llama-3.2-90B-Vision-Instruct": "removed in vLLM 0.10.2",
+}
+PUBLISHED_TOLERANCE = 0.02
+
+
+def _load(path: Path) -> tuple[dict, dict]:
+    raw = json.loads(path.read_text())
+    return {k: v for k, v in raw.items() if not k.startswith("_")}, raw.get("_published", {})
+
+
+FIXTURES = sorted(CONFIGS.glob("*.json"))
+PLANNED = [p for p in FIXTURES if p.stem not in REFUSED]
+
+
+def facts(stem: str):
+    return facts_from_config(_load(CONFIGS / f"{stem}.json")[0], source=stem)
+
+
+def test_at_least_25_real_configs_are_planned() -> None:
+    assert len(PLANNED) >= 25
+    for path in FIXTURES:
+        assert "_source" in json.loads(path.read_text()), path.name
+
+
+@pytest.mark.parametrize("path", PLANNED, ids=lambda p: p.stem)
+def test_parameters_and_weight_bytes_match_published_sizes(path: Path) -> None:
+    config, published = _load(path)
+    arch = facts_from_config(config, source=path.stem)
+    if "parameters" in published:  # a card's "7 billion" is rounded: held to 5 %
+        tolerance = 0.05 if published.get("rounded") else PUBLISHED_TOLERANCE
+        assert abs(arch.parameters.total() / published["parameters"] - 1) <= tolerance
+    if "total_size" in published:  # computed from the config alone, not read back from the index
+        stored = weight_bytes(arch, arch.checkpoint_dtype, arch.weight_format)
+        assert abs(stored / published["total_size"] - 1) <= PUBLISHED_TOLERANCE
+    assert arch.parameters.total() > 0 and arch.kv_layers
+
+
+# Model-card parameter counts, for fixtures whose copy carries none (each card states the
+# figure; rounded ones like "7B" are not precise enough for a 2 % check and are left out).
+CARD_PARAMETERS = {
+    "Qwen__Qwen3-32B": 32.8e9,
+    "Qwen__Qwen3-235B-A22B": 235e9,
+    "Qwen__Qwen2.5-7B-Instruct": 7.61e9,
+    "meta-llama__Llama-4-Scout-17B-16E-Instruct": 109e9,
+    "meta-llama__Llama-3.1-8B-Instruct": 8.03e9,
+    "meta-llama__Llama-3.1-70B-Instruct": 70.6e9,
+    "meta-llama__Llama-3.2-1B-Instruct": 1.24e9,
+    "meta-llama__Llama-3.2-3B-Instruct": 3.21e9,
+    "Qwen__Qwen2.5-VL-7B-Instruct": 8.29e9,
+    "google__gemma-2-9b-it": 9.24e9,
+    "microsoft__phi-4": 14.7e9,
+}
+
+
+@pytest.mark.parametrize("stem", sorted(CARD_PARAMETERS))
+def test_parameters_match_model_cards(stem: str) -> None:
+    assert abs(facts(stem).parameters.total() / CARD_PARAMETERS[stem] - 1) <= PUBLISHED_TOLERANCE
+
+
+def test_deepseek_v3_checkpoint_holds_the_mtp_layer_vllm_does_not_load() -> None:
+    arch = facts("deepseek-ai__DeepSeek-V3")
+    assert abs(arch.parameters.total() / 671e9 - 1) < 0.01  # the model card's 671 B
+    assert abs(arch.parameters.checkpoint_total() / 684.5e9 - 1) < 0.01  # the Hub's 685 B with MTP
+
+
+# KV bytes per token of context at bf16, derived by hand from each config.
+HAND_KV = {
+    # Qwen3-MoE: 48 layers x K and V x 4 KV heads x head_dim 128 x 2 B
+    "Qwen__Qwen3-30B-A3B": 48 * 2 * 4 * 128 * 2,
+    # MLA: one latent of kv_lora_rank 512 + qk_rope_head_dim 64 per layer, 61 layers
+    "deepseek-ai__DeepSeek-V3": 61 * (512 + 64) * 2,
+    "moonshotai__Kimi-K2-Instruct": 61 * (512 + 64) * 2,
+    # gpt-oss-20b: 24 layers (12 sliding, 12 full) x 2 x 8 KV heads x head_dim 64
+    "openai__gpt-oss-20b": 24 * 2 * 8 * 64 * 2,
+    # Llama-4 Scout: 48 layers (36 chunked, 12 global) x 2 x 8 x 128
+    "meta-llama__Llama-4-Scout-17B-16E-Instruct": 48 * 2 * 8 * 128 * 2,
+    # Gemma-2 9B: 42 layers x 2 x 8 KV heads x head_dim 256
+    "google__gemma-2-9b-it": 42 * 2 * 8 * 256 * 2,
+    # Gemma-3 1B: 26 layers x 2 x 1 KV head x head_dim 256
+    "google__gemma-3-1b-it": 26 * 2 * 1 * 256 * 2,
+    # Qwen2.5-VL 7B: the LM at the top level, 28 layers x 2 x 4 x 128
+    "Qwen__Qwen2.5-VL-7B-Instruct": 28 * 2 * 4 * 128 * 2,
+    # Mistral 3.1 wrapper: text_config 40 layers x 2 x 8 x 128
+    "mistralai__Mistral-Small-3.1-24B-Instruct-2503": 40 * 2 * 8 * 128 * 2,
+    "LGAI-EXAONE__EXAONE-4.0-32B": 64 * 2 * 8 * 128 * 2,
+}
+
+
+@pytest.mark.parametrize("stem", sorted(HAND_KV))
+def test_kv_bytes_per_token_equal_hand_derivation(stem: str) -> None:
+    assert kv_bytes_per_token(facts(stem), "auto", "bfloat16") == HAND_KV[stem]
+
+
+def test_mla_is_a_latent_not_per_head_kv() -> None:
+    arch = facts("deepseek-ai__DeepSeek-V3")
+    per_head_dense = 2 * 61 * 128 * (128 + 64) * 2  # what a dense reading of 128 heads would say
+    assert per_head_dense / kv_bytes_per_token(arch, "auto", "bfloat16") > 40
+    # The latent is whole on every tensor-parallel rank.
+    assert kv_bytes_per_token(arch, "auto", "bfloat16", tp=8) == kv_bytes_per_token(arch, "auto", "bfloat16")
+
+
+@pytest.mark.parametrize(
+    ("stem", "layout"),
+    [
+        ("openai__gpt-oss-20b", [("full", 12, None), ("sliding", 12, 128)]),
+        ("openai__gpt-oss-120b", [("full", 18, None), ("sliding", 18, 128)]),
+        ("google__gemma-2-9b-it", [("full", 21, None), ("sliding", 21, 4096)]),
+        ("google__gemma-3-1b-it", [("full", 4, None), ("sliding", 22, 512)]),
+        ("LGAI-EXAONE__EXAONE-4.0-32B", [("full", 16, None), ("sliding", 48, 4096)]),
+        ("meta-llama__Llama-4-Scout-17B-16E-Instruct", [("full", 12, None), ("chunked", 36, 8192)]),
+        ("mistralai__Mistral-7B-v0.1", [("sliding", 32, 4096)]),
+        ("Qwen__Qwen2.5-7B-Instruct", [("full", 28, None)]),  # sliding_window set, use_sliding_window false
+        ("deepseek-ai__DeepSeek-V3", [("mla", 61, None)]),
+    ],
+)
+def test_layer_layouts(stem: str, layout: list) -> None:
+    assert [(layer.kind, layer.count, layer.window) for layer in facts(stem).kv_layers] == layout
+
+
+def test_moe_layouts() -> None:
+    qwen = facts("Qwen__Qwen3-30B-A3B").moe
+    assert (qwen.num_experts, qwen.experts_per_token, qwen.expert_intermediate_size, qwen.moe_layers) == (128, 8, 768, 48)
+    deepseek = facts("deepseek-ai__DeepSeek-V3")
+    assert (deepseek.moe.moe_layers, deepseek.moe.shared_intermediate_size) == (58, 2048)  # first 3 layers dense
+    assert deepseek.intermediate_size == 18432
+    scout = facts("meta-llama__Llama-4-Scout-17B-16E-Instruct").moe
+    assert (scout.num_experts, scout.experts_per_token, scout.shared_intermediate_size) == (16, 1, 8192)
+    # 30.5 B parameters, but 3.3 B active: the planner sizes all experts, vLLM loads them all.
+    assert facts("Qwen__Qwen3-30B-A3B").parameters.experts > 28e9
+
+
+def test_multimodal_wrappers_count_the_vision_tower() -> None:
+    for stem in ("Qwen__Qwen2.5-VL-7B-Instruct", "mistralai__Mistral-Small-3.1-24B-Instruct-2503", "meta-llama__Llama-4-Scout-17B-16E-Instruct"):
+        arch = facts(stem)
+        assert "vision" in arch.family and 0.2e9 < arch.parameters.vision < 2e9, (stem, arch.parameters.vision)
+
+
+def test_quantized_checkpoints_are_read_from_quantization_config() -> None:
+    oss = facts("openai__gpt-oss-20b").weight_format
+    assert (oss.method, oss.covers, oss.min_capability) == ("mxfp4", frozenset({"experts"}), 8.0)
+    assert facts("deepseek-ai__DeepSeek-V3").weight_format.scheme == "FP8 block 128x128"
+    devstral = facts("mistralai__Devstral-Small-2-24B-Instruct-2512").weight_format
+    assert devstral.method == "fp8" and devstral.bytes_per_weight == 1.0
+
+
+@pytest.mark.parametrize("stem", sorted(REFUSED))
+def test_what_cannot_be_modelled_is_refused_naming_the_key(stem: str) -> None:
+    with pytest.raises(ConfigError, match=REFUSED[stem]):
+        facts(stem)
+
+
+def _base() -> dict:
+    return _load(CONFIGS / "meta-llama__Llama-3.1-8B-Instruct.json")[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"hidden_size": None}, "hidden_size is missing"),
+        ({"num_hidden_layers": "32"}, "num_hidden_layers must be an integer"),
+        ({"num_key_value_heads": 5}, "num_key_value_heads (5) must divide num_attention_heads (32)"),
+        ({"num_attention_heads": 0}, "num_attention_heads must be >= 1"),
+        ({"model_type": None}, "model_type is missing"),
+        ({"model_type": "rwkv"}, "model_type 'rwkv' is not modelled"),
+        ({"sliding_window": 4096}, "sliding_window is set (4096) for model_type 'llama'"),
+        ({"layer_types": ["full_attention"] * 3}, "layer_types has 3 entries for 32 layers"),
+        ({"layer_types": ["linear_attention"] * 32}, "entry 'linear_attention' is not modelled"),
+        ({"quantization_config": {"quant_method": "hqq"}}, "quant_method 'hqq' is not modelled"),
+        ({"quantization_config": "fp8"}, "quantization_config must be an object"),
+        ({"quantization_config": {"quant_method": "compressed-tensors"}}, "config_groups is missing"),
+        ({"quantization_config": {"quant_method": "fp8", "weight_block_size": [128]}}, "weight_block_size"),
+    ],
+)
+def test_malformed_configs_are_refused_naming_the_key(change: dict, fragment: str) -> None:
+    config = {**_base(), **change}
+    with pytest.raises(ConfigError) as caught:
+        facts_from_config(config, source="bad/config.json")
+    assert fragment in str(caught.value) and str(caught.value).startswith("bad/config.json: ")
+
+
+def test_a_config_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        facts_from_config(["not", "a", "config"], source="x")

@@ -1,0 +1,73 @@
+"""The planner held to vLLM's own figures: every case measured on a GPU (tests/data/
+gpu_measurements.json, written by `llmfleet verify --record`) is planned again here, and a
+planner change that moves a prediction more than 3 % away from what vLLM measured fails.
+CI has no GPU; the data carries the GPU's answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from model_store.families import facts_from_config
+from model_store.fleet import load_and_plan
+from model_store.manifest import FleetManifest
+from model_store.plan import GIB, plan_model
+from model_store.verify import KV_TOLERANCE, MeasurementLog
+from tests.conftest import REPO
+
+LOG = MeasurementLog.model_validate_json((REPO / "tests/data/gpu_measurements.json").read_text())
+VERIFIED = [m for m in LOG.measurements if m.verdict.config == "plan"]
+# Weights as vLLM reports them ("Model loading took X GiB", rounded to 0.01 GiB) include
+# buffers the planner does not count (rotary caches, MLA's absorbed matrices): 2 %.
+WEIGHTS_TOLERANCE = 0.02
+
+
+def _replan(measurement):
+    fleet = FleetManifest.model_validate(measurement.fleet)
+    weights = measurement.weights_bytes_by_dtype
+    facts = facts_from_config(measurement.config, total_size=sum(weights.values()) if weights else None, source="record")
+    return plan_model(fleet, fleet.models[0], facts)
+
+
+@pytest.mark.parametrize("measurement", VERIFIED, ids=lambda m: f"{m.verdict.model}-{m.gpu}-vllm{m.vllm_version}")
+def test_planned_kv_capacity_stays_within_3_percent_of_vllms(measurement) -> None:
+    plan = _replan(measurement)
+    measured = measurement.verdict.measured_kv_tokens
+    assert measured, "a recorded plan measurement always has vLLM's KV figure"
+    ratio = measured / plan.memory.token_capacity
+    assert abs(ratio - 1) <= KV_TOLERANCE, (
+        f"{measurement.verdict.model}: vLLM {measured:,} tokens, plan {plan.memory.token_capacity:,} ({ratio:.4f})"
+    )
+
+
+@pytest.mark.parametrize("measurement", VERIFIED, ids=lambda m: m.verdict.model)
+def test_planned_weights_match_what_vllm_loaded(measurement) -> None:
+    plan = _replan(measurement)
+    measured_gib = measurement.verdict.measured_weights_gib
+    assert abs(measured_gib / (plan.memory.weights_bytes_per_gpu / GIB) - 1) <= WEIGHTS_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def earlier_plans() -> dict[tuple[str, str], object]:
+    plans = {}
+    for fleet_file in {m.fleet_file for m in LOG.earlier}:
+        for plan in load_and_plan(REPO / fleet_file)[1]:
+            plans[(fleet_file, plan.model_name)] = plan
+    return plans
+
+
+@pytest.mark.parametrize("measurement", LOG.earlier, ids=lambda m: m.model)
+def test_earlier_measurements_stay_within_3_percent(measurement, earlier_plans) -> None:
+    plan = earlier_plans[(measurement.fleet_file, measurement.model)]
+    assert abs(measurement.measured_kv_tokens / plan.memory.token_capacity - 1) <= KV_TOLERANCE
+
+
+def test_every_new_family_was_measured() -> None:
+    """One model of each family the planner learned is held to a GPU measurement."""
+    families = {_replan(m).family for m in VERIFIED}
+    for part in ("MoE", "MLA", "sliding-window hybrid"):
+        assert any(part in family for family in families), (part, families)
+
+
+def test_the_record_names_gpu_and_vllm_version() -> None:
+    for m in VERIFIED + LOG.earlier:
+        assert m.gpu.startswith("NVIDIA") and m.vllm_version[0].isdigit() and m.date.startswith("20")
