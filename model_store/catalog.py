@@ -2,14 +2,33 @@
 
 GPU memory is `memory.total` as nvidia-smi reports it on each GPU (what vLLM's
 gpu_memory_utilization is a fraction of), not the marketing figure.
+
+Every instance names where its two prices were read and when (`price_source`,
+`sagemaker_price_source`); `llmfleet catalog` prints them. A SageMaker price of None means
+SageMaker real-time inference does not offer the type, or no price for it was found: the
+planner then never places a SageMaker target on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 EC2_PRICE_SOURCE = "aws.amazon.com/ec2/pricing/on-demand, Linux, us-east-1, read 2025-10 (after the 2025-06 P4/P5 cut)"
 SAGEMAKER_PRICE_SOURCE = "aws.amazon.com/sagemaker/pricing, real-time inference, us-east-1, read 2025-10"
+
+# The rows added in 2026-12. instances.vantage.sh republishes the AWS Price List; its snapshot
+# of 2026-01-21 is kept in github.com/tsaol/aws-gpu (data/<family>_instances.js). Its figures
+# for the older rows agree with EC2_PRICE_SOURCE to the cent, except that it has no us-east-1
+# price at all for p5e.48xlarge, whose row here is therefore unconfirmed.
+VANTAGE_EC2_PRICE_SOURCE = (
+    "instances.vantage.sh (AWS Price List), Linux on-demand, us-east-1, snapshot 2026-01-21 "
+    "(github.com/tsaol/aws-gpu data/*_instances.js), read 2026-12-01"
+)
+SAGEMAKER_UNPRICED = (
+    "no SageMaker real-time inference price found for us-east-1 (searched 2026-12-01); "
+    "treated as not offered"
+)
 
 
 @dataclass(frozen=True)
@@ -17,8 +36,9 @@ class Gpu:
     name: str
     memory_mib: int  # nvidia-smi memory.total
     compute_capability: float
-    fp8: bool  # native FP8 tensor cores (Ada, Hopper)
+    fp8: bool  # native FP8 tensor cores (Ada, Hopper, Blackwell)
     bf16: bool
+    fp4: bool = False  # native FP4 tensor cores (Blackwell: NVFP4, MXFP4)
 
 
 # nvidia-smi memory.total per GPU, as published in AWS and NVIDIA docs (2025).
@@ -30,6 +50,10 @@ A100_40 = Gpu("NVIDIA A100 40GB", 40_960, 8.0, fp8=False, bf16=True)
 A100_80 = Gpu("NVIDIA A100 80GB", 81_920, 8.0, fp8=False, bf16=True)
 H100 = Gpu("NVIDIA H100 80GB", 81_559, 9.0, fp8=True, bf16=True)
 H200 = Gpu("NVIDIA H200", 143_771, 9.0, fp8=True, bf16=True)
+# "NVIDIA B200, 183359 MiB, compute capability 10.0": nvidia-smi --query-gpu on B200 hosts in
+# published run logs (2026-05 to 2026-09, drivers 570 to 595); AWS lists p6-b200's 8 GPUs as
+# 1,432 GB, 179 GB each, which is these 183,359 MiB (179.06 GiB).
+B200 = Gpu("NVIDIA B200", 183_359, 10.0, fp8=True, bf16=True, fp4=True)
 
 
 @dataclass(frozen=True)
@@ -40,8 +64,10 @@ class GpuInstance:
     vcpus: int
     memory_gib: int
     nvme_gb: int
-    price_usd_hour: float  # EC2 on-demand, EC2_PRICE_SOURCE
-    sagemaker_price_usd_hour: float | None  # ml.<name>, SAGEMAKER_PRICE_SOURCE; None: not offered
+    price_usd_hour: float  # EC2 on-demand, see price_source
+    sagemaker_price_usd_hour: float | None  # ml.<name>, see sagemaker_price_source; None: not offered
+    price_source: str = EC2_PRICE_SOURCE
+    sagemaker_price_source: str = SAGEMAKER_PRICE_SOURCE
 
     @property
     def family(self) -> str:
@@ -55,7 +81,23 @@ class GpuInstance:
     def gpu_memory_bytes(self) -> int:
         return self.gpu.memory_mib * 2**20
 
+    def to_record(self) -> dict[str, Any]:
+        """Every field (the GPU as a nested object) and the derived ones, as JSON types.
 
+        The keys are `llmfleet catalog --json`'s; `from_record` reads a record back."""
+        record = {field.name: getattr(self, field.name) for field in fields(self)}
+        record["gpu"] = asdict(self.gpu)
+        return record | {name: getattr(self, name) for name in DERIVED_KEYS}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> GpuInstance:
+        values = {key: value for key, value in record.items() if key not in DERIVED_KEYS}
+        return cls(**(values | {"gpu": Gpu(**values["gpu"])}))
+
+
+DERIVED_KEYS = ("family", "sagemaker_name", "gpu_memory_bytes")
+
+# Where a row's own source says more than the defaults, the comment on it says what.
 INSTANCES: tuple[GpuInstance, ...] = (
     GpuInstance("g4dn.xlarge", T4, 1, 4, 16, 125, 0.526, 0.7364),
     GpuInstance("g4dn.2xlarge", T4, 1, 8, 32, 225, 0.752, 0.94),
@@ -69,14 +111,37 @@ INSTANCES: tuple[GpuInstance, ...] = (
     GpuInstance("g6.2xlarge", L4, 1, 8, 32, 450, 0.9776, 1.3718),
     GpuInstance("g6.12xlarge", L4, 4, 48, 192, 3760, 4.6016, 6.4422),
     GpuInstance("g6.48xlarge", L4, 8, 192, 768, 7520, 13.3504, 18.6906),
+    # Every G6e size. NVMe: AWS's G6e size table (4xlarge 1 x 600 GB, 8xlarge 2 x 450 GB,
+    # 16xlarge 2 x 950 GB, 24xlarge 2 x 1.9 TB). The four new sizes have no us-east-1 SageMaker
+    # real-time row in what could be read; the Price List's us-west-2 Batch Transform rows are
+    # $3.7553, $5.6607, none and $18.8319875, which are not real-time prices.
     GpuInstance("g6e.xlarge", L40S, 1, 4, 32, 250, 1.861, 2.6054),
     GpuInstance("g6e.2xlarge", L40S, 1, 8, 64, 450, 2.24208, 3.1389),
+    GpuInstance("g6e.4xlarge", L40S, 1, 16, 128, 600, 3.00424, None, VANTAGE_EC2_PRICE_SOURCE, SAGEMAKER_UNPRICED),
+    GpuInstance("g6e.8xlarge", L40S, 1, 32, 256, 900, 4.52856, None, VANTAGE_EC2_PRICE_SOURCE, SAGEMAKER_UNPRICED),
     GpuInstance("g6e.12xlarge", L40S, 4, 48, 384, 3800, 10.49264, 14.6897),
+    GpuInstance("g6e.16xlarge", L40S, 1, 64, 512, 1900, 7.57719, None, VANTAGE_EC2_PRICE_SOURCE, SAGEMAKER_UNPRICED),
+    GpuInstance("g6e.24xlarge", L40S, 4, 96, 768, 3800, 15.06559, None, VANTAGE_EC2_PRICE_SOURCE, SAGEMAKER_UNPRICED),
     GpuInstance("g6e.48xlarge", L40S, 8, 192, 1536, 7600, 30.13118, 42.1836),
     GpuInstance("p4d.24xlarge", A100_40, 8, 96, 1152, 8000, 21.96, 25.2504),
     GpuInstance("p4de.24xlarge", A100_80, 8, 96, 1152, 8000, 27.44705, 31.5641),
+    # One H100, 1 x 3.84 TB NVMe (3800 GB as EC2 and vantage report it). SageMaker lists
+    # ml.p5.4xlarge for endpoints, but no real-time price for it was found.
+    GpuInstance("p5.4xlarge", H100, 1, 16, 256, 3800, 6.88, None, VANTAGE_EC2_PRICE_SOURCE, SAGEMAKER_UNPRICED),
     GpuInstance("p5.48xlarge", H100, 8, 192, 2048, 30720, 55.04, 63.296),
     GpuInstance("p5e.48xlarge", H200, 8, 192, 2048, 30720, 63.296, 72.7904),
+    # 8 x H200, 3,200 Gbps EFAv3, 8 x 3.84 TB NVMe. The SageMaker price is the us-east-2
+    # hosting row (no us-east-1 row was found); EC2 charges the same $63.296 in both regions.
+    GpuInstance(
+        "p5en.48xlarge", H200, 8, 192, 2048, 30720, 63.296, 72.795, VANTAGE_EC2_PRICE_SOURCE,
+        "AWS Price List API, AmazonSageMaker usagetype USE2-Host:ml.p5en.48xlarge: us-east-2 real-time "
+        "hosting, read 2026-10-03 (no us-east-1 row found)",
+    ),
+    # 8 x B200, 3,200 Gbps EFAv4, 8 x 3.84 TB NVMe, 2 TiB. Offered in us-east-1, us-east-2 and
+    # us-west-2 at the same price; no SageMaker real-time price was found.
+    GpuInstance(
+        "p6-b200.48xlarge", B200, 8, 192, 2048, 30720, 113.9328, None, VANTAGE_EC2_PRICE_SOURCE, SAGEMAKER_UNPRICED
+    ),
 )
 
 
@@ -91,3 +156,9 @@ def instance(name: str) -> GpuInstance:
         if candidate.name == bare:
             return candidate
     raise CatalogError(f"instance type {name!r} is not in the GPU catalog; known: {[i.name for i in INSTANCES]}")
+
+
+def with_gpu(text: str, catalog: tuple[GpuInstance, ...] = INSTANCES) -> tuple[GpuInstance, ...]:
+    """The instances whose GPU name contains `text`, ignoring case (`h200`, `L40S`, `b200`)."""
+    wanted = text.strip().lower()
+    return tuple(i for i in catalog if wanted in i.gpu.name.lower())

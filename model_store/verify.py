@@ -312,6 +312,19 @@ class Measurement(Frozen):
     verdict: Verdict
 
 
+def replan(measurement: Measurement) -> ServingPlan:
+    """The plan today's planner makes for a recorded measurement's model (its fleet entry and
+    config.json as recorded): what the 3 % regression test and the report compare."""
+    from model_store.families import facts_from_config
+    from model_store.manifest import FleetManifest
+    from model_store.plan import plan_model
+
+    fleet = FleetManifest.model_validate(measurement.fleet)
+    weights = measurement.weights_bytes_by_dtype
+    facts = facts_from_config(measurement.config, total_size=sum(weights.values()) if weights else None, source="record")
+    return plan_model(fleet, fleet.models[0], facts)
+
+
 class EarlierMeasurement(Frozen):
     """A figure measured before `llmfleet verify` existed (vLLM's offline LLM class, by hand):
     vLLM's 'GPU KV cache size' for a model of a fleet file, kept so the planner stays held to it."""

@@ -1,6 +1,9 @@
-"""Render tests/data/gpu_measurements.json as the dated markdown table of docs/gpu-measurements.md.
+"""Render tests/data/gpu_measurements.json as the dated markdown of docs/gpu-measurements.md.
 
     python -m scripts.gpu_report tests/data/gpu_measurements.json > docs/gpu-measurements.md
+
+"plan then" is what the planner predicted when the figure was measured; "plan now" is what
+today's planner predicts for the same model and settings (the regression test's view).
 """
 
 from __future__ import annotations
@@ -8,76 +11,107 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from model_store.verify import Measurement, MeasurementLog
+from model_store.fleet import load_and_plan
+from model_store.verify import MeasurementLog, replan
+
+INTRO = (
+    "Written by `make bench-gpu` (`llmfleet verify`) from `tests/data/gpu_measurements.json`; "
+    "`tests/unit/test_gpu_measurements.py` plans every row again and fails when the planner moves "
+    "more than 3 % away from vLLM's own KV capacity. Random weights from each `config.json` "
+    "(`--load-format dummy`, no tokenizer); the load test sends random token ids, closed loop at "
+    "the model's target concurrency (short: it shows the server answers at that concurrency, "
+    "first-request warm-up included, not peak throughput). 'plan then': the prediction when "
+    "measured; 'plan now': today's planner."
+)
 
 
 def _cell(value, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def _family(m: Measurement) -> str:
-    from model_store.families import facts_from_config
-
-    return facts_from_config(m.config).family
-
-
-def render(log: MeasurementLog) -> str:
-    plans = [m for m in log.measurements if m.verdict.config == "plan"]
-    lines = [
-        "# The planner against vLLM on a GPU",
-        "",
-        "Written by `make bench-gpu` (`llmfleet verify`) from `tests/data/gpu_measurements.json`; "
-        "`tests/unit/test_gpu_measurements.py` re-plans every row and fails when the planner moves "
-        "more than 3 % away from vLLM's own KV capacity. Random weights from each `config.json` "
-        "(`--load-format dummy`); the load test is random token ids, closed loop at the model's "
-        "target concurrency.",
-        "",
-        "| model | family | GPU | vLLM | date | KV tokens plan | vLLM | vLLM / plan | weights GiB plan | vLLM | boot s | compile s | out tok/s | TTFT p50 / p95 ms |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+def _verified_rows(log: MeasurementLog) -> list[str]:
+    rows = [
+        "| model | family | GPU, vLLM, date | KV tokens: vLLM | plan then | plan now | vLLM / plan now | weights GiB plan / vLLM | boot s | compile s | out tok/s | TTFT p50 / p95 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for m in plans:
-        v, load = m.verdict, m.verdict.load
-        lines.append(
-            f"| {v.model} | {_family(m)} | {m.gpu} | {m.vllm_version} | {m.date} | {v.predicted_kv_tokens:,} | "
-            f"{_cell(v.measured_kv_tokens, '{:,}')} | {_cell(v.kv_ratio, '{:.3f}')} | {v.predicted_weights_gib:.2f} | "
-            f"{_cell(v.measured_weights_gib, '{:.2f}')} | {_cell(v.boot_seconds, '{:.0f}')} | "
+    for m in (m for m in log.measurements if m.verdict.config == "plan"):
+        v, load, now = m.verdict, m.verdict.load, replan(m)
+        rows.append(
+            f"| {v.model} | {now.family} | {m.gpu}, {m.vllm_version}, {m.date} | {_cell(v.measured_kv_tokens, '{:,}')} | "
+            f"{v.predicted_kv_tokens:,} | {now.memory.token_capacity:,} | "
+            f"{_cell(v.measured_kv_tokens and v.measured_kv_tokens / now.memory.token_capacity, '{:.3f}')} | "
+            f"{v.predicted_weights_gib:.2f} / {_cell(v.measured_weights_gib, '{:.2f}')} | {_cell(v.boot_seconds, '{:.0f}')} | "
             f"{_cell(v.boot.compile_seconds, '{:.0f}')} | {_cell(load and load.output_tokens_per_second, '{:,.0f}')} | "
             f"{_cell(load and load.ttft_p50_ms, '{:.0f}')} / {_cell(load and load.ttft_p95_ms, '{:.0f}')} |"
         )
-    compared = sorted({m.verdict.model for m in log.measurements if m.verdict.config != "plan"})
-    for model in compared:
-        runs = {m.verdict.config: m for m in log.measurements if m.verdict.model == model}
+    return rows
+
+
+def _earlier_rows(log: MeasurementLog, repo: Path) -> list[str]:
+    if not log.earlier:
+        return []
+    plans = {}
+    for fleet_file in sorted({m.fleet_file for m in log.earlier}):
+        plans |= {(fleet_file, p.model_name): p for p in load_and_plan(repo / fleet_file)[1]}
+    rows = [
+        "",
+        "## Measured before `verify` existed",
+        "",
+        f"{log.earlier[0].how}.",
+        "",
+        "| model (examples/gpu/fleet.yaml) | GPU, vLLM, date | KV tokens: vLLM | plan now | vLLM / plan now |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for m in log.earlier:
+        plan = plans[(m.fleet_file, m.model)]
+        rows.append(
+            f"| {m.model} | {m.gpu}, {m.vllm_version}, {m.date} | {m.measured_kv_tokens:,} | "
+            f"{plan.memory.token_capacity:,} | {m.measured_kv_tokens / plan.memory.token_capacity:.3f} |"
+        )
+    return rows
+
+
+def _compare_rows(log: MeasurementLog) -> list[str]:
+    rows = []
+    for model in sorted({m.verdict.model for m in log.measurements if m.verdict.config != "plan"}):
+        runs = {m.verdict.config: m.verdict for m in log.measurements if m.verdict.model == model}
         base = runs.get("plan")
-        lines += [
+        base_speed = base.load.output_tokens_per_second if base and base.load else None
+        rows += [
             "",
             f"## `verify --compare`: {model}",
             "",
-            "| settings | out tok/s | vs plan | TTFT p50 / p95 ms | KV tokens | boot s |",
+            "| settings | out tok/s | plan's tok/s ÷ this | TTFT p50 / p95 ms | KV tokens | boot s |",
             "|---|---:|---:|---:|---:|---:|",
         ]
         for config in ("plan", "vllm-defaults", "seed-notebook"):
-            if config not in runs:
+            v = runs.get(config)
+            if v is None:
                 continue
-            v, load = runs[config].verdict, runs[config].verdict.load
-            speed = load.output_tokens_per_second if load else None
-            base_speed = base.verdict.load.output_tokens_per_second if base and base.verdict.load else None
-            ratio = f"{base_speed / speed:.2f}x" if speed and base_speed and config != "plan" else "-"
-            lines.append(
-                f"| {config} | {_cell(speed, '{:,.0f}')} | plan {ratio} | {_cell(load and load.ttft_p50_ms, '{:.0f}')} / "
-                f"{_cell(load and load.ttft_p95_ms, '{:.0f}')} | {_cell(v.measured_kv_tokens, '{:,}')} | {_cell(v.boot_seconds, '{:.0f}')} |"
+            speed = v.load.output_tokens_per_second if v.load else None
+            ratio = f"{base_speed / speed:.2f}" if speed and base_speed else "-"
+            rows.append(
+                f"| {config} | {_cell(speed, '{:,.0f}')} | {ratio} | {_cell(v.load and v.load.ttft_p50_ms, '{:.0f}')} / "
+                f"{_cell(v.load and v.load.ttft_p95_ms, '{:.0f}')} | {_cell(v.measured_kv_tokens, '{:,}')} | {_cell(v.boot_seconds, '{:.0f}')} |"
             )
-        if base and base.verdict.load:
-            load = base.verdict.load
-            lines.append(
-                f"\nWorkload: {load.requests} requests of {load.prompt_tokens} random prompt tokens and "
-                f"{load.output_tokens_per_request} output tokens, {load.concurrency} in flight."
+        if base and base.load:
+            rows.append(
+                f"\nOne run each. Workload: {base.load.requests} requests of {base.load.prompt_tokens} random prompt "
+                f"tokens and {base.load.output_tokens_per_request} output tokens, {base.load.concurrency} in flight, "
+                "through the OpenAI server (the plan's run also passes the entrypoint's ASGI middleware)."
             )
+    return rows
+
+
+def render(log: MeasurementLog, repo: Path) -> str:
+    lines = ["# The planner against vLLM on a GPU", "", INTRO, ""]
+    lines += _verified_rows(log) + _earlier_rows(log, repo) + _compare_rows(log)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
     path = Path(argv[1] if len(argv) > 1 else "tests/data/gpu_measurements.json")
-    sys.stdout.write(render(MeasurementLog.model_validate_json(path.read_text())))
+    sys.stdout.write(render(MeasurementLog.model_validate_json(path.read_text()), Path.cwd()))
 
 
 if __name__ == "__main__":

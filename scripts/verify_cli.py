@@ -12,7 +12,9 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -243,6 +245,9 @@ def verify_command(
     if unknown:
         raise fail(f"{fleet}: no model {unknown}; it has {sorted(plans)}", EXIT_BAD_INPUT)
     gpu = local_gpu()
+    # A SIGTERM (a CI time-out, `timeout`) unwinds like Ctrl-C, so each server's process
+    # group is stopped: vLLM runs in a session of its own and would outlive us holding the GPU.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     verdicts, measurements = [], []
     root = Path(keep or tempfile.mkdtemp(prefix="llmfleet-verify-"))
     try:

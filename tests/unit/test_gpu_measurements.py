@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from model_store.families import facts_from_config
 from model_store.fleet import load_and_plan
-from model_store.manifest import FleetManifest
-from model_store.plan import GIB, plan_model
-from model_store.verify import KV_TOLERANCE, MeasurementLog
+from model_store.plan import GIB
+from model_store.verify import KV_TOLERANCE, MeasurementLog, replan
 from tests.conftest import REPO
 
 LOG = MeasurementLog.model_validate_json((REPO / "tests/data/gpu_measurements.json").read_text())
@@ -21,16 +19,9 @@ VERIFIED = [m for m in LOG.measurements if m.verdict.config == "plan"]
 WEIGHTS_TOLERANCE = 0.02
 
 
-def _replan(measurement):
-    fleet = FleetManifest.model_validate(measurement.fleet)
-    weights = measurement.weights_bytes_by_dtype
-    facts = facts_from_config(measurement.config, total_size=sum(weights.values()) if weights else None, source="record")
-    return plan_model(fleet, fleet.models[0], facts)
-
-
 @pytest.mark.parametrize("measurement", VERIFIED, ids=lambda m: f"{m.verdict.model}-{m.gpu}-vllm{m.vllm_version}")
 def test_planned_kv_capacity_stays_within_3_percent_of_vllms(measurement) -> None:
-    plan = _replan(measurement)
+    plan = replan(measurement)
     measured = measurement.verdict.measured_kv_tokens
     assert measured, "a recorded plan measurement always has vLLM's KV figure"
     ratio = measured / plan.memory.token_capacity
@@ -41,7 +32,7 @@ def test_planned_kv_capacity_stays_within_3_percent_of_vllms(measurement) -> Non
 
 @pytest.mark.parametrize("measurement", VERIFIED, ids=lambda m: m.verdict.model)
 def test_planned_weights_match_what_vllm_loaded(measurement) -> None:
-    plan = _replan(measurement)
+    plan = replan(measurement)
     measured_gib = measurement.verdict.measured_weights_gib
     assert abs(measured_gib / (plan.memory.weights_bytes_per_gpu / GIB) - 1) <= WEIGHTS_TOLERANCE
 
@@ -63,7 +54,7 @@ def test_earlier_measurements_stay_within_3_percent(measurement, earlier_plans) 
 
 def test_every_new_family_was_measured() -> None:
     """One model of each family the planner learned is held to a GPU measurement."""
-    families = {_replan(m).family for m in VERIFIED}
+    families = {replan(m).family for m in VERIFIED}
     for part in ("MoE", "MLA", "sliding-window hybrid"):
         assert any(part in family for family in families), (part, families)
 
