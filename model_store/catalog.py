@@ -97,7 +97,7 @@ class GpuInstance:
 
 DERIVED_KEYS = ("family", "sagemaker_name", "gpu_memory_bytes")
 
-# Where a row's own source says more than the defaults, the comment on it says what.
+# Rows that name no sources were read from EC2_PRICE_SOURCE and SAGEMAKER_PRICE_SOURCE.
 INSTANCES: tuple[GpuInstance, ...] = (
     GpuInstance("g4dn.xlarge", T4, 1, 4, 16, 125, 0.526, 0.7364),
     GpuInstance("g4dn.2xlarge", T4, 1, 8, 32, 225, 0.752, 0.94),
@@ -111,10 +111,14 @@ INSTANCES: tuple[GpuInstance, ...] = (
     GpuInstance("g6.2xlarge", L4, 1, 8, 32, 450, 0.9776, 1.3718),
     GpuInstance("g6.12xlarge", L4, 4, 48, 192, 3760, 4.6016, 6.4422),
     GpuInstance("g6.48xlarge", L4, 8, 192, 768, 7520, 13.3504, 18.6906),
-    # Every G6e size. NVMe: AWS's G6e size table (4xlarge 1 x 600 GB, 8xlarge 2 x 450 GB,
-    # 16xlarge 2 x 950 GB, 24xlarge 2 x 1.9 TB). The four new sizes have no us-east-1 SageMaker
-    # real-time row in what could be read; the Price List's us-west-2 Batch Transform rows are
-    # $3.7553, $5.6607, none and $18.8319875, which are not real-time prices.
+    # Every G6e size. NVMe, disks x size as AWS's G6e table gives them (vantage lists the same
+    # disk counts): 4xlarge 1 x 600 GB, 8xlarge 2 x 450 GB, 16xlarge 2 x 950 GB, 24xlarge
+    # 2 x 1.9 TB. The four new sizes have no us-east-1 SageMaker real-time row in what could be
+    # read; the Price List's us-west-2 Batch Transform rows ($3.7553, $5.6607, none, $18.8319875)
+    # are not real-time prices.
+    # To review: the Price List's us-east-1 hosting rows (USE1-Host, read 2026-09-20 and
+    # 2026-10-05) give ml.g6e.2xlarge $2.8026 and ml.g6e.12xlarge $13.1158, not the 3.1389 and
+    # 14.6897 below (which are 1.4 x EC2, as are the g6 SageMaker figures above).
     GpuInstance("g6e.xlarge", L40S, 1, 4, 32, 250, 1.861, 2.6054),
     GpuInstance("g6e.2xlarge", L40S, 1, 8, 64, 450, 2.24208, 3.1389),
     GpuInstance("g6e.4xlarge", L40S, 1, 16, 128, 600, 3.00424, None, VANTAGE_EC2_PRICE_SOURCE, SAGEMAKER_UNPRICED),

@@ -42,6 +42,7 @@ class HubClient:
         """config.json and weight bytes of `repo_id` at `revision` (branch, tag or sha; default main)."""
         if self.offline:
             raise HubUnreachable(f"{repo_id}: the Hub is not asked in offline mode (HF_HUB_OFFLINE)")
+        from httpx2 import HTTPError  # huggingface_hub 2.x's transport: its connect errors are no OSError
         from huggingface_hub import HfApi, errors
 
         api = HfApi(endpoint=self.endpoint, token=self.token)
@@ -64,7 +65,7 @@ class HubClient:
             raise HubError(f"{name}: no such model on the Hub (or it is private: set HF_TOKEN)") from None
         except errors.OfflineModeIsEnabled:
             raise HubUnreachable(f"{name}: the Hub is not asked in offline mode (HF_HUB_OFFLINE)") from None
-        except (errors.HfHubHTTPError, OSError) as exc:
+        except (HTTPError, OSError) as exc:
             if isinstance(exc, errors.HfHubHTTPError) and exc.response is not None:
                 raise HubError(f"{name}: the Hub answered HTTP {exc.response.status_code}") from None
             raise HubUnreachable(f"{name}: the Hub cannot be reached ({type(exc).__name__})") from None

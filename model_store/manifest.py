@@ -387,6 +387,10 @@ def load_fleet(path: str | Path) -> FleetManifest:
 def fleet_json_schema() -> dict[str, Any]:
     """JSON Schema of fleet.yaml, for editors (yaml-language-server) and CI linting."""
     schema = FleetManifest.model_json_schema()
+    # A model's `source` may be left out when the fleet names its `store` (filled in as
+    # <store>/models/<name> before validation), so editors must not demand it.
+    model = schema["$defs"]["ModelSpec"]
+    model["required"] = [key for key in model["required"] if key != "source"]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "llmfleet fleet manifest"
     return schema

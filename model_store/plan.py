@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import kv_cache
-from model_store.catalog import EC2_PRICE_SOURCE, INSTANCES, GpuInstance, instance
+from model_store.catalog import INSTANCES, GpuInstance, instance
 from model_store.families import ArchitectureFacts, mla
 from model_store.manifest import AdapterRef, FleetManifest, ModelSpec
 from model_store.families.quantization import ONLINE_FORMATS, WeightFormat
@@ -395,7 +395,7 @@ def _batched_tokens(gpu_bytes: int, max_model_len: int) -> int:
 def _hardware_refusal(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, candidate: GpuInstance) -> str | None:
     gpu = candidate.gpu
     if "sagemaker" in spec.serving.targets and candidate.sagemaker_name is None:
-        return "not offered by SageMaker"
+        return "no SageMaker price in the catalog (not offered, or its price is not known)"
     if dtype == "bfloat16" and not gpu.bf16:
         return f"{gpu.name} (compute {gpu.compute_capability}) has no bfloat16"
     if fmt and gpu.compute_capability < fmt.min_capability:
@@ -598,7 +598,7 @@ def plan_model(
         adapters=spec.lora.adapters if spec.lora else [],
         lora_max_rank=spec.lora.max_rank if spec.lora else None,
         cost_per_hour_usd=round(_price(chosen, spec.serving.targets), 4),
-        price_source=EC2_PRICE_SOURCE,
+        price_source="; ".join(dict.fromkeys(chosen.price_source if t == "ecs" else chosen.sagemaker_price_source for t in spec.serving.targets)),
         reasons=reasons,
     )
 

@@ -91,7 +91,7 @@ def plan(
     if refresh:
         from scripts.lock_cli import resolve_and_write
 
-        resolve_and_write(fleet)
+        resolve_and_write(fleet, report=errors if as_json else console)
     manifest, plans = load_and_plan(fleet)
     if as_json:
         print(json.dumps({"fleet": manifest.name, "stage": manifest.stage, "models": [plan_summary(p) for p in plans]}, indent=2))
@@ -140,6 +140,7 @@ app.add_typer(adapter_app, name="adapter")
 import scripts.fleet_cli  # noqa: E402,F401 - adds status, invoke and local to `app` (either import order)
 import scripts.verify_cli  # noqa: E402,F401 - adds verify to `app`
 import scripts.lock_cli  # noqa: E402,F401 - adds lock to `app`
+import scripts.catalog_cli  # noqa: E402,F401 - adds catalog to `app`
 
 
 def main() -> None:

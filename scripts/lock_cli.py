@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
 
 from model_store.families import ConfigError
 from model_store.hub import HubClient
@@ -38,7 +39,7 @@ def store_facts(spec: ModelSpec, notes: list[str]) -> FactsRecord | None:
         config = store.read_model_config(spec.name, spec.revision)
         weights = store.read_model_weights(spec.name, spec.revision)
     except (StoreError, ClientError, BotoCoreError) as exc:
-        notes.append(f"model {spec.name!r}: store not used ({str(exc).splitlines()[0][:160]})")
+        notes.append(f"model {spec.name!r}: store not used ({str(exc).splitlines()[0]})")
         return None
     return FactsRecord(
         origin="store",
@@ -49,15 +50,19 @@ def store_facts(spec: ModelSpec, notes: list[str]) -> FactsRecord | None:
     )
 
 
-def resolve_and_write(fleet_path: Path, *, use_store: bool = True) -> FleetLock:
-    """Resolve FLEET's facts and write its lock; CLI exits for every failure."""
+def resolve_and_write(fleet_path: Path, *, use_store: bool = True, report: Console = console) -> FleetLock:
+    """Resolve FLEET's facts and write its lock; CLI exits for every failure. What was
+    resolved is printed to `report` (stderr when stdout carries JSON)."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # one line per model is the progress here
     try:
         fleet = load_fleet(fleet_path)
     except ManifestError as exc:
         raise fail(str(exc), EXIT_BAD_INPUT) from None
     notes: list[str] = []
     store = (lambda spec: store_facts(spec, notes)) if use_store else None
-    with console.status("resolving architecture facts") as status:
+    with report.status("resolving architecture facts") as status:
         try:
             lock, fallbacks = resolve_fleet(
                 fleet, fleet_path.parent, hub=hub_from_env(), store=store, progress=lambda name: status.update(f"resolving {name}")
@@ -69,11 +74,11 @@ def resolve_and_write(fleet_path: Path, *, use_store: bool = True) -> FleetLock:
     partial.write_text(lock.to_text())
     partial.replace(target)  # the old lock stays whole until the new one is
     for note in notes + fallbacks:
-        errors.print(f"note: {note}", highlight=False)
+        errors.print(f"note: {note}", highlight=False, soft_wrap=True)
     for name, entry in lock.models.items():
         where = f"{entry.model.origin}:{entry.model.location}" + (f"@{entry.model.revision}" if entry.model.revision else "")
-        console.print(f"  {name}: {where}", highlight=False)
-    console.print(f"wrote {target}")
+        report.print(f"  {name}: {where}", highlight=False, soft_wrap=True)
+    report.print(f"wrote {target}", highlight=False, soft_wrap=True)
     return lock
 
 

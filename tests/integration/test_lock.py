@@ -283,14 +283,26 @@ def test_the_store_answers_first_and_a_model_it_lacks_falls_through_to_the_hub(
 # every Python socket connection refused and reported: synthesis must not reach for the network.
 SYNTH_WITHOUT_NETWORK = """
 import runpy, socket, sys
-def refuse(*args, **kwargs):
-    print(f"NETWORK ATTEMPT {args[1:] or kwargs}", file=sys.stderr)
-    raise OSError("network disabled in this test")
-socket.socket.connect = socket.socket.connect_ex = refuse
-socket.create_connection = refuse
+def refuse(address):
+    print(f"NETWORK ATTEMPT {address!r}", file=sys.stderr)
+    raise OSError(f"network disabled in this test: {address!r}")
+socket.socket.connect = socket.socket.connect_ex = lambda self, address: refuse(address)
+socket.create_connection = lambda address, *args, **kwargs: refuse(address)
 sys.argv = ["app.py"]
 runpy.run_path("app.py", run_name="__main__")
 """
+
+
+def container_plans(template: Path) -> list[dict]:
+    """The LLMFLEET_PLAN of every container definition in a synthesized template."""
+    resources = json.loads(template.read_text())["Resources"].values()
+    return [
+        json.loads(variable["Value"])
+        for resource in resources
+        for container in resource.get("Properties", {}).get("ContainerDefinitions", [])
+        for variable in container.get("Environment", [])
+        if variable["Name"] == "LLMFLEET_PLAN"
+    ]
 
 
 def test_cdk_synth_reads_the_lock_with_the_network_unreachable(
@@ -317,6 +329,8 @@ def test_cdk_synth_reads_the_lock_with_the_network_unreachable(
     assert "NETWORK ATTEMPT" not in output
     template = outdir / "llmfleet-locked-prod-tiny.template.json"
     assert template.is_file(), sorted(p.name for p in outdir.iterdir())
+    # The plan the container boots with was made from the lock's header bytes.
+    assert [plan["memory"]["weights_bytes"] for plan in container_plans(template)] == [sum(MAIN_BYTES.values())]
 
     # Without the lock the same synthesis has no facts for this model (it is not bundled).
     fleet.with_name("fleet.lock.json").unlink()
