@@ -10,9 +10,9 @@ FLEET=${FLEET:-examples/gpu/fleet.yaml}
 RECORD=${RECORD:-tests/data/gpu_measurements.json}
 COMPARE=${COMPARE-qwen3-8b}
 status=0
-"$PY" -m scripts.cli verify "$FLEET" --skip-unfit --record "$RECORD" || status=$?
+"$PY" -m scripts verify "$FLEET" --skip-unfit --record "$RECORD" || status=$?
 if [ -n "$COMPARE" ]; then
-  "$PY" -m scripts.cli verify "$FLEET" -m "$COMPARE" --compare --requests 512 --concurrency 256 \
+  "$PY" -m scripts verify "$FLEET" -m "$COMPARE" --compare --requests 512 --concurrency 256 \
     --prompt-tokens 1024 --max-tokens 256 --record "$RECORD" || status=$?
 fi
 "$PY" -m scripts.gpu_report "$RECORD" > docs/gpu-measurements.md

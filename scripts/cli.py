@@ -145,7 +145,3 @@ import scripts.catalog_cli  # noqa: E402,F401 - adds catalog to `app`
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()
