@@ -30,6 +30,7 @@ __all__ = [
     "read_checkpoint_architecture",
     "read_checkpoint_weights",
     "safetensors_header_length",
+    "weight_files",
 ]
 
 
@@ -88,10 +89,21 @@ def _read_header(path: Path) -> dict:
     return header
 
 
+def weight_files(names: list[str], index: dict | None) -> list[str]:
+    """The safetensors files vLLM loads: those the index maps tensors to, when there is an
+    index (Mistral repositories also ship a consolidated copy), else every one."""
+    if index and isinstance(index.get("weight_map"), dict):
+        mapped = set(index["weight_map"].values())
+        return sorted(name for name in names if name.rsplit("/", 1)[-1] in mapped)
+    return sorted(name for name in names if name.endswith(".safetensors"))
+
+
 def read_checkpoint_weights(directory: Path) -> dict[str, int] | None:
     """Bytes per dtype of a local checkpoint's safetensors files (their headers), or None."""
     totals: dict[str, int] = {}
-    for path in sorted(directory.glob("*.safetensors")):
+    index = read_json_file(directory / SAFETENSORS_INDEX) if (directory / SAFETENSORS_INDEX).is_file() else None
+    names = weight_files([p.name for p in directory.glob("*.safetensors")], index)
+    for path in (directory / name for name in names):
         for dtype, size in bytes_by_dtype(_read_header(path), str(path)).items():
             totals[dtype] = totals.get(dtype, 0) + size
     return totals or None

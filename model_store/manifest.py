@@ -381,6 +381,8 @@ def load_fleet(path: str | Path) -> FleetManifest:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read the fleet manifest: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not a fleet manifest: byte {exc.start} is not UTF-8 text") from None
     return parse_fleet(text, origin=str(path))
 
 

@@ -39,7 +39,7 @@ from model_store.adapters import (
     check_segment,
     validate_adapter,
 )
-from model_store.architectures import bytes_by_dtype, facts_from_config, safetensors_header_length
+from model_store.architectures import SAFETENSORS_INDEX, bytes_by_dtype, facts_from_config, safetensors_header_length, weight_files
 from model_store.manifest import ManifestError
 
 MANIFEST_NAME = "_manifest.json"
@@ -311,9 +311,13 @@ class ModelStore:
         """Bytes per dtype of an uploaded revision's safetensors, read from their headers
         (two ranged GETs a file, no weights); None when the revision holds no safetensors."""
         totals: dict[str, int] = {}
-        for entry in self.model_manifest(model, revision).files:
-            if not entry.path.endswith(".safetensors"):
-                continue
+        files = {entry.path: entry for entry in self.model_manifest(model, revision).files}
+        index_entry = files.get(SAFETENSORS_INDEX)
+        try:
+            index = json.loads(self._get_bytes(index_entry.key)) if index_entry else None
+        except ValueError:
+            raise StoreError(f"{self._s3_uri(index_entry.key)}: not valid JSON") from None
+        for entry in (files[name] for name in weight_files(list(files), index)):
             where = self._s3_uri(entry.key)
             length = safetensors_header_length(self._get_range(entry.key, 0, 8), where)
             try:

@@ -82,6 +82,12 @@ def test_plan_reads_a_local_checkpoint_directory(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", str(fleet), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["models"][0]["weights_bytes"] == 4 * 2**20
+    # A consolidated copy beside indexed shards (as Mistral repositories ship) is not loaded.
+    save_file({"a": np.zeros((2048, 1024), dtype=np.float16)}, model_dir / "consolidated.safetensors")
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    again = runner.invoke(app, ["plan", str(fleet), "--json"])
+    assert json.loads(again.stdout)["models"][0]["weights_bytes"] == 4 * 2**20
 
 
 def test_schema_writes_json_schema(tmp_path: Path) -> None:

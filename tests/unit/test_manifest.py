@@ -162,3 +162,19 @@ def test_s3_source_must_be_the_models_place_in_the_store() -> None:
     spec = parse_fleet(fleet_text({"source": "s3://llmfleet-store/team-a/models/qwen3-small/"})).models[0]
     assert spec.store_uri == "s3://llmfleet-store/team-a"
     assert parse_fleet(fleet_text()).models[0].store_uri == "s3://llmfleet-store"
+
+
+def test_a_binary_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ManifestError, match=r"fleet.yaml: not a fleet manifest: byte 128 is not UTF-8 text"):
+        load_fleet(path)
+
+
+def test_a_store_model_may_leave_out_its_source() -> None:
+    fleet = parse_fleet("name: f\nstore: s3://llmfleet-store/pre\nmodels:\n  - {name: a, architecture: Qwen/Qwen3-8B@v1}\n")
+    spec = fleet.models[0]
+    assert spec.source == "s3://llmfleet-store/pre/models/a" and spec.store_uri == "s3://llmfleet-store/pre"
+    assert (spec.hub_id, spec.hub_revision) == ("Qwen/Qwen3-8B", "v1")
+    with pytest.raises(ManifestError, match="'hf://Qwen/Qwen3-8B': weights are served from the store; set architecture: Qwen/Qwen3-8B"):
+        parse_fleet("name: f\nmodels:\n  - {name: a, source: 'hf://Qwen/Qwen3-8B'}\n")
