@@ -510,7 +510,7 @@ def plan_model(
         raise PlanError(f"model {spec.name!r}: internal error, a fitting choice without a memory plan")
 
     reasons = [
-        f"{arch.family} ({arch.model_type}); weights {memory.weights_bytes / GIB:.2f} GiB "
+        f"{arch.family} ({arch.model_type}, facts from {arch.source or 'config.json'}); weights {memory.weights_bytes / GIB:.2f} GiB "
         f"({memory.parameters / 1e9:.2f} B params, {fmt.describe() if fmt else dtype})"
         f"{' incl. draft model' if draft else ''}",
         _kv_reason(arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -96,20 +97,20 @@ def plan(
     if as_json:
         print(json.dumps({"fleet": manifest.name, "stage": manifest.stage, "models": [plan_summary(p) for p in plans]}, indent=2))
         return
-    table = Table(title=f"fleet {manifest.name} ({manifest.stage}, {manifest.region})")
-    table.add_column("model", no_wrap=True)
-    table.add_column("instance", no_wrap=True)
-    for column in ("GPUs x GiB", "TP", "weights GiB", "KV KiB/token", "max conc. @ len", "$/h"):
-        table.add_column(column, justify="right")
+    # Readable at 80 columns: memory figures are in the reasons below the table.
+    table = Table(title=f"fleet {manifest.name} ({manifest.stage}, {manifest.region})", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", overflow="fold", max_width=22)
+    table.add_column("instance", no_wrap=True, min_width=16)
+    for column, width in (("GPUs", 9), ("TP", 2), ("fits @ ctx", 12), ("$/h", 6)):
+        table.add_column(column, justify="right", no_wrap=True, min_width=width)
     for p in plans:
         instance = p.instance_type + (f"\n{p.sagemaker_instance_type}" if p.sagemaker_instance_type else "")
+        gpu = p.gpu_name.removeprefix("NVIDIA ").replace(" 80GB", "-80").replace(" 40GB", "-40")
         table.add_row(
             p.model_name,
             instance,
-            f"{p.gpus_per_instance} x {p.gpu_memory_bytes / GIB:.1f}",
+            f"{p.gpus_per_instance}x {gpu}",
             str(p.tensor_parallel_size),
-            f"{p.memory.weights_bytes / GIB:.2f}",
-            f"{p.memory.kv_bytes_per_token / 1024:.0f}",
             f"{p.memory.max_concurrency} @ {p.vllm.max_model_len:,}",
             f"{p.cost_per_hour_usd:.2f}",
         )
