@@ -244,6 +244,7 @@ class Verdict(Frozen):
     boot_seconds: float | None
     load: LoadFigures | None = None
     slo_ttft_ms: int | None = None
+    slo_met: bool | None = Field(default=None, description="TTFT p95 within the model's SLO (None: no SLO or no load test).")
     ok: bool
     problems: list[str]
 
@@ -290,6 +291,7 @@ def judge(
         boot_seconds=None if boot_seconds is None else round(boot_seconds, 1),
         load=load,
         slo_ttft_ms=slo_ttft_ms,
+        slo_met=None if slo_ttft_ms is None or load is None or load.ttft_p95_ms is None else load.ttft_p95_ms <= slo_ttft_ms,
         ok=not problems,
         problems=problems,
     )

@@ -36,8 +36,8 @@ def _cell(value, fmt: str = "{}") -> str:
 
 def _verified_rows(log: MeasurementLog) -> list[str]:
     rows = [
-        "| model | family | GPU, vLLM, date | KV tokens: vLLM | plan then | plan now | vLLM / plan now | weights GiB plan / vLLM | boot s | compile s | out tok/s | TTFT p50 / p95 ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | family | GPU, vLLM, date | KV tokens: vLLM | plan then | plan now | vLLM / plan now | weights GiB plan / vLLM | boot s | compile s | CUDA graphs s / GiB | out tok/s | TTFT p50 / p95 ms |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in (m for m in log.measurements if m.verdict.config == "plan"):
         v, load, now = m.verdict, m.verdict.load, replan(m)
@@ -46,7 +46,8 @@ def _verified_rows(log: MeasurementLog) -> list[str]:
             f"{v.predicted_kv_tokens:,} | {now.memory.token_capacity:,} | "
             f"{_cell(v.measured_kv_tokens and v.measured_kv_tokens / now.memory.token_capacity, '{:.3f}')} | "
             f"{v.predicted_weights_gib:.2f} / {_cell(v.measured_weights_gib, '{:.2f}')} | {_cell(v.boot_seconds, '{:.0f}')} | "
-            f"{_cell(v.boot.compile_seconds, '{:.0f}')} | {_cell(load and load.output_tokens_per_second, '{:,.0f}')} | "
+            f"{_cell(v.boot.compile_seconds, '{:.0f}')} | {_cell(v.boot.graph_capture_seconds, '{:.0f}')} / "
+            f"{_cell(v.boot.graph_gib, '{:.2f}')} | {_cell(load and load.output_tokens_per_second, '{:,.0f}')} | "
             f"{_cell(load and load.ttft_p50_ms, '{:.0f}')} / {_cell(load and load.ttft_p95_ms, '{:.0f}')} |"
         )
     return rows

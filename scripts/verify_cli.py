@@ -205,7 +205,8 @@ def _table(verdicts: list[verify.Verdict]) -> Table:
             f"{v.boot_seconds:.0f}" if v.boot_seconds else "-",
             f"{v.boot.compile_seconds:.0f}" if v.boot.compile_seconds else "-",
             f"{load.output_tokens_per_second:,.0f}" if load else "-",
-            f"{load.ttft_p50_ms:.0f}/{load.ttft_p95_ms:.0f}" if load and load.ttft_p50_ms is not None else "-",
+            (f"{load.ttft_p50_ms:.0f}/{load.ttft_p95_ms:.0f}" if load and load.ttft_p50_ms is not None else "-")
+            + ("" if v.slo_met is None else f" (SLO {v.slo_ttft_ms} {'met' if v.slo_met else 'missed'})"),
             "yes" if v.ok else "[red]NO[/]",
         )  # fmt: skip
     return table

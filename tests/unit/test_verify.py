@@ -143,3 +143,12 @@ def test_newer_records_replace_older_ones_of_the_same_run() -> None:
     merged = log.merged([again])
     assert len(merged.measurements) == len(log.measurements)
     assert merged.measurements[-1].date == "2027-01-01" and merged.earlier == log.earlier
+
+
+def test_ttft_is_held_to_the_slo_without_failing_the_verdict() -> None:
+    plan = PLANS["qwen3-8b"]
+    load = verify.load_figures([0.2, 0.4, 0.9], 384, 0, 1.0, concurrency=3, prompt_tokens=16, max_tokens=128)
+    slow = verify.judge(plan, _boot(plan.memory.token_capacity), 60.0, load, "", slo_ttft_ms=500)
+    fast = verify.judge(plan, _boot(plan.memory.token_capacity), 60.0, load, "", slo_ttft_ms=1000)
+    assert (slow.slo_met, fast.slo_met, slow.ok) == (False, True, True)
+    assert verify.judge(plan, _boot(plan.memory.token_capacity), 60.0, None, "", slo_ttft_ms=500).slo_met is None
