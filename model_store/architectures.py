@@ -27,6 +27,7 @@ __all__ = [
     "facts_from_config",
     "known_architecture",
     "known_architecture_ids",
+    "parse_safetensors_header",
     "read_checkpoint_architecture",
     "read_checkpoint_weights",
     "safetensors_header_length",
@@ -76,23 +77,27 @@ def bytes_by_dtype(header: dict, where: str) -> dict[str, int]:
     return totals
 
 
-def _read_header(path: Path) -> dict:
-    with path.open("rb") as handle:
-        length = safetensors_header_length(handle.read(8), str(path))
-        raw = handle.read(length)
+def parse_safetensors_header(raw: bytes, where: str) -> dict:
+    """A safetensors file's JSON header (the bytes after its length), checked."""
     try:
         header = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError(f"{path}: safetensors header is not JSON") from None
+        raise ConfigError(f"{where}: safetensors header is not JSON") from None
     if not isinstance(header, dict):
-        raise ConfigError(f"{path}: safetensors header is not an object")
+        raise ConfigError(f"{where}: safetensors header is not an object")
     return header
 
 
-def weight_files(names: list[str], index: dict | None) -> list[str]:
+def _read_header(path: Path) -> dict:
+    with path.open("rb") as handle:
+        length = safetensors_header_length(handle.read(8), str(path))
+        return parse_safetensors_header(handle.read(length), str(path))
+
+
+def weight_files(names: list[str], index: object) -> list[str]:
     """The safetensors files vLLM loads: those the index maps tensors to, when there is an
     index (Mistral repositories also ship a consolidated copy), else every one."""
-    if index and isinstance(index.get("weight_map"), dict):
+    if isinstance(index, dict) and isinstance(index.get("weight_map"), dict):
         mapped = set(index["weight_map"].values())
         return sorted(name for name in names if name.rsplit("/", 1)[-1] in mapped)
     return sorted(name for name in names if name.endswith(".safetensors"))

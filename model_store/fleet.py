@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from model_store.lock import FleetLock, check_lock, lock_path, offline_lock, read_lock
+from model_store.lock import FleetLock, check_lock, offline_lock, read_lock
 from model_store.manifest import FleetManifest, ManifestError, load_fleet
 from model_store.plan import ServingPlan, plan_fleet
 
@@ -23,7 +23,7 @@ def load_fleet_and_lock(fleet_path: str | Path, stage: str | None = None) -> tup
         except ValidationError:
             pattern = FleetManifest.model_fields["stage"].metadata[0].pattern
             raise ManifestError(f"stage {stage!r} must match {pattern}") from None
-    lock = read_lock(lock_path(fleet_path))
+    lock = read_lock(fleet_path)
     if lock is None:
         return fleet, offline_lock(fleet, fleet_path.parent)
     check_lock(fleet, lock, fleet_path)

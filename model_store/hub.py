@@ -55,6 +55,8 @@ class HubClient:
                 modelopt = self._json(api, repo_id, info.sha, HUB_QUANT_CONFIG)
                 config["quantization_config"] = {"quant_method": "modelopt", **modelopt.get("quantization", modelopt)}
             weights = self._weights(api, repo_id, info.sha) if any(f.endswith(".safetensors") for f in files) else None
+        except errors.HFValidationError as exc:
+            raise HubError(f"{name}: not a Hugging Face repository id or revision ({exc})") from None
         except errors.GatedRepoError:
             raise HubError(f"{name}: gated on the Hub: accept its licence on the model page and set HF_TOKEN to a token with access") from None
         except errors.RevisionNotFoundError:

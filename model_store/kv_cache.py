@@ -63,13 +63,14 @@ def kv_bytes_per_token(layers: tuple[KvLayers, ...], element_bytes: int, tp: int
 def kv_groups(layers: tuple[KvLayers, ...], hybrid: bool = True) -> tuple[int, list[KvLayers]]:
     """(group_size, one spec per group) as vLLM groups the layers.
 
-    Without the hybrid manager (`hybrid=False`), sliding and chunked layers are cached like
-    full attention (vllm unify_hybrid_kv_cache_specs).
+    Without the hybrid manager (`hybrid=False`), a model with full-attention layers caches
+    its sliding and chunked layers like full ones (vllm unify_hybrid_kv_cache_specs); a
+    model of sliding layers only is uniform and stays as it is.
     """
-    if not hybrid or len(layers) == 1:
-        merged = [layer if hybrid else KvLayers("full" if layer.kind != "mla" else "mla", layer.count, layer.kv_heads, layer.head_size) for layer in layers]
-        total = sum(layer.count for layer in merged)
-        return total, [merged[0]]
+    if not hybrid and any(layer.kind == "full" for layer in layers):
+        layers = (KvLayers("full", sum(layer.count for layer in layers), layers[0].kv_heads, layers[0].head_size),)
+    if len(layers) == 1:
+        return layers[0].count, [layers[0]]
     smallest, largest = min(layer.count for layer in layers), max(layer.count for layer in layers)
     group_size = largest if largest < smallest * 1.5 else smallest
     groups = [layer for layer in layers for _ in range(math.ceil(layer.count / group_size))]

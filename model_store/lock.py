@@ -16,14 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
 from model_store import architectures
 from model_store.families import ArchitectureFacts, ConfigError, facts_from_config
 from model_store.hub import HubClient, HubUnreachable
 from model_store.manifest import FleetManifest, ManifestError, ModelSpec
 
-LOCK_NAME = "fleet.lock.json"
 LOCK_FORMAT = 1
 Origin = Literal["local", "store", "hub", "bundled"]
 
@@ -43,7 +42,7 @@ class FactsRecord(Frozen):
     location: str = Field(description="Checkpoint path, s3:// revision prefix, Hub repo id, or bundled id.")
     revision: str | None = Field(description="Hub commit sha or store revision the facts were read at.")
     config: dict[str, Any] = Field(description="config.json as read (the planner reads its keys).")
-    weights_bytes_by_dtype: dict[str, int] | None = Field(
+    weights_bytes_by_dtype: dict[str, NonNegativeInt] | None = Field(
         default=None, description="Safetensors tensor bytes per dtype, from the files' headers."
     )
 
@@ -60,7 +59,7 @@ class ModelLock(Frozen):
 
 
 class FleetLock(Frozen):
-    format: int = LOCK_FORMAT
+    format: Literal[1] = Field(default=LOCK_FORMAT, description="This layout's version; another is refused.")
     fleet: str
     models: dict[str, ModelLock]
 
@@ -69,7 +68,9 @@ class FleetLock(Frozen):
 
 
 def lock_path(manifest_path: str | Path) -> Path:
-    return Path(manifest_path).with_name(LOCK_NAME)
+    """`fleet.yaml` -> `fleet.lock.json` beside it (each manifest of a folder its own lock)."""
+    manifest_path = Path(manifest_path)
+    return manifest_path.with_name(f"{manifest_path.stem}.lock.json")
 
 
 def draft_id(spec: ModelSpec) -> str | None:
@@ -134,10 +135,12 @@ def resolve_model(
         record = store(spec)
     if record is None:
         if spec.architecture is None:
-            raise ConfigError(
-                f"model {spec.name!r}: no facts: the store holds no {spec.source}/{spec.revision}/config.json "
-                "and 'architecture' (a Hugging Face id) is not set"
+            store_said = (
+                f"the store holds no {spec.source}/{spec.revision}/config.json"
+                if store is not None
+                else "the store is read only by `llmfleet lock`"
             )
+            raise ConfigError(f"model {spec.name!r}: no facts: {store_said} and 'architecture' (a Hugging Face id) is not set")
         record = _from_hub(spec.hub_id, spec.hub_revision, hub, notes)
     draft = draft_id(spec)
     draft_record = _from_hub(draft, None, hub, notes) if draft else None
@@ -170,15 +173,17 @@ def resolve_fleet(
 # --- reading ------------------------------------------------------------------------------
 
 
-def read_lock(path: Path) -> FleetLock | None:
-    """The lock at `path`, or None when there is none; a damaged lock is a LockError."""
+def read_lock(manifest_path: Path) -> FleetLock | None:
+    """The manifest's lock, or None when there is none; a damaged lock is a LockError."""
+    path = lock_path(manifest_path)
     if not path.is_file():
         return None
     try:
         return FleetLock.model_validate_json(path.read_bytes())
-    except (ValidationError, ValueError) as exc:
-        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise LockError(f"{path}: not a usable lock ({first}); rerun `llmfleet lock {path.with_name('fleet.yaml')}`") from None
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise LockError(f"{path}: not a usable lock ({where}: {error['msg']}); rerun `llmfleet lock {manifest_path}`") from None
 
 
 def check_lock(fleet: FleetManifest, lock: FleetLock, manifest_path: Path) -> None:
@@ -207,4 +212,4 @@ def offline_lock(fleet: FleetManifest, manifest_dir: Path) -> FleetLock:
     try:
         return resolve_fleet(fleet, manifest_dir, hub=offline)[0]
     except ConfigError as exc:
-        raise LockError(f"{exc}\nno {LOCK_NAME} beside the manifest: run `llmfleet lock` to resolve these from the store or the Hub") from None
+        raise LockError(f"{exc}\nno lock beside the manifest: run `llmfleet lock` to resolve these from the store or the Hub") from None

@@ -262,7 +262,7 @@ class FleetManifest(Strict):
         for entry in data["models"]:
             if isinstance(entry, dict) and entry.get("source") is None and isinstance(store, str) and "name" in entry:
                 filled = type(entry)({**entry, "source": f"{store.rstrip('/')}/models/{entry['name']}"})
-                filled.__dict__.update(entry.__dict__)  # keep the YAML line numbers for errors
+                filled.__dict__.update(getattr(entry, "__dict__", {}))  # keep the YAML line numbers for errors
                 entry = filled
             models.append(entry)
         return {**data, "models": models}

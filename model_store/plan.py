@@ -25,9 +25,10 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 2**30
 MIB = 2**20
 
-# vLLM's default share of GPU memory (vllm/config/cache.py, v0.32); headroom for
-# allocator fragmentation and other processes.
+# The plan's share of GPU memory: vLLM's own default is 0.92 (vllm/config/cache.py, 0.26 and
+# 0.32); 0.90 leaves headroom for allocator fragmentation and other processes.
 GPU_MEMORY_UTILIZATION = 0.90
+VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
 # CUDA context, cuBLAS workspaces and CUDA-graph pools vLLM does not hand to the KV cache
 # (measured at 1.0-1.6 GiB on A10G/L4/H100 in vLLM startup logs, 2025); NCCL adds more with TP.
 RUNTIME_RESERVE_BYTES = int(1.5 * GIB)
@@ -192,6 +193,11 @@ class ServingPlan(Frozen):
         return cls.model_validate_json(text)
 
 
+def json_flag(value: dict[str, Any]) -> str:
+    """A JSON-valued vLLM flag (--speculative-config ...), compact and stable."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def vllm_argv(
     settings: VllmSettings,
     *,
@@ -217,7 +223,7 @@ def vllm_argv(
             elif field.default is True:
                 argv.append("--no-" + flag.removeprefix("--"))
         elif isinstance(value, dict):
-            argv += [flag, json.dumps(value, sort_keys=True, separators=(",", ":"))]
+            argv += [flag, json_flag(value)]
         else:
             argv += [flag, str(value)]
     if lora_modules:
@@ -323,11 +329,11 @@ def activation_bytes(
 def _valid_tp_sizes(arch: ArchitectureFacts, gpus: int) -> list[int]:
     """vLLM needs attention heads divisible by TP, and KV heads divisible by (or dividing) TP
     (MLA has no KV heads: its latent is whole on every rank)."""
-    mla = any(layer.kind == "mla" for layer in arch.kv_layers)
+    latent = arch.mla_shape is not None
     return [
         tp
         for tp in range(1, gpus + 1)
-        if arch.num_attention_heads % tp == 0 and (mla or arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
+        if arch.num_attention_heads % tp == 0 and (latent or arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
     ]
 
 
@@ -360,9 +366,12 @@ def _memory_at(
     reserve = RUNTIME_RESERVE_BYTES + (NCCL_RESERVE_BYTES if tp > 1 else 0)
     usable = int(gpu_bytes * GPU_MEMORY_UTILIZATION)
     kv_budget = usable - math.ceil(weights / tp) - lora - activations - reserve
+    # vLLM turns its hybrid KV manager off for chunked local attention with an EAGLE drafter.
+    eagle = spec.speculative is not None and spec.speculative.method in ("eagle", "eagle3")
     capacity = kv_cache.kv_capacity(
         arch.kv_layers,
         kv_budget,
+        hybrid=not (eagle and any(layer.kind == "chunked" for layer in arch.kv_layers)),
         element_bytes=element,
         tp=tp,
         max_model_len=spec.max_model_len,

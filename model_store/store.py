@@ -39,7 +39,14 @@ from model_store.adapters import (
     check_segment,
     validate_adapter,
 )
-from model_store.architectures import SAFETENSORS_INDEX, bytes_by_dtype, facts_from_config, safetensors_header_length, weight_files
+from model_store.architectures import (
+    SAFETENSORS_INDEX,
+    bytes_by_dtype,
+    facts_from_config,
+    parse_safetensors_header,
+    safetensors_header_length,
+    weight_files,
+)
 from model_store.manifest import ManifestError
 
 MANIFEST_NAME = "_manifest.json"
@@ -320,10 +327,7 @@ class ModelStore:
         for entry in (files[name] for name in weight_files(list(files), index)):
             where = self._s3_uri(entry.key)
             length = safetensors_header_length(self._get_range(entry.key, 0, 8), where)
-            try:
-                header = json.loads(self._get_range(entry.key, 8, length))
-            except ValueError:
-                raise StoreError(f"{where}: safetensors header is not JSON") from None
+            header = parse_safetensors_header(self._get_range(entry.key, 8, length), where)
             for dtype, size in bytes_by_dtype(header, where).items():
                 totals[dtype] = totals.get(dtype, 0) + size
         return totals or None

@@ -19,6 +19,10 @@ if [ -n "$COMPARE" ]; then
   "$PY" -m scripts verify "$COMPARE_FLEET" -m "$COMPARE" --compare --requests 256 --concurrency 128 \
     --prompt-tokens 1024 --max-tokens 256 --record "$RECORD" || status=$?
 fi
-"$PY" -m scripts.gpu_report "$RECORD" > docs/gpu-measurements.md
-echo "wrote docs/gpu-measurements.md"
+if "$PY" -m scripts.gpu_report "$RECORD" > docs/gpu-measurements.md.partial; then
+  mv docs/gpu-measurements.md.partial docs/gpu-measurements.md
+  echo "wrote docs/gpu-measurements.md"
+else
+  status=1
+fi
 exit $status

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from model_store import fleet as fleet_loading
 from model_store.manifest import FleetManifest, ManifestError, fleet_json_schema
-from model_store.plan import GIB, PlanError, ServingPlan, vllm_argv
+from model_store.plan import PlanError, ServingPlan, vllm_argv
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -119,7 +119,8 @@ def plan(
         console.print(f"\n[bold]{p.model_name}[/]")
         for reason in p.reasons:
             console.print(f"  - {reason}", highlight=False)
-    console.print(f"\n$/h: one server on each target, on-demand; prices: {plans[0].price_source}", style="dim")
+    sources = "; ".join(dict.fromkeys(source for p in plans for source in p.price_source.split("; ")))
+    console.print(f"\n$/h: one server on each target, on-demand; prices: {sources}", style="dim", soft_wrap=True)
 
 
 @app.command()

@@ -50,7 +50,7 @@ def store_facts(spec: ModelSpec, notes: list[str]) -> FactsRecord | None:
     )
 
 
-def resolve_and_write(fleet_path: Path, *, use_store: bool = True, report: Console = console) -> FleetLock:
+def resolve_and_write(fleet_path: Path, *, report: Console = console) -> FleetLock:
     """Resolve FLEET's facts and write its lock; CLI exits for every failure. What was
     resolved is printed to `report` (stderr when stdout carries JSON)."""
     from huggingface_hub.utils import disable_progress_bars
@@ -61,7 +61,7 @@ def resolve_and_write(fleet_path: Path, *, use_store: bool = True, report: Conso
     except ManifestError as exc:
         raise fail(str(exc), EXIT_BAD_INPUT) from None
     notes: list[str] = []
-    store = (lambda spec: store_facts(spec, notes)) if use_store else None
+    store = lambda spec: store_facts(spec, notes)  # noqa: E731
     with report.status("resolving architecture facts") as status:
         try:
             lock, fallbacks = resolve_fleet(
@@ -91,7 +91,7 @@ def lock(
     Per model, in order: its local checkpoint directory; its revision in the store
     (config.json and safetensors headers); the Hugging Face Hub for `architecture:
     org/name[@revision]` (HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE); the bundled configs when the
-    Hub cannot be asked (HF_HUB_OFFLINE=1 or no network). Commit the lock: plan, synth and
-    the containers read it and never the network.
+    Hub cannot be asked (HF_HUB_OFFLINE=1 or no network) and no @revision is pinned. Commit
+    the lock: plan, synth and the containers read it and never the network.
     """
     resolve_and_write(fleet)

@@ -47,7 +47,10 @@ def local_gpu() -> verify.LocalGpu:
     except (OSError, subprocess.SubprocessError):
         raise fail("verify needs an NVIDIA GPU (nvidia-smi) and the CUDA build of vLLM on this machine", EXIT_REFUSED) from None
     rows = [line.rsplit(",", 1) for line in out.strip().splitlines() if line.strip()]
-    name, mib = rows[0][0].strip(), int(rows[0][1])
+    try:
+        name, mib = rows[0][0].strip(), int(rows[0][1])
+    except (IndexError, ValueError):
+        raise fail(f"nvidia-smi reported no usable GPU memory: {out.strip()[:200]!r}", EXIT_REFUSED) from None
     return verify.LocalGpu(name=name, memory_bytes=mib * 2**20, count=len(rows))
 
 
@@ -75,7 +78,11 @@ class Server:
         (work / "state").mkdir(exist_ok=True)
         self.log = log_path.open("w")
         self.started = time.monotonic()
-        self.process = subprocess.Popen(serve_command(argv), env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.process = subprocess.Popen(serve_command(argv), env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError:
+            self.log.close()
+            raise
 
     def wait_healthy(self, timeout: float) -> float | None:
         """Seconds until /health answered 200; None if vLLM exited or the time ran out."""
@@ -108,11 +115,13 @@ async def _one_request(client: httpx.AsyncClient, url: str, body: dict) -> tuple
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
+                if not isinstance(chunk, dict):
+                    return None, 0
                 if chunk.get("choices") and first is None:
                     first = time.monotonic() - started
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ValueError):  # a broken connection or a chunk that is not JSON
         return None, 0
     return first, tokens
 
@@ -121,10 +130,11 @@ async def _load(port: int, model: str, vocab: int, *, requests: int, concurrency
     """`requests` completions of random token-id prompts, `concurrency` at a time (closed loop)."""
     rng = random.Random(0)
     url = f"http://127.0.0.1:{port}/v1/completions"
+    low = min(100, vocab // 4)  # past the special tokens most vocabularies start with
     bodies = [
         {
             "model": model,
-            "prompt": [rng.randrange(100, vocab - 100) for _ in range(prompt_tokens)],
+            "prompt": [rng.randrange(low, vocab) for _ in range(prompt_tokens)],
             "max_tokens": max_tokens,
             "ignore_eos": True,
             "temperature": 0,
@@ -179,7 +189,7 @@ def measure(
     base = serve_argv(plan, model=str(model_dir), port=port, lora_modules={}, host="127.0.0.1")
     argv = verify.verify_argv(base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, draft_dir=draft_dir, config=config)
     validate_argv(argv)
-    console.print(f"[bold]{plan.model_name}[/] ({config}): {emulation.note}; starting vLLM (log {work / f'{config}.log'})", highlight=False)
+    errors.print(f"[bold]{plan.model_name}[/] ({config}): {emulation.note}; starting vLLM (log {work / f'{config}.log'})", highlight=False, soft_wrap=True)
     server = Server(argv, plan, work, work / f"{config}.log")
     load = None
     try:
@@ -222,7 +232,7 @@ def verify_command(
     prompt_tokens: Annotated[int, typer.Option(help="Random token ids per prompt.")] = 512,
     max_tokens: Annotated[int, typer.Option(help="Tokens generated per request (EOS ignored).")] = 128,
     boot_timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 900,
-    record: Annotated[Path | None, typer.Option(help="Merge the measurements into this JSON file (tests/data/gpu_measurements.json).")] = None,
+    record: Annotated[Path | None, typer.Option(help="Merge the measurements into this JSON file after each server, e.g. tests/data/gpu_measurements.json.")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep each server's log and config under this folder.")] = None,
     skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
     as_json: JsonOpt = False,
@@ -230,9 +240,11 @@ def verify_command(
     """Measure FLEET's plans on this machine's GPU with random weights: KV capacity, weights,
     boot phases and a load test at the plan's concurrency, against the plan.
 
-    Exits 1 when vLLM holds more than 3 % fewer KV tokens than a plan promised. Needs an
-    NVIDIA GPU and the CUDA build of vLLM; a larger GPU emulates the planned one with a
-    lower --gpu-memory-utilization, a smaller one is refused.
+    Exits 1 when vLLM holds more than 3 % fewer KV tokens than a plan promised, when a
+    server does not start or a load-test request fails, when vLLM's parser refuses an argv,
+    or when this GPU cannot stand in for a plan's (without --skip-unfit). Needs an NVIDIA
+    GPU and the CUDA build of vLLM; a larger GPU emulates the planned one with a lower
+    --gpu-memory-utilization, a smaller one is refused.
     """
     try:
         manifest, lock = load_fleet_and_lock(fleet)

@@ -104,6 +104,8 @@ def layer_kinds(text: ConfigView, model_type: str, num_layers: int) -> list[tupl
     if model_type in ("llama4", "llama4_text") and text.has("attention_chunk_size"):
         chunk = text.int("attention_chunk_size")
         no_rope = text.int_list("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(num_layers)]
+        if len(no_rope) != num_layers:
+            raise text.error("no_rope_layers", f"has {len(no_rope)} entries for {num_layers} layers")
         # Layers that use RoPE attend within their chunk; the NoPE layers see everything.
         return [("chunked", chunk) if no_rope[i] else ("full", None) for i in range(num_layers)]
     if window is not None:

@@ -68,7 +68,17 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
     """
     if not isinstance(config, dict):
         raise ConfigError(f"{source or 'config.json'}: must be a JSON object, got {type(config).__name__}")
-    top = ConfigView(config, source or "config.json")
+    try:
+        return _compose(ConfigView(config, source or "config.json"), total_size, source)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError, ZeroDivisionError) as exc:
+        # A value of a shape no family reads (a list where a number belongs, ...): still one line.
+        raise ConfigError(f"{source or 'config.json'}: a value has an unexpected type or shape ({exc})") from None
+
+
+def _compose(top: ConfigView, total_size: int | None, source: str) -> ArchitectureFacts:
+    config = top.data
     model_type, text, vision = _model_types(top)
     hidden = text.int("hidden_size")
     num_layers = text.int("num_hidden_layers")
@@ -127,7 +137,6 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
         moe=mlp.moe,
         weight_format=checkpoint_format(config, top.where),
         checkpoint_bytes=total_size,
-        vision_hidden_size=(vision.int("hidden_size", 0, minimum=0) if vision else 0),
         mla_shape=mla_shape,
         source=source,
     )

@@ -83,7 +83,7 @@ class ArchitectureFacts:
     """The numbers of a causal LM that memory planning and LoRA shape checks need."""
 
     model_type: str
-    family: str  # e.g. "dense GQA", "MoE + MLA", "hybrid sliding/full + vision"
+    family: str  # e.g. "GQA + dense", "MLA + MoE", "GQA + MoE + sliding-window hybrid + vision"
     hidden_size: int
     intermediate_size: int  # dense MLP width (LoRA targets, activations); 0 when every layer is MoE
     num_layers: int
@@ -100,7 +100,6 @@ class ArchitectureFacts:
     moe: MoeFacts | None = None
     weight_format: WeightFormat | None = None  # a pre-quantized checkpoint's format
     checkpoint_bytes: int | None = None  # exact bytes of the safetensors, when known
-    vision_hidden_size: int = 0
     mla_shape: MlaShape | None = None
     source: str = ""
 
@@ -118,10 +117,6 @@ class ArchitectureFacts:
 
     def parameter_count(self) -> int:
         return self.parameters.total()
-
-    def embedding_parameter_count(self) -> int:
-        """Parameters of input embeddings and LM head (kept in 16 bit by weight quantizers)."""
-        return self.parameters.embeddings + self.parameters.lm_head
 
     def transient_elements_per_token(self, tp: int) -> int:
         """The largest temporary tensors one token makes inside one layer, in elements.

@@ -14,16 +14,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from model_store.families.config import ConfigError
+from model_store.families.config import ConfigError, ConfigView
 
 # Layer groups a weight format may cover (see facts.ParameterCounts).
 QUANTIZABLE = frozenset({"attention", "dense_mlp", "experts", "shared_experts"})
 # A 16-bit scale per group (AWQ/GPTQ/compressed-tensors group strategy) and a packed zero.
 SCALE_BYTES = 2
-
-
-class QuantizationError(ConfigError):
-    """A quantization_config the planner cannot model; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ _IGNORE_WORDS = {
 }
 
 
-def _uncovered(entries: list | None) -> frozenset[str]:
+def _uncovered(entries: list[str] | None) -> frozenset[str]:
     """Groups that `ignore`/`modules_to_not_convert` entries leave in 16 bit."""
     kept = set()
     for entry in entries or []:
@@ -94,7 +90,7 @@ _MLP_WORDS = ("mlp", "ffn", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3
 _MLP_PARTS = frozenset({"dense_mlp", "experts", "shared_experts"})
 
 
-def _target_parts(targets: list) -> frozenset[str]:
+def _target_parts(targets: list[str] | None) -> frozenset[str]:
     parts: set[str] = set()
     for target in targets or ["Linear"]:
         text = str(target)
@@ -123,30 +119,40 @@ def _ct_scheme(bits: int, kind: str, group_size: int | None, act_bits: int | Non
         return f"W8A{act_bits or 16} INT8", 1.0, 7.5
     if kind == "int" and bits == 4:
         return f"W4A{act_bits or 16}" + (f" g{group_size}" if group_size else ""), _int_group(4, group_size, not symmetric), 7.5
-    raise QuantizationError(f"{where}: compressed-tensors scheme with {bits}-bit {kind} weights is not modelled")
+    raise ConfigError(f"{where}: compressed-tensors scheme with {bits}-bit {kind} weights is not modelled")
 
 
-def _compressed_tensors(config: dict, where: str) -> WeightFormat:
-    groups = config.get("config_groups")
-    if not isinstance(groups, dict) or not groups:
-        raise QuantizationError(f"{where}: quantization_config.config_groups is missing (compressed-tensors needs it)")
-    ignored = _uncovered(config.get("ignore"))
+def _uncovered_by(quant: ConfigView, key: str) -> frozenset[str]:
+    return _uncovered(quant.str_list(key))
+
+
+def _group_size(weights: ConfigView) -> int | None:
+    """A group strategy's group size; None for channel/tensor/block strategies or -1."""
+    if weights.raw("strategy") not in ("group", "tensor_group"):
+        return None
+    size = weights.int("group_size", None, minimum=-1)
+    return size if size and size > 0 else None
+
+
+def _compressed_tensors(quant: ConfigView) -> WeightFormat:
+    groups = quant.child("config_groups")
+    if groups is None or not groups.data:
+        raise quant.error("config_groups", "is missing (compressed-tensors needs it)")
+    ignored = _uncovered_by(quant, "ignore")
     per_part: dict[str, tuple[str, float, float]] = {}
-    for name, group in groups.items():
-        weights = (group or {}).get("weights") or {}
-        bits, kind = weights.get("num_bits"), weights.get("type")
-        if not isinstance(bits, int) or kind not in ("int", "float"):
-            raise QuantizationError(
-                f"{where}: quantization_config.config_groups.{name}.weights needs num_bits (int) and type "
-                f"('int' or 'float'), got num_bits={bits!r} type={kind!r}"
-            )
-        act_bits = ((group or {}).get("input_activations") or {}).get("num_bits")
-        group_size = weights.get("group_size") if weights.get("strategy") in ("group", "tensor_group") else None
-        scheme = _ct_scheme(bits, kind, group_size, act_bits, weights.get("symmetric", True), where)
-        for part in _target_parts(group.get("targets")) - ignored:
+    for name in groups.data:
+        group = groups.child(name) or ConfigView({}, groups.where, f"{groups.prefix}{name}.")
+        weights = group.child("weights") or ConfigView({}, group.where, f"{group.prefix}weights.")
+        kind = weights.raw("type")
+        if kind not in ("int", "float"):
+            raise weights.error("type", f"must be 'int' or 'float', got {kind!r}")
+        activations = group.child("input_activations")
+        act_bits = activations.int("num_bits", None) if activations else None
+        scheme = _ct_scheme(weights.int("num_bits"), kind, _group_size(weights), act_bits, weights.bool("symmetric", True), quant.where)
+        for part in _target_parts(group.str_list("targets")) - ignored:
             per_part[part] = scheme
     if not per_part:
-        raise QuantizationError(f"{where}: quantization_config.config_groups target no layer the planner knows")
+        raise quant.error("config_groups", "target no layer the planner knows")
     widest = max(per_part.values(), key=lambda s: s[1])
     return WeightFormat(
         "compressed-tensors",
@@ -158,60 +164,64 @@ def _compressed_tensors(config: dict, where: str) -> WeightFormat:
     )
 
 
-def _awq_gptq(method: str, config: dict, where: str) -> WeightFormat:
-    bits = config.get("bits", config.get("w_bit", 4))
-    group_size = config.get("group_size", config.get("q_group_size", 128))
-    if bits not in (2, 3, 4, 8) or not isinstance(group_size, int):
-        raise QuantizationError(f"{where}: quantization_config bits={bits!r} group_size={group_size!r} are not modelled")
-    covers = QUANTIZABLE - _uncovered(config.get("modules_to_not_convert"))
+def _awq_gptq(method: str, quant: ConfigView) -> WeightFormat:
+    bits = quant.int("bits", None) or quant.int("w_bit", 4)
+    if bits not in (2, 3, 4, 8):
+        raise quant.error("bits", f"{bits} is not modelled (2, 3, 4, 8 are)")
+    group_size = quant.int("group_size", None, minimum=-1) or quant.int("q_group_size", 128, minimum=-1)
+    covers = QUANTIZABLE - _uncovered_by(quant, "modules_to_not_convert")
     # AutoGPTQConfig 60, AutoAWQConfig 75; both run Marlin kernels where supported.
     minimum = 6.0 if method == "gptq" else 7.5
     return WeightFormat(method, f"int{bits} g{group_size}", _int_group(bits, group_size, True), minimum, covers)
 
 
-def _modelopt(config: dict, where: str) -> WeightFormat:
-    algo = str(config.get("quant_algo") or (config.get("quantization") or {}).get("quant_algo") or "").upper()
-    covers = QUANTIZABLE - _uncovered(config.get("exclude_modules") or (config.get("quantization") or {}).get("exclude_modules"))
+def _modelopt(quant: ConfigView) -> WeightFormat:
+    inner = quant.child("quantization") or quant  # hf_quant_config.json nests it
+    algo = str(inner.raw("quant_algo", "")).upper()
+    covers = QUANTIZABLE - _uncovered_by(inner, "exclude_modules")
     if algo == "FP8":
         return WeightFormat("modelopt", "FP8", 1.0, 8.9, covers)
     if algo == "NVFP4":
         return WeightFormat("modelopt_fp4", "NVFP4", 0.5 + 1 / 16, 10.0, covers)
-    raise QuantizationError(f"{where}: quantization_config.quant_algo {algo or None!r} is not modelled (FP8, NVFP4 are)")
+    raise inner.error("quant_algo", f"{algo or None!r} is not modelled (FP8, NVFP4 are)")
+
+
+def _fp8(quant: ConfigView) -> WeightFormat:
+    block = quant.int_list("weight_block_size")
+    if block is not None and (len(block) != 2 or min(block) < 1):
+        raise quant.error("weight_block_size", f"must be [rows, cols] of positive sizes, got {block!r}")
+    # Block-wise scales are fp32, one per block (DeepSeek-V3: 128 x 128).
+    per_weight = 1.0 + (4 / (block[0] * block[1]) if block else 0)
+    scheme = f"FP8 block {block[0]}x{block[1]}" if block else "FP8"
+    return WeightFormat("fp8", scheme, per_weight, 8.9, QUANTIZABLE - _uncovered_by(quant, "modules_to_not_convert"))
 
 
 def checkpoint_format(config: dict, where: str = "config.json") -> WeightFormat | None:
     """The weight format of a pre-quantized checkpoint, from its quantization_config; None if 16-bit.
 
-    Raises QuantizationError naming the key for a method or scheme the planner cannot size.
+    Raises ConfigError naming the key for a method or scheme the planner cannot size.
     """
-    quant = config.get("quantization_config")
-    if quant is None:
+    if config.get("quantization_config") is None:
         return None
-    if not isinstance(quant, dict):
-        raise QuantizationError(f"{where}: quantization_config must be an object, got {type(quant).__name__}")
-    method = str(quant.get("quant_method", "")).lower()
+    if not isinstance(config["quantization_config"], dict):
+        raise ConfigError(f"{where}: quantization_config must be an object, got {type(config['quantization_config']).__name__}")
+    quant = ConfigView(config["quantization_config"], where, "quantization_config.")
+    method = str(quant.raw("quant_method", "")).lower()
     if method == "fp8":
-        block = quant.get("weight_block_size")
-        if block is not None and (not isinstance(block, list) or len(block) != 2):
-            raise QuantizationError(f"{where}: quantization_config.weight_block_size must be [rows, cols], got {block!r}")
-        # Block-wise scales are fp32, one per block (DeepSeek-V3: 128 x 128).
-        per_weight = 1.0 + (4 / (block[0] * block[1]) if block else 0)
-        covers = QUANTIZABLE - _uncovered(quant.get("modules_to_not_convert"))
-        scheme = f"FP8 block {block[0]}x{block[1]}" if block else "FP8"
-        return WeightFormat("fp8", scheme, per_weight, 8.9, covers)
+        return _fp8(quant)
     if method == "compressed-tensors":
-        return _compressed_tensors(quant, where)
+        return _compressed_tensors(quant)
     if method in ("awq", "gptq"):
-        return _awq_gptq(method, quant, where)
+        return _awq_gptq(method, quant)
     if method == "mxfp4":
         # gpt-oss: MoE experts in MXFP4 (e2m1 + an e8m0 scale per 32); attention, router,
         # embeddings stay bf16.
         return WeightFormat("mxfp4", "MXFP4 experts", 0.5 + 1 / 32, 8.0, frozenset({"experts"}))
     if method in ("modelopt", "modelopt_fp4"):
-        return _modelopt(quant, where)
+        return _modelopt(quant)
     if method == "bitsandbytes":
         return WeightFormat("bitsandbytes", "bitsandbytes", 0.5, 7.5)  # refused by the planner with alternatives
-    raise QuantizationError(
+    raise ConfigError(
         f"{where}: quantization_config.quant_method {method or None!r} is not modelled; "
         "modelled: fp8, compressed-tensors, awq, gptq, mxfp4, modelopt (FP8, NVFP4)"
     )

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from model_store.families.config import ConfigView
 
-_GATED = {"pixtral", "qwen2_5_vl", "qwen2_vl"}
+# Encoders with a gated (SwiGLU) MLP; Qwen2-VL's is a plain fc1/fc2 pair, Qwen2.5-VL's is gated.
+_GATED = {"pixtral", "qwen2_5_vl"}
 
 
 def vision_parameters(vision: ConfigView, text_hidden: int, model_type: str) -> int:
-    h = vision.int("hidden_size", None) or vision.int("embed_dim")
+    # Qwen2-VL's vision_config has the encoder's width in `embed_dim` and the LM's in `hidden_size`.
+    h = vision.int("embed_dim", None) or vision.int("hidden_size")
     layers = vision.int("num_hidden_layers", None) or vision.int("depth")
-    intermediate = vision.int("intermediate_size", None) or int(h * vision.raw("mlp_ratio", 4))
+    intermediate = vision.int("intermediate_size", None) or h * vision.int("mlp_ratio", 4)
     patch = vision.int("patch_size")
-    channels = vision.int("num_channels", None) or vision.int("in_channels", 3) or 3
+    channels = vision.int("num_channels", None) or vision.int("in_channels", 3)
     temporal = vision.int("temporal_patch_size", 1)
     gated = vision.raw("model_type", model_type) in _GATED or model_type in _GATED
     attention = 4 * h * h + 4 * h

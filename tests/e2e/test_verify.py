@@ -29,12 +29,13 @@ def verified(standin_model: Path, tmp_path_factory: pytest.TempPathFactory):
         config = json.loads((standin_model / "config.json").read_text())
         record = FactsRecord(origin="local", location=str(standin_model), revision=None, config=config)
         gpu = verify.LocalGpu(name=plan.gpu_name, memory_bytes=plan.gpu_memory_bytes, count=1)
-        before = {p.pid for p in psutil.process_iter()}
+        work = tmp_path_factory.mktemp("verify")
         verdict, log = measure(
-            plan, record, None, gpu, tmp_path_factory.mktemp("verify"), config="plan", boot_timeout=300,
+            plan, record, None, gpu, work, config="plan", boot_timeout=300,
             load_requests=12, prompt_tokens=48, max_tokens=8, concurrency=3, slo_ttft_ms=None,
         )  # fmt: skip
-        left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before and "vllm" in " ".join(p.info["cmdline"] or [])]
+        # The server and its engine name the measurement's model directory (under `work`).
+        left = [p for p in psutil.process_iter(["cmdline"]) if str(work) in " ".join(p.info["cmdline"] or [])]
     return plan, config, verdict, log, left
 
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-import scripts.catalog_cli  # noqa: F401 - registers `catalog` on the app
+
 from model_store.catalog import (
     B200,
     DERIVED_KEYS,

@@ -79,3 +79,12 @@ def test_kv_heads_split_across_ranks_and_replicate_past_them() -> None:
 def test_no_budget_holds_nothing(budget: int) -> None:
     cap = kv_capacity((KvLayers("full", 4, 2, 64),), budget, element_bytes=2, tp=1, max_model_len=1024, max_num_batched_tokens=1024)
     assert cap.num_blocks == 0 and cap.tokens == 0
+
+
+def test_without_the_hybrid_manager_windows_count_as_full_but_an_all_sliding_model_keeps_them() -> None:
+    mixed = (KvLayers("full", 12, 8, 128), KvLayers("chunked", 36, 8, 128, 8192))
+    off = kv_capacity(mixed, 60 * GIB, element_bytes=2, tp=1, max_model_len=131072, max_num_batched_tokens=8192, hybrid=False)
+    assert (off.group_size, off.num_groups, off.blocks_per_request) == (48, 1, 131072 // BLOCK_SIZE)
+    sliding_only = (KvLayers("sliding", 32, 8, 128, 4096),)
+    on = kv_capacity(sliding_only, 60 * GIB, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192)
+    assert kv_capacity(sliding_only, 60 * GIB, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192, hybrid=False) == on

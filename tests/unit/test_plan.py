@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from model_store.architectures import ArchitectureFacts, facts_from_config, known_architecture
 from model_store.families.quantization import ONLINE_FORMATS
 from model_store.catalog import L4, GpuInstance, Gpu
-from model_store.manifest import FleetManifest, ModelSpec, load_fleet, parse_fleet
+from model_store.manifest import FleetManifest, ModelSpec, parse_fleet
 from model_store.plan import (
     GIB,
     PlanError,
@@ -311,3 +311,17 @@ def test_a_plan_never_exceeds_gpu_memory_and_tp_divides_heads(arch, memory, gpus
     assert m.max_concurrency >= concurrency
     assert arch.num_attention_heads % plan.tensor_parallel_size == 0
     assert plan.tensor_parallel_size <= gpus
+
+
+def test_chunked_attention_with_an_eagle_drafter_is_planned_without_the_hybrid_manager() -> None:
+    """vLLM disables its hybrid KV manager for Llama-4's chunked layers under EAGLE: every
+    layer then holds the full context, so fewer requests fit."""
+    config = json.loads((REPO / "tests/data/hf_configs/meta-llama__Llama-4-Scout-17B-16E-Instruct.json").read_text())
+    arch = facts_from_config({k: v for k, v in config.items() if not k.startswith("_")}, source="scout")
+    base = {"name": "m", "architecture": "meta-llama/Llama-4-Scout-17B-16E-Instruct", "source": "s3://llmfleet-store/models/m",
+            "max_model_len": 131072, "serving": {"instance_type": "p5e.48xlarge", "target_concurrency": 1}}
+    fleet = FleetManifest.model_validate({"name": "f", "models": [base]})
+    plain = plan_model(fleet, fleet.models[0], arch)
+    eagle = {**base, "speculative": {"method": "eagle", "model": "some/eagle-head"}}
+    fleet = FleetManifest.model_validate({"name": "f", "models": [eagle]})
+    assert plan_model(fleet, fleet.models[0], arch).memory.max_concurrency < plain.memory.max_concurrency

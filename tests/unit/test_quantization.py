@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from model_store.families.quantization import QUANTIZABLE, QuantizationError, checkpoint_format
+from model_store.families import ConfigError
+from model_store.families.quantization import QUANTIZABLE, checkpoint_format
 
 
 def _ct(weights: dict, activations: dict | None = None, targets=("Linear",), ignore=("lm_head",), fmt="float-quantized") -> dict:
@@ -69,13 +70,18 @@ def test_awq_gptq_mxfp4_fp8_block_and_modelopt() -> None:
     ("quant", "fragment"),
     [
         ({"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION"}, "quant_algo 'MIXED_PRECISION' is not modelled"),
-        ({"quant_method": "awq", "bits": 5}, "bits=5"),
-        ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": "8"}}}}, "config_groups.g.weights"),
+        ({"quant_method": "awq", "bits": 5}, "quantization_config.bits 5 is not modelled"),
+        ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": "8", "type": "int"}}}}, "config_groups.g.weights.num_bits must be an integer"),
+        ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": "fp8"}}}, "config_groups.g.weights must be an object"),
+        ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int", "strategy": "group", "group_size": "128"}}}}, "group_size must be an integer"),
+        ({"quant_method": "fp8", "weight_block_size": [0, 128]}, "weight_block_size must be [rows, cols] of positive sizes"),
+        ({"quant_method": "fp8", "weight_block_size": ["128", "128"]}, "weight_block_size must be a list of integers"),
+        ({"quant_method": "modelopt", "quantization": "NVFP4"}, "quantization_config.quantization must be an object"),
         ({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights": {"num_bits": 2, "type": "int"}, "targets": ["Linear"]}}}, "2-bit int"),
         ({"quant_method": "quark"}, "quant_method 'quark' is not modelled"),
     ],
 )
 def test_unmodelled_formats_are_refused_naming_the_key(quant: dict, fragment: str) -> None:
-    with pytest.raises(QuantizationError, match="^cfg: .*") as caught:
+    with pytest.raises(ConfigError, match="^cfg: .*") as caught:
         checkpoint_format({"quantization_config": quant}, "cfg")
     assert fragment in str(caught.value)
