@@ -9,7 +9,6 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-
 from model_store.catalog import (
     B200,
     DERIVED_KEYS,
