@@ -79,11 +79,13 @@ class Strict(BaseModel):
 class SpeculativeSpec(Strict):
     """Speculative decoding, emitted as vLLM's `--speculative-config` JSON."""
 
-    method: Literal["draft_model", "ngram", "eagle", "eagle3", "mtp"] = "draft_model"
+    method: Literal["draft_model", "ngram", "eagle", "eagle3", "mtp"] = Field(
+        default="draft_model", description="How tokens are proposed: a small draft model, n-gram lookup, EAGLE heads or MTP layers."
+    )
     model: str | None = Field(
         default=None, description="Draft model (HF id or path); required for draft_model, eagle, eagle3."
     )
-    num_speculative_tokens: int = Field(default=5, ge=1, le=16)
+    num_speculative_tokens: int = Field(default=5, ge=1, le=16, description="Tokens proposed per step, 1-16.")
     prompt_lookup_max: int | None = Field(default=None, ge=1, le=16, description="ngram only.")
 
     @model_validator(mode="after")
@@ -98,7 +100,7 @@ class SpeculativeSpec(Strict):
 class AdapterRef(Strict):
     """An adapter the fleet serves from first boot (later ones arrive by promotion)."""
 
-    name: str = Field(pattern=SAFE_SEGMENT)
+    name: str = Field(pattern=SAFE_SEGMENT, description="The adapter's name: what clients put in `model`.")
     version: str | None = Field(default=None, pattern=SAFE_SEGMENT, description="Pinned version; default: the promoted one.")
 
 
@@ -106,7 +108,7 @@ class LoraSpec(Strict):
     max_rank: int = Field(default=16, description=f"One of vLLM's ranks: {VLLM_LORA_RANKS}.")
     max_loras: int = Field(default=4, ge=1, le=64, description="Adapters resident on the GPU at once.")
     max_cpu_loras: int | None = Field(default=None, ge=1, le=1024, description="Adapters cached in host RAM.")
-    adapters: list[AdapterRef] = Field(default_factory=list)
+    adapters: list[AdapterRef] = Field(default_factory=list, description="Adapters served from the first boot.")
 
     @field_validator("max_rank")
     @classmethod
@@ -127,10 +129,12 @@ class LoraSpec(Strict):
 
 
 class ServingSpec(Strict):
-    targets: list[Literal["ecs", "sagemaker"]] = Field(default_factory=lambda: ["ecs"], min_length=1)
+    targets: list[Literal["ecs", "sagemaker"]] = Field(
+        default_factory=lambda: ["ecs"], min_length=1, description="Where it is served: ECS on GPU EC2 behind an ALB, a SageMaker endpoint, or both."
+    )
     instance_type: str | None = Field(default=None, description="Pin an EC2 instance type (e.g. g6e.xlarge).")
-    min_capacity: int = Field(default=1, ge=0, le=100)
-    max_capacity: int = Field(default=2, ge=1, le=100)
+    min_capacity: int = Field(default=1, ge=0, le=100, description="Fewest servers per target (0: ECS may scale to none).")
+    max_capacity: int = Field(default=2, ge=1, le=100, description="Most servers per target the autoscaler may start.")
     target_concurrency: int = Field(
         default=8, ge=1, le=1024, description="Concurrent requests each server must hold at max_model_len."
     )
@@ -167,20 +171,26 @@ class ModelSpec(Strict):
     aliases: list[str] = Field(
         default_factory=list, description="Other names adapters may give as base_model_name_or_path."
     )
-    revision: str = Field(default="main", pattern=SAFE_SEGMENT)
-    dtype: Literal["auto", "bfloat16", "float16"] = "auto"
+    revision: str = Field(default="main", pattern=SAFE_SEGMENT, description="The store revision served (models/<name>/<revision>/).")
+    dtype: Literal["auto", "bfloat16", "float16"] = Field(
+        default="auto", description="Activation dtype; auto: the checkpoint's (bfloat16 when it is float32)."
+    )
     quantization: Quantization | None = Field(
         default=None, description="Leave unset to detect it from the checkpoint's quantization_config."
     )
-    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
-    max_model_len: int = Field(default=4096, ge=128, le=1_048_576)
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+        default="auto", description="KV cache element type; fp8 halves the cache (needs an FP8 GPU)."
+    )
+    max_model_len: int = Field(
+        default=4096, ge=128, le=1_048_576, description="Longest request (prompt + output tokens) each server accepts."
+    )
     reasoning_parser: str | None = Field(default=None, description=f"One of {list(REASONING_PARSERS)}.")
-    speculative: SpeculativeSpec | None = None
-    lora: LoraSpec | None = None
+    speculative: SpeculativeSpec | None = Field(default=None, description="Speculative decoding; none by default.")
+    lora: LoraSpec | None = Field(default=None, description="Serve LoRA adapters on this model; off by default.")
     load_format: Literal["auto", "runai_streamer"] = Field(
         default="auto", description="runai_streamer streams weights from S3 instead of syncing them first."
     )
-    serving: ServingSpec = Field(default_factory=ServingSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="Targets, capacity, concurrency and SLO.")
 
     @field_validator("source")
     @classmethod
@@ -249,7 +259,7 @@ class FleetManifest(Strict):
         pattern=S3_URI,
         description="The model store, s3://bucket[/prefix]; a model without `source` lives at <store>/models/<name>.",
     )
-    models: list[ModelSpec] = Field(min_length=1)
+    models: list[ModelSpec] = Field(min_length=1, description="The models the fleet serves, each planned on its own.")
 
     @model_validator(mode="before")
     @classmethod

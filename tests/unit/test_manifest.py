@@ -178,3 +178,13 @@ def test_a_store_model_may_leave_out_its_source() -> None:
     assert (spec.hub_id, spec.hub_revision) == ("Qwen/Qwen3-8B", "v1")
     with pytest.raises(ManifestError, match="'hf://Qwen/Qwen3-8B': weights are served from the store; set architecture: Qwen/Qwen3-8B"):
         parse_fleet("name: f\nmodels:\n  - {name: a, source: 'hf://Qwen/Qwen3-8B'}\n")
+
+
+def test_every_schema_property_is_described() -> None:
+    """Editors show these descriptions as the manifest's documentation."""
+    schema = fleet_json_schema()
+    objects = {"FleetManifest": schema, **schema["$defs"]}
+    undescribed = [
+        f"{name}.{prop}" for name, obj in objects.items() for prop, spec in obj.get("properties", {}).items() if "description" not in spec
+    ]
+    assert not undescribed
