@@ -187,6 +187,11 @@ class ModelSpec(Strict):
     reasoning_parser: str | None = Field(default=None, description=f"One of {list(REASONING_PARSERS)}.")
     speculative: SpeculativeSpec | None = Field(default=None, description="Speculative decoding; none by default.")
     lora: LoraSpec | None = Field(default=None, description="Serve LoRA adapters on this model; off by default.")
+    language_model_only: bool = Field(
+        default=False,
+        description="Serve a multimodal checkpoint as text only: vLLM does not load its vision encoder "
+        "(less GPU memory) and refuses image inputs.",
+    )
     load_format: Literal["auto", "runai_streamer"] = Field(
         default="auto", description="runai_streamer streams weights from S3 instead of syncing them first."
     )

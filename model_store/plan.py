@@ -97,6 +97,7 @@ class VllmSettings(Frozen):
     max_loras: int | None = Field(default=None, **_flag("--max-loras"))
     max_cpu_loras: int | None = Field(default=None, **_flag("--max-cpu-loras"))
     reasoning_parser: str | None = Field(default=None, **_flag("--reasoning-parser"))
+    language_model_only: bool = Field(default=False, **_flag("--language-model-only"))
     speculative_config: dict[str, Any] | None = Field(default=None, **_flag("--speculative-config"))
     load_format: str = Field(default="auto", **_flag("--load-format"))
     shutdown_timeout: int = Field(**_flag("--shutdown-timeout"))
@@ -271,22 +272,24 @@ def serving_dtype(spec: ModelSpec, arch: ArchitectureFacts) -> str:
     return arch.checkpoint_dtype if arch.checkpoint_dtype in ("bfloat16", "float16") else "bfloat16"
 
 
-def weight_bytes(arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None) -> int:
+def weight_bytes(arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None, *, text_only: bool = False) -> int:
     """Bytes of weights in GPU memory.
 
-    The checkpoint's own size when it is served as stored (less what vLLM does not load);
-    otherwise each part at its format: quantized parts at the format's bytes per weight,
-    the rest (embeddings, LM head, norms, routers, vision) in 16 bit.
+    The checkpoint's own size when it is served as stored (less what vLLM does not load:
+    DeepSeek's MTP layer; the vision encoder when served text only); otherwise each part at
+    its format: quantized parts at the format's bytes per weight, the rest (embeddings, LM
+    head, norms, routers, vision) in 16 bit.
     """
     params = arch.parameters
+    skipped_vision = params.vision if text_only else 0
     served_as_stored = (fmt is None and dtype == arch.checkpoint_dtype) or (fmt is not None and not fmt.online)
     if arch.checkpoint_bytes and served_as_stored:
         stored_per_param = arch.checkpoint_bytes / params.checkpoint_total()
-        return arch.checkpoint_bytes - int(params.not_loaded * stored_per_param)
+        return arch.checkpoint_bytes - int((params.not_loaded + skipped_vision) * stored_per_param)
     parts = fmt.part_bytes() if fmt else {}
     covered = sum(params.part(name) for name in parts)
     quantized = sum(params.part(name) * size for name, size in parts.items())
-    return int(quantized + (params.total() - covered) * DTYPE_BYTES[dtype])
+    return int(quantized + (params.total() - covered - skipped_vision) * DTYPE_BYTES[dtype])
 
 
 def kv_element_bytes(kv_cache_dtype: str, dtype: str) -> int:
@@ -309,7 +312,14 @@ def lora_bytes(arch: ArchitectureFacts, max_rank: int, max_loras: int, tp: int) 
 
 
 def activation_bytes(
-    arch: ArchitectureFacts, batched_tokens: int, max_num_seqs: int, tp: int, *, max_model_len: int, block_size: int
+    arch: ArchitectureFacts,
+    batched_tokens: int,
+    max_num_seqs: int,
+    tp: int,
+    *,
+    max_model_len: int,
+    block_size: int,
+    text_only: bool = False,
 ) -> int:
     """Peak activations of vLLM's profile run: one prefill chunk's hidden states and the largest
     per-layer temporaries (attention, MLP or the fused-MoE workspace), fp32 logits for every
@@ -317,7 +327,7 @@ def activation_bytes(
     outputs for one chunk (vLLM's encoder cache, sized by max_num_batched_tokens).
     """
     per_token = (4 * arch.hidden_size + arch.transient_elements_per_token(tp)) * 2
-    encoder_cache = batched_tokens * arch.hidden_size * 2 if arch.parameters.vision else 0
+    encoder_cache = batched_tokens * arch.hidden_size * 2 if arch.parameters.vision and not text_only else 0
     mla_workspace = (
         mla.prefill_workspace_bytes(arch.mla_shape, max_model_len, max_num_seqs, block_size, arch.num_attention_heads // tp)
         if arch.mla_shape
@@ -353,7 +363,7 @@ def _memory_at(
     gpu_bytes: int,
     tp: int,
 ) -> MemoryPlan:
-    weights = weight_bytes(arch, dtype, fmt)
+    weights = weight_bytes(arch, dtype, fmt, text_only=spec.language_model_only)
     if draft is not None:
         weights += weight_bytes(draft, dtype, None)
     lora = lora_bytes(arch, spec.lora.max_rank, spec.lora.max_loras, tp) if spec.lora else 0
@@ -362,6 +372,7 @@ def _memory_at(
     activations = activation_bytes(
         arch, batched, MAX_NUM_SEQS_CAP, tp,
         max_model_len=spec.max_model_len, block_size=kv_cache.block_size_for(arch.kv_layers, element),
+        text_only=spec.language_model_only,
     )  # fmt: skip
     reserve = RUNTIME_RESERVE_BYTES + (NCCL_RESERVE_BYTES if tp > 1 else 0)
     usable = int(gpu_bytes * GPU_MEMORY_UTILIZATION)
@@ -493,6 +504,10 @@ def plan_model(
     """Choose instance, TP and vLLM settings for `spec`; raise PlanError with the numbers."""
     fmt = weight_format(spec, arch)
     dtype = serving_dtype(spec, arch)
+    if spec.language_model_only and not arch.parameters.vision:
+        raise PlanError(
+            f"model {spec.name!r}, field 'language_model_only': {arch.model_type} has no vision encoder to leave out; remove the field"
+        )
     if spec.lora and arch.is_moe:
         raise PlanError(
             f"model {spec.name!r}, field 'lora': LoRA on a mixture-of-experts model ({arch.moe.num_experts} experts) "
@@ -571,6 +586,7 @@ def plan_model(
         max_loras=spec.lora.max_loras if spec.lora else None,
         max_cpu_loras=spec.lora.max_cpu_loras if spec.lora else None,
         reasoning_parser=spec.reasoning_parser,
+        language_model_only=spec.language_model_only,
         speculative_config=_speculative_config(spec),
         load_format=spec.load_format,
         shutdown_timeout=DRAIN_SECONDS - SHUTDOWN_MARGIN_SECONDS,

@@ -44,6 +44,16 @@ class Emulation(Frozen):
     note: str
 
 
+def check_measurable(plan: ServingPlan) -> None:
+    """verify starts vLLM without a tokenizer or image processor: a multimodal plan can be
+    measured only as text (`language_model_only`), where vLLM leaves its vision encoder out."""
+    if "vision" in plan.family and not plan.vllm.language_model_only:
+        raise VerifyRefused(
+            f"model {plan.model_name!r} is multimodal and verify has no image processor to start it with; "
+            "measure its text path with language_model_only: true"
+        )
+
+
 def emulate(plan: ServingPlan, gpu: LocalGpu) -> Emulation:
     """The --gpu-memory-utilization that gives vLLM the plan's usable bytes on this GPU.
 

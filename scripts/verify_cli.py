@@ -182,6 +182,7 @@ def measure(
     slo_ttft_ms: int | None,
 ) -> tuple[verify.Verdict, str]:
     """Start, read, load and stop one server; (verdict, its log)."""
+    verify.check_measurable(plan)
     emulation = verify.emulate(plan, gpu)
     model_dir = _write_config(work / "model", record)
     draft_dir = str(_write_config(work / "draft", draft)) if draft else None

@@ -325,3 +325,21 @@ def test_chunked_attention_with_an_eagle_drafter_is_planned_without_the_hybrid_m
     eagle = {**base, "speculative": {"method": "eagle", "model": "some/eagle-head"}}
     fleet = FleetManifest.model_validate({"name": "f", "models": [eagle]})
     assert plan_model(fleet, fleet.models[0], arch).memory.max_concurrency < plain.memory.max_concurrency
+
+
+def test_a_multimodal_checkpoint_served_as_text_leaves_the_vision_encoder_out() -> None:
+    config = json.loads((REPO / "tests/data/hf_configs/Qwen__Qwen2.5-VL-7B-Instruct.json").read_text())
+    arch = facts_from_config({k: v for k, v in config.items() if not k.startswith("_")}, source="qwen-vl")
+    base = {"name": "m", "source": "s3://llmfleet-store/models/m", "max_model_len": 32768, "serving": {"instance_type": "g6e.xlarge"}}
+    with_images = plan_model(*_one({**base}), arch)
+    text = plan_model(*_one({**base, "language_model_only": True}), arch)
+    assert with_images.memory.weights_bytes - text.memory.weights_bytes == 2 * arch.parameters.vision
+    assert text.memory.activation_bytes_per_gpu < with_images.memory.activation_bytes_per_gpu  # no encoder cache
+    assert text.vllm.language_model_only and "--language-model-only" in vllm_argv(text.vllm, model="/m")
+    with pytest.raises(PlanError, match="field 'language_model_only': qwen3 has no vision encoder"):
+        plan_model(*_one({**base, "language_model_only": True}), known_architecture("Qwen/Qwen3-8B"))
+
+
+def _one(model: dict) -> tuple[FleetManifest, ModelSpec]:
+    fleet = FleetManifest.model_validate({"name": "f", "models": [model]})
+    return fleet, fleet.models[0]

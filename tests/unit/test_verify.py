@@ -76,7 +76,7 @@ def test_compare_configurations() -> None:
 
 
 @pytest.mark.parametrize("config", verify.CONFIGS)
-@pytest.mark.parametrize("model", ["qwen3-8b-lora", "mistral-small-24b-fp8", "gpt-oss-20b"])
+@pytest.mark.parametrize("model", ["qwen3-8b-lora", "mistral-small-24b-fp8", "gpt-oss-20b", "qwen25-vl-7b"])
 def test_vllms_parser_accepts_every_measurement_argv(model: str, config: str) -> None:
     import_vllm_parser()
     validate_argv(_argv(PLANS[model], config))
@@ -152,3 +152,13 @@ def test_ttft_is_held_to_the_slo_without_failing_the_verdict() -> None:
     fast = verify.judge(plan, _boot(plan.memory.token_capacity), 60.0, load, "", slo_ttft_ms=1000)
     assert (slow.slo_met, fast.slo_met, slow.ok) == (False, True, True)
     assert verify.judge(plan, _boot(plan.memory.token_capacity), 60.0, None, "", slo_ttft_ms=500).slo_met is None
+
+
+def test_a_multimodal_plan_is_measured_only_as_text() -> None:
+    verify.check_measurable(PLANS["qwen25-vl-7b"])  # language_model_only
+    with_images = PLANS["qwen25-vl-7b"].model_copy(
+        update={"vllm": PLANS["qwen25-vl-7b"].vllm.model_copy(update={"language_model_only": False})}
+    )
+    with pytest.raises(verify.VerifyRefused, match="measure its text path with language_model_only: true"):
+        verify.check_measurable(with_images)
+    verify.check_measurable(PLANS["qwen3-8b"])
