@@ -51,6 +51,25 @@ UNSUPPORTED_FEATURES = {
     "modules_to_save": "modules_to_save (full copies of base modules)",
 }
 
+# adapter_config.json fields vLLM reads (vllm/lora/peft_helper.py, mirroring peft's
+# LoraConfig) and the JSON types each may hold; a wrong type fails only when vLLM loads it.
+_NUMBER = (int, float)
+CONFIG_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "r": (int,),
+    "lora_alpha": _NUMBER,
+    "lora_dropout": _NUMBER,
+    "target_modules": (list, str),
+    "base_model_name_or_path": (str,),
+    "bias": (str,),
+    "fan_in_fan_out": (bool,),
+    "use_rslora": (bool,),
+    "rank_pattern": (dict,),
+    "alpha_pattern": (dict,),
+    "task_type": (str,),
+}
+
+_TYPE_NAMES = {int: "an integer", float: "a number", list: "a list", str: "a string", bool: "true/false", dict: "an object"}
+
 # peft's key for a LoRA factor: base_model.model.<module path>.lora_A|lora_B.weight.
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.(?P<factor>lora_[AB])\.weight$")
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -131,6 +150,7 @@ def validate_adapter(
         raise AdapterRejected("missing_file", f"{directory} is not a directory")
     files, left_out = _check_layout(directory)
     config = _read_config(directory / ADAPTER_CONFIG)
+    _check_field_types(config)
     _check_features(config)
     base = _check_base(config, model_name, accepted_bases)
     rank = _check_rank(config, max_rank)
@@ -193,6 +213,17 @@ def _read_config(path: Path) -> dict:
     if peft_type != "LORA":
         raise AdapterRejected("peft_type", f"peft_type {peft_type!r} is not served; allowed: 'LORA'")
     return config
+
+
+def _check_field_types(config: dict) -> None:
+    for key, allowed in CONFIG_FIELD_TYPES.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in allowed  # JSON true is no number
+        if wrong_bool or not isinstance(value, allowed):
+            names = " or ".join(_TYPE_NAMES[t] for t in allowed)
+            raise AdapterRejected("config", f"{ADAPTER_CONFIG}: {key} must be {names}, got {value!r}")
 
 
 def _check_features(config: dict) -> None:

@@ -228,6 +228,18 @@ def is_precondition_failed(exc: ClientError) -> bool:
     return _error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 
 
+def base_revision(model: str, *, given: str | None, fleet_revision: str | None, stored: list[str]) -> str:
+    """The base model revision an adapter is validated against: the one given, else the
+    fleet's, else the store's only complete revision; otherwise a StoreError listing them."""
+    if given or fleet_revision:
+        return given or fleet_revision
+    if len(stored) == 1:
+        return stored[0]
+    if not stored:
+        raise StoreError(f"model {model!r} has no complete revision in the store; upload it first (llmfleet model upload)")
+    raise StoreError(f"model {model!r} has revisions {stored} in the store; choose one with --model-revision (or --fleet)")
+
+
 class ModelStore:
     """Models and adapters in one bucket. Pass a boto3 S3 client (its endpoint decides where)."""
 
@@ -411,6 +423,15 @@ class ModelStore:
     ) -> Path:
         """Download an adapter version into `dest`, every file verified; returns `dest`."""
         return self._download_version(self.adapter_manifest(model, name, version), Path(dest), progress)
+
+    def model_revisions(self, model: str) -> list[str]:
+        """Complete revisions of a model (those whose _manifest.json was written), by name."""
+        prefix = self.location.key("models", model) + "/"
+        return sorted(
+            parts[0]
+            for obj in self._list(prefix)
+            if len(parts := obj["Key"][len(prefix) :].split("/")) == 2 and parts[1] == MANIFEST_NAME
+        )
 
     def adapter_versions(self, model: str, name: str) -> list[str]:
         """Complete versions of an adapter, oldest first (by their manifest's creation time)."""

@@ -23,7 +23,7 @@ from rich.table import Table
 from model_store.adapters import AdapterRejected, accepted_bases_for, check_segment, max_rank_for
 from model_store.manifest import FleetManifest, ManifestError, load_fleet
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState
-from model_store.store import ModelStore, ProgressCallback, StoreError, StoreLocation, VersionManifest
+from model_store.store import ModelStore, ProgressCallback, StoreError, StoreLocation, VersionManifest, base_revision
 from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
@@ -184,7 +184,10 @@ def adapter_publish(
     ] = None,
     model_revision: Annotated[
         str | None,
-        typer.Option("--model-revision", help="Base model revision in the store (default: the fleet's, else main)."),
+        typer.Option(
+            "--model-revision",
+            help="Base model revision in the store (default: the fleet's, else the store's only complete revision).",
+        ),
     ] = None,
     store: StoreOpt = None,
     actor: ActorOpt = None,
@@ -197,8 +200,9 @@ def adapter_publish(
     model_store = _open_store(store)
     manifest_of_fleet = _load_fleet(fleet)
     listed = next((m for m in manifest_of_fleet.models if m.name == model), None) if manifest_of_fleet else None
-    revision = model_revision or (listed.revision if listed else "main")
     with _refusals(as_json):
+        stored = [] if model_revision or listed else model_store.model_revisions(model)
+        revision = base_revision(model, given=model_revision, fleet_revision=listed.revision if listed else None, stored=stored)
         max_rank = max_rank_for(manifest_of_fleet, model)
         with _progress_bar(f"{name} for {model}") as progress:
             manifest = model_store.publish_adapter(

@@ -155,7 +155,17 @@ def test_refusals_exit_1(llmfleet, tmp_path: Path) -> None:
     nothing = llmfleet("adapter", "rollback", "medical", "-m", MODEL, "-s", "prod")
     assert nothing.exit_code == EXIT_REFUSED and "not registered" in nothing.stderr
     no_base = llmfleet("adapter", "publish", write_adapter(tmp_path / "a"), "-m", MODEL, "-n", "medical")
-    assert no_base.exit_code == EXIT_REFUSED and "no complete version" in no_base.stderr
+    assert no_base.exit_code == EXIT_REFUSED and "has no complete revision in the store" in no_base.stderr
+
+
+def test_publish_finds_the_stores_only_revision_and_lists_several(llmfleet, tmp_path: Path) -> None:
+    llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--revision", "r1")
+    published = llmfleet("adapter", "publish", write_adapter(tmp_path / "a"), "-m", MODEL, "-n", "medical", "--json")
+    assert published.exit_code == 0, published.output  # validated against r1, not a missing main
+    llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL, "--revision", "r2")
+    ambiguous = llmfleet("adapter", "publish", write_adapter(tmp_path / "b", seed=5), "-m", MODEL, "-n", "legal")
+    assert ambiguous.exit_code == EXIT_REFUSED and "has revisions ['r1', 'r2']" in ambiguous.stderr
+    assert "--model-revision" in ambiguous.stderr
 
 
 @pytest.mark.parametrize(
