@@ -124,6 +124,8 @@ def read_json_file(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a JSON object, got {type(data).__name__}")
     return data

@@ -377,6 +377,8 @@ def parse_fleet(text: str, origin: str = "<fleet>") -> FleetManifest:
         mark = getattr(exc, "problem_mark", None)
         where = f"{origin}:{mark.line + 1}" if mark else origin
         raise ManifestError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ManifestError(f"{origin}: nested too deeply to be a fleet manifest") from None
     if not isinstance(document, dict):
         raise ManifestError(f"{origin}: a fleet manifest is a mapping with 'name' and 'models'")
     try:
