@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model_store.catalog import INSTANCES, GpuInstance, with_gpu
-from scripts.cli import EXIT_BAD_INPUT, JsonOpt, app, console, fail
+from scripts.cli_common import EXIT_BAD_INPUT, JsonOpt, console, fail
 
 TABLE_WIDTH = 100
 GpuOpt = Annotated[
@@ -70,7 +70,6 @@ def price_sources(instances: tuple[GpuInstance, ...]) -> dict[str, list[tuple[st
     return sources
 
 
-@app.command()
 def catalog(as_json: JsonOpt = False, gpu: GpuOpt = None) -> None:
     """The GPU instance types the planner chooses from, with their on-demand prices.
 

@@ -2,28 +2,16 @@
 
 A thin layer: read files and flags, call model_store, print rich tables or `--json`.
 Exit codes: 0 success, 1 the request was refused (doesn't fit, rejected adapter, lost
-race...), 2 bad input (manifest, flags).
+race...), 2 bad input (manifest, flags). Every command is registered here, in the order
+`--help` lists them; the command modules share `scripts/cli_common.py` and never import
+this module.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-from typing import Annotated
-
 import typer
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from model_store import fleet as fleet_loading
-from model_store.manifest import FleetManifest, ManifestError, fleet_json_schema
-from model_store.plan import PlanError, ServingPlan, vllm_argv
-
-EXIT_REFUSED = 1
-EXIT_BAD_INPUT = 2
+from scripts import catalog_cli, fleet_cli, lock_cli, plan_cli, store_cli, verify_cli
 
 app = typer.Typer(
     name="llmfleet",
@@ -32,117 +20,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
-
-FleetArg = Annotated[Path, typer.Argument(help="The fleet manifest.", show_default=True)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    """Print an error (taken literally: messages hold [brackets]) to stderr; return the Exit to raise."""
-    errors.print("[bold red]error:[/]", escape(message), highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def load_and_plan(fleet_path: Path, stage: str | None = None) -> tuple[FleetManifest, list[ServingPlan]]:
-    """Load a manifest and plan every model, turning domain errors into CLI exits."""
-    try:
-        return fleet_loading.load_and_plan(fleet_path, stage)
-    except ManifestError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
-    except PlanError as exc:
-        raise fail(f"{fleet_path}: cannot plan:\n{exc}", EXIT_REFUSED) from None
-
-
-def plan_summary(plan: ServingPlan) -> dict:
-    """The stable, documented JSON form of one model's plan (`llmfleet plan --json`)."""
-    return {
-        "name": plan.model_name,
-        "instance_type": plan.instance_type,
-        "sagemaker_instance_type": plan.sagemaker_instance_type,
-        "targets": plan.targets,
-        "gpu": plan.gpu_name,
-        "gpus_per_instance": plan.gpus_per_instance,
-        "gpu_memory_bytes": plan.gpu_memory_bytes,
-        "tensor_parallel_size": plan.tensor_parallel_size,
-        "weights_bytes": plan.memory.weights_bytes,
-        "kv_bytes_per_token": plan.memory.kv_bytes_per_token,
-        "max_concurrency": plan.memory.max_concurrency,
-        "token_capacity": plan.memory.token_capacity,
-        "gpu_memory_utilization": plan.vllm.gpu_memory_utilization,
-        "cost_per_hour_usd": plan.cost_per_hour_usd,
-        "startup_grace_seconds": plan.timing.startup_grace_seconds,
-        "vllm_args": vllm_argv(plan.vllm, model=plan.model_location()),
-        "reasons": plan.reasons,
-        "plan": plan.model_dump(mode="json"),
-    }
-
-
-@app.command()
-def plan(
-    fleet: FleetArg = Path("fleet.yaml"),
-    as_json: JsonOpt = False,
-    refresh: Annotated[bool, typer.Option("--refresh", help="Resolve the architecture facts again (store, Hub) and rewrite fleet.lock.json first.")] = False,
-) -> None:
-    """Plan every model of FLEET: instance, GPUs, tensor parallelism, memory, cost, and why.
-
-    Facts come from fleet.lock.json beside FLEET (`llmfleet lock`), never the network;
-    without a lock, from local checkpoints and the bundled configs."""
-    if refresh:
-        from scripts.lock_cli import resolve_and_write
-
-        resolve_and_write(fleet, report=errors if as_json else console)
-    manifest, plans = load_and_plan(fleet)
-    if as_json:
-        print(json.dumps({"fleet": manifest.name, "stage": manifest.stage, "models": [plan_summary(p) for p in plans]}, indent=2))
-        return
-    # Readable at 80 columns: memory figures are in the reasons below the table.
-    table = Table(title=f"fleet {manifest.name} ({manifest.stage}, {manifest.region})", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("model", overflow="fold", max_width=22)
-    table.add_column("instance", no_wrap=True, min_width=16)
-    for column, width in (("GPUs", 9), ("TP", 2), ("fits @ ctx", 12), ("$/h", 6)):
-        table.add_column(column, justify="right", no_wrap=True, min_width=width)
-    for p in plans:
-        instance = p.instance_type + (f"\n{p.sagemaker_instance_type}" if p.sagemaker_instance_type else "")
-        gpu = p.gpu_name.removeprefix("NVIDIA ").replace(" 80GB", "-80").replace(" 40GB", "-40")
-        table.add_row(
-            p.model_name,
-            instance,
-            f"{p.gpus_per_instance}x {gpu}",
-            str(p.tensor_parallel_size),
-            f"{p.memory.max_concurrency} @ {p.vllm.max_model_len:,}",
-            f"{p.cost_per_hour_usd:.2f}",
-        )
-    console.print(table)
-    for p in plans:
-        console.print(f"\n[bold]{p.model_name}[/]")
-        for reason in p.reasons:
-            console.print(f"  - {reason}", highlight=False)
-    sources = "; ".join(dict.fromkeys(source for p in plans for source in p.price_source.split("; ")))
-    console.print(f"\n$/h: one server on each target, on-demand; prices: {sources}", style="dim", soft_wrap=True)
-
-
-@app.command()
-def schema(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
-) -> None:
-    """Write the fleet manifest's JSON Schema (for editors: yaml-language-server)."""
-    text = json.dumps(fleet_json_schema(), indent=2) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text)
-        errors.print(f"wrote {output}")
-
-
-from scripts.store_cli import adapter_app, model_app  # noqa: E402 - the sub-apps use the helpers above
-app.add_typer(model_app, name="model")
-app.add_typer(adapter_app, name="adapter")
-import scripts.fleet_cli  # noqa: E402,F401 - adds status, invoke and local to `app` (either import order)
-import scripts.verify_cli  # noqa: E402,F401 - adds verify to `app`
-import scripts.lock_cli  # noqa: E402,F401 - adds lock to `app`
-import scripts.catalog_cli  # noqa: E402,F401 - adds catalog to `app`
+app.command()(plan_cli.plan)
+app.command()(lock_cli.lock)
+app.command()(catalog_cli.catalog)
+app.command()(plan_cli.schema)
+app.command(name="verify")(verify_cli.verify_command)
+app.add_typer(store_cli.model_app, name="model")
+app.add_typer(store_cli.adapter_app, name="adapter")
+app.command()(fleet_cli.status)
+app.command()(fleet_cli.invoke)
+app.add_typer(fleet_cli.local_app, name="local")
 
 
 def main() -> None:

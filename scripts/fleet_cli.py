@@ -42,7 +42,7 @@ from model_store.status import (
 )
 from model_store.store import ModelStore, StoreError, StoreLocation
 from scripts import local_fleet
-from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, app, console, errors, fail, load_and_plan
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, load_and_plan
 
 local_app = typer.Typer(
     help="Run the fleet on this machine: emulated AWS (moto), stand-in model, real entrypoint and CPU vLLM.",
@@ -662,10 +662,3 @@ def invoke(
         result = _stream_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, body, as_json)
     if as_json:
         print(json.dumps(result, indent=2))
-
-
-# Registered here, not in cli.py, so importing this module first (tests do) works too: cli.py
-# imports it back at its end; the module body runs once either way and leaves the commands on `app`.
-app.command()(status)
-app.command()(invoke)
-app.add_typer(local_app, name="local")

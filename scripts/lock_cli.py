@@ -18,7 +18,7 @@ from model_store.hub import HubClient
 from model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
 from model_store.manifest import ManifestError, ModelSpec, load_fleet
 from model_store.store import ModelStore, StoreError
-from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, app, console, errors, fail
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, console, errors, fail
 
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
 
@@ -82,7 +82,6 @@ def resolve_and_write(fleet_path: Path, *, report: Console = console) -> FleetLo
     return lock
 
 
-@app.command()
 def lock(
     fleet: FleetArg = Path("fleet.yaml"),
 ) -> None:

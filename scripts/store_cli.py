@@ -24,7 +24,7 @@ from model_store.adapters import AdapterRejected, accepted_bases_for, check_segm
 from model_store.manifest import FleetManifest, ManifestError, load_fleet
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState
 from model_store.store import ModelStore, ProgressCallback, StoreError, StoreLocation, VersionManifest, base_revision
-from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)

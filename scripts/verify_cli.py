@@ -32,7 +32,7 @@ from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.lock import FactsRecord
 from model_store.manifest import ManifestError
 from model_store.plan import PlanError, ServingPlan
-from scripts.cli import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, JsonOpt, app, console, errors, fail
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, JsonOpt, console, errors, fail
 
 HEALTH_POLL_SECONDS = 2.0
 
@@ -223,7 +223,6 @@ def _table(verdicts: list[verify.Verdict]) -> Table:
     return table
 
 
-@app.command(name="verify")
 def verify_command(
     fleet: FleetArg = Path("fleet.yaml"),
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")] = None,
@@ -238,8 +237,10 @@ def verify_command(
     skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure FLEET's plans on this machine's GPU with random weights: KV capacity, weights,
-    boot phases and a load test at the plan's concurrency, against the plan.
+    """Measure FLEET's plans on this machine's GPU against the plan: KV, weights, boot, load.
+
+    vLLM starts with each plan's argv and random weights; the figures are its KV capacity,
+    weights, boot phases and a load test at the plan's concurrency.
 
     Exits 1 when vLLM holds more than 3 % fewer KV tokens than a plan promised, when a
     server does not start or a load-test request fails, when vLLM's parser refuses an argv,

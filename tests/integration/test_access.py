@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from model_store.access import POLICY_VERSION, ci_publisher_statements
 from model_store.store import TRANSFER_CONFIG, ModelStore, StoreLocation
-from scripts.cli import EXIT_REFUSED, app
+from scripts.cli import app
+from scripts.cli_common import EXIT_REFUSED
 from tests.integration.conftest import MODEL, REVISION, write_adapter, write_model
 
 PREFIX = "team"

@@ -22,7 +22,7 @@ from model_store.registry import AdapterRegistry, adapters_for_server
 from model_store.status import unit_cost_per_hour
 from model_store import telemetry
 from model_store.store import ModelStore
-from scripts.cli import load_and_plan
+from scripts.cli_common import load_and_plan
 from scripts.fleet_cli import aws_status_rows
 from tests.integration.conftest import write_adapter, write_model
 

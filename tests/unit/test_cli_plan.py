@@ -101,3 +101,19 @@ def test_committed_schema_is_current() -> None:
     """fleet.yaml points editors at fleet.schema.json; `make schema` regenerates it."""
     result = runner.invoke(app, ["schema"])
     assert json.loads(result.stdout) == json.loads((REPO / "fleet.schema.json").read_text())
+
+
+def test_the_cli_is_a_package_without_a_cycle() -> None:
+    """Command modules share scripts/cli_common.py; only scripts/cli.py assembles the app,
+    so any module imports first and `python -m scripts` runs the CLI."""
+    import ast
+    import subprocess
+    import sys
+
+    for path in (REPO / "scripts").glob("*.py"):
+        if path.name in ("cli.py", "__main__.py"):
+            continue
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)}
+        assert "scripts.cli" not in imported, path.name
+    result = subprocess.run([sys.executable, "-m", "scripts", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "verify" in result.stdout and "lock" in result.stdout

@@ -100,7 +100,7 @@ def test_deployment_rejects_unknown_target_and_negative_counts():
 
 
 def test_unit_cost_per_target_comes_from_the_plan_and_its_catalog():
-    from scripts.cli import load_and_plan
+    from scripts.cli_common import load_and_plan
 
     _, plans = load_and_plan(REPO / "fleet.yaml")
     both = next(p for p in plans if p.targets == ["ecs", "sagemaker"])
