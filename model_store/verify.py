@@ -255,6 +255,12 @@ class Verdict(Frozen):
     problems: list[str]
 
 
+def predicted_weights_gib(plan: ServingPlan) -> float:
+    """What vLLM's "Model loading took X GiB" should say: the weights on one GPU plus the LoRA
+    buffers it preallocates while loading the model."""
+    return (plan.memory.weights_bytes_per_gpu + plan.memory.lora_bytes_per_gpu) / GIB
+
+
 def judge(
     plan: ServingPlan,
     boot: BootFigures,
@@ -267,7 +273,7 @@ def judge(
 ) -> Verdict:
     """Measured against predicted; not ok when vLLM holds over KV_TOLERANCE fewer tokens."""
     predicted_kv = plan.memory.token_capacity
-    predicted_weights = plan.memory.weights_bytes_per_gpu / GIB
+    predicted_weights = predicted_weights_gib(plan)
     problems = []
     kv_ratio = None
     if boot.kv_tokens is None:
@@ -332,22 +338,8 @@ def replan(measurement: Measurement) -> ServingPlan:
     return plan_model(fleet, fleet.models[0], facts)
 
 
-class EarlierMeasurement(Frozen):
-    """A figure measured before `llmfleet verify` existed (vLLM's offline LLM class, by hand):
-    vLLM's 'GPU KV cache size' for a model of a fleet file, kept so the planner stays held to it."""
-
-    date: str
-    gpu: str
-    vllm_version: str
-    fleet_file: str = Field(description="Fleet manifest (repository path) that plans the model.")
-    model: str
-    measured_kv_tokens: int
-    how: str
-
-
 class MeasurementLog(Frozen):
     measurements: list[Measurement]
-    earlier: list[EarlierMeasurement] = Field(default_factory=list)
 
     def merged(self, new: list[Measurement]) -> MeasurementLog:
         """Newer measurements of the same (model, config, GPU, vLLM) replace older ones."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from model_store.fleet import load_and_plan
-from model_store.verify import MeasurementLog, replan
+from model_store.verify import MeasurementLog, predicted_weights_gib, replan
 
 INTRO = (
     "Written by `make bench-gpu` (`llmfleet verify`) from `tests/data/gpu_measurements.json`; "
@@ -36,7 +35,7 @@ def _cell(value, fmt: str = "{}") -> str:
 
 def _verified_rows(log: MeasurementLog) -> list[str]:
     rows = [
-        "| model | family | GPU, vLLM, date | KV tokens: vLLM | plan then | plan now | vLLM / plan now | weights GiB plan / vLLM | boot s | compile s | CUDA graphs s / GiB | out tok/s | TTFT p50 / p95 ms |",
+        "| model | family | GPU, vLLM, date | KV tokens: vLLM | plan then | plan now | vLLM / plan now | weights GiB plan now / vLLM | boot s | compile s | CUDA graphs s / GiB | out tok/s | TTFT p50 / p95 ms |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in (m for m in log.measurements if m.verdict.config == "plan"):
@@ -45,35 +44,13 @@ def _verified_rows(log: MeasurementLog) -> list[str]:
             f"| {v.model} | {now.family} | {m.gpu}, {m.vllm_version}, {m.date} | {_cell(v.measured_kv_tokens, '{:,}')} | "
             f"{v.predicted_kv_tokens:,} | {now.memory.token_capacity:,} | "
             f"{_cell(v.measured_kv_tokens and v.measured_kv_tokens / now.memory.token_capacity, '{:.3f}')} | "
-            f"{v.predicted_weights_gib:.2f} / {_cell(v.measured_weights_gib, '{:.2f}')} | {_cell(v.boot_seconds, '{:.0f}')} | "
+            f"{predicted_weights_gib(now):.2f} / {_cell(v.measured_weights_gib, '{:.2f}')} | {_cell(v.boot_seconds, '{:.0f}')} | "
             f"{_cell(v.boot.compile_seconds, '{:.0f}')} | {_cell(v.boot.graph_capture_seconds, '{:.0f}')} / "
             f"{_cell(v.boot.graph_gib, '{:.2f}')} | {_cell(load and load.output_tokens_per_second, '{:,.0f}')} | "
             f"{_cell(load and load.ttft_p50_ms, '{:.0f}')} / {_cell(load and load.ttft_p95_ms, '{:.0f}')} |"
         )
-    return rows
-
-
-def _earlier_rows(log: MeasurementLog, repo: Path) -> list[str]:
-    if not log.earlier:
-        return []
-    plans = {}
-    for fleet_file in sorted({m.fleet_file for m in log.earlier}):
-        plans |= {(fleet_file, p.model_name): p for p in load_and_plan(repo / fleet_file)[1]}
-    rows = [
-        "",
-        "## Measured before `verify` existed",
-        "",
-        f"{log.earlier[0].how}.",
-        "",
-        "| model (examples/gpu/fleet.yaml) | GPU, vLLM, date | KV tokens: vLLM | plan now | vLLM / plan now |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for m in log.earlier:
-        plan = plans[(m.fleet_file, m.model)]
-        rows.append(
-            f"| {m.model} | {m.gpu}, {m.vllm_version}, {m.date} | {m.measured_kv_tokens:,} | "
-            f"{plan.memory.token_capacity:,} | {m.measured_kv_tokens / plan.memory.token_capacity:.3f} |"
-        )
+    gaps = [m.verdict for m in log.measurements if m.verdict.config == "plan" and (m.verdict.boot_seconds is None or m.verdict.load is None)]
+    rows += [""] + [f"- {v.model}: {v.note}." for v in gaps] if gaps else []
     return rows
 
 
@@ -109,15 +86,15 @@ def _compare_rows(log: MeasurementLog) -> list[str]:
     return rows
 
 
-def render(log: MeasurementLog, repo: Path) -> str:
+def render(log: MeasurementLog) -> str:
     lines = ["# The planner against vLLM on a GPU", "", INTRO, ""]
-    lines += _verified_rows(log) + _earlier_rows(log, repo) + _compare_rows(log)
+    lines += _verified_rows(log) + _compare_rows(log)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
     path = Path(argv[1] if len(argv) > 1 else "tests/data/gpu_measurements.json")
-    sys.stdout.write(render(MeasurementLog.model_validate_json(path.read_text()), Path.cwd()))
+    sys.stdout.write(render(MeasurementLog.model_validate_json(path.read_text())))
 
 
 if __name__ == "__main__":
