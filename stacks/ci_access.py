@@ -34,6 +34,10 @@ WILDCARD_REASONS = {
 
 @dataclass(frozen=True)
 class CiAccessProps:
+    """github_repo: owner/name whose workflows may assume the role (required). store: the
+    bucket CI publishes adapters and models to. key: the store's KMS key. existing_provider_arn:
+    the account's GitHub OIDC provider when one exists already (default None: create it)."""
+
     github_repo: str  # owner/name
     store: StoreLocation
     key: kms.IKey

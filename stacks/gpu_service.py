@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import aws_cdk as cdk
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -27,7 +28,7 @@ from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from stacks.config import StackConfigError
 from model_store.telemetry import REQUESTS_WAITING
-from stacks.metrics import fleet_metric
+from stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
 TARGET = "ecs"  # LLMFLEET_TARGET of the container and the Target dimension of its metrics
@@ -100,6 +101,12 @@ echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config"""
 
 @dataclass(frozen=True)
 class GpuServiceProps:
+    """plan: the model's serving plan (instance, GPUs, timings, scaling). vpc, store, key, image:
+    the fleet's shared network, model store, KMS key and serving image. access_logs: the bucket
+    for load-balancer access logs. certificate_arn: an ACM certificate for HTTPS on 443 (default
+    None: HTTP on 80 only). allowed_cidr: who may reach the load balancer (default 0.0.0.0/0; the
+    API key still guards /v1). managed_termination_protection: default False (see below)."""
+
     plan: ServingPlan
     vpc: ec2.IVpc
     store: StoreLocation
@@ -465,15 +472,58 @@ class GpuServiceConstruct(Construct):
             # At zero tasks neither metric exists; the load balancer's 5xx (no targets -> 503) wakes the service.
             self.scaling.scale_on_metric(
                 "ScaleFromZero",
-                metric=self.load_balancer.metrics.http_code_elb(
-                    elbv2.HttpCodeElb.ELB_5XX_COUNT, period=cdk.Duration.minutes(1), statistic="Sum"
-                ),
+                metric=self.metric_load_balancer_5xx(),
                 scaling_steps=[
                     appscaling.ScalingInterval(upper=0, change=0),
                     appscaling.ScalingInterval(lower=1, change=1),
                 ],
                 adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
             )
+
+    # --- metrics (the CDK guideline: a construct names its own metrics) ---------------------
+
+    def metric_requests(self) -> cloudwatch.Metric:
+        """Requests the load balancer forwarded to the servers, per minute."""
+        return self.target_group.metrics.request_count(period=ONE_MINUTE, statistic="Sum")
+
+    def metric_target_5xx(self) -> cloudwatch.Metric:
+        """5xx answers from the servers themselves, per minute."""
+        return self.target_group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=ONE_MINUTE)
+
+    def metric_load_balancer_5xx(self) -> cloudwatch.Metric:
+        """5xx the load balancer made up (no healthy target, timeouts), per minute."""
+        return self.load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=ONE_MINUTE)
+
+    def metric_healthy_hosts(self) -> cloudwatch.Metric:
+        return self.target_group.metrics.healthy_host_count(period=ONE_MINUTE, statistic="Minimum")
+
+    def metric_unhealthy_hosts(self) -> cloudwatch.Metric:
+        return self.target_group.metrics.unhealthy_host_count(period=ONE_MINUTE, statistic="Maximum")
+
+    def metric_tasks_not_running(self) -> cloudwatch.MathExpression:
+        """Desired minus running tasks (Container Insights): tasks waiting for GPU capacity."""
+        insights = {"ClusterName": self.cluster.cluster_name, "ServiceName": self.service.service_name}
+
+        def task_count(name: str, statistic: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace="ECS/ContainerInsights", metric_name=name, dimensions_map=insights, statistic=statistic, period=FIVE_MINUTES
+            )
+
+        return cloudwatch.MathExpression(
+            expression="desired - running",
+            using_metrics={"desired": task_count("DesiredTaskCount", "Minimum"), "running": task_count("RunningTaskCount", "Maximum")},
+            label="tasks not running",
+            period=FIVE_MINUTES,
+        )
+
+    def metric_instances_in_service(self) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/AutoScaling",
+            metric_name="GroupInServiceInstances",
+            dimensions_map={"AutoScalingGroupName": self.auto_scaling_group.auto_scaling_group_name},
+            statistic="Maximum",
+            period=ONE_MINUTE,
+        )
 
     def enable_deployment_alarms(self, alarm_names: list[str]) -> None:
         """Roll a deployment back when any of these alarms fires while it is in progress."""

@@ -13,6 +13,9 @@ from model_store import telemetry
 from model_store.plan import ServingPlan
 from stacks.config import StackConfigError
 
+ONE_MINUTE = cdk.Duration.minutes(1)
+FIVE_MINUTES = cdk.Duration.minutes(5)
+
 
 def fleet_metric(
     plan: ServingPlan,
@@ -20,7 +23,7 @@ def fleet_metric(
     target: str,
     *,
     statistic: str = "Average",
-    period: cdk.Duration = cdk.Duration.minutes(1),
+    period: cdk.Duration = ONE_MINUTE,
 ) -> cloudwatch.Metric:
     """One of the container's EMF metrics for a model on one target (`ecs` or `sagemaker`).
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
-from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
@@ -28,11 +26,9 @@ from model_store.telemetry import (
 from stacks import gpu_service, sagemaker_endpoint
 from stacks.config import StackConfigError
 from stacks.gpu_service import GpuServiceConstruct
-from stacks.metrics import fleet_metric
+from stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from stacks.sagemaker_endpoint import SageMakerEndpointConstruct
 
-ONE_MINUTE = cdk.Duration.minutes(1)
-FIVE_MINUTES = cdk.Duration.minutes(5)
 # Alarm thresholds that are operational judgement, not plan figures.
 ERROR_RATE_PERCENT = 5  # 5xx share of requests, three minutes running
 QUEUE_ALARM_FACTOR = 4  # the queue stays at 4x the autoscaling target: scaling is not keeping up
@@ -45,6 +41,9 @@ TARGET_TITLE = {gpu_service.TARGET: "ECS", sagemaker_endpoint.TARGET: "SageMaker
 
 @dataclass(frozen=True)
 class AlarmTopicProps:
+    """key: the KMS key that encrypts the topic. email: an address subscribed to every alarm
+    (default None: no subscription; add one later in the console or with `-c alarm_email=`)."""
+
     key: kms.IKey
     email: str | None = None
 
@@ -61,6 +60,10 @@ class AlarmTopicConstruct(Construct):
 
 @dataclass(frozen=True)
 class ModelMonitoringProps:
+    """plan: the model's serving plan (names, thresholds). topic: where alarms notify.
+    gpu_service / endpoint: the model's ECS service and SageMaker endpoint, each None (the
+    default) when the model is not served on that target; at least one is required."""
+
     plan: ServingPlan
     topic: sns.ITopic
     gpu_service: GpuServiceConstruct | None = None
@@ -157,10 +160,7 @@ class ModelMonitoringConstruct(Construct):
 
     def _ecs(self, service: GpuServiceConstruct) -> list[cloudwatch.IWidget]:
         plan = self.plan
-        target_group, load_balancer = service.target_group, service.load_balancer
-        requests = target_group.metrics.request_count(period=ONE_MINUTE, statistic="Sum")
-        target_5xx = target_group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=ONE_MINUTE)
-        elb_5xx = load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=ONE_MINUTE)
+        requests, target_5xx = service.metric_requests(), service.metric_target_5xx()
         error_rate = _error_rate(requests, target_5xx, "target 5xx %")
         self._alarm(
             "Ecs5xxRate",
@@ -170,7 +170,7 @@ class ModelMonitoringConstruct(Construct):
             evaluation_periods=3,
             deployment=True,
         )
-        unhealthy = target_group.metrics.unhealthy_host_count(period=ONE_MINUTE, statistic="Maximum")
+        unhealthy = service.metric_unhealthy_hosts()
         self._alarm(
             "EcsUnhealthyHosts",
             f"{plan.model_name} on ECS: a vLLM server failed its /health check for 5 minutes",
@@ -178,22 +178,7 @@ class ModelMonitoringConstruct(Construct):
             1,
             evaluation_periods=5,
         )
-        insights = {"ClusterName": service.cluster.cluster_name, "ServiceName": service.service.service_name}
-        pending = cloudwatch.MathExpression(
-            expression="desired - running",
-            using_metrics={
-                "desired": cloudwatch.Metric(
-                    namespace="ECS/ContainerInsights", metric_name="DesiredTaskCount", dimensions_map=insights,
-                    statistic="Minimum", period=FIVE_MINUTES,
-                ),
-                "running": cloudwatch.Metric(
-                    namespace="ECS/ContainerInsights", metric_name="RunningTaskCount", dimensions_map=insights,
-                    statistic="Maximum", period=FIVE_MINUTES,
-                ),
-            },
-            label="tasks not running",
-            period=FIVE_MINUTES,
-        )
+        pending = service.metric_tasks_not_running()
         self._alarm(
             "EcsTasksPending",
             f"{plan.model_name} on ECS: tasks wait for GPU capacity for {PENDING_TASK_MINUTES} minutes "
@@ -203,29 +188,18 @@ class ModelMonitoringConstruct(Construct):
             evaluation_periods=PENDING_TASK_MINUTES // 5,
         )
         service.enable_deployment_alarms(self.deployment_alarm_names)
-        instances = cloudwatch.Metric(
-            namespace="AWS/AutoScaling",
-            metric_name="GroupInServiceInstances",
-            dimensions_map={"AutoScalingGroupName": service.auto_scaling_group.auto_scaling_group_name},
-            statistic="Maximum",
-            period=ONE_MINUTE,
-        )
         return [
             graph("ECS requests/min", [requests]),
-            graph("ECS 5xx", [target_5xx, elb_5xx, error_rate]),
-            graph(
-                "ECS hosts",
-                [target_group.metrics.healthy_host_count(period=ONE_MINUTE, statistic="Minimum"), unhealthy],
-            ),
-            graph(f"GPU instances ({plan.instance_type})", [instances, pending]),
+            graph("ECS 5xx", [target_5xx, service.metric_load_balancer_5xx(), error_rate]),
+            graph("ECS hosts", [service.metric_healthy_hosts(), unhealthy]),
+            graph(f"GPU instances ({plan.instance_type})", [service.metric_instances_in_service(), pending]),
         ]
 
     def _sagemaker(self, endpoint: SageMakerEndpointConstruct) -> list[cloudwatch.IWidget]:
         plan = self.plan
         for alarm in endpoint.rollback_alarms:  # operators hear about a rolled-back update too
             alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
-        invocations = endpoint.variant_metric("Invocations", "Sum")
-        errors = endpoint.variant_metric("Invocation5XXErrors", "Sum")
+        invocations, errors = endpoint.metric_invocations(), endpoint.metric_invocation_5xx_errors()
         error_rate = _error_rate(invocations, errors, "5xx %")
         self._alarm(
             "SageMaker5xxRate",
@@ -234,18 +208,11 @@ class ModelMonitoringConstruct(Construct):
             ERROR_RATE_PERCENT,
             evaluation_periods=3,
         )
-        gpu_utilization = cloudwatch.Metric(
-            namespace="/aws/sagemaker/Endpoints",
-            metric_name="GPUUtilization",
-            dimensions_map={"EndpointName": endpoint.endpoint_name, "VariantName": "AllTraffic"},
-            statistic="Average",
-            period=ONE_MINUTE,
-        )
         return [
             graph("SageMaker invocations/min", [invocations]),
             graph("SageMaker 5xx", [errors, error_rate]),
-            graph("SageMaker model latency (us)", [endpoint.variant_metric("ModelLatency", "p90")]),
-            graph(f"SageMaker GPU utilization % ({plan.sagemaker_instance_type})", [gpu_utilization]),
+            graph("SageMaker model latency (us)", [endpoint.metric_model_latency()]),
+            graph(f"SageMaker GPU utilization % ({plan.sagemaker_instance_type})", [endpoint.metric_gpu_utilization()]),
         ]
 
 

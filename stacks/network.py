@@ -23,6 +23,10 @@ INTERFACE_ENDPOINTS = {
 
 @dataclass(frozen=True)
 class NetworkProps:
+    """flow_logs_bucket: where VPC flow logs go. max_azs: availability zones (default 2).
+    nat_gateways: NAT gateways (default 1; one per AZ removes the single point of failure at
+    about $32/month each)."""
+
     flow_logs_bucket: s3.IBucket
     max_azs: int = 2
     nat_gateways: int = 1  # the ECS agent, SageMaker and package mirrors still need egress

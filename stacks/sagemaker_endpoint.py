@@ -23,7 +23,7 @@ from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from stacks.config import StackConfigError
 from model_store.telemetry import REQUESTS_WAITING
-from stacks.metrics import fleet_metric
+from stacks.metrics import ONE_MINUTE, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
 TARGET = "sagemaker"  # LLMFLEET_TARGET of the container and the Target dimension of its metrics
@@ -37,6 +37,9 @@ ENDPOINT_NAME_MAX = 63
 
 @dataclass(frozen=True)
 class SageMakerEndpointProps:
+    """plan: the model's serving plan (ml.* instance, timeouts, scaling). vpc, store, key, image:
+    the fleet's shared network, model store, KMS key and serving image. No optional fields."""
+
     plan: ServingPlan
     vpc: ec2.IVpc
     store: StoreLocation
@@ -89,7 +92,7 @@ class SageMakerEndpointConstruct(Construct):
                 "Rollback5xx",
                 alarm_name=self.rollback_alarm_names[0],
                 alarm_description=f"{plan.model_name}: 5xx from the new fleet during a blue/green update rolls it back",
-                metric=self.variant_metric("Invocation5XXErrors", "Sum"),
+                metric=self.metric_invocation_5xx_errors(),
                 threshold=5,
                 evaluation_periods=2,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -253,12 +256,33 @@ class SageMakerEndpointConstruct(Construct):
         self._autoscaling()
 
     def variant_metric(self, name: str, statistic: str) -> cloudwatch.Metric:
+        """One of SageMaker's per-variant endpoint metrics (AWS/SageMaker), per minute."""
         return cloudwatch.Metric(
             namespace="AWS/SageMaker",
             metric_name=name,
             dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT},
             statistic=statistic,
-            period=cdk.Duration.minutes(1),
+            period=ONE_MINUTE,
+        )
+
+    def metric_invocations(self) -> cloudwatch.Metric:
+        return self.variant_metric("Invocations", "Sum")
+
+    def metric_invocation_5xx_errors(self) -> cloudwatch.Metric:
+        return self.variant_metric("Invocation5XXErrors", "Sum")
+
+    def metric_model_latency(self) -> cloudwatch.Metric:
+        """The container's time per invocation (microseconds), p90."""
+        return self.variant_metric("ModelLatency", "p90")
+
+    def metric_gpu_utilization(self) -> cloudwatch.Metric:
+        """Instance GPU utilization, which SageMaker publishes under its own namespace."""
+        return cloudwatch.Metric(
+            namespace="/aws/sagemaker/Endpoints",
+            metric_name="GPUUtilization",
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": VARIANT},
+            statistic="Average",
+            period=ONE_MINUTE,
         )
 
     def _autoscaling(self) -> None:

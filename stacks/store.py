@@ -30,6 +30,10 @@ LOG_RETENTION_DAYS = 365
 
 @dataclass(frozen=True)
 class StoreProps:
+    """bucket_name: the store bucket's name. repo_root: the checkout holding containers/ (the
+    image is built from it). image_tag: a tag CI already pushed to the repository (default None:
+    build the image as a CDK asset at synth)."""
+
     bucket_name: str
     repo_root: Path
     image_tag: str | None = None  # a tag CI pushed to the repository; None builds the image asset
