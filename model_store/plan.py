@@ -502,95 +502,14 @@ def plan_model(
     catalog: Sequence[GpuInstance] = INSTANCES,
 ) -> ServingPlan:
     """Choose instance, TP and vLLM settings for `spec`; raise PlanError with the numbers."""
-    fmt = weight_format(spec, arch)
-    dtype = serving_dtype(spec, arch)
-    if spec.language_model_only and not arch.parameters.vision:
-        raise PlanError(
-            f"model {spec.name!r}, field 'language_model_only': {arch.model_type} has no vision encoder to leave out; remove the field"
-        )
-    if spec.lora and arch.is_moe:
-        raise PlanError(
-            f"model {spec.name!r}, field 'lora': LoRA on a mixture-of-experts model ({arch.moe.num_experts} experts) "
-            "is not modelled: vLLM's expert LoRA buffers are not sized by the planner yet"
-        )
-    if spec.max_model_len > arch.max_position_embeddings:
-        raise PlanError(
-            f"model {spec.name!r}, field 'max_model_len': {spec.max_model_len} exceeds the model's "
-            f"max_position_embeddings {arch.max_position_embeddings}"
-        )
-    pool = [instance(spec.serving.instance_type)] if spec.serving.instance_type else list(catalog)
-    evaluated = [c for candidate in pool for c in _evaluate(spec, arch, draft, dtype, fmt, candidate)]
-    fitting = [c for c in evaluated if c.why_not is None]
-    if not fitting:
-        closest = sorted((c for c in evaluated if c.memory), key=lambda c: -c.memory.kv_cache_bytes_per_gpu)[:3]
-        shown = closest or evaluated[:3]
-        details = "; ".join(f"{c.instance_type} {c.why_not}" for c in shown)
-        raise PlanError(f"model {spec.name!r} fits no {'pinned ' if spec.serving.instance_type else ''}instance: {details}")
-    by_name = {c.name: c for c in pool}
-    best = min(fitting, key=lambda c: (_price(by_name[c.instance_type], spec.serving.targets), c.tp))
-    chosen = by_name[best.instance_type]
-    memory = best.memory
-    if memory is None:  # fitting candidates always carry their memory plan
-        raise PlanError(f"model {spec.name!r}: internal error, a fitting choice without a memory plan")
-
-    reasons = [
-        f"{arch.family} ({arch.model_type}, facts from {arch.source or 'config.json'}); weights {memory.weights_bytes / GIB:.2f} GiB "
-        f"({memory.parameters / 1e9:.2f} B params, {fmt.describe() if fmt else dtype})"
-        f"{' incl. draft model' if draft else ''}",
-        _kv_reason(arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory),
-        f"{chosen.name} (${_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
-        f"is the cheapest of {len(fitting)} fitting choices; TP={best.tp} over "
-        f"{chosen.gpu_count} x {chosen.gpu.name} {chosen.gpu.memory_mib / 1024:.1f} GiB",
-        f"per GPU: {memory.usable_bytes_per_gpu / GIB:.1f} GiB usable (x{GPU_MEMORY_UTILIZATION}) - weights "
-        f"{memory.weights_bytes_per_gpu / GIB:.1f} - LoRA {memory.lora_bytes_per_gpu / GIB:.2f} - activations "
-        f"{memory.activation_bytes_per_gpu / GIB:.2f} - reserve {memory.reserve_bytes_per_gpu / GIB:.1f} "
-        f"= KV {memory.kv_cache_bytes_per_gpu / GIB:.1f} GiB = {memory.token_capacity:,} tokens = "
-        f"{memory.max_concurrency} x {spec.max_model_len:,}-token sequences",
-    ]
-    cheaper_refused = sorted(
-        (c for c in evaluated if c.why_not and _price(by_name[c.instance_type], spec.serving.targets) < _price(chosen, spec.serving.targets)),
-        key=lambda c: _price(by_name[c.instance_type], spec.serving.targets),
-    )
-    reasons += [f"not {c.instance_type}: {c.why_not}" for c in cheaper_refused[:3]]
-    if fmt and fmt.online:
-        reasons.append(f"{fmt.method} quantization is applied online at load time")
-    elif fmt:
-        reasons.append(f"{fmt.method} detected from the checkpoint's quantization_config; vLLM picks its kernel")
-
-    max_num_seqs = min(
-        MAX_NUM_SEQS_CAP,
-        max(spec.serving.target_concurrency, memory.token_capacity // min(spec.max_model_len, TYPICAL_REQUEST_TOKENS)),
-    )
-    batched = max(_batched_tokens(chosen.gpu_memory_bytes, spec.max_model_len), max_num_seqs)
-    reasons.append(
-        f"max_num_seqs {max_num_seqs}: KV room for requests of ~{min(spec.max_model_len, TYPICAL_REQUEST_TOKENS)} "
-        f"tokens, capped at {MAX_NUM_SEQS_CAP}; max_num_batched_tokens {batched} (chunked prefill)"
-    )
-    grace, grace_reason = _startup_grace(memory.weights_bytes, best.tp, spec.load_format == "runai_streamer")
-    reasons.append(grace_reason)
+    fmt, dtype = weight_format(spec, arch), serving_dtype(spec, arch)
+    _check_fields_fit(spec, arch)  # fields this architecture cannot honour are refused first
+    choice = _cheapest_fit(spec, arch, draft, dtype, fmt, catalog)  # instance and TP, with their memory plan
+    max_num_seqs, batched, batching_reason = _batching(spec, choice)
+    grace, grace_reason = _startup_grace(choice.memory.weights_bytes, choice.tp, spec.load_format == "runai_streamer")
     autoscaling, scaling_reason = _autoscaling(spec)
-    reasons.append(scaling_reason)
-
-    settings = VllmSettings(
-        served_model_name=spec.name,
-        dtype=dtype,
-        quantization=fmt.method if fmt and fmt.online else None,
-        kv_cache_dtype=spec.kv_cache_dtype,
-        max_model_len=spec.max_model_len,
-        tensor_parallel_size=best.tp,
-        gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=batched,
-        enable_lora=spec.lora is not None,
-        max_lora_rank=spec.lora.max_rank if spec.lora else None,
-        max_loras=spec.lora.max_loras if spec.lora else None,
-        max_cpu_loras=spec.lora.max_cpu_loras if spec.lora else None,
-        reasoning_parser=spec.reasoning_parser,
-        language_model_only=spec.language_model_only,
-        speculative_config=_speculative_config(spec),
-        load_format=spec.load_format,
-        shutdown_timeout=DRAIN_SECONDS - SHUTDOWN_MARGIN_SECONDS,
-    )
+    reasons = _sizing_reasons(spec, arch, draft, dtype, fmt, choice) + [batching_reason, grace_reason, scaling_reason]
+    chosen, memory = choice.instance, choice.memory
     return ServingPlan(
         fleet=fleet.name,
         stage=fleet.stage,
@@ -609,9 +528,9 @@ def plan_model(
         gpu_memory_bytes=chosen.gpu_memory_bytes,
         instance_memory_gib=chosen.memory_gib,
         instance_nvme_gb=chosen.nvme_gb,
-        tensor_parallel_size=best.tp,
+        tensor_parallel_size=choice.tp,
         memory=memory,
-        vllm=settings,
+        vllm=_vllm_settings(spec, dtype, fmt, choice.tp, max_num_seqs, batched),
         timing=TimingPlan(
             startup_grace_seconds=grace,
             drain_seconds=DRAIN_SECONDS,
@@ -625,6 +544,111 @@ def plan_model(
         cost_per_hour_usd=round(_price(chosen, spec.serving.targets), 4),
         price_source="; ".join(dict.fromkeys(chosen.price_source if t == "ecs" else chosen.sagemaker_price_source for t in spec.serving.targets)),
         reasons=reasons,
+    )
+
+
+def _check_fields_fit(spec: ModelSpec, arch: ArchitectureFacts) -> None:
+    if spec.language_model_only and not arch.parameters.vision:
+        raise PlanError(
+            f"model {spec.name!r}, field 'language_model_only': {arch.model_type} has no vision encoder to leave out; remove the field"
+        )
+    if spec.lora and arch.is_moe:
+        raise PlanError(
+            f"model {spec.name!r}, field 'lora': LoRA on a mixture-of-experts model ({arch.moe.num_experts} experts) "
+            "is not modelled: vLLM's expert LoRA buffers are not sized by the planner yet"
+        )
+    if spec.max_model_len > arch.max_position_embeddings:
+        raise PlanError(
+            f"model {spec.name!r}, field 'max_model_len': {spec.max_model_len} exceeds the model's "
+            f"max_position_embeddings {arch.max_position_embeddings}"
+        )
+
+
+class _Choice(Frozen):
+    """The cheapest fitting (instance, TP), and what the reasons say about the others."""
+
+    instance: GpuInstance
+    tp: int
+    memory: MemoryPlan
+    fitting: int = Field(description="How many (instance, TP) choices fit.")
+    cheaper_refused: list[_Candidate] = Field(description="Cheaper choices that do not fit, cheapest first.")
+
+
+def _cheapest_fit(spec, arch, draft, dtype, fmt, catalog: Sequence[GpuInstance]) -> _Choice:
+    pool = [instance(spec.serving.instance_type)] if spec.serving.instance_type else list(catalog)
+    evaluated = [c for candidate in pool for c in _evaluate(spec, arch, draft, dtype, fmt, candidate)]
+    fitting = [c for c in evaluated if c.why_not is None]
+    if not fitting:
+        closest = sorted((c for c in evaluated if c.memory), key=lambda c: -c.memory.kv_cache_bytes_per_gpu)[:3]
+        shown = closest or evaluated[:3]
+        details = "; ".join(f"{c.instance_type} {c.why_not}" for c in shown)
+        raise PlanError(f"model {spec.name!r} fits no {'pinned ' if spec.serving.instance_type else ''}instance: {details}")
+    by_name = {c.name: c for c in pool}
+    price = lambda c: _price(by_name[c.instance_type], spec.serving.targets)  # noqa: E731
+    best = min(fitting, key=lambda c: (price(c), c.tp))
+    if best.memory is None:  # fitting candidates always carry their memory plan
+        raise PlanError(f"model {spec.name!r}: internal error, a fitting choice without a memory plan")
+    cheaper_refused = sorted((c for c in evaluated if c.why_not and price(c) < price(best)), key=price)
+    return _Choice(instance=by_name[best.instance_type], tp=best.tp, memory=best.memory, fitting=len(fitting), cheaper_refused=cheaper_refused)
+
+
+def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: _Choice) -> list[str]:
+    """Why this model got this instance and this much KV cache, in the plan's own numbers."""
+    chosen, memory = choice.instance, choice.memory
+    reasons = [
+        f"{arch.family} ({arch.model_type}, facts from {arch.source or 'config.json'}); weights {memory.weights_bytes / GIB:.2f} GiB "
+        f"({memory.parameters / 1e9:.2f} B params, {fmt.describe() if fmt else dtype})"
+        f"{' incl. draft model' if draft else ''}",
+        _kv_reason(arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory),
+        f"{chosen.name} (${_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
+        f"is the cheapest of {choice.fitting} fitting choices; TP={choice.tp} over "
+        f"{chosen.gpu_count} x {chosen.gpu.name} {chosen.gpu.memory_mib / 1024:.1f} GiB",
+        f"per GPU: {memory.usable_bytes_per_gpu / GIB:.1f} GiB usable (x{GPU_MEMORY_UTILIZATION}) - weights "
+        f"{memory.weights_bytes_per_gpu / GIB:.1f} - LoRA {memory.lora_bytes_per_gpu / GIB:.2f} - activations "
+        f"{memory.activation_bytes_per_gpu / GIB:.2f} - reserve {memory.reserve_bytes_per_gpu / GIB:.1f} "
+        f"= KV {memory.kv_cache_bytes_per_gpu / GIB:.1f} GiB = {memory.token_capacity:,} tokens = "
+        f"{memory.max_concurrency} x {spec.max_model_len:,}-token sequences",
+    ]
+    reasons += [f"not {c.instance_type}: {c.why_not}" for c in choice.cheaper_refused[:3]]
+    if fmt and fmt.online:
+        reasons.append(f"{fmt.method} quantization is applied online at load time")
+    elif fmt:
+        reasons.append(f"{fmt.method} detected from the checkpoint's quantization_config; vLLM picks its kernel")
+    return reasons
+
+
+def _batching(spec: ModelSpec, choice: _Choice) -> tuple[int, int, str]:
+    """(max_num_seqs, max_num_batched_tokens, reason): as many sequences as typical requests fit in the KV cache."""
+    typical = min(spec.max_model_len, TYPICAL_REQUEST_TOKENS)
+    max_num_seqs = min(MAX_NUM_SEQS_CAP, max(spec.serving.target_concurrency, choice.memory.token_capacity // typical))
+    batched = max(_batched_tokens(choice.instance.gpu_memory_bytes, spec.max_model_len), max_num_seqs)
+    reason = (
+        f"max_num_seqs {max_num_seqs}: KV room for requests of ~{typical} tokens, capped at {MAX_NUM_SEQS_CAP}; "
+        f"max_num_batched_tokens {batched} (chunked prefill)"
+    )
+    return max_num_seqs, batched, reason
+
+
+def _vllm_settings(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, tp: int, max_num_seqs: int, batched: int) -> VllmSettings:
+    return VllmSettings(
+        served_model_name=spec.name,
+        dtype=dtype,
+        quantization=fmt.method if fmt and fmt.online else None,
+        kv_cache_dtype=spec.kv_cache_dtype,
+        max_model_len=spec.max_model_len,
+        tensor_parallel_size=tp,
+        gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=batched,
+        enable_lora=spec.lora is not None,
+        max_lora_rank=spec.lora.max_rank if spec.lora else None,
+        max_loras=spec.lora.max_loras if spec.lora else None,
+        max_cpu_loras=spec.lora.max_cpu_loras if spec.lora else None,
+        reasoning_parser=spec.reasoning_parser,
+        language_model_only=spec.language_model_only,
+        speculative_config=_speculative_config(spec),
+        load_format=spec.load_format,
+        shutdown_timeout=DRAIN_SECONDS - SHUTDOWN_MARGIN_SECONDS,
     )
 
 
