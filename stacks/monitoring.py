@@ -158,18 +158,25 @@ class ModelMonitoringConstruct(Construct):
             self.deployment_alarm_names.append(literal_name)
         return alarm
 
-    def _ecs(self, service: GpuServiceConstruct) -> list[cloudwatch.IWidget]:
-        plan = self.plan
-        requests, target_5xx = service.metric_requests(), service.metric_target_5xx()
-        error_rate = _error_rate(requests, target_5xx, "target 5xx %")
+    def _error_rate_alarm(
+        self, name: str, where: str, what: str, requests: cloudwatch.IMetric, errors: cloudwatch.IMetric, label: str, *, deployment: bool = False
+    ) -> cloudwatch.MathExpression:
+        """Alarm when over ERROR_RATE_PERCENT of `what` were answered 5xx for 3 minutes; the rate, for graphs."""
+        error_rate = _error_rate(requests, errors, label)
         self._alarm(
-            "Ecs5xxRate",
-            f"{plan.model_name} on ECS: more than {ERROR_RATE_PERCENT}% of requests answered 5xx for 3 minutes",
+            name,
+            f"{self.plan.model_name} on {where}: more than {ERROR_RATE_PERCENT}% of {what} answered 5xx for 3 minutes",
             error_rate,
             ERROR_RATE_PERCENT,
             evaluation_periods=3,
-            deployment=True,
+            deployment=deployment,
         )
+        return error_rate
+
+    def _ecs(self, service: GpuServiceConstruct) -> list[cloudwatch.IWidget]:
+        plan = self.plan
+        requests, target_5xx = service.metric_requests(), service.metric_target_5xx()
+        error_rate = self._error_rate_alarm("Ecs5xxRate", "ECS", "requests", requests, target_5xx, "target 5xx %", deployment=True)
         unhealthy = service.metric_unhealthy_hosts()
         self._alarm(
             "EcsUnhealthyHosts",
@@ -200,14 +207,7 @@ class ModelMonitoringConstruct(Construct):
         for alarm in endpoint.rollback_alarms:  # operators hear about a rolled-back update too
             alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         invocations, errors = endpoint.metric_invocations(), endpoint.metric_invocation_5xx_errors()
-        error_rate = _error_rate(invocations, errors, "5xx %")
-        self._alarm(
-            "SageMaker5xxRate",
-            f"{plan.model_name} on SageMaker: more than {ERROR_RATE_PERCENT}% of invocations answered 5xx for 3 minutes",
-            error_rate,
-            ERROR_RATE_PERCENT,
-            evaluation_periods=3,
-        )
+        error_rate = self._error_rate_alarm("SageMaker5xxRate", "SageMaker", "invocations", invocations, errors, "5xx %")
         return [
             graph("SageMaker invocations/min", [invocations]),
             graph("SageMaker 5xx", [errors, error_rate]),
