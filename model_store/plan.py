@@ -38,11 +38,16 @@ MAX_NUM_SEQS_CAP = 256
 # Requests average far below max_model_len; size max_num_seqs for this many tokens each.
 TYPICAL_REQUEST_TOKENS = 2048
 # Boot-time estimates for the health-check grace (conservative; ECR pull of the ~10 GB
-# vLLM image, S3 -> NVMe sync with the transfer manager, NVMe -> GPU load, engine warm-up).
+# vLLM image, S3 -> NVMe sync with the transfer manager, NVMe -> GPU load).
 IMAGE_PULL_SECONDS = 120
 S3_SYNC_BYTES_PER_SECOND = 500 * MIB
 GPU_LOAD_BYTES_PER_SECOND = 2 * GIB
-ENGINE_WARMUP_SECONDS = 60
+# vLLM's start besides reading weights, per phase, with a cold compile cache: the longest each
+# phase took for any model of tests/data/gpu_measurements.json (H200, vLLM 0.26: 74-82 s, 17-66 s,
+# 29-89 s), rounded up; tests/unit/test_gpu_measurements.py holds them to every new measurement.
+ENGINE_START_SECONDS = 90  # Python and the API server, the engine process, building the model
+COMPILE_SECONDS = 70  # torch.compile
+PROFILE_AND_GRAPHS_SECONDS = 90  # KV-cache profiling, CUDA-graph capture, warm-up
 ENGINE_WARMUP_SECONDS_PER_RANK = 15
 GRACE_SAFETY_FACTOR = 1.5
 # SageMaker accepts 60-3600 s for startup health-check and download timeouts.
@@ -462,13 +467,13 @@ def _price(candidate: GpuInstance, targets: Sequence[str]) -> float:
 def _startup_grace(weights: int, tp: int, streams: bool) -> tuple[int, str]:
     sync = 0 if streams else weights / S3_SYNC_BYTES_PER_SECOND
     load = weights / (S3_SYNC_BYTES_PER_SECOND if streams else GPU_LOAD_BYTES_PER_SECOND)
-    warmup = ENGINE_WARMUP_SECONDS + ENGINE_WARMUP_SECONDS_PER_RANK * tp
+    warmup = ENGINE_START_SECONDS + COMPILE_SECONDS + PROFILE_AND_GRAPHS_SECONDS + ENGINE_WARMUP_SECONDS_PER_RANK * tp
     estimate = IMAGE_PULL_SECONDS + sync + load + warmup
     grace = min(MAX_GRACE_SECONDS, max(MIN_GRACE_SECONDS, math.ceil(estimate * GRACE_SAFETY_FACTOR / 30) * 30))
     reason = (
         f"health-check grace {grace}s: image pull {IMAGE_PULL_SECONDS}s + "
         + ("" if streams else f"S3 sync {sync:.0f}s + ")
-        + f"{'stream' if streams else 'GPU load'} {load:.0f}s + warm-up {warmup}s = {estimate:.0f}s, "
+        + f"{'stream' if streams else 'GPU load'} {load:.0f}s + vLLM start {warmup}s (measured phases) = {estimate:.0f}s, "
         f"x{GRACE_SAFETY_FACTOR}, within [{MIN_GRACE_SECONDS}, {MAX_GRACE_SECONDS}]"
     )
     return grace, reason

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from model_store.plan import COMPILE_SECONDS, ENGINE_START_SECONDS, PROFILE_AND_GRAPHS_SECONDS
 from model_store.verify import KV_TOLERANCE, MeasurementLog, predicted_weights_gib, replan
 from tests.conftest import REPO
 
@@ -46,3 +47,18 @@ def test_every_new_family_was_measured() -> None:
 def test_the_record_names_gpu_and_vllm_version() -> None:
     for m in VERIFIED:
         assert m.gpu.startswith("NVIDIA") and m.vllm_version[0].isdigit() and m.date.startswith("20")
+
+
+BOOTED = [m for m in LOG.measurements if m.verdict.boot_seconds and m.verdict.boot.engine_init_seconds]
+
+
+@pytest.mark.parametrize("measurement", BOOTED, ids=lambda m: f"{m.verdict.model}-{m.verdict.config}")
+def test_the_planned_boot_phases_cover_every_measured_boot(measurement) -> None:
+    """The health-check grace is built from per-phase estimates; a measured boot whose phase took
+    longer means the grace could kill a server that was still starting."""
+    boot, total = measurement.verdict.boot, measurement.verdict.boot_seconds
+    compile_seconds = boot.compile_seconds or 0
+    start = total - (boot.weights_load_seconds or 0) - boot.engine_init_seconds
+    assert start <= ENGINE_START_SECONDS, f"engine start took {start:.0f} s"
+    assert compile_seconds <= COMPILE_SECONDS, f"compilation took {compile_seconds:.0f} s"
+    assert boot.engine_init_seconds - compile_seconds <= PROFILE_AND_GRAPHS_SECONDS, "profiling and CUDA graphs"
