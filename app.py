@@ -8,14 +8,13 @@ import sys
 
 import aws_cdk as cdk
 
-from model_store.manifest import ManifestError
-from model_store.plan import PlanError
-from stacks.config import StackConfigError
+from model_store.errors import LlmfleetError
 from stacks.fleet import compose_fleet
 
 app = cdk.App()
 try:
     compose_fleet(app)
-except (ManifestError, PlanError, StackConfigError) as exc:
-    sys.exit(f"llmfleet: {exc}")
+except LlmfleetError as exc:
+    print(f"llmfleet: {exc}", file=sys.stderr)
+    sys.exit(exc.exit_code)
 app.synth()

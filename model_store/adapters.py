@@ -17,6 +17,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from model_store.architectures import ArchitectureFacts
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.manifest import DNS_LABEL, SAFE_SEGMENT, FleetManifest, ModelSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -75,8 +76,12 @@ _LORA_KEY = re.compile(r"^base_model\.model\.(?P<path>.+)\.(?P<factor>lora_[AB])
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
-class AdapterRejected(ValueError):
-    """An adapter that must not reach the fleet; `.rule` is a short id such as "rank"."""
+class AdapterRejected(LlmfleetError, ValueError):
+    """An adapter that must not reach the fleet; `.rule` is a short id such as "rank".
+
+    Also a ValueError: an unsafe name (`check_segment`) is a bad value to its callers."""
+
+    exit_code = EXIT_REFUSED
 
     def __init__(self, rule: str, message: str):
         super().__init__(f"adapter rejected [{rule}]: {message}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from model_store.errors import EXIT_REFUSED
 from model_store.families import ConfigError
 
 HUB_QUANT_CONFIG = "hf_quant_config.json"  # NVIDIA ModelOpt checkpoints keep it beside config.json
@@ -15,6 +16,8 @@ HUB_QUANT_CONFIG = "hf_quant_config.json"  # NVIDIA ModelOpt checkpoints keep it
 
 class HubError(ConfigError):
     """The Hub answered, and what it said stops the lock; the message says what to set or fix."""
+
+    exit_code = EXIT_REFUSED
 
 
 class HubUnreachable(HubError):

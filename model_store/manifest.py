@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 """Model names become S3 prefixes, ECS service names, SageMaker endpoint names and DNS
 labels, so they are held to the strictest of those (40 chars leaves room for suffixes)."""
@@ -58,8 +60,10 @@ REASONING_PARSERS = (
 )
 
 
-class ManifestError(ValueError):
+class ManifestError(LlmfleetError):
     """A fleet manifest that cannot be used; the message says where and what is allowed."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class Quantization(str, Enum):

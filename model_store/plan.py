@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import kv_cache
 from model_store.catalog import INSTANCES, GpuInstance, instance
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.families import ArchitectureFacts, mla
 from model_store.manifest import AdapterRef, FleetManifest, ModelSpec
 from model_store.families.quantization import ONLINE_FORMATS, WeightFormat
@@ -69,8 +70,10 @@ UNSERVABLE_QUANTIZATION = {
 DEFAULT_MODEL_ROOT = "/var/lib/llmfleet/models"
 
 
-class PlanError(ValueError):
+class PlanError(LlmfleetError):
     """A model the catalog cannot serve as asked; the message carries the numbers."""
+
+    exit_code = EXIT_REFUSED
 
 
 class Frozen(BaseModel):

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from botocore.exceptions import ClientError
 
 from model_store.adapters import check_segment
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.store import ModelStore, StoreError, is_missing_error, is_precondition_failed
 
 REGISTRY_FORMAT = 1
@@ -32,8 +33,10 @@ BACKOFF_BASE_SECONDS = 0.01
 BACKOFF_CAP_SECONDS = 0.5
 
 
-class RegistryError(Exception):
+class RegistryError(LlmfleetError):
     """A registry change that is refused (unknown version, nothing to roll back...)."""
+
+    exit_code = EXIT_REFUSED
 
 
 class RegistryConflict(RegistryError):

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from model_store.catalog import instance
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.telemetry import histogram_quantile
 from model_store.plan import ServingPlan
 
@@ -24,8 +25,10 @@ VLLM_TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
 TARGETS = ("ecs", "sagemaker", "local")
 
 
-class StatusError(ValueError):
+class StatusError(LlmfleetError):
     """An observation status cannot use; the message names the field and the value."""
+
+    exit_code = EXIT_REFUSED
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,8 @@ def unit_cost_per_hour(plan: ServingPlan, target: str) -> float:
         raise StatusError(f"model {plan.model_name!r}: target {target!r} is not in its plan's targets {plan.targets}")
     chosen = instance(plan.instance_type)
     price = chosen.price_usd_hour if target == "ecs" else chosen.sagemaker_price_usd_hour
-    assert price is not None, "the planner only picks SageMaker-offered instances for SageMaker targets"
+    if price is None:  # the planner never picks one for SageMaker; a plan made with another catalog might
+        raise StatusError(f"model {plan.model_name!r}: {chosen.name} has no {target} price in the GPU catalog")
     return price
 
 

@@ -47,6 +47,7 @@ from model_store.architectures import (
     safetensors_header_length,
     weight_files,
 )
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.manifest import ManifestError
 
 MANIFEST_NAME = "_manifest.json"
@@ -72,8 +73,10 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (bytes just transferred or found already stored, total bytes of the version)."""
 
 
-class StoreError(Exception):
+class StoreError(LlmfleetError):
     """A store operation that cannot proceed; the message names the bucket/key and what to do."""
+
+    exit_code = EXIT_REFUSED
 
 
 class VersionExists(StoreError):

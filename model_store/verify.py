@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.plan import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, ServingPlan, json_flag
 
 # The plan promised concurrency it cannot hold when vLLM's KV capacity is this far below it.
@@ -25,8 +26,10 @@ SEED_UTILIZATION = 0.7
 SEED_MAX_MODEL_LEN = 2048
 
 
-class VerifyRefused(ValueError):
+class VerifyRefused(LlmfleetError):
     """This machine cannot stand in for the plan's GPU; the message says why."""
+
+    exit_code = EXIT_REFUSED
 
 
 class Frozen(BaseModel):

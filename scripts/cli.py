@@ -2,9 +2,10 @@
 
 A thin layer: read files and flags, call model_store, print rich tables or `--json`.
 Exit codes: 0 success, 1 the request was refused (doesn't fit, rejected adapter, lost
-race...), 2 bad input (manifest, flags). Every command is registered here, in the order
-`--help` lists them; the command modules share `scripts/cli_common.py` and never import
-this module.
+race...), 2 bad input (manifest, flags): each llmfleet error carries its own, and the root
+group prints the error as one line (`--debug`: with its traceback). Every command is
+registered here, in the order `--help` lists them; the command modules share
+`scripts/cli_common.py` and never import this module.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import typer
 
 from scripts import catalog_cli, fleet_cli, lock_cli, plan_cli, store_cli, verify_cli
+from scripts.cli_common import ErrorsAsExits, debug_option
 
 app = typer.Typer(
     name="llmfleet",
     help="Plan, deploy and operate vLLM fleets on AWS from one fleet.yaml.",
+    cls=ErrorsAsExits,
+    callback=debug_option,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -26,8 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from model_store.plan import ServingPlan
-from model_store.adapters import AdapterRejected
-from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
+from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
 from model_store import telemetry
 from model_store.status import (
     Deployment,
@@ -42,7 +41,7 @@ from model_store.status import (
 )
 from model_store.store import ModelStore, StoreError, StoreLocation
 from scripts import local_fleet
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, load_and_plan
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, flag_values, load_and_plan
 
 local_app = typer.Typer(
     help="Run the fleet on this machine: emulated AWS (moto), stand-in model, real entrypoint and CPU vLLM.",
@@ -139,10 +138,8 @@ def local_up(
 ) -> None:
     """Start the fleet locally and return once it serves; it keeps running in the background."""
     manifest, plans = load_and_plan(fleet)
-    try:
+    with flag_values():
         local_fleet.choose_model(plans, model)
-    except local_fleet.LocalFleetError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
     state_dir = _state_dir()
     started = time.monotonic()
     with errors.status("starting") as spinner:
@@ -160,7 +157,7 @@ def local_up(
             state, notes = local_fleet.up(
                 manifest, plans, fleet_path=fleet, state_dir=state_dir, model=model, on_step=step, on_note=note, on_wait=waiting, timeout=timeout
             )
-        except (local_fleet.LocalFleetError, StoreError, AdapterRejected, RegistryError, BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError) as exc:
             raise fail(str(exc), EXIT_REFUSED) from None
     for note in notes:
         errors.print(note, highlight=False)
@@ -180,11 +177,8 @@ def local_up(
 @local_app.command("down")
 def local_down() -> None:
     """Stop everything `local up` started (server, vLLM, moto); no process or port is left."""
-    try:
-        for note in local_fleet.down(_state_dir()):
-            console.print(note, highlight=False)
-    except local_fleet.LocalFleetError as exc:
-        raise fail(str(exc), EXIT_REFUSED) from None
+    for note in local_fleet.down(_state_dir()):
+        console.print(note, highlight=False)
 
 
 @local_app.command("env")

@@ -33,6 +33,7 @@ from botocore.config import Config
 from model_store.access import POLICY_VERSION, ci_publisher_statements
 from model_store.adapters import accepted_bases_for, max_rank_for
 from model_store.architectures import read_checkpoint_architecture
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.manifest import FleetManifest
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry
@@ -65,8 +66,10 @@ CI_ROLE_NAME = "llmfleet-ci-adapter-publisher"
 ACTOR = "llmfleet local up"
 
 
-class LocalFleetError(Exception):
+class LocalFleetError(LlmfleetError):
     """The local fleet cannot be brought up or down; the message says why and what to do."""
+
+    exit_code = EXIT_REFUSED
 
 
 # --- state ------------------------------------------------------------------------------

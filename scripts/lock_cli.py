@@ -16,9 +16,9 @@ from rich.console import Console
 from model_store.families import ConfigError
 from model_store.hub import HubClient
 from model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
-from model_store.manifest import ManifestError, ModelSpec, load_fleet
+from model_store.manifest import ModelSpec, load_fleet
 from model_store.store import ModelStore, StoreError
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, console, errors, fail
+from scripts.cli_common import EXIT_REFUSED, FleetArg, console, errors, fail
 
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
 
@@ -56,10 +56,7 @@ def resolve_and_write(fleet_path: Path, *, report: Console = console) -> FleetLo
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()  # one line per model is the progress here
-    try:
-        fleet = load_fleet(fleet_path)
-    except ManifestError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    fleet = load_fleet(fleet_path)
     notes: list[str] = []
     store = lambda spec: store_facts(spec, notes)  # noqa: E731
     with report.status("resolving architecture facts") as status:

@@ -20,11 +20,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from model_store.adapters import AdapterRejected, accepted_bases_for, check_segment, max_rank_for
-from model_store.manifest import FleetManifest, ManifestError, load_fleet
-from model_store.registry import AdapterRegistry, RegistryError, RegistryState
-from model_store.store import ModelStore, ProgressCallback, StoreError, StoreLocation, VersionManifest, base_revision
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail
+from model_store.adapters import accepted_bases_for, check_segment, max_rank_for
+from model_store.errors import LlmfleetError
+from model_store.manifest import FleetManifest, load_fleet
+from model_store.registry import AdapterRegistry, RegistryState
+from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
+from scripts.cli_common import EXIT_BAD_INPUT, JsonOpt, console, errors, fail, flag_values
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)
@@ -48,29 +49,26 @@ def _actor(actor: str | None) -> str:
 def _open_store(uri: str | None) -> ModelStore:
     if not uri:
         raise fail("no store: pass --store s3://bucket/prefix or set LLMFLEET_STORE", EXIT_BAD_INPUT)
-    try:
+    with flag_values():
         StoreLocation.parse(uri)
-    except StoreError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
     return ModelStore.from_uri(uri)
 
 
 def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
-    try:
+    with flag_values():
         return check_segment(kind, value, **({"pattern": pattern} if pattern else {}))
-    except AdapterRejected as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
 
 
 @contextlib.contextmanager
 def _refusals(as_json: bool) -> Iterator[None]:
-    """Turn the store's refusals into exit 1 (and a JSON error object on stdout with --json)."""
+    """With --json, also a JSON error object on stdout for the store's refusals (the app's
+    root group prints the message and exits with the error's code)."""
     try:
         yield
-    except (AdapterRejected, StoreError, RegistryError) as exc:
+    except LlmfleetError as exc:
         if as_json:
             print(json.dumps({"error": str(exc), "rule": getattr(exc, "rule", None), "kind": type(exc).__name__}))
-        raise fail(str(exc), EXIT_REFUSED) from None
+        raise
 
 
 @contextlib.contextmanager
@@ -127,12 +125,7 @@ def _version_summary(store: ModelStore, manifest: VersionManifest, prefix: str) 
 
 
 def _load_fleet(path: Path | None) -> FleetManifest | None:
-    if path is None:
-        return None
-    try:
-        return load_fleet(path)
-    except ManifestError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    return None if path is None else load_fleet(path)
 
 
 # --- llmfleet model ----------------------------------------------------------------------------

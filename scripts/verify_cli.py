@@ -26,13 +26,12 @@ import typer
 from rich.table import Table
 
 from containers.entrypoint.supervisor import end_process_group
-from containers.entrypoint.vllm_command import ArgvRejected, serve_argv, serve_command, serve_environment, validate_argv
+from containers.entrypoint.vllm_command import serve_argv, serve_command, serve_environment, validate_argv
 from model_store import verify
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.lock import FactsRecord
-from model_store.manifest import ManifestError
-from model_store.plan import PlanError, ServingPlan
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, JsonOpt, console, errors, fail
+from model_store.plan import ServingPlan
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, JsonOpt, console, errors, fail, planning
 
 HEALTH_POLL_SECONDS = 2.0
 
@@ -248,13 +247,9 @@ def verify_command(
     GPU and the CUDA build of vLLM; a larger GPU emulates the planned one with a lower
     --gpu-memory-utilization, a smaller one is refused.
     """
-    try:
+    with planning(fleet):
         manifest, lock = load_fleet_and_lock(fleet)
         plans = {p.model_name: p for p in plan_with_lock(manifest, lock)}
-    except ManifestError as exc:
-        raise fail(str(exc), EXIT_BAD_INPUT) from None
-    except PlanError as exc:
-        raise fail(f"{fleet}: cannot plan:\n{exc}", EXIT_REFUSED) from None
     names = model or list(plans)
     unknown = sorted(set(names) - set(plans))
     if unknown:
@@ -278,12 +273,10 @@ def verify_command(
                         concurrency=concurrency or spec.serving.target_concurrency, slo_ttft_ms=spec.serving.slo_ttft_ms,
                     )  # fmt: skip
                 except verify.VerifyRefused as exc:
-                    if skip_unfit:
-                        errors.print(f"skipped: {exc}", highlight=False)
-                        break
-                    raise fail(str(exc), EXIT_REFUSED) from None
-                except ArgvRejected as exc:
-                    raise fail(str(exc), EXIT_REFUSED) from None
+                    if not skip_unfit:
+                        raise
+                    errors.print(f"skipped: {exc}", highlight=False)
+                    break
                 verdicts.append(verdict)
                 if not as_json:
                     console.print(_table([verdict]))

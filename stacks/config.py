@@ -11,12 +11,15 @@ from pathlib import Path
 
 from constructs import Node
 
+from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 
 
-class StackConfigError(ValueError):
+class StackConfigError(LlmfleetError):
     """Context or construct props the stacks cannot build from; says which value and what is allowed."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)

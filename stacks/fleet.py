@@ -84,17 +84,19 @@ class ModelStack(cdk.Stack):
 
 
 class CiAccessStack(cdk.Stack):
-    def __init__(self, scope: Construct, id: str, *, base: FleetBaseStack, settings: FleetSettings, **kwargs) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, base: FleetBaseStack, github_repo: str, existing_provider_arn: str | None,
+        **kwargs,
+    ) -> None:  # fmt: skip
         super().__init__(scope, id, **kwargs)
-        assert settings.github_repo is not None
         self.access = CiAccessConstruct(
             self,
             "CiAccess",
             CiAccessProps(
-                github_repo=settings.github_repo,
+                github_repo=github_repo,
                 store=base.store_location,
                 key=base.store.key,
-                existing_provider_arn=settings.github_oidc_provider_arn,
+                existing_provider_arn=existing_provider_arn,
             ),
         )
         # The workflow (examples/ci/publish-adapter.yml) assumes the role by this ARN.
@@ -138,8 +140,8 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
     """Read the app's context, plan the manifest it names, add the fleet's stacks and the compliance checks.
 
     Region comes from the manifest (ALB log delivery needs it); the account stays open, so
-    synthesis needs no credentials and does no lookups. Raises ManifestError, PlanError or
-    StackConfigError with their messages. `compliance_checks=False` only for measuring synthesis.
+    synthesis needs no credentials and does no lookups. Raises an LlmfleetError (ManifestError,
+    PlanError, StackConfigError...) with its message. `compliance_checks=False` only for measuring synthesis.
     """
     settings = FleetSettings.from_context(app.node)
     manifest, plans = load_and_plan(settings.fleet_path, settings.stage)
@@ -157,7 +159,11 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
     }
     ci = None
     if settings.github_repo is not None:
-        ci = tagged(CiAccessStack(app, f"{prefix}-ci", base=base, settings=settings, env=env), tags)
+        ci = CiAccessStack(
+            app, f"{prefix}-ci", base=base, github_repo=settings.github_repo,
+            existing_provider_arn=settings.github_oidc_provider_arn, env=env,
+        )  # fmt: skip
+        tagged(ci, tags)
     else:
         cdk.Annotations.of(base).add_info("no CI access role: set -c github_repo=owner/name to create one")
     if compliance_checks:

@@ -122,7 +122,8 @@ class _ResponseCapture:
             self.chunks.append(message.get("body", b""))
 
     async def replay(self, send: Send, transform: Callable[[Any], Any]) -> None:
-        assert self.start is not None, "the app sent no response"
+        if self.start is None:  # the app answered nothing: neither do we, as if we were not here
+            return
         body = b"".join(self.chunks)
         if self.start["status"] == 200:
             body = json.dumps(transform(json.loads(body))).encode()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+
 # TGI parameter -> vLLM completion field (same meaning, other name or same name).
 _RENAMED = {
     "max_new_tokens": "max_tokens",
@@ -30,8 +32,10 @@ ALLOWED_PARAMETERS = tuple(sorted([*_RENAMED, _SAMPLING_SWITCH]))
 TOP_LEVEL_FIELDS = ("inputs", "parameters", "model")
 
 
-class PayloadError(ValueError):
+class PayloadError(LlmfleetError):
     """A SageMaker payload this server cannot translate; the message names the field."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 def is_tgi_payload(body: Any) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan
 
 # Ports the orchestrators expect: ECS task definitions map 8000; SageMaker requires 8080.
@@ -23,8 +24,10 @@ DEFAULT_POLL_SECONDS = 10.0
 DEFAULT_METRICS_SECONDS = 60.0
 
 
-class EntrypointError(Exception):
+class EntrypointError(LlmfleetError):
     """The container cannot start or go on; the message says what, where and what to do."""
+
+    exit_code = EXIT_REFUSED
 
 
 @dataclass(frozen=True)

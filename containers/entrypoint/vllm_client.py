@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from containers.entrypoint.middleware import ADAPTERS_PATH
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 
 # Runtime LoRA loads take tens of milliseconds for small adapters (measured 25 ms on the
 # CPU build); large ones read hundreds of MiB from local disk.
@@ -15,8 +16,10 @@ LOAD_TIMEOUT_SECONDS = 120.0
 CALL_TIMEOUT_SECONDS = 10.0
 
 
-class VllmRefused(Exception):
+class VllmRefused(LlmfleetError):
     """vLLM answered a runtime LoRA call with an error; the message carries its answer."""
+
+    exit_code = EXIT_REFUSED
 
 
 class LocalVllm:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping
 
 from containers.entrypoint.settings import DEFAULT_HOST
+from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.plan import ServingPlan, vllm_argv
 
 # `python -m vllm.entrypoints.openai.api_server` runs in both the vllm/vllm-openai image
@@ -21,8 +22,10 @@ STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 RESOLVER_ENV = ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST")
 
 
-class ArgvRejected(ValueError):
+class ArgvRejected(LlmfleetError):
     """vLLM's parser refused the argv built from the plan; the message carries its reason."""
+
+    exit_code = EXIT_REFUSED
 
 
 def serve_argv(

@@ -251,3 +251,23 @@ def test_the_adapter_header_is_only_added_for_a_served_adapter_on_invocations(ap
     call(app, state, "POST", path, json={"model": model, "prompt": "hi"})
 
     assert HEADER.lower() not in app.seen[-1]["headers"]
+
+
+def test_a_listing_the_app_never_answered_is_not_answered_either(state: StateDir):
+    """The ASGI server then answers the client as it would without the middleware."""
+
+    async def silent_app(scope, receive, send) -> None:
+        await receive()
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/models", "headers": [], "client": LOCAL}
+    asyncio.run(LlmfleetMiddleware(silent_app, state_dir=str(state.path))(scope, receive, send))
+
+    assert sent == []

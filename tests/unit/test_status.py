@@ -124,3 +124,13 @@ def test_fleet_cost_adds_rows():
         for name, n in (("a", 1), ("b", 2))
     ]
     assert fleet_cost_per_hour(rows) == 4.5
+
+
+def test_unit_cost_on_sagemaker_needs_a_sagemaker_price():
+    from scripts.cli_common import load_and_plan
+
+    _, plans = load_and_plan(REPO / "fleet.yaml")
+    both = next(p for p in plans if p.targets == ["ecs", "sagemaker"])
+    unpriced = both.model_copy(update={"instance_type": "g6e.4xlarge"})  # no SageMaker twin in the catalog
+    with pytest.raises(StatusError, match="'.*': g6e.4xlarge has no sagemaker price in the GPU catalog"):
+        unit_cost_per_hour(unpriced, "sagemaker")
