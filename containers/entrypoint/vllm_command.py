@@ -9,14 +9,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from containers.entrypoint.settings import DEFAULT_HOST
+from containers.entrypoint.settings import DEFAULT_HOST, STATE_DIR_ENV
 from model_store.plan import ServingPlan, vllm_argv
 
 # `python -m vllm.entrypoints.openai.api_server` runs in both the vllm/vllm-openai image
 # and the CPU build, whose `vllm` console script cannot find its distribution.
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 MIDDLEWARE = "containers.entrypoint.middleware.LlmfleetMiddleware"
-STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 # LoRA resolver plugins would let a request name fetch an adapter from outside the store.
 RESOLVER_ENV = ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST")
 
