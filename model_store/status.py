@@ -23,6 +23,9 @@ VLLM_E2E_BUCKET = "vllm:e2e_request_latency_seconds_bucket"
 VLLM_TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
 
 TARGETS = ("ecs", "sagemaker", "local")
+# Tags the stacks put on every taggable resource of a model (stacks/fleet.py); `llmfleet
+# status --aws` finds a model's ECS service, target group and SageMaker endpoint by them.
+TAG_FLEET, TAG_STAGE, TAG_MODEL = "llmfleet:fleet", "llmfleet:stage", "llmfleet:model"
 
 
 class StatusError(LlmfleetError):

@@ -25,10 +25,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
+from model_store.container_contract import API_KEY_ENV, STORE_ENV
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
 from model_store import telemetry
 from model_store.status import (
+    TAG_MODEL,
+    TAG_STAGE,
     Deployment,
     Metrics,
     ModelStatus,
@@ -50,9 +53,6 @@ local_app = typer.Typer(
 
 FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="The fleet manifest.")]
 STANDIN_LABEL = "stand-in"
-# Tags the stacks put on every ECS service, target group and SageMaker endpoint of a model.
-TAG_MODEL = "llmfleet:model"
-TAG_STAGE = "llmfleet:stage"
 # Status fields read from the container's EMF metrics (model_store/telemetry.py).
 CLOUDWATCH_METRICS = {
     "queue_depth": telemetry.REQUESTS_WAITING,
@@ -190,7 +190,7 @@ def local_env() -> None:
         "AWS_ACCESS_KEY_ID": local_fleet.LOCAL_CREDENTIALS["aws_access_key_id"],
         "AWS_SECRET_ACCESS_KEY": local_fleet.LOCAL_CREDENTIALS["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": state.region,
-        "LLMFLEET_STORE": state.store_uri,
+        STORE_ENV: state.store_uri,
     }.items():
         print(f"export {name}={value}")
 
@@ -616,7 +616,7 @@ def invoke(
     url: Annotated[
         str | None, typer.Option("--url", help="Base URL of the fleet (the ALB), e.g. https://llm.example.com (default: the local fleet, when up).")
     ] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMFLEET_API_KEY", help="The fleet's API key (the local fleet's own by default).")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar=API_KEY_ENV, help="The fleet's API key (the local fleet's own by default).")] = None,
     sagemaker: Annotated[str | None, typer.Option("--sagemaker", metavar="ENDPOINT", help="Call a SageMaker endpoint instead.")] = None,
     region: Annotated[str | None, typer.Option("--region", help="AWS region for --sagemaker.")] = None,
     stream: Annotated[
@@ -651,7 +651,7 @@ def invoke(
                 raise fail("no --url and no local fleet (`llmfleet local up`); pass the ALB's URL with --url", EXIT_BAD_INPUT)
             url, api_key = state.server_url, api_key or _state_dir().api_key()
         if not api_key:
-            raise fail("no API key: pass --api-key or set LLMFLEET_API_KEY", EXIT_BAD_INPUT)
+            raise fail(f"no API key: pass --api-key or set {API_KEY_ENV}", EXIT_BAD_INPUT)
         body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=True)
         result = _stream_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, body, as_json)
     if as_json:

@@ -30,6 +30,7 @@ import httpx
 import psutil
 from botocore.config import Config
 
+from model_store.container_contract import TARGET_PORTS, container_env
 from model_store.access import POLICY_VERSION, ci_publisher_statements
 from model_store.adapters import accepted_bases_for, max_rank_for
 from model_store.architectures import read_checkpoint_architecture
@@ -42,10 +43,12 @@ from model_store.store import ModelStore, StoreLocation
 
 STATE_DIR_NAME = ".llmfleet"
 HOST = "127.0.0.1"
+# The local server stands in for an ECS task.
+LOCAL_TARGET = "ecs"
 # Preferred ports: moto's own default and the ECS container port; taken ones fall back to
 # a free port the OS picks.
 MOTO_PORT = 5000
-SERVER_PORT = 8000
+SERVER_PORT = TARGET_PORTS[LOCAL_TARGET]
 LOCAL_SERVER_ID = "local-1"
 # The emulated account's credentials: moto accepts any; these never leave the machine.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "llmfleet-local", "aws_secret_access_key": "llmfleet-local"}
@@ -53,7 +56,7 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "llmfleet-local", "aws_secret_access_k
 # thousands of concurrent sequences; vLLM's CPU default takes a share of host memory.
 CPU_KV_CACHE_GIB = "1"
 # The adapter agent's poll interval locally: promotions show up within seconds.
-POLL_SECONDS = "2"
+POLL_SECONDS = 2
 STANDIN_ADAPTER_RANK = 8
 STANDIN_CONTEXT = 512
 # vLLM boots in 48-90 s on 2 cores (ENVIRONMENT.md); a cold page cache can double that.
@@ -535,19 +538,23 @@ def entrypoint_env(
     env = dict(os.environ)
     env.pop("AWS_PROFILE", None)
     env.update(
+        container_env(
+            plan,
+            store_uri,
+            LOCAL_TARGET,
+            endpoint_url=endpoint,
+            model_root=str(state_dir.cache),
+            host=HOST,  # loopback only: the local fleet is for this machine
+            port=port,
+            server_id=LOCAL_SERVER_ID,
+            poll_seconds=POLL_SECONDS,
+        )
+    )
+    env.update(
         {
-            "LLMFLEET_PLAN": plan.to_json(),
-            "LLMFLEET_STORE": store_uri,
-            "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": plan.region,
-            "LLMFLEET_MODEL_ROOT": str(state_dir.cache),
-            "LLMFLEET_TARGET": "ecs",
-            "LLMFLEET_HOST": HOST,  # loopback only: the local fleet is for this machine
-            "LLMFLEET_PORT": str(port),
-            "LLMFLEET_SERVER_ID": LOCAL_SERVER_ID,
-            "LLMFLEET_POLL_SECONDS": POLL_SECONDS,
             "VLLM_API_KEY": api_key,
             "VLLM_CPU_KVCACHE_SPACE": CPU_KV_CACHE_GIB,
         }

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from model_store.container_contract import container_env
 from model_store.architectures import read_checkpoint_architecture
 from model_store.manifest import parse_fleet
 from model_store.plan import ServingPlan, plan_model
@@ -186,20 +187,20 @@ def entrypoint_environment(
     """The environment `python -m containers.entrypoint` needs to serve `plan` on this machine."""
     env = dict(os.environ if base is None else base)
     env.update(
-        {
-            "LLMFLEET_PLAN": plan.to_json(),
-            "LLMFLEET_STORE": store_uri,
-            "LLMFLEET_MODEL_ROOT": str(model_root),
-            "LLMFLEET_PORT": str(port),
-            "LLMFLEET_SERVER_ID": server_id,
-            "LLMFLEET_POLL_SECONDS": str(poll_seconds),
-            "LLMFLEET_METRICS_SECONDS": str(metrics_seconds),
-            # The CPU build sizes its KV cache from this (GiB), not from GPU memory.
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-        }
+        container_env(
+            plan,
+            store_uri,
+            "ecs",  # as the local fleet: a stand-in for an ECS task
+            endpoint_url=endpoint_url,
+            model_root=str(model_root),
+            port=port,
+            server_id=server_id,
+            poll_seconds=poll_seconds,
+            metrics_seconds=metrics_seconds,
+        )
     )
-    if endpoint_url:
-        env["AWS_ENDPOINT_URL"] = endpoint_url
+    # The CPU build sizes its KV cache from this (GiB), not from GPU memory.
+    env["VLLM_CPU_KVCACHE_SPACE"] = "1"
     return env
 
 

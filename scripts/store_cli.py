@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from model_store.container_contract import STORE_ENV
 from model_store.adapters import accepted_bases_for, check_segment, max_rank_for
 from model_store.errors import LlmfleetError
 from model_store.manifest import FleetManifest, load_fleet
@@ -32,7 +33,7 @@ adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA ada
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", envvar="LLMFLEET_STORE", help="s3://bucket/prefix of the store."),
+    typer.Option("--store", envvar=STORE_ENV, help="s3://bucket/prefix of the store."),
 ]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="The model's name in the fleet.")]
 StageOpt = Annotated[str, typer.Option("--stage", "-s", help="The registry stage (e.g. prod, staging).")]
@@ -48,7 +49,7 @@ def _actor(actor: str | None) -> str:
 
 def _open_store(uri: str | None) -> ModelStore:
     if not uri:
-        raise fail("no store: pass --store s3://bucket/prefix or set LLMFLEET_STORE", EXIT_BAD_INPUT)
+        raise fail(f"no store: pass --store s3://bucket/prefix or set {STORE_ENV}", EXIT_BAD_INPUT)
     with flag_values():
         StoreLocation.parse(uri)
     return ModelStore.from_uri(uri)

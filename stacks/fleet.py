@@ -14,6 +14,7 @@ from constructs import Construct
 
 from model_store.manifest import FleetManifest
 from model_store.plan import ServingPlan
+from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from stacks.ci_access import CiAccessConstruct, CiAccessProps
 from stacks.compliance import add_compliance_checks
 from model_store.store import StoreLocation
@@ -26,8 +27,6 @@ from stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpo
 from stacks.store import StoreConstruct, StoreProps
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Read by `llmfleet status --aws` (scripts/fleet_cli.py: TAG_MODEL, TAG_STAGE) to find a model's resources.
-TAG_FLEET, TAG_STAGE, TAG_MODEL = "llmfleet:fleet", "llmfleet:stage", "llmfleet:model"
 StackT = TypeVar("StackT", bound=cdk.Stack)
 CI_ROLE_ARN_OUTPUT = "CiRoleArn"
 

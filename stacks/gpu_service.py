@@ -23,6 +23,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from model_store.container_contract import TARGET_PORTS, container_env
 from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
@@ -31,8 +32,8 @@ from model_store.telemetry import REQUESTS_WAITING
 from stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
-TARGET = "ecs"  # LLMFLEET_TARGET of the container and the Target dimension of its metrics
-CONTAINER_PORT = 8000  # the entrypoint's port for LLMFLEET_TARGET=ecs
+TARGET = "ecs"  # the container's target and the Target dimension of its metrics
+CONTAINER_PORT = TARGET_PORTS[TARGET]
 # The only paths the load balancer forwards. vLLM's --api-key guards /v1 only; its admin routes
 # (runtime LoRA loading, /metrics, /tokenize, /pause, /update_weights, /invocations, ...) are
 # open, so everything not listed here is answered 403 by the listener (SECURITY.md).
@@ -310,12 +311,7 @@ class GpuServiceConstruct(Construct):
             image=props.image.container_image,
             gpu_count=plan.tensor_parallel_size,
             memory_reservation_mib=int(instance_mib * TASK_MEMORY_SHARE),
-            environment={
-                "LLMFLEET_PLAN": plan.to_json(),
-                "LLMFLEET_STORE": props.store.uri,
-                "LLMFLEET_TARGET": TARGET,
-                "LLMFLEET_MODEL_ROOT": DEFAULT_MODEL_ROOT,
-            },
+            environment=container_env(plan, props.store.uri, TARGET, model_root=DEFAULT_MODEL_ROOT),
             secrets={"VLLM_API_KEY": ecs.Secret.from_secrets_manager(self.api_key)},
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
             logging=ecs.LogDrivers.aws_logs(stream_prefix=plan.model_name, log_group=self.log_group),

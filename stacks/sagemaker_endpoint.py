@@ -18,6 +18,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from model_store.container_contract import container_env
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
@@ -26,7 +27,7 @@ from model_store.telemetry import REQUESTS_WAITING
 from stacks.metrics import ONE_MINUTE, fleet_metric
 from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
 
-TARGET = "sagemaker"  # LLMFLEET_TARGET of the container and the Target dimension of its metrics
+TARGET = "sagemaker"  # the container's target and the Target dimension of its metrics
 VARIANT = "AllTraffic"
 # SageMaker accepts 60..3600 s for both container timeouts (CreateEndpointConfig API, 2026-11).
 TIMEOUT_RANGE = (60, 3600)
@@ -188,11 +189,7 @@ class SageMakerEndpointConstruct(Construct):
             execution_role_arn=self.role.role_arn,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=props.image.uri,
-                environment={
-                    "LLMFLEET_PLAN": plan.to_json(),
-                    "LLMFLEET_STORE": props.store.uri,
-                    "LLMFLEET_TARGET": TARGET,
-                },
+                environment=container_env(plan, props.store.uri, TARGET),
                 model_data_source=sagemaker.CfnModel.ModelDataSourceProperty(
                     s3_data_source=sagemaker.CfnModel.S3DataSourceProperty(
                         s3_uri=model_data_uri(plan, props.store), s3_data_type="S3Prefix", compression_type="None"

@@ -24,8 +24,8 @@ from typing import Any
 
 from containers.entrypoint.routing import RoutesWatcher, StateDir
 from containers.entrypoint.sagemaker import PayloadError, completion_to_generated_text, is_tgi_payload, tgi_to_completion
+from model_store.container_contract import STATE_DIR_ENV
 
-STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 ADAPTERS_PATH = "/llmfleet/adapters"
 HEALTH_PATHS = frozenset({"/health", "/ping"})
 # Reachable during drain: the agent's and the metrics scraper's own view of the server.

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from model_store.container_contract import STORE_ENV
 from containers.entrypoint.settings import EntrypointError
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
@@ -94,7 +95,7 @@ class StoreGateway:
         try:
             store = ModelStore.from_uri(store_uri, endpoint_url=endpoint_url)
         except StoreError as exc:
-            raise EntrypointError(f"LLMFLEET_STORE: {exc}") from None
+            raise EntrypointError(f"{STORE_ENV}: {exc}") from None
         return cls(store, plan, model_root=model_root, server_id=server_id, preloaded_model_dir=preloaded_model_dir)
 
     def _retried(self, call: Callable[[], T], what: str) -> T:

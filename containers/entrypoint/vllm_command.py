@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from containers.entrypoint.settings import DEFAULT_HOST
+from model_store.container_contract import DEFAULT_HOST, STATE_DIR_ENV
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.plan import ServingPlan, vllm_argv
 
@@ -17,7 +17,6 @@ from model_store.plan import ServingPlan, vllm_argv
 # and the CPU build, whose `vllm` console script cannot find its distribution.
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 MIDDLEWARE = "containers.entrypoint.middleware.LlmfleetMiddleware"
-STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 # LoRA resolver plugins would let a request name fetch an adapter from outside the store.
 RESOLVER_ENV = ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST")
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from scripts.fleet_cli import TAG_MODEL, TAG_STAGE
-from stacks.fleet import TAG_FLEET
+from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from tests.synth.conftest import Synthesized
 
 # What status looks up by tag (scripts/fleet_cli.py: aws_status_rows, _healthy_targets).

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from containers.entrypoint.settings import settings_from_env
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
-from stacks.gpu_service import CLIENT_PATHS, VLLM_ADMIN_PATHS, GpuServiceProps
+from stacks.gpu_service import CLIENT_PATHS, CONTAINER_PORT, VLLM_ADMIN_PATHS, GpuServiceProps
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, only
 
 
@@ -40,6 +41,9 @@ def test_task_environment_carries_the_plan_and_the_key_is_a_secret(secure_fleet:
         assert ServingPlan.from_json(environment["LLMFLEET_PLAN"]) == plan
         assert environment["LLMFLEET_TARGET"] == "ecs"
         assert environment["LLMFLEET_STORE"] == "s3://llmfleet-store"
+        settings = settings_from_env(environment)  # what the entrypoint will read
+        assert (settings.plan, settings.target, settings.port) == (plan, "ecs", CONTAINER_PORT)
+        assert [m["ContainerPath"] for m in definition["MountPoints"]] == [settings.model_root]
         assert "VLLM_API_KEY" not in environment
         assert [s["Name"] for s in definition["Secrets"]] == ["VLLM_API_KEY"]
         assert definition["LogConfiguration"]["LogDriver"] == "awslogs"

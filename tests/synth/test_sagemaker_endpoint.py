@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from containers.entrypoint.settings import settings_from_env
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
@@ -28,6 +29,8 @@ def test_model_reads_uncompressed_weights_of_the_revision_and_runs_in_the_vpc(se
         }
         assert ServingPlan.from_json(container["Environment"]["LLMFLEET_PLAN"]) == plan
         assert container["Environment"]["LLMFLEET_TARGET"] == "sagemaker"
+        settings = settings_from_env(container["Environment"])  # what the entrypoint will read
+        assert (settings.plan, settings.target, settings.port) == (plan, "sagemaker", 8080)
         assert len(model["VpcConfig"]["Subnets"]) == 2 and model["VpcConfig"]["SecurityGroupIds"]
 
 

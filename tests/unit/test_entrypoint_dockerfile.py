@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
+from model_store.container_contract import MODEL_ROOT_ENV, TARGET_PORTS
+from model_store.plan import DEFAULT_MODEL_ROOT
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "containers" / "vllm" / "Dockerfile"
 # The vllm/vllm-openai image of the 0.3x line runs Python 3.12 (its Dockerfile's PYTHON_VERSION).
@@ -70,8 +73,9 @@ def test_entrypoint_module_exists_and_imports(parsed: DockerfileParser):
     assert importlib.import_module(f"{module}.supervisor").main
 
 
-def test_ports_are_the_targets(parsed: DockerfileParser):
-    assert set(" ".join(instructions(parsed, "EXPOSE")).split()) == {"8000", "8080"}
+def test_ports_and_model_root_are_the_contracts(parsed: DockerfileParser):
+    assert set(" ".join(instructions(parsed, "EXPOSE")).split()) == {str(port) for port in TARGET_PORTS.values()}
+    assert parsed.envs[MODEL_ROOT_ENV] == DEFAULT_MODEL_ROOT
 
 
 def test_image_sources_parse_under_the_base_python():

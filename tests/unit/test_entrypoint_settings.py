@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from containers.entrypoint.settings import DEFAULT_POLL_SECONDS, EntrypointError, settings_from_env
+from containers.entrypoint import settings
+from model_store import container_contract as contract
+from model_store.container_contract import DEFAULT_METRICS_SECONDS, DEFAULT_POLL_SECONDS, SAGEMAKER_MODEL_DIR, container_env
+from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
 from model_store.architectures import read_checkpoint_architecture
 from model_store.manifest import parse_fleet
-from model_store.plan import DEFAULT_MODEL_ROOT, plan_model
+from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan, plan_model
+from scripts import local_fleet
+from scripts.standin_model import entrypoint_environment
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE_ROOTS = ("app.py", "stacks", "scripts", "containers", "model_store")
+STORE = "s3://llmfleet-store/fleet"
 
 CONFIG = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 128, "intermediate_size": 256,
@@ -88,3 +100,79 @@ def test_a_missing_store_is_refused(plan_json: str):
 
 def test_the_plan_comes_back_whole(plan_json: str):
     assert settings_from_env(env(plan_json)).plan.to_json() == plan_json
+
+
+def expected(plan: ServingPlan, target: str, **fields) -> EntrypointSettings:
+    """The settings a writer means: the entrypoint's defaults, then what it sets."""
+    defaults = EntrypointSettings(
+        plan=plan, store_uri=STORE, endpoint_url=None, model_root=DEFAULT_MODEL_ROOT,
+        preloaded_model_dir=SAGEMAKER_MODEL_DIR if target == "sagemaker" else None, target=target,
+        host="0.0.0.0", port=contract.TARGET_PORTS[target], server_id="this-host",
+        poll_seconds=DEFAULT_POLL_SECONDS, metrics_seconds=DEFAULT_METRICS_SECONDS,
+    )
+    return replace(defaults, **fields)
+
+
+def read_back(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> EntrypointSettings:
+    monkeypatch.setattr(settings.socket, "gethostname", lambda: "this-host")
+    return settings_from_env(env)
+
+
+def test_the_ecs_task_environment_reads_back(plan_json: str, monkeypatch: pytest.MonkeyPatch):
+    plan = ServingPlan.from_json(plan_json)
+    env = container_env(plan, STORE, "ecs", model_root=DEFAULT_MODEL_ROOT)  # as stacks/gpu_service.py writes it
+
+    assert read_back(env, monkeypatch) == expected(plan, "ecs")
+
+
+def test_the_sagemaker_model_environment_reads_back(plan_json: str, monkeypatch: pytest.MonkeyPatch):
+    plan = ServingPlan.from_json(plan_json)
+    env = container_env(plan, STORE, "sagemaker")  # as stacks/sagemaker_endpoint.py writes it
+
+    assert read_back(env, monkeypatch) == expected(plan, "sagemaker")
+
+
+def test_the_local_fleet_environment_reads_back(plan_json: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    plan = ServingPlan.from_json(plan_json)
+    state_dir = local_fleet.StateDir(tmp_path)
+    env = local_fleet.entrypoint_env(
+        plan, store_uri=STORE, endpoint="http://127.0.0.1:5000", port=8123, api_key="k", state_dir=state_dir
+    )
+
+    assert read_back(env, monkeypatch) == expected(
+        plan, "ecs", endpoint_url="http://127.0.0.1:5000", model_root=str(state_dir.cache), host=local_fleet.HOST,
+        port=8123, server_id=local_fleet.LOCAL_SERVER_ID, poll_seconds=local_fleet.POLL_SECONDS,
+    )
+
+
+def test_the_stand_in_environment_reads_back(plan_json: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    plan = ServingPlan.from_json(plan_json)
+    env = entrypoint_environment(
+        plan, store_uri=STORE, endpoint_url=None, model_root=tmp_path, port=8124, poll_seconds=0.5, metrics_seconds=2, base={}
+    )
+
+    assert read_back(env, monkeypatch) == expected(
+        plan, "ecs", model_root=str(tmp_path), port=8124, server_id="standin-0", poll_seconds=0.5, metrics_seconds=2.0
+    )
+
+
+def test_values_left_out_are_not_written(plan_json: str):
+    env = container_env(ServingPlan.from_json(plan_json), STORE, "sagemaker")
+
+    assert sorted(env) == sorted([contract.PLAN_ENV, contract.STORE_ENV, contract.TARGET_ENV])
+
+
+def test_only_the_contract_spells_an_llmfleet_variable():
+    """Writers and readers import the names from model_store/container_contract.py; a quoted `LLMFLEET_` anywhere
+    else in the source is a second spelling that can drift. Tests may spell them: they pin
+    the public names."""
+    spelled_elsewhere = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for root in SOURCE_ROOTS
+        for path in sorted([REPO / root] if root.endswith(".py") else (REPO / root).rglob("*.py"))
+        if path != Path(contract.__file__).resolve()
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"[\"']LLMFLEET_", line)
+    ]
+
+    assert spelled_elsewhere == []

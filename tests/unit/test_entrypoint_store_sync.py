@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from containers.entrypoint.settings import SAGEMAKER_MODEL_DIR, EntrypointError, settings_from_env
+from model_store.container_contract import SAGEMAKER_MODEL_DIR
+from containers.entrypoint.settings import EntrypointError, settings_from_env
 from containers.entrypoint.store_sync import StoreGateway, desired_adapters, with_retries
 from model_store.fleet import load_and_plan
 from model_store.manifest import AdapterRef
