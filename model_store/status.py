@@ -15,6 +15,7 @@ from model_store.catalog import instance
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.telemetry import histogram_quantile
 from model_store.plan import ServingPlan
+from model_store.registry import RegistryState
 
 # vLLM's Prometheus names (vllm/v1/metrics/loggers.py, v0.32, 2026-10).
 VLLM_WAITING = "vllm:num_requests_waiting"
@@ -217,3 +218,11 @@ def fleet_cost_per_hour(rows: Iterable[ModelStatus]) -> float:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
+
+
+def promoted_versions(state: RegistryState) -> dict[str, str]:
+    """Adapter -> the version the registry promoted (a canary shows its share and the other version)."""
+    return {
+        name: entry.version + (f" ({entry.fraction:.0%}, else {entry.previous_version})" if entry.fraction < 1 else "")
+        for name, entry in state.adapters.items()
+    }

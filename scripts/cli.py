@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from scripts import catalog_cli, fleet_cli, lock_cli, plan_cli, store_cli, verify_cli
+from scripts import catalog_cli, invoke_cli, local_cli, lock_cli, plan_cli, status_cli, store_cli, verify_cli
 from scripts.cli_common import ErrorsAsExits, debug_option
 
 app = typer.Typer(
@@ -31,9 +31,9 @@ app.command()(plan_cli.schema)
 app.command(name="verify")(verify_cli.verify_command)
 app.add_typer(store_cli.model_app, name="model")
 app.add_typer(store_cli.adapter_app, name="adapter")
-app.command()(fleet_cli.status)
-app.command()(fleet_cli.invoke)
-app.add_typer(fleet_cli.local_app, name="local")
+app.command()(status_cli.status)
+app.command()(invoke_cli.invoke)
+app.add_typer(local_cli.local_app, name="local")
 
 
 def main() -> None:

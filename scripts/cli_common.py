@@ -27,6 +27,7 @@ errors = Console(stderr=True)
 
 FleetArg = Annotated[Path, typer.Argument(help="The fleet manifest.", show_default=True)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+FleetOpt = Annotated[Path, typer.Option("--fleet", "-f", help="The fleet manifest.")]
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -50,6 +50,8 @@ LOCAL_TARGET = "ecs"
 MOTO_PORT = 5000
 SERVER_PORT = TARGET_PORTS[LOCAL_TARGET]
 LOCAL_SERVER_ID = "local-1"
+# How tables and answers mark the local fleet's random-weight model.
+STANDIN_LABEL = "stand-in"
 # The emulated account's credentials: moto accepts any; these never leave the machine.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "llmfleet-local", "aws_secret_access_key": "llmfleet-local"}
 # Measured here (ENVIRONMENT.md, 2026-11): 1 GiB of CPU KV cache serves the stand-in with

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from scripts.fleet_cli import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
+from model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
 from scripts.cli_common import load_and_plan
 from scripts.local_fleet import LocalFleetError, LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
 from tests.e2e.conftest import non_loopback_address

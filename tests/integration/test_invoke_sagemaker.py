@@ -19,7 +19,8 @@ import pytest
 
 from openai.types.chat import ChatCompletionChunk
 
-from scripts.fleet_cli import chat_request, invoke_sagemaker, parse_chat_response, reasoning_and_content, sse_chunks
+from model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
+from scripts.invoke_cli import invoke_sagemaker
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
 

@@ -23,7 +23,7 @@ from model_store.status import unit_cost_per_hour
 from model_store import telemetry
 from model_store.store import ModelStore
 from scripts.cli_common import load_and_plan
-from scripts.fleet_cli import aws_status_rows
+from model_store.aws_status import aws_status_rows
 from tests.integration.conftest import write_adapter, write_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from tests.synth.conftest import Synthesized
 
-# What status looks up by tag (scripts/fleet_cli.py: aws_status_rows, _healthy_targets).
+# What status looks up by tag (model_store/aws_status.py: aws_status_rows, _healthy_targets).
 FOUND_BY_TAG = {
     "ecs": ("AWS::ECS::Service", "AWS::ElasticLoadBalancingV2::TargetGroup"),
     "sagemaker": ("AWS::SageMaker::Endpoint",),

@@ -1,0 +1,147 @@
+"""`llmfleet invoke`: one prompt to a model or adapter, through the load balancer (OpenAI SDK),
+the local fleet, or a SageMaker endpoint (the SageMaker SDK's predictor)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import boto3
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.markup import escape
+
+from model_store.chat import answered_by_adapter, chat_request, reasoning_and_content, stream_sagemaker
+from model_store.container_contract import API_KEY_ENV
+from scripts import local_fleet
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail
+
+
+def _split_target(target: str) -> tuple[str, str | None]:
+    model, _, adapter = target.partition(":")
+    if not model or (":" in target and not adapter):
+        raise fail(f"{target!r} is not MODEL or MODEL:ADAPTER", EXIT_BAD_INPUT)
+    return model, adapter or None
+
+
+def print_stream(deltas: Iterable[dict[str, Any]], as_json: bool) -> tuple[str, str]:
+    """Print deltas as they arrive: answer tokens to stdout, reasoning dimmed on stderr.
+
+    Returns (reasoning, answer); with `as_json` nothing is printed.
+    """
+    reasoning, answer, in_reasoning = [], [], False
+    for delta in deltas:
+        thought, content = reasoning_and_content(delta)
+        if thought:
+            if not in_reasoning and not as_json:
+                errors.print("[dim]reasoning:[/]")
+            in_reasoning = True
+            reasoning.append(thought)
+            if not as_json:
+                errors.print(f"[dim]{escape(thought)}[/]", end="")
+        if content:
+            if in_reasoning and not as_json:
+                errors.print("\n[dim]answer:[/]")
+                in_reasoning = False
+            answer.append(content)
+            if not as_json:
+                sys.stdout.write(content)
+                sys.stdout.flush()
+    if not as_json:
+        sys.stdout.write("\n")
+    return "".join(reasoning), "".join(answer)
+
+
+def _stream_openai(base_url: str, api_key: str, body: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Stream a chat completion through the OpenAI SDK (the ALB, or the local fleet)."""
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    try:
+        chunks = client.chat.completions.create(**body)
+        reasoning, answer = print_stream((c.choices[0].delta.model_dump() for c in chunks if c.choices), as_json)
+    except openai.APIConnectionError as exc:
+        raise fail(f"cannot reach {base_url}: {exc}", EXIT_REFUSED) from None
+    except openai.APIStatusError as exc:
+        raise fail(f"{base_url} answered {exc.status_code}: {exc.message}", EXIT_REFUSED) from None
+    return {"model": body["model"], "reasoning": reasoning, "content": answer}
+
+
+def _from_adapter(response: dict[str, Any], adapter: str | None, endpoint: str) -> dict[str, Any]:
+    """`response` (a completion or a chunk), refused when it came from another model than the adapter asked for."""
+    if adapter and not answered_by_adapter(response, adapter):
+        raise fail(
+            f"SageMaker endpoint {endpoint!r} answered with model {response.get('model')!r}, not adapter {adapter!r}: "
+            "its /invocations did not select the adapter named in the body",
+            EXIT_REFUSED,
+        )
+    return response
+
+
+def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One call through the SageMaker SDK's predictor with the chat body; the container's
+    vLLM answers on /invocations. `runtime` is the sagemaker-runtime client it calls with."""
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is the line that installs beside vLLM
+    # The SDK logs its config-file search to stdout at INFO unless a level is set before import;
+    # stdout is the answer's (and --json's).
+    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import JSONSerializer
+    from sagemaker.session import Session
+
+    session = Session(boto_session=boto3.Session(region_name=runtime.meta.region_name), sagemaker_runtime_client=runtime)
+    predictor = Predictor(endpoint, sagemaker_session=session, serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    return predictor.predict(body)
+
+
+def invoke(
+    target: Annotated[str, typer.Argument(metavar="MODEL[:ADAPTER]", help="The model, or one of its adapters.")],
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    url: Annotated[
+        str | None, typer.Option("--url", help="Base URL of the fleet (the ALB), e.g. https://llm.example.com (default: the local fleet, when up).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar=API_KEY_ENV, help="The fleet's API key (the local fleet's own by default).")] = None,
+    sagemaker: Annotated[str | None, typer.Option("--sagemaker", metavar="ENDPOINT", help="Call a SageMaker endpoint instead.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="AWS region for --sagemaker.")] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="With --sagemaker: InvokeEndpointWithResponseStream (the ALB path always streams).")
+    ] = False,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
+    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one prompt and stream the answer as it arrives (reasoning models: reasoning shown apart)."""
+    model, adapter = _split_target(target)
+    served_name = adapter or model  # vLLM serves an adapter under its own name
+    if sagemaker:
+        runtime = boto3.client("sagemaker-runtime", region_name=region)
+        body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=stream)
+        try:
+            if stream:
+                chunks = (_from_adapter(chunk, adapter, sagemaker) for chunk in stream_sagemaker(runtime, sagemaker, body))
+                deltas = (chunk["choices"][0]["delta"] for chunk in chunks if chunk.get("choices"))
+            else:
+                response = _from_adapter(invoke_sagemaker(runtime, sagemaker, body), adapter, sagemaker)
+                deltas = [response["choices"][0]["message"]]
+            reasoning, answer = print_stream(deltas, as_json)
+        except (BotoCoreError, ClientError, KeyError, IndexError, TypeError, ValueError) as exc:
+            # the call failed, or the body is not a chat completion
+            raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
+        result = {"model": served_name, "reasoning": reasoning, "content": answer}
+    else:
+        if url is None:
+            state = local_fleet.find_state_dir().load()
+            if state is None:
+                raise fail("no --url and no local fleet (`llmfleet local up`); pass the ALB's URL with --url", EXIT_BAD_INPUT)
+            url, api_key = state.server_url, api_key or local_fleet.find_state_dir().api_key()
+        if not api_key:
+            raise fail(f"no API key: pass --api-key or set {API_KEY_ENV}", EXIT_BAD_INPUT)
+        body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=True)
+        result = _stream_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, body, as_json)
+    if as_json:
+        print(json.dumps(result, indent=2))

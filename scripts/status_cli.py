@@ -1,0 +1,155 @@
+"""`llmfleet status`: the local fleet's server, or the AWS account's deployments, as one table.
+
+Thin: observations are gathered here (HTTP for the local fleet) or by model_store.aws_status,
+and model_store.status computes the rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import boto3
+import httpx
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.markup import escape
+from rich.table import Table
+
+from model_store.aws_status import aws_status_rows
+from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
+from model_store.status import (
+    Deployment,
+    Metrics,
+    ModelStatus,
+    ServerAdapters,
+    fleet_cost_per_hour,
+    metrics_from_prometheus,
+    model_status,
+    promoted_versions,
+)
+from model_store.store import ModelStore, StoreLocation
+from scripts import local_fleet
+from scripts.cli_common import EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, load_and_plan
+from scripts.local_fleet import STANDIN_LABEL
+
+
+def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
+    """The local fleet's one server: its own /llmfleet/adapters and /metrics, the registry in moto."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = state.processes.get("server")
+    serving = server is not None and server.alive() and local_fleet.http_ok(f"{state.server_url}/health")
+    servers, metrics = [], Metrics()
+    if serving:
+        try:
+            described = httpx.get(f"{state.server_url}/llmfleet/adapters", timeout=5).json()
+            servers.append(ServerAdapters(described["server_id"], described["adapters"]))
+            text = httpx.get(f"{state.server_url}/metrics", timeout=5).text
+            metrics = metrics_from_prometheus(
+                (s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
+            )
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            servers.append(ServerAdapters(local_fleet.LOCAL_SERVER_ID, error=str(exc)))
+    store = ModelStore(
+        StoreLocation.parse(state.store_uri), local_fleet.local_client("s3", state.s3_endpoint, state.region)
+    )
+    moto = state.processes.get("moto")
+    if moto is not None and moto.alive():
+        registry = AdapterRegistry(store).state(state.model, state.stage)
+    else:
+        errors.print("[yellow]the emulated AWS is not running: no registry to show; `llmfleet local up` restarts the fleet[/]")
+        registry = RegistryState.empty(state.model, state.stage)
+    row = model_status(
+        model=state.model,
+        stage=state.stage,
+        deployment=Deployment(
+            "local",
+            state.server_url,
+            desired=1,
+            running=int(serving),
+            instance_type=f"local CPU (AWS: {state.plan_instance_type})",
+            state="serving" if serving else "down",
+        ),
+        unit_cost_per_hour_usd=state.plan_cost_per_hour_usd,
+        promoted=promoted_versions(registry),
+        servers=servers,
+        expected={s.server_id: adapters_for_server(registry, s.server_id) for s in servers},
+        metrics=metrics,
+        standin=True,
+    )
+    return [row]
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def _render(rows: list[ModelStatus], title: str) -> None:
+    """Two tables: capacity and load per model and target, then adapter versions per server."""
+    capacity = Table(title=title, title_justify="left")
+    for column in ("model", "target", "tasks", "instance", "queue", "p50/p99 ms", "$/h"):
+        capacity.add_column(column, justify="left" if column in ("model", "target", "instance") else "right")
+    adapters = Table(title="adapters: loaded per server vs the registry", title_justify="left")
+    for column in ("model", "server", "adapter", "loaded", "registry"):
+        adapters.add_column(column)
+    for row in rows:
+        model = row.model + (f" [yellow]({STANDIN_LABEL})[/]" if row.standin else "")
+        tasks = f"{row.running}/{row.desired}" + (f" +{row.pending}" if row.pending else "")
+        if row.healthy is not None:
+            tasks += f" ({row.healthy} healthy)"
+        capacity.add_row(
+            model,
+            row.target + (f"\n{row.state}" if row.state else ""),
+            tasks,
+            row.instance_type,
+            _fmt(row.metrics.queue_depth),
+            f"{_fmt(row.metrics.latency_p50_ms)}/{_fmt(row.metrics.latency_p99_ms)}",
+            f"{row.cost_per_hour_usd:.2f}",
+        )
+        for server in row.servers:
+            names = sorted(set(server.adapters) | set(server.expected))
+            for name in names or ["-"]:
+                loaded = server.adapters.get(name) if not server.error else f"[dim]({escape(server.error)})[/]"
+                mark = " [red]drift[/]" if name in server.drift else ""
+                adapters.add_row(row.model, escape(server.server_id), name, (loaded or "-") + mark, server.expected.get(name, "-"))
+        if not row.servers:
+            for name, version in row.promoted.items():
+                adapters.add_row(row.model, "[dim](no server)[/]", name, "-", version)
+    console.print(capacity)
+    console.print(adapters)
+
+
+def status(
+    fleet: FleetOpt = Path("fleet.yaml"),
+    stage: Annotated[str | None, typer.Option("--stage", "-s", help="The stage (default: the fleet's).")] = None,
+    aws: Annotated[bool, typer.Option("--aws", help="Query the AWS account even when a local fleet is up.")] = False,
+    region: Annotated[str | None, typer.Option("--region", help="AWS region (default: the fleet's).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per model: tasks running/desired, instance, adapter versions per server, queue, latency, $/h."""
+    state = None if aws else local_fleet.find_state_dir().load()
+    if state is not None:
+        rows = local_status_rows(state)
+        title = f"local fleet {state.fleet} ({state.stage}) — {STANDIN_LABEL} model; $/h is the plan's AWS price"
+        notes = [f"not started locally: {', '.join(state.not_started)}"] if state.not_started else []
+    else:
+        manifest, plans = load_and_plan(fleet)
+        chosen_stage = stage or manifest.stage
+        session = boto3.Session(region_name=region or manifest.region)
+        try:
+            rows = aws_status_rows(plans, chosen_stage, session, warn=lambda note: errors.print(f"[yellow]{escape(note)}[/]"))
+        except (BotoCoreError, ClientError) as exc:  # no credentials, access denied, endpoint down
+            raise fail(f"cannot read the AWS account ({type(exc).__name__}): {exc}", EXIT_REFUSED) from None
+        title = f"fleet {manifest.name} ({chosen_stage}, {session.region_name})"
+        found = {row.model for row in rows}
+        notes = [f"no deployment found for: {', '.join(p.model_name for p in plans if p.model_name not in found)}"] if len(found) < len(plans) else []
+    if as_json:
+        print(json.dumps({"title": title, "models": [row.to_json() for row in rows],
+                          "cost_per_hour_usd": fleet_cost_per_hour(rows), "notes": notes}, indent=2))
+        return
+    _render(rows, title)
+    console.print(f"fleet $/h now: {fleet_cost_per_hour(rows):.2f}", highlight=False)
+    for note in notes:
+        console.print(f"[dim]{escape(note)}[/]")
