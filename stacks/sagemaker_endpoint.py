@@ -80,14 +80,23 @@ class SageMakerEndpointConstruct(Construct):
 
     def __init__(self, scope: Construct, id: str, props: SageMakerEndpointProps) -> None:
         super().__init__(scope, id)
-        self.plan = plan = props.plan
-        self.endpoint_name = endpoint_name(plan)
-        stack = cdk.Stack.of(self)
-        grace = plan.timing.startup_grace_seconds
-
+        self.plan = props.plan
+        self.endpoint_name = endpoint_name(props.plan)
         # Named literally: the endpoint's rollback configuration refers to alarms by name.
         self.rollback_alarm_names = [f"{self.endpoint_name}-rollback-5xx"]
-        self.rollback_alarms = [
+        self.rollback_alarms = self._rollback_alarms()
+        self.role = self._execution_role(props)  # the model's store prefixes read-only, its logs, metrics, VPC interfaces
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=props.vpc, description=f"SageMaker endpoint of {props.plan.model_name} (no ingress)"
+        )
+        self.model = self._model(props)  # the serving image on the uncompressed revision, inside the VPC
+        self.endpoint_config = self._endpoint_config(props)  # one variant with the plan's instance and timeouts
+        self.endpoint = self._endpoint()  # blue/green updates that roll back on the alarms
+        self._autoscaling()
+
+    def _rollback_alarms(self) -> list[cloudwatch.Alarm]:
+        plan = self.plan
+        return [
             cloudwatch.Alarm(
                 self,
                 "Rollback5xx",
@@ -101,31 +110,33 @@ class SageMakerEndpointConstruct(Construct):
             )
         ]
 
-        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
+    def _execution_role(self, props: SageMakerEndpointProps) -> iam.Role:
+        plan, stack = self.plan, cdk.Stack.of(self)
+        role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
         prefixes = model_read_prefixes(plan, props.store)
         for statement in model_read_statements(props.store.bucket, prefixes):
-            self.role.add_to_principal_policy(statement)
+            role.add_to_principal_policy(statement)
         for prefix in prefixes:
             acknowledge(
-                self.role,
+                role,
                 f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store.bucket, prefix))}]",
                 f"read-only on the model's own store prefix {prefix}/ (weights, adapters, registry), nothing else",
             )
-        props.key.grant_decrypt(self.role)
-        props.image.grant_pull(self.role)
+        props.key.grant_decrypt(role)
+        props.image.grant_pull(role)
         log_groups = stack.format_arn(
             service="logs",
             resource="log-group",
             resource_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}:*",
             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
         )
-        self.role.add_to_principal_policy(
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                 resources=[log_groups],
             )
         )
-        self.role.add_to_principal_policy(
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],
                 resources=["*"],
@@ -133,7 +144,7 @@ class SageMakerEndpointConstruct(Construct):
             )
         )
         # SageMaker attaches the endpoint's network interfaces in the VPC on the role's behalf.
-        self.role.add_to_principal_policy(
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[
                     "ec2:CreateNetworkInterface",
@@ -149,7 +160,7 @@ class SageMakerEndpointConstruct(Construct):
                 resources=["*"],
             )
         )
-        self.role.add_to_principal_policy(
+        role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:DescribeAlarms"],
                 resources=[
@@ -161,29 +172,29 @@ class SageMakerEndpointConstruct(Construct):
             )
         )
         acknowledge(
-            self.role,
+            role,
             "AwsSolutions-IAM5[Resource::*]",
             "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (limited by a namespace condition) and the VPC "
             "network-interface actions SageMaker needs do not support resource scoping",
         )
         for check_id in ("CKV_AWS_109", "CKV_AWS_111"):
             checkov_skip(
-                self.role.node.find_child("DefaultPolicy"),
+                role.node.find_child("DefaultPolicy"),
                 check_id,
                 "ecr:GetAuthorizationToken, cloudwatch:PutMetricData (namespace condition) and SageMaker's VPC "
                 "network-interface actions take no resource scoping",
             )
         acknowledge(
-            self.role,
+            role,
             f"AwsSolutions-IAM5[Resource::{nag_rendered(log_groups)}]",
             "the endpoint's own log group and its streams",
         )
+        return role
 
-        self.security_group = ec2.SecurityGroup(
-            self, "SecurityGroup", vpc=props.vpc, description=f"SageMaker endpoint of {plan.model_name} (no ingress)"
-        )
+    def _model(self, props: SageMakerEndpointProps) -> sagemaker.CfnModel:
+        plan = self.plan
         private = props.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        self.model = sagemaker.CfnModel(
+        model = sagemaker.CfnModel(
             self,
             "Model",
             execution_role_arn=self.role.role_arn,
@@ -201,15 +212,19 @@ class SageMakerEndpointConstruct(Construct):
             ),
         )
         # CreateModel checks the image pull rights: the role's policy must exist first.
-        self.model.add_resource_dependency(self.role.node.find_child("DefaultPolicy").node.default_child)
+        model.add_resource_dependency(self.role.node.find_child("DefaultPolicy").node.default_child)
         checkov_skip(
-            self.model,
+            model,
             "CKV_AWS_370",
             "the container polls the adapter registry in S3 at run time; network isolation would cut it off",
         )
+        return model
+
+    def _endpoint_config(self, props: SageMakerEndpointProps) -> sagemaker.CfnEndpointConfig:
+        plan, grace = self.plan, self.plan.timing.startup_grace_seconds
         # Instances with local NVMe encrypt it in hardware and SageMaker rejects a KmsKeyId for them.
         local_storage = plan.instance_nvme_gb > 0
-        self.endpoint_config = sagemaker.CfnEndpointConfig(
+        endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
             kms_key_id=None if local_storage else props.key.key_arn,
@@ -230,8 +245,12 @@ class SageMakerEndpointConstruct(Construct):
                 f"{plan.sagemaker_instance_type} has local NVMe storage, encrypted by the instance; SageMaker rejects "
                 f"a KmsKeyId for such instances"
             )
-            acknowledge(self.endpoint_config, "AwsSolutions-SM2", reason)
-        self.endpoint = sagemaker.CfnEndpoint(
+            acknowledge(endpoint_config, "AwsSolutions-SM2", reason)
+        return endpoint_config
+
+    def _endpoint(self) -> sagemaker.CfnEndpoint:
+        plan, grace = self.plan, self.plan.timing.startup_grace_seconds
+        return sagemaker.CfnEndpoint(
             self,
             "Endpoint",
             endpoint_name=self.endpoint_name,
@@ -250,7 +269,6 @@ class SageMakerEndpointConstruct(Construct):
                 ),
             ),
         )
-        self._autoscaling()
 
     def variant_metric(self, name: str, statistic: str) -> cloudwatch.Metric:
         """One of SageMaker's per-variant endpoint metrics (AWS/SageMaker), per minute."""
