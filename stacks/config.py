@@ -33,6 +33,7 @@ class FleetSettings:
     github_oidc_provider_arn: str | None = None
     waf: bool = True
     waf_block: bool = True
+    deletion_protection: bool = True
 
     @classmethod
     def from_context(cls, node: Node) -> FleetSettings:
@@ -51,9 +52,12 @@ class FleetSettings:
             ipaddress.IPv4Network(allowed_cidr)
         except ValueError as exc:
             raise StackConfigError(f"context 'allowed_cidr': {allowed_cidr!r} is not an IPv4 CIDR ({exc})") from None
-        waf = text("waf") or "on"
-        if waf not in ("on", "off"):
-            raise StackConfigError(f"context 'waf': {waf!r}; use 'on' (default) or 'off'")
+        def switch(key: str) -> bool:
+            value = text(key) or "on"
+            if value not in ("on", "off"):
+                raise StackConfigError(f"context '{key}': {value!r}; use 'on' (default) or 'off'")
+            return value == "on"
+
         waf_mode = text("waf_mode") or "block"
         if waf_mode not in ("block", "count"):
             raise StackConfigError(f"context 'waf_mode': {waf_mode!r}; use 'block' (default) or 'count'")
@@ -66,8 +70,9 @@ class FleetSettings:
             image_tag=text("image_tag"),
             allowed_cidr=allowed_cidr,
             github_oidc_provider_arn=text("github_oidc_provider_arn"),
-            waf=waf == "on",
+            waf=switch("waf"),
             waf_block=waf_mode == "block",
+            deletion_protection=switch("deletion_protection"),
         )
 
 

@@ -16,7 +16,7 @@ from constructs import Construct
 from model_store.manifest import FleetManifest
 from model_store.plan import ServingPlan
 from stacks.ci_access import CiAccessConstruct, CiAccessProps
-from stacks.compliance import add_compliance_checks
+from stacks.compliance import acknowledge, add_compliance_checks
 from model_store.store import StoreLocation
 from model_store.fleet import load_and_plan
 from stacks.config import FleetSettings, store_of
@@ -69,6 +69,7 @@ class ModelStack(cdk.Stack):
                     access_logs=store.access_logs,
                     certificate_arn=settings.certificate_arn,
                     allowed_cidr=settings.allowed_cidr,
+                    deletion_protection=settings.deletion_protection,
                 ),
             )
             self.web_acl = self._web_acl(plan, store.key, settings)
@@ -93,6 +94,11 @@ class ModelStack(cdk.Stack):
             return WebAclConstruct(
                 self, "Waf", WebAclProps(plan=plan, load_balancer=self.gpu_service.load_balancer, key=key, block=settings.waf_block)
             )
+        acknowledge(
+            self.gpu_service.load_balancer,
+            "NIST.800.53.R5-ALBWAFEnabled",
+            "-c waf=off: the operator fronts the load balancer with their own WAF, gateway or CDN",
+        )
         cdk.Annotations.of(self.gpu_service.load_balancer).add_warning(
             f"model {plan.model_name}: -c waf=off, so no WAF web ACL (managed rules, per-client rate limit) "
             f"protects the public load balancer; front it with your own."

@@ -21,6 +21,7 @@ def test_context_defaults_and_overrides() -> None:
     assert settings(github_repo="acme/x", stage="staging").github_repo == "acme/x"
     assert settings().waf and settings().waf_block
     assert not settings(waf="off").waf and not settings(waf_mode="count").waf_block
+    assert settings().deletion_protection and not settings(deletion_protection="off").deletion_protection
 
 
 @pytest.mark.parametrize(
@@ -31,6 +32,7 @@ def test_context_defaults_and_overrides() -> None:
         ({"allowed_cidr": "10.0.0.0/33"}, "context 'allowed_cidr': '10.0.0.0/33' is not an IPv4 CIDR"),
         ({"waf": "no"}, "context 'waf': 'no'; use 'on'"),
         ({"waf_mode": "log"}, "context 'waf_mode': 'log'; use 'block'"),
+        ({"deletion_protection": "no"}, "context 'deletion_protection': 'no'; use 'on'"),
     ],
 )
 def test_bad_context_is_refused_with_the_key_and_value(context: dict, message: str) -> None:

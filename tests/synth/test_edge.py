@@ -73,16 +73,21 @@ def test_waf_logs_to_a_retained_encrypted_log_group_without_the_api_key(secure_f
         assert destination["Fn::Join"][1][-2:] == [":log-group:", {"Ref": group_id}]
 
 
-def test_count_mode_and_waf_off_with_a_warning(tmp_path: Path) -> None:
+def test_count_mode_and_waf_off_with_a_warning_still_pass_both_nag_packs(tmp_path: Path) -> None:
     app = cdk.App(context=cdk_json_context(waf_mode="count"), outdir=str(tmp_path / "count"))
-    fleet = compose_fleet(app, compliance_checks=False)
+    fleet = compose_fleet(app)
+    app.synth()
     model = next(stack for stack in fleet.models.values() if stack.gpu_service is not None)
     web_acl = only(cdk.assertions.Template.from_stack(model).find_resources("AWS::WAFv2::WebACL"))
     assert all("Count" in r.get("Action", {}) or "Count" in r.get("OverrideAction", {}) for r in web_acl["Rules"])
 
-    app = cdk.App(context=cdk_json_context(waf="off"), outdir=str(tmp_path / "off"))
-    fleet = compose_fleet(app, compliance_checks=False)
+    app = cdk.App(context=cdk_json_context(waf="off", deletion_protection="off"), outdir=str(tmp_path / "off"))
+    fleet = compose_fleet(app)
+    app.synth()
     model = next(stack for stack in fleet.models.values() if stack.gpu_service is not None)
     assert model.web_acl is None
-    cdk.assertions.Template.from_stack(model).resource_count_is("AWS::WAFv2::WebACL", 0)
+    template = cdk.assertions.Template.from_stack(model)
+    template.resource_count_is("AWS::WAFv2::WebACL", 0)
+    balancer = only(template.find_resources("AWS::ElasticLoadBalancingV2::LoadBalancer"))
+    assert {"Key": "deletion_protection.enabled", "Value": "false"} in balancer["LoadBalancerAttributes"]
     Annotations.from_stack(model).has_warning("*", Match.string_like_regexp("waf=off, so no WAF web ACL"))
