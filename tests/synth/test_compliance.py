@@ -18,7 +18,8 @@ from aws_cdk import aws_s3 as s3
 
 from stacks.compliance import NAG_PACKS, acknowledge, add_compliance_checks, checkov_skip
 from tests.conftest import REPO
-from tests.synth.conftest import CliSynth, Synthesized
+from stacks.fleet import compose_fleet
+from tests.synth.conftest import CliSynth, Synthesized, cdk_json_context
 
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 SECURITY_SECTION_START = "\n## Security\n"
@@ -64,13 +65,25 @@ def checkov_skips(outdir: Path) -> list[tuple[str, str, str, str]]:
     return skips
 
 
-def test_cdk_nag_passes_with_every_acknowledgement_reasoned_and_documented(secure_fleet: Synthesized) -> None:
-    # Reaching here means synthesis (with the AwsSolutions plugin attached) raised no finding.
-    report = secure_fleet.outdir / "validation-report.json"
+@pytest.fixture(scope="module")
+def loose_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Every opt-out at once (no certificate, no WAF, no deletion protection): their acknowledgements count too."""
+    outdir = tmp_path_factory.mktemp("loose-fleet")
+    app = cdk.App(context=cdk_json_context(waf="off", deletion_protection="off"), outdir=str(outdir))
+    fleet = compose_fleet(app)
+    app.synth()
+    return Synthesized(fleet=fleet, outdir=outdir)
+
+
+@pytest.mark.parametrize("variant", ["secure_fleet", "loose_fleet"])
+def test_cdk_nag_passes_with_every_acknowledgement_reasoned_and_documented(variant: str, request: pytest.FixtureRequest) -> None:
+    # Reaching here means synthesis (with both cdk-nag packs attached) raised no finding.
+    synthesized: Synthesized = request.getfixturevalue(variant)
+    report = synthesized.outdir / "validation-report.json"
     if report.exists():
         conclusions = {r["pluginName"]: r["conclusion"] for r in json.loads(report.read_text())["pluginReports"]}
         assert set(conclusions.values()) <= {"success"}, conclusions
-    found = acknowledgements(secure_fleet)
+    found = acknowledgements(synthesized)
     assert {finding.split("-")[0] for finding in found} == {"AwsSolutions", "NIST.800.53.R5"}, sorted(found)
     documented = security_section()
     for finding, reasons in found.items():
