@@ -87,7 +87,6 @@ class ModelStack(cdk.Stack):
             ModelMonitoringProps(plan=plan, topic=base.alarms.topic, gpu_service=self.gpu_service, endpoint=self.endpoint),
         )
 
-
     def _web_acl(self, plan: ServingPlan, key: kms.IKey, settings: FleetSettings) -> WebAclConstruct | None:
         """The WAF in front of the public load balancer, unless `-c waf=off` says something else fronts it."""
         if settings.waf:
