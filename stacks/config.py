@@ -34,6 +34,9 @@ class FleetSettings:
     image_tag: str | None = None
     allowed_cidr: str = "0.0.0.0/0"
     github_oidc_provider_arn: str | None = None
+    waf: bool = True
+    waf_block: bool = True
+    deletion_protection: bool = True
 
     @classmethod
     def from_context(cls, node: Node) -> FleetSettings:
@@ -52,6 +55,15 @@ class FleetSettings:
             ipaddress.IPv4Network(allowed_cidr)
         except ValueError as exc:
             raise StackConfigError(f"context 'allowed_cidr': {allowed_cidr!r} is not an IPv4 CIDR ({exc})") from None
+        def switch(key: str) -> bool:
+            value = text(key) or "on"
+            if value not in ("on", "off"):
+                raise StackConfigError(f"context '{key}': {value!r}; use 'on' (default) or 'off'")
+            return value == "on"
+
+        waf_mode = text("waf_mode") or "block"
+        if waf_mode not in ("block", "count"):
+            raise StackConfigError(f"context 'waf_mode': {waf_mode!r}; use 'block' (default) or 'count'")
         return cls(
             fleet_path=Path(text("fleet") or "fleet.yaml"),
             stage=text("stage"),
@@ -61,6 +73,9 @@ class FleetSettings:
             image_tag=text("image_tag"),
             allowed_cidr=allowed_cidr,
             github_oidc_provider_arn=text("github_oidc_provider_arn"),
+            waf=switch("waf"),
+            waf_block=waf_mode == "block",
+            deletion_protection=switch("deletion_protection"),
         )
 
 

@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from model_store.manifest import FleetManifest
 from model_store.plan import ServingPlan
 from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from stacks.ci_access import CiAccessConstruct, CiAccessProps
-from stacks.compliance import add_compliance_checks
+from stacks.compliance import acknowledge, add_compliance_checks
 from model_store.store import StoreLocation
 from model_store.fleet import load_and_plan
 from stacks.config import FleetSettings, store_of
+from stacks.edge import WebAclConstruct, WebAclProps
 from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
 from stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps, ModelMonitoringConstruct, ModelMonitoringProps
 from stacks.network import NetworkConstruct, NetworkProps
@@ -51,6 +53,7 @@ class ModelStack(cdk.Stack):
         super().__init__(scope, id, **kwargs)
         store = base.store
         self.gpu_service = None
+        self.web_acl = None
         self.endpoint = None
         if "ecs" in plan.targets:
             self.gpu_service = GpuServiceConstruct(
@@ -65,8 +68,10 @@ class ModelStack(cdk.Stack):
                     access_logs=store.access_logs,
                     certificate_arn=settings.certificate_arn,
                     allowed_cidr=settings.allowed_cidr,
+                    deletion_protection=settings.deletion_protection,
                 ),
             )
+            self.web_acl = self._web_acl(plan, store.key, settings)
         if "sagemaker" in plan.targets:
             self.endpoint = SageMakerEndpointConstruct(
                 self,
@@ -80,6 +85,23 @@ class ModelStack(cdk.Stack):
             "Monitoring",
             ModelMonitoringProps(plan=plan, topic=base.alarms.topic, gpu_service=self.gpu_service, endpoint=self.endpoint),
         )
+
+    def _web_acl(self, plan: ServingPlan, key: kms.IKey, settings: FleetSettings) -> WebAclConstruct | None:
+        """The WAF in front of the public load balancer, unless `-c waf=off` says something else fronts it."""
+        if settings.waf:
+            return WebAclConstruct(
+                self, "Waf", WebAclProps(plan=plan, load_balancer=self.gpu_service.load_balancer, key=key, block=settings.waf_block)
+            )
+        acknowledge(
+            self.gpu_service.load_balancer,
+            "NIST.800.53.R5-ALBWAFEnabled",
+            "-c waf=off: the operator fronts the load balancer with their own WAF, gateway or CDN",
+        )
+        cdk.Annotations.of(self.gpu_service.load_balancer).add_warning(
+            f"model {plan.model_name}: -c waf=off, so no WAF web ACL (managed rules, per-client rate limit) "
+            f"protects the public load balancer; front it with your own."
+        )
+        return None
 
 
 class CiAccessStack(cdk.Stack):

@@ -106,7 +106,8 @@ class GpuServiceProps:
     the fleet's shared network, model store, KMS key and serving image. access_logs: the bucket
     for load-balancer access logs. certificate_arn: an ACM certificate for HTTPS on 443 (default
     None: HTTP on 80 only). allowed_cidr: who may reach the load balancer (default 0.0.0.0/0; the
-    API key still guards /v1). managed_termination_protection: default False (see below)."""
+    API key still guards /v1). deletion_protection: the load balancer refuses deletion (default True;
+    False for a demo stage that `cdk destroy` must remove). managed_termination_protection: default False (see below)."""
 
     plan: ServingPlan
     vpc: ec2.IVpc
@@ -116,6 +117,7 @@ class GpuServiceProps:
     access_logs: s3.IBucket
     certificate_arn: str | None = None
     allowed_cidr: str = "0.0.0.0/0"
+    deletion_protection: bool = True
     # Off: with it on, ECS protects every instance running a task and `cdk destroy` hangs on the
     # ASG (SECURITY.md). Managed draining gives the same guarantee to in-flight requests: ECS drains
     # an instance's tasks (deregistration delay, SIGTERM, stop timeout) before the ASG ends it.
@@ -186,11 +188,12 @@ class GpuServiceConstruct(Construct):
             generate_secret_string=secretsmanager.SecretStringGenerator(password_length=48, exclude_punctuation=True),
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-        acknowledge(
-            self.api_key,
-            "AwsSolutions-SMG4",
-            "a static client API key: rotating it needs a client rollout, so it is rotated by the operator",
-        )
+        for finding in ("AwsSolutions-SMG4", "NIST.800.53.R5-SecretsManagerRotationEnabled"):
+            acknowledge(
+                self.api_key,
+                finding,
+                "a static client API key: rotating it needs a client rollout, so it is rotated by the operator",
+            )
         self.log_group = logs.LogGroup(
             self,
             "Logs",
@@ -356,7 +359,14 @@ class GpuServiceConstruct(Construct):
             idle_timeout=STREAM_IDLE_TIMEOUT,
             drop_invalid_header_fields=True,
             http2_enabled=True,
+            deletion_protection=props.deletion_protection,
         )
+        if not props.deletion_protection:
+            acknowledge(
+                self.load_balancer,
+                "NIST.800.53.R5-ELBDeletionProtectionEnabled",
+                "-c deletion_protection=off: a demo stage that `cdk destroy` must be able to remove",
+            )
         self.load_balancer.log_access_logs(props.access_logs, prefix=f"{ALB_LOG_PREFIX}/{plan.model_name}")
         https = props.certificate_arn is not None
         port = 443 if https else 80
@@ -396,13 +406,14 @@ class GpuServiceConstruct(Construct):
                 f"model {plan.model_name}: the load balancer listens on plain HTTP, so the API key crosses the "
                 f"network in clear text. Deploy with -c certificate_arn=arn:aws:acm:... for HTTPS."
             )
+            plain_http = (
+                "no certificate_arn in context: plain HTTP for a first look, with a synth warning; "
+                "production deploys pass -c certificate_arn=... and get HTTPS only"
+            )
             for check_id in ("CKV_AWS_2", "CKV_AWS_103"):
-                checkov_skip(
-                    self.listener,
-                    check_id,
-                    "no certificate_arn in context: plain HTTP for a first look, with a synth warning; "
-                    "production deploys pass -c certificate_arn=... and get HTTPS only",
-                )
+                checkov_skip(self.listener, check_id, plain_http)
+            acknowledge(self.listener, "NIST.800.53.R5-ALBHttpToHttpsRedirection", plain_http)
+            acknowledge(self.load_balancer, "NIST.800.53.R5-ELBv2ACMCertificateRequired", plain_http)
         self.target_group = elbv2.ApplicationTargetGroup(
             self,
             "Targets",

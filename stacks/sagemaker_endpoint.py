@@ -245,7 +245,8 @@ class SageMakerEndpointConstruct(Construct):
                 f"{plan.sagemaker_instance_type} has local NVMe storage, encrypted by the instance; SageMaker rejects "
                 f"a KmsKeyId for such instances"
             )
-            acknowledge(endpoint_config, "AwsSolutions-SM2", reason)
+            for finding in ("AwsSolutions-SM2", "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured"):
+                acknowledge(endpoint_config, finding, reason)
         return endpoint_config
 
     def _endpoint(self) -> sagemaker.CfnEndpoint:

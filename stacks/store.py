@@ -103,6 +103,11 @@ class StoreConstruct(Construct):
         )
         acknowledge(self.access_logs, "AwsSolutions-S1", "the access-log bucket is the log destination; logging it would loop")
         checkov_skip(self.access_logs, "CKV_AWS_18", "the access-log bucket is the log destination; logging it would loop")
+        acknowledge(
+            self.access_logs,
+            "NIST.800.53.R5-S3DefaultEncryptionKMS",
+            "ALB and S3 server access logs can only be delivered to SSE-S3 buckets",
+        )
         self.bucket = s3.Bucket(
             self,
             "Bucket",
@@ -124,6 +129,12 @@ class StoreConstruct(Construct):
             ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        for bucket in (self.access_logs, self.bucket):
+            acknowledge(
+                bucket,
+                "NIST.800.53.R5-S3BucketReplicationEnabled",
+                "versioned in one region; cross-region replication (a second region's bucket and costs) is the operator's choice",
+            )
         self.repository = ecr.Repository(
             self,
             "Repository",

@@ -16,9 +16,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
 
-from stacks.compliance import acknowledge, add_compliance_checks, checkov_skip
+from stacks.compliance import NAG_PACKS, acknowledge, add_compliance_checks, checkov_skip
 from tests.conftest import REPO
-from tests.synth.conftest import CliSynth, Synthesized
+from stacks.fleet import compose_fleet
+from tests.synth.conftest import CliSynth, Synthesized, cdk_json_context
 
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 SECURITY_SECTION_START = "\n## Security\n"
@@ -43,13 +44,13 @@ def assembly_dir(request: pytest.FixtureRequest) -> Path:
 
 
 def acknowledgements(synth: Synthesized) -> dict[str, set[str]]:
-    """cdk-nag acknowledgements in the app: finding id -> reasons."""
+    """cdk-nag acknowledgements of either pack in the app: finding id -> reasons."""
     found: dict[str, set[str]] = {}
     for construct in synth.fleet.base.node.root.node.find_all():
         for entry in construct.node.metadata:
             if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
                 for finding, reason in entry.data.items():
-                    if finding.startswith("Annotation::AwsSolutions-"):
+                    if finding.removeprefix("Annotation::").startswith(NAG_PACKS):
                         found.setdefault(finding.removeprefix("Annotation::"), set()).add(reason)
     return found
 
@@ -64,14 +65,26 @@ def checkov_skips(outdir: Path) -> list[tuple[str, str, str, str]]:
     return skips
 
 
-def test_cdk_nag_passes_with_every_acknowledgement_reasoned_and_documented(secure_fleet: Synthesized) -> None:
-    # Reaching here means synthesis (with the AwsSolutions plugin attached) raised no finding.
-    report = secure_fleet.outdir / "validation-report.json"
+@pytest.fixture(scope="module")
+def loose_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Every opt-out at once (no certificate, no WAF, no deletion protection): their acknowledgements count too."""
+    outdir = tmp_path_factory.mktemp("loose-fleet")
+    app = cdk.App(context=cdk_json_context(waf="off", deletion_protection="off"), outdir=str(outdir))
+    fleet = compose_fleet(app)
+    app.synth()
+    return Synthesized(fleet=fleet, outdir=outdir)
+
+
+@pytest.mark.parametrize("variant", ["secure_fleet", "loose_fleet"])
+def test_cdk_nag_passes_with_every_acknowledgement_reasoned_and_documented(variant: str, request: pytest.FixtureRequest) -> None:
+    # Reaching here means synthesis (with both cdk-nag packs attached) raised no finding.
+    synthesized: Synthesized = request.getfixturevalue(variant)
+    report = synthesized.outdir / "validation-report.json"
     if report.exists():
         conclusions = {r["pluginName"]: r["conclusion"] for r in json.loads(report.read_text())["pluginReports"]}
         assert set(conclusions.values()) <= {"success"}, conclusions
-    found = acknowledgements(secure_fleet)
-    assert found, "the fleet acknowledges findings; none were collected"
+    found = acknowledgements(synthesized)
+    assert {finding.split("-")[0] for finding in found} == {"AwsSolutions", "NIST.800.53.R5"}, sorted(found)
     documented = security_section()
     for finding, reasons in found.items():
         assert all(len(r.split()) >= 4 for r in reasons), (finding, reasons)
@@ -84,7 +97,7 @@ def test_cdk_nag_is_live_and_fails_an_unreasoned_insecure_bucket(tmp_path: Path)
     stack = cdk.Stack(app, "Probe")
     s3.Bucket(stack, "Plain")
     add_compliance_checks(app)
-    with pytest.raises(RuntimeError, match=r"(?s)ValidationFailed.*AwsSolutions-S1"):
+    with pytest.raises(RuntimeError, match=r"(?s)ValidationFailed.*AwsSolutions-S1.*NIST\.800\.53\.R5-S3BucketLoggingEnabled"):
         app.synth()
     with pytest.raises(ValueError, match="needs a reason"):
         acknowledge(stack, "AwsSolutions-S1", " ")

@@ -19,6 +19,9 @@ def test_context_defaults_and_overrides() -> None:
     assert settings().fleet_path.name == "fleet.yaml"
     assert settings().certificate_arn is None and settings().allowed_cidr == "0.0.0.0/0"
     assert settings(github_repo="acme/x", stage="staging").github_repo == "acme/x"
+    assert settings().waf and settings().waf_block
+    assert not settings(waf="off").waf and not settings(waf_mode="count").waf_block
+    assert settings().deletion_protection and not settings(deletion_protection="off").deletion_protection
 
 
 @pytest.mark.parametrize(
@@ -27,6 +30,9 @@ def test_context_defaults_and_overrides() -> None:
         ({"github_repo": "acme"}, "context 'github_repo': 'acme' is not 'owner/name'"),
         ({"certificate_arn": "my-cert"}, "context 'certificate_arn': 'my-cert' is not an ACM certificate ARN"),
         ({"allowed_cidr": "10.0.0.0/33"}, "context 'allowed_cidr': '10.0.0.0/33' is not an IPv4 CIDR"),
+        ({"waf": "no"}, "context 'waf': 'no'; use 'on'"),
+        ({"waf_mode": "log"}, "context 'waf_mode': 'log'; use 'block'"),
+        ({"deletion_protection": "no"}, "context 'deletion_protection': 'no'; use 'on'"),
     ],
 )
 def test_bad_context_is_refused_with_the_key_and_value(context: dict, message: str) -> None:

@@ -129,7 +129,7 @@ def test_https_listener_with_the_given_certificate_and_no_plain_http(secure_flee
         assert listener["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
 
 
-def test_load_balancer_streams_logs_and_drops_invalid_headers(secure_fleet: Synthesized) -> None:
+def test_load_balancer_streams_logs_drops_invalid_headers_and_refuses_deletion(secure_fleet: Synthesized) -> None:
     for plan in ecs_plans(secure_fleet):
         balancer = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::ElasticLoadBalancingV2::LoadBalancer"))
         attributes = {a["Key"]: a["Value"] for a in balancer["LoadBalancerAttributes"]}
@@ -137,6 +137,7 @@ def test_load_balancer_streams_logs_and_drops_invalid_headers(secure_fleet: Synt
         assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
         assert attributes["access_logs.s3.enabled"] == "true"
         assert attributes["access_logs.s3.prefix"] == f"alb/{plan.model_name}"
+        assert attributes["deletion_protection.enabled"] == "true"
 
 
 def test_autoscaling_tracks_the_queue_metric_with_request_count_fallback(secure_fleet: Synthesized) -> None:

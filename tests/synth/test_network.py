@@ -8,8 +8,8 @@ from tests.synth.conftest import Synthesized
 def test_two_private_subnets_endpoints_for_s3_ecr_logs_and_flow_logs(secure_fleet: Synthesized) -> None:
     base = secure_fleet.template(secure_fleet.fleet.base)
     subnets = base.find_resources("AWS::EC2::Subnet")
-    private = [s for s in subnets.values() if not s["Properties"].get("MapPublicIpOnLaunch")]
-    assert len(private) == 2
+    kinds = [{t["Key"]: t["Value"] for t in s["Properties"]["Tags"]}["aws-cdk:subnet-type"] for s in subnets.values()]
+    assert sorted(kinds) == ["Private", "Private", "Public", "Public"]
     endpoints = [e["Properties"] for e in base.find_resources("AWS::EC2::VPCEndpoint").values()]
     services = {str(e["ServiceName"]).rsplit(".", 1)[-1] if isinstance(e["ServiceName"], str) else "s3": e["VpcEndpointType"] for e in endpoints}
     assert services["s3"] == "Gateway"
@@ -18,6 +18,12 @@ def test_two_private_subnets_endpoints_for_s3_ecr_logs_and_flow_logs(secure_flee
     (flow_log,) = base.find_resources("AWS::EC2::FlowLog").values()
     assert flow_log["Properties"]["TrafficType"] == "ALL"
     assert flow_log["Properties"]["LogDestinationType"] == "s3"
+
+
+def test_no_subnet_assigns_public_ips(secure_fleet: Synthesized) -> None:
+    subnets = secure_fleet.template(secure_fleet.fleet.base).find_resources("AWS::EC2::Subnet")
+    assert len(subnets) == 4
+    assert all(subnet["Properties"]["MapPublicIpOnLaunch"] is False for subnet in subnets.values())
 
 
 def test_gpu_instances_and_tasks_accept_traffic_only_from_their_load_balancer(secure_fleet: Synthesized) -> None:

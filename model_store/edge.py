@@ -1,0 +1,20 @@
+"""Edge limits derived from a plan: what one client may send before it crowds out the others."""
+
+from __future__ import annotations
+
+import math
+
+from model_store.plan import ASSUMED_REQUEST_SECONDS, ServingPlan
+
+# WAF counts a rate-based rule's requests over one of 60/120/300/600 s; the shortest reacts fastest.
+RATE_WINDOW_SECONDS = 60
+# WAF's smallest rate-based limit.
+MIN_RATE_LIMIT = 10
+
+
+def client_rate_limit(plan: ServingPlan, window_seconds: int = RATE_WINDOW_SECONDS) -> int:
+    """Requests per `window_seconds` from one client IP at which it alone would fill every slot of the
+    model at full scale-out: max_capacity servers x max_num_seqs sequences, each slot held for about
+    ASSUMED_REQUEST_SECONDS. A client faster than that starves everyone else, so it is cut off there."""
+    slots = plan.autoscaling.max_capacity * plan.vllm.max_num_seqs
+    return max(MIN_RATE_LIMIT, math.ceil(slots * window_seconds / ASSUMED_REQUEST_SECONDS))

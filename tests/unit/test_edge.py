@@ -1,0 +1,29 @@
+"""The per-client rate limit derived from a plan."""
+
+from __future__ import annotations
+
+from model_store.edge import MIN_RATE_LIMIT, client_rate_limit
+from model_store.fleet import load_and_plan
+from model_store.plan import ASSUMED_REQUEST_SECONDS
+from tests.conftest import REPO
+
+
+def test_limit_is_the_rate_that_fills_every_slot_of_the_scaled_out_model() -> None:
+    plan = next(p for p in load_and_plan(REPO / "fleet.yaml")[1] if "ecs" in p.targets)
+    slots = plan.autoscaling.max_capacity * plan.vllm.max_num_seqs
+    assert client_rate_limit(plan, window_seconds=60) == -(-slots * 60 // ASSUMED_REQUEST_SECONDS)
+    # Twice the servers, twice the limit; a longer window counts proportionally more.
+    wider = plan.model_copy(update={"autoscaling": plan.autoscaling.model_copy(update={"max_capacity": 2 * plan.autoscaling.max_capacity})})
+    assert client_rate_limit(wider) == 2 * client_rate_limit(plan)
+    assert client_rate_limit(plan, window_seconds=300) == 5 * client_rate_limit(plan, window_seconds=60)
+
+
+def test_limit_never_goes_below_what_waf_accepts() -> None:
+    plan = load_and_plan(REPO / "fleet.yaml")[1][0]
+    tiny = plan.model_copy(
+        update={
+            "vllm": plan.vllm.model_copy(update={"max_num_seqs": 1}),
+            "autoscaling": plan.autoscaling.model_copy(update={"max_capacity": 1}),
+        }
+    )
+    assert client_rate_limit(tiny) == MIN_RATE_LIMIT
