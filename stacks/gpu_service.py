@@ -346,6 +346,17 @@ class GpuServiceConstruct(Construct):
     # --- load balancer --------------------------------------------------------------------
 
     def _load_balancer(self, props: GpuServiceProps) -> None:
+        """Internet-facing ALB: only client paths reach vLLM, everything else is answered 403."""
+        https = props.certificate_arn is not None
+        self._alb(props)  # security group, ALB (deletion protection, access logs)
+        self._client_ingress(props, https)  # clients on 443 (80 without a certificate), ALB <-> tasks only
+        forbidden = elbv2.ListenerAction.fixed_response(403, content_type="text/plain", message_body="forbidden")
+        self.listener = self._listener(props, https, forbidden)  # default action 403
+        self.target_group = self._target_group(props)  # the plan's health check and drain
+        self.service.attach_to_application_target_group(self.target_group)
+        self._path_rules(forbidden)  # admin paths 403 first, then the client paths forward
+
+    def _alb(self, props: GpuServiceProps) -> None:
         plan = props.plan
         self.alb_security_group = ec2.SecurityGroup(
             self, "AlbSecurityGroup", vpc=props.vpc, description=f"load balancer of {plan.model_name}", allow_all_outbound=False
@@ -368,7 +379,9 @@ class GpuServiceConstruct(Construct):
                 "-c deletion_protection=off: a demo stage that `cdk destroy` must be able to remove",
             )
         self.load_balancer.log_access_logs(props.access_logs, prefix=f"{ALB_LOG_PREFIX}/{plan.model_name}")
-        https = props.certificate_arn is not None
+
+    def _client_ingress(self, props: GpuServiceProps, https: bool) -> None:
+        plan = props.plan
         port = 443 if https else 80
         self.alb_security_group.add_ingress_rule(
             ec2.Peer.ipv4(props.allowed_cidr), ec2.Port.tcp(port), f"clients of {plan.model_name}"
@@ -387,9 +400,11 @@ class GpuServiceConstruct(Construct):
         self.alb_security_group.add_egress_rule(
             self.task_security_group, ec2.Port.tcp(CONTAINER_PORT), "to the vLLM tasks only"
         )
-        forbidden = elbv2.ListenerAction.fixed_response(403, content_type="text/plain", message_body="forbidden")
+
+    def _listener(self, props: GpuServiceProps, https: bool, forbidden: elbv2.ListenerAction) -> elbv2.ApplicationListener:
+        plan = props.plan
         if https:
-            self.listener = self.load_balancer.add_listener(
+            listener = self.load_balancer.add_listener(
                 "Https",
                 port=443,
                 protocol=elbv2.ApplicationProtocol.HTTPS,
@@ -399,10 +414,10 @@ class GpuServiceConstruct(Construct):
                 open=False,
             )
         else:
-            self.listener = self.load_balancer.add_listener(
+            listener = self.load_balancer.add_listener(
                 "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=forbidden, open=False
             )
-            cdk.Annotations.of(self.listener).add_warning(
+            cdk.Annotations.of(listener).add_warning(
                 f"model {plan.model_name}: the load balancer listens on plain HTTP, so the API key crosses the "
                 f"network in clear text. Deploy with -c certificate_arn=arn:aws:acm:... for HTTPS."
             )
@@ -411,10 +426,14 @@ class GpuServiceConstruct(Construct):
                 "production deploys pass -c certificate_arn=... and get HTTPS only"
             )
             for check_id in ("CKV_AWS_2", "CKV_AWS_103"):
-                checkov_skip(self.listener, check_id, plain_http)
-            acknowledge(self.listener, "NIST.800.53.R5-ALBHttpToHttpsRedirection", plain_http)
+                checkov_skip(listener, check_id, plain_http)
+            acknowledge(listener, "NIST.800.53.R5-ALBHttpToHttpsRedirection", plain_http)
             acknowledge(self.load_balancer, "NIST.800.53.R5-ELBv2ACMCertificateRequired", plain_http)
-        self.target_group = elbv2.ApplicationTargetGroup(
+        return listener
+
+    def _target_group(self, props: GpuServiceProps) -> elbv2.ApplicationTargetGroup:
+        plan = props.plan
+        return elbv2.ApplicationTargetGroup(
             self,
             "Targets",
             vpc=props.vpc,
@@ -433,7 +452,8 @@ class GpuServiceConstruct(Construct):
                 unhealthy_threshold_count=plan.timing.unhealthy_threshold,
             ),
         )
-        self.service.attach_to_application_target_group(self.target_group)
+
+    def _path_rules(self, forbidden: elbv2.ListenerAction) -> None:
         # vLLM's admin routes get their own 403 rules ahead of everything: they stay closed even if
         # a broader forward rule is added later.
         for index in range(0, len(VLLM_ADMIN_PATHS), PATHS_PER_RULE):
