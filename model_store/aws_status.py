@@ -35,6 +35,9 @@ CLOUDWATCH_METRICS = {
     "latency_p99_ms": telemetry.quantile_metric(telemetry.E2E_LATENCY_PREFIX, 99),
 }
 METRICS_WINDOW = timedelta(minutes=15)
+# A server starts once and then serves for days: its boot figure is looked for further back.
+BOOT_WINDOW = timedelta(days=7)
+BOOT_PERIOD_SECONDS = 3600
 
 
 def _tags(pairs: list[dict], key: str = "Key", value: str = "Value") -> dict[str, str]:
@@ -156,30 +159,27 @@ def _registries(plans: list[ServingPlan], stage: str, session: boto3.Session, wa
 
 
 def _cloudwatch_metrics(cloudwatch, model: str, stage: str, target: str) -> Metrics:
-    """The newest value of each container metric of one target over the last METRICS_WINDOW."""
+    """The newest value of each container metric of one target over the last METRICS_WINDOW,
+    and the newest start's total boot time over the last BOOT_WINDOW."""
     dimensions = [{"Name": k, "Value": v} for k, v in telemetry.dimensions(model, stage, target).items()]
     now = datetime.now(UTC)
-    queries = [
-        {
-            "Id": f"m{index}",
-            "MetricStat": {
-                "Metric": {
-                    "Namespace": telemetry.NAMESPACE,
-                    "MetricName": name,
-                    "Dimensions": dimensions,
-                },
-                "Period": 60,
-                "Stat": "Average",
-            },
-        }
-        for index, name in enumerate(CLOUDWATCH_METRICS.values())
-    ]
-    # EndTime a period ahead: the newest datapoint (seconds old) falls inside the window.
-    results = cloudwatch.get_metric_data(
-        MetricDataQueries=queries, StartTime=now - METRICS_WINDOW, EndTime=now + timedelta(minutes=1)
-    )["MetricDataResults"]
-    latest = {
-        result["Id"]: max(zip(result["Timestamps"], result["Values"]))[1] if result["Values"] else None
-        for result in results
-    }
-    return metrics_from_cloudwatch(latest, {field: f"m{index}" for index, field in enumerate(CLOUDWATCH_METRICS)})
+
+    def query(metric_id: str, name: str, dims: list[dict], period: int, stat: str) -> dict:
+        metric = {"Namespace": telemetry.NAMESPACE, "MetricName": name, "Dimensions": dims}
+        return {"Id": metric_id, "MetricStat": {"Metric": metric, "Period": period, "Stat": stat}}
+
+    def newest(queries: list[dict], window: timedelta) -> dict[str, float | None]:
+        # EndTime a period ahead: the newest datapoint (seconds old) falls inside the window.
+        results = cloudwatch.get_metric_data(
+            MetricDataQueries=queries, StartTime=now - window, EndTime=now + timedelta(minutes=1)
+        )["MetricDataResults"]
+        return {r["Id"]: max(zip(r["Timestamps"], r["Values"]))[1] if r["Values"] else None for r in results}
+
+    latest = newest(
+        [query(f"m{index}", name, dimensions, 60, "Average") for index, name in enumerate(CLOUDWATCH_METRICS.values())],
+        METRICS_WINDOW,
+    )
+    total = [*dimensions, {"Name": telemetry.PHASE_DIMENSION, "Value": "total"}]
+    latest |= newest([query("boot", telemetry.BOOT_SECONDS, total, BOOT_PERIOD_SECONDS, "Maximum")], BOOT_WINDOW)
+    names = {field: f"m{index}" for index, field in enumerate(CLOUDWATCH_METRICS)}
+    return metrics_from_cloudwatch(latest, {**names, "last_boot_seconds": "boot"})

@@ -22,6 +22,7 @@ SAGEMAKER_MODEL_DIR_ENV = "LLMFLEET_SAGEMAKER_MODEL_DIR"
 SERVER_ID_ENV = "LLMFLEET_SERVER_ID"
 POLL_SECONDS_ENV = "LLMFLEET_POLL_SECONDS"
 METRICS_SECONDS_ENV = "LLMFLEET_METRICS_SECONDS"
+COMPILE_CACHE_ENV = "LLMFLEET_COMPILE_CACHE"  # "on" (default) or "off": restore and publish vLLM's compile cache
 # Set by the entrypoint for its vLLM child, where the middleware reads it (vllm_command.py).
 STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 # Read by the CLI, not the container; named here so every LLMFLEET_ name has one home.
@@ -51,6 +52,7 @@ def container_env(
     server_id: str | None = None,
     poll_seconds: float | None = None,
     metrics_seconds: float | None = None,
+    compile_cache: bool | None = None,
 ) -> dict[str, str]:
     """The environment that makes `settings_from_env` read back these values; one left None
     is not written, so the entrypoint's default applies (see docs/container.md)."""
@@ -62,6 +64,7 @@ def container_env(
         SERVER_ID_ENV: server_id,
         POLL_SECONDS_ENV: poll_seconds,
         METRICS_SECONDS_ENV: metrics_seconds,
+        COMPILE_CACHE_ENV: None if compile_cache is None else ("on" if compile_cache else "off"),
     }
     return {
         PLAN_ENV: plan.to_json(),

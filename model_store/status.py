@@ -63,6 +63,7 @@ class ServerAdapters:
     server_id: str
     adapters: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
+    boot: str | None = None  # how its last start went (model_store/boot_log.py: describe_boot)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Metrics:
     ttft_p50_ms: float | None = None
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    last_boot_seconds: float | None = None  # container start to healthy, the newest start
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class ServerRow:
     expected: dict[str, str]
     drift: list[str]  # adapter names whose loaded version differs from what the registry says
     error: str | None
+    boot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def server_rows(servers: Iterable[ServerAdapters], expected: Mapping[str, Mappin
         wanted = dict(expected.get(server.server_id, {}))
         loaded = dict(server.adapters)
         drift = [] if server.error else sorted(n for n in set(wanted) | set(loaded) if wanted.get(n) != loaded.get(n))
-        rows.append(ServerRow(server.server_id, loaded, wanted, drift, server.error))
+        rows.append(ServerRow(server.server_id, loaded, wanted, drift, server.error, server.boot))
     return rows
 
 

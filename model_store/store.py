@@ -5,6 +5,7 @@ Layout under `s3://bucket/prefix`:
     models/<model>/<revision>/...                 weights, config.json, tokenizer files
     adapters/<model>/<adapter>/<version>/...      a peft LoRA directory
     registry/<model>/<stage>.json                 which adapter versions a stage serves (registry.py)
+    compile-cache/<model>/<key>/<version>/...     vLLM's compile cache, written by the servers (compile_cache.py)
 
 Every version ends with `_manifest.json` (each file's key, size and sha256; uploader,
 time, source), written last with `If-None-Match: *`: a version exists only once it is
@@ -121,7 +122,7 @@ class FileEntry:
 class VersionManifest:
     """The `_manifest.json` of one model revision or adapter version."""
 
-    kind: str  # "model" or "adapter"
+    kind: str  # "model", "adapter" or "compile-cache"
     model: str
     version: str  # the model's revision or the adapter's version
     files: tuple[FileEntry, ...]
@@ -169,6 +170,18 @@ def sha256_file(path: Path) -> str:
 def _hash_file(directory: Path, relpath: str) -> tuple[str, int, str]:
     path = directory / relpath
     return relpath, path.stat().st_size, sha256_file(path)
+
+
+def _version_files(directory: Path) -> list[str]:
+    """The files a version of `directory` holds: all but hidden ones, relative, sorted."""
+    relpaths = [
+        path.relative_to(directory).as_posix()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+    ]
+    if MANIFEST_NAME in relpaths:
+        raise StoreError(f"{directory}: holds a file named {MANIFEST_NAME}, which the store reserves")
+    return relpaths
 
 
 def _safe_relative(path: str, where: str) -> PurePosixPath:
@@ -272,6 +285,9 @@ class ModelStore:
     def registry_key(self, model: str, stage: str) -> str:
         return self.location.key("registry", model, f"{stage}.json")
 
+    def compile_cache_prefix(self, model: str, key: str, version: str = "") -> str:
+        return self.location.key("compile-cache", model, key, version)
+
     # --- models ---------------------------------------------------------------------------
 
     def upload_model(
@@ -289,13 +305,7 @@ class ModelStore:
         self._check_names(model, ("revision", revision))
         if not (directory / MODEL_CONFIG).is_file():
             raise StoreError(f"{directory}: no {MODEL_CONFIG}; a model directory must hold one")
-        relpaths = [
-            path.relative_to(directory).as_posix()
-            for path in sorted(directory.rglob("*"))
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(directory).parts)
-        ]
-        if MANIFEST_NAME in relpaths:
-            raise StoreError(f"{directory}: holds a file named {MANIFEST_NAME}, which the store reserves")
+        relpaths = _version_files(directory)
         return self._upload_version(
             directory,
             relpaths,
@@ -438,14 +448,70 @@ class ModelStore:
 
     def adapter_versions(self, model: str, name: str) -> list[str]:
         """Complete versions of an adapter, oldest first (by their manifest's creation time)."""
-        prefix = self.location.key("adapters", model, name) + "/"
+        return self._versions_by_creation(
+            self.location.key("adapters", model, name), lambda v: self.adapter_manifest(model, name, v)
+        )
+
+    # --- compile caches -------------------------------------------------------------------
+
+    def publish_compile_cache(
+        self, directory: Path, model: str, key: str, *, factors: dict[str, Any], uploader: str, repair: bool = False
+    ) -> VersionManifest:
+        """Upload vLLM's compile cache directory as a version named by its content; the same
+        content published twice (two servers racing) is one version.
+
+        `repair`: the stored version of this content failed verification; its files are sent
+        again from this copy (same names, sizes and sha256, so its manifest stays true).
+        """
+        self._check_names(model, ("compile cache key", key))
+        relpaths = _version_files(directory)
+        if not relpaths:
+            raise StoreError(f"{directory}: empty; vLLM wrote no compile cache there")
+        hashed = self._hash_files(directory, relpaths)
+        version = content_version(hashed)
+        try:
+            return self._upload_version(
+                directory,
+                relpaths,
+                self.compile_cache_prefix(model, key, version),
+                header={"kind": "compile-cache", "model": model, "version": version, "adapter": None},
+                uploader=uploader,
+                source=str(directory),
+                details={"key": key, "factors": factors},
+                progress=None,
+                hashed=hashed,
+            )
+        except VersionExists:
+            stored = self.compile_cache_manifest(model, key, version)
+            if repair:
+                self._send_again(directory, stored)
+            return stored
+
+    def compile_cache_manifest(self, model: str, key: str, version: str) -> VersionManifest:
+        return self._read_manifest(
+            self.compile_cache_prefix(model, key, version), f"compile cache {key} version {version} of model {model!r}"
+        )
+
+    def compile_cache_versions(self, model: str, key: str) -> list[str]:
+        """Complete versions of a compile cache, oldest first."""
+        return self._versions_by_creation(
+            self.compile_cache_prefix(model, key), lambda v: self.compile_cache_manifest(model, key, v)
+        )
+
+    def download_compile_cache(self, model: str, key: str, version: str, dest: Path) -> Path:
+        """Download a compile cache version into `dest`, every file verified; returns `dest`."""
+        return self._download_version(self.compile_cache_manifest(model, key, version), Path(dest), None)
+
+    def _versions_by_creation(self, parent: str, manifest: Callable[[str], VersionManifest]) -> list[str]:
+        """The complete versions (those with a _manifest.json) directly under `parent`, oldest first."""
+        prefix = parent + "/"
         versions = []
         for obj in self._list(prefix):
             relative = obj["Key"][len(prefix) :].split("/")
             if len(relative) == 2 and relative[1] == MANIFEST_NAME:
                 versions.append(relative[0])
         # S3's LastModified has one-second resolution; the manifest records milliseconds.
-        created = {v: self.adapter_manifest(model, name, v).created for v in versions}
+        created = {v: manifest(v).created for v in versions}
         return sorted(versions, key=lambda v: (created[v], v))
 
     # --- transfers ------------------------------------------------------------------------
@@ -527,6 +593,18 @@ class ModelStore:
                 raise VersionExists(f"{self._s3_uri(prefix)} was completed by another upload meanwhile") from None
             raise self._wrap(exc, manifest_key) from None
         return manifest
+
+    def _send_again(self, directory: Path, manifest: VersionManifest) -> None:
+        """Overwrite every object of a stored version from `directory`, which holds its content."""
+        with create_transfer_manager(self.client, TRANSFER_CONFIG) as manager:
+            uploads = [
+                manager.upload(
+                    str(directory / entry.path), self.location.bucket, entry.key, extra_args={"Metadata": {"sha256": entry.sha256}}
+                )
+                for entry in manifest.files
+            ]
+            for upload, entry in zip(uploads, manifest.files, strict=True):
+                self._result(upload, entry.key)
 
     def _already_stored(self, entry: FileEntry) -> bool:
         try:

@@ -26,6 +26,10 @@ E2E_LATENCY_PREFIX = "E2ELatency"  # + P50/P99, Milliseconds
 E2E_QUANTILES = (50, 99)
 GENERATION_TOKENS_PER_SECOND = "GenerationTokensPerSecond"  # Count/Second
 ADAPTERS_LOADED = "AdaptersLoaded"  # Count
+# Seconds each phase of a server's start took (model_store/boot_log.py: BootRecord.phases),
+# once per start, with the phase as a fourth dimension.
+BOOT_SECONDS = "BootSeconds"
+PHASE_DIMENSION = "Phase"
 
 
 def quantile_metric(prefix: str, percent: int) -> str:

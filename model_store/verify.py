@@ -1,22 +1,22 @@
-"""`llmfleet verify`: the pure half. What to run on a local GPU for a plan, how to read what
-vLLM printed while it started, and how the figures compare with the plan. No I/O here; the
+"""`llmfleet verify`: the pure half. What to run on a local GPU for a plan, and how the figures
+vLLM printed while it started (model_store/boot_log.py) compare with the plan. No I/O here; the
 CLI (scripts/verify_cli.py) starts vLLM and sends the load.
 
-Log lines are vLLM 0.26's and 0.32's (vllm/v1/worker/gpu_worker.py, gpu_model_runner.py,
+Memory figures follow vLLM 0.26 and 0.32 (vllm/v1/worker/gpu_worker.py, gpu_model_runner.py,
 gpu/model_runner.py, v1/core/kv_cache_utils.py, v1/engine/core.py; read 2026-12).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.plan import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, ServingPlan, json_flag
+from model_store.boot_log import BootFigures
+from model_store.plan import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, Frozen, ServingPlan, json_flag
 
 # The plan promised concurrency it cannot hold when vLLM's KV capacity is this far below it.
 KV_TOLERANCE = 0.03
@@ -30,10 +30,6 @@ class VerifyRefused(LlmfleetError):
     """This machine cannot stand in for the plan's GPU; the message says why."""
 
     exit_code = EXIT_REFUSED
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class LocalGpu(Frozen):
@@ -142,53 +138,6 @@ def verify_argv(
         return [*essentials, "--gpu-memory-utilization", f"{VLLM_DEFAULT_GPU_MEMORY_UTILIZATION * scale:.4f}"]
     return [*essentials, "--enforce-eager", "--gpu-memory-utilization", f"{SEED_UTILIZATION * scale:.4f}",
             "--max-model-len", str(SEED_MAX_MODEL_LEN)]  # fmt: skip
-
-
-# --- reading vLLM's start-up log ---------------------------------------------------------
-
-
-class BootFigures(Frozen):
-    """What vLLM printed while it started (None: the line did not appear)."""
-
-    weights_gib: float | None = None
-    weights_load_seconds: float | None = None
-    available_kv_gib: float | None = None
-    kv_tokens: int | None = None
-    max_concurrency: float | None = None
-    graph_capture_seconds: float | None = None
-    graph_gib: float | None = None
-    engine_init_seconds: float | None = None
-    compile_seconds: float | None = None
-
-
-_PATTERNS: dict[str, tuple[str, Any]] = {
-    "weights": (r"Model loading took ([\d.]+) GiB(?: memory)? and ([\d.]+) seconds", None),
-    "available_kv_gib": (r"Available KV cache memory: (-?[\d.]+) GiB", float),
-    "kv_tokens": (r"(?:GPU|CPU) KV cache size: ([\d,]+) tokens", lambda s: int(s.replace(",", ""))),
-    "max_concurrency": (r"Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x", float),
-    "graph": (r"Graph capturing finished in ([\d.]+) secs?, took (-?[\d.]+) GiB", None),
-    "engine": (r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s(?:econds)?(?: \(compilation: ([\d.]+) s)?", None),
-}
-
-
-def parse_boot_log(text: str) -> BootFigures:
-    """Figures from a vLLM server's start-up log (the last occurrence of each line wins)."""
-    found: dict[str, Any] = {}
-    for key, (pattern, convert) in _PATTERNS.items():
-        matches = re.findall(pattern, text)
-        if not matches:
-            continue
-        last = matches[-1]
-        if key == "weights":
-            found["weights_gib"], found["weights_load_seconds"] = float(last[0]), float(last[1])
-        elif key == "graph":
-            found["graph_capture_seconds"], found["graph_gib"] = float(last[0]), float(last[1])
-        elif key == "engine":
-            found["engine_init_seconds"] = float(last[0])
-            found["compile_seconds"] = float(last[1]) if last[1] else None
-        else:
-            found[key] = convert(last)
-    return BootFigures(**found)
 
 
 # --- load ----------------------------------------------------------------------------------

@@ -148,10 +148,11 @@ def make_lora_adapter(model_dir: Path, dest: Path, *, rank: int = 8, seed: int =
 
 
 def standin_serving_plan(
-    model_dir: Path, *, model_name: str, stage: str = "test", max_rank: int = 16, max_loras: int = 4
+    model_dir: Path, *, model_name: str, stage: str = "test", max_rank: int = 16, max_loras: int = 4, lora: bool = True
 ) -> ServingPlan:
     """The plan the CPU vLLM runs for the stand-in in `model_dir`: planned like a real model
-    (fleet manifest -> planner), then reshaped by `standin_plan`."""
+    (fleet manifest -> planner), then reshaped by `standin_plan`. Without `lora` the CPU build
+    compiles the model (with LoRA it runs eagerly), which the compile-cache tests need."""
     manifest = parse_fleet(
         json.dumps(
             {
@@ -162,7 +163,7 @@ def standin_serving_plan(
                         "name": model_name,
                         "source": str(model_dir),
                         "max_model_len": 512,
-                        "lora": {"max_rank": max_rank, "max_loras": max_loras},
+                        **({"lora": {"max_rank": max_rank, "max_loras": max_loras}} if lora else {}),
                     }
                 ],
             }

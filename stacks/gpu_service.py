@@ -26,11 +26,11 @@ from constructs import Construct
 from model_store.container_contract import TARGET_PORTS, container_env
 from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
 from model_store.store import StoreLocation
-from stacks.compliance import acknowledge, checkov_skip, nag_rendered
+from stacks.compliance import acknowledge, checkov_skip
 from stacks.config import StackConfigError
 from model_store.telemetry import REQUESTS_WAITING
 from stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
-from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
+from stacks.store import ServingImage, grant_serving_access
 
 TARGET = "ecs"  # the container's target and the Target dimension of its metrics
 CONTAINER_PORT = TARGET_PORTS[TARGET]
@@ -298,16 +298,7 @@ class GpuServiceConstruct(Construct):
             network_mode=ecs.NetworkMode.AWS_VPC,
             volumes=[ecs.Volume(name="models", host=ecs.Host(source_path=DEFAULT_MODEL_ROOT))],
         )
-        prefixes = model_read_prefixes(plan, props.store)
-        for statement in model_read_statements(props.store.bucket, prefixes):
-            task.task_role.add_to_principal_policy(statement)
-        props.key.grant_decrypt(task.task_role)
-        for prefix in prefixes:
-            acknowledge(
-                task.task_role,
-                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store.bucket, prefix))}]",
-                f"read-only on the model's own store prefix {prefix}/ (weights, adapters, registry), nothing else",
-            )
+        grant_serving_access(task.task_role, plan, props.store, props.key)
         instance_mib = plan.instance_memory_gib * 1024
         container = task.add_container(
             "vllm",

@@ -25,7 +25,7 @@ from stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from stacks.config import StackConfigError
 from model_store.telemetry import REQUESTS_WAITING
 from stacks.metrics import ONE_MINUTE, fleet_metric
-from stacks.store import ServingImage, model_read_prefixes, model_read_statements, object_arn
+from stacks.store import ServingImage, grant_serving_access
 
 TARGET = "sagemaker"  # the container's target and the Target dimension of its metrics
 VARIANT = "AllTraffic"
@@ -113,16 +113,7 @@ class SageMakerEndpointConstruct(Construct):
     def _execution_role(self, props: SageMakerEndpointProps) -> iam.Role:
         plan, stack = self.plan, cdk.Stack.of(self)
         role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
-        prefixes = model_read_prefixes(plan, props.store)
-        for statement in model_read_statements(props.store.bucket, prefixes):
-            role.add_to_principal_policy(statement)
-        for prefix in prefixes:
-            acknowledge(
-                role,
-                f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(props.store.bucket, prefix))}]",
-                f"read-only on the model's own store prefix {prefix}/ (weights, adapters, registry), nothing else",
-            )
-        props.key.grant_decrypt(role)
+        grant_serving_access(role, plan, props.store, props.key)
         props.image.grant_pull(role)
         log_groups = stack.format_arn(
             service="logs",

@@ -14,7 +14,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.compliance import acknowledge, checkov_skip
+from stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
@@ -26,6 +26,7 @@ DOCKERFILE = "containers/vllm/Dockerfile"
 IMAGE_CONTEXT = ["containers", "model_store"]
 NONCURRENT_VERSION_DAYS = 30
 LOG_RETENTION_DAYS = 365
+COMPILE_CACHE_FOLDER = "compile-cache"  # model_store/store.py's layout
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,8 @@ def object_arn(bucket_name: str, prefix: str) -> str:
 
 def model_read_prefixes(plan: ServingPlan, store: StoreLocation) -> list[str]:
     """Key prefixes a server of `plan` reads: its weights (`models/<name>/`, streamed or synced), its
-    adapters and its registry entries."""
-    return [store.key(folder, plan.model_name) for folder in ("models", "adapters", "registry")]
+    adapters, its registry entries and its compile caches."""
+    return [store.key(folder, plan.model_name) for folder in ("models", "adapters", "registry", COMPILE_CACHE_FOLDER)]
 
 
 def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.PolicyStatement]:
@@ -194,3 +195,21 @@ def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.Pol
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[object_arn(bucket_name, p) for p in prefixes]),
         iam.PolicyStatement(actions=["s3:ListBucket"], resources=[f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}"]),
     ]
+
+
+def grant_serving_access(role: iam.IRole, plan: ServingPlan, store: StoreLocation, key: kms.IKey) -> None:
+    """What a server of `plan` may do in the store: read its own prefixes, and write one, its
+    compile cache (published after its first start). Nothing of another model, no delete."""
+    prefixes = model_read_prefixes(plan, store)
+    for statement in model_read_statements(store.bucket, prefixes):
+        role.add_to_principal_policy(statement)
+    cache = store.key(COMPILE_CACHE_FOLDER, plan.model_name)
+    role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=[object_arn(store.bucket, cache)]))
+    key.grant_encrypt_decrypt(role)  # SSE-KMS: writing the cache needs a data key
+    for prefix in prefixes:
+        access = "read and write" if prefix == cache else "read-only"
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(store.bucket, prefix))}]",
+            f"{access} on the model's own store prefix {prefix}/ (weights, adapters, registry, compile cache), nothing else",
+        )

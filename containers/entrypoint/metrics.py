@@ -21,14 +21,16 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_store.boot_log import BootRecord
 from model_store.telemetry import (
     ADAPTERS_LOADED,
-    DIMENSIONS,
+    BOOT_SECONDS,
     E2E_LATENCY_PREFIX,
     E2E_QUANTILES,
     GENERATION_TOKENS_PER_SECOND,
     KV_CACHE_USAGE,
     NAMESPACE,
+    PHASE_DIMENSION,
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
     TTFT_PREFIX,
@@ -108,20 +110,33 @@ def emf_record(
                 value = histogram_quantile(delta.items(), percent / 100) if delta else None
                 if value is not None:
                     metrics[quantile_metric(prefix, percent)] = (round(value * 1000, 3), "Milliseconds")
+    return _emf(timestamp_ms, dimensions(model, stage, target), metrics)
+
+
+def _emf(timestamp_ms: int, dimension_values: dict[str, str], metrics: dict[str, tuple[float, str]]) -> dict[str, Any]:
+    """An EMF record: the metrics' values under one dimension set (all the given dimensions)."""
     return {
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [
                 {
                     "Namespace": NAMESPACE,
-                    "Dimensions": [list(DIMENSIONS)],
+                    "Dimensions": [list(dimension_values)],
                     "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
                 }
             ],
         },
-        **dimensions(model, stage, target),
+        **dimension_values,
         **{name: value for name, (value, _) in metrics.items()},
     }
+
+
+def boot_emf_records(record: BootRecord, *, model: str, stage: str, target: str, timestamp_ms: int) -> list[dict[str, Any]]:
+    """One EMF record per boot phase: `BootSeconds` with the phase as a fourth dimension."""
+    return [
+        _emf(timestamp_ms, {**dimensions(model, stage, target), PHASE_DIMENSION: phase}, {BOOT_SECONDS: (seconds, "Seconds")})
+        for phase, seconds in record.phases.items()
+    ]
 
 
 class MetricsPublisher(threading.Thread):

@@ -168,7 +168,7 @@ class LlmfleetMiddleware:
         await self.app(scope, receive, send)
 
     def describe(self) -> dict[str, Any]:
-        """`GET /llmfleet/adapters`: the contract's fields, plus drain and in-flight counts."""
+        """`GET /llmfleet/adapters`: the contract's fields, plus drain, in-flight counts and the boot record."""
         table = self.routes.current()
         return {
             "model": table.model if table else None,
@@ -176,6 +176,7 @@ class LlmfleetMiddleware:
             "adapters": dict(table.adapters) if table else {},
             "draining": self.state.is_draining(),
             "in_flight": {name: count for name, count in self.in_flight.items() if count},
+            "boot": boot.model_dump() if (boot := self.state.read_boot()) else None,
         }
 
     def _public_models(self, listing: dict[str, Any]) -> dict[str, Any]:

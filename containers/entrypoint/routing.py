@@ -3,7 +3,7 @@
 The entrypoint (adapter agent, signal handler) and the middleware live in different
 processes. They share a state directory (`LLMFLEET_STATE_DIR`): `routes.json` maps each
 public adapter name to the vLLM LoRA name of the version currently serving it, and the
-file `draining` exists once SIGTERM arrived. Files are replaced atomically, so a reader
+file `draining` exists once SIGTERM arrived; `boot.json` records how the start went. Files are replaced atomically, so a reader
 sees the old table or the new one, never half of one.
 
 Each adapter version is loaded into vLLM under its own name (`name@version`); switching
@@ -17,8 +17,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_store.boot_log import BootRecord
+
 ROUTES_FILE = "routes.json"
 DRAIN_FLAG = "draining"
+BOOT_FILE = "boot.json"
 VERSION_SEPARATOR = "@"
 
 
@@ -75,11 +78,24 @@ class StateDir:
     def drain_path(self) -> Path:
         return self.path / DRAIN_FLAG
 
-    def write_routes(self, table: RouteTable) -> None:
+    def _replace(self, name: str, text: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        temporary = self.path / f".{ROUTES_FILE}.{os.getpid()}"
-        temporary.write_text(table.to_json())
-        os.replace(temporary, self.routes_path)
+        temporary = self.path / f".{name}.{os.getpid()}"
+        temporary.write_text(text)
+        os.replace(temporary, self.path / name)
+
+    def write_routes(self, table: RouteTable) -> None:
+        self._replace(ROUTES_FILE, table.to_json())
+
+    def write_boot(self, record: BootRecord) -> None:
+        self._replace(BOOT_FILE, record.model_dump_json())
+
+    def read_boot(self) -> BootRecord | None:
+        """How this server started; None while it is still starting."""
+        try:
+            return BootRecord.model_validate_json((self.path / BOOT_FILE).read_text())
+        except FileNotFoundError:
+            return None
 
     def read_routes(self) -> RouteTable:
         return RouteTable.from_json(self.routes_path.read_text())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from model_store.container_contract import (
+    COMPILE_CACHE_ENV,
     DEFAULT_HOST,
     DEFAULT_METRICS_SECONDS,
     DEFAULT_POLL_SECONDS,
@@ -50,7 +51,7 @@ class EntrypointSettings:
     server_id: str
     poll_seconds: float
     metrics_seconds: float
-
+    compile_cache: bool  # restore vLLM's compile cache from the store, publish it once healthy
 
     @property
     def local_address(self) -> str:
@@ -102,6 +103,9 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
     # routes to loopback callers only: vLLM must listen there.
     if address is None or address.version != 4 or not (address.is_unspecified or address.is_loopback):
         raise EntrypointError(f"{HOST_ENV}={host!r}: allowed 0.0.0.0 (all interfaces) or a loopback address 127.x.x.x")
+    compile_cache = env.get(COMPILE_CACHE_ENV) or "on"
+    if compile_cache not in ("on", "off"):
+        raise EntrypointError(f"{COMPILE_CACHE_ENV}={compile_cache!r}: allowed 'on' (default) or 'off'")
     return EntrypointSettings(
         plan=plan,
         store_uri=store_uri,
@@ -114,4 +118,5 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
         server_id=env.get(SERVER_ID_ENV) or socket.gethostname(),
         poll_seconds=_number(env, POLL_SECONDS_ENV, DEFAULT_POLL_SECONDS, minimum=0.1),
         metrics_seconds=_number(env, METRICS_SECONDS_ENV, DEFAULT_METRICS_SECONDS, minimum=1.0),
+        compile_cache=compile_cache == "on",
     )

@@ -18,9 +18,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from model_store.container_contract import STORE_ENV
 from containers.entrypoint.settings import EntrypointError
+from model_store.compile_cache import CompileCacheKey
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
-from model_store.store import MANIFEST_NAME, ModelStore, StoreError, verify_model_directory
+from model_store.store import MANIFEST_NAME, ModelStore, StoreError, VersionManifest, verify_model_directory
 
 # Four tries 1 s, 2 s, 4 s apart, on top of botocore's own retries: rides out a throttled
 # or briefly unreachable S3 and still fails a misconfigured container within ~10 s.
@@ -147,6 +148,25 @@ class StoreGateway:
         return self._retried(
             lambda: self.store.download_adapter(self.plan.model_name, name, version, dest),
             f"download of adapter {name!r} version {version!r}",
+        )
+
+    def compile_cache_versions(self, key: str) -> list[str]:
+        return self._retried(
+            lambda: self.store.compile_cache_versions(self.plan.model_name, key), f"listing of compile cache {key}"
+        )
+
+    def download_compile_cache(self, key: str, version: str, dest: Path) -> Path:
+        return self._retried(
+            lambda: self.store.download_compile_cache(self.plan.model_name, key, version, dest),
+            f"download of compile cache {key} version {version}",
+        )
+
+    def publish_compile_cache(self, key: CompileCacheKey, directory: Path, *, repair: bool) -> VersionManifest:
+        return self._retried(
+            lambda: self.store.publish_compile_cache(
+                directory, self.plan.model_name, key.key, factors=key.factors, uploader=self.server_id, repair=repair
+            ),
+            f"upload of compile cache {key.key}",
         )
 
     def discard_adapter(self, name: str, version: str) -> None:

@@ -1,8 +1,9 @@
 """Boot, supervise and drain one vLLM server: the container's whole life.
 
-    plan + store from the environment -> sync weights and adapters (verified) -> vLLM argv,
-    checked by vLLM's parser -> vLLM as a child -> adapter agent + metrics once healthy ->
-    on SIGTERM: drain flag for the middleware, SIGTERM to vLLM (it finishes in-flight work
+    plan + store from the environment -> sync weights and adapters (verified) -> restore the
+    compile cache (verified) -> vLLM argv, checked by vLLM's parser -> vLLM as a child, its
+    output passed through -> once healthy: boot phases printed and published, compile cache
+    published, adapter agent + metrics -> on SIGTERM: drain flag for the middleware, SIGTERM to vLLM (it finishes in-flight work
     within --shutdown-timeout) -> exit with vLLM's code.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -24,12 +26,16 @@ from dataclasses import dataclass
 
 import psutil
 
+from model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
+
 from containers.entrypoint.agent import AdapterAgent
-from containers.entrypoint.metrics import MetricsPublisher
+from containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
+from containers.entrypoint.metrics import MetricsPublisher, boot_emf_records
 from containers.entrypoint.routing import RouteTable, StateDir, lora_name
 from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
 from containers.entrypoint.store_sync import StoreGateway
 from containers.entrypoint.vllm_client import LocalVllm
+from containers.entrypoint.vllm_output import VllmOutput
 from containers.entrypoint.vllm_command import (
     ArgvRejected,
     adapter_refusal,
@@ -123,12 +129,14 @@ class Synced:
     adapters: dict[str, tuple[str, str]]  # name -> (version, local path)
     refused: dict[str, str]  # name -> version left out
     etag: str | None  # the registry state the adapters come from
+    seconds: float = 0.0  # how long the sync took
 
 
 def sync(gateway: StoreGateway) -> Synced:
     """Weights and adapters to local disk, verified. An adapter that fails is left out
     (logged; the base model and the other adapters still serve); a model that fails is fatal."""
     plan = gateway.plan
+    started = time.monotonic()
     synced = Synced(gateway.model_location(), {}, {}, None)
     state = gateway.registry_state()
     synced.etag = state.etag
@@ -140,6 +148,7 @@ def sync(gateway: StoreGateway) -> Synced:
             log.error("adapter %s version %s left out: %s", name, version, exc)
             synced.refused[name] = version
             gateway.discard_adapter(name, version)
+    synced.seconds = time.monotonic() - started
     return synced
 
 
@@ -177,6 +186,7 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     )
     synced = sync(gateway)
     importer.join()
+    cache = prepare_compile_cache(gateway, settings.model_root, synced.model_location) if settings.compile_cache else None
     leave_out_refused(synced, gateway)
     routes = RouteTable(plan.model_name, settings.server_id, {n: v for n, (v, _) in synced.adapters.items()})
     lora_paths = {lora_name(n, v): path for n, (v, path) in synced.adapters.items()}
@@ -187,7 +197,7 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
 
     state = StateDir(tempfile.mkdtemp(prefix="llmfleet-state-"))
     try:
-        return supervise(settings, env, state, argv, routes, gateway, synced)
+        return supervise(settings, env, state, argv, routes, gateway, synced, cache)
     finally:
         shutil.rmtree(state.path, ignore_errors=True)
 
@@ -200,17 +210,26 @@ def supervise(
     routes: RouteTable,
     gateway: StoreGateway,
     synced: Synced,
+    cache: CompileCache | None,
 ) -> int:
     """Run vLLM until it exits; its whole process group goes with it, whatever ends the run."""
     plan = settings.plan
     state.write_routes(routes)
     log.info("starting vLLM: %s", " ".join(argv))
+    child_env = serve_environment(env, state_dir=str(state.path), plan=plan)
+    if cache is not None:
+        child_env.update(cache_environment(cache.directory))
+    vllm_started = time.monotonic()
     child = subprocess.Popen(  # noqa: S603 - argv from the plan, validated by vLLM's parser
         serve_command(argv),
-        env=serve_environment(env, state_dir=str(state.path), plan=plan),
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: EngineCore and workers are ended with it
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, takes no lock
     )
+    output = VllmOutput(child.stdout)
+    output.start()
     stop = threading.Event()
     try:
 
@@ -226,6 +245,9 @@ def supervise(
         vllm = LocalVllm(settings.local_address, settings.port, env.get("VLLM_API_KEY"))
         if vllm.wait_healthy(lambda: child.poll() is None, stop.is_set):
             log.info("vLLM is ready on port %d (pid %d)", settings.port, child.pid)
+            record_boot(settings, state, output.ready(), synced, cache, time.monotonic() - vllm_started)
+            if cache is not None:  # in the background: the server is already serving
+                threading.Thread(target=cache.publish, args=(gateway,), name="compile-cache", daemon=True).start()
             agent = None
             if plan.vllm.enable_lora:
                 agent = AdapterAgent(
@@ -250,6 +272,7 @@ def supervise(
                 stop=stop,
             ).start()
         returncode = child.wait()
+        output.join(timeout=GROUP_GRACE_SECONDS)  # the last lines vLLM printed
     finally:
         stop.set()
         if end_process_group(child.pid):
@@ -257,6 +280,33 @@ def supervise(
     code = exit_code_of(returncode, asked_to_stop=state.is_draining())
     (log.info if code == 0 else log.error)("vLLM exited with %d; container exits with %d", returncode, code)
     return code
+
+
+def record_boot(
+    settings: EntrypointSettings,
+    state: StateDir,
+    vllm_log: str,
+    synced: Synced,
+    cache: CompileCache | None,
+    vllm_ready_seconds: float,
+) -> BootRecord:
+    """The boot phases: logged, kept for `/llmfleet/adapters` (and `status`), printed as EMF."""
+    record = boot_record(
+        parse_boot_log(vllm_log),
+        sync_seconds=synced.seconds,
+        cache_seconds=cache.seconds if cache else 0.0,
+        vllm_ready_seconds=vllm_ready_seconds,
+        compile_cache=cache.outcome if cache else "off",
+        cache_version=cache.version if cache else None,
+    )
+    log.info("boot: %s", describe_boot(record))
+    state.write_boot(record)
+    plan = settings.plan
+    for emf in boot_emf_records(
+        record, model=plan.model_name, stage=plan.stage, target=settings.target, timestamp_ms=int(time.time() * 1000)
+    ):
+        print(json.dumps(emf, separators=(",", ":")), flush=True)
+    return record
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

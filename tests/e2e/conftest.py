@@ -194,13 +194,16 @@ def wait_healthy(server: Server, timeout: float = BOOT_TIMEOUT_SECONDS) -> None:
     wait_until_healthy(server.url, server.process, timeout=timeout, log=server.log)
 
 
-def boot_server(fleet: Fleet, name: str, **environment: str) -> Server:
+def boot_server(
+    fleet: Fleet, name: str, *, plan: ServingPlan | None = None, model_root: Path | None = None, **environment: str
+) -> Server:
+    """A server named `name` (its log `<name>.log`), its disk `<name>-cache` unless `model_root`."""
     port = free_port()
     env = entrypoint_environment(
-        fleet.plan,
+        plan or fleet.plan,
         store_uri=fleet.store_uri,
         endpoint_url=fleet.endpoint,
-        model_root=fleet.work / f"{name}-cache",
+        model_root=model_root or fleet.work / f"{name}-cache",
         port=port,
         server_id=name,
         poll_seconds=0.5,

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -123,7 +123,7 @@ def account(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
 
     cloudwatch = boto3.client("cloudwatch", region_name=region)
     for target, waiting in (("ecs", 3.0), ("sagemaker", 7.0)):  # each target's rows read its own series
-        dimensions = [{"Name": k, "Value": v} for k, v in telemetry.dimensions(MODEL, stage, target).items()]
+        dimensions = dimensions_of(MODEL, stage, target)
         cloudwatch.put_metric_data(
             Namespace=telemetry.NAMESPACE,
             MetricData=[
@@ -131,6 +131,17 @@ def account(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
                 for metric, value in (("RequestsWaiting", waiting), ("E2ELatencyP50", 420.0), ("E2ELatencyP99", 1900.0))
             ],
         )
+    # Two starts of the ECS service, days apart (the newest counts), and one phase that is not the total.
+    boot = [*dimensions_of(MODEL, stage, "ecs"), {"Name": "Phase", "Value": "total"}]
+    compile_phase = [*dimensions_of(MODEL, stage, "ecs"), {"Name": "Phase", "Value": "compile"}]
+    cloudwatch.put_metric_data(
+        Namespace=telemetry.NAMESPACE,
+        MetricData=[
+            {"MetricName": "BootSeconds", "Dimensions": boot, "Value": 250.0, "Timestamp": datetime.now(UTC) - timedelta(days=3)},
+            {"MetricName": "BootSeconds", "Dimensions": boot, "Value": 84.0, "Timestamp": datetime.now(UTC) - timedelta(hours=5)},
+            {"MetricName": "BootSeconds", "Dimensions": compile_phase, "Value": 36.0, "Timestamp": datetime.now(UTC) - timedelta(hours=5)},
+        ],
+    )
     return {
         "fleet": _fleet(tmp_path, bucket, stage),
         "stage": stage,
@@ -140,6 +151,10 @@ def account(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
         "endpoint": name,
         "service": f"{MODEL}-svc",
     }
+
+
+def dimensions_of(model: str, stage: str, target: str) -> list[dict[str, str]]:
+    return [{"Name": k, "Value": v} for k, v in telemetry.dimensions(model, stage, target).items()]
 
 
 def test_rows_report_capacity_health_adapters_metrics_and_cost(account: dict):
@@ -158,12 +173,14 @@ def test_rows_report_capacity_health_adapters_metrics_and_cost(account: dict):
         assert server.expected == adapters_for_server(account["registry"], server.server_id)
         assert server.expected["medical"] in account["versions"]
     assert (ecs.metrics.queue_depth, ecs.metrics.latency_p50_ms, ecs.metrics.latency_p99_ms) == (3.0, 420.0, 1900.0)
+    assert ecs.metrics.last_boot_seconds == 84.0
 
     sagemaker = rows["sagemaker"]
     assert (sagemaker.name, sagemaker.desired, sagemaker.running, sagemaker.state) == (account["endpoint"], 1, 1, "InService")
     assert sagemaker.instance_type == plan.sagemaker_instance_type
     assert sagemaker.cost_per_hour_usd == pytest.approx(unit_cost_per_hour(plan, "sagemaker"))
     assert sagemaker.metrics.queue_depth == 7.0
+    assert sagemaker.metrics.last_boot_seconds is None
 
 
 def test_status_command_json_lists_deployed_models_and_names_the_missing(account: dict, aws_env: str):

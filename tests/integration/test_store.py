@@ -301,3 +301,53 @@ def test_store_from_uri_uses_the_endpoint_from_the_environment(aws_env, bucket) 
     store = ModelStore.from_uri(f"s3://{bucket}")
     assert store.client.meta.endpoint_url == aws_env
     assert store.adapter_versions(MODEL, "medical") == []
+
+
+def _compile_cache(directory, marker: str):
+    (directory / "vllm" / "torch_compile_cache" / "abc" / "rank_0_0").mkdir(parents=True)
+    (directory / "vllm" / "torch_compile_cache" / "abc" / "rank_0_0" / "model").write_bytes(marker.encode() * 1000)
+    (directory / "triton").mkdir()
+    (directory / "triton" / "kernel.cubin").write_bytes(b"\x7fELF" + marker.encode())
+    return directory
+
+
+def test_compile_caches_are_versions_by_content_newest_last(store, s3, bucket, tmp_path) -> None:
+    first = store.publish_compile_cache(_compile_cache(tmp_path / "a", "one"), MODEL, "k1", factors={"vllm": "0.26.0"}, uploader="server-a")
+    again = store.publish_compile_cache(_compile_cache(tmp_path / "b", "one"), MODEL, "k1", factors={"vllm": "0.26.0"}, uploader="server-b")
+    second = store.publish_compile_cache(_compile_cache(tmp_path / "c", "two"), MODEL, "k1", factors={"vllm": "0.26.0"}, uploader="server-c")
+
+    assert again == first  # two servers with the same content: one version, the first upload's
+    assert first.version != second.version and first.kind == "compile-cache"
+    assert first.details == {"key": "k1", "factors": {"vllm": "0.26.0"}}
+    assert store.compile_cache_versions(MODEL, "k1") == [first.version, second.version]
+    assert store.compile_cache_versions(MODEL, "other-key") == []
+    assert f"fleet/compile-cache/{MODEL}/k1/{first.version}/triton/kernel.cubin" in keys(s3, bucket)
+
+    restored = store.download_compile_cache(MODEL, "k1", second.version, tmp_path / "restored")
+    assert (restored / "triton" / "kernel.cubin").read_bytes() == b"\x7fELFtwo"
+
+
+def test_a_damaged_compile_cache_is_refused_and_mended_by_the_same_content(store, s3, bucket, tmp_path) -> None:
+    source = _compile_cache(tmp_path / "a", "one")
+    manifest = store.publish_compile_cache(source, MODEL, "k2", factors={}, uploader="server-a")
+    damaged = next(entry for entry in manifest.files if entry.path.endswith("model"))
+    s3.put_object(Bucket=bucket, Key=damaged.key, Body=b"garbage")
+    with pytest.raises(StoreError, match="checksum mismatch"):
+        store.download_compile_cache(MODEL, "k2", manifest.version, tmp_path / "refused")
+
+    # Without repair a second publish of the same content changes nothing; with it the copy is mended.
+    store.publish_compile_cache(_compile_cache(tmp_path / "b", "one"), MODEL, "k2", factors={}, uploader="server-b")
+    with pytest.raises(StoreError, match="checksum mismatch"):
+        store.download_compile_cache(MODEL, "k2", manifest.version, tmp_path / "refused-again")
+    mended = store.publish_compile_cache(_compile_cache(tmp_path / "c", "one"), MODEL, "k2", factors={}, uploader="server-c", repair=True)
+    assert mended == manifest
+    restored = store.download_compile_cache(MODEL, "k2", manifest.version, tmp_path / "restored")
+    assert (restored / damaged.path).read_bytes() == (source / damaged.path).read_bytes()
+
+
+def test_an_empty_compile_cache_is_not_published(store, s3, bucket, tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    before = keys(s3, bucket)
+    with pytest.raises(StoreError, match="empty"):
+        store.publish_compile_cache(tmp_path / "empty", MODEL, "k3", factors={}, uploader="server-a")
+    assert keys(s3, bucket) == before

@@ -106,3 +106,34 @@ def only(resources: dict) -> dict:
 def as_list(value) -> list:
     """IAM's Action/Resource: a string or a list of them."""
     return value if isinstance(value, list) else [value]
+
+
+def s3_grants(template: Template, role_id: str) -> dict[str, list[str]]:
+    """S3 action -> the resources a role's policies grant it on (as JSON), sorted."""
+    policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+    grants: dict[str, list[str]] = {}
+    for policy in policies.values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            for action in as_list(statement["Action"]):
+                if action.startswith("s3:"):
+                    grants.setdefault(action, []).extend(json.dumps(r) for r in as_list(statement["Resource"]))
+    return {action: sorted(resources) for action, resources in grants.items()}
+
+
+def store_objects(*prefixes: str) -> list[str]:
+    """The JSON of `arn:<partition>:s3:::llmfleet-store/<prefix>/*` for each prefix, sorted."""
+    return sorted(
+        json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::llmfleet-store/{p}/*"]]}) for p in prefixes
+    )
+
+
+def assert_serving_role_grants(template: Template, role_id: str, model: str) -> None:
+    """A server reads only its own model's store prefixes and writes only its compile cache;
+    listing is unconditioned on the bucket (a registry document that does not exist yet must
+    be a 404, not a 403)."""
+    grants = s3_grants(template, role_id)
+    assert set(grants) == {"s3:GetObject", "s3:ListBucket", "s3:PutObject"}
+    assert grants["s3:GetObject"] == store_objects(*(f"{folder}/{model}" for folder in ("models", "adapters", "registry", "compile-cache")))
+    assert grants["s3:PutObject"] == store_objects(f"compile-cache/{model}")
+    bucket = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::llmfleet-store"]]}
+    assert grants["s3:ListBucket"] == [json.dumps(bucket)]

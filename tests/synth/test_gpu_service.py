@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from containers.entrypoint.settings import settings_from_env
@@ -11,7 +9,7 @@ from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 from stacks.gpu_service import CLIENT_PATHS, CONTAINER_PORT, VLLM_ADMIN_PATHS, GpuServiceProps
-from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, only
+from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, assert_serving_role_grants, only
 
 
 def ecs_plans(synth: Synthesized) -> list[ServingPlan]:
@@ -182,28 +180,11 @@ def test_a_model_that_may_scale_to_zero_wakes_on_load_balancer_errors(secure_fle
     assert any(p.autoscaling.min_capacity == 0 for p in ecs_plans(secure_fleet))
 
 
-def test_task_reads_only_its_own_store_prefixes(secure_fleet: Synthesized) -> None:
+def test_task_reads_only_its_own_store_prefixes_and_writes_only_its_compile_cache(secure_fleet: Synthesized) -> None:
     for plan in ecs_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
         task = only(synthesized.find_resources("AWS::ECS::TaskDefinition"))
-        role_id = task["TaskRoleArn"]["Fn::GetAtt"][0]
-        policies = synthesized.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
-        statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
-        s3_statements = [s for s in statements if any(a.startswith("s3:") for a in as_list(s["Action"]))]
-        actions = {a for s in s3_statements for a in as_list(s["Action"])}
-        assert actions == {"s3:GetObject", "s3:ListBucket"}
-        prefix = f"models/{plan.model_name}"  # the store layout the entrypoint downloads from
-        objects = [r for s in s3_statements for r in as_list(s["Resource"]) if s["Action"] == "s3:GetObject"]
-        assert sorted(json.dumps(r) for r in objects) == sorted(
-            json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::llmfleet-store/{p}/*"]]})
-            for p in (prefix, f"adapters/{plan.model_name}", f"registry/{plan.model_name}")
-        )
-        for statement in statements:
-            assert statement["Resource"] != "*" or not any(a.startswith("s3:") for a in as_list(statement["Action"]))
-        # Unconditioned on the bucket: a registry document that does not exist yet must be a 404, not a 403.
-        (listing,) = [s for s in s3_statements if s["Action"] == "s3:ListBucket"]
-        assert listing["Resource"] == {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::llmfleet-store"]]}
-        assert "Condition" not in listing
+        assert_serving_role_grants(synthesized, task["TaskRoleArn"]["Fn::GetAtt"][0], plan.model_name)
 
 
 def test_props_refuse_a_plan_that_does_not_target_ecs(secure_fleet: Synthesized) -> None:

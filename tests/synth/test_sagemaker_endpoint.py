@@ -9,7 +9,7 @@ from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 from stacks.sagemaker_endpoint import SageMakerEndpointProps, endpoint_name
-from tests.synth.conftest import Synthesized, as_list, only
+from tests.synth.conftest import Synthesized, assert_serving_role_grants, only
 
 
 def sagemaker_plans(synth: Synthesized) -> list[ServingPlan]:
@@ -108,18 +108,11 @@ def test_variant_scales_on_its_own_queue_not_the_ecs_services(secure_fleet: Synt
         }
 
 
-def test_execution_role_reads_only_the_models_prefixes(secure_fleet: Synthesized) -> None:
+def test_execution_role_reads_only_the_models_prefixes_and_writes_only_its_compile_cache(secure_fleet: Synthesized) -> None:
     for plan in sagemaker_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
         model = only(synthesized.find_resources("AWS::SageMaker::Model"))
-        role_id = model["ExecutionRoleArn"]["Fn::GetAtt"][0]
-        policies = synthesized.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
-        statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
-        s3_actions = {a for s in statements for a in as_list(s["Action"]) if a.startswith("s3:")}
-        assert s3_actions == {"s3:GetObject", "s3:ListBucket"}
-        for statement in statements:
-            if any(a.startswith("s3:") for a in as_list(statement["Action"])):
-                assert "*" not in as_list(statement["Resource"])
+        assert_serving_role_grants(synthesized, model["ExecutionRoleArn"]["Fn::GetAtt"][0], plan.model_name)
 
 
 def test_props_refuse_a_plan_without_a_sagemaker_target(secure_fleet: Synthesized) -> None:

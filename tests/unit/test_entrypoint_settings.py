@@ -52,6 +52,12 @@ def test_defaults(plan_json: str):
     assert settings.poll_seconds == DEFAULT_POLL_SECONDS
     assert settings.endpoint_url is None
     assert settings.server_id
+    assert settings.compile_cache
+
+
+def test_the_compile_cache_can_be_turned_off(plan_json: str):
+    assert not settings_from_env(env(plan_json, LLMFLEET_COMPILE_CACHE="off")).compile_cache
+    assert settings_from_env(container_env(ServingPlan.from_json(plan_json), STORE, "ecs", compile_cache=False)).compile_cache is False
 
 
 def test_sagemaker_listens_on_8080(plan_json: str):
@@ -78,6 +84,7 @@ def test_overrides(plan_json: str):
         ({"LLMFLEET_STORE": "/local/dir"}, "LLMFLEET_STORE='/local/dir'"),
         ({"LLMFLEET_STORE": "s3://"}, "s3://bucket"),
         ({"LLMFLEET_TARGET": "lambda"}, "allowed ['ecs', 'sagemaker']"),
+        ({"LLMFLEET_COMPILE_CACHE": "yes"}, "LLMFLEET_COMPILE_CACHE='yes': allowed 'on'"),
         ({"LLMFLEET_PORT": "http"}, "LLMFLEET_PORT='http'"),
         ({"LLMFLEET_PORT": "70000"}, "1-65535"),
         ({"LLMFLEET_POLL_SECONDS": "soon"}, "not a number"),
@@ -108,7 +115,7 @@ def expected(plan: ServingPlan, target: str, **fields) -> EntrypointSettings:
         plan=plan, store_uri=STORE, endpoint_url=None, model_root=DEFAULT_MODEL_ROOT,
         preloaded_model_dir=SAGEMAKER_MODEL_DIR if target == "sagemaker" else None, target=target,
         host="0.0.0.0", port=contract.TARGET_PORTS[target], server_id="this-host",
-        poll_seconds=DEFAULT_POLL_SECONDS, metrics_seconds=DEFAULT_METRICS_SECONDS,
+        poll_seconds=DEFAULT_POLL_SECONDS, metrics_seconds=DEFAULT_METRICS_SECONDS, compile_cache=True,
     )
     return replace(defaults, **fields)
 

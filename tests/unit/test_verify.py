@@ -9,6 +9,7 @@ import pytest
 
 from containers.entrypoint.vllm_command import import_vllm_parser, serve_argv, validate_argv
 from model_store import verify
+from model_store.boot_log import BootFigures, parse_boot_log
 from model_store.fleet import load_and_plan
 from model_store.plan import GIB
 from tests.conftest import REPO
@@ -83,7 +84,7 @@ def test_vllms_parser_accepts_every_measurement_argv(model: str, config: str) ->
 
 
 def test_reads_the_h200_start_up_log() -> None:
-    boot = verify.parse_boot_log((REPO / "docs/gpu-logs/deepseek-v3-5l.log").read_text())
+    boot = parse_boot_log((REPO / "docs/gpu-logs/deepseek-v3-5l.log").read_text())
     assert boot.weights_gib == 49.65 and boot.weights_load_seconds == pytest.approx(1.486273)
     assert boot.available_kv_gib == 67.21 and boot.kv_tokens == 12_528_688
     assert (boot.graph_capture_seconds, boot.graph_gib) == (17.0, 2.29)
@@ -96,10 +97,10 @@ def test_reads_vllm_032s_merged_kv_line_and_eager_starts() -> None:
         "INFO [kv_cache_utils.py:2328] GPU KV cache size: 1,234,567 tokens, Maximum concurrency for 8,192 tokens per request: 150.70x\n"
         "INFO [core.py:403] init engine (profile, create kv cache, warmup model) took 12.50 s\n"
     )
-    boot = verify.parse_boot_log(text)
+    boot = parse_boot_log(text)
     assert boot.kv_tokens == 1_234_567 and boot.max_concurrency == 150.7
     assert boot.engine_init_seconds == 12.5 and boot.compile_seconds is None and boot.graph_gib is None
-    assert verify.parse_boot_log("nothing useful") == verify.BootFigures()
+    assert parse_boot_log("nothing useful") == BootFigures()
 
 
 def test_percentiles_interpolate_like_numpy() -> None:
@@ -111,8 +112,8 @@ def test_percentiles_interpolate_like_numpy() -> None:
     assert verify.percentile([], 50) is None
 
 
-def _boot(tokens: int | None) -> verify.BootFigures:
-    return verify.BootFigures(kv_tokens=tokens, weights_gib=15.27)
+def _boot(tokens: int | None) -> BootFigures:
+    return BootFigures(kv_tokens=tokens, weights_gib=15.27)
 
 
 def test_verdict_fails_only_past_3_percent_below_the_plan() -> None:
