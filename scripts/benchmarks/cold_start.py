@@ -72,9 +72,11 @@ class Store:
         return cls(endpoint, ModelStore(StoreLocation(BUCKET, PREFIX), s3), server)
 
 
-def fresh_machine(work: Path, label: str) -> dict[str, str]:
-    """TMPDIR and HOME of their own: caches vLLM, torch or CUDA keep there do not carry over."""
-    home = work / f"{label}-home"
+def fresh_machine(work: Path) -> dict[str, str]:
+    """TMPDIR and HOME emptied, at the same paths every time (as on a new instance): caches vLLM,
+    torch or CUDA keep there do not carry over, and paths vLLM hashes into its own key stay."""
+    home = work / "machine"
+    shutil.rmtree(home, ignore_errors=True)
     (home / "tmp").mkdir(parents=True)
     return {"HOME": str(home), "TMPDIR": str(home / "tmp"), "XDG_CACHE_HOME": str(home / ".cache")}
 
@@ -100,7 +102,7 @@ def cpu_boots(work: Path, store: Store) -> list[tuple[str, BootRecord]]:
         shutil.rmtree(disk, ignore_errors=True)
         env = entrypoint_environment(plan, store_uri=f"s3://{BUCKET}/{PREFIX}", endpoint_url=store.endpoint,
                                      model_root=disk, port=port, base=base)  # fmt: skip
-        env.update({**fresh_machine(work, run), "LLMFLEET_COMPILE_CACHE": cache})
+        env.update({**fresh_machine(work), "LLMFLEET_COMPILE_CACHE": cache})
         log = work / f"{run}.log"
         process = subprocess.Popen([sys.executable, "-m", "containers.entrypoint"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         try:
@@ -150,7 +152,7 @@ def gpu_boots(work: Path, store: Store, fleet: Path, model: str) -> list[tuple[s
                                   emulation=verify.emulate(plan, gpu), draft_dir=draft_dir, config="plan")  # fmt: skip
         validate_argv(argv)
         (work / label).mkdir()
-        env = {**cache_environment(cache.directory), **fresh_machine(work, label)}
+        env = {**cache_environment(cache.directory), **fresh_machine(work)}
         server = Server(argv, plan, work / label, work / f"{label}.log", environment=env)
         try:
             seconds = server.wait_healthy(BOOT_TIMEOUT)
@@ -160,11 +162,13 @@ def gpu_boots(work: Path, store: Store, fleet: Path, model: str) -> list[tuple[s
             raise RuntimeError(f"{label} start failed; log tail:\n{log[-3000:]}")
         return seconds, log
 
-    cold = CompileCache(key, work / "cold-cache")
+    # One path for both, as on two instances: compiled artefacts may name their own location.
+    cold = CompileCache(key, work / "compile-cache")
     cold.directory.mkdir(parents=True)
     cold_seconds, cold_log = boot("cold", cold)
     cold.publish(gateway)
-    warm = CompileCache(key, work / "warm-cache")
+    shutil.rmtree(cold.directory)
+    warm = CompileCache(key, cold.directory)
     warm.restore(gateway)
     warm_seconds, warm_log = boot("warm", warm)
     print(f"{model} on {gpu.name}, vLLM {installed_vllm_version()}, compile cache key {key.key}")
@@ -179,8 +183,9 @@ def _record(log: str, seconds: float, cache: CompileCache) -> BootRecord:
                        compile_cache=cache.outcome, cache_version=cache.version)  # fmt: skip
 
 
-def measure(boots: Callable[[Path, Store], list[tuple[str, BootRecord]]]) -> list[tuple[str, BootRecord]]:
-    work = Path(tempfile.mkdtemp(prefix="llmfleet-bench-cold-"))
+def measure(boots: Callable[[Path, Store], list[tuple[str, BootRecord]]], work: Path | None = None) -> list[tuple[str, BootRecord]]:
+    """Run `boots` in `work` (default: a new temporary directory) against a fresh store; print the rows."""
+    work = work or Path(tempfile.mkdtemp(prefix="llmfleet-bench-cold-"))
     store = Store.start()
     try:
         rows = boots(work, store)
@@ -199,9 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fleet", type=Path, required=True, help="Fleet manifest with fleet.lock.json beside it.")
     parser.add_argument("--model", required=True, help="The model to start.")
     parser.add_argument("--record", type=Path, help="Write the boot records here as JSON.")
+    parser.add_argument("--keep", type=Path, help="A new directory to work in and keep (vLLM's logs, the cache).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    rows = measure(lambda work, store: gpu_boots(work, store, args.fleet, args.model))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=False)
+    rows = measure(lambda work, store: gpu_boots(work, store, args.fleet, args.model), args.keep)
     if args.record:
         args.record.write_text(json.dumps({label: record.model_dump() for label, record in rows}, indent=1) + "\n")
 
