@@ -183,6 +183,7 @@ def entrypoint_environment(
     server_id: str = "standin-0",
     poll_seconds: float = 1.0,
     metrics_seconds: float = 60.0,
+    compile_cache: bool | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment `python -m containers.entrypoint` needs to serve `plan` on this machine."""
@@ -198,6 +199,7 @@ def entrypoint_environment(
             server_id=server_id,
             poll_seconds=poll_seconds,
             metrics_seconds=metrics_seconds,
+            compile_cache=compile_cache,
         )
     )
     # The CPU build sizes its KV cache from this (GiB), not from GPU memory.

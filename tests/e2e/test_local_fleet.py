@@ -214,8 +214,12 @@ def test_promote_is_served_without_restart_and_rollback_restores(fleet: dict, wo
     assert server["adapters"] == state.adapters and server["drift"] == []
     assert row["metrics"]["latency_p50_ms"] is not None, "requests were served, so vLLM's histogram has data"
     assert row["cost_per_hour_usd"] > 0
+    # The server's start, phase by phase: its boot record through /llmfleet/adapters.
+    assert row["metrics"]["last_boot_seconds"] > 0
+    assert server["boot"].startswith(f"{round(row['metrics']['last_boot_seconds'])} s (sync ")
     table = run("status", cwd=workdir).stdout
     assert first_version in table and "stand-in" in table
+    assert "started in" in table and "compile cache" in table
 
 
 def test_sagemaker_chat_body_is_answered_on_invocations(fleet: dict):
