@@ -567,6 +567,13 @@ def _scale_to_zero(spec: ModelSpec, boot: float, root_gib: int) -> tuple[dict[st
     if serving.min_capacity == 0:
         idle = serving.idle_minutes or DEFAULT_IDLE_MINUTES
         wake = wake_seconds(serving.targets, boot, instances)
+        slowest = max(wake.values())
+        if idle * 60 <= slowest:
+            raise PlanError(
+                f"model {spec.name!r}, field 'serving.idle_minutes': {idle} min is not longer than the ~{slowest} s "
+                f"a server takes to wake ({wake}); a woken server would be stopped before it answers. "
+                f"Use more than {slowest // 60} minutes"
+            )
         fields.update(idle_minutes=idle, wake_seconds=wake)
         reasons.append(
             f"scale to zero after {idle} min without requests; the first request after that is refused (503 on ECS, "
