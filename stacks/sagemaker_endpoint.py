@@ -382,8 +382,8 @@ class SageMakerEndpointConstruct(Construct):
         if self.inference_component_name is None:
             return self.metric_invocation_5xx_errors()
         return cloudwatch.MathExpression(
-            expression="FILL(errors, 0) - FILL(refused, 0)",
-            using_metrics={"errors": self.metric_invocation_5xx_errors(), "refused": self.metric_no_capacity_failures()},
+            expression="FILL(all_5xx, 0) - FILL(no_copy, 0)",
+            using_metrics={"all_5xx": self.metric_invocation_5xx_errors(), "no_copy": self.metric_no_capacity_failures()},
             label="server 5xx",
             period=ONE_MINUTE,
         )
