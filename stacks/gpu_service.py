@@ -149,7 +149,8 @@ class GpuServiceConstruct(Construct):
         checkov_skip(
             self.instance_role.node.find_child("DefaultPolicy"),  # written by the capacity provider above
             "CKV_AWS_111",
-            "the ECS agent's registration and polling actions take no resource scoping",
+            "the ECS agent's registration and polling actions take no resource scoping"
+            + ("; the warm pool's CompleteLifecycleAction is limited to this model's group by its tags" if plan.autoscaling.warm_pool_instances else ""),
         )
 
         # The secret's own key lives in this stack: granting the task's execution role on the fleet key
