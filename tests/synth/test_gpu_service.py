@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from containers.entrypoint.settings import settings_from_env
@@ -9,7 +11,7 @@ from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 from stacks.gpu_service import CLIENT_PATHS, CONTAINER_PORT, VLLM_ADMIN_PATHS, GpuServiceProps
-from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, assert_serving_role_grants, only
+from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, assert_serving_role_grants, only
 
 
 def ecs_plans(synth: Synthesized) -> list[ServingPlan]:
