@@ -123,7 +123,9 @@ class SageMakerEndpointConstruct(Construct):
                 self,
                 "Rollback5xx",
                 alarm_name=self.rollback_alarm_names[0],
-                alarm_description=f"{plan.model_name}: 5xx from the new servers during an update rolls it back",
+                alarm_description=f"{plan.model_name}: 5xx from the new "
+                + ("copies during a rolling update" if self.inference_component_name else "fleet during a blue/green update")
+                + " rolls it back",
                 metric=self.metric_server_5xx(),
                 threshold=5,
                 evaluation_periods=2,
@@ -324,7 +326,7 @@ class SageMakerEndpointConstruct(Construct):
     def _inference_component(self) -> sagemaker.CfnInferenceComponent:
         plan, grace = self.plan, self.plan.timing.startup_grace_seconds
         memory_mib = int(plan.instance_memory_gib * 1024 * COMPONENT_MEMORY_SHARE)
-        component = sagemaker.CfnInferenceComponent(
+        return sagemaker.CfnInferenceComponent(
             self,
             "InferenceComponent",
             inference_component_name=self.inference_component_name,
@@ -356,19 +358,19 @@ class SageMakerEndpointConstruct(Construct):
                 ),
             ),
         )
-        return component
 
     def variant_metric(self, name: str, statistic: str) -> cloudwatch.Metric:
         """One of SageMaker's invocation metrics (AWS/SageMaker), per minute: the variant's, or the
         inference component's, which is where an endpoint of components reports them."""
-        dimensions = (
-            {"InferenceComponentName": self.inference_component_name}
-            if self.inference_component_name
-            else {"EndpointName": self.endpoint_name, "VariantName": VARIANT}
-        )
         return cloudwatch.Metric(
-            namespace="AWS/SageMaker", metric_name=name, dimensions_map=dimensions, statistic=statistic, period=ONE_MINUTE
+            namespace="AWS/SageMaker", metric_name=name, dimensions_map=self._dimensions(), statistic=statistic, period=ONE_MINUTE
         )
+
+    def _dimensions(self) -> dict[str, str]:
+        """What SageMaker's metrics of this model are filed under: its component, else its variant."""
+        if self.inference_component_name:
+            return {"InferenceComponentName": self.inference_component_name}
+        return {"EndpointName": self.endpoint_name, "VariantName": VARIANT}
 
     def metric_invocations(self) -> cloudwatch.Metric:
         return self.variant_metric("Invocations", "Sum")
@@ -401,17 +403,13 @@ class SageMakerEndpointConstruct(Construct):
         return cloudwatch.Metric(
             namespace="/aws/sagemaker/InferenceComponents" if self.inference_component_name else "/aws/sagemaker/Endpoints",
             metric_name="GPUUtilization",
-            dimensions_map=(
-                {"InferenceComponentName": self.inference_component_name}
-                if self.inference_component_name
-                else {"EndpointName": self.endpoint_name, "VariantName": VARIANT}
-            ),
+            dimensions_map=self._dimensions(),
             statistic="Average",
             period=ONE_MINUTE,
         )
 
     def _scalable_target(self, resource_id: str, dimension: str, min_capacity: int) -> appscaling.ScalableTarget:
-        target = appscaling.ScalableTarget(
+        return appscaling.ScalableTarget(
             self,
             "Scaling",
             service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
@@ -432,7 +430,6 @@ class SageMakerEndpointConstruct(Construct):
                 ),
             ),
         )
-        return target
 
     def _track_load(self, per_server: str, predefined: appscaling.PredefinedMetric) -> None:
         """Target tracking on invocations per server and on the servers' own queue depth."""
