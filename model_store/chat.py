@@ -50,10 +50,12 @@ def sse_chunks(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             yield json.loads(data)
 
 
-def stream_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Chat-completion chunks from InvokeEndpointWithResponseStream (`body` asks for a stream)."""
+def stream_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: str | None = None) -> Iterator[dict[str, Any]]:
+    """Chat-completion chunks from InvokeEndpointWithResponseStream (`body` asks for a stream); `component`
+    names the inference component of a scale-to-zero endpoint."""
+    named = {"InferenceComponentName": component} if component else {}
     response = runtime.invoke_endpoint_with_response_stream(
-        EndpointName=endpoint, ContentType=SAGEMAKER_CONTENT_TYPE, Accept="text/event-stream", Body=json.dumps(body)
+        EndpointName=endpoint, ContentType=SAGEMAKER_CONTENT_TYPE, Accept="text/event-stream", Body=json.dumps(body), **named
     )
     # botocore raises the stream's error events (ModelStreamError...) as EventStreamError.
     return sse_chunks(event["PayloadPart"]["Bytes"] for event in response["Body"] if "PayloadPart" in event)

@@ -137,13 +137,34 @@ class ServingSpec(Strict):
         default_factory=lambda: ["ecs"], min_length=1, description="Where it is served: ECS on GPU EC2 behind an ALB, a SageMaker endpoint, or both."
     )
     instance_type: str | None = Field(default=None, description="Pin an EC2 instance type (e.g. g6e.xlarge).")
-    min_capacity: int = Field(default=1, ge=0, le=100, description="Fewest servers per target (0: ECS may scale to none).")
+    min_capacity: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description="Fewest servers per target. 0: after idle_minutes without requests a target stops every server "
+        "(ECS: tasks and their instances; SageMaker: an inference component on a managed-scaling endpoint), and "
+        "the first request after that is refused until one is up again.",
+    )
     max_capacity: int = Field(default=2, ge=1, le=100, description="Most servers per target the autoscaler may start.")
     target_concurrency: int = Field(
         default=8, ge=1, le=1024, description="Concurrent requests each server must hold at max_model_len."
     )
     slo_ttft_ms: int | None = Field(
         default=None, ge=50, le=60_000, description="Time-to-first-token objective; tightens autoscaling."
+    )
+    idle_minutes: int | None = Field(
+        default=None,
+        ge=5,
+        le=1440,
+        description="With min_capacity 0: minutes without a request before a target scales to zero (default 30; "
+        "at most a day, CloudWatch's longest alarm window).",
+    )
+    warm_pool: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="ECS: stopped GPU instances kept booted once with the serving image pulled, so a scale-out skips "
+        "the launch and the image pull; each costs its EBS volume only (default: 1 with min_capacity 0, else 0).",
     )
 
     @field_validator("targets")
@@ -157,6 +178,14 @@ class ServingSpec(Strict):
     def _bounds(self) -> ServingSpec:
         if self.min_capacity > self.max_capacity:
             raise ValueError(f"min_capacity ({self.min_capacity}) exceeds max_capacity ({self.max_capacity})")
+        if self.idle_minutes is not None and self.min_capacity > 0:
+            raise ValueError(
+                f"idle_minutes ({self.idle_minutes}) applies only with min_capacity 0, but min_capacity is {self.min_capacity}"
+            )
+        if self.warm_pool and "ecs" not in self.targets:
+            raise ValueError(f"warm_pool ({self.warm_pool}) keeps ECS instances, but targets are {self.targets}")
+        if self.warm_pool is not None and self.warm_pool > self.max_capacity:
+            raise ValueError(f"warm_pool ({self.warm_pool}) exceeds max_capacity ({self.max_capacity}): more than scaling can use")
         return self
 
 

@@ -18,7 +18,7 @@ from model_store import kv_cache
 from model_store.catalog import INSTANCES, GpuInstance, instance
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.families import ArchitectureFacts, mla
-from model_store.manifest import AdapterRef, FleetManifest, ModelSpec
+from model_store.manifest import AdapterRef, FleetManifest, ModelSpec, ServingSpec
 from model_store.families.quantization import ONLINE_FORMATS, WeightFormat
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -59,6 +59,23 @@ DRAIN_SECONDS = 120
 SHUTDOWN_MARGIN_SECONDS = 10
 # ALB request-count fallback assumes a request takes this long on average.
 ASSUMED_REQUEST_SECONDS = 20
+# Scale to zero (serving.min_capacity 0): a target with no requests for this long stops its servers.
+DEFAULT_IDLE_MINUTES = 30
+# The ECS instances' root volume: the vLLM image (~10 GB unpacked) and the OS; weights go to
+# instance-store NVMe when there is one, else here (twice: a second revision during an update).
+ROOT_VOLUME_GIB = 100
+# A stopped warm-pool instance costs its EBS volumes only: gp3, us-east-1 on-demand
+# (aws.amazon.com/ebs/pricing, 2026-11), as the catalog's prices are us-east-1's.
+GP3_USD_PER_GIB_MONTH = 0.08
+HOURS_PER_MONTH = 730
+# The first request after idle: the wake alarm needs one full one-minute datapoint; then a server
+# must come up. Estimates, not measurements: starting a stopped warm-pool instance and registering
+# its ECS agent (~1 min), launching a fresh one (~2 min), SageMaker provisioning an instance for an
+# inference component (1.75 min, AWS ML blog "scale down to zero", 2024-12).
+WAKE_ALARM_SECONDS = 60
+WARM_INSTANCE_START_SECONDS = 60
+COLD_INSTANCE_LAUNCH_SECONDS = 120
+SAGEMAKER_PROVISION_SECONDS = 105
 
 # Manifest values the pinned vLLM cannot serve (vllm.model_executor.layers.quantization.
 # QUANTIZATION_METHODS, v0.32, 2026-11; a unit test checks the rest are there).
@@ -149,6 +166,14 @@ class AutoscalingPlan(Frozen):
     target_requests_per_minute: int = Field(description="ALB RequestCountPerTarget fallback.")
     scale_out_cooldown_seconds: int = 60
     scale_in_cooldown_seconds: int = 600
+    idle_minutes: int | None = Field(
+        default=None, description="min_capacity 0: minutes without requests before a target stops its last server; else None."
+    )
+    wake_seconds: dict[str, int] = Field(
+        default_factory=dict, description="min_capacity 0: estimated seconds from the first request after idle to a server answering, per target."
+    )
+    warm_pool_instances: int = Field(default=0, description="ECS: stopped GPU instances kept booted once with the image pulled.")
+    warm_pool_usd_per_month: float = Field(default=0.0, description="What the warm pool costs: its instances' EBS volumes.")
 
 
 class ServingPlan(Frozen):
@@ -171,6 +196,7 @@ class ServingPlan(Frozen):
     gpu_memory_bytes: int
     instance_memory_gib: int
     instance_nvme_gb: int
+    root_volume_gib: int = Field(description="ECS instances' root EBS volume (image, OS; the weights when there is no NVMe).")
     tensor_parallel_size: int
     memory: MemoryPlan
     vllm: VllmSettings
@@ -467,23 +493,99 @@ def _price(candidate: GpuInstance, targets: Sequence[str]) -> float:
     return math.inf if None in prices else sum(prices)
 
 
-def _startup_grace(weights: int, tp: int, streams: bool) -> tuple[int, str]:
+def _boot_seconds(weights: int, tp: int, streams: bool) -> tuple[float, str]:
+    """Estimated seconds from a started instance to a ready server, and its breakdown."""
     sync = 0 if streams else weights / S3_SYNC_BYTES_PER_SECOND
     load = weights / (S3_SYNC_BYTES_PER_SECOND if streams else GPU_LOAD_BYTES_PER_SECOND)
     warmup = ENGINE_START_SECONDS + COMPILE_SECONDS + PROFILE_AND_GRAPHS_SECONDS + ENGINE_WARMUP_SECONDS_PER_RANK * tp
-    estimate = IMAGE_PULL_SECONDS + sync + load + warmup
-    grace = min(MAX_GRACE_SECONDS, max(MIN_GRACE_SECONDS, math.ceil(estimate * GRACE_SAFETY_FACTOR / 30) * 30))
-    reason = (
-        f"health-check grace {grace}s: image pull {IMAGE_PULL_SECONDS}s + "
+    breakdown = (
+        f"image pull {IMAGE_PULL_SECONDS}s + "
         + ("" if streams else f"S3 sync {sync:.0f}s + ")
-        + f"{'stream' if streams else 'GPU load'} {load:.0f}s + vLLM start {warmup}s (measured phases) = {estimate:.0f}s, "
+        + f"{'stream' if streams else 'GPU load'} {load:.0f}s + vLLM start {warmup}s (measured phases)"
+    )
+    return IMAGE_PULL_SECONDS + sync + load + warmup, breakdown
+
+
+def _startup_grace(boot: float, breakdown: str) -> tuple[int, str]:
+    grace = min(MAX_GRACE_SECONDS, max(MIN_GRACE_SECONDS, math.ceil(boot * GRACE_SAFETY_FACTOR / 30) * 30))
+    reason = (
+        f"health-check grace {grace}s: {breakdown} = {boot:.0f}s, "
         f"x{GRACE_SAFETY_FACTOR}, within [{MIN_GRACE_SECONDS}, {MAX_GRACE_SECONDS}]"
     )
     return grace, reason
 
 
-def _autoscaling(spec: ModelSpec) -> tuple[AutoscalingPlan, str]:
+def root_volume_gib(weights_bytes: int, nvme_gb: int) -> int:
+    """The ECS instance's root volume: the image and OS, plus two revisions of weights without NVMe."""
+    return ROOT_VOLUME_GIB if nvme_gb else ROOT_VOLUME_GIB + 2 * math.ceil(weights_bytes / GIB)
+
+
+def warm_pool_size(serving: ServingSpec) -> int:
+    """Stopped ECS instances kept ready: the manifest's number, else one for a model that scales to zero
+    (its wake-up then skips the launch and the image pull) and none otherwise."""
+    if "ecs" not in serving.targets:
+        return 0
+    if serving.warm_pool is not None:
+        return serving.warm_pool
+    return 1 if serving.min_capacity == 0 else 0
+
+
+def warm_pool_usd_per_month(instances: int, root_gib: int) -> float:
+    """A stopped instance bills only its EBS volumes."""
+    return round(instances * root_gib * GP3_USD_PER_GIB_MONTH, 2)
+
+
+def wake_seconds(targets: Sequence[str], boot: float, warm_pool: int) -> dict[str, int]:
+    """Seconds from the first request after idle to a ready server, per target (requests meanwhile fail).
+
+    ECS with a warm pool starts a stopped instance whose image is already pulled; without one it
+    launches an instance and pulls. SageMaker provisions an instance, then boots the container.
+    """
+    seconds = {}
+    for target in targets:
+        if target == "ecs" and warm_pool:
+            seconds[target] = WAKE_ALARM_SECONDS + WARM_INSTANCE_START_SECONDS + boot - IMAGE_PULL_SECONDS
+        elif target == "ecs":
+            seconds[target] = WAKE_ALARM_SECONDS + COLD_INSTANCE_LAUNCH_SECONDS + boot
+        else:
+            seconds[target] = WAKE_ALARM_SECONDS + SAGEMAKER_PROVISION_SECONDS + boot
+    return {target: math.ceil(value) for target, value in seconds.items()}
+
+
+def _scale_to_zero(spec: ModelSpec, boot: float, root_gib: int) -> tuple[dict[str, Any], list[str]]:
+    """The AutoscalingPlan fields for idle scale-in and the warm pool, and their reasons."""
+    serving, fields, reasons = spec.serving, {}, []
+    instances = warm_pool_size(serving)
+    if instances:
+        cost = warm_pool_usd_per_month(instances, root_gib)
+        fields.update(warm_pool_instances=instances, warm_pool_usd_per_month=cost)
+        reasons.append(
+            f"ECS warm pool: {instances} stopped instance(s), booted once with the serving image pulled, so a scale-out "
+            f"skips the launch and the {IMAGE_PULL_SECONDS}s pull; ${cost:.2f}/month ({root_gib} GiB gp3 each at "
+            f"${GP3_USD_PER_GIB_MONTH}/GiB-month; a stopped instance bills no compute)"
+        )
+    if serving.min_capacity == 0:
+        idle = serving.idle_minutes or DEFAULT_IDLE_MINUTES
+        wake = wake_seconds(serving.targets, boot, instances)
+        slowest = max(wake.values())
+        if idle * 60 <= slowest:
+            raise PlanError(
+                f"model {spec.name!r}, field 'serving.idle_minutes': {idle} min is not longer than the ~{slowest} s "
+                f"a server takes to wake ({wake}); a woken server would be stopped before it answers. "
+                f"Use more than {slowest // 60} minutes"
+            )
+        fields.update(idle_minutes=idle, wake_seconds=wake)
+        reasons.append(
+            f"scale to zero after {idle} min without requests; the first request after that is refused (503 on ECS, "
+            "an error on SageMaker) until a server is up: about "
+            + ", ".join(f"{seconds // 60} min {seconds % 60} s on {target}" for target, seconds in wake.items())
+        )
+    return fields, reasons
+
+
+def _autoscaling(spec: ModelSpec, boot: float, root_gib: int) -> tuple[AutoscalingPlan, list[str]]:
     serving = spec.serving
+    zero_fields, zero_reasons = _scale_to_zero(spec, boot, root_gib)
     queue = max(1, serving.target_concurrency // 4)
     why = f"scale when more than {queue} requests wait per server (a quarter of target concurrency {serving.target_concurrency})"
     if serving.slo_ttft_ms is not None:
@@ -497,8 +599,9 @@ def _autoscaling(spec: ModelSpec) -> tuple[AutoscalingPlan, str]:
         max_capacity=serving.max_capacity,
         target_queue_depth=float(queue),
         target_requests_per_minute=max(1, serving.target_concurrency * 60 // ASSUMED_REQUEST_SECONDS),
+        **zero_fields,
     )
-    return plan, why
+    return plan, [why, *zero_reasons]
 
 
 def plan_model(
@@ -514,10 +617,12 @@ def plan_model(
     _check_fields_fit(spec, arch)  # fields this architecture cannot honour are refused first
     choice = _cheapest_fit(spec, arch, draft, dtype, fmt, catalog)  # instance and TP, with their memory plan
     max_num_seqs, batched, batching_reason = _batching(spec, choice)
-    grace, grace_reason = _startup_grace(choice.memory.weights_bytes, choice.tp, spec.load_format == "runai_streamer")
-    autoscaling, scaling_reason = _autoscaling(spec)
-    reasons = _sizing_reasons(spec, arch, draft, dtype, fmt, choice) + [batching_reason, grace_reason, scaling_reason]
     chosen, memory = choice.instance, choice.memory
+    boot, breakdown = _boot_seconds(memory.weights_bytes, choice.tp, spec.load_format == "runai_streamer")
+    grace, grace_reason = _startup_grace(boot, breakdown)
+    root_gib = root_volume_gib(memory.weights_bytes, chosen.nvme_gb)
+    autoscaling, scaling_reasons = _autoscaling(spec, boot, root_gib)
+    reasons = _sizing_reasons(spec, arch, draft, dtype, fmt, choice) + [batching_reason, grace_reason, *scaling_reasons]
     return ServingPlan(
         fleet=fleet.name,
         stage=fleet.stage,
@@ -536,6 +641,7 @@ def plan_model(
         gpu_memory_bytes=chosen.gpu_memory_bytes,
         instance_memory_gib=chosen.memory_gib,
         instance_nvme_gb=chosen.nvme_gb,
+        root_volume_gib=root_gib,
         tensor_parallel_size=choice.tp,
         memory=memory,
         vllm=_vllm_settings(spec, dtype, fmt, choice.tp, max_num_seqs, batched),

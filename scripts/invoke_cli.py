@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from model_store.chat import answered_by_adapter, chat_request, reasoning_and_content, stream_sagemaker
 from model_store.container_contract import API_KEY_ENV
+from model_store.inference_components import inference_component_of
 from scripts import local_fleet
 from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail
 
@@ -82,9 +83,10 @@ def _from_adapter(response: dict[str, Any], adapter: str | None, endpoint: str) 
     return response
 
 
-def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: str | None = None) -> dict[str, Any]:
     """One call through the SageMaker SDK's predictor with the chat body; the container's
-    vLLM answers on /invocations. `runtime` is the sagemaker-runtime client it calls with."""
+    vLLM answers on /invocations. `runtime` is the sagemaker-runtime client it calls with;
+    `component` names the inference component of a scale-to-zero endpoint."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is the line that installs beside vLLM
     # The SDK logs its config-file search to stdout at INFO unless a level is set before import;
     # stdout is the answer's (and --json's).
@@ -95,7 +97,9 @@ def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any]) -> dict[str, 
     from sagemaker.session import Session
 
     session = Session(boto_session=boto3.Session(region_name=runtime.meta.region_name), sagemaker_runtime_client=runtime)
-    predictor = Predictor(endpoint, sagemaker_session=session, serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    predictor = Predictor(
+        endpoint, sagemaker_session=session, serializer=JSONSerializer(), deserializer=JSONDeserializer(), component_name=component
+    )
     return predictor.predict(body)
 
 
@@ -122,11 +126,13 @@ def invoke(
         runtime = boto3.client("sagemaker-runtime", region_name=region)
         body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=stream)
         try:
+            component = inference_component_of(boto3.client("sagemaker", region_name=region), sagemaker)
             if stream:
-                chunks = (_from_adapter(chunk, adapter, sagemaker) for chunk in stream_sagemaker(runtime, sagemaker, body))
+                answers = stream_sagemaker(runtime, sagemaker, body, component)
+                chunks = (_from_adapter(chunk, adapter, sagemaker) for chunk in answers)
                 deltas = (chunk["choices"][0]["delta"] for chunk in chunks if chunk.get("choices"))
             else:
-                response = _from_adapter(invoke_sagemaker(runtime, sagemaker, body), adapter, sagemaker)
+                response = _from_adapter(invoke_sagemaker(runtime, sagemaker, body, component), adapter, sagemaker)
                 deltas = [response["choices"][0]["message"]]
             reasoning, answer = print_stream(deltas, as_json)
         except (BotoCoreError, ClientError, KeyError, IndexError, TypeError, ValueError) as exc:

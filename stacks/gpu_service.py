@@ -6,11 +6,9 @@ tensor-parallel size), memory, NVMe, health-check grace, drain, autoscaling targ
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import aws_cdk as cdk
-from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -24,13 +22,16 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from model_store.container_contract import TARGET_PORTS, container_env
-from model_store.plan import DEFAULT_MODEL_ROOT, GIB, ServingPlan
+from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan
+from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip
 from stacks.config import StackConfigError
 from model_store.telemetry import REQUESTS_WAITING
 from stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
+from stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
 from stacks.store import ServingImage, grant_serving_access
+from stacks.user_data import LAUNCH_HOOK_NAME, instance_user_data
 
 TARGET = "ecs"  # the container's target and the Target dimension of its metrics
 CONTAINER_PORT = TARGET_PORTS[TARGET]
@@ -76,28 +77,10 @@ STREAM_IDLE_TIMEOUT = cdk.Duration.minutes(10)
 TASK_MEMORY_SHARE = 0.9
 # NCCL and vLLM's worker processes exchange tensors through /dev/shm (Docker's 64 MiB is too small).
 SHARED_MEMORY_SHARE = 0.125
-# The vLLM image (~10 GB unpacked) and the OS; weights go to instance-store NVMe when there is one.
-ROOT_VOLUME_GIB = 100
 ALB_LOG_PREFIX = "alb"
-# The serving image runs as this user (containers/vllm/Dockerfile, USER); it must own the cache.
-SERVING_UID = 10001
-
-NVME_USER_DATA = f"""\
-# Instance-store NVMe (if any) becomes the model cache: RAID-0 over all of them, XFS.
-mkdir -p {DEFAULT_MODEL_ROOT}
-devices=$(lsblk -dpno NAME,MODEL | awk '/Instance Storage/ {{print $1}}')
-count=$(echo "$devices" | grep -c . || true)
-if [ "$count" -gt 1 ]; then
-  dnf install -y mdadm
-  mdadm --create /dev/md0 --run --level=0 --raid-devices="$count" $devices
-  mkfs.xfs -f /dev/md0 && mount /dev/md0 {DEFAULT_MODEL_ROOT}
-elif [ "$count" -eq 1 ]; then
-  mkfs.xfs -f $devices && mount $devices {DEFAULT_MODEL_ROOT}
-fi
-chown {SERVING_UID} {DEFAULT_MODEL_ROOT}
-# Tasks use their own role, never the instance's; keep the ~10 GB image between task restarts.
-echo ECS_AWSVPC_BLOCK_IMDS=true >> /etc/ecs/ecs.config
-echo ECS_IMAGE_PULL_BEHAVIOR=prefer-cached >> /etc/ecs/ecs.config"""
+# A warm-pool instance's first boot pulls the ~10 GB image before it may stop; past this, Auto
+# Scaling goes on without the ready signal (the ECS agent then pulls at task start).
+INSTANCE_READY_TIMEOUT = cdk.Duration.minutes(15)
 
 
 @dataclass(frozen=True)
@@ -166,7 +149,8 @@ class GpuServiceConstruct(Construct):
         checkov_skip(
             self.instance_role.node.find_child("DefaultPolicy"),  # written by the capacity provider above
             "CKV_AWS_111",
-            "the ECS agent's registration and polling actions take no resource scoping",
+            "the ECS agent's registration and polling actions take no resource scoping"
+            + ("; the warm pool's CompleteLifecycleAction is limited to this model's group by its tags" if plan.autoscaling.warm_pool_instances else ""),
         )
 
         # The secret's own key lives in this stack: granting the task's execution role on the fleet key
@@ -232,15 +216,13 @@ class GpuServiceConstruct(Construct):
 
     def _gpu_capacity(self, props: GpuServiceProps, private: ec2.SubnetSelection) -> autoscaling.AutoScalingGroup:
         plan = props.plan
+        warm_pool = plan.autoscaling.warm_pool_instances
         user_data = ec2.UserData.for_linux()
-        user_data.add_commands(NVME_USER_DATA)
+        user_data.add_commands(instance_user_data(region=plan.region, image_uri=props.image.uri, warm_pool=warm_pool > 0))
         instance_role = iam.Role(self, "InstanceRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"))
         instance_security_group = ec2.SecurityGroup(
             self, "InstanceSecurityGroup", vpc=props.vpc, description=f"GPU instances of {plan.model_name} (no ingress)"
         )
-        weights_gib = math.ceil(plan.memory.weights_bytes / GIB)
-        # Without NVMe the synced weights (and a second revision during an update) land on the root volume.
-        root_gib = ROOT_VOLUME_GIB if plan.instance_nvme_gb else ROOT_VOLUME_GIB + 2 * weights_gib
         launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
@@ -256,7 +238,7 @@ class GpuServiceConstruct(Construct):
             block_devices=[
                 ec2.BlockDevice(
                     device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(root_gib, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3),
+                    volume=ec2.BlockDeviceVolume.ebs(plan.root_volume_gib, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3),
                 )
             ],
         )
@@ -283,10 +265,51 @@ class GpuServiceConstruct(Construct):
                 instance_role,
                 finding,
                 "the ECS agent's own policy (added by CDK's capacity provider): registration and polling actions "
-                "(ecs:Submit*, ecs:Poll, ecs:DiscoverPollEndpoint, ecr:GetAuthorizationToken) take no resource scoping",
+                "(ecs:Submit*, ecs:Poll, ecs:DiscoverPollEndpoint, ecr:GetAuthorizationToken) take no resource scoping"
+                + (
+                    "; the warm pool's ready signal: autoscaling:DescribeAutoScalingInstances takes none, and "
+                    "CompleteLifecycleAction is limited to this model's group by its tags"
+                    if warm_pool
+                    else ""
+                ),
             )
         self.instance_role = instance_role
+        if warm_pool:
+            self._warm_pool(props, group, warm_pool)
         return group
+
+    def _warm_pool(self, props: GpuServiceProps, group: autoscaling.AutoScalingGroup, instances: int) -> None:
+        """Stopped instances that booted once and pulled the image; the launch hook holds each until user data is done."""
+        # Exactly `instances` wait: the pool holds max(min_size, max_group_prepared_capacity - desired).
+        # ECS refuses reuse_on_scale_in for its capacity providers: scaled-in instances end, the pool refills.
+        self.warm_pool = group.add_warm_pool(
+            min_size=instances, max_group_prepared_capacity=instances, pool_state=autoscaling.PoolState.STOPPED
+        )
+        group.add_lifecycle_hook(
+            "InstanceReady",
+            lifecycle_hook_name=LAUNCH_HOOK_NAME,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_LAUNCHING,
+            heartbeat_timeout=INSTANCE_READY_TIMEOUT,
+            default_result=autoscaling.DefaultResult.CONTINUE,
+        )
+        props.image.grant_pull(self.instance_role)  # the pre-pull: this repository only
+        # Scoped by the group's tags, not its ARN: the launch template waits for this policy, and the
+        # group for the launch template, so naming the group here would close a cycle.
+        plan = props.plan
+        group_tags = {TAG_FLEET: plan.fleet, TAG_STAGE: plan.stage, TAG_MODEL: plan.model_name}
+        for key, value in group_tags.items():
+            cdk.Tags.of(group).add(key, value)
+        self.instance_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["autoscaling:CompleteLifecycleAction"],
+                resources=["*"],
+                conditions={"StringEquals": {f"autoscaling:ResourceTag/{key}": value for key, value in group_tags.items()}},
+            )
+        )
+        # The instance finds its group's name by its id; DescribeAutoScalingInstances takes no resource.
+        self.instance_role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["autoscaling:DescribeAutoScalingInstances"], resources=["*"])
+        )
 
     # --- task -----------------------------------------------------------------------------
 
@@ -487,15 +510,15 @@ class GpuServiceConstruct(Construct):
             **cooldowns,
         )
         if scaling_plan.min_capacity == 0:
-            # At zero tasks neither metric exists; the load balancer's 5xx (no targets -> 503) wakes the service.
-            self.scaling.scale_on_metric(
-                "ScaleFromZero",
-                metric=self.metric_load_balancer_5xx(),
-                scaling_steps=[
-                    appscaling.ScalingInterval(upper=0, change=0),
-                    appscaling.ScalingInterval(lower=1, change=1),
-                ],
-                adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            target, where = self.scaling.node.find_child("Target"), f"{self.plan.model_name} on ECS"
+            # With no target the load balancer answers 503 itself: that wakes the service.
+            self.wake_alarm = wake_on_refused_requests(self, target, self.metric_load_balancer_5xx(), where)
+            self.idle_alarm = scale_to_zero_when_idle(
+                self,
+                target,
+                self.metric_client_requests(),
+                scaling_plan.idle_minutes,
+                f"{where} (the capacity provider then ends the instances)",
             )
 
     # --- metrics (the CDK guideline: a construct names its own metrics) ---------------------
@@ -511,6 +534,15 @@ class GpuServiceConstruct(Construct):
     def metric_load_balancer_5xx(self) -> cloudwatch.Metric:
         """5xx the load balancer made up (no healthy target, timeouts), per minute."""
         return self.load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=ONE_MINUTE)
+
+    def metric_client_requests(self) -> cloudwatch.MathExpression:
+        """Client requests per minute: those forwarded to a server plus those refused for want of one."""
+        return cloudwatch.MathExpression(
+            expression="FILL(forwarded, 0) + FILL(refused, 0)",
+            using_metrics={"forwarded": self.metric_requests(), "refused": self.metric_load_balancer_5xx()},
+            label="client requests",
+            period=ONE_MINUTE,
+        )
 
     def metric_healthy_hosts(self) -> cloudwatch.Metric:
         return self.target_group.metrics.healthy_host_count(period=ONE_MINUTE, statistic="Minimum")

@@ -206,10 +206,11 @@ class ModelMonitoringConstruct(Construct):
         plan = self.plan
         for alarm in endpoint.rollback_alarms:  # operators hear about a rolled-back update too
             alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
-        invocations, errors = endpoint.metric_invocations(), endpoint.metric_invocation_5xx_errors()
+        invocations, errors = endpoint.metric_invocations(), endpoint.metric_server_5xx()
         error_rate = self._error_rate_alarm("SageMaker5xxRate", "SageMaker", "invocations", invocations, errors, "5xx %")
+        refused = [endpoint.metric_no_capacity_failures()] if endpoint.inference_component_name else []
         return [
-            graph("SageMaker invocations/min", [invocations]),
+            graph("SageMaker invocations/min", [invocations, *refused]),
             graph("SageMaker 5xx", [errors, error_rate]),
             graph("SageMaker model latency (us)", [endpoint.metric_model_latency()]),
             graph(f"SageMaker GPU utilization % ({plan.sagemaker_instance_type})", [endpoint.metric_gpu_utilization()]),

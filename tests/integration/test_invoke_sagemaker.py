@@ -15,11 +15,13 @@ from pathlib import Path
 
 import boto3
 import httpx
+from botocore.exceptions import ClientError
 import pytest
 
 from openai.types.chat import ChatCompletionChunk
 
-from model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
+from model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks, stream_sagemaker
+from model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_of
 from scripts.invoke_cli import invoke_sagemaker
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
@@ -57,6 +59,59 @@ def test_invoke_endpoint_sends_the_chat_body_as_json_and_reads_reasoning_apart(a
         "temperature": 0.0,
     }
     assert parse_chat_response(answer) == ("Two plus two is four.", "Four.")
+
+
+def _endpoint(name: str, tags: list[dict] | None = None) -> None:
+    """An endpoint in moto, tagged as the stack tags it. moto 5.2.5 has no inference-component API
+    (CreateInferenceComponent and friends are missing), so the endpoint is a plain variant that carries
+    the tag; the component itself is checked on the synthesized template (tests/synth)."""
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    sagemaker.create_model(
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/llmfleet-sagemaker",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/llmfleet:1"},
+    )
+    variant = {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.g4dn.xlarge"}
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name, Tags=tags or [])
+
+
+def test_the_component_to_name_comes_from_the_endpoints_tag(aws_env: str):
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    _endpoint("scales-to-zero", [{"Key": TAG_INFERENCE_COMPONENT, "Value": "scales-to-zero"}, {"Key": "other", "Value": "x"}])
+    _endpoint("plain-variant", [{"Key": "other", "Value": "x"}])
+    assert inference_component_of(sagemaker, "scales-to-zero") == "scales-to-zero"
+    assert inference_component_of(sagemaker, "plain-variant") is None
+    # An endpoint that is not there: the invocation reports it, not the look-up.
+    assert inference_component_of(sagemaker, "no-such-endpoint") is None
+
+
+def test_invocations_of_a_component_name_it_in_the_header_sagemaker_routes_by(aws_env: str):
+    _queue(aws_env, _completion("Four."), _completion("Five."))
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    sent = []
+    for operation in ("InvokeEndpoint", "InvokeEndpointWithResponseStream"):
+        runtime.meta.events.register(f"before-send.sagemaker-runtime.{operation}", lambda request, **_: sent.append(request))
+    body = chat_request("qwen25-7b-awq", "Hi", max_tokens=8, temperature=0.0, stream=False)
+
+    invoke_sagemaker(runtime, "demo-prod-qwen25-7b-awq", body, "demo-prod-qwen25-7b-awq")
+    invoke_sagemaker(runtime, "demo-prod-qwen3-small", body)
+    # moto 5.2.5 has no InvokeEndpointWithResponseStream (404): only the request it was sent is checked.
+    with pytest.raises(ClientError):
+        list(stream_sagemaker(runtime, "demo-prod-qwen25-7b-awq", {**body, "stream": True}, "demo-prod-qwen25-7b-awq"))
+
+    component, plain, streamed = sent
+    assert component.headers["X-Amzn-SageMaker-Inference-Component"] == b"demo-prod-qwen25-7b-awq"
+    assert "X-Amzn-SageMaker-Inference-Component" not in plain.headers
+    assert streamed.headers["X-Amzn-SageMaker-Inference-Component"] == b"demo-prod-qwen25-7b-awq"
+
+
+def test_cli_invoke_finds_the_component_of_a_scale_to_zero_endpoint_by_itself(aws_env: str, tmp_path: Path):
+    _endpoint("demo-prod-qwen25-7b-awq", [{"Key": TAG_INFERENCE_COMPONENT, "Value": "demo-prod-qwen25-7b-awq"}])
+    _queue(aws_env, _completion("Woken up.", model="qwen25-7b-awq"))
+    result = _invoke(tmp_path, "qwen25-7b-awq", "--sagemaker", "demo-prod-qwen25-7b-awq", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["content"] == "Woken up."
 
 
 def test_parse_reads_vllm_reasoning_field_under_either_name():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from containers.entrypoint.settings import settings_from_env
@@ -9,7 +11,7 @@ from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 from stacks.gpu_service import CLIENT_PATHS, CONTAINER_PORT, VLLM_ADMIN_PATHS, GpuServiceProps
-from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, assert_serving_role_grants, only
+from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, assert_serving_role_grants, only
 
 
 def ecs_plans(synth: Synthesized) -> list[ServingPlan]:
@@ -71,6 +73,67 @@ def test_capacity_provider_scales_and_drains_without_blocking_destroy(secure_fle
         assert provider["ManagedTerminationProtection"] == "DISABLED"
         group = only(synthesized.find_resources("AWS::AutoScaling::AutoScalingGroup"))
         assert group["MaxSize"] == str(2 * plan.autoscaling.max_capacity)
+
+
+def _user_data(synthesized) -> str:
+    """The launch template's user data with deploy-time tokens written as <token>."""
+    data = only(synthesized.find_resources("AWS::EC2::LaunchTemplate"))["LaunchTemplateData"]
+    rendered = data["UserData"]["Fn::Base64"]
+    if isinstance(rendered, str):
+        return rendered
+    return "".join(part if isinstance(part, str) else "<token>" for part in rendered["Fn::Join"][1])
+
+
+def test_root_volume_and_model_cache_follow_the_plan(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        data = only(synthesized.find_resources("AWS::EC2::LaunchTemplate"))["LaunchTemplateData"]
+        (root,) = data["BlockDeviceMappings"]
+        assert root["Ebs"]["VolumeSize"] == plan.root_volume_gib
+        user_data = _user_data(synthesized)
+        assert "/var/lib/cloud/scripts/per-boot/llmfleet-model-cache.sh" in user_data
+        assert user_data.index("llmfleet-model-cache.sh") < user_data.index("ECS_CLUSTER=")
+
+
+def test_warm_pool_of_stopped_instances_with_the_image_pulled_as_planned(secure_fleet: Synthesized) -> None:
+    plans = ecs_plans(secure_fleet)
+    assert any(p.autoscaling.warm_pool_instances for p in plans) and not all(p.autoscaling.warm_pool_instances for p in plans)
+    for plan in plans:
+        synthesized = secure_fleet.model_template(plan.model_name)
+        instances = plan.autoscaling.warm_pool_instances
+        pools = synthesized.find_resources("AWS::AutoScaling::WarmPool")
+        user_data = _user_data(synthesized)
+        hooks = synthesized.find_resources("AWS::AutoScaling::LifecycleHook")
+        if not instances:
+            assert not pools and not hooks and "ECS_WARM_POOLS_CHECK" not in user_data and "docker pull" not in user_data
+            continue
+        pool = only(pools)
+        assert (pool["MinSize"], pool["MaxGroupPreparedCapacity"], pool["PoolState"]) == (instances, instances, "Stopped")
+        assert "InstanceReusePolicy" not in pool  # ECS refuses reuse on scale-in for its capacity providers
+        hook = only(hooks)
+        assert (hook["LifecycleHookName"], hook["LifecycleTransition"], hook["DefaultResult"]) == (
+            "llmfleet-instance-ready",
+            "autoscaling:EC2_INSTANCE_LAUNCHING",
+            "CONTINUE",
+        )
+        assert "echo ECS_WARM_POOLS_CHECK=true >> /etc/ecs/ecs.config" in user_data
+        assert "docker pull <token>" in user_data
+
+        # The instance role may pull this repository only, and complete its own group's hook only.
+        group = only(synthesized.find_resources("AWS::AutoScaling::AutoScalingGroup"))
+        profile = synthesized.find_resources("AWS::IAM::InstanceProfile")
+        role_id = only(profile)["Roles"][0]["Ref"]
+        policies = synthesized.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+        statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+        (pull,) = [s for s in statements if "ecr:BatchGetImage" in as_list(s["Action"])]
+        assert pull["Resource"] != "*" and "repository" in json.dumps(pull["Resource"])
+        (complete,) = [s for s in statements if "autoscaling:CompleteLifecycleAction" in as_list(s["Action"])]
+        assert complete["Condition"]["StringEquals"] == {
+            "autoscaling:ResourceTag/llmfleet:fleet": plan.fleet,
+            "autoscaling:ResourceTag/llmfleet:stage": plan.stage,
+            "autoscaling:ResourceTag/llmfleet:model": plan.model_name,
+        }
+        assert {"Key": "llmfleet:model", "Value": plan.model_name, "PropagateAtLaunch": True} in group["Tags"]
 
 
 def test_service_grace_circuit_breaker_and_deployment_alarm(secure_fleet: Synthesized) -> None:
@@ -178,6 +241,41 @@ def test_a_model_that_may_scale_to_zero_wakes_on_load_balancer_errors(secure_fle
         )
         assert bool(step) == (plan.autoscaling.min_capacity == 0), plan.model_name
     assert any(p.autoscaling.min_capacity == 0 for p in ecs_plans(secure_fleet))
+
+
+def test_a_model_that_may_scale_to_zero_stops_its_tasks_after_the_idle_period(secure_fleet: Synthesized) -> None:
+    for plan in ecs_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        policies = synthesized.find_resources(
+            "AWS::ApplicationAutoScaling::ScalingPolicy",
+            {"Properties": {"StepScalingPolicyConfiguration": {"AdjustmentType": "ExactCapacity"}}},
+        )
+        ecs_target = next(iter(synthesized.find_resources(
+            "AWS::ApplicationAutoScaling::ScalableTarget", {"Properties": {"ServiceNamespace": "ecs"}}
+        )))  # fmt: skip
+        to_zero = {k: p for k, p in policies.items() if p["Properties"]["ScalingTargetId"] == {"Ref": ecs_target}}
+        if plan.autoscaling.min_capacity:
+            assert not to_zero and plan.autoscaling.idle_minutes is None
+            continue
+        (key,) = to_zero
+        steps = to_zero[key]["Properties"]["StepScalingPolicyConfiguration"]["StepAdjustments"]
+        assert steps == [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}]
+        idle = only(synthesized.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"AlarmActions": [{"Ref": key}]}}))
+        assert idle["EvaluationPeriods"] == idle["DatapointsToAlarm"] == plan.autoscaling.idle_minutes
+        assert (idle["ComparisonOperator"], idle["Threshold"], idle["TreatMissingData"]) == (
+            "LessThanOrEqualToThreshold",
+            0,
+            "breaching",
+        )
+        # Forwarded requests and those the load balancer refused for want of a task both keep it up.
+        (expression,) = [m for m in idle["Metrics"] if "Expression" in m]
+        assert expression["Expression"] == "FILL(forwarded, 0) + FILL(refused, 0)"
+        names = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in idle["Metrics"] if "MetricStat" in m}
+        assert names == {"forwarded": "RequestCount", "refused": "HTTPCode_ELB_5XX_Count"}
+        # The capacity provider follows the tasks down: instances may go to zero and nothing protects them.
+        group = only(synthesized.find_resources("AWS::AutoScaling::AutoScalingGroup"))
+        assert group["MinSize"] == "0"
+        assert not group.get("NewInstancesProtectedFromScaleIn", False)
 
 
 def test_task_reads_only_its_own_store_prefixes_and_writes_only_its_compile_cache(secure_fleet: Synthesized) -> None:

@@ -77,3 +77,21 @@ def test_alarms_cover_errors_queue_hosts_kv_cache_and_notify_the_topic(secure_fl
         for alarm in by_id.values():
             (action,) = alarm["AlarmActions"]
             assert "Fn::ImportValue" in action and topic_id[:20] in str(action)
+
+
+def test_a_model_at_zero_raises_no_alarm_that_notifies_people(secure_fleet: Synthesized) -> None:
+    """At zero, requests are refused by the load balancer (503) or by SageMaker (no capacity): they wake
+    the model, and no alarm that notifies the topic may count them as errors."""
+    plans = [p for p in secure_fleet.fleet.plans if p.autoscaling.min_capacity == 0]
+    assert plans, "the example fleet must scale a model to zero"
+    for plan in plans:
+        alarms = secure_fleet.model_template(plan.model_name).find_resources("AWS::CloudWatch::Alarm")
+        notifying = [a["Properties"] for a in alarms.values() if "Fn::ImportValue" in json.dumps(a["Properties"].get("AlarmActions", []))]
+        for alarm in notifying:
+            rendered = json.dumps(alarm)
+            assert "HTTPCode_ELB_5XX_Count" not in rendered, alarm["AlarmDescription"]
+            if "Invocation5XXErrors" in rendered:  # the SageMaker error alarms take the refused requests out
+                assert "FILL(all_5xx, 0) - FILL(no_copy, 0)" in rendered and "NoCapacityInvocationFailures" in rendered
+            # A missing datapoint (no server, no metric) never counts as breaching.
+            assert alarm.get("TreatMissingData", "missing") in ("notBreaching", "missing"), alarm["AlarmDescription"]
+        assert any("Invocation5XXErrors" in json.dumps(a) for a in notifying)

@@ -8,6 +8,7 @@ from containers.entrypoint.settings import settings_from_env
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
+from model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_name
 from stacks.sagemaker_endpoint import SageMakerEndpointProps, endpoint_name
 from tests.synth.conftest import Synthesized, assert_serving_role_grants, only
 
@@ -15,6 +16,20 @@ from tests.synth.conftest import Synthesized, assert_serving_role_grants, only
 def sagemaker_plans(synth: Synthesized) -> list[ServingPlan]:
     plans = [p for p in synth.fleet.plans if "sagemaker" in p.targets]
     assert plans, "the example fleet must exercise the SageMaker path"
+    return plans
+
+
+def variant_plans(synth: Synthesized) -> list[ServingPlan]:
+    """Models that keep at least one instance: a plain production variant, as before scale to zero."""
+    plans = [p for p in sagemaker_plans(synth) if p.autoscaling.min_capacity >= 1]
+    assert plans, "the example fleet must keep a SageMaker model always up"
+    return plans
+
+
+def component_plans(synth: Synthesized) -> list[ServingPlan]:
+    """Models that may scale to zero: an inference component on a managed-scaling endpoint."""
+    plans = [p for p in sagemaker_plans(synth) if p.autoscaling.min_capacity == 0]
+    assert plans, "the example fleet must scale a SageMaker model to zero"
     return plans
 
 
@@ -35,7 +50,7 @@ def test_model_reads_uncompressed_weights_of_the_revision_and_runs_in_the_vpc(se
 
 
 def test_endpoint_config_uses_the_planned_instance_and_timeouts(secure_fleet: Synthesized) -> None:
-    for plan in sagemaker_plans(secure_fleet):
+    for plan in variant_plans(secure_fleet):
         config = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::SageMaker::EndpointConfig"))
         (variant,) = config["ProductionVariants"]
         assert variant["InstanceType"] == plan.sagemaker_instance_type
@@ -47,7 +62,7 @@ def test_endpoint_config_uses_the_planned_instance_and_timeouts(secure_fleet: Sy
 
 
 def test_blue_green_update_rolls_back_on_its_alarm(secure_fleet: Synthesized) -> None:
-    for plan in sagemaker_plans(secure_fleet):
+    for plan in variant_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
         endpoint = only(synthesized.find_resources("AWS::SageMaker::Endpoint"))
         assert endpoint["EndpointName"] == endpoint_name(plan)
@@ -62,7 +77,7 @@ def test_blue_green_update_rolls_back_on_its_alarm(secure_fleet: Synthesized) ->
 
 
 def test_variant_autoscaling_follows_the_plan(secure_fleet: Synthesized) -> None:
-    for plan in sagemaker_plans(secure_fleet):
+    for plan in variant_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
         targets = synthesized.find_resources(
             "AWS::ApplicationAutoScaling::ScalableTarget", {"Properties": {"ServiceNamespace": "sagemaker"}}
@@ -82,6 +97,94 @@ def test_variant_autoscaling_follows_the_plan(secure_fleet: Synthesized) -> None
         assert values == sorted([plan.autoscaling.target_queue_depth, plan.autoscaling.target_requests_per_minute])
 
 
+def test_a_model_that_may_scale_to_zero_is_an_inference_component_on_a_managed_scaling_endpoint(
+    secure_fleet: Synthesized,
+) -> None:
+    for plan in component_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        config = only(synthesized.find_resources("AWS::SageMaker::EndpointConfig"))
+        (variant,) = config["ProductionVariants"]
+        assert "ModelName" not in variant  # the component brings the model
+        assert variant["InstanceType"] == plan.sagemaker_instance_type
+        assert variant["ManagedInstanceScaling"] == {
+            "Status": "ENABLED",
+            "MinInstanceCount": 0,
+            "MaxInstanceCount": plan.autoscaling.max_capacity,
+        }
+        assert variant["RoutingConfig"] == {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
+        role_id = only(synthesized.find_resources("AWS::SageMaker::Model"))["ExecutionRoleArn"]["Fn::GetAtt"][0]
+        assert config["ExecutionRoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
+        assert len(config["VpcConfig"]["Subnets"]) == 2 and config["VpcConfig"]["SecurityGroupIds"]
+
+        component = only(synthesized.find_resources("AWS::SageMaker::InferenceComponent"))
+        name = inference_component_name(endpoint_name(plan))
+        assert component["InferenceComponentName"] == name
+        assert component["VariantName"] == variant["VariantName"]
+        specification = component["Specification"]
+        requirements = specification["ComputeResourceRequirements"]
+        assert requirements["NumberOfAcceleratorDevicesRequired"] == plan.gpus_per_instance
+        assert 0 < requirements["MinMemoryRequiredInMb"] < plan.instance_memory_gib * 1024
+        assert specification["StartupParameters"] == {
+            "ContainerStartupHealthCheckTimeoutInSeconds": plan.timing.startup_grace_seconds,
+            "ModelDataDownloadTimeoutInSeconds": plan.timing.startup_grace_seconds,
+        }
+        assert component["RuntimeConfig"] == {"CopyCount": 1}
+
+        # Updates roll copy by copy and roll back on the same alarm a variant's blue/green update uses.
+        endpoint = only(synthesized.find_resources("AWS::SageMaker::Endpoint"))
+        assert "DeploymentConfig" not in endpoint
+        (alarm,) = component["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+        rollback = only(synthesized.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"AlarmName": alarm["AlarmName"]}}))
+        # Requests refused while at zero are not the new servers' errors.
+        assert any(m.get("Expression") == "FILL(all_5xx, 0) - FILL(no_copy, 0)" for m in rollback["Metrics"])
+        # Callers find the component to name by the endpoint's tag.
+        assert {"Key": TAG_INFERENCE_COMPONENT, "Value": name} in endpoint["Tags"]
+
+
+def test_component_copies_go_to_zero_when_idle_and_come_back_on_a_refused_request(secure_fleet: Synthesized) -> None:
+    for plan in component_plans(secure_fleet):
+        synthesized = secure_fleet.model_template(plan.model_name)
+        name = inference_component_name(endpoint_name(plan))
+        targets = synthesized.find_resources(
+            "AWS::ApplicationAutoScaling::ScalableTarget", {"Properties": {"ServiceNamespace": "sagemaker"}}
+        )
+        target = only(targets)
+        assert target["ResourceId"] == f"inference-component/{name}"
+        assert target["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
+        assert (target["MinCapacity"], target["MaxCapacity"]) == (0, plan.autoscaling.max_capacity)
+        policies = {
+            key: p["Properties"]
+            for key, p in synthesized.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy").items()
+            if p["Properties"]["ScalingTargetId"] == {"Ref": next(iter(targets))}
+        }
+        tracked = sorted(
+            p["TargetTrackingScalingPolicyConfiguration"].get("PredefinedMetricSpecification", {}).get("PredefinedMetricType", "queue")
+            for p in policies.values()
+            if p["PolicyType"] == "TargetTrackingScaling"
+        )
+        assert tracked == ["SageMakerInferenceComponentInvocationsPerCopy", "queue"]
+        alarms = synthesized.find_resources("AWS::CloudWatch::Alarm")
+
+        def alarm_of(policy: dict) -> dict:
+            key = next(k for k, p in policies.items() if p is policy)
+            return only({k: a for k, a in alarms.items() if a["Properties"].get("AlarmActions") == [{"Ref": key}]})
+
+        (wake,) = [p for p in policies.values() if p.get("StepScalingPolicyConfiguration", {}).get("AdjustmentType") == "ChangeInCapacity"]
+        assert wake["StepScalingPolicyConfiguration"]["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+        refused = alarm_of(wake)
+        assert (refused["MetricName"], refused["Namespace"], refused["Threshold"]) == ("NoCapacityInvocationFailures", "AWS/SageMaker", 1)
+        assert refused["Dimensions"] == [{"Name": "InferenceComponentName", "Value": name}]
+
+        (idle,) = [p for p in policies.values() if p.get("StepScalingPolicyConfiguration", {}).get("AdjustmentType") == "ExactCapacity"]
+        assert idle["StepScalingPolicyConfiguration"]["StepAdjustments"] == [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}]
+        quiet = alarm_of(idle)
+        assert quiet["EvaluationPeriods"] == quiet["DatapointsToAlarm"] == plan.autoscaling.idle_minutes
+        assert (quiet["ComparisonOperator"], quiet["Threshold"]) == ("LessThanOrEqualToThreshold", 0)
+        assert quiet["TreatMissingData"] == "breaching"  # no datapoint: no invocation that minute
+        # A refused request counts as activity, so a waking component is not stopped again.
+        assert any(m.get("Expression") == "FILL(invocations, 0) + FILL(refused, 0)" for m in quiet["Metrics"])
+
+
 def test_variant_scales_on_its_own_queue_not_the_ecs_services(secure_fleet: Synthesized) -> None:
     plans = sagemaker_plans(secure_fleet)
     assert any("ecs" in p.targets for p in plans), "the example fleet must serve a model on both targets"
@@ -94,7 +197,7 @@ def test_variant_scales_on_its_own_queue_not_the_ecs_services(secure_fleet: Synt
             p["Properties"]["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
             for p in synthesized.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
             if p["Properties"]["ScalingTargetId"] == {"Ref": target_id}
-            and "CustomizedMetricSpecification" in p["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+            and "CustomizedMetricSpecification" in p["Properties"].get("TargetTrackingScalingPolicyConfiguration", {})
         ]
         assert queue == {
             "Namespace": "LLMFleet",
