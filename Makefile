@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FLEET ?= fleet.yaml
+# The model `make up` serves (default: the first with adapters), e.g.
+# make up FLEET=examples/image/fleet.yaml MODEL=sd35-turbo for the image model's stand-in.
+MODEL ?=
 
 .PHONY: up down test test-fast bench bench-gpu synth lint schema clean
 
@@ -14,7 +17,7 @@ $(STAMP): requirements/lock.txt pyproject.toml package.json
 ## up: the main job — plan fleet.yaml, then run it locally (emulated AWS + real vLLM on CPU)
 up: $(STAMP)
 	$(VENV)/bin/llmfleet plan $(FLEET)
-	$(VENV)/bin/llmfleet local up $(FLEET)
+	$(VENV)/bin/llmfleet local up $(FLEET) $(if $(MODEL),--model $(MODEL))
 
 ## down: stop everything `make up` started
 down: $(STAMP)

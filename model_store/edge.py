@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from model_store.plan import ASSUMED_REQUEST_SECONDS, ServingPlan
+from model_store.image_plan import ASSUMED_IMAGE_SECONDS, AnyPlan
+from model_store.plan import ASSUMED_REQUEST_SECONDS
 
 # WAF counts a rate-based rule's requests over one of 60/120/300/600 s; the shortest reacts fastest.
 RATE_WINDOW_SECONDS = 60
@@ -12,9 +13,12 @@ RATE_WINDOW_SECONDS = 60
 MIN_RATE_LIMIT = 10
 
 
-def client_rate_limit(plan: ServingPlan, window_seconds: int = RATE_WINDOW_SECONDS) -> int:
+def client_rate_limit(plan: AnyPlan, window_seconds: int = RATE_WINDOW_SECONDS) -> int:
     """Requests per `window_seconds` from one client IP at which it alone would fill every slot of the
     model at full scale-out: max_capacity servers x max_num_seqs sequences, each slot held for about
-    ASSUMED_REQUEST_SECONDS. A client faster than that starves everyone else, so it is cut off there."""
+    ASSUMED_REQUEST_SECONDS. A client faster than that starves everyone else, so it is cut off there.
+    An image server makes one image at a time per GPU, each for about ASSUMED_IMAGE_SECONDS."""
+    if plan.kind == "image":
+        return max(MIN_RATE_LIMIT, math.ceil(plan.autoscaling.max_capacity * window_seconds / ASSUMED_IMAGE_SECONDS))
     slots = plan.autoscaling.max_capacity * plan.vllm.max_num_seqs
     return max(MIN_RATE_LIMIT, math.ceil(slots * window_seconds / ASSUMED_REQUEST_SECONDS))

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from model_store.lock import FleetLock, check_lock, offline_lock, read_lock
 from model_store.manifest import FleetManifest, ManifestError, load_fleet
-from model_store.plan import ServingPlan, plan_fleet
+from model_store.image_plan import AnyPlan, plan_any_model
+from model_store.plan import plan_fleet
 
 
 def load_fleet_and_lock(fleet_path: str | Path, stage: str | None = None) -> tuple[FleetManifest, FleetLock]:
@@ -30,13 +31,13 @@ def load_fleet_and_lock(fleet_path: str | Path, stage: str | None = None) -> tup
     return fleet, lock
 
 
-def plan_with_lock(fleet: FleetManifest, lock: FleetLock) -> list[ServingPlan]:
+def plan_with_lock(fleet: FleetManifest, lock: FleetLock) -> list[AnyPlan]:
     facts = {name: entry.model.facts() for name, entry in lock.models.items()}
     drafts = {name: entry.draft.facts() if entry.draft else None for name, entry in lock.models.items()}
-    return plan_fleet(fleet, lambda spec: facts[spec.name], lambda spec: drafts[spec.name])
+    return plan_fleet(fleet, lambda spec: facts[spec.name], lambda spec: drafts[spec.name], plan_one=plan_any_model)
 
 
-def load_and_plan(fleet_path: str | Path, stage: str | None = None) -> tuple[FleetManifest, list[ServingPlan]]:
+def load_and_plan(fleet_path: str | Path, stage: str | None = None) -> tuple[FleetManifest, list[AnyPlan]]:
     """Read, validate and plan `fleet_path`.
 
     Raises ManifestError (bad manifest, stage or lock) or PlanError (a model that does not fit).

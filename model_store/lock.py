@@ -22,6 +22,7 @@ from model_store import architectures
 from model_store.families import ArchitectureFacts, ConfigError, facts_from_config
 from model_store.hub import HubClient, HubUnreachable
 from model_store.manifest import FleetManifest, ManifestError, ModelSpec
+from model_store.pipelines import PipelineFacts, facts_from_record, read_known_pipeline, read_pipeline
 
 LOCK_FORMAT = 1
 Origin = Literal["local", "store", "hub", "bundled"]
@@ -41,12 +42,17 @@ class FactsRecord(Frozen):
     origin: Origin
     location: str = Field(description="Checkpoint path, s3:// revision prefix, Hub repo id, or bundled id.")
     revision: str | None = Field(description="Hub commit sha or store revision the facts were read at.")
-    config: dict[str, Any] = Field(description="config.json as read (the planner reads its keys).")
+    config: dict[str, Any] = Field(description="config.json as read (the planner reads its keys); model_index.json for an image pipeline.")
     weights_bytes_by_dtype: dict[str, NonNegativeInt] | None = Field(
         default=None, description="Safetensors tensor bytes per dtype, from the files' headers."
     )
+    components: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="An image pipeline's components: {name: {config, weights (bytes per dtype)}}."
+    )
 
-    def facts(self) -> ArchitectureFacts:
+    def facts(self) -> ArchitectureFacts | PipelineFacts:
+        if self.components is not None:
+            return facts_from_record(self.config, self.components, source=f"{self.origin}:{self.location}")
         total = sum(self.weights_bytes_by_dtype.values()) if self.weights_bytes_by_dtype else None
         where = f"{self.origin}:{self.location}" + (f"@{self.revision}" if self.revision else "")
         return facts_from_config(self.config, total_size=total, source=where)
@@ -81,7 +87,7 @@ def draft_id(spec: ModelSpec) -> str | None:
 
 
 def _local_fingerprint(spec: ModelSpec, manifest_dir: Path) -> str | None:
-    config = manifest_dir / spec.source / "config.json"
+    config = manifest_dir / spec.source / ("model_index.json" if spec.kind == "image" else "config.json")
     return hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None
 
 
@@ -127,6 +133,8 @@ def resolve_model(
     spec: ModelSpec, manifest_dir: Path, *, hub: HubClient, store: StoreReader | None, notes: list[str]
 ) -> ModelLock:
     """Resolve one model's facts (and its draft model's); raise ConfigError with one line."""
+    if spec.kind == "image":
+        return _resolve_pipeline(spec, manifest_dir, notes)
     record = None
     if spec.is_local_source:
         config, weights = architectures.read_checkpoint(manifest_dir / spec.source)
@@ -146,6 +154,21 @@ def resolve_model(
     draft_record = _from_hub(draft, None, hub, notes) if draft else None
     record.facts()  # refuse now, naming the key, what the planner could not read later
     return ModelLock(inputs=lock_inputs(spec, manifest_dir), model=record, draft=draft_record)
+
+
+def _resolve_pipeline(spec: ModelSpec, manifest_dir: Path, notes: list[str]) -> ModelLock:
+    """An image model's pipeline facts: its local checkpoint, else the bundled copy of `architecture`
+    (pipelines are not read from the Hub or the store: their many files are resolved once, offline)."""
+    if spec.is_local_source:
+        (model_index, components), origin, location = read_pipeline(manifest_dir / spec.source), "local", spec.source
+    elif spec.architecture is not None:
+        (model_index, components), origin, location = read_known_pipeline(spec.hub_id), "bundled", spec.hub_id
+        notes.append(f"model {spec.name!r}: pipeline facts from the bundled copy of {spec.hub_id}")
+    else:
+        raise ConfigError(f"model {spec.name!r}: an image model needs a local pipeline folder or 'architecture' (a bundled pipeline id)")
+    record = FactsRecord(origin=origin, location=location, revision=None, config=model_index, components=components)
+    record.facts()  # refuse now, naming the key, what the planner could not read later
+    return ModelLock(inputs=lock_inputs(spec, manifest_dir), model=record)
 
 
 def resolve_fleet(

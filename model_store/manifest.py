@@ -189,6 +189,40 @@ class ServingSpec(Strict):
         return self
 
 
+class ImageSpec(Strict):
+    """An image-generation pipeline's request defaults and limits (`kind: image`); the plan sizes
+    activation memory for `max_size` squared at the fleet's `target_concurrency` images in flight."""
+
+    steps: int = Field(default=4, ge=1, le=200, description="Denoising steps when a request names none (SD3.5 Large Turbo: 4).")
+    max_steps: int = Field(default=50, ge=1, le=200, description="Most steps a request may ask for.")
+    guidance_scale: float = Field(default=0.0, ge=0.0, le=30.0, description="Classifier-free guidance; 0 (turbo models) runs one pass per step.")
+    size: int = Field(default=1024, ge=64, le=2048, multiple_of=16, description="Side of the square image when a request names no size, pixels.")
+    max_size: int = Field(default=1024, ge=64, le=2048, multiple_of=16, description="Longest side a request may ask for, pixels; memory is planned for it.")
+    max_images: int = Field(default=4, ge=1, le=16, description="Most images one request may ask for (OpenAI `n`).")
+
+    @model_validator(mode="after")
+    def _limits(self) -> ImageSpec:
+        if self.steps > self.max_steps:
+            raise ValueError(f"steps ({self.steps}) exceeds max_steps ({self.max_steps})")
+        if self.size > self.max_size:
+            raise ValueError(f"size ({self.size}) exceeds max_size ({self.max_size})")
+        return self
+
+
+# Fields that only mean something for a text model, and what an image model says instead.
+_TEXT_ONLY_FIELDS = {
+    "lora": "LoRA adapters are served for text models only",
+    "reasoning_parser": "a reasoning parser reads generated text",
+    "speculative": "speculative decoding proposes text tokens",
+    "quantization": "the image server runs the pipeline in its dtype",
+    "kv_cache_dtype": "a diffusion pipeline has no KV cache",
+    "max_model_len": "an image model has no context length; limit images with image.max_size",
+    "language_model_only": "this is for multimodal text models",
+    "load_format": "the image server loads the pipeline from its synced copy",
+    "aliases": "aliases name a base model for adapters",
+}
+
+
 class ModelSpec(Strict):
     name: str = Field(pattern=DNS_LABEL, description="DNS-safe: lowercase letters, digits, '-'; 1-40 chars.")
     source: str = Field(
@@ -229,6 +263,12 @@ class ModelSpec(Strict):
         default="auto", description="runai_streamer streams weights from S3 instead of syncing them first."
     )
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Targets, capacity, concurrency and SLO.")
+    kind: Literal["text", "image"] = Field(
+        default="text",
+        description="text: an LLM served by vLLM; image: a diffusers text-to-image pipeline (model_index.json) "
+        "served by the image server, where target_concurrency counts images in flight.",
+    )
+    image: ImageSpec | None = Field(default=None, description="Request defaults and limits of an image model (kind: image).")
 
     @field_validator("source")
     @classmethod
@@ -253,6 +293,18 @@ class ModelSpec(Strict):
         return value
 
     @model_validator(mode="after")
+    def _kind_fields(self) -> ModelSpec:
+        if self.kind == "text" and self.image is not None:
+            raise ValueError("field 'image' is for image models: set kind: image, or remove it")
+        if self.kind == "image":
+            clash = sorted(self.model_fields_set & set(_TEXT_ONLY_FIELDS))
+            if clash:
+                raise ValueError(f"field {clash[0]!r} is not allowed on an image model (kind: image): {_TEXT_ONLY_FIELDS[clash[0]]}")
+            if self.serving.slo_ttft_ms is not None:
+                raise ValueError("field 'serving.slo_ttft_ms' is not allowed on an image model (kind: image): it makes no tokens")
+        return self
+
+    @model_validator(mode="after")
     def _combinations(self) -> ModelSpec:
         if self.load_format == "runai_streamer" and not self.source.startswith("s3://"):
             raise ValueError("load_format 'runai_streamer' needs an s3:// source")
@@ -265,6 +317,11 @@ class ModelSpec(Strict):
                     f"s3://<bucket>[/<prefix>]/models/{self.name}"
                 )
         return self
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        """An image model's `image` settings, their defaults when the manifest gives none."""
+        return self.image or ImageSpec()
 
     @property
     def is_local_source(self) -> bool:
@@ -451,6 +508,7 @@ def fleet_json_schema() -> dict[str, Any]:
 __all__ = [
     "AdapterRef",
     "FleetManifest",
+    "ImageSpec",
     "LoraSpec",
     "ManifestError",
     "ModelSpec",

@@ -176,8 +176,9 @@ class AutoscalingPlan(Frozen):
     warm_pool_usd_per_month: float = Field(default=0.0, description="What the warm pool costs: its instances' EBS volumes.")
 
 
-class ServingPlan(Frozen):
-    """Everything decided about serving one model; JSON-serialisable (LLMFLEET_PLAN)."""
+class DeploymentPlan(Frozen):
+    """What the stacks, the store sync and `status` read from any model's plan, whatever serves
+    it (vLLM for a text model, the image server for an image pipeline); JSON-serialisable."""
 
     fleet: str
     stage: str
@@ -187,7 +188,6 @@ class ServingPlan(Frozen):
     store_uri: str | None = Field(description="s3://bucket[/prefix] holding models/, adapters/, registry/.")
     revision: str
     architecture: str
-    aliases: list[str] = Field(default_factory=list)
     targets: list[Literal["ecs", "sagemaker"]]
     instance_type: str
     sagemaker_instance_type: str | None
@@ -197,31 +197,42 @@ class ServingPlan(Frozen):
     instance_memory_gib: int
     instance_nvme_gb: int
     root_volume_gib: int = Field(description="ECS instances' root EBS volume (image, OS; the weights when there is no NVMe).")
-    tensor_parallel_size: int
-    memory: MemoryPlan
-    vllm: VllmSettings
+    tensor_parallel_size: int = Field(description="GPUs one server uses (vLLM's tensor-parallel size; 1 for an image pipeline).")
     timing: TimingPlan
     autoscaling: AutoscalingPlan
-    family: str = Field(default="", description="The model's layout as the planner read it (e.g. 'MLA + MoE').")
-    weight_format: str | None = Field(default=None, description="Quantized weight format, when there is one.")
-    adapters: list[AdapterRef] = Field(default_factory=list)
-    lora_max_rank: int | None = None
     cost_per_hour_usd: float = Field(description="One server on each target, on-demand.")
     price_source: str
     reasons: list[str]
 
     @property
     def streams_weights(self) -> bool:
-        return self.vllm.load_format == "runai_streamer"
+        return False
 
     def model_location(self, model_root: str = DEFAULT_MODEL_ROOT) -> str:
-        """Where vLLM loads weights from: the S3 source when streaming, else the synced copy."""
+        """Where the server loads weights from: the S3 source when streaming, else the synced copy."""
         if self.streams_weights:
             return f"{self.store_uri}/models/{self.model_name}/{self.revision}"
         return f"{model_root}/{self.model_name}/{self.revision}"
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+class ServingPlan(DeploymentPlan):
+    """Everything decided about serving one text model with vLLM (LLMFLEET_PLAN)."""
+
+    kind: Literal["text"] = "text"
+    aliases: list[str] = Field(default_factory=list)
+    memory: MemoryPlan
+    vllm: VllmSettings
+    family: str = Field(default="", description="The model's layout as the planner read it (e.g. 'MLA + MoE').")
+    weight_format: str | None = Field(default=None, description="Quantized weight format, when there is one.")
+    adapters: list[AdapterRef] = Field(default_factory=list)
+    lora_max_rank: int | None = None
+
+    @property
+    def streams_weights(self) -> bool:
+        return self.vllm.load_format == "runai_streamer"
 
     @classmethod
     def from_json(cls, text: str) -> ServingPlan:
@@ -381,11 +392,12 @@ def _valid_tp_sizes(arch: ArchitectureFacts, gpus: int) -> list[int]:
     ]
 
 
-class _Candidate(Frozen):
+class Candidate(Frozen):
     instance_type: str
     tp: int
-    memory: MemoryPlan | None
+    memory: Any = Field(description="The kind's memory plan (MemoryPlan for a text model); None when refused before sizing.")
     why_not: str | None
+    headroom: int = Field(default=0, description="Bytes left for the kind's elastic use (KV cache, images in flight); ranks near misses.")
 
 
 def _memory_at(
@@ -446,7 +458,7 @@ def _batched_tokens(gpu_bytes: int, max_model_len: int) -> int:
     return 8192 if gpu_bytes >= 40 * GIB else 4096
 
 
-def _hardware_refusal(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, candidate: GpuInstance) -> str | None:
+def hardware_refusal(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, candidate: GpuInstance) -> str | None:
     gpu = candidate.gpu
     if "sagemaker" in spec.serving.targets and candidate.sagemaker_name is None:
         return "no SageMaker price in the catalog (not offered, or its price is not known)"
@@ -460,10 +472,10 @@ def _hardware_refusal(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, can
     return None
 
 
-def _evaluate(spec, arch, draft, dtype, fmt, candidate: GpuInstance) -> list[_Candidate]:
-    refusal = _hardware_refusal(spec, dtype, fmt, candidate)
+def _evaluate(spec, arch, draft, dtype, fmt, candidate: GpuInstance) -> list[Candidate]:
+    refusal = hardware_refusal(spec, dtype, fmt, candidate)
     if refusal:
-        return [_Candidate(instance_type=candidate.name, tp=0, memory=None, why_not=refusal)]
+        return [Candidate(instance_type=candidate.name, tp=0, memory=None, why_not=refusal)]
     results = []
     for tp in _valid_tp_sizes(arch, candidate.gpu_count):
         memory = _memory_at(spec, arch, draft, dtype, fmt, candidate.gpu_memory_bytes, tp)
@@ -481,32 +493,41 @@ def _evaluate(spec, arch, draft, dtype, fmt, candidate: GpuInstance) -> list[_Ca
                 f"sequences of {spec.max_model_len:,}; needs {spec.serving.target_concurrency} "
                 f"({spec.serving.target_concurrency * spec.max_model_len:,} tokens)"
             )
-        results.append(_Candidate(instance_type=candidate.name, tp=tp, memory=memory, why_not=why_not))
+        results.append(
+            Candidate(instance_type=candidate.name, tp=tp, memory=memory, why_not=why_not, headroom=memory.kv_cache_bytes_per_gpu)
+        )
         if why_not is None:
             break  # the smallest TP that fits leaves the most GPUs idle-free to reason about
     return results
 
 
-def _price(candidate: GpuInstance, targets: Sequence[str]) -> float:
+def hourly_price(candidate: GpuInstance, targets: Sequence[str]) -> float:
     """Hourly price of one server on each target; infinite where a target does not offer it."""
     prices = [candidate.price_usd_hour if t == "ecs" else candidate.sagemaker_price_usd_hour for t in targets]
     return math.inf if None in prices else sum(prices)
 
 
 def _boot_seconds(weights: int, tp: int, streams: bool) -> tuple[float, str]:
-    """Estimated seconds from a started instance to a ready server, and its breakdown."""
+    """Estimated seconds from a started instance to a ready vLLM server, and its breakdown."""
+    warmup = ENGINE_START_SECONDS + COMPILE_SECONDS + PROFILE_AND_GRAPHS_SECONDS + ENGINE_WARMUP_SECONDS_PER_RANK * tp
+    return boot_seconds(weights, streams, warmup, "vLLM start", "measured phases")
+
+
+def boot_seconds(weights: int, streams: bool, warmup: int, server: str, basis: str) -> tuple[float, str]:
+    """Seconds from a started instance to a ready server: image pull, weights from S3 and onto the
+    GPU, then `warmup` seconds of `server` start (`basis` says where that figure comes from)."""
     sync = 0 if streams else weights / S3_SYNC_BYTES_PER_SECOND
     load = weights / (S3_SYNC_BYTES_PER_SECOND if streams else GPU_LOAD_BYTES_PER_SECOND)
-    warmup = ENGINE_START_SECONDS + COMPILE_SECONDS + PROFILE_AND_GRAPHS_SECONDS + ENGINE_WARMUP_SECONDS_PER_RANK * tp
     breakdown = (
         f"image pull {IMAGE_PULL_SECONDS}s + "
         + ("" if streams else f"S3 sync {sync:.0f}s + ")
-        + f"{'stream' if streams else 'GPU load'} {load:.0f}s + vLLM start {warmup}s (measured phases)"
+        + f"{'stream' if streams else 'GPU load'} {load:.0f}s + {server} {warmup}s ({basis})"
     )
     return IMAGE_PULL_SECONDS + sync + load + warmup, breakdown
 
 
-def _startup_grace(boot: float, breakdown: str) -> tuple[int, str]:
+def startup_grace(boot: float, breakdown: str) -> tuple[int, str]:
+    """Health-check grace for a boot of `boot` seconds: with a safety factor, within what ECS and SageMaker accept."""
     grace = min(MAX_GRACE_SECONDS, max(MIN_GRACE_SECONDS, math.ceil(boot * GRACE_SAFETY_FACTOR / 30) * 30))
     reason = (
         f"health-check grace {grace}s: {breakdown} = {boot:.0f}s, "
@@ -552,7 +573,7 @@ def wake_seconds(targets: Sequence[str], boot: float, warm_pool: int) -> dict[st
     return {target: math.ceil(value) for target, value in seconds.items()}
 
 
-def _scale_to_zero(spec: ModelSpec, boot: float, root_gib: int) -> tuple[dict[str, Any], list[str]]:
+def scale_to_zero(spec: ModelSpec, boot: float, root_gib: int) -> tuple[dict[str, Any], list[str]]:
     """The AutoscalingPlan fields for idle scale-in and the warm pool, and their reasons."""
     serving, fields, reasons = spec.serving, {}, []
     instances = warm_pool_size(serving)
@@ -585,7 +606,7 @@ def _scale_to_zero(spec: ModelSpec, boot: float, root_gib: int) -> tuple[dict[st
 
 def _autoscaling(spec: ModelSpec, boot: float, root_gib: int) -> tuple[AutoscalingPlan, list[str]]:
     serving = spec.serving
-    zero_fields, zero_reasons = _scale_to_zero(spec, boot, root_gib)
+    zero_fields, zero_reasons = scale_to_zero(spec, boot, root_gib)
     queue = max(1, serving.target_concurrency // 4)
     why = f"scale when more than {queue} requests wait per server (a quarter of target concurrency {serving.target_concurrency})"
     if serving.slo_ttft_ms is not None:
@@ -615,50 +636,56 @@ def plan_model(
     """Choose instance, TP and vLLM settings for `spec`; raise PlanError with the numbers."""
     fmt, dtype = weight_format(spec, arch), serving_dtype(spec, arch)
     _check_fields_fit(spec, arch)  # fields this architecture cannot honour are refused first
-    choice = _cheapest_fit(spec, arch, draft, dtype, fmt, catalog)  # instance and TP, with their memory plan
+    choice = cheapest_fit(spec, catalog, lambda c: _evaluate(spec, arch, draft, dtype, fmt, c))  # instance and TP, with their memory plan
     max_num_seqs, batched, batching_reason = _batching(spec, choice)
     chosen, memory = choice.instance, choice.memory
     boot, breakdown = _boot_seconds(memory.weights_bytes, choice.tp, spec.load_format == "runai_streamer")
-    grace, grace_reason = _startup_grace(boot, breakdown)
+    grace, grace_reason = startup_grace(boot, breakdown)
     root_gib = root_volume_gib(memory.weights_bytes, chosen.nvme_gb)
     autoscaling, scaling_reasons = _autoscaling(spec, boot, root_gib)
     reasons = _sizing_reasons(spec, arch, draft, dtype, fmt, choice) + [batching_reason, grace_reason, *scaling_reasons]
     return ServingPlan(
-        fleet=fleet.name,
-        stage=fleet.stage,
-        region=fleet.region,
-        model_name=spec.name,
-        source=spec.source,
-        store_uri=spec.store_uri,
-        revision=spec.revision,
+        **deployment_fields(fleet, spec, chosen, grace, root_gib, reasons),
         architecture=arch.source,
         aliases=spec.aliases,
-        targets=spec.serving.targets,
-        instance_type=chosen.name,
-        sagemaker_instance_type=chosen.sagemaker_name if "sagemaker" in spec.serving.targets else None,
-        gpu_name=chosen.gpu.name,
-        gpus_per_instance=chosen.gpu_count,
-        gpu_memory_bytes=chosen.gpu_memory_bytes,
-        instance_memory_gib=chosen.memory_gib,
-        instance_nvme_gb=chosen.nvme_gb,
-        root_volume_gib=root_gib,
         tensor_parallel_size=choice.tp,
         memory=memory,
         vllm=_vllm_settings(spec, dtype, fmt, choice.tp, max_num_seqs, batched),
-        timing=TimingPlan(
-            startup_grace_seconds=grace,
-            drain_seconds=DRAIN_SECONDS,
-            deregistration_delay_seconds=DRAIN_SECONDS,
-        ),
         autoscaling=autoscaling,
         family=arch.family,
         weight_format=fmt.describe() if fmt else None,
         adapters=spec.lora.adapters if spec.lora else [],
         lora_max_rank=spec.lora.max_rank if spec.lora else None,
-        cost_per_hour_usd=round(_price(chosen, spec.serving.targets), 4),
-        price_source="; ".join(dict.fromkeys(chosen.price_source if t == "ecs" else chosen.sagemaker_price_source for t in spec.serving.targets)),
-        reasons=reasons,
     )
+
+
+def deployment_fields(
+    fleet: FleetManifest, spec: ModelSpec, chosen: GpuInstance, grace: int, root_gib: int, reasons: list[str]
+) -> dict[str, Any]:
+    """The DeploymentPlan fields every kind fills the same way: names, place, instance, timing, cost."""
+    targets = spec.serving.targets
+    return {
+        "fleet": fleet.name,
+        "stage": fleet.stage,
+        "region": fleet.region,
+        "model_name": spec.name,
+        "source": spec.source,
+        "store_uri": spec.store_uri,
+        "revision": spec.revision,
+        "targets": targets,
+        "instance_type": chosen.name,
+        "sagemaker_instance_type": chosen.sagemaker_name if "sagemaker" in targets else None,
+        "gpu_name": chosen.gpu.name,
+        "gpus_per_instance": chosen.gpu_count,
+        "gpu_memory_bytes": chosen.gpu_memory_bytes,
+        "instance_memory_gib": chosen.memory_gib,
+        "instance_nvme_gb": chosen.nvme_gb,
+        "root_volume_gib": root_gib,
+        "timing": TimingPlan(startup_grace_seconds=grace, drain_seconds=DRAIN_SECONDS, deregistration_delay_seconds=DRAIN_SECONDS),
+        "cost_per_hour_usd": round(hourly_price(chosen, targets), 4),
+        "price_source": "; ".join(dict.fromkeys(chosen.price_source if t == "ecs" else chosen.sagemaker_price_source for t in targets)),
+        "reasons": reasons,
+    }
 
 
 def _check_fields_fit(spec: ModelSpec, arch: ArchitectureFacts) -> None:
@@ -678,35 +705,37 @@ def _check_fields_fit(spec: ModelSpec, arch: ArchitectureFacts) -> None:
         )
 
 
-class _Choice(Frozen):
+class Choice(Frozen):
     """The cheapest fitting (instance, TP), and what the reasons say about the others."""
 
     instance: GpuInstance
     tp: int
-    memory: MemoryPlan
+    memory: Any = Field(description="The kind's memory plan at the chosen instance and TP.")
     fitting: int = Field(description="How many (instance, TP) choices fit.")
-    cheaper_refused: list[_Candidate] = Field(description="Cheaper choices that do not fit, cheapest first.")
+    cheaper_refused: list[Candidate] = Field(description="Cheaper choices that do not fit, cheapest first.")
 
 
-def _cheapest_fit(spec, arch, draft, dtype, fmt, catalog: Sequence[GpuInstance]) -> _Choice:
+def cheapest_fit(spec: ModelSpec, catalog: Sequence[GpuInstance], evaluate: Callable[[GpuInstance], list[Candidate]]) -> Choice:
+    """The cheapest (instance, TP) that `evaluate` lets fit, among the pinned instance or the
+    catalog; PlanError with the three nearest misses when none does. Every model kind uses it."""
     pool = [instance(spec.serving.instance_type)] if spec.serving.instance_type else list(catalog)
-    evaluated = [c for candidate in pool for c in _evaluate(spec, arch, draft, dtype, fmt, candidate)]
+    evaluated = [c for candidate in pool for c in evaluate(candidate)]
     fitting = [c for c in evaluated if c.why_not is None]
     if not fitting:
-        closest = sorted((c for c in evaluated if c.memory), key=lambda c: -c.memory.kv_cache_bytes_per_gpu)[:3]
+        closest = sorted((c for c in evaluated if c.memory), key=lambda c: -c.headroom)[:3]
         shown = closest or evaluated[:3]
         details = "; ".join(f"{c.instance_type} {c.why_not}" for c in shown)
         raise PlanError(f"model {spec.name!r} fits no {'pinned ' if spec.serving.instance_type else ''}instance: {details}")
     by_name = {c.name: c for c in pool}
-    price = lambda c: _price(by_name[c.instance_type], spec.serving.targets)  # noqa: E731
+    price = lambda c: hourly_price(by_name[c.instance_type], spec.serving.targets)  # noqa: E731
     best = min(fitting, key=lambda c: (price(c), c.tp))
     if best.memory is None:  # fitting candidates always carry their memory plan
         raise PlanError(f"model {spec.name!r}: internal error, a fitting choice without a memory plan")
     cheaper_refused = sorted((c for c in evaluated if c.why_not and price(c) < price(best)), key=price)
-    return _Choice(instance=by_name[best.instance_type], tp=best.tp, memory=best.memory, fitting=len(fitting), cheaper_refused=cheaper_refused)
+    return Choice(instance=by_name[best.instance_type], tp=best.tp, memory=best.memory, fitting=len(fitting), cheaper_refused=cheaper_refused)
 
 
-def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: _Choice) -> list[str]:
+def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: Choice) -> list[str]:
     """Why this model got this instance and this much KV cache, in the plan's own numbers."""
     chosen, memory = choice.instance, choice.memory
     reasons = [
@@ -714,7 +743,7 @@ def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: _Choice) -> list[str]
         f"({memory.parameters / 1e9:.2f} B params, {fmt.describe() if fmt else dtype})"
         f"{' incl. draft model' if draft else ''}",
         _kv_reason(arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory),
-        f"{chosen.name} (${_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
+        f"{chosen.name} (${hourly_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
         f"is the cheapest of {choice.fitting} fitting choices; TP={choice.tp} over "
         f"{chosen.gpu_count} x {chosen.gpu.name} {chosen.gpu.memory_mib / 1024:.1f} GiB",
         f"per GPU: {memory.usable_bytes_per_gpu / GIB:.1f} GiB usable (x{GPU_MEMORY_UTILIZATION}) - weights "
@@ -731,7 +760,7 @@ def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: _Choice) -> list[str]
     return reasons
 
 
-def _batching(spec: ModelSpec, choice: _Choice) -> tuple[int, int, str]:
+def _batching(spec: ModelSpec, choice: Choice) -> tuple[int, int, str]:
     """(max_num_seqs, max_num_batched_tokens, reason): as many sequences as typical requests fit in the KV cache."""
     typical = min(spec.max_model_len, TYPICAL_REQUEST_TOKENS)
     max_num_seqs = min(MAX_NUM_SEQS_CAP, max(spec.serving.target_concurrency, choice.memory.token_capacity // typical))
@@ -795,14 +824,16 @@ def _speculative_config(spec: ModelSpec) -> dict[str, Any] | None:
 
 def plan_fleet(
     fleet: FleetManifest,
-    architecture_of: Callable[[ModelSpec], ArchitectureFacts],
+    architecture_of: Callable[[ModelSpec], Any],
     draft_architecture_of: Callable[[ModelSpec], ArchitectureFacts | None] = lambda _: None,
-) -> list[ServingPlan]:
-    """Plan every model; raise one PlanError listing every model that does not fit."""
+    plan_one: Callable[..., DeploymentPlan] = plan_model,
+) -> list[DeploymentPlan]:
+    """Plan every model with `plan_one(fleet, spec, facts, draft=...)` (image_plan.plan_any_model
+    plans every kind); raise one PlanError listing every model that does not fit."""
     plans, failures = [], []
     for spec in fleet.models:
         try:
-            plans.append(plan_model(fleet, spec, architecture_of(spec), draft=draft_architecture_of(spec)))
+            plans.append(plan_one(fleet, spec, architecture_of(spec), draft=draft_architecture_of(spec)))
         except PlanError as exc:
             failures.append(str(exc))
     if failures:

@@ -8,6 +8,7 @@ speculative decoding, streaming weights from S3) is taken out. Pure.
 from __future__ import annotations
 
 from model_store.architectures import ArchitectureFacts
+from model_store.image_plan import ImagePlan
 from model_store.plan import ServingPlan
 
 # The CPU build serves bfloat16 on AVX-512 hosts and falls back to it elsewhere; float16
@@ -46,5 +47,21 @@ def standin_plan(plan: ServingPlan, arch: ArchitectureFacts, *, max_model_len: i
                 f"stand-in for CPU: {arch.model_type} stand-in, {STANDIN_DTYPE}, TP 1, context {context}, "
                 "no quantization, speculative decoding or weight streaming",
             ],
+        }
+    )
+
+
+# The image stand-in (scripts/standin_pipeline.py) makes a 64-pixel image in well under a second
+# on two cores; 128 pixels and 200 steps leave room for a request that takes seconds (drain tests).
+STANDIN_IMAGE_LIMITS = {"size": 64, "max_size": 128, "steps": 2, "max_steps": 200, "offload": "none"}
+
+
+def standin_image_plan(plan: ImagePlan) -> ImagePlan:
+    """`plan` reshaped for the CPU image server serving the tiny SD3 stand-in: small images,
+    few steps, no offload; the model name, batch, limits on `n` and the drain stay the plan's."""
+    return plan.model_copy(
+        update={
+            "image": plan.image.model_copy(update=STANDIN_IMAGE_LIMITS),
+            "reasons": [*plan.reasons, "stand-in for CPU: the tiny SD3 pipeline, 64-pixel images by default, 128 at most"],
         }
     )

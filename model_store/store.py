@@ -54,6 +54,7 @@ from model_store.manifest import ManifestError
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = 1
 MODEL_CONFIG = "config.json"
+PIPELINE_INDEX = "model_index.json"  # a diffusers pipeline (kind: image) instead of config.json
 
 MIB = 1 << 20
 # boto3's managed transfer: parallel multipart above the threshold. `aws s3 cp` uses 8 MiB
@@ -300,11 +301,12 @@ class ModelStore:
         uploader: str = "unknown",
         source: str | None = None,
     ) -> VersionManifest:
-        """Upload a checkpoint directory (at least config.json) as models/<model>/<revision>."""
+        """Upload a checkpoint directory (config.json, or a diffusers pipeline's model_index.json)
+        as models/<model>/<revision>."""
         directory = Path(directory)
         self._check_names(model, ("revision", revision))
-        if not (directory / MODEL_CONFIG).is_file():
-            raise StoreError(f"{directory}: no {MODEL_CONFIG}; a model directory must hold one")
+        if not any((directory / name).is_file() for name in (MODEL_CONFIG, PIPELINE_INDEX)):
+            raise StoreError(f"{directory}: no {MODEL_CONFIG} (or {PIPELINE_INDEX} for an image pipeline); a model directory must hold one")
         relpaths = _version_files(directory)
         return self._upload_version(
             directory,

@@ -45,7 +45,10 @@ class Emulation(Frozen):
 
 def check_measurable(plan: ServingPlan) -> None:
     """verify starts vLLM without a tokenizer or image processor: a multimodal plan can be
-    measured only as text (`language_model_only`), where vLLM leaves its vision encoder out."""
+    measured only as text (`language_model_only`), where vLLM leaves its vision encoder out.
+    An image model is not served by vLLM: scripts/image_gpu_bench.py measures it."""
+    if plan.kind == "image":
+        raise VerifyRefused(f"model {plan.model_name!r} is an image model; measure it with `python -m scripts.image_gpu_bench`")
     if "vision" in plan.family and not plan.vllm.language_model_only:
         raise VerifyRefused(
             f"model {plan.model_name!r} is multimodal and verify has no image processor to start it with; "

@@ -3,11 +3,13 @@ the local fleet, or a SageMaker endpoint (the SageMaker SDK's predictor)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated, Any
 
 import boto3
@@ -83,6 +85,18 @@ def _from_adapter(response: dict[str, Any], adapter: str | None, endpoint: str) 
     return response
 
 
+def _fleet_url_and_key(url: str | None, api_key: str | None) -> tuple[str, str]:
+    """--url and --api-key, or the local fleet's when it is up."""
+    if url is None:
+        state = local_fleet.find_state_dir().load()
+        if state is None:
+            raise fail("no --url and no local fleet (`llmfleet local up`); pass the ALB's URL with --url", EXIT_BAD_INPUT)
+        url, api_key = state.server_url, api_key or local_fleet.find_state_dir().api_key()
+    if not api_key:
+        raise fail(f"no API key: pass --api-key or set {API_KEY_ENV}", EXIT_BAD_INPUT)
+    return url, api_key
+
+
 def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: str | None = None) -> dict[str, Any]:
     """One call through the SageMaker SDK's predictor with the chat body; the container's
     vLLM answers on /invocations. `runtime` is the sagemaker-runtime client it calls with;
@@ -103,6 +117,47 @@ def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: st
     return predictor.predict(body)
 
 
+def image_body_openai(model: str, prompt: str, *, size: str | None, steps: int | None, seed: int | None, n: int) -> dict[str, Any]:
+    """The OpenAI images request the image server reads; unset options take the plan's defaults."""
+    extra = {key: value for key, value in (("num_inference_steps", steps), ("seed", seed)) if value is not None}
+    body: dict[str, Any] = {"model": model, "prompt": prompt, "n": n, "response_format": "b64_json", "extra_body": extra}
+    if size:
+        body["size"] = size
+    return body
+
+
+def image_body_sagemaker(prompt: str, *, size: str | None, steps: int | None, seed: int | None, n: int) -> dict[str, Any]:
+    """SageMaker's `{"inputs", "parameters"}` form of the same request."""
+    parameters: dict[str, Any] = {"num_images_per_prompt": n}
+    if size:
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise fail(f"--size {size!r}: give WIDTHxHEIGHT in pixels, e.g. 1024x1024", EXIT_BAD_INPUT)
+        parameters.update(width=int(width), height=int(height))
+    parameters.update({key: value for key, value in (("num_inference_steps", steps), ("seed", seed)) if value is not None})
+    return {"inputs": prompt, "parameters": parameters}
+
+
+def write_images(images_b64: list[str], out: Path) -> list[Path]:
+    """Decode base64 PNGs to `out` (one image) or out-1.png, out-2.png... (several)."""
+    paths = [out] if len(images_b64) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(1, len(images_b64) + 1)]
+    for path, image in zip(paths, images_b64, strict=True):
+        path.write_bytes(base64.b64decode(image))
+    return paths
+
+
+def _images_openai(base_url: str, api_key: str, body: dict[str, Any]) -> list[str]:
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    try:
+        return [item.b64_json for item in client.images.generate(**body).data]
+    except openai.APIConnectionError as exc:
+        raise fail(f"cannot reach {base_url}: {exc}", EXIT_REFUSED) from None
+    except openai.APIStatusError as exc:
+        raise fail(f"{base_url} answered {exc.status_code}: {exc.message}", EXIT_REFUSED) from None
+
+
 def invoke(
     target: Annotated[str, typer.Argument(metavar="MODEL[:ADAPTER]", help="The model, or one of its adapters.")],
     prompt: Annotated[str, typer.Argument(help="The user message.")],
@@ -117,11 +172,35 @@ def invoke(
     ] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1)] = 256,
     temperature: Annotated[float | None, typer.Option("--temperature", min=0.0)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="An image model: write the PNG here (several: OUT-1.png, ...).")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="With --out: WIDTHxHEIGHT (default: the plan's).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="With --out: denoising steps (default: the plan's).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="With --out: the same seed gives the same image.")] = None,
+    images: Annotated[int, typer.Option("-n", "--images", min=1, help="With --out: how many images.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send one prompt and stream the answer as it arrives (reasoning models: reasoning shown apart)."""
+    """Send one prompt and stream the answer as it arrives (reasoning models: reasoning shown apart);
+    with --out, ask an image model for a picture and write it as PNG."""
     model, adapter = _split_target(target)
     served_name = adapter or model  # vLLM serves an adapter under its own name
+    if out is not None:
+        if sagemaker:
+            runtime = boto3.client("sagemaker-runtime", region_name=region)
+            body = image_body_sagemaker(prompt, size=size, steps=steps, seed=seed, n=images)
+            try:
+                component = inference_component_of(boto3.client("sagemaker", region_name=region), sagemaker)
+                encoded = invoke_sagemaker(runtime, sagemaker, body, component)["images"]
+            except (BotoCoreError, ClientError, KeyError, TypeError) as exc:
+                raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
+        else:
+            url, api_key = _fleet_url_and_key(url, api_key)
+            encoded = _images_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, image_body_openai(model, prompt, size=size, steps=steps, seed=seed, n=images))
+        written = [str(path) for path in write_images(encoded, out)]
+        if as_json:
+            print(json.dumps({"model": model, "images": written}, indent=2))
+        else:
+            errors.print(f"wrote {', '.join(written)}")
+        return
     if sagemaker:
         runtime = boto3.client("sagemaker-runtime", region_name=region)
         body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=stream)
@@ -140,13 +219,7 @@ def invoke(
             raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
         result = {"model": served_name, "reasoning": reasoning, "content": answer}
     else:
-        if url is None:
-            state = local_fleet.find_state_dir().load()
-            if state is None:
-                raise fail("no --url and no local fleet (`llmfleet local up`); pass the ALB's URL with --url", EXIT_BAD_INPUT)
-            url, api_key = state.server_url, api_key or local_fleet.find_state_dir().api_key()
-        if not api_key:
-            raise fail(f"no API key: pass --api-key or set {API_KEY_ENV}", EXIT_BAD_INPUT)
+        url, api_key = _fleet_url_and_key(url, api_key)
         body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=True)
         result = _stream_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, body, as_json)
     if as_json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 from dataclasses import asdict
@@ -11,6 +13,7 @@ from typing import Annotated
 import httpx
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
+from PIL import Image
 from rich.markup import escape
 from rich.table import Table
 
@@ -31,7 +34,8 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
     adapter = next(iter(state.adapters), None)
     console.print(f"\n[bold green]local fleet {state.fleet} ({state.stage}) is serving[/]  [dim]({STANDIN_LABEL} model)[/]")
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("model", f"{model} [yellow]({STANDIN_LABEL}: random-weight tiny Qwen3, not the real checkpoint)[/]")
+    tiny = "SD3 pipeline" if state.kind == "image" else "Qwen3"
+    table.add_row("model", f"{model} [yellow]({STANDIN_LABEL}: random-weight tiny {tiny}, not the real checkpoint)[/]")
     table.add_row("adapters", ", ".join(f"{n}@{v}" for n, v in state.adapters.items()) or "-")
     table.add_row("OpenAI API", f"{url}/v1")
     table.add_row("health", f"{url}/health   adapters: {url}/llmfleet/adapters   metrics: {url}/metrics")
@@ -42,7 +46,8 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
     if state.ready_seconds is not None:
         table.add_row("up in", f"{state.ready_seconds:.0f}s")
     console.print(table)
-    console.print(f"first chat completion ({STANDIN_LABEL}, random text): {escape(first_answer[:80])!r}", highlight=False)
+    first = "first image" if state.kind == "image" else f"first chat completion ({STANDIN_LABEL}, random text)"
+    console.print(f"{first}: {escape(first_answer[:80])!r}", highlight=False)
     if state.not_started:
         console.print(
             f"[yellow]not started locally:[/] {', '.join(state.not_started)} — one CPU vLLM is what this machine "
@@ -51,6 +56,9 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
         )
     target = f"{model}:{adapter}" if adapter else model
     console.print("\n[bold]try it[/]", highlight=False)
+    if state.kind == "image":
+        console.print(f"  llmfleet invoke {model} \"a cat\" --out cat.png\n  llmfleet local down", highlight=False, markup=False)
+        return
     console.print(
         f"  llmfleet invoke {target} \"Hello\"\n"
         f"  curl -s {url}/v1/chat/completions -H \"Authorization: Bearer $(cat {state.api_key_file})\" \\\n"
@@ -67,8 +75,23 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
     )
 
 
+def _first_image(state: local_fleet.LocalState, api_key: str) -> str:
+    """One image through the public images API: proof that an image model serves, not only boots."""
+    response = httpx.post(
+        f"{state.server_url}/v1/images/generations",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": state.model, "prompt": "a cat", "response_format": "b64_json"},
+        timeout=120,
+    )
+    response.raise_for_status()
+    image = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"])))
+    return f"a {image.width}x{image.height} {image.format} (noise: random weights)"
+
+
 def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
     """One chat completion through the public API: proof that the fleet serves, not only boots."""
+    if state.kind == "image":
+        return _first_image(state, api_key)
     response = httpx.post(
         f"{state.server_url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {api_key}"},

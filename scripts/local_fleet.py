@@ -36,9 +36,10 @@ from model_store.adapters import accepted_bases_for, max_rank_for
 from model_store.architectures import read_checkpoint_architecture
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.manifest import FleetManifest
+from model_store.image_plan import AnyPlan
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry
-from model_store.standin import standin_plan
+from model_store.standin import standin_image_plan, standin_plan
 from model_store.store import ModelStore, StoreLocation
 
 STATE_DIR_NAME = ".llmfleet"
@@ -118,6 +119,7 @@ class LocalState:
     standin: bool = True
     started_at: str = ""
     ready_seconds: float | None = None
+    kind: str = "text"  # the served model's kind: text (vLLM) or image (the image server)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -431,6 +433,19 @@ def make_standin_model(directory: Path, on_step: Callable[[str], None]) -> Path:
     return model_dir
 
 
+def make_standin_pipeline(directory: Path, on_step: Callable[[str], None]) -> Path:
+    """The stand-in pipeline every image model is stored as locally; reused when present."""
+    from scripts.standin_pipeline import STANDIN_MARKER, make_tiny_pipeline
+
+    _quiet_transformers()
+    pipeline_dir = directory / "pipeline"
+    index = pipeline_dir / "model_index.json"
+    if not (index.is_file() and json.loads(index.read_text()).get(STANDIN_MARKER)):
+        on_step("generating the stand-in image pipeline (random weights, a tiny SD3)")
+        make_tiny_pipeline(pipeline_dir)
+    return pipeline_dir
+
+
 def make_standin_adapters(plan: ServingPlan, model_dir: Path, directory: Path, on_step: Callable[[str], None]) -> dict[str, Path]:
     """One random LoRA adapter per adapter the fleet lists for the model; reused when present."""
     from scripts.standin_model import make_lora_adapter
@@ -465,19 +480,24 @@ def stock_store(
     stand-in's directory and the served model's promoted versions.
 
     Models whose source lies outside the store are left out (the output says so), so
-    `adapter publish` works locally for every stored model, served or not.
+    `adapter publish` works locally for every stored model, served or not. Image models are
+    stored as the tiny SD3 pipeline and return its directory when served.
     """
     model_dir = make_standin_model(standins, on_step)
+    pipeline_dir = make_standin_pipeline(standins, on_step) if any(p.kind == "image" for p in plans) else None
     promoted: dict[str, str] = {}
     for plan in plans:
         if plan.store_uri is None or StoreLocation.parse(plan.store_uri) != store.location:
             on_step(f"left out {plan.model_name}: its source {plan.source} is not in the served model's store")
             continue
+        if plan.kind == "image":  # a pipeline stand-in, no adapters
+            upload_and_promote(store, fleet, plan, pipeline_dir, {}, on_step, served=plan is served)
+            continue
         adapters = make_standin_adapters(plan, model_dir, standins, on_step)
         versions = upload_and_promote(store, fleet, plan, model_dir, adapters, on_step, served=plan is served)
         if plan is served:
             promoted = versions
-    return model_dir, promoted
+    return (pipeline_dir if served.kind == "image" else model_dir), promoted
 
 
 def upload_and_promote(
@@ -495,7 +515,7 @@ def upload_and_promote(
     store.upload_model(model_dir, plan.model_name, plan.revision, uploader=ACTOR, source=f"stand-in:{model_dir}")
     registry = AdapterRegistry(store)
     promoted = {}
-    pinned = {ref.name: ref.version for ref in plan.adapters}
+    pinned = {ref.name: ref.version for ref in plan.adapters} if adapters else {}  # an image plan has none
     for name, directory in adapters.items():
         manifest = store.publish_adapter(
             directory,
@@ -513,8 +533,10 @@ def upload_and_promote(
     return promoted
 
 
-def local_plan(plan: ServingPlan, model_dir: Path) -> ServingPlan:
+def local_plan(plan: AnyPlan, model_dir: Path) -> AnyPlan:
     """The plan's CPU form for the stand-in (model_store.standin)."""
+    if plan.kind == "image":
+        return standin_image_plan(plan)
     return standin_plan(plan, read_checkpoint_architecture(model_dir), max_model_len=STANDIN_CONTEXT)
 
 
@@ -658,6 +680,7 @@ def up(
             plan_instance_type=plan.instance_type,
             plan_cost_per_hour_usd=plan.cost_per_hour_usd,
             started_at=now_iso(),
+            kind=plan.kind,
         )
         started = time.monotonic()
         try:

@@ -12,13 +12,16 @@ from rich import box
 from rich.table import Table
 
 from model_store.manifest import fleet_json_schema
-from model_store.plan import ServingPlan, vllm_argv
+from model_store.image_plan import AnyPlan, ImagePlan
+from model_store.plan import vllm_argv
 from scripts import lock_cli
 from scripts.cli_common import FleetArg, JsonOpt, console, errors, load_and_plan
 
 
-def plan_summary(plan: ServingPlan) -> dict:
+def plan_summary(plan: AnyPlan) -> dict:
     """The stable, documented JSON form of one model's plan (`llmfleet plan --json`)."""
+    if plan.kind == "image":
+        return _image_summary(plan)
     return {
         "name": plan.model_name,
         "instance_type": plan.instance_type,
@@ -39,6 +42,36 @@ def plan_summary(plan: ServingPlan) -> dict:
         "reasons": plan.reasons,
         "plan": plan.model_dump(mode="json"),
     }
+
+
+def _image_summary(plan: ImagePlan) -> dict:
+    """An image model's plan: the same placement and cost keys, images in flight instead of tokens."""
+    return {
+        "name": plan.model_name,
+        "kind": "image",
+        "instance_type": plan.instance_type,
+        "sagemaker_instance_type": plan.sagemaker_instance_type,
+        "targets": plan.targets,
+        "gpu": plan.gpu_name,
+        "gpus_per_instance": plan.gpus_per_instance,
+        "gpu_memory_bytes": plan.gpu_memory_bytes,
+        "weights_bytes": plan.memory.weights_bytes,
+        "max_images_in_flight": plan.memory.max_images_in_flight,
+        "planned_batch": plan.image.max_batch,
+        "peak_bytes": plan.memory.peak_bytes,
+        "offload": plan.image.offload,
+        "cost_per_hour_usd": plan.cost_per_hour_usd,
+        "startup_grace_seconds": plan.timing.startup_grace_seconds,
+        "reasons": plan.reasons,
+        "plan": plan.model_dump(mode="json"),
+    }
+
+
+def _fits(plan: AnyPlan) -> str:
+    """The table's capacity cell: sequences at the context length, or images in flight at their size."""
+    if plan.kind == "image":
+        return f"{plan.image.max_batch} img @ {plan.image.max_size}px"
+    return f"{plan.memory.max_concurrency} @ {plan.vllm.max_model_len:,}"
 
 
 def plan(
@@ -70,7 +103,7 @@ def plan(
             instance,
             f"{p.gpus_per_instance}x {gpu}",
             str(p.tensor_parallel_size),
-            f"{p.memory.max_concurrency} @ {p.vllm.max_model_len:,}",
+            _fits(p),
             f"{p.cost_per_hour_usd:.2f}",
         )
     console.print(table)

@@ -22,7 +22,8 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from model_store.container_contract import TARGET_PORTS, container_env
-from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan
+from model_store.image_plan import AnyPlan
+from model_store.plan import DEFAULT_MODEL_ROOT, DeploymentPlan
 from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip
@@ -45,6 +46,8 @@ CLIENT_PATHS = (
     "/v1/embeddings",
     "/llmfleet/adapters",
 )
+# An image model's server (containers/image_server) answers only these to clients.
+IMAGE_CLIENT_PATHS = ("/v1/images/generations", "/v1/models")
 # vLLM routes that must never be reachable through the load balancer (vLLM 0.32 api_server).
 VLLM_ADMIN_PATHS = (
     "/v1/load_lora_adapter",
@@ -68,6 +71,13 @@ VLLM_ADMIN_PATHS = (
     "/scale_elastic_ep",
     "/server_info",
 )
+
+
+def client_paths(plan: DeploymentPlan) -> tuple[str, ...]:
+    """The paths the load balancer forwards for this model's kind."""
+    return IMAGE_CLIENT_PATHS if plan.kind == "image" else CLIENT_PATHS
+
+
 # An ALB listener rule takes at most 5 condition values (ELB quotas, 2026-11).
 PATHS_PER_RULE = 5
 # The ALB closes a connection idle this long. A streamed completion is silent until its first
@@ -92,7 +102,7 @@ class GpuServiceProps:
     API key still guards /v1). deletion_protection: the load balancer refuses deletion (default True;
     False for a demo stage that `cdk destroy` must remove). managed_termination_protection: default False (see below)."""
 
-    plan: ServingPlan
+    plan: AnyPlan
     vpc: ec2.IVpc
     store: StoreLocation
     key: kms.IKey
@@ -368,7 +378,7 @@ class GpuServiceConstruct(Construct):
         self.listener = self._listener(props, https, forbidden)  # default action 403
         self.target_group = self._target_group(props)  # the plan's health check and drain
         self.service.attach_to_application_target_group(self.target_group)
-        self._path_rules(forbidden)  # admin paths 403 first, then the client paths forward
+        self._path_rules(forbidden, client_paths(props.plan))  # admin paths 403 first, then the model kind's client paths forward
 
     def _alb(self, props: GpuServiceProps) -> None:
         plan = props.plan
@@ -467,7 +477,7 @@ class GpuServiceConstruct(Construct):
             ),
         )
 
-    def _path_rules(self, forbidden: elbv2.ListenerAction) -> None:
+    def _path_rules(self, forbidden: elbv2.ListenerAction, forwarded: tuple[str, ...]) -> None:
         # vLLM's admin routes get their own 403 rules ahead of everything: they stay closed even if
         # a broader forward rule is added later.
         for index in range(0, len(VLLM_ADMIN_PATHS), PATHS_PER_RULE):
@@ -477,12 +487,12 @@ class GpuServiceConstruct(Construct):
                 conditions=[elbv2.ListenerCondition.path_patterns(list(VLLM_ADMIN_PATHS[index : index + PATHS_PER_RULE]))],
                 action=forbidden,
             )
-        for index in range(0, len(CLIENT_PATHS), PATHS_PER_RULE):
+        for index in range(0, len(forwarded), PATHS_PER_RULE):
             self.listener.add_target_groups(
                 f"ClientPaths{index // PATHS_PER_RULE}",
                 target_groups=[self.target_group],
                 priority=10 + index // PATHS_PER_RULE,
-                conditions=[elbv2.ListenerCondition.path_patterns(list(CLIENT_PATHS[index : index + PATHS_PER_RULE]))],
+                conditions=[elbv2.ListenerCondition.path_patterns(list(forwarded[index : index + PATHS_PER_RULE]))],
             )
 
     # --- autoscaling ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from model_store.image_plan import latency_alarm_ms
 from model_store.plan import ServingPlan
 from model_store.telemetry import (
     E2E_LATENCY_PREFIX,
@@ -84,17 +85,28 @@ class ModelMonitoringConstruct(Construct):
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self.deployment_alarm_names: list[str] = []
 
+        image = plan.kind == "image"  # the image server queues images, and has no KV cache or tokens
         # Per target: each has its own servers, queue and autoscaling.
         for target in plan.targets:
             prefix, where = TARGET_ALARM_PREFIX[target], f"{plan.model_name} on {TARGET_TITLE[target]}"
             self._alarm(
                 f"{prefix}QueueDepth",
-                f"{where}: more than {plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR:g} requests "
+                f"{where}: more than {plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR:g} {'images' if image else 'requests'} "
                 f"wait per server for 15 minutes (autoscaling is not keeping up or is at max_capacity)",
                 fleet_metric(plan, REQUESTS_WAITING, target, period=FIVE_MINUTES),
                 plan.autoscaling.target_queue_depth * QUEUE_ALARM_FACTOR,
                 evaluation_periods=3,
             )
+            if image:
+                self._alarm(
+                    f"{prefix}ImageLatency",
+                    f"{where}: p99 request latency above {latency_alarm_ms(plan) / 1000:g} s for 15 minutes "
+                    f"(images queue behind full batches of {plan.image.max_batch}, or the GPU is slower than planned)",
+                    fleet_metric(plan, quantile_metric(E2E_LATENCY_PREFIX, 99), target, statistic="Maximum", period=FIVE_MINUTES),
+                    latency_alarm_ms(plan),
+                    evaluation_periods=3,
+                )
+                continue
             self._alarm(
                 f"{prefix}KvCacheSaturation",
                 f"{where}: KV cache above {KV_SATURATION_PERCENT}% for 10 minutes (vLLM preempts sequences)",
@@ -118,11 +130,16 @@ class ModelMonitoringConstruct(Construct):
                 for target in plan.targets
             ]
 
+        latency = graph("End-to-end latency (ms)", per_target(*(quantile_metric(E2E_LATENCY_PREFIX, q) for q in E2E_QUANTILES)))
+        if image:
+            widgets += [graph("Images waiting and generating per server", per_target(REQUESTS_WAITING, REQUESTS_RUNNING)), latency]
+            self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=[widgets])
+            return
         widgets += [
             graph("Queue depth per server", per_target(REQUESTS_WAITING, REQUESTS_RUNNING)),
             graph("KV-cache usage %", per_target(KV_CACHE_USAGE)),
             graph("Time to first token (ms)", per_target(*(quantile_metric(TTFT_PREFIX, q) for q in TTFT_QUANTILES))),
-            graph("End-to-end latency (ms)", per_target(*(quantile_metric(E2E_LATENCY_PREFIX, q) for q in E2E_QUANTILES))),
+            latency,
             graph("Generated tokens/s per server", per_target(GENERATION_TOKENS_PER_SECOND)),
         ]
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=[widgets])

@@ -70,14 +70,14 @@ def _replace_header(scope: Scope, name: bytes, value: str) -> Scope:
     return {**scope, "headers": headers}
 
 
-async def _send_json(send: Send, status: int, payload: Any, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send: Send, status: int, payload: Any, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra_headers]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _error(message: str, kind: str, code: int) -> dict[str, Any]:
+def error_body(message: str, kind: str, code: int) -> dict[str, Any]:
     """vLLM's own error shape, so clients parse ours like its."""
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
@@ -148,14 +148,14 @@ class LlmfleetMiddleware:
             return
         path, method = scope["path"], scope["method"]
         if is_admin_path(path) and not is_loopback(scope):
-            await _send_json(send, 403, _error(f"{path} is only served to localhost", "ForbiddenError", 403))
+            await send_json(send, 403, error_body(f"{path} is only served to localhost", "ForbiddenError", 403))
             return
         if path == ADAPTERS_PATH and method == "GET":
-            await _send_json(send, 200, self.describe())
+            await send_json(send, 200, self.describe())
             return
         if path not in DRAIN_EXEMPT_PATHS and self.state.is_draining():
             retry = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
-            await _send_json(send, 503, _error("server is draining; retry on another server", "ServiceUnavailable", 503), retry)
+            await send_json(send, 503, error_body("server is draining; retry on another server", "ServiceUnavailable", 503), retry)
             return
         if path == "/v1/models" and method == "GET":
             capture = _ResponseCapture()
@@ -205,7 +205,7 @@ class LlmfleetMiddleware:
             try:
                 payload = tgi_to_completion(payload)
             except PayloadError as exc:
-                await _send_json(send, 400, _error(str(exc), "BadRequestError", 400))
+                await send_json(send, 400, error_body(str(exc), "BadRequestError", 400))
                 return
         # The routes are resolved and the request counted in one step (no await between),
         # so the agent never sees a version idle while a request is about to use it.

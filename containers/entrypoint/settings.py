@@ -30,7 +30,8 @@ from model_store.container_contract import (
     TARGET_PORTS,
 )
 from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan
+from model_store.image_plan import AnyPlan, plan_from_json
+from model_store.plan import DEFAULT_MODEL_ROOT
 
 class EntrypointError(LlmfleetError):
     """The container cannot start or go on; the message says what, where and what to do."""
@@ -40,7 +41,7 @@ class EntrypointError(LlmfleetError):
 
 @dataclass(frozen=True)
 class EntrypointSettings:
-    plan: ServingPlan
+    plan: AnyPlan  # ServingPlan (vLLM) or ImagePlan (the image server)
     store_uri: str
     endpoint_url: str | None
     model_root: str
@@ -81,7 +82,7 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
             "(`llmfleet plan --json` prints it under models[].plan)"
         )
     try:
-        plan = ServingPlan.from_json(plan_json)
+        plan = plan_from_json(plan_json)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in exc.errors()[:5])
         raise EntrypointError(f"{PLAN_ENV} is not a valid ServingPlan: {problems}") from None

@@ -36,6 +36,7 @@ from containers.entrypoint.settings import EntrypointError, EntrypointSettings, 
 from containers.entrypoint.store_sync import StoreGateway
 from containers.entrypoint.vllm_client import LocalVllm
 from containers.entrypoint.vllm_output import VllmOutput
+from containers.image_server.serve import serve_images
 from containers.entrypoint.vllm_command import (
     ArgvRejected,
     adapter_refusal,
@@ -172,6 +173,8 @@ def _stop_before_vllm(signum: int, _frame) -> None:
 
 def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     plan = settings.plan
+    if plan.kind == "image":
+        return serve_images(settings, env)  # a diffusers pipeline, not vLLM (containers/image_server)
     signal.signal(signal.SIGTERM, _stop_before_vllm)
     signal.signal(signal.SIGINT, _stop_before_vllm)
     importer = threading.Thread(target=import_vllm_parser, name="vllm-import", daemon=True)
