@@ -10,6 +10,7 @@ import pytest
 from model_store.families import ConfigError
 from model_store.image_plan import (
     ImagePlan,
+    VAE_WORKING_TENSORS,
     activation_bytes_per_image,
     component_bytes,
     latency_alarm_ms,
@@ -49,7 +50,7 @@ def test_weights_are_every_component_at_16_bit(facts):
 
 def test_vae_decode_dominates_at_1024_and_guidance_doubles_the_transformer(facts):
     per_image = activation_bytes_per_image(facts, 1024, 0.0)
-    assert per_image == 4 * 256 * 1024 * 1024 * 2  # 256 channels upsampled to full size, 4 tensors, bf16
+    assert per_image == VAE_WORKING_TENSORS * 256 * 1024 * 1024 * 2  # 256 channels upsampled to full size, bf16
     small = activation_bytes_per_image(facts, 128, 0.0)
     assert activation_bytes_per_image(facts, 128, 7.0) > small  # at 128 px the transformer dominates
 
