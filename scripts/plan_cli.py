@@ -23,13 +23,7 @@ def plan_summary(plan: AnyPlan) -> dict:
     if plan.kind == "image":
         return _image_summary(plan)
     return {
-        "name": plan.model_name,
-        "instance_type": plan.instance_type,
-        "sagemaker_instance_type": plan.sagemaker_instance_type,
-        "targets": plan.targets,
-        "gpu": plan.gpu_name,
-        "gpus_per_instance": plan.gpus_per_instance,
-        "gpu_memory_bytes": plan.gpu_memory_bytes,
+        **_placement(plan),
         "tensor_parallel_size": plan.tensor_parallel_size,
         "weights_bytes": plan.memory.weights_bytes,
         "kv_bytes_per_token": plan.memory.kv_bytes_per_token,
@@ -44,17 +38,24 @@ def plan_summary(plan: AnyPlan) -> dict:
     }
 
 
-def _image_summary(plan: ImagePlan) -> dict:
-    """An image model's plan: the same placement and cost keys, images in flight instead of tokens."""
+def _placement(plan: AnyPlan) -> dict:
+    """The keys every kind of plan shares: where it runs."""
     return {
         "name": plan.model_name,
-        "kind": "image",
         "instance_type": plan.instance_type,
         "sagemaker_instance_type": plan.sagemaker_instance_type,
         "targets": plan.targets,
         "gpu": plan.gpu_name,
         "gpus_per_instance": plan.gpus_per_instance,
         "gpu_memory_bytes": plan.gpu_memory_bytes,
+    }
+
+
+def _image_summary(plan: ImagePlan) -> dict:
+    """An image model's plan: the same placement and cost keys, images in flight instead of tokens."""
+    return {
+        **_placement(plan),
+        "kind": "image",
         "weights_bytes": plan.memory.weights_bytes,
         "max_images_in_flight": plan.memory.max_images_in_flight,
         "planned_batch": plan.image.max_batch,

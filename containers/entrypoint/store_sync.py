@@ -17,7 +17,7 @@ from typing import TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from model_store.container_contract import STORE_ENV
-from containers.entrypoint.settings import EntrypointError
+from containers.entrypoint.settings import EntrypointError, EntrypointSettings
 from model_store.compile_cache import CompileCacheKey
 from model_store.plan import ServingPlan
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
@@ -83,21 +83,19 @@ class StoreGateway:
         self.attempts, self.sleep = attempts, sleep
 
     @classmethod
-    def connect(
-        cls,
-        store_uri: str,
-        plan: ServingPlan,
-        *,
-        endpoint_url: str | None,
-        model_root: str,
-        server_id: str,
-        preloaded_model_dir: str | None = None,
-    ):
+    def connect(cls, settings: EntrypointSettings) -> StoreGateway:
+        """The gateway to the store and registry the container's settings name."""
         try:
-            store = ModelStore.from_uri(store_uri, endpoint_url=endpoint_url)
+            store = ModelStore.from_uri(settings.store_uri, endpoint_url=settings.endpoint_url)
         except StoreError as exc:
             raise EntrypointError(f"{STORE_ENV}: {exc}") from None
-        return cls(store, plan, model_root=model_root, server_id=server_id, preloaded_model_dir=preloaded_model_dir)
+        return cls(
+            store,
+            settings.plan,
+            model_root=settings.model_root,
+            server_id=settings.server_id,
+            preloaded_model_dir=settings.preloaded_model_dir,
+        )
 
     def _retried(self, call: Callable[[], T], what: str) -> T:
         where = f"s3://{self.store.location.bucket}/{self.store.location.prefix}".rstrip("/")

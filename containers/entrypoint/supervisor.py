@@ -179,14 +179,7 @@ def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     signal.signal(signal.SIGINT, _stop_before_vllm)
     importer = threading.Thread(target=import_vllm_parser, name="vllm-import", daemon=True)
     importer.start()  # seconds of imports, overlapped with the download
-    gateway = StoreGateway.connect(
-        settings.store_uri,
-        plan,
-        endpoint_url=settings.endpoint_url,
-        model_root=settings.model_root,
-        server_id=settings.server_id,
-        preloaded_model_dir=settings.preloaded_model_dir,
-    )
+    gateway = StoreGateway.connect(settings)
     synced = sync(gateway)
     importer.join()
     cache = prepare_compile_cache(gateway, settings.model_root, synced.model_location) if settings.compile_cache else None

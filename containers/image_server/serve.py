@@ -57,14 +57,7 @@ def serve_images(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     plan = settings.plan
     signal.signal(signal.SIGTERM, _stop_before_serving)
     signal.signal(signal.SIGINT, _stop_before_serving)
-    gateway = StoreGateway.connect(
-        settings.store_uri,
-        plan,
-        endpoint_url=settings.endpoint_url,
-        model_root=settings.model_root,
-        server_id=settings.server_id,
-        preloaded_model_dir=settings.preloaded_model_dir,
-    )
+    gateway = StoreGateway.connect(settings)
     pipeline = ImagePipeline(gateway.model_location(), plan.image)
     batcher = Batcher(pipeline.generate, plan.image.max_batch)
     batcher.start()
