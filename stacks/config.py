@@ -12,7 +12,7 @@ from pathlib import Path
 from constructs import Node
 
 from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan
 from model_store.store import StoreLocation
 
 
@@ -79,7 +79,7 @@ class FleetSettings:
         )
 
 
-def store_of(plans: list[ServingPlan]) -> StoreLocation:
+def store_of(plans: list[DeploymentPlan]) -> StoreLocation:
     """The one store every model's `s3://` source lives in (`<store>/models/<name>`, checked by the
     manifest). The stacks create its bucket and grant on its prefixes."""
     stores = {plan.store_uri for plan in plans}

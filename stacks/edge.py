@@ -14,7 +14,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from model_store.edge import RATE_WINDOW_SECONDS, client_rate_limit
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan
 
 # The common rule set blocks bodies over 8 KB (SizeRestrictions_BODY): about 2,000 tokens, less than
 # most chat prompts. It counts instead; vLLM itself refuses a prompt over the plan's max_model_len.
@@ -32,7 +32,7 @@ class WebAclProps:
     balancer to protect. key: the KMS key for the WAF log group. block: block matching requests (default
     True); False counts them only, to watch a new limit before enforcing it."""
 
-    plan: ServingPlan
+    plan: DeploymentPlan
     load_balancer: elbv2.IApplicationLoadBalancer
     key: kms.IKey
     block: bool = True

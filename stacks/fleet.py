@@ -14,7 +14,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from model_store.manifest import FleetManifest
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan
 from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from stacks.ci_access import CiAccessConstruct, CiAccessProps
 from stacks.compliance import acknowledge, add_compliance_checks
@@ -49,7 +49,7 @@ class FleetBaseStack(cdk.Stack):
 class ModelStack(cdk.Stack):
     """One model: ECS GPU service and/or SageMaker endpoint as its plan targets, plus monitoring."""
 
-    def __init__(self, scope: Construct, id: str, *, plan: ServingPlan, base: FleetBaseStack, settings: FleetSettings, **kwargs) -> None:
+    def __init__(self, scope: Construct, id: str, *, plan: DeploymentPlan, base: FleetBaseStack, settings: FleetSettings, **kwargs) -> None:
         super().__init__(scope, id, **kwargs)
         store = base.store
         self.gpu_service = None
@@ -86,7 +86,7 @@ class ModelStack(cdk.Stack):
             ModelMonitoringProps(plan=plan, topic=base.alarms.topic, gpu_service=self.gpu_service, endpoint=self.endpoint),
         )
 
-    def _web_acl(self, plan: ServingPlan, key: kms.IKey, settings: FleetSettings) -> WebAclConstruct | None:
+    def _web_acl(self, plan: DeploymentPlan, key: kms.IKey, settings: FleetSettings) -> WebAclConstruct | None:
         """The WAF in front of the public load balancer, unless `-c waf=off` says something else fronts it."""
         if settings.waf:
             return WebAclConstruct(
@@ -147,7 +147,7 @@ class Fleet:
 
     settings: FleetSettings
     manifest: FleetManifest
-    plans: list[ServingPlan]
+    plans: list[DeploymentPlan]
     base: FleetBaseStack
     models: dict[str, ModelStack]
     ci: CiAccessStack | None

@@ -1,6 +1,6 @@
 """One model served by vLLM on GPU EC2 instances under ECS, behind an Application Load Balancer.
 
-Every size and timing comes from the model's ServingPlan: instance type, GPUs (the plan's
+Every size and timing comes from the model's plan: instance type, GPUs (the plan's
 tensor-parallel size), memory, NVMe, health-check grace, drain, autoscaling targets.
 """
 

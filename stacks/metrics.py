@@ -10,7 +10,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 
 from model_store import telemetry
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan
 from stacks.config import StackConfigError
 
 ONE_MINUTE = cdk.Duration.minutes(1)
@@ -18,7 +18,7 @@ FIVE_MINUTES = cdk.Duration.minutes(5)
 
 
 def fleet_metric(
-    plan: ServingPlan,
+    plan: DeploymentPlan,
     name: str,
     target: str,
     *,

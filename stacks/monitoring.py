@@ -12,7 +12,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from model_store.image_plan import latency_alarm_ms
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan
 from model_store.telemetry import (
     E2E_LATENCY_PREFIX,
     E2E_QUANTILES,
@@ -65,7 +65,7 @@ class ModelMonitoringProps:
     gpu_service / endpoint: the model's ECS service and SageMaker endpoint, each None (the
     default) when the model is not served on that target; at least one is required."""
 
-    plan: ServingPlan
+    plan: DeploymentPlan
     topic: sns.ITopic
     gpu_service: GpuServiceConstruct | None = None
     endpoint: SageMakerEndpointConstruct | None = None

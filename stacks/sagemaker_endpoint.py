@@ -26,7 +26,7 @@ from constructs import Construct
 
 from model_store.container_contract import container_env
 from model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_name
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan
 from model_store.store import StoreLocation
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from stacks.config import StackConfigError
@@ -53,7 +53,7 @@ class SageMakerEndpointProps:
     """plan: the model's serving plan (ml.* instance, timeouts, scaling). vpc, store, key, image:
     the fleet's shared network, model store, KMS key and serving image. No optional fields."""
 
-    plan: ServingPlan
+    plan: DeploymentPlan
     vpc: ec2.IVpc
     store: StoreLocation
     key: kms.IKey
@@ -76,12 +76,12 @@ class SageMakerEndpointProps:
             )
 
 
-def endpoint_name(plan: ServingPlan) -> str:
+def endpoint_name(plan: DeploymentPlan) -> str:
     """Fixed so rollback alarms (which the endpoint names) can watch it; clients call it by this name."""
     return f"{plan.fleet}-{plan.stage}-{plan.model_name}"
 
 
-def model_data_uri(plan: ServingPlan, store: StoreLocation) -> str:
+def model_data_uri(plan: DeploymentPlan, store: StoreLocation) -> str:
     """The model revision in the store (`llmfleet model upload` layout): SageMaker copies it, uncompressed,
     to /opt/ml/model before the container starts."""
     return f"s3://{store.bucket}/{store.key('models', plan.model_name, plan.revision)}/"

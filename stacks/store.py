@@ -15,7 +15,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 
@@ -176,7 +176,7 @@ def object_arn(bucket_name: str, prefix: str) -> str:
     return f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}/{prefix}/*"
 
 
-def model_read_prefixes(plan: ServingPlan, store: StoreLocation) -> list[str]:
+def model_read_prefixes(plan: DeploymentPlan, store: StoreLocation) -> list[str]:
     """Key prefixes a server of `plan` reads: its weights (`models/<name>/`, streamed or synced), its
     adapters, its registry entries and its compile caches."""
     return [store.key(folder, plan.model_name) for folder in ("models", "adapters", "registry", COMPILE_CACHE_FOLDER)]
@@ -197,7 +197,7 @@ def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.Pol
     ]
 
 
-def grant_serving_access(role: iam.IRole, plan: ServingPlan, store: StoreLocation, key: kms.IKey) -> None:
+def grant_serving_access(role: iam.IRole, plan: DeploymentPlan, store: StoreLocation, key: kms.IKey) -> None:
     """What a server of `plan` may do in the store: read its own prefixes, and write one, its
     compile cache (published after its first start). Nothing of another model, no delete."""
     prefixes = model_read_prefixes(plan, store)

@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from model_store.container_contract import STORE_ENV
 from containers.entrypoint.settings import EntrypointError, EntrypointSettings
 from model_store.compile_cache import CompileCacheKey
-from model_store.plan import ServingPlan
+from model_store.plan import DeploymentPlan, ServingPlan
 from model_store.registry import AdapterRegistry, RegistryError, RegistryState, adapters_for_server
 from model_store.store import MANIFEST_NAME, ModelStore, StoreError, VersionManifest, verify_model_directory
 
@@ -68,7 +68,7 @@ class StoreGateway:
     def __init__(
         self,
         store: ModelStore,
-        plan: ServingPlan,
+        plan: DeploymentPlan,
         *,
         model_root: str,
         server_id: str,
