@@ -522,7 +522,9 @@ class GpuServiceConstruct(Construct):
         if scaling_plan.min_capacity == 0:
             target, where = self.scaling.node.find_child("Target"), f"{self.plan.model_name} on ECS"
             # With no target the load balancer answers 503 itself: that wakes the service.
-            self.wake_alarm = wake_on_refused_requests(self, target, self.metric_load_balancer_5xx(), where)
+            self.wake_alarm = wake_on_refused_requests(
+                self, target, self.metric_load_balancer_5xx(), where, scaling_plan.wake_seconds["ecs"]
+            )
             self.idle_alarm = scale_to_zero_when_idle(
                 self,
                 target,

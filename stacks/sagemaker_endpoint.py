@@ -467,7 +467,8 @@ class SageMakerEndpointConstruct(Construct):
         self.scalable_target.node.add_dependency(self.inference_component)
         self._track_load("InvocationsPerCopy", appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY)
         refused = self.metric_no_capacity_failures()
-        self.wake_alarm = wake_on_refused_requests(self, self.scalable_target, refused, where)
+        wake_seconds = self.plan.autoscaling.wake_seconds["sagemaker"]
+        self.wake_alarm = wake_on_refused_requests(self, self.scalable_target, refused, where, wake_seconds)
         activity = cloudwatch.MathExpression(
             expression="FILL(invocations, 0) + FILL(refused, 0)",
             using_metrics={"invocations": self.metric_invocations(), "refused": refused},

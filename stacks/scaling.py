@@ -5,6 +5,7 @@ datapoints, and at zero servers there is nothing to divide by.
 
 from __future__ import annotations
 
+from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -39,15 +40,20 @@ def scale_to_zero_when_idle(
 
 
 def wake_on_refused_requests(
-    scope: Construct, target: appscaling.IScalableTarget, refused: cloudwatch.IMetric, where: str
+    scope: Construct, target: appscaling.IScalableTarget, refused: cloudwatch.IMetric, where: str, wake_seconds: int
 ) -> cloudwatch.Alarm:
-    """One more server as soon as a minute has a request refused for want of one (`refused`, per minute)."""
+    """One more server as soon as a minute has a request refused for want of one (`refused`, per minute).
+
+    The alarm stays in ALARM while the woken server starts and refusals go on; the cooldown, the
+    planned wake-up, keeps that from starting a second, third ... server for the same refusals.
+    """
     wake = appscaling.StepScalingAction(
         scope,
         "ScaleFromZero",
         scaling_target=target,
         adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
         metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
+        cooldown=Duration.seconds(wake_seconds),
     )
     wake.add_adjustment(adjustment=1, lower_bound=0)
     alarm = cloudwatch.Alarm(

@@ -240,6 +240,17 @@ def test_a_model_that_may_scale_to_zero_wakes_on_load_balancer_errors(secure_fle
             "AWS::ApplicationAutoScaling::ScalingPolicy", {"Properties": {"PolicyType": "StepScaling"}}
         )
         assert bool(step) == (plan.autoscaling.min_capacity == 0), plan.model_name
+        ecs_targets = secure_fleet.model_template(plan.model_name).find_resources(
+            "AWS::ApplicationAutoScaling::ScalableTarget", {"Properties": {"ServiceNamespace": "ecs"}}
+        )
+        wake = [
+            p for p in step.values()
+            if p["Properties"]["StepScalingPolicyConfiguration"]["AdjustmentType"] == "ChangeInCapacity"
+            and p["Properties"]["ScalingTargetId"] == {"Ref": next(iter(ecs_targets))}
+        ]  # fmt: skip
+        for policy in wake:  # refusals go on while the woken task starts: no second task for them meanwhile
+            assert policy["Properties"]["StepScalingPolicyConfiguration"]["Cooldown"] == plan.autoscaling.wake_seconds["ecs"]
+        assert len(wake) == (plan.autoscaling.min_capacity == 0)
     assert any(p.autoscaling.min_capacity == 0 for p in ecs_plans(secure_fleet))
 
 

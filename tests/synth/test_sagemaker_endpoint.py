@@ -171,6 +171,8 @@ def test_component_copies_go_to_zero_when_idle_and_come_back_on_a_refused_reques
 
         (wake,) = [p for p in policies.values() if p.get("StepScalingPolicyConfiguration", {}).get("AdjustmentType") == "ChangeInCapacity"]
         assert wake["StepScalingPolicyConfiguration"]["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+        # Refusals go on while the woken copy starts: no second copy for them before it could answer.
+        assert wake["StepScalingPolicyConfiguration"]["Cooldown"] == plan.autoscaling.wake_seconds["sagemaker"]
         refused = alarm_of(wake)
         assert (refused["MetricName"], refused["Namespace"], refused["Threshold"]) == ("NoCapacityInvocationFailures", "AWS/SageMaker", 1)
         assert refused["Dimensions"] == [{"Name": "InferenceComponentName", "Value": name}]
