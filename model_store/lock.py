@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_serializer
 
 from model_store import architectures
 from model_store.families import ArchitectureFacts, ConfigError, facts_from_config
@@ -49,6 +49,14 @@ class FactsRecord(Frozen):
     components: dict[str, dict[str, Any]] | None = Field(
         default=None, description="An image pipeline's components: {name: {config, weights (bytes per dtype)}}."
     )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_components(self, handler) -> dict[str, Any]:
+        """A text model's record is written as before image pipelines existed: no `components` key."""
+        data = handler(self)
+        if data.get("components") is None:
+            data.pop("components", None)
+        return data
 
     def facts(self) -> ArchitectureFacts | PipelineFacts:
         if self.components is not None:
