@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from containers.entrypoint.routing import lora_name
-from containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, validate_argv
+from containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, serve_environment, validate_argv
+from model_store.container_contract import STATE_DIR_ENV
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.plan import ServingPlan, vllm_argv
 from model_store.standin import standin_plan
@@ -81,3 +82,13 @@ def test_an_unknown_flag_fails():
 def test_values_vllm_does_not_know_fail(flags: list[str], named: str):
     with pytest.raises(ArgvRejected, match=named):
         validate_argv(["--model", "m", *flags])
+
+
+def test_vllm_forks_its_engine_unless_the_container_says_otherwise():
+    """vLLM's CLI would spawn the engine process (a second import of vLLM); the child's environment asks for fork."""
+    plan = PLANS[0]
+    env = serve_environment({"PATH": "/usr/bin", "VLLM_LORA_RESOLVER_CACHE_DIR": "/x"}, state_dir="/s", plan=plan)
+    assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
+    assert env["PATH"] == "/usr/bin" and env[STATE_DIR_ENV] == "/s" and "VLLM_LORA_RESOLVER_CACHE_DIR" not in env
+    chosen = serve_environment({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}, state_dir="/s", plan=plan)
+    assert chosen["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
