@@ -420,17 +420,22 @@ def store_uri_of(plan: ServingPlan) -> str:
     return plan.store_uri
 
 
+def _reused_or_made(directory: Path, marker_file: str, marker: str, make: Callable[[Path], object], step: str, on_step: Callable[[str], None]) -> Path:
+    """`directory`, made by `make` unless it already holds a stand-in (its `marker_file` says `marker`)."""
+    described = directory / marker_file
+    if not (described.is_file() and json.loads(described.read_text()).get(marker)):
+        on_step(step)
+        make(directory)
+    return directory
+
+
 def make_standin_model(directory: Path, on_step: Callable[[str], None]) -> Path:
     """The stand-in checkpoint every fleet model is stored as locally; reused when present."""
     from scripts.standin_model import STANDIN_MARKER, make_tiny_model
 
     _quiet_transformers()
-    model_dir = directory / "model"
-    config = model_dir / "config.json"
-    if not (config.is_file() and json.loads(config.read_text()).get(STANDIN_MARKER)):
-        on_step("generating the stand-in model (random weights, a tiny Qwen3)")
-        make_tiny_model(model_dir)
-    return model_dir
+    step = "generating the stand-in model (random weights, a tiny Qwen3)"
+    return _reused_or_made(directory / "model", "config.json", STANDIN_MARKER, make_tiny_model, step, on_step)
 
 
 def make_standin_pipeline(directory: Path, on_step: Callable[[str], None]) -> Path:
@@ -438,12 +443,8 @@ def make_standin_pipeline(directory: Path, on_step: Callable[[str], None]) -> Pa
     from scripts.standin_pipeline import STANDIN_MARKER, make_tiny_pipeline
 
     _quiet_transformers()
-    pipeline_dir = directory / "pipeline"
-    index = pipeline_dir / "model_index.json"
-    if not (index.is_file() and json.loads(index.read_text()).get(STANDIN_MARKER)):
-        on_step("generating the stand-in image pipeline (random weights, a tiny SD3)")
-        make_tiny_pipeline(pipeline_dir)
-    return pipeline_dir
+    step = "generating the stand-in image pipeline (random weights, a tiny SD3)"
+    return _reused_or_made(directory / "pipeline", "model_index.json", STANDIN_MARKER, make_tiny_pipeline, step, on_step)
 
 
 def make_standin_adapters(plan: ServingPlan, model_dir: Path, directory: Path, on_step: Callable[[str], None]) -> dict[str, Path]:

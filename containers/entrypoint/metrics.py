@@ -21,6 +21,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from containers.entrypoint.settings import EntrypointSettings
 from model_store.boot_log import BootRecord
 from model_store.telemetry import (
     ADAPTERS_LOADED,
@@ -137,6 +138,24 @@ def boot_emf_records(record: BootRecord, *, model: str, stage: str, target: str,
         _emf(timestamp_ms, {**dimensions(model, stage, target), PHASE_DIMENSION: phase}, {BOOT_SECONDS: (seconds, "Seconds")})
         for phase, seconds in record.phases.items()
     ]
+
+
+def start_publisher(
+    fetch_metrics: Callable[[], str], adapters_loaded: Callable[[], int], settings: EntrypointSettings, stop: threading.Event
+) -> MetricsPublisher:
+    """A publisher for this container's model, stage, target and interval, started."""
+    plan = settings.plan
+    publisher = MetricsPublisher(
+        fetch_metrics,
+        adapters_loaded,
+        model=plan.model_name,
+        stage=plan.stage,
+        target=settings.target,
+        interval=settings.metrics_seconds,
+        stop=stop,
+    )
+    publisher.start()
+    return publisher
 
 
 class MetricsPublisher(threading.Thread):

@@ -30,7 +30,7 @@ from model_store.boot_log import BootRecord, boot_record, describe_boot, parse_b
 
 from containers.entrypoint.agent import AdapterAgent
 from containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
-from containers.entrypoint.metrics import MetricsPublisher, boot_emf_records
+from containers.entrypoint.metrics import boot_emf_records, start_publisher
 from containers.entrypoint.routing import RouteTable, StateDir, lora_name
 from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
 from containers.entrypoint.store_sync import StoreGateway
@@ -258,15 +258,7 @@ def supervise(
                     stop=stop,
                 )
                 agent.start()
-            MetricsPublisher(
-                vllm.metrics_text,
-                lambda: len(agent.serving()) if agent else 0,
-                model=plan.model_name,
-                stage=plan.stage,
-                target=settings.target,
-                interval=settings.metrics_seconds,
-                stop=stop,
-            ).start()
+            start_publisher(vllm.metrics_text, lambda: len(agent.serving()) if agent else 0, settings, stop)
         returncode = child.wait()
         output.join(timeout=GROUP_GRACE_SECONDS)  # the last lines vLLM printed
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import uvicorn
 
-from containers.entrypoint.metrics import MetricsPublisher
+from containers.entrypoint.metrics import start_publisher
 from containers.entrypoint.settings import EntrypointSettings
 from containers.entrypoint.store_sync import StoreGateway
 from containers.image_server.app import Batcher, create_app
@@ -65,15 +65,7 @@ def serve_images(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     app = create_app(plan, batcher, env.get(API_KEY_ENV) or None, draining, settings.server_id)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5)
     server = DrainingServer(config, batcher, draining, plan.image.drain_seconds)
-    MetricsPublisher(
-        batcher.metrics_text,
-        lambda: 0,
-        model=plan.model_name,
-        stage=plan.stage,
-        target=settings.target,
-        interval=settings.metrics_seconds,
-        stop=stop,
-    ).start()
+    start_publisher(batcher.metrics_text, lambda: 0, settings, stop)
     log.info("image server for %s on port %d", plan.model_name, settings.port)
     try:
         server.run()
