@@ -22,6 +22,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from model_store.container_contract import TARGET_PORTS, container_env
+from model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
 from model_store.image_plan import AnyPlan
 from model_store.plan import DEFAULT_MODEL_ROOT, DeploymentPlan
 from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
@@ -36,46 +37,13 @@ from stacks.user_data import LAUNCH_HOOK_NAME, instance_user_data
 
 TARGET = "ecs"  # the container's target and the Target dimension of its metrics
 CONTAINER_PORT = TARGET_PORTS[TARGET]
-# The only paths the load balancer forwards. vLLM's --api-key guards /v1 only; its admin routes
-# (runtime LoRA loading, /metrics, /tokenize, /pause, /update_weights, /invocations, ...) are
-# open, so everything not listed here is answered 403 by the listener (SECURITY.md).
-CLIENT_PATHS = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/models",
-    "/v1/embeddings",
-    "/llmfleet/adapters",
-)
-# An image model's server (containers/image_server) answers only these to clients.
-IMAGE_CLIENT_PATHS = ("/v1/images/generations", "/v1/models")
-# vLLM routes that must never be reachable through the load balancer (vLLM 0.32 api_server).
-VLLM_ADMIN_PATHS = (
-    "/v1/load_lora_adapter",
-    "/v1/unload_lora_adapter",
-    "/metrics",
-    "/tokenize",
-    "/detokenize",
-    "/pause",
-    "/resume",
-    "/update_weights",
-    "/invocations",
-    "/ping",
-    "/health",
-    "/reset_prefix_cache",
-    "/sleep",
-    "/wake_up",
-    "/is_sleeping",
-    "/collective_rpc",
-    "/start_profile",
-    "/stop_profile",
-    "/scale_elastic_ep",
-    "/server_info",
-)
+# The load balancer forwards only model_store.front_door's client paths (plus the server's
+# self-description, which needs the key); vLLM's admin routes get 403 rules ahead of them.
 
 
 def client_paths(plan: DeploymentPlan) -> tuple[str, ...]:
-    """The paths the load balancer forwards for this model's kind."""
-    return IMAGE_CLIENT_PATHS if plan.kind == "image" else CLIENT_PATHS
+    """The paths the load balancer forwards for this model's kind (model_store.front_door)."""
+    return forwarded_paths(plan.kind)
 
 
 # An ALB listener rule takes at most 5 condition values (ELB quotas, 2026-11).

@@ -1,5 +1,7 @@
 """Shared fixtures. Each test directory is one layer; its marker is applied here so
-`pytest -m unit` (or synth, integration, e2e) selects a layer without per-file marks."""
+`pytest -m unit` (or synth, integration, e2e) selects a layer without per-file marks.
+Files named `test_security*.py` (in any layer) also get `security`: `pytest -m security`
+runs every test of a trust boundary (README, "Security")."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         layer = Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
         if layer in LAYERS:
             item.add_marker(getattr(pytest.mark, layer))
+        if Path(str(item.fspath)).name.startswith("test_security"):
+            item.add_marker(pytest.mark.security)
 
 
 def free_port() -> int:

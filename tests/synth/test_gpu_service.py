@@ -10,7 +10,8 @@ from containers.entrypoint.settings import settings_from_env
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
-from stacks.gpu_service import CLIENT_PATHS, CONTAINER_PORT, VLLM_ADMIN_PATHS, GpuServiceProps
+from model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
+from stacks.gpu_service import CONTAINER_PORT, GpuServiceProps
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, assert_serving_role_grants, only
 
 
@@ -158,7 +159,7 @@ def test_target_group_checks_health_and_drains_as_planned(secure_fleet: Synthesi
 
 
 def test_only_client_paths_reach_vllm_admin_paths_and_the_rest_get_403(secure_fleet: Synthesized) -> None:
-    assert not set(CLIENT_PATHS) & set(VLLM_ADMIN_PATHS)
+    assert not set(forwarded_paths("text")) & set(VLLM_ADMIN_PATHS)
     forbidden = {"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "403", "ContentType": "text/plain", "MessageBody": "forbidden"}}
     for plan in ecs_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
@@ -176,7 +177,7 @@ def test_only_client_paths_reach_vllm_admin_paths_and_the_rest_get_403(secure_fl
             else:
                 assert action["Type"] == "forward"
                 forwarded += paths
-        assert sorted(forwarded) == sorted(CLIENT_PATHS)
+        assert sorted(forwarded) == sorted(forwarded_paths(plan.kind))
         assert sorted(denied) == sorted(VLLM_ADMIN_PATHS)
         assert {"/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/metrics"} <= set(denied)
         assert not any("*" in path for path in forwarded)

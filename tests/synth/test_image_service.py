@@ -14,7 +14,7 @@ import pytest
 from model_store.image_plan import ImagePlan, latency_alarm_ms
 from model_store.telemetry import E2E_LATENCY_PREFIX, KV_CACHE_USAGE, REQUESTS_WAITING, quantile_metric
 from stacks.fleet import compose_fleet
-from stacks.gpu_service import CLIENT_PATHS, IMAGE_CLIENT_PATHS, VLLM_ADMIN_PATHS
+from model_store.front_door import ADAPTERS_PATH, IMAGE_CLIENT_PATHS, TEXT_CLIENT_PATHS, VLLM_ADMIN_PATHS
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, cdk_json_context, only
 from tests.conftest import REPO
 from tests.synth import test_compliance as compliance
@@ -68,8 +68,8 @@ def test_only_the_images_path_and_models_reach_the_server(image_fleet: Synthesiz
         (action,) = rule["Properties"]["Actions"]
         if action["Type"] == "forward":
             forwarded += rule["Properties"]["Conditions"][0]["PathPatternConfig"]["Values"]
-    assert sorted(forwarded) == sorted(IMAGE_CLIENT_PATHS)
-    assert not set(forwarded) & (set(CLIENT_PATHS) - set(IMAGE_CLIENT_PATHS))  # no chat or completions routes
+    assert sorted(forwarded) == sorted([*IMAGE_CLIENT_PATHS, ADAPTERS_PATH])
+    assert not set(forwarded) & (set(TEXT_CLIENT_PATHS) - set(IMAGE_CLIENT_PATHS))  # no chat or completions routes
 
 
 def test_the_task_runs_the_image_plan_on_one_gpu_with_its_grace(image_fleet: Synthesized) -> None:
