@@ -346,13 +346,13 @@ def start_moto(state_dir: StateDir) -> ProcessRecord:
     return record
 
 
-def create_store_resources(endpoint: str, bucket: str, region: str) -> list[str]:
+def create_store_resources(endpoint: str, bucket: str, region: str, models: list[str], stage: str) -> list[str]:
     """What the store stack creates for the store, made with boto3 in the emulated account.
 
     moto's CloudFormation skips or rejects parts of the synthesized store stack (its bucket
     policy, CDK-named ECR repositories; ENVIRONMENT.md), so the same settings are applied
-    call by call: versioning, KMS encryption, public access blocked, the CI role. Returns
-    what was done, for the output.
+    call by call: versioning, KMS encryption, public access blocked, the CI role of `stage`
+    for `models`. Returns what was done, for the output.
     """
     s3 = local_client("s3", endpoint, region)
     kms = local_client("kms", endpoint, region)
@@ -387,8 +387,12 @@ def create_store_resources(endpoint: str, bucket: str, region: str) -> list[str]
     )
     done.append(f"bucket s3://{bucket}: versioning on, SSE-KMS ({key_id}), public access blocked")
     iam.create_role(RoleName=CI_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(ci_trust_policy()))
-    iam.put_role_policy(RoleName=CI_ROLE_NAME, PolicyName="publish-adapters", PolicyDocument=json.dumps(ci_policy(bucket, key["Arn"])))
-    done.append(f"IAM role {CI_ROLE_NAME}: the CI policy of stacks/ci_access.py (adapters/ and registry/ only)")
+    policy = ci_policy(bucket, key["Arn"], models, stage)
+    iam.put_role_policy(RoleName=CI_ROLE_NAME, PolicyName="publish-adapters", PolicyDocument=json.dumps(policy))
+    done.append(
+        f"IAM role {CI_ROLE_NAME}: the CI policy of stacks/ci_access.py "
+        f"(adapters/ of {', '.join(sorted(models))}, their registry/<model>/{stage}.json)"
+    )
     return done
 
 
@@ -402,9 +406,9 @@ def ci_trust_policy() -> dict:
     }
 
 
-def ci_policy(bucket: str, key_arn: str) -> dict:
+def ci_policy(bucket: str, key_arn: str, models: list[str], stage: str) -> dict:
     """The CI role's rights on the store: the same statements the CI stack grants (model_store.access)."""
-    return {"Version": POLICY_VERSION, "Statement": ci_publisher_statements(bucket, "", key_arn, "aws")}
+    return {"Version": POLICY_VERSION, "Statement": ci_publisher_statements(bucket, "", key_arn, "aws", models=models, stage=stage)}
 
 
 # --- stand-in model, upload, plan ---------------------------------------------------------
@@ -691,7 +695,8 @@ def up(
             state.s3_endpoint = f"http://{HOST}:{moto.port}"
             state_dir.save(state)
             bucket = StoreLocation.parse(store_uri).bucket
-            for done in create_store_resources(state.s3_endpoint, bucket, plan.region):
+            models = [p.model_name for p in plans]
+            for done in create_store_resources(state.s3_endpoint, bucket, plan.region, models, plan.stage):
                 on_step(f"created with boto3: {done}")
             store = ModelStore(StoreLocation.parse(store_uri), local_client("s3", state.s3_endpoint, plan.region))
             model_dir, state.adapters = stock_store(store, fleet, plans, plan, state_dir.standins, on_step)

@@ -6,6 +6,7 @@ Read once at the edge (`app.py`); constructs receive plain values.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,14 @@ from constructs import Node
 from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 from model_store.plan import DeploymentPlan
 from model_store.store import StoreLocation
+
+
+# The serving image is built FROM its base pinned by digest (containers/vllm/Dockerfile refuses
+# anything else): `<repository>[:<tag>]@sha256:<64 hex>`.
+IMAGE_BY_DIGEST = r"^[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?@sha256:[0-9a-f]{64}$"
+# cdk.json's `vllm_image` until a real digest is set: the right shape, so a fresh checkout
+# synthesizes (with a warning), but no registry holds it, so a deploy fails building the image.
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 
 
 class StackConfigError(LlmfleetError):
@@ -34,6 +43,9 @@ class FleetSettings:
     image_tag: str | None = None
     allowed_cidr: str = "0.0.0.0/0"
     github_oidc_provider_arn: str | None = None
+    github_environment: str | None = None
+    github_ref: str | None = None
+    vllm_image: str | None = None
     waf: bool = True
     waf_block: bool = True
     deletion_protection: bool = True
@@ -47,6 +59,18 @@ class FleetSettings:
         github_repo = text("github_repo")
         if github_repo is not None and github_repo.count("/") != 1:
             raise StackConfigError(f"context 'github_repo': {github_repo!r} is not 'owner/name'")
+        github_environment, github_ref = text("github_environment"), text("github_ref")
+        if github_environment is not None and github_ref is not None:
+            raise StackConfigError(
+                f"context 'github_environment' {github_environment!r} and 'github_ref' {github_ref!r}: "
+                f"the CI role trusts one of them; give either"
+            )
+        vllm_image = text("vllm_image")
+        if vllm_image is not None and not re.fullmatch(IMAGE_BY_DIGEST, vllm_image):
+            raise StackConfigError(
+                f"context 'vllm_image': {vllm_image!r} is not pinned by digest; "
+                f"use <repository>:<tag>@sha256:<64 hex> (docker buildx imagetools inspect <repository>:<tag>)"
+            )
         certificate_arn = text("certificate_arn")
         if certificate_arn is not None and not certificate_arn.startswith("arn:"):
             raise StackConfigError(f"context 'certificate_arn': {certificate_arn!r} is not an ACM certificate ARN")
@@ -73,6 +97,9 @@ class FleetSettings:
             image_tag=text("image_tag"),
             allowed_cidr=allowed_cidr,
             github_oidc_provider_arn=text("github_oidc_provider_arn"),
+            github_environment=github_environment,
+            github_ref=github_ref,
+            vllm_image=vllm_image,
             waf=switch("waf"),
             waf_block=waf_mode == "block",
             deletion_protection=switch("deletion_protection"),

@@ -40,7 +40,15 @@ class FleetBaseStack(cdk.Stack):
         super().__init__(scope, id, **kwargs)
         self.store_location = store_location  # literal names: grants and finding ids stay readable
         self.store = StoreConstruct(
-            self, "Store", StoreProps(bucket_name=store_location.bucket, repo_root=REPO_ROOT, image_tag=settings.image_tag)
+            self,
+            "Store",
+            StoreProps(
+                bucket_name=store_location.bucket,
+                repo_root=REPO_ROOT,
+                prefix=store_location.prefix,
+                image_tag=settings.image_tag,
+                base_image=settings.vllm_image,
+            ),
         )
         self.network = NetworkConstruct(self, "Network", NetworkProps(flow_logs_bucket=self.store.access_logs))
         self.alarms = AlarmTopicConstruct(self, "Alarms", AlarmTopicProps(key=self.store.key, email=settings.alarm_email))
@@ -105,8 +113,11 @@ class ModelStack(cdk.Stack):
 
 
 class CiAccessStack(cdk.Stack):
+    """One stage's CI role: jobs of the repository's GitHub environment (or ref) publish adapters
+    of the planned models and promote them on this stage."""
+
     def __init__(
-        self, scope: Construct, id: str, *, base: FleetBaseStack, github_repo: str, existing_provider_arn: str | None,
+        self, scope: Construct, id: str, *, base: FleetBaseStack, plans: list[DeploymentPlan], settings: FleetSettings,
         **kwargs,
     ) -> None:  # fmt: skip
         super().__init__(scope, id, **kwargs)
@@ -114,10 +125,14 @@ class CiAccessStack(cdk.Stack):
             self,
             "CiAccess",
             CiAccessProps(
-                github_repo=github_repo,
+                github_repo=settings.github_repo,
                 store=base.store_location,
                 key=base.store.key,
-                existing_provider_arn=existing_provider_arn,
+                models=tuple(plan.model_name for plan in plans),
+                stage=plans[0].stage,
+                github_environment=settings.github_environment,
+                github_ref=settings.github_ref,
+                existing_provider_arn=settings.github_oidc_provider_arn,
             ),
         )
         # The workflow (examples/ci/publish-adapter.yml) assumes the role by this ARN.
@@ -180,10 +195,7 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
     }
     ci = None
     if settings.github_repo is not None:
-        ci = CiAccessStack(
-            app, f"{prefix}-ci", base=base, github_repo=settings.github_repo,
-            existing_provider_arn=settings.github_oidc_provider_arn, env=env,
-        )  # fmt: skip
+        ci = CiAccessStack(app, f"{prefix}-ci", base=base, plans=plans, settings=settings, env=env)
         tagged(ci, tags)
     else:
         cdk.Annotations.of(base).add_info("no CI access role: set -c github_repo=owner/name to create one")

@@ -56,6 +56,16 @@ TASK_MEMORY_SHARE = 0.9
 # NCCL and vLLM's worker processes exchange tensors through /dev/shm (Docker's 64 MiB is too small).
 SHARED_MEMORY_SHARE = 0.125
 ALB_LOG_PREFIX = "alb"
+# The container's root filesystem is read-only; these are the paths it writes, each a volume
+# (/dev/shm is the task's shared memory, above). The model root lives on the instance's NVMe
+# (stacks/user_data.py); the others are Docker volumes of the task alone, made at its start from
+# the image's directory (its owner and mode) and removed when it stops.
+SERVING_HOME = "/home/llmfleet"  # containers/vllm/Dockerfile: the serving user's HOME
+WRITABLE_PATHS = {
+    "models": DEFAULT_MODEL_ROOT,  # weights, adapters, compile cache (LLMFLEET_MODEL_ROOT)
+    "tmp": "/tmp",  # the supervisor's state directory (tempfile.mkdtemp), Python's and torch's temporary files
+    "home": SERVING_HOME,  # ~/.cache and ~/.config of vLLM, torch, Triton, CUDA, Hugging Face
+}
 # A warm-pool instance's first boot pulls the ~10 GB image before it may stop; past this, Auto
 # Scaling goes on without the ready signal (the ECS agent then pulls at task start).
 INSTANCE_READY_TIMEOUT = cdk.Duration.minutes(15)
@@ -293,13 +303,8 @@ class GpuServiceConstruct(Construct):
 
     def _task_definition(self, props: GpuServiceProps) -> ecs.Ec2TaskDefinition:
         plan = props.plan
-        task = ecs.Ec2TaskDefinition(
-            self,
-            "Task",
-            network_mode=ecs.NetworkMode.AWS_VPC,
-            volumes=[ecs.Volume(name="models", host=ecs.Host(source_path=DEFAULT_MODEL_ROOT))],
-        )
-        grant_serving_access(task.task_role, plan, props.store, props.key)
+        task = ecs.Ec2TaskDefinition(self, "Task", network_mode=ecs.NetworkMode.AWS_VPC, volumes=self._writable_volumes())
+        grant_serving_access(task.task_role, plan, props.store, props.key, TARGET)
         instance_mib = plan.instance_memory_gib * 1024
         container = task.add_container(
             "vllm",
@@ -311,6 +316,7 @@ class GpuServiceConstruct(Construct):
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
             logging=ecs.LogDrivers.aws_logs(stream_prefix=plan.model_name, log_group=self.log_group),
             stop_timeout=cdk.Duration.seconds(plan.timing.drain_seconds),
+            readonly_root_filesystem=True,  # writes go to WRITABLE_PATHS' volumes only
             linux_parameters=ecs.LinuxParameters(
                 self, "LinuxParameters", init_process_enabled=True,
                 shared_memory_size=int(instance_mib * SHARED_MEMORY_SHARE),
@@ -321,7 +327,7 @@ class GpuServiceConstruct(Construct):
             ],
         )
         container.add_mount_points(
-            ecs.MountPoint(container_path=DEFAULT_MODEL_ROOT, source_volume="models", read_only=False)
+            *(ecs.MountPoint(container_path=path, source_volume=name, read_only=False) for name, path in WRITABLE_PATHS.items())
         )
         acknowledge(
             task.obtain_execution_role(),
@@ -334,6 +340,17 @@ class GpuServiceConstruct(Construct):
             "the environment holds the serving plan and the store location, nothing secret; the API key is an ECS secret",
         )
         return task
+
+    @staticmethod
+    def _writable_volumes() -> list[ecs.Volume]:
+        """WRITABLE_PATHS as task volumes: the instance's model cache, and Docker volumes of the task alone."""
+        task_volume = ecs.DockerVolumeConfiguration(driver="local", scope=ecs.Scope.TASK)
+        return [
+            ecs.Volume(name=name, host=ecs.Host(source_path=path))
+            if path == DEFAULT_MODEL_ROOT
+            else ecs.Volume(name=name, docker_volume_configuration=task_volume)
+            for name, path in WRITABLE_PATHS.items()
+        ]
 
     # --- load balancer --------------------------------------------------------------------
 

@@ -137,7 +137,7 @@ class SageMakerEndpointConstruct(Construct):
     def _execution_role(self, props: SageMakerEndpointProps) -> iam.Role:
         plan, stack = self.plan, cdk.Stack.of(self)
         role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"))
-        grant_serving_access(role, plan, props.store, props.key)
+        grant_serving_access(role, plan, props.store, props.key, TARGET)
         props.image.grant_pull(role)
         log_groups = stack.format_arn(
             service="logs",

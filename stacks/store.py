@@ -1,7 +1,13 @@
-"""The model store (S3 + KMS), the log bucket, the ECR repository and the serving image."""
+"""The model store (S3 + KMS), the log bucket, the ECR repository and the serving image.
+
+The store bucket's policy makes every published version's manifest write-once
+(model_store.access.write_once_statement); each serving role reads its model's prefixes and
+writes only its own stage's and target's compile cache (model_store.access.serving_scope).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +20,11 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.compliance import acknowledge, checkov_skip, nag_rendered
+from model_store.access import serving_scope, write_once_statement
 from model_store.plan import DeploymentPlan
 from model_store.store import StoreLocation
-from stacks.config import StackConfigError
+from stacks.compliance import acknowledge, checkov_skip, nag_rendered
+from stacks.config import IMAGE_BY_DIGEST, PLACEHOLDER_DIGEST, StackConfigError
 
 DOCKERFILE = "containers/vllm/Dockerfile"
 # The image copies model_store/ and containers/ (containers/vllm/Dockerfile), so the build context
@@ -26,22 +33,34 @@ DOCKERFILE = "containers/vllm/Dockerfile"
 IMAGE_CONTEXT = ["containers", "model_store"]
 NONCURRENT_VERSION_DAYS = 30
 LOG_RETENTION_DAYS = 365
-COMPILE_CACHE_FOLDER = "compile-cache"  # model_store/store.py's layout
+BASE_IMAGE_ARG = "VLLM_IMAGE"  # containers/vllm/Dockerfile's ARG for its FROM
 
 
 @dataclass(frozen=True)
 class StoreProps:
     """bucket_name: the store bucket's name. repo_root: the checkout holding containers/ (the
-    image is built from it). image_tag: a tag CI already pushed to the repository (default None:
-    build the image as a CDK asset at synth)."""
+    image is built from it). prefix: the store's key prefix in the bucket (default "": the
+    bucket's root). image_tag: a tag CI already pushed to the repository (default None: build
+    the image as a CDK asset at synth). base_image: the image the asset is built FROM, pinned by
+    digest, `<repository>:<tag>@sha256:<64 hex>` (default None; required when image_tag is None)."""
 
     bucket_name: str
     repo_root: Path
+    prefix: str = ""
     image_tag: str | None = None  # a tag CI pushed to the repository; None builds the image asset
+    base_image: str | None = None
 
     def __post_init__(self) -> None:
-        if self.image_tag is None and not (self.repo_root / DOCKERFILE).is_file():
+        if self.image_tag is not None:
+            return
+        if not (self.repo_root / DOCKERFILE).is_file():
             raise StackConfigError(f"StoreProps.repo_root: {self.repo_root} has no {DOCKERFILE} to build the image from")
+        if self.base_image is None or not re.fullmatch(IMAGE_BY_DIGEST, self.base_image):
+            raise StackConfigError(
+                f"StoreProps.base_image: the serving image is built FROM a base pinned by digest, "
+                f"<repository>:<tag>@sha256:<64 hex>, but {self.base_image!r} was given "
+                f"(-c vllm_image=vllm/vllm-openai:<tag>@sha256:<digest>, or -c image_tag=<a pushed tag>)"
+            )
 
 
 @dataclass(frozen=True)
@@ -130,6 +149,10 @@ class StoreConstruct(Construct):
             ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        # A published version's manifest can never be replaced, whoever holds PutObject.
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement.from_json(write_once_statement(props.bucket_name, props.prefix, cdk.Aws.PARTITION))
+        )
         for bucket in (self.access_logs, self.bucket):
             acknowledge(
                 bucket,
@@ -155,11 +178,18 @@ class StoreConstruct(Construct):
                 uri=self.repository.repository_uri_for_tag(props.image_tag),
                 repository=self.repository,
             )
+        if props.base_image.endswith(PLACEHOLDER_DIGEST):
+            cdk.Annotations.of(self).add_warning(
+                f"the serving image's base {props.base_image} is a placeholder digest: these templates "
+                f"synthesize but `cdk deploy` fails building the image. Pass -c vllm_image=<repository>:<tag>@sha256:<digest> "
+                f"(docker buildx imagetools inspect <repository>:<tag>) or -c image_tag=<a pushed tag>."
+            )
         asset = ecr_assets.DockerImageAsset(
             self,
             "ServingImage",
             directory=str(props.repo_root),
             file=DOCKERFILE,
+            build_args={BASE_IMAGE_ARG: props.base_image},
             exclude=["*", *(f"!{path}" for path in IMAGE_CONTEXT), "**/__pycache__"],
             ignore_mode=cdk.IgnoreMode.DOCKER,
             platform=ecr_assets.Platform.LINUX_AMD64,
@@ -174,12 +204,6 @@ class StoreConstruct(Construct):
 def object_arn(bucket_name: str, prefix: str) -> str:
     """ARN of every object under `prefix/` in a bucket named literally (keeps grants readable in the template)."""
     return f"arn:{cdk.Aws.PARTITION}:s3:::{bucket_name}/{prefix}/*"
-
-
-def model_read_prefixes(plan: DeploymentPlan, store: StoreLocation) -> list[str]:
-    """Key prefixes a server of `plan` reads: its weights (`models/<name>/`, streamed or synced), its
-    adapters, its registry entries and its compile caches."""
-    return [store.key(folder, plan.model_name) for folder in ("models", "adapters", "registry", COMPILE_CACHE_FOLDER)]
 
 
 def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.PolicyStatement]:
@@ -197,21 +221,25 @@ def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.Pol
     ]
 
 
-def grant_serving_access(role: iam.IRole, plan: DeploymentPlan, store: StoreLocation, key: kms.IKey) -> None:
-    """What a server of `plan` may do in the store: read its own prefixes, and write one, its
-    compile cache (published after its first start). Nothing of another model, no delete."""
-    prefixes = model_read_prefixes(plan, store)
-    for statement in model_read_statements(store.bucket, prefixes):
+def grant_serving_access(role: iam.IRole, plan: DeploymentPlan, store: StoreLocation, key: kms.IKey, target: str) -> None:
+    """What a server of `plan` on `target` ("ecs" or "sagemaker") may do in the store
+    (model_store.access.serving_scope): read its own model's prefixes, and write one, the
+    compile cache of its stage and target (published after its first start). Nothing of
+    another model, stage or target is written, nothing is deleted."""
+    scope = serving_scope(store, plan.model_name, plan.stage, target)
+    for statement in model_read_statements(store.bucket, list(scope.reads)):
         role.add_to_principal_policy(statement)
-    cache = store.key(COMPILE_CACHE_FOLDER, plan.model_name)
-    role.add_to_principal_policy(iam.PolicyStatement(actions=["s3:PutObject"], resources=[object_arn(store.bucket, cache)]))
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:PutObject"], resources=[object_arn(store.bucket, p) for p in scope.writes])
+    )
     # SSE-KMS: reading needs Decrypt, writing the cache a data key; the two actions, as the CI role
     # has them (grant_encrypt_decrypt's wildcards, kms:ReEncrypt* and kms:GenerateDataKey*, fail cdk-nag IAM5).
     key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")
-    for prefix in prefixes:
-        access = "read and write" if prefix == cache else "read-only"
+    for prefix in scope.reads:
+        access = "read and write" if prefix in scope.writes else "read-only"
         acknowledge(
             role,
             f"AwsSolutions-IAM5[Resource::{nag_rendered(object_arn(store.bucket, prefix))}]",
-            f"{access} on the model's own store prefix {prefix}/ (weights, adapters, registry, compile cache), nothing else",
+            f"{access} on the server's own store prefix {prefix}/ (its model's weights, adapters and registry; "
+            f"its stage's and target's compile cache), nothing else",
         )

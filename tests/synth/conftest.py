@@ -127,13 +127,14 @@ def store_objects(*prefixes: str) -> list[str]:
     )
 
 
-def assert_serving_role_grants(template: Template, role_id: str, model: str) -> None:
-    """A server reads only its own model's store prefixes and writes only its compile cache;
-    listing is unconditioned on the bucket (a registry document that does not exist yet must
-    be a 404, not a 403)."""
+def assert_serving_role_grants(template: Template, role_id: str, model: str, stage: str, target: str) -> None:
+    """A server reads only its own model's store prefixes and its own stage's and target's compile
+    cache, and writes only that compile cache; listing is unconditioned on the bucket (a registry
+    document that does not exist yet must be a 404, not a 403)."""
     grants = s3_grants(template, role_id)
+    cache = f"compile-cache/{model}/{stage}/{target}"
     assert set(grants) == {"s3:GetObject", "s3:ListBucket", "s3:PutObject"}
-    assert grants["s3:GetObject"] == store_objects(*(f"{folder}/{model}" for folder in ("models", "adapters", "registry", "compile-cache")))
-    assert grants["s3:PutObject"] == store_objects(f"compile-cache/{model}")
+    assert grants["s3:GetObject"] == store_objects(*(f"{folder}/{model}" for folder in ("models", "adapters", "registry")), cache)
+    assert grants["s3:PutObject"] == store_objects(cache)
     bucket = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::llmfleet-store"]]}
     assert grants["s3:ListBucket"] == [json.dumps(bucket)]

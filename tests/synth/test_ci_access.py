@@ -1,4 +1,5 @@
-"""CI of one named repository may publish adapters and update the registry, and nothing else."""
+"""CI of one named repository's stage environment may publish the fleet's adapters and update
+that stage's registry, and nothing else."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ def test_only_the_named_repository_can_assume_the_role(secure_fleet: Synthesized
     role = only(synthesized.find_resources("AWS::IAM::Role"))
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    stage = secure_fleet.fleet.plans[0].stage
     assert trust["Condition"] == {
-        "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
-        "StringLike": {"token.actions.githubusercontent.com:sub": f"repo:{GITHUB_REPO}:*"},
+        "StringEquals": {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": f"repo:{GITHUB_REPO}:environment:{stage}",
+        },
     }
     assert role["MaxSessionDuration"] == 3600
 
@@ -38,15 +42,17 @@ def test_role_writes_adapters_and_registry_and_reads_no_weights(secure_fleet: Sy
     (policy,) = synthesized.find_resources("AWS::IAM::Policy").values()
     statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
     assert set(statements) == {"PublishAdapters", "ReadBaseModelMetadata", "UpdateRegistry", "FindStoreKeys", "StoreKey"}
-    assert statements["PublishAdapters"]["Resource"] == store_object("adapters/*")
+    models = sorted(plan.model_name for plan in secure_fleet.fleet.plans)
+    stage = secure_fleet.fleet.plans[0].stage
+    assert statements["PublishAdapters"]["Resource"] == [store_object(f"adapters/{m}/*") for m in models]
     assert sorted(as_list(statements["PublishAdapters"]["Action"])) == [
         "s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"
     ]
-    assert statements["UpdateRegistry"]["Resource"] == store_object("registry/*")
+    assert statements["UpdateRegistry"]["Resource"] == [store_object(f"registry/{m}/{stage}.json") for m in models]
     assert sorted(as_list(statements["UpdateRegistry"]["Action"])) == ["s3:GetObject", "s3:PutObject"]
     assert as_list(statements["ReadBaseModelMetadata"]["Action"]) == ["s3:GetObject"]
     assert sorted(json.dumps(r) for r in statements["ReadBaseModelMetadata"]["Resource"]) == sorted(
-        json.dumps(store_object(k)) for k in ("models/*/config.json", "models/*/_manifest.json")
+        json.dumps(store_object(f"models/{m}/*/{k}")) for m in models for k in ("config.json", "_manifest.json")
     )
     # On the bucket, unconditioned: an s3:prefix condition would not turn a missing key's 403 into 404.
     listing = statements["FindStoreKeys"]
@@ -61,10 +67,10 @@ def test_role_writes_adapters_and_registry_and_reads_no_weights(secure_fleet: Sy
         assert not any(a.endswith(":*") or a == "*" for a in actions)
         assert statement["Resource"] != "*"
         assert not any(a.startswith(("s3:Delete", "iam:", "cloudformation:", "ecs:", "sagemaker:")) for a in actions)
-    # Only PutObject writes, and only under adapters/ and registry/.
-    writes = [s for s in statements.values() if "s3:PutObject" in as_list(s["Action"])]
-    assert sorted(json.dumps(s["Resource"]) for s in writes) == sorted(
-        json.dumps(store_object(k)) for k in ("adapters/*", "registry/*")
+    # Only PutObject writes, and only the fleet's models' adapters and this stage's registry documents.
+    writes = [r for s in statements.values() if "s3:PutObject" in as_list(s["Action"]) for r in as_list(s["Resource"])]
+    assert sorted(json.dumps(r) for r in writes) == sorted(
+        json.dumps(store_object(k)) for m in models for k in (f"adapters/{m}/*", f"registry/{m}/{stage}.json")
     )
 
 
@@ -80,5 +86,5 @@ def test_role_arn_is_a_stack_output_for_the_workflow(secure_fleet: Synthesized) 
 
 
 def test_props_refuse_a_repository_that_is_not_owner_slash_name() -> None:
-    with pytest.raises(StackConfigError, match="'acme' is not a GitHub 'owner/name'"):
-        CiAccessProps(github_repo="acme", store=StoreLocation("b"), key=None)  # type: ignore[arg-type]
+    with pytest.raises(StackConfigError, match="CiAccessProps.github_repo: must be a GitHub 'owner/name', but 'acme' was given"):
+        CiAccessProps(github_repo="acme", store=StoreLocation("b"), key=None, models=("m",), stage="prod")  # type: ignore[arg-type]

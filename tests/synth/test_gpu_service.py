@@ -11,7 +11,7 @@ from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
 from model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
-from stacks.gpu_service import CONTAINER_PORT, GpuServiceProps
+from stacks.gpu_service import CONTAINER_PORT, WRITABLE_PATHS, GpuServiceProps
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, assert_serving_role_grants, only
 
 
@@ -44,7 +44,8 @@ def test_task_environment_carries_the_plan_and_the_key_is_a_secret(secure_fleet:
         assert environment["LLMFLEET_STORE"] == "s3://llmfleet-store"
         settings = settings_from_env(environment)  # what the entrypoint will read
         assert (settings.plan, settings.target, settings.port) == (plan, "ecs", CONTAINER_PORT)
-        assert [m["ContainerPath"] for m in definition["MountPoints"]] == [settings.model_root]
+        assert [m["ContainerPath"] for m in definition["MountPoints"]] == list(WRITABLE_PATHS.values())
+        assert settings.model_root in WRITABLE_PATHS.values()
         assert "VLLM_API_KEY" not in environment
         assert [s["Name"] for s in definition["Secrets"]] == ["VLLM_API_KEY"]
         assert definition["LogConfiguration"]["LogDriver"] == "awslogs"
@@ -294,7 +295,7 @@ def test_task_reads_only_its_own_store_prefixes_and_writes_only_its_compile_cach
     for plan in ecs_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
         task = only(synthesized.find_resources("AWS::ECS::TaskDefinition"))
-        assert_serving_role_grants(synthesized, task["TaskRoleArn"]["Fn::GetAtt"][0], plan.model_name)
+        assert_serving_role_grants(synthesized, task["TaskRoleArn"]["Fn::GetAtt"][0], plan.model_name, plan.stage, "ecs")
 
 
 def test_props_refuse_a_plan_that_does_not_target_ecs(secure_fleet: Synthesized) -> None:

@@ -217,7 +217,8 @@ def test_execution_role_reads_only_the_models_prefixes_and_writes_only_its_compi
     for plan in sagemaker_plans(secure_fleet):
         synthesized = secure_fleet.model_template(plan.model_name)
         model = only(synthesized.find_resources("AWS::SageMaker::Model"))
-        assert_serving_role_grants(synthesized, model["ExecutionRoleArn"]["Fn::GetAtt"][0], plan.model_name)
+        role_id = model["ExecutionRoleArn"]["Fn::GetAtt"][0]
+        assert_serving_role_grants(synthesized, role_id, plan.model_name, plan.stage, "sagemaker")
 
 
 def test_props_refuse_a_plan_without_a_sagemaker_target(secure_fleet: Synthesized) -> None:

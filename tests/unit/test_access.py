@@ -15,6 +15,8 @@ from model_store.access import POLICY_VERSION, ci_publisher_statements
 BUCKET = "llmfleet-store"
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
+MODELS = ("qwen3-small", "r1-distill-14b")
+STAGE = "prod"
 
 # The S3 calls of `llmfleet adapter publish/promote/rollback/retire/history/list/versions`
 # (model_store.store, model_store.registry; traced against moto's server) and the IAM action
@@ -39,9 +41,12 @@ MODEL_WEIGHTS = [
 ]
 
 
+def statements(prefix: str = "", key_arn: str = KEY_ARN, partition: str = "aws") -> list[dict]:
+    return ci_publisher_statements(BUCKET, prefix, key_arn, partition, models=MODELS, stage=STAGE)
+
+
 def evaluator(prefix: str = "") -> IAMPolicy:
-    document = {"Version": POLICY_VERSION, "Statement": ci_publisher_statements(BUCKET, prefix, KEY_ARN, "aws")}
-    return IAMPolicy(json.dumps(document))
+    return IAMPolicy(json.dumps({"Version": POLICY_VERSION, "Statement": statements(prefix)}))
 
 
 def allowed(policy: IAMPolicy, action: str, resource: str) -> bool:
@@ -56,7 +61,7 @@ def test_every_call_of_the_adapter_commands_is_allowed(call: str, action: str, k
 def test_listing_is_allowed_on_the_bucket_without_a_prefix_condition() -> None:
     # ListObjectsV2 (adapter versions) and, for HEAD/GET of a key that does not exist yet, a 404
     # instead of a 403: S3 checks ListBucket on the bucket, with no s3:prefix in an object request.
-    (listing,) = [s for s in ci_publisher_statements(BUCKET, "", KEY_ARN) if "s3:ListBucket" in s["Action"]]
+    (listing,) = [s for s in statements() if "s3:ListBucket" in s["Action"]]
     assert listing["Resource"] == [BUCKET_ARN]
     assert "Condition" not in listing
     assert allowed(evaluator(), "s3:ListBucket", BUCKET_ARN)
@@ -78,7 +83,7 @@ def test_nothing_is_deleted_and_no_base_model_file_is_written() -> None:
 
 
 def test_no_wildcard_action_no_any_resource_no_infrastructure() -> None:
-    for statement in ci_publisher_statements(BUCKET, "", KEY_ARN):
+    for statement in statements():
         assert statement["Effect"] == "Allow"
         assert "*" not in statement["Resource"]
         for action in statement["Action"]:
@@ -90,22 +95,22 @@ def test_no_wildcard_action_no_any_resource_no_infrastructure() -> None:
 
 
 def test_the_key_is_usable_only_through_s3() -> None:
-    (key,) = [s for s in ci_publisher_statements(BUCKET, "", KEY_ARN) if s["Resource"] == [KEY_ARN]]
+    (key,) = [s for s in statements() if s["Resource"] == [KEY_ARN]]
     assert sorted(key["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert key["Condition"] == {"StringLike": {"kms:ViaService": "s3.*"}}
 
 
 def test_a_store_under_a_prefix_grants_only_below_it() -> None:
     policy = evaluator("fleets/demo/")
-    assert allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/fleets/demo/adapters/m/a/v1/adapter_config.json")
-    assert allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/fleets/demo/registry/m/prod.json")
-    assert allowed(policy, "s3:GetObject", f"{BUCKET_ARN}/fleets/demo/models/m/main/config.json")
-    assert not allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/adapters/m/a/v1/adapter_config.json")
-    assert not allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/fleets/other/registry/m/prod.json")
+    m = MODELS[0]
+    assert allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/fleets/demo/adapters/{m}/a/v1/adapter_config.json")
+    assert allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/fleets/demo/registry/{m}/prod.json")
+    assert allowed(policy, "s3:GetObject", f"{BUCKET_ARN}/fleets/demo/models/{m}/main/config.json")
+    assert not allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/adapters/{m}/a/v1/adapter_config.json")
+    assert not allowed(policy, "s3:PutObject", f"{BUCKET_ARN}/fleets/other/registry/{m}/prod.json")
 
 
 def test_partition_and_key_may_be_tokens() -> None:
-    statements = ci_publisher_statements(BUCKET, "", "${Token[KeyArn]}", "${Token[AWS.Partition]}")
-    resources = [r for s in statements for r in s["Resource"]]
+    resources = [r for s in statements("", "${Token[KeyArn]}", "${Token[AWS.Partition]}") for r in s["Resource"]]
     assert "${Token[KeyArn]}" in resources
     assert all(r.startswith("arn:${Token[AWS.Partition]}:s3:::") for r in resources if r != "${Token[KeyArn]}")

