@@ -104,8 +104,14 @@ class AdapterInfo:
 def check_segment(kind: str, value: str, *, rule: str = "name", pattern: str = SAFE_SEGMENT) -> str:
     """Refuse a name that is not one safe S3 key segment (no '/', '..', spaces, control chars)."""
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        raise AdapterRejected(rule, f"{kind} {value!r} is not a safe path segment; allowed: {pattern}")
+        raise AdapterRejected(rule, f"{kind} {value!r:.80} is not a safe path segment; allowed: {pattern}")
     return value
+
+
+def file_size_limit(name: str) -> int:
+    """The most bytes an adapter's file may hold: publish checks it, and servers check the
+    sizes a stored manifest claims against it before downloading."""
+    return {ADAPTER_CONFIG: MAX_CONFIG_BYTES, ADAPTER_WEIGHTS: MAX_WEIGHTS_BYTES}.get(name, MAX_OTHER_FILE_BYTES)
 
 
 def check_model_name(model: str) -> str:
@@ -194,9 +200,7 @@ def _check_layout(directory: Path) -> tuple[list[str], list[str]]:
             raise AdapterRejected(
                 "layout", f"{entry.name} is a directory; publish the directory save_pretrained() wrote (files only)"
             )
-        limit = {ADAPTER_CONFIG: MAX_CONFIG_BYTES, ADAPTER_WEIGHTS: MAX_WEIGHTS_BYTES}.get(
-            entry.name, MAX_OTHER_FILE_BYTES
-        )
+        limit = file_size_limit(entry.name)
         size = entry.stat().st_size
         if size > limit:
             raise AdapterRejected("size", f"{entry.name} is {size} bytes; at most {limit} allowed")
@@ -346,6 +350,7 @@ __all__ = [
     "accepted_bases_for",
     "check_model_name",
     "check_segment",
+    "file_size_limit",
     "max_rank_for",
     "validate_adapter",
 ]

@@ -6,6 +6,10 @@ object's ETag (`If-Match`; creation with `If-None-Match: *`): a promoter that lo
 re-reads and applies its change to the fresh state, so concurrent CI pipelines never lose
 an update. The transitions themselves (`promoted`, `rolled_back`, `retired`) and the
 per-server choice (`adapters_for_server`) are pure functions.
+
+Servers read the document as input: every name and version in it is checked as publish
+checks them before it becomes a local path, and a document that fails is refused whole
+(`RegistryRefused`), so the server keeps serving what it serves.
 """
 
 from __future__ import annotations
@@ -22,10 +26,21 @@ from botocore.exceptions import ClientError
 
 from model_store.adapters import check_segment
 from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.store import ModelStore, StoreError, is_missing_error, is_precondition_failed
+from model_store.store import (
+    MIB,
+    STAGE_PATTERN,
+    ModelStore,
+    StoreError,
+    is_missing_error,
+    is_precondition_failed,
+)
 
 REGISTRY_FORMAT = 1
-STAGE_PATTERN = r"^[a-z][a-z0-9-]{0,19}$"  # the fleet manifest's `stage` field
+# Each change adds ~250 bytes of history: 4 MiB holds ~16k promotions. A server reads no
+# more than this (a larger document is refused unread) and a promoter writes no more.
+MAX_REGISTRY_BYTES = 4 * MIB
+_DOCUMENT_FIELDS = {"format", "model", "stage", "generation", "adapters", "history"}
+_ENTRY_FIELDS = {"version", "previous_version", "fraction"}
 # Full-jitter exponential backoff ("Exponential Backoff And Jitter", AWS Architecture Blog,
 # 2015): racing promoters spread out instead of colliding again in lockstep.
 MAX_ATTEMPTS = 40
@@ -41,6 +56,16 @@ class RegistryError(LlmfleetError):
 
 class RegistryConflict(RegistryError):
     """Too many concurrent writers: the change was not applied after MAX_ATTEMPTS tries."""
+
+
+class RegistryRefused(RegistryError):
+    """A registry document that fails the checks (`etag`: the refused document's, so a server
+    polls past it instead of reading and logging it again). Not retried: the same bytes
+    would be refused again."""
+
+    def __init__(self, message: str, etag: str | None):
+        super().__init__(message)
+        self.etag = etag
 
 
 @dataclass(frozen=True)
@@ -84,20 +109,55 @@ class RegistryState:
 
     @classmethod
     def from_json(cls, text: str | bytes, *, etag: str | None, where: str) -> RegistryState:
+        """Parse a registry document, or refuse it whole (RegistryRefused).
+
+        Whole, not entry by entry: the promoter writes only checked names, so one bad entry
+        means the document did not come from it and nothing in it can be trusted; dropping
+        entries would also make servers retire or swap adapters on a forged document. A
+        refused document changes nothing a server serves.
+        """
+        if len(text) > MAX_REGISTRY_BYTES:
+            raise RegistryRefused(f"{where}: {len(text)} bytes; a registry document holds at most {MAX_REGISTRY_BYTES}", etag)
         try:
             data = json.loads(text)
+            if not isinstance(data, dict) or set(data) != _DOCUMENT_FIELDS:
+                raise ValueError(f"a JSON object with exactly {sorted(_DOCUMENT_FIELDS)} is required")
             if data["format"] != REGISTRY_FORMAT:
-                raise ValueError(f"format {data['format']!r} is not {REGISTRY_FORMAT}")
+                raise ValueError(f"format {data['format']!r:.40} is not {REGISTRY_FORMAT}")
+            generation = data["generation"]
+            if type(generation) is not int or generation < 0:
+                raise ValueError(f"generation {generation!r:.40} must be a non-negative integer")
+            if not isinstance(data["model"], str) or not isinstance(data["stage"], str):
+                raise ValueError("model and stage must be strings")
+            if not isinstance(data["adapters"], dict):
+                raise ValueError(f"adapters must be an object of name -> entry, got {data['adapters']!r:.80}")
+            history = data["history"]
+            if not isinstance(history, list) or not all(isinstance(event, dict) for event in history):
+                raise ValueError("history must be a list of objects")
             return cls(
                 model=data["model"],
                 stage=data["stage"],
-                generation=int(data["generation"]),
-                adapters={name: AdapterEntry(**entry) for name, entry in data["adapters"].items()},
-                history=list(data["history"]),
+                generation=generation,
+                adapters={name: _adapter_entry(name, entry) for name, entry in data["adapters"].items()},
+                history=history,
                 etag=etag,
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"{where}: not a valid registry document: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise RegistryRefused(f"{where}: not a valid registry document: {exc}", etag) from None
+
+
+def _adapter_entry(name: str, raw: object) -> AdapterEntry:
+    """One adapter's entry, its name and versions checked as publish checks them (ValueError)."""
+    check_segment("adapter name", name)
+    if not isinstance(raw, dict) or not {"version", "previous_version"} <= set(raw) <= _ENTRY_FIELDS:
+        raise ValueError(f"adapter {name!r}: {raw!r:.80} must be an object with {sorted(_ENTRY_FIELDS)}")
+    check_segment("version", raw["version"], rule="version")
+    if raw["previous_version"] is not None:
+        check_segment("previous version", raw["previous_version"], rule="version")
+    fraction = raw.get("fraction", 1.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise ValueError(f"adapter {name!r}: fraction {fraction!r:.40} must be a number in (0, 1]")
+    return AdapterEntry(version=raw["version"], previous_version=raw["previous_version"], fraction=fraction)
 
 
 # --- pure transitions ---------------------------------------------------------------------
@@ -256,14 +316,25 @@ class AdapterRegistry:
             if is_missing_error(exc):
                 return None if etag else RegistryState.empty(model, stage)
             raise StoreError(f"s3://{self.store.location.bucket}/{key}: cannot read the registry: {exc}") from None
-        return RegistryState.from_json(
-            response["Body"].read(), etag=response["ETag"], where=f"s3://{self.store.location.bucket}/{key}"
-        )
+        where, etag = f"s3://{self.store.location.bucket}/{key}", response["ETag"]
+        if response["ContentLength"] > MAX_REGISTRY_BYTES:
+            response["Body"].close()
+            raise RegistryRefused(
+                f"{where}: {response['ContentLength']} bytes; a registry document holds at most {MAX_REGISTRY_BYTES}", etag
+            )
+        state = RegistryState.from_json(response["Body"].read(), etag=etag, where=where)
+        if (state.model, state.stage) != (model, stage):
+            raise RegistryRefused(
+                f"{where}: describes model {state.model!r:.80} stage {state.stage!r:.40}, not {model!r} {stage!r}", etag
+            )
+        return state
 
     def promote(
         self, model: str, stage: str, name: str, version: str, *, fraction: float = 1.0, actor: str
     ) -> RegistryState:
         """Serve `name`@`version` on `stage` (for `fraction` of servers). The version must be published."""
+        check_segment("adapter name", name)
+        check_segment("version", version, rule="version")
         if not self.store.adapter_version_exists(model, name, version):
             published = self.store.adapter_versions(model, name)
             raise RegistryError(
@@ -294,12 +365,18 @@ class AdapterRegistry:
             changed = transition(current)
             if changed is None:
                 return current
+            document = changed.to_json().encode()
+            if len(document) > MAX_REGISTRY_BYTES:
+                raise RegistryError(
+                    f"s3://{self.store.location.bucket}/{key}: the change would make the document {len(document)} "
+                    f"bytes; servers read at most {MAX_REGISTRY_BYTES}"
+                )
             condition = {"IfMatch": current.etag} if current.etag else {"IfNoneMatch": "*"}
             try:
                 response = self.store.client.put_object(
                     Bucket=self.store.location.bucket,
                     Key=key,
-                    Body=changed.to_json().encode(),
+                    Body=document,
                     ContentType="application/json",
                     **condition,
                 )
@@ -320,6 +397,7 @@ __all__ = [
     "AdapterRegistry",
     "RegistryConflict",
     "RegistryError",
+    "RegistryRefused",
     "RegistryState",
     "adapters_for_server",
     "promoted",

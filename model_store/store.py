@@ -5,20 +5,29 @@ Layout under `s3://bucket/prefix`:
     models/<model>/<revision>/...                 weights, config.json, tokenizer files
     adapters/<model>/<adapter>/<version>/...      a peft LoRA directory
     registry/<model>/<stage>.json                 which adapter versions a stage serves (registry.py)
-    compile-cache/<model>/<key>/<version>/...     vLLM's compile cache, written by the servers (compile_cache.py)
+    compile-cache/<model>/<stage>/<target>/<key>/<version>/...
+                                                  vLLM's compile cache, written by the servers (compile_cache.py)
 
 Every version ends with `_manifest.json` (each file's key, size and sha256; uploader,
 time, source), written last with `If-None-Match: *`: a version exists only once it is
 complete, and it can never be overwritten. Readers trust nothing without it; downloads
 check every byte against it. Files already in S3 with the recorded size and sha256 are
 not sent again, so rerunning an interrupted upload finishes it.
+
+What a server reads back is input (another writer may have put it there): a manifest is
+checked against the key it was asked for, its entries must sit under their version with
+safe relative paths, and its sizes and document length are bounded, before a byte is
+written locally (`checked_manifest`); local paths built from stored names are resolved
+inside their root first (`contained`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -35,19 +44,23 @@ from s3transfer.subscribers import BaseSubscriber
 
 from model_store.adapters import (
     DEFAULT_MAX_RANK,
+    MAX_FILES,
     AdapterInfo,
     check_model_name,
     check_segment,
+    file_size_limit,
     validate_adapter,
 )
 from model_store.architectures import (
     SAFETENSORS_INDEX,
+    ArchitectureFacts,
     bytes_by_dtype,
     facts_from_config,
     parse_safetensors_header,
     safetensors_header_length,
     weight_files,
 )
+from model_store.container_contract import TARGET_PORTS
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.manifest import ManifestError
 
@@ -71,6 +84,20 @@ MAX_POOL_CONNECTIONS = 32
 HASH_BLOCK = 4 * MIB
 HASH_THREADS = 4
 
+STAGE_PATTERN = r"^[a-z][a-z0-9-]{0,19}$"  # the fleet manifest's `stage` field
+# Bounds on what a server reads back. A manifest entry takes ~250 bytes: 16 MiB is ~60k
+# files, where a model or a compile cache holds hundreds to a few thousand.
+MAX_MANIFEST_BYTES = 16 * MIB
+MAX_FILE_BYTES = 1 << 50  # far above any S3 object: refuses only nonsense sizes
+# vLLM's compile cache (code, kernels) is tens of MiB to a few hundred for 8B-70B models
+# (the CPU stand-in's is 2.5 MiB); more is not a cache this server should unpickle.
+MAX_COMPILE_CACHE_BYTES = 4 << 30
+MAX_PATH_CHARS = 1024  # S3's key limit; one path segment may hold at most 255 bytes (ext4, xfs)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MANIFEST_KINDS = ("model", "adapter", "compile-cache")
+
+log = logging.getLogger(__name__)
+
 ProgressCallback = Callable[[int, int], None]
 """Called with (bytes just transferred or found already stored, total bytes of the version)."""
 
@@ -83,6 +110,12 @@ class StoreError(LlmfleetError):
 
 class VersionExists(StoreError):
     """The version is already complete in the store; versions are immutable."""
+
+
+class StoreRefused(StoreError):
+    """Something read from the store fails the checks a server makes before trusting it (a
+    manifest, a name, a local path built from one). Reading it again returns the same bytes,
+    so callers do not retry it."""
 
 
 @dataclass(frozen=True)
@@ -142,14 +175,120 @@ class VersionManifest:
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str) -> VersionManifest:
+        """Parse a manifest, every field of the type and shape the store writes (StoreRefused
+        otherwise): a wrong type is refused here, never a TypeError later."""
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise StoreRefused(f"{where}: {len(text)} bytes; a {MANIFEST_NAME} holds at most {MAX_MANIFEST_BYTES}")
         try:
             data = json.loads(text)
-            if data.pop("format") != MANIFEST_FORMAT:
-                raise ValueError(f"format is not {MANIFEST_FORMAT}")
-            data["files"] = tuple(FileEntry(**f) for f in data["files"])
-            return cls(**data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"{where}: not a valid {MANIFEST_NAME}: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise StoreRefused(f"{where}: not a valid {MANIFEST_NAME}: {exc}") from None
+        problem = _manifest_problem(data)
+        if problem:
+            raise StoreRefused(f"{where}: not a valid {MANIFEST_NAME}: {problem}")
+        fields = {name: value for name, value in data.items() if name not in ("format", "files")}
+        return cls(**fields, files=tuple(FileEntry(**entry) for entry in data["files"]))
+
+
+# Every field of a manifest and the JSON types it holds, as `to_json` writes them.
+_MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "format": (int,),
+    "kind": (str,),
+    "model": (str,),
+    "version": (str,),
+    "adapter": (str, type(None)),
+    "files": (list,),
+    "uploader": (str,),
+    "created": (str,),
+    "source": (str,),
+    "details": (dict,),
+}
+_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {"path": (str,), "key": (str,), "size": (int,), "sha256": (str,)}
+
+
+def _wrong_types(data: object, fields: dict[str, tuple[type, ...]], what: str) -> str | None:
+    """Why `data` is not an object with exactly `fields` of their types (JSON true is no number), or None."""
+    if not isinstance(data, dict):
+        return f"{what} must be a JSON object, got {type(data).__name__}"
+    if set(data) != set(fields):
+        return f"{what} has fields {sorted(data)!r:.200}; expected {sorted(fields)}"
+    for name, allowed in fields.items():
+        value = data[name]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            return f"{what}: {name} must be {names}, got {value!r:.80}"
+    return None
+
+
+def _manifest_problem(data: object) -> str | None:
+    """What is wrong with a parsed manifest document, or None."""
+    problem = _wrong_types(data, _MANIFEST_FIELDS, "the manifest")
+    if problem:
+        return problem
+    if data["format"] != MANIFEST_FORMAT:
+        return f"format {data['format']!r} is not {MANIFEST_FORMAT}"
+    if data["kind"] not in MANIFEST_KINDS:
+        return f"kind {data['kind']!r:.80} is not one of {list(MANIFEST_KINDS)}"
+    for index, entry in enumerate(data["files"]):
+        problem = _wrong_types(entry, _ENTRY_FIELDS, f"files[{index}]")
+        if problem:
+            return problem
+        if not 0 <= entry["size"] <= MAX_FILE_BYTES:
+            return f"files[{index}]: size {entry['size']} is outside 0..{MAX_FILE_BYTES}"
+        if not SHA256_HEX.fullmatch(entry["sha256"]):
+            return f"files[{index}]: sha256 {entry['sha256']!r:.80} is not 64 lowercase hex digits"
+    return None
+
+
+def checked_manifest(
+    manifest: VersionManifest, *, prefix: str, identity: tuple[str, str, str, str | None], where: str
+) -> VersionManifest:
+    """`manifest`, read from `<prefix>/_manifest.json`, if a server may trust it; else StoreRefused.
+
+    It must describe what was asked for (`identity`: kind, model, version, adapter), list
+    each file once under a safe relative path whose key is exactly `<prefix>/<path>` (a
+    version never points at another version's or model's objects, nor at its own manifest),
+    and stay within its kind's bounds: an adapter is a flat directory of at most MAX_FILES
+    files within the sizes publish allows, a compile cache at most MAX_COMPILE_CACHE_BYTES.
+    """
+    found = (manifest.kind, manifest.model, manifest.version, manifest.adapter)
+    if found != identity:
+        raise StoreRefused(f"{where}: describes {_describe(found)}, expected {_describe(identity)}; refusing it")
+    paths = set()
+    for entry in manifest.files:
+        relative = _safe_relative(entry.path, where)
+        if entry.path == MANIFEST_NAME or entry.path in paths:
+            raise StoreRefused(f"{where}: file {entry.path!r:.80} is listed twice or names the manifest itself")
+        if entry.key != f"{prefix}/{entry.path}":
+            raise StoreRefused(
+                f"{where}: file {entry.path!r:.80} points at {entry.key!r:.200}, outside its version; "
+                f"every file of this version is stored at {prefix}/<path>"
+            )
+        paths.add(entry.path)
+        if manifest.kind == "adapter":
+            _check_adapter_entry(entry, relative, where)
+    if manifest.kind == "adapter" and len(manifest.files) > MAX_FILES:
+        raise StoreRefused(f"{where}: {len(manifest.files)} files; an adapter holds at most {MAX_FILES}")
+    if manifest.kind == "compile-cache" and manifest.total_bytes > MAX_COMPILE_CACHE_BYTES:
+        raise StoreRefused(
+            f"{where}: {manifest.total_bytes} bytes; a compile cache holds at most {MAX_COMPILE_CACHE_BYTES}"
+        )
+    return manifest
+
+
+def _check_adapter_entry(entry: FileEntry, relative: PurePosixPath, where: str) -> None:
+    """An adapter's file: directly in its directory, within the size publish allows for that name."""
+    limit = file_size_limit(entry.path)
+    if len(relative.parts) != 1 or entry.size > limit:
+        raise StoreRefused(
+            f"{where}: adapter file {entry.path!r:.80} ({entry.size} bytes); an adapter is a flat "
+            f"directory and this file may hold at most {limit} bytes"
+        )
+
+
+def _describe(identity: tuple[str, str, str, str | None]) -> str:
+    kind, model, version, adapter = identity
+    return f"{kind} {'/'.join(repr(n) for n in (model, adapter) if n is not None)} version {version!r:.80}"
 
 
 def content_version(entries: Iterable[tuple[str, int, str]]) -> str:
@@ -186,11 +325,52 @@ def _version_files(directory: Path) -> list[str]:
 
 
 def _safe_relative(path: str, where: str) -> PurePosixPath:
-    """A manifest path that stays inside the destination directory."""
+    """A manifest path that stays inside the destination directory, in the one form
+    `_version_files` writes (no '.', '..', '//', control characters; bounded lengths)."""
     relative = PurePosixPath(path)
-    if relative.is_absolute() or not relative.parts or any(p in ("", ".", "..") for p in relative.parts):
-        raise StoreError(f"{where}: file path {path!r} escapes the version directory; refusing to write it")
+    if (
+        relative.is_absolute()
+        or not relative.parts
+        or relative.as_posix() != path
+        or len(path) > MAX_PATH_CHARS
+        or any(p in (".", "..") or len(p.encode()) > 255 for p in relative.parts)
+        or any(ord(c) < 32 for c in path)
+    ):
+        raise StoreRefused(f"{where}: file path {path!r:.80} escapes the version directory; refusing to write it")
     return relative
+
+
+def contained(root: str | Path, *parts: str) -> Path:
+    """`root/parts...` with symlinks resolved, if it lies strictly inside `root` (resolved too);
+    else StoreRefused. The one check before a server writes or deletes a path built from names
+    it read: an absolute part, '..', an empty part or a symlink out of `root` is refused."""
+    base = Path(root).resolve()
+    if not parts or any(not isinstance(p, str) or not p or "\0" in p for p in parts):
+        raise StoreRefused(f"{base}: path parts {parts!r:.200} must be non-empty strings without NUL")
+    path = base.joinpath(*parts).resolve()
+    if path == base or not path.is_relative_to(base):
+        raise StoreRefused(f"{base.joinpath(*parts)!s:.300} resolves to {path!s:.300}, outside {base}; refusing it")
+    return path
+
+
+def versions_by_upload(listing: Iterable[dict], parent: str) -> list[str]:
+    """The complete versions directly under `parent` (those with a `_manifest.json`) in a
+    `list_objects_v2` listing, oldest first by when the store received their manifest (S3's
+    own LastModified; ties by name). Never by the `created` a manifest claims: its writer
+    chose that date. A name that is not a safe segment is skipped (logged)."""
+    prefix = parent + "/"
+    uploaded = {}
+    for obj in listing:
+        relative = obj["Key"][len(prefix) :].split("/")
+        if len(relative) != 2 or relative[1] != MANIFEST_NAME:
+            continue
+        try:
+            check_segment("version", relative[0], rule="version")
+        except ValueError as exc:
+            log.warning("s3 listing of %s: skipped: %s", parent, exc)
+            continue
+        uploaded[relative[0]] = obj["LastModified"]
+    return sorted(uploaded, key=lambda version: (uploaded[version], version))
 
 
 class _ProgressSubscriber(BaseSubscriber):
@@ -213,7 +393,7 @@ def verify_model_directory(directory: Path, *, model: str, revision: str) -> Ver
     except OSError as exc:
         raise StoreError(f"{manifest_path}: cannot read the version's manifest: {exc.strerror}") from None
     if (manifest.kind, manifest.model, manifest.version) != ("model", model, revision):
-        raise StoreError(
+        raise StoreRefused(
             f"{manifest_path}: describes {manifest.kind} {manifest.model!r} revision {manifest.version!r}, "
             f"expected model {model!r} revision {revision!r}; point the model data source at "
             f"models/{model}/{revision}/"
@@ -286,8 +466,16 @@ class ModelStore:
     def registry_key(self, model: str, stage: str) -> str:
         return self.location.key("registry", model, f"{stage}.json")
 
-    def compile_cache_prefix(self, model: str, key: str, version: str = "") -> str:
-        return self.location.key("compile-cache", model, key, version)
+    def compile_cache_prefix(self, model: str, stage: str, target: str, key: str = "", version: str = "") -> str:
+        """`compile-cache/<model>/<stage>/<target>/<key>/<version>` (key and version may be left
+        out for the prefixes above them): each stage's and target's servers write and read only
+        their own, so nothing one writes is unpickled by another's. Every name is checked here,
+        the one place this key is built."""
+        if target not in TARGET_PORTS:
+            raise StoreError(f"target {target!r:.80} is not one of {sorted(TARGET_PORTS)}")
+        names = (("compile cache key", key), ("version", version))
+        self._check_names(model, *(pair for pair in names if pair[1]), stage=stage)
+        return self.location.key("compile-cache", model, stage, target, key, version)
 
     # --- models ---------------------------------------------------------------------------
 
@@ -320,13 +508,16 @@ class ModelStore:
         )
 
     def model_manifest(self, model: str, revision: str) -> VersionManifest:
-        return self._read_manifest(self.model_prefix(model, revision), f"model {model!r} revision {revision!r}")
+        return self._read_manifest(
+            self.model_prefix(model, revision), f"model {model!r} revision {revision!r}", ("model", model, revision, None)
+        )
 
     def download_model(
         self, model: str, revision: str, dest: Path, *, progress: ProgressCallback | None = None
     ) -> Path:
-        """Download a model revision into `dest`, every file verified; returns `dest`."""
-        return self._download_version(self.model_manifest(model, revision), Path(dest), progress)
+        """Download a model revision into `dest`, every file verified, its manifest recorded beside
+        them (as SageMaker's copy has it); returns `dest`."""
+        return self._download_version(self.model_manifest(model, revision), Path(dest), progress, record=True)
 
     def read_model_config(self, model: str, revision: str) -> dict:
         """The config.json of an uploaded model revision (verified against its manifest)."""
@@ -385,15 +576,11 @@ class ModelStore:
         check_segment("adapter name", name)
         if version is not None:
             check_segment("version", version, rule="version")
-        model_manifest = self.model_manifest(model, model_revision)
-        try:
-            arch = facts_from_config(self.read_model_config(model, model_revision), source=f"model {model!r}")
-        except ManifestError as exc:
-            raise StoreError(str(exc)) from None
+        arch, recorded_source = self.adapter_base(model, model_revision)
         info: AdapterInfo = validate_adapter(
             directory,
             model_name=model,
-            accepted_bases=(*accepted_bases, model_manifest.source),
+            accepted_bases=(*accepted_bases, recorded_source),
             max_rank=max_rank,
             arch=arch,
         )
@@ -417,9 +604,23 @@ class ModelStore:
                 raise VersionExists(f"{exc} (this content is already published as version {version})") from None
             raise
 
+    def adapter_base(self, model: str, revision: str) -> tuple[ArchitectureFacts, str]:
+        """What adapters of `model` are validated against, at publish and again on each server:
+        the revision's architecture (from its verified config.json) and the source recorded when
+        it was uploaded (a name adapters trained from that copy give as their base)."""
+        recorded_source = self.model_manifest(model, revision).source
+        try:
+            arch = facts_from_config(self.read_model_config(model, revision), source=f"model {model!r}")
+        except ManifestError as exc:
+            raise StoreError(str(exc)) from None
+        return arch, recorded_source
+
     def adapter_manifest(self, model: str, name: str, version: str) -> VersionManifest:
+        self._check_names(model, ("adapter name", name), ("version", version))
         return self._read_manifest(
-            self.adapter_prefix(model, name, version), f"adapter {name!r} version {version!r} of model {model!r}"
+            self.adapter_prefix(model, name, version),
+            f"adapter {name!r} version {version!r} of model {model!r}",
+            ("adapter", model, version, name),
         )
 
     def adapter_version_exists(self, model: str, name: str, version: str) -> bool:
@@ -457,15 +658,25 @@ class ModelStore:
     # --- compile caches -------------------------------------------------------------------
 
     def publish_compile_cache(
-        self, directory: Path, model: str, key: str, *, factors: dict[str, Any], uploader: str, repair: bool = False
+        self,
+        directory: Path,
+        model: str,
+        stage: str,
+        target: str,
+        key: str,
+        *,
+        factors: dict[str, Any],
+        uploader: str,
+        repair: bool = False,
     ) -> VersionManifest:
         """Upload vLLM's compile cache directory as a version named by its content; the same
         content published twice (two servers racing) is one version.
 
-        `repair`: the stored version of this content failed verification; its files are sent
-        again from this copy (same names, sizes and sha256, so its manifest stays true).
+        `repair`: the stored version of this content failed verification; the files of its
+        manifest that this copy holds with the same size and sha256 are sent again (data
+        objects only: its manifest stays true and is never rewritten).
         """
-        self._check_names(model, ("compile cache key", key))
+        self.compile_cache_prefix(model, stage, target, key)  # every name checked before a file is hashed
         relpaths = _version_files(directory)
         if not relpaths:
             raise StoreError(f"{directory}: empty; vLLM wrote no compile cache there")
@@ -475,7 +686,7 @@ class ModelStore:
             return self._upload_version(
                 directory,
                 relpaths,
-                self.compile_cache_prefix(model, key, version),
+                self.compile_cache_prefix(model, stage, target, key, version),
                 header={"kind": "compile-cache", "model": model, "version": version, "adapter": None},
                 uploader=uploader,
                 source=str(directory),
@@ -484,45 +695,44 @@ class ModelStore:
                 hashed=hashed,
             )
         except VersionExists:
-            stored = self.compile_cache_manifest(model, key, version)
+            stored = self.compile_cache_manifest(model, stage, target, key, version)
             if repair:
                 self._send_again(directory, stored)
             return stored
 
-    def compile_cache_manifest(self, model: str, key: str, version: str) -> VersionManifest:
+    def compile_cache_manifest(self, model: str, stage: str, target: str, key: str, version: str) -> VersionManifest:
         return self._read_manifest(
-            self.compile_cache_prefix(model, key, version), f"compile cache {key} version {version} of model {model!r}"
+            self.compile_cache_prefix(model, stage, target, key, version),
+            f"compile cache {key} version {version} of model {model!r} ({stage}, {target})",
+            ("compile-cache", model, version, None),
         )
 
-    def compile_cache_versions(self, model: str, key: str) -> list[str]:
-        """Complete versions of a compile cache, oldest first."""
-        return self._versions_by_creation(
-            self.compile_cache_prefix(model, key), lambda v: self.compile_cache_manifest(model, key, v)
-        )
+    def compile_cache_versions(self, model: str, stage: str, target: str, key: str) -> list[str]:
+        """Complete versions of a compile cache, oldest first by when the store received them."""
+        parent = self.compile_cache_prefix(model, stage, target, key)
+        return versions_by_upload(self._list(parent + "/"), parent)
 
-    def download_compile_cache(self, model: str, key: str, version: str, dest: Path) -> Path:
+    def download_compile_cache(self, model: str, stage: str, target: str, key: str, version: str, dest: Path) -> Path:
         """Download a compile cache version into `dest`, every file verified; returns `dest`."""
-        return self._download_version(self.compile_cache_manifest(model, key, version), Path(dest), None)
+        manifest = self.compile_cache_manifest(model, stage, target, key, version)
+        return self._download_version(manifest, Path(dest), None)
 
     def _versions_by_creation(self, parent: str, manifest: Callable[[str], VersionManifest]) -> list[str]:
-        """The complete versions (those with a _manifest.json) directly under `parent`, oldest first."""
-        prefix = parent + "/"
-        versions = []
-        for obj in self._list(prefix):
-            relative = obj["Key"][len(prefix) :].split("/")
-            if len(relative) == 2 and relative[1] == MANIFEST_NAME:
-                versions.append(relative[0])
-        # S3's LastModified has one-second resolution; the manifest records milliseconds.
+        """The complete versions directly under `parent`, oldest first by the time their manifest
+        records (milliseconds, where S3's LastModified has seconds): for listings, not trust."""
+        versions = versions_by_upload(self._list(parent + "/"), parent)
         created = {v: manifest(v).created for v in versions}
         return sorted(versions, key=lambda v: (created[v], v))
 
     # --- transfers ------------------------------------------------------------------------
 
-    def _check_names(self, model: str, *segments: tuple[str, str]) -> None:
+    def _check_names(self, model: str, *segments: tuple[str, str], stage: str | None = None) -> None:
         try:
             check_model_name(model)
             for kind, value in segments:
                 check_segment(kind, value)
+            if stage is not None:
+                check_segment("stage", stage, rule="stage", pattern=STAGE_PATTERN)
         except ValueError as exc:
             raise StoreError(str(exc)) from None
 
@@ -597,15 +807,29 @@ class ModelStore:
         return manifest
 
     def _send_again(self, directory: Path, manifest: VersionManifest) -> None:
-        """Overwrite every object of a stored version from `directory`, which holds its content."""
+        """Send again the objects of a stored version whose bytes `directory` holds.
+
+        The manifest came from the store (checked: entries under their version, safe paths),
+        and only regular files inside `directory` whose size and sha256 equal its entry's are
+        sent: a planted manifest can neither make this server upload a file from elsewhere
+        nor change what the version holds."""
+        where = f"compile cache {manifest.model}@{manifest.version}"
+        sendable = []
+        for entry in manifest.files:
+            local = contained(directory, *_safe_relative(entry.path, where).parts)
+            if local.is_file() and local.stat().st_size == entry.size and sha256_file(local) == entry.sha256:
+                sendable.append((entry, local))
         with create_transfer_manager(self.client, TRANSFER_CONFIG) as manager:
             uploads = [
-                manager.upload(
-                    str(directory / entry.path), self.location.bucket, entry.key, extra_args={"Metadata": {"sha256": entry.sha256}}
+                (
+                    entry,
+                    manager.upload(
+                        str(local), self.location.bucket, entry.key, extra_args={"Metadata": {"sha256": entry.sha256}}
+                    ),
                 )
-                for entry in manifest.files
+                for entry, local in sendable
             ]
-            for upload, entry in zip(uploads, manifest.files, strict=True):
+            for entry, upload in uploads:
                 self._result(upload, entry.key)
 
     def _already_stored(self, entry: FileEntry) -> bool:
@@ -617,9 +841,14 @@ class ModelStore:
             raise self._wrap(exc, entry.key) from None
         return head["ContentLength"] == entry.size and head.get("Metadata", {}).get("sha256") == entry.sha256
 
-    def _download_version(self, manifest: VersionManifest, dest: Path, progress: ProgressCallback | None) -> Path:
+    def _download_version(
+        self, manifest: VersionManifest, dest: Path, progress: ProgressCallback | None, *, record: bool = False
+    ) -> Path:
+        """Every file of a checked manifest into `dest` (each path resolved inside it first),
+        verified; `record`: the manifest is written beside them once all are in place."""
         where = f"{manifest.kind} {'/'.join(filter(None, (manifest.model, manifest.adapter)))}@{manifest.version}"
-        targets = [(entry, dest / _safe_relative(entry.path, where)) for entry in manifest.files]
+        targets = [(entry, contained(dest, *_safe_relative(entry.path, where).parts)) for entry in manifest.files]
+        dest.mkdir(parents=True, exist_ok=True)
         progress = progress or (lambda done, total: None)
         total = manifest.total_bytes
         pending = []
@@ -643,7 +872,8 @@ class ModelStore:
             finally:
                 for _, _, partial, _ in pending:
                     partial.unlink(missing_ok=True)
-        (dest / MANIFEST_NAME).write_text(manifest.to_json())
+        if record:
+            (dest / MANIFEST_NAME).write_text(manifest.to_json())
         return dest
 
     def _verify_bytes(self, entry: FileEntry, size: int, sha256: str) -> None:
@@ -663,10 +893,11 @@ class ModelStore:
 
     # --- small S3 helpers -----------------------------------------------------------------
 
-    def _read_manifest(self, prefix: str, what: str) -> VersionManifest:
+    def _read_manifest(self, prefix: str, what: str, identity: tuple[str, str, str, str | None]) -> VersionManifest:
+        """The version's manifest, checked against what was asked for (`checked_manifest`)."""
         key = f"{prefix}/{MANIFEST_NAME}"
         try:
-            body = self._get_bytes(key)
+            body = self._get_bytes(key, limit=MAX_MANIFEST_BYTES)
         except StoreError as exc:
             if isinstance(exc.__cause__, ClientError) and is_missing_error(exc.__cause__):
                 raise StoreError(
@@ -674,13 +905,19 @@ class ModelStore:
                     "never uploaded, or an upload was interrupted: rerun it)"
                 ) from None
             raise
-        return VersionManifest.from_json(body, self._s3_uri(key))
+        where = self._s3_uri(key)
+        return checked_manifest(VersionManifest.from_json(body, where), prefix=prefix, identity=identity, where=where)
 
-    def _get_bytes(self, key: str) -> bytes:
+    def _get_bytes(self, key: str, *, limit: int | None = None) -> bytes:
+        """An object's bytes; one larger than `limit` is refused before its body is read."""
         try:
-            return self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+            response = self.client.get_object(Bucket=self.location.bucket, Key=key)
         except ClientError as exc:
             raise self._wrap(exc, key) from exc
+        if limit is not None and response["ContentLength"] > limit:
+            response["Body"].close()
+            raise StoreRefused(f"{self._s3_uri(key)}: {response['ContentLength']} bytes; at most {limit} allowed")
+        return response["Body"].read()
 
     def _get_range(self, key: str, start: int, length: int) -> bytes:
         try:
@@ -728,7 +965,11 @@ __all__ = [
     "ProgressCallback",
     "StoreError",
     "StoreLocation",
+    "StoreRefused",
     "VersionExists",
     "VersionManifest",
+    "checked_manifest",
+    "contained",
     "content_version",
+    "versions_by_upload",
 ]

@@ -8,6 +8,8 @@ when nothing changed). For each adapter whose version changes it:
 3. switches the public name over (one atomic write the middleware picks up);
 4. waits until no request uses the old LoRA name, unloads it and deletes its files.
 A request for `name` therefore always finds a loaded version: no request fails in a swap.
+A registry document that fails the checks changes nothing: it is logged once and the
+adapters served stay as they are until the document changes again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from containers.entrypoint.routing import RouteTable, StateDir, lora_name
 from containers.entrypoint.settings import EntrypointError
 from containers.entrypoint.store_sync import StoreGateway
 from containers.entrypoint.vllm_client import LocalVllm, VllmRefused
+from model_store.registry import RegistryRefused
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,12 @@ class AdapterAgent(threading.Thread):
                 log.exception("adapter agent: unexpected failure; retrying at the next poll")
 
     def check_once(self) -> None:
-        state = self.gateway.poll(self.etag)
+        try:
+            state = self.gateway.poll(self.etag)
+        except RegistryRefused as exc:
+            log.error("adapter agent: %s; still serving %s", exc, self.routes.adapters or "no adapters")
+            self.etag = exc.etag  # polled past: not read (nor logged) again until it changes
+            return
         if state is None:
             return
         desired = self.gateway.desired(state)

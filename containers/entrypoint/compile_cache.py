@@ -1,9 +1,13 @@
 """vLLM's compile cache through the store: restored before vLLM starts, published once it is healthy.
 
 The cache is an optimisation, never a condition: a store that cannot be read, a version that
-fails verification or an upload that fails only costs a compile, and is logged. A refused
-version is deleted from local disk before vLLM starts, so vLLM never reads bytes the
-manifest did not vouch for.
+fails verification or an upload that fails only costs a compile, and is logged.
+
+vLLM unpickles what it finds there, so the cache is treated like weights: read and written
+only under this stage's and target's prefix of the store, the version restored chosen by the
+store's own upload times (never by a date a manifest claims), restored into an emptied
+directory, and a refused version deleted before vLLM starts: vLLM never reads bytes the
+manifest did not vouch for, nor files a previous server left on the host.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from containers.entrypoint.settings import EntrypointError
 from containers.entrypoint.store_sync import StoreGateway
 from model_store.boot_log import CacheOutcome
 from model_store.compile_cache import CompileCacheKey, compile_cache_key
-from model_store.store import MANIFEST_NAME
+from model_store.store import contained
 
 CACHE_DIR = "_compile"  # under the model root, beside the adapters' `_adapters`
 # Where vLLM, TorchInductor and Triton keep what they compile; all three inside the one
@@ -63,6 +67,12 @@ def cache_environment(directory: Path) -> dict[str, str]:
     return {name: str(directory / sub) for name, sub in CACHE_VARIABLES.items()}
 
 
+def emptied(directory: Path) -> None:
+    """`directory`, created empty (one task per GPU instance: no other server uses it now)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+
+
 @dataclass
 class CompileCache:
     """This server's compile cache: its key, local directory, and what the restore found."""
@@ -74,9 +84,10 @@ class CompileCache:
     seconds: float = 0.0
 
     def restore(self, gateway: StoreGateway) -> None:
-        """Fetch and verify the newest version for the key into the directory, if there is one."""
+        """Empty the directory, then fetch and verify the version the store received last for
+        the key into it, if there is one."""
         started = time.monotonic()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        emptied(self.directory)
         try:
             versions = gateway.compile_cache_versions(self.key.key)
         except EntrypointError as exc:
@@ -94,11 +105,9 @@ class CompileCache:
             gateway.download_compile_cache(self.key.key, version, self.directory)
         except EntrypointError as exc:
             log.warning("compile cache: version %s refused, compiling from scratch: %s", version, exc)
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory.mkdir(parents=True)
+            emptied(self.directory)
             self.outcome = "refused"
             return
-        (self.directory / MANIFEST_NAME).unlink(missing_ok=True)  # ours, not vLLM's: not republished
         self.outcome, self.version = "restored", version
         log.info("compile cache: restored version %s (key %s), verified", version, self.key.key)
 
@@ -129,6 +138,6 @@ def prepare_compile_cache(gateway: StoreGateway, model_root: str, model_path: st
     key = compile_cache_key(
         gateway.plan, vllm_version=installed_vllm_version(), accelerator=accelerator(), model_path=model_path
     )
-    cache = CompileCache(key, Path(model_root) / CACHE_DIR / gateway.plan.model_name / key.key)
+    cache = CompileCache(key, contained(model_root, CACHE_DIR, gateway.plan.model_name, key.key))
     cache.restore(gateway)
     return cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import psutil
 
 from model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
+from model_store.registry import RegistryRefused, RegistryState
 
 from containers.entrypoint.agent import AdapterAgent
 from containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
@@ -135,11 +137,17 @@ class Synced:
 
 def sync(gateway: StoreGateway) -> Synced:
     """Weights and adapters to local disk, verified. An adapter that fails is left out
-    (logged; the base model and the other adapters still serve); a model that fails is fatal."""
+    (logged; the base model and the other adapters still serve); a model that fails is fatal.
+    A registry document that fails the checks is logged and nothing of it served: the base
+    model and the adapters the plan pins start, and the agent takes the next document."""
     plan = gateway.plan
     started = time.monotonic()
     synced = Synced(gateway.model_location(), {}, {}, None)
-    state = gateway.registry_state()
+    try:
+        state = gateway.registry_state()
+    except RegistryRefused as exc:
+        log.error("%s; starting without its adapters", exc)
+        state = dataclasses.replace(RegistryState.empty(plan.model_name, plan.stage), etag=exc.etag)
     synced.etag = state.etag
     desired = gateway.desired(state) if plan.vllm.enable_lora else {}
     for name, version in sorted(desired.items()):

@@ -26,6 +26,7 @@ from tests.integration.conftest import (
 )
 
 MIB = 1 << 20
+STAGE, TARGET = "prod", "ecs"  # compile caches are stored per stage and target
 
 
 def keys(s3, bucket: str) -> list[str]:
@@ -162,6 +163,7 @@ def test_download_reuses_verified_local_files_and_replaces_damaged_ones(store, t
 def test_a_manifest_path_cannot_escape_the_destination(store, s3, bucket, tmp_path) -> None:
     manifest = store.upload_model(write_model(tmp_path / "model"), MODEL, "evil")
     data = json.loads(manifest.to_json())
+    data["version"] = "forged"
     data["files"][0]["path"] = "../../outside.json"
     s3.put_object(Bucket=bucket, Key="fleet/models/tiny/forged/_manifest.json", Body=json.dumps(data).encode())
     with pytest.raises(StoreError, match="escapes the version directory"):
@@ -312,42 +314,56 @@ def _compile_cache(directory, marker: str):
 
 
 def test_compile_caches_are_versions_by_content_newest_last(store, s3, bucket, tmp_path) -> None:
-    first = store.publish_compile_cache(_compile_cache(tmp_path / "a", "one"), MODEL, "k1", factors={"vllm": "0.26.0"}, uploader="server-a")
-    again = store.publish_compile_cache(_compile_cache(tmp_path / "b", "one"), MODEL, "k1", factors={"vllm": "0.26.0"}, uploader="server-b")
-    second = store.publish_compile_cache(_compile_cache(tmp_path / "c", "two"), MODEL, "k1", factors={"vllm": "0.26.0"}, uploader="server-c")
+    def publish(name: str, marker: str):
+        return store.publish_compile_cache(
+            _compile_cache(tmp_path / name, marker), MODEL, STAGE, TARGET, "k1", factors={"vllm": "0.26.0"}, uploader=name
+        )
+
+    first = publish("a", "one")
+    again = publish("b", "one")
+    time.sleep(1.1)  # S3's LastModified, which orders versions, counts seconds
+    second = publish("c", "two")
 
     assert again == first  # two servers with the same content: one version, the first upload's
     assert first.version != second.version and first.kind == "compile-cache"
     assert first.details == {"key": "k1", "factors": {"vllm": "0.26.0"}}
-    assert store.compile_cache_versions(MODEL, "k1") == [first.version, second.version]
-    assert store.compile_cache_versions(MODEL, "other-key") == []
-    assert f"fleet/compile-cache/{MODEL}/k1/{first.version}/triton/kernel.cubin" in keys(s3, bucket)
+    assert store.compile_cache_versions(MODEL, STAGE, TARGET, "k1") == [first.version, second.version]
+    assert store.compile_cache_versions(MODEL, STAGE, TARGET, "other-key") == []
+    assert store.compile_cache_versions(MODEL, "dev", TARGET, "k1") == []  # each stage and target its own
+    assert store.compile_cache_versions(MODEL, STAGE, "sagemaker", "k1") == []
+    assert f"fleet/compile-cache/{MODEL}/{STAGE}/{TARGET}/k1/{first.version}/triton/kernel.cubin" in keys(s3, bucket)
 
-    restored = store.download_compile_cache(MODEL, "k1", second.version, tmp_path / "restored")
+    restored = store.download_compile_cache(MODEL, STAGE, TARGET, "k1", second.version, tmp_path / "restored")
     assert (restored / "triton" / "kernel.cubin").read_bytes() == b"\x7fELFtwo"
+    assert not (restored / MANIFEST_NAME).exists()  # only what vLLM wrote: nothing to leave out on republish
 
 
 def test_a_damaged_compile_cache_is_refused_and_mended_by_the_same_content(store, s3, bucket, tmp_path) -> None:
-    source = _compile_cache(tmp_path / "a", "one")
-    manifest = store.publish_compile_cache(source, MODEL, "k2", factors={}, uploader="server-a")
+    def publish(name: str, *, repair: bool = False):
+        directory = _compile_cache(tmp_path / name, "one")
+        return store.publish_compile_cache(directory, MODEL, STAGE, TARGET, "k2", factors={}, uploader=name, repair=repair)
+
+    def download(name: str):
+        return store.download_compile_cache(MODEL, STAGE, TARGET, "k2", manifest.version, tmp_path / name)
+
+    manifest = publish("a")
     damaged = next(entry for entry in manifest.files if entry.path.endswith("model"))
     s3.put_object(Bucket=bucket, Key=damaged.key, Body=b"garbage")
     with pytest.raises(StoreError, match="checksum mismatch"):
-        store.download_compile_cache(MODEL, "k2", manifest.version, tmp_path / "refused")
+        download("refused")
 
     # Without repair a second publish of the same content changes nothing; with it the copy is mended.
-    store.publish_compile_cache(_compile_cache(tmp_path / "b", "one"), MODEL, "k2", factors={}, uploader="server-b")
+    publish("b")
     with pytest.raises(StoreError, match="checksum mismatch"):
-        store.download_compile_cache(MODEL, "k2", manifest.version, tmp_path / "refused-again")
-    mended = store.publish_compile_cache(_compile_cache(tmp_path / "c", "one"), MODEL, "k2", factors={}, uploader="server-c", repair=True)
-    assert mended == manifest
-    restored = store.download_compile_cache(MODEL, "k2", manifest.version, tmp_path / "restored")
-    assert (restored / damaged.path).read_bytes() == (source / damaged.path).read_bytes()
+        download("refused-again")
+    assert publish("c", repair=True) == manifest
+    restored = download("restored")
+    assert (restored / damaged.path).read_bytes() == (tmp_path / "a" / damaged.path).read_bytes()
 
 
 def test_an_empty_compile_cache_is_not_published(store, s3, bucket, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     before = keys(s3, bucket)
     with pytest.raises(StoreError, match="empty"):
-        store.publish_compile_cache(tmp_path / "empty", MODEL, "k3", factors={}, uploader="server-a")
+        store.publish_compile_cache(tmp_path / "empty", MODEL, STAGE, TARGET, "k3", factors={}, uploader="server-a")
     assert keys(s3, bucket) == before
