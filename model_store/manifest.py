@@ -34,6 +34,9 @@ SAFE_SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}(@[A-Za-z0-9][A-Za-z0-9._/-]{0,127})?$"
 """A Hugging Face model id, optionally pinned: `org/name` or `org/name@revision`."""
 
+HOSTNAME = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+"""A DNS name of two labels or more whose last label is not numeric (so never an IP address)."""
+
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 
 # vLLM accepts only these LoRA ranks (vllm/config/lora.py, MaxLoRARanks, v0.32, 2026-10).
@@ -167,11 +170,31 @@ class ServingSpec(Strict):
         "the launch and the image pull; each costs its EBS volume only (default: 1 with min_capacity 0, else 0).",
     )
 
+    media_domains: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Hosts a multimodal model may fetch image, audio and video URLs from (exact hostnames, "
+        "as vLLM's --allowed-media-domains matches them). Default: none; requests then carry media inline as data: URLs.",
+    )
+
     @field_validator("targets")
     @classmethod
     def _no_repeat(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"targets repeat a value: {value}")
+        return value
+
+    @field_validator("media_domains")
+    @classmethod
+    def _hostnames(cls, value: list[str]) -> list[str]:
+        for domain in value:
+            if not re.match(HOSTNAME, domain):
+                raise ValueError(
+                    f"media_domains: {domain!r} is not a lowercase DNS hostname (e.g. images.example.com; "
+                    "no scheme, port, path, wildcard or IP address: vLLM compares the URL's host exactly)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError(f"media_domains repeat a value: {value}")
         return value
 
     @model_validator(mode="after")
@@ -302,6 +325,8 @@ class ModelSpec(Strict):
                 raise ValueError(f"field {clash[0]!r} is not allowed on an image model (kind: image): {_TEXT_ONLY_FIELDS[clash[0]]}")
             if self.serving.slo_ttft_ms is not None:
                 raise ValueError("field 'serving.slo_ttft_ms' is not allowed on an image model (kind: image): it makes no tokens")
+            if self.serving.media_domains:
+                raise ValueError("field 'serving.media_domains' is not allowed on an image model (kind: image): it fetches no media")
         return self
 
     @model_validator(mode="after")

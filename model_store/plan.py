@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from model_store import kv_cache
 from model_store.catalog import INSTANCES, GpuInstance, instance
@@ -126,6 +126,16 @@ class VllmSettings(Frozen):
     speculative_config: dict[str, Any] | None = Field(default=None, **_flag("--speculative-config"))
     load_format: str = Field(default="auto", **_flag("--load-format"))
     shutdown_timeout: int = Field(**_flag("--shutdown-timeout"))
+    allowed_media_domains: list[str] | None = Field(default=None, **_flag("--allowed-media-domains"))
+
+    @model_serializer(mode="wrap")
+    def _without_unset_media_domains(self, handler) -> dict[str, Any]:
+        """Plans without media domains are written as before the field existed, so their JSON
+        and the compile-cache keys made from it do not change."""
+        data = handler(self)
+        if data.get("allowed_media_domains") is None:
+            data.pop("allowed_media_domains", None)
+        return data
 
 
 class MemoryPlan(Frozen):
@@ -270,6 +280,8 @@ def vllm_argv(
                 argv.append("--no-" + flag.removeprefix("--"))
         elif isinstance(value, dict):
             argv += [flag, json_flag(value)]
+        elif isinstance(value, list):
+            argv += [flag, *value]
         else:
             argv += [flag, str(value)]
     if lora_modules:
@@ -792,6 +804,7 @@ def _vllm_settings(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, tp: in
         speculative_config=_speculative_config(spec),
         load_format=spec.load_format,
         shutdown_timeout=DRAIN_SECONDS - SHUTDOWN_MARGIN_SECONDS,
+        allowed_media_domains=spec.serving.media_domains or None,
     )
 
 

@@ -8,15 +8,18 @@ every refusal names the field, the value and what the plan allows.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 from model_store.image_plan import ImageSettings
+from model_store.request_limits import MAX_JSON_DEPTH, RequestRefused, parse_json
 
 MAX_PROMPT_CHARS = 4000
+# The largest body a valid request can be: the longest prompt with every character a 6-byte
+# \uXXXX escape, and room for the other fields; the front door refuses larger ones unread.
+MAX_BODY_BYTES = 6 * MAX_PROMPT_CHARS + 8 * 1024
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE = 30.0
 OPENAI_FIELDS = ("prompt", "model", "n", "size", "response_format", "seed", "num_inference_steps", "guidance_scale", "user")
@@ -53,9 +56,11 @@ class ImageRequest:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ImageRequestError("body", "not valid JSON; send a JSON object") from None
+        payload = parse_json(body, MAX_JSON_DEPTH)
+    except RequestRefused as exc:
+        raise ImageRequestError("body", exc.reason) from None
+    if payload is None:
+        raise ImageRequestError("body", "not valid JSON; send a JSON object")
     if not isinstance(payload, dict):
         raise ImageRequestError("body", f"must be a JSON object, got {type(payload).__name__}")
     return payload

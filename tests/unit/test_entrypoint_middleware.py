@@ -12,7 +12,9 @@ import pytest
 
 from containers.entrypoint.middleware import RETRY_AFTER_SECONDS, LlmfleetMiddleware
 from containers.entrypoint.routing import RouteTable, StateDir
+from model_store.request_limits import RequestLimits
 
+LIMITS = RequestLimits(max_body_bytes=2**20, body_seconds=5, max_n=4, max_tokens=512)
 LOCAL = ("127.0.0.1", 40000)
 REMOTE = ("10.0.3.7", 40000)
 HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
@@ -68,8 +70,13 @@ def app() -> EchoApp:
     return EchoApp()
 
 
+def middleware_for(app, state: StateDir) -> LlmfleetMiddleware:
+    """A SageMaker server's middleware without an API key."""
+    return LlmfleetMiddleware(app, state_dir=str(state.path), target="sagemaker", limits=LIMITS, environ={})
+
+
 def call(app: EchoApp, state: StateDir, method: str, path: str, *, client=LOCAL, **kwargs) -> httpx.Response:
-    middleware = LlmfleetMiddleware(app, state_dir=str(state.path))
+    middleware = middleware_for(app, state)
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=middleware, client=client)
@@ -213,7 +220,7 @@ def test_requests_are_counted_per_lora_name_while_in_flight(state: StateDir):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    middleware = LlmfleetMiddleware(slow_app, state_dir=str(state.path))
+    middleware = middleware_for(slow_app, state)
 
     async def go() -> None:
         transport = httpx.ASGITransport(app=middleware, client=LOCAL)
@@ -268,6 +275,6 @@ def test_a_listing_the_app_never_answered_is_not_answered_either(state: StateDir
         sent.append(message)
 
     scope = {"type": "http", "method": "GET", "path": "/v1/models", "headers": [], "client": LOCAL}
-    asyncio.run(LlmfleetMiddleware(silent_app, state_dir=str(state.path))(scope, receive, send))
+    asyncio.run(middleware_for(silent_app, state)(scope, receive, send))
 
     assert sent == []

@@ -33,7 +33,7 @@ class Pipeline:
 
 def test_queued_requests_of_one_shape_share_a_call_up_to_max_batch():
     pipeline = Pipeline()
-    batcher = Batcher(pipeline, max_batch=4)
+    batcher = Batcher(pipeline, max_batch=4, max_waiting=16)
     first = batcher.submit(request("first"))
     batcher.start()
     with batcher.changed:  # "first" is inside the pipeline before the others queue
@@ -51,7 +51,7 @@ def test_queued_requests_of_one_shape_share_a_call_up_to_max_batch():
 def test_a_failed_call_fails_its_requests_and_the_next_call_runs():
     pipeline = Pipeline()
     pipeline.release.set()
-    batcher = Batcher(pipeline, max_batch=1)
+    batcher = Batcher(pipeline, max_batch=1, max_waiting=4)
     batcher.start()
     failed, fine = batcher.submit(request("boom")), batcher.submit(request("fine"))
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -61,7 +61,7 @@ def test_a_failed_call_fails_its_requests_and_the_next_call_runs():
 
 def test_metrics_text_is_what_the_publisher_reads():
     pipeline = Pipeline()
-    batcher = Batcher(pipeline, max_batch=2)
+    batcher = Batcher(pipeline, max_batch=2, max_waiting=8)
     batcher.submit(request("a", 2))
     batcher.observe(3.0)
     snapshot = parse_vllm_metrics(batcher.metrics_text(), at=0.0)
