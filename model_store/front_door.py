@@ -20,9 +20,9 @@ class Access(StrEnum):
 
     PUBLIC = "public"  # anyone: the load balancer's and SageMaker's health checks
     KEY = "key"  # a client with the API key; the load balancer forwards these
-    KEY_OR_LOOPBACK = "key-or-loopback"  # operational views: the API key, or this container itself
+    KEY_OR_LOOPBACK = "key-or-loopback"  # the server's self-description: the API key, or this container itself
     SAGEMAKER = "sagemaker"  # only on the SageMaker target, whose signed runtime API is the door
-    LOOPBACK = "loopback"  # this container's own processes only (the adapter agent)
+    LOOPBACK = "loopback"  # this container's own processes only (the adapter agent, the metrics publisher)
 
 
 ADAPTERS_PATH = "/llmfleet/adapters"
@@ -34,7 +34,11 @@ IMAGE_CLIENT_PATHS = ("/v1/images/generations", "/v1/models")
 # vLLM's runtime LoRA routes and SageMaker's adapter-management routes (vLLM 0.32 route list).
 ADMIN_PATHS = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/adapters")
 ADMIN_PREFIXES = ("/adapters/",)
-OPERATIONAL_PATHS = (METRICS_PATH, ADAPTERS_PATH)
+# The server's self-description: the load balancer forwards it (`llmfleet status`), the key guards it.
+OPERATIONAL_PATHS = (ADAPTERS_PATH,)
+# Scraped by the entrypoint's metrics publisher over loopback; never forwarded, so a remote
+# caller reaches exactly what the load balancer forwards, key or not.
+LOOPBACK_PATHS = (METRICS_PATH,)
 # vLLM routes the load balancer answers 403 before any forward rule (vLLM 0.32 api_server):
 # they stay closed even if a broader forward rule is added later.
 VLLM_ADMIN_PATHS = (
@@ -84,7 +88,7 @@ def path_access(path: str, *, kind: str, target: str) -> Access | None:
     itself (the middleware answers 404 to any other caller)."""
     if target not in TARGET_PORTS:
         raise ValueError(f"target {target!r}: allowed {sorted(TARGET_PORTS)}")
-    if is_admin_path(path):
+    if is_admin_path(path) or path in LOOPBACK_PATHS:
         return Access.LOOPBACK
     if path in HEALTH_PATHS:
         return Access.PUBLIC
