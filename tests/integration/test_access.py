@@ -30,6 +30,7 @@ from scripts.cli_common import EXIT_REFUSED
 from tests.integration.conftest import MODEL, REVISION, write_adapter, write_model
 
 PREFIX = "team"
+STAGE = "prod"  # the stage the CI role promotes on (the commands below promote to it)
 REGION = "us-east-1"  # aws_env's AWS_DEFAULT_REGION
 KEY_ARN = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 # S3 calls KMS for the caller through the S3 endpoint of its region (kms:ViaService).
@@ -179,7 +180,8 @@ class Fleet:
 
     @property
     def statements(self) -> list[dict]:
-        return ci_publisher_statements(self.location.bucket, PREFIX, KEY_ARN)
+        """The CI role of stage STAGE of a fleet serving MODEL."""
+        return ci_publisher_statements(self.location.bucket, PREFIX, KEY_ARN, models=[MODEL], stage=STAGE)
 
     def run(self, *args: object):
         """`llmfleet ARGS` as a CI job runs it (LLMFLEET_STORE set); the click Result."""
@@ -253,21 +255,21 @@ def test_the_adapter_commands_call_only_what_the_ci_role_is_granted(fleet: Fleet
     v2 = second.stdout.strip()
     calls["publish derived version"] = fleet.recorder.take()
 
-    missing = fleet.run("adapter", "promote", "medical@v9", "-m", MODEL, "-s", "prod")
+    missing = fleet.run("adapter", "promote", "medical@v9", "-m", MODEL, "-s", STAGE)
     assert missing.exit_code == EXIT_REFUSED and "is not published" in missing.stderr
     calls["promote missing"] = fleet.recorder.take()
     assert {("HeadObject", MISSING), ("ListObjectsV2", 200), ("GetObject", 200)} <= operations(calls["promote missing"])
 
-    assert fleet.run("adapter", "promote", "medical@v1", "-m", MODEL, "-s", "prod").exit_code == 0
+    assert fleet.run("adapter", "promote", "medical@v1", "-m", MODEL, "-s", STAGE).exit_code == 0
     calls["first promote"] = fleet.recorder.take()
     assert {("GetObject", MISSING), ("PutObject", 200)} <= operations(calls["first promote"])
     for args in (
-        ("promote", f"medical@{v2}", "-s", "prod", "--fraction", "0.5"),
-        ("rollback", "medical", "-s", "prod"),
-        ("list", "-s", "prod"),
-        ("history", "medical", "-s", "prod"),
+        ("promote", f"medical@{v2}", "-s", STAGE, "--fraction", "0.5"),
+        ("rollback", "medical", "-s", STAGE),
+        ("list", "-s", STAGE),
+        ("history", "medical", "-s", STAGE),
         ("versions", "medical"),
-        ("retire", "medical", "-s", "prod"),
+        ("retire", "medical", "-s", STAGE),
     ):
         result = fleet.run("adapter", *args, "-m", MODEL)
         assert result.exit_code == 0, (args, result.stderr)
@@ -302,7 +304,7 @@ def test_an_unmapped_or_ungranted_call_is_reported() -> None:
     delete = Call("s3", "DeleteObject", bucket, f"{PREFIX}/adapters/{MODEL}/medical/v1/_manifest.json", 204)
     outside = Call("s3", "PutObject", bucket, f"other/registry/{MODEL}/prod.json", 200)
     identity = Call("sts", "GetCallerIdentity", None, None, 200)
-    problems = refusals([delete, outside, identity], ci_publisher_statements(bucket, PREFIX, KEY_ARN))
+    problems = refusals([delete, outside, identity], ci_publisher_statements(bucket, PREFIX, KEY_ARN, models=[MODEL], stage=STAGE))
     assert len(problems) == 3
     assert "no IAM mapping for s3:DeleteObject" in problems[0] and "no IAM mapping for sts:" in problems[2]
     assert problems[1].startswith(f"s3:PutObject on arn:aws:s3:::{bucket}/other/registry/")
