@@ -117,7 +117,7 @@ class RegistryState:
         refused document changes nothing a server serves.
         """
         if len(text) > MAX_REGISTRY_BYTES:
-            raise RegistryRefused(f"{where}: {len(text)} bytes; a registry document holds at most {MAX_REGISTRY_BYTES}", etag)
+            raise _too_large(where, len(text), etag)
         try:
             data = json.loads(text)
             if not isinstance(data, dict) or set(data) != _DOCUMENT_FIELDS:
@@ -144,6 +144,10 @@ class RegistryState:
             )
         except (ValueError, RecursionError) as exc:
             raise RegistryRefused(f"{where}: not a valid registry document: {exc}", etag) from None
+
+
+def _too_large(where: str, size: int, etag: str | None) -> RegistryRefused:
+    return RegistryRefused(f"{where}: {size} bytes; a registry document holds at most {MAX_REGISTRY_BYTES}", etag)
 
 
 def _adapter_entry(name: str, raw: object) -> AdapterEntry:
@@ -319,9 +323,7 @@ class AdapterRegistry:
         where, etag = f"s3://{self.store.location.bucket}/{key}", response["ETag"]
         if response["ContentLength"] > MAX_REGISTRY_BYTES:
             response["Body"].close()
-            raise RegistryRefused(
-                f"{where}: {response['ContentLength']} bytes; a registry document holds at most {MAX_REGISTRY_BYTES}", etag
-            )
+            raise _too_large(where, response["ContentLength"], etag)
         state = RegistryState.from_json(response["Body"].read(), etag=etag, where=where)
         if (state.model, state.stage) != (model, stage):
             raise RegistryRefused(

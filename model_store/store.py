@@ -508,9 +508,8 @@ class ModelStore:
         )
 
     def model_manifest(self, model: str, revision: str) -> VersionManifest:
-        return self._read_manifest(
-            self.model_prefix(model, revision), f"model {model!r} revision {revision!r}", ("model", model, revision, None)
-        )
+        identity = ("model", model, revision, None)
+        return self._read_manifest(self.model_prefix(model, revision), f"model {model!r} revision {revision!r}", identity)
 
     def download_model(
         self, model: str, revision: str, dest: Path, *, progress: ProgressCallback | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
@@ -147,7 +146,7 @@ def sync(gateway: StoreGateway) -> Synced:
         state = gateway.registry_state()
     except RegistryRefused as exc:
         log.error("%s; starting without its adapters", exc)
-        state = dataclasses.replace(RegistryState.empty(plan.model_name, plan.stage), etag=exc.etag)
+        state = replace(RegistryState.empty(plan.model_name, plan.stage), etag=exc.etag)
     synced.etag = state.etag
     desired = gateway.desired(state) if plan.vllm.enable_lora else {}
     for name, version in sorted(desired.items()):

@@ -21,6 +21,7 @@ from scripts.standin_model import standin_serving_plan
 from tests.e2e.conftest import MODEL, STAGE, Fleet, Server, boot_server, wait_until
 
 PUBLISH_TIMEOUT_SECONDS = 120
+TARGET = "ecs"  # the stand-in runs as an ECS task (scripts/standin_model.py: entrypoint_environment)
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,18 @@ def plan(fleet: Fleet) -> ServingPlan:
 
 
 def stored_versions(fleet: Fleet) -> dict[str, VersionManifest]:
-    """Every complete compile-cache version of the model: `key/version` -> its manifest."""
-    prefix = fleet.store.location.key("compile-cache", MODEL) + "/"
+    """Every complete compile-cache version of the model, all stored under its stage and
+    target: `key/version` -> its manifest."""
+    everything = fleet.store.location.key("compile-cache", MODEL) + "/"
+    prefix = fleet.store.compile_cache_prefix(MODEL, STAGE, TARGET) + "/"
     found = {}
-    for page in fleet.store.client.get_paginator("list_objects_v2").paginate(Bucket=fleet.store.location.bucket, Prefix=prefix):
+    for page in fleet.store.client.get_paginator("list_objects_v2").paginate(Bucket=fleet.store.location.bucket, Prefix=everything):
         for obj in page.get("Contents", []):
+            assert obj["Key"].startswith(prefix), f"{obj['Key']} is outside this stage's and target's compile cache"
             parts = obj["Key"][len(prefix) :].split("/")
             if len(parts) == 3 and parts[2] == MANIFEST_NAME:
                 key, version = parts[:2]
-                found[f"{key}/{version}"] = fleet.store.compile_cache_manifest(MODEL, key, version)
+                found[f"{key}/{version}"] = fleet.store.compile_cache_manifest(MODEL, STAGE, TARGET, key, version)
     return found
 
 
@@ -115,6 +119,7 @@ def test_the_next_server_restores_the_cache_before_vllm_starts(cold: dict, warm:
     record = warm["record"]
     assert (record["compile_cache"], record["cache_version"]) == ("restored", version)
     restored = warm["cache_root"] / MODEL / key
+    assert MANIFEST_NAME not in {path.name for path in restored.iterdir()}  # only what vLLM wrote
     # The compiled model vLLM saved on the first server, at the path vLLM derives from its own
     # configuration hash: the second server's vLLM found it there and loaded it. (The CPU build
     # of vLLM 0.32 then fails to use the loaded function and recompiles with TorchInductor's
@@ -125,8 +130,9 @@ def test_the_next_server_restores_the_cache_before_vllm_starts(cold: dict, warm:
 
 
 def test_a_corrupt_cache_is_refused_and_the_server_still_starts(fleet: Fleet, plan: ServingPlan, cold: dict, warm: dict) -> None:
-    versions = stored_versions(fleet)
-    name, manifest = max(versions.items(), key=lambda item: item[1].created)
+    (key,) = {name.split("/")[0] for name in stored_versions(fleet)}
+    newest = fleet.store.compile_cache_versions(MODEL, STAGE, TARGET, key)[-1]  # what the next server restores
+    manifest = fleet.store.compile_cache_manifest(MODEL, STAGE, TARGET, key, newest)
     damaged = max(manifest.files, key=lambda entry: entry.size)
     bucket = fleet.store.location.bucket
     body = fleet.store.client.get_object(Bucket=bucket, Key=damaged.key)["Body"].read()
@@ -138,7 +144,7 @@ def test_a_corrupt_cache_is_refused_and_the_server_still_starts(fleet: Fleet, pl
         with server.client() as http:
             answer = http.post("/v1/completions", json={"model": MODEL, "prompt": "hello", "max_tokens": 4})
         assert answer.status_code == 200, answer.text
-        restored = instance_disk(fleet) / "_compile" / MODEL / name.split("/")[0] / damaged.path
+        restored = instance_disk(fleet) / "_compile" / MODEL / key / damaged.path
         assert "refused" in server.output() and damaged.key in server.output()
     finally:
         server.stop()
