@@ -679,6 +679,9 @@ class ModelStore:
         relpaths = _version_files(directory)
         if not relpaths:
             raise StoreError(f"{directory}: empty; vLLM wrote no compile cache there")
+        total = sum((directory / relpath).stat().st_size for relpath in relpaths)
+        if total > MAX_COMPILE_CACHE_BYTES:  # servers refuse to restore it: not worth storing
+            raise StoreError(f"{directory}: {total} bytes; a compile cache holds at most {MAX_COMPILE_CACHE_BYTES}")
         hashed = self._hash_files(directory, relpaths)
         version = content_version(hashed)
         try:

@@ -12,7 +12,15 @@ import time
 import pytest
 
 from model_store.adapters import AdapterRejected
-from model_store.store import MANIFEST_NAME, ModelStore, StoreError, StoreLocation, VersionExists, VersionManifest
+from model_store.store import (
+    MANIFEST_NAME,
+    MAX_COMPILE_CACHE_BYTES,
+    ModelStore,
+    StoreError,
+    StoreLocation,
+    VersionExists,
+    VersionManifest,
+)
 from tests.integration.conftest import (
     MALFORMED_ADAPTERS,
     MODEL,
@@ -366,4 +374,14 @@ def test_an_empty_compile_cache_is_not_published(store, s3, bucket, tmp_path) ->
     before = keys(s3, bucket)
     with pytest.raises(StoreError, match="empty"):
         store.publish_compile_cache(tmp_path / "empty", MODEL, STAGE, TARGET, "k3", factors={}, uploader="server-a")
+    assert keys(s3, bucket) == before
+
+
+def test_a_compile_cache_servers_would_refuse_is_not_published(store, s3, bucket, tmp_path) -> None:
+    directory = _compile_cache(tmp_path / "large", "one")
+    with (directory / "inductor.bin").open("wb") as handle:
+        handle.truncate(MAX_COMPILE_CACHE_BYTES)  # sparse: large on paper, nothing on disk
+    before = keys(s3, bucket)
+    with pytest.raises(StoreError, match=f"at most {MAX_COMPILE_CACHE_BYTES}"):
+        store.publish_compile_cache(directory, MODEL, STAGE, TARGET, "k4", factors={}, uploader="server-a")
     assert keys(s3, bucket) == before
