@@ -14,7 +14,16 @@ from containers.entrypoint.settings import EntrypointError, settings_from_env
 from containers.entrypoint.store_sync import StoreGateway, desired_adapters, with_retries
 from model_store.fleet import load_and_plan
 from model_store.manifest import AdapterRef
-from model_store.store import MANIFEST_NAME, FileEntry, StoreError, StoreLocation, VersionManifest, verify_model_directory
+from model_store.registry import RegistryRefused
+from model_store.store import (
+    MANIFEST_NAME,
+    FileEntry,
+    StoreError,
+    StoreLocation,
+    StoreRefused,
+    VersionManifest,
+    verify_model_directory,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +56,18 @@ def test_a_store_that_stays_down_ends_in_one_clear_error():
         with_retries(call, what="download of model 'm'", attempts=3, first_delay=0.5, sleep=sleeps.append)
     assert call.calls == 3
     assert sleeps == [0.5, 1.0]
+
+
+def test_a_refused_document_is_not_retried():
+    sleeps: list[float] = []
+    manifest = Flaky([StoreRefused("s3://b/k/_manifest.json: describes version 'v2', expected 'v1'")])
+    with pytest.raises(EntrypointError, match="download refused: .*expected 'v1'"):
+        with_retries(manifest, what="download", sleep=sleeps.append)
+    registry = Flaky([RegistryRefused("s3://b/registry/m/prod.json: not a valid registry document", '"e1"')])
+    with pytest.raises(RegistryRefused) as refused:  # as is: the caller keeps serving and polls past it
+        with_retries(registry, what="registry poll", sleep=sleeps.append)
+    assert refused.value.etag == '"e1"'
+    assert (manifest.calls, registry.calls, sleeps) == (1, 1, [])
 
 
 def test_programming_errors_are_not_retried():
