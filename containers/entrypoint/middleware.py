@@ -267,8 +267,9 @@ class LlmfleetMiddleware:
         self.app = app
         self.state = StateDir(state_dir or environ[STATE_DIR_ENV])
         self.routes = RoutesWatcher(self.state)
+        target = target or environ.get(TARGET_ENV, DEFAULT_TARGET)
         # Read once, as vLLM reads VLLM_API_KEY once.
-        self.door = FrontDoor("text", target or environ.get(TARGET_ENV, DEFAULT_TARGET), api_key if api_key is not None else environ.get(API_KEY_ENV))
+        self.door = FrontDoor("text", target, api_key if api_key is not None else environ.get(API_KEY_ENV))
         self.limits = limits or text_limits(_plan(environ))
         # Requests per served LoRA name (name@version of the route table); a name leaves at zero.
         self.in_flight: Counter[str] = Counter()
