@@ -24,7 +24,8 @@ from model_store.store import ModelStore, StoreLocation
 from scripts.standin_model import entrypoint_environment
 from scripts.standin_pipeline import make_tiny_pipeline, standin_image_plan
 from tests.conftest import free_port
-from tests.e2e.conftest import Server, aws_credentials, start_entrypoint, wait_healthy, wait_until
+from containers.image_server.validation import MAX_BODY_BYTES
+from tests.e2e.conftest import Server, aws_credentials, non_loopback_address, start_entrypoint, wait_healthy, wait_until
 
 MODEL = "tiny-sd3"
 API_KEY = "test-image-key"
@@ -110,6 +111,23 @@ def test_sagemaker_payload_returns_a_png(server: Server):
     assert response.status_code == 200, response.text
     (image,) = response.json()["images"]
     assert png(image).size == (80, 48)
+
+
+def test_the_front_door_answers_remote_callers_before_the_body_and_off_the_allowlist(server: Server):
+    """From this machine's non-loopback address, as through the load balancer (an ECS task)."""
+    before = pipeline_calls(server)
+    auth = {"Authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+    with httpx.Client(base_url=f"http://{non_loopback_address()}:{server.port}", timeout=30) as http:
+        statuses = {
+            "no key, 8 MiB": http.post("/v1/images/generations", content=b" " * (8 * 2**20), headers={"content-type": "application/json"}).status_code,
+            "oversize": http.post("/v1/images/generations", content=b" " * (MAX_BODY_BYTES + 1), headers=auth).status_code,
+            "invocations on ecs": http.post("/invocations", json={"inputs": "a cat"}, headers=auth).status_code,
+            "metrics": http.get("/metrics", headers=auth).status_code,
+            "adapters without key": http.get("/llmfleet/adapters").status_code,
+            "health": http.get("/health").status_code,
+        }
+    assert statuses == {"no key, 8 MiB": 401, "oversize": 413, "invocations on ecs": 404, "metrics": 403, "adapters without key": 401, "health": 200}
+    assert pipeline_calls(server) == before
 
 
 def test_the_api_key_guards_the_images_route(server: Server):
