@@ -7,24 +7,12 @@ them (vllm/model_executor/models/{gemma2,gemma3,gpt_oss,llama4,mistral}.py, 0.26
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from model_store.families.config import ConfigView
 from model_store.families.facts import KvLayers
-
-# Attention projections with a bias on q, k and v (HF modeling code, 2026-11).
-_QKV_BIAS = {"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"}
-# Per-head RMSNorm on q and k.
-_QK_NORM = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2", "olmo3", "exaone4"}
-# Four norms per layer (pre/post attention and feed-forward) instead of two.
-_SANDWICH_NORMS = {"gemma2", "gemma3", "gemma3_text"}
-# Model types whose `sliding_window`, when set, applies to every layer (vLLM's mistral.py,
-# mixtral.py; Mistral-7B-v0.1 uses 4096).
-_SLIDING_ALL_LAYERS = {"mistral", "mixtral", "ministral3"}
-# Model types whose config carries a `sliding_window` their layers do not use unless
-# `use_sliding_window` is true.
-_SLIDING_OPT_IN = {"qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "qwen2_vl", "qwen2_5_vl"}
-
+from model_store.families.registry import Layout, TextParts
 
 @dataclass(frozen=True)
 class GqaAttention:
@@ -55,7 +43,7 @@ class GqaAttention:
         ]
 
 
-def read_gqa(text: ConfigView, model_type: str) -> GqaAttention:
+def read_gqa(text: ConfigView, parts: TextParts) -> GqaAttention:
     hidden = text.int("hidden_size")
     heads = text.int("num_attention_heads")
     kv_heads = text.int("num_key_value_heads", heads)
@@ -71,52 +59,90 @@ def read_gqa(text: ConfigView, model_type: str) -> GqaAttention:
         heads=heads,
         kv_heads=kv_heads,
         head_dim=head_dim,
-        bias=model_type in _QKV_BIAS or text.bool("attention_bias"),
-        qk_norm=model_type in _QK_NORM,
-        norms_per_layer=4 if model_type in _SANDWICH_NORMS else 2,
+        bias=parts.qkv_bias or text.bool("attention_bias"),
+        qk_norm=parts.qk_norm,
+        norms_per_layer=parts.norms_per_layer,
     )
 
 
-def layer_kinds(text: ConfigView, model_type: str, num_layers: int) -> list[tuple[str, int | None]]:
-    """(kind, window) for each decoder layer, from the config keys that set it."""
+LayerKinds = list[tuple[str, int | None]]
+
+
+def _full(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
     window = text.raw("sliding_window")
-    layer_types = text.str_list("layer_types")
-    if layer_types is not None:
-        if len(layer_types) != num_layers:
-            raise text.error("layer_types", f"has {len(layer_types)} entries for {num_layers} layers")
-        kinds = []
-        for entry in layer_types:
-            if entry == "full_attention":
-                kinds.append(("full", None))
-            elif entry == "sliding_attention":
-                kinds.append(("sliding", text.int("sliding_window")))
-            elif entry == "chunked_attention":
-                kinds.append(("chunked", text.int("attention_chunk_size")))
-            else:
-                raise text.error("layer_types", f"entry {entry!r} is not modelled (full_attention, sliding_attention, chunked_attention are)")
-        return kinds
-    if model_type == "gemma2":
-        size = text.int("sliding_window")
-        return [("sliding", size) if i % 2 == 0 else ("full", None) for i in range(num_layers)]
-    if model_type in ("gemma3", "gemma3_text"):
-        size, pattern = text.int("sliding_window"), text.int("sliding_window_pattern", 6)
-        return [("sliding", size) if (i + 1) % pattern else ("full", None) for i in range(num_layers)]
-    if model_type in ("llama4", "llama4_text") and text.has("attention_chunk_size"):
-        chunk = text.int("attention_chunk_size")
-        no_rope = text.int_list("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(num_layers)]
-        if len(no_rope) != num_layers:
-            raise text.error("no_rope_layers", f"has {len(no_rope)} entries for {num_layers} layers")
-        # Layers that use RoPE attend within their chunk; the NoPE layers see everything.
-        return [("chunked", chunk) if no_rope[i] else ("full", None) for i in range(num_layers)]
     if window is not None:
-        if model_type in _SLIDING_OPT_IN:
-            if text.bool("use_sliding_window"):
-                raise text.error("use_sliding_window", "true is not modelled (Qwen's per-layer sliding window)")
-        elif model_type in _SLIDING_ALL_LAYERS:
-            return [("sliding", text.int("sliding_window"))] * num_layers
-        else:
-            raise text.error("sliding_window", f"is set ({window!r}) for model_type {model_type!r}, whose layer layout is not modelled")
+        raise text.error("sliding_window", f"is set ({window!r}) for model_type {model_type!r}, whose layer layout is not modelled")
     return [("full", None)] * num_layers
+
+
+def _sliding_all(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    """`sliding_window`, when set, applies to every layer (vLLM's mistral.py, mixtral.py;
+    Mistral-7B-v0.1 uses 4096)."""
+    if text.raw("sliding_window") is None:
+        return [("full", None)] * num_layers
+    return [("sliding", text.int("sliding_window"))] * num_layers
+
+
+def _sliding_opt_in(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    """Qwen's configs carry a `sliding_window` their layers do not use unless
+    `use_sliding_window` is true."""
+    if text.raw("sliding_window") is not None and text.bool("use_sliding_window"):
+        raise text.error("use_sliding_window", "true is not modelled (Qwen's per-layer sliding window)")
+    return [("full", None)] * num_layers
+
+
+def _gemma2(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    size = text.int("sliding_window")
+    return [("sliding", size) if i % 2 == 0 else ("full", None) for i in range(num_layers)]
+
+
+def _gemma3(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    size, pattern = text.int("sliding_window"), text.int("sliding_window_pattern", 6)
+    return [("sliding", size) if (i + 1) % pattern else ("full", None) for i in range(num_layers)]
+
+
+def _llama4_chunked(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    if not text.has("attention_chunk_size"):
+        return _full(text, model_type, num_layers)
+    chunk = text.int("attention_chunk_size")
+    no_rope = text.int_list("no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(num_layers)]
+    if len(no_rope) != num_layers:
+        raise text.error("no_rope_layers", f"has {len(no_rope)} entries for {num_layers} layers")
+    # Layers that use RoPE attend within their chunk; the NoPE layers see everything.
+    return [("chunked", chunk) if no_rope[i] else ("full", None) for i in range(num_layers)]
+
+
+# A row's `layout` -> how its layers' attention kinds are read when `layer_types` is absent.
+LAYOUTS: dict[Layout, Callable[[ConfigView, str, int], LayerKinds]] = {
+    "full": _full,
+    "sliding_all": _sliding_all,
+    "sliding_opt_in": _sliding_opt_in,
+    "gemma2": _gemma2,
+    "gemma3": _gemma3,
+    "llama4_chunked": _llama4_chunked,
+}
+# `layer_types` entries -> (kind, the key that holds its window).
+LAYER_TYPES = {
+    "full_attention": ("full", None),
+    "sliding_attention": ("sliding", "sliding_window"),
+    "chunked_attention": ("chunked", "attention_chunk_size"),
+}
+
+
+def layer_kinds(text: ConfigView, model_type: str, layout: Layout, num_layers: int) -> LayerKinds:
+    """(kind, window) for each decoder layer: an explicit `layer_types` list, else the row's layout."""
+    layer_types = text.str_list("layer_types")
+    if layer_types is None:
+        return LAYOUTS[layout](text, model_type, num_layers)
+    if len(layer_types) != num_layers:
+        raise text.error("layer_types", f"has {len(layer_types)} entries for {num_layers} layers")
+    kinds = []
+    for entry in layer_types:
+        if entry not in LAYER_TYPES:
+            raise text.error("layer_types", f"entry {entry!r} is not modelled ({', '.join(LAYER_TYPES)} are)")
+        kind, window_key = LAYER_TYPES[entry]
+        kinds.append((kind, text.int(window_key) if window_key else None))
+    return kinds
 
 
 def kv_layers(kinds: list[tuple[str, int | None]], kv_heads: int, head_dim: int) -> tuple[KvLayers, ...]:

@@ -9,24 +9,9 @@ from model_store.families.config import ConfigError, ConfigView
 from model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, ParameterCounts
 from model_store.families.mla import read_mla
 from model_store.families.mlp import read_mlp
+from model_store.families.registry import MODEL_TYPES, NOT_SERVED, SUPPORTED_MODEL_TYPES, TEXT_MODEL_TYPES, ModelType
 from model_store.families.vision import vision_parameters
 from model_store.families.quantization import checkpoint_format
-
-# Text model types whose layers the parts above describe (each checked against vLLM's
-# model files: vllm/model_executor/models/, 0.26 and 0.32).
-TEXT_MODEL_TYPES = {
-    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "gemma", "gemma2",
-    "gemma3_text", "phi3", "deepseek_v2", "deepseek_v3", "kimi_k2", "gpt_oss", "llama4_text", "granite",
-    "ministral3", "exaone4", "olmo2", "olmo3",
-}  # fmt: skip
-# Model types vLLM no longer serves, with what it said when it stopped.
-NOT_SERVED = {"mllama": "Llama-3.2-Vision (mllama) support was removed in vLLM 0.10.2"}
-# Multimodal wrappers: `text_config` (or, for Qwen-VL, the top level) is the LM.
-VISION_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_vl", "qwen2_5_vl", "llama4"}
-SUPPORTED_MODEL_TYPES = tuple(sorted(TEXT_MODEL_TYPES | VISION_MODEL_TYPES))
-_MLA = {"deepseek_v2", "deepseek_v3", "kimi_k2"}
-# Text model types a wrapper's text_config may omit (older configs).
-_WRAPPED_TEXT_TYPE = {"gemma3": "gemma3_text", "llama4": "llama4_text", "llava": "llama", "mistral3": "mistral"}
 
 
 def _dtype(top: ConfigView, text: ConfigView) -> str:
@@ -34,23 +19,27 @@ def _dtype(top: ConfigView, text: ConfigView) -> str:
     return str(value).removeprefix("torch.")
 
 
-def _model_types(top: ConfigView) -> tuple[str, ConfigView, ConfigView | None]:
+def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigView | None]:
+    """(text model type, the checkpoint's row, the LM's config level, vision_config)."""
     model_type = top.raw("model_type")
     if not isinstance(model_type, str):
         raise top.error("model_type", f"is missing or not a string ({model_type!r}); it names the architecture")
     if model_type in NOT_SERVED:
         raise top.error("model_type", f"{model_type!r} cannot be served: {NOT_SERVED[model_type]}")
-    if model_type not in TEXT_MODEL_TYPES | VISION_MODEL_TYPES:
+    if model_type not in MODEL_TYPES:
         raise top.error("model_type", f"{model_type!r} is not modelled by the planner; modelled: {list(SUPPORTED_MODEL_TYPES)}")
-    vision = top.child("vision_config")
+    row = MODEL_TYPES[model_type]
+    # A stray vision_config on a text model type is no tower vLLM loads.
+    vision = top.child("vision_config") if row.vision else None
     text = top.child("text_config") or top
-    if model_type in VISION_MODEL_TYPES and vision is None:
+    if row.vision is not None and vision is None:
         raise top.error("vision_config", f"is missing for the multimodal model_type {model_type!r}")
-    text_type = text.raw("model_type") if text is not top else model_type
-    text_type = text_type or _WRAPPED_TEXT_TYPE.get(model_type, model_type)
-    if text is not top and text_type not in TEXT_MODEL_TYPES:
-        raise text.error("model_type", f"{text_type!r} is not modelled; modelled: {sorted(TEXT_MODEL_TYPES)}")
-    return text_type, text, vision
+    if text is top:
+        return model_type, row, text, vision
+    text_type = text.raw("model_type") or row.wrapped_text_type or model_type
+    if text_type not in TEXT_MODEL_TYPES:
+        raise text.error("model_type", f"{text_type!r} is not modelled; modelled: {list(TEXT_MODEL_TYPES)}")
+    return text_type, row, text, vision
 
 
 def _mtp_parameters(text: ConfigView, per_layer: int, hidden: int) -> int:
@@ -79,12 +68,13 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
 
 def _compose(top: ConfigView, total_size: int | None, source: str) -> ArchitectureFacts:
     config = top.data
-    model_type, text, vision = _model_types(top)
+    model_type, row, text, vision = _model_types(top)
+    parts = MODEL_TYPES[model_type].text
     hidden = text.int("hidden_size")
     num_layers = text.int("num_hidden_layers")
     vocab = text.int("vocab_size")
-    mlp = read_mlp(text, model_type, num_layers)
-    if model_type in _MLA:
+    mlp = read_mlp(text, parts, num_layers)
+    if parts.attention == "mla":
         mla = read_mla(text)
         attention_params, norm_params = mla.parameters_per_layer(), mla.norm_parameters_per_layer()
         layers = (KvLayers("mla", num_layers, 1, mla.latent_size),)
@@ -92,15 +82,15 @@ def _compose(top: ConfigView, total_size: int | None, source: str) -> Architectu
         attention_lora = mla.lora_shapes()
         mla_shape = MlaShape(head_dim, mla.qk_nope_head_dim, mla.v_head_dim)
     else:
-        gqa = read_gqa(text, model_type)
+        gqa = read_gqa(text, parts)
         attention_params, norm_params = gqa.parameters_per_layer(), gqa.norm_parameters_per_layer()
-        if model_type == "gpt_oss":
-            attention_params += gqa.heads  # attention sinks: one learned logit per head
-        layers = kv_layers(layer_kinds(text, model_type, num_layers), gqa.kv_heads, gqa.head_dim)
+        if parts.attention_sinks:
+            attention_params += gqa.heads  # one learned logit per head
+        layers = kv_layers(layer_kinds(text, model_type, parts.layout, num_layers), gqa.kv_heads, gqa.head_dim)
         heads, kv_heads, head_dim = gqa.heads, gqa.kv_heads, gqa.head_dim
         attention_lora = gqa.lora_shapes()
         mla_shape = None
-    tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", model_type.startswith("gemma")))
+    tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", parts.tied_by_default))
     mlp_params = mlp.parameters(hidden)
     moe_layer_params = (mlp_params["experts"] + mlp_params["shared_experts"] + mlp_params["router"]) // max(
         1, mlp.moe.moe_layers if mlp.moe else 1
@@ -110,17 +100,17 @@ def _compose(top: ConfigView, total_size: int | None, source: str) -> Architectu
         lm_head=0 if tied else vocab * hidden,
         attention=num_layers * attention_params,
         norms=num_layers * norm_params + hidden,
-        vision=vision_parameters(vision, hidden, top.raw("model_type")) if vision else 0,
-        not_loaded=_mtp_parameters(text, attention_params + moe_layer_params, hidden) if model_type == "deepseek_v3" else 0,
+        vision=vision_parameters(vision, hidden, row.vision) if vision else 0,
+        not_loaded=_mtp_parameters(text, attention_params + moe_layer_params, hidden) if parts.mtp == "deepseek" else 0,
         **mlp_params,
     )
-    parts = ["MLA" if model_type in _MLA else "GQA", "MoE" if mlp.moe else "dense"]
+    family = ["MLA" if parts.attention == "mla" else "GQA", "MoE" if mlp.moe else "dense"]
     kinds = sorted({layer.kind for layer in layers} - {"full", "mla"})
-    parts += [f"{kind}-window hybrid" if len(layers) > 1 else f"{kind} window" for kind in kinds]
-    parts += ["vision"] if vision else []
+    family += [f"{kind}-window hybrid" if len(layers) > 1 else f"{kind} window" for kind in kinds]
+    family += ["vision"] if vision else []
     return ArchitectureFacts(
         model_type=model_type,
-        family=" + ".join(parts),
+        family=" + ".join(family),
         hidden_size=hidden,
         intermediate_size=mlp.dense_intermediate if mlp.dense_layers else 0,
         num_layers=num_layers,

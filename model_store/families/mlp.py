@@ -8,10 +8,12 @@ Llama-4: interleave_moe_layer_step, intermediate_size_mlp; gpt-oss: biased exper
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from model_store.families.config import ConfigView
 from model_store.families.facts import MoeFacts
+from model_store.families.registry import MoeLayers, TextParts
 
 _EXPERT_KEYS = ("n_routed_experts", "num_local_experts", "num_experts")
 
@@ -48,41 +50,56 @@ class MlpLayout:
         return [("gate_proj", hidden, width), ("up_proj", hidden, width), ("down_proj", width, hidden)]
 
 
-def _moe_layer_flags(text: ConfigView, model_type: str, num_layers: int) -> list[bool]:
-    if model_type in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
-        first_dense = text.int("first_k_dense_replace", 0, minimum=0)
-        every = text.int("moe_layer_freq", 1)
-        return [i >= first_dense and i % every == 0 for i in range(num_layers)]
-    if model_type in ("qwen2_moe", "qwen3_moe"):
-        step = text.int("decoder_sparse_step", 1)
-        dense_only = set(text.int_list("mlp_only_layers") or [])
-        return [i not in dense_only and (i + 1) % step == 0 for i in range(num_layers)]
-    if model_type in ("llama4", "llama4_text"):
-        explicit = text.int_list("moe_layers")
-        if explicit is not None:
-            return [i in set(explicit) for i in range(num_layers)]
-        step = text.int("interleave_moe_layer_step", 1)
-        return [(i + 1) % step == 0 for i in range(num_layers)]
-    return [True] * num_layers  # mixtral, gpt_oss: every layer
+def _deepseek_layers(text: ConfigView, num_layers: int) -> list[bool]:
+    first_dense = text.int("first_k_dense_replace", 0, minimum=0)
+    every = text.int("moe_layer_freq", 1)
+    return [i >= first_dense and i % every == 0 for i in range(num_layers)]
 
 
-def read_mlp(text: ConfigView, model_type: str, num_layers: int) -> MlpLayout:
+def _qwen_layers(text: ConfigView, num_layers: int) -> list[bool]:
+    step = text.int("decoder_sparse_step", 1)
+    dense_only = set(text.int_list("mlp_only_layers") or [])
+    return [i not in dense_only and (i + 1) % step == 0 for i in range(num_layers)]
+
+
+def _llama4_layers(text: ConfigView, num_layers: int) -> list[bool]:
+    explicit = text.int_list("moe_layers")
+    if explicit is not None:
+        return [i in set(explicit) for i in range(num_layers)]
+    step = text.int("interleave_moe_layer_step", 1)
+    return [(i + 1) % step == 0 for i in range(num_layers)]
+
+
+# A row's `moe_layers` -> which layers are MoE (Mixtral, gpt-oss: every one).
+MOE_LAYOUTS: dict[MoeLayers, Callable[[ConfigView, int], list[bool]]] = {
+    "every": lambda text, num_layers: [True] * num_layers,
+    "deepseek": _deepseek_layers,
+    "qwen": _qwen_layers,
+    "llama4": _llama4_layers,
+}
+
+
+def _widths(text: ConfigView, parts: TextParts, moe_layers: int, num_layers: int) -> tuple[int, int, int]:
+    """(expert, dense MLP, shared expert) widths."""
+    if parts.moe_layers == "llama4":
+        expert_width = text.int("intermediate_size")
+        # one shared expert as wide as a routed one
+        return expert_width, text.int("intermediate_size_mlp", expert_width), expert_width
+    expert_width = text.int("moe_intermediate_size", None) or text.int("intermediate_size")
+    dense_width = text.int("intermediate_size") if moe_layers < num_layers else 0
+    shared = text.int("shared_expert_intermediate_size", 0, minimum=0) or (
+        text.int("n_shared_experts", 0, minimum=0) * expert_width
+    )
+    return expert_width, dense_width, shared
+
+
+def read_mlp(text: ConfigView, parts: TextParts, num_layers: int) -> MlpLayout:
     experts_key = next((k for k in _EXPERT_KEYS if text.has(k)), None)
     experts = text.int(experts_key, 0, minimum=0) if experts_key else 0
     if experts <= 1:
         return MlpLayout(dense_layers=num_layers, dense_intermediate=text.int("intermediate_size"), moe=None)
-    flags = _moe_layer_flags(text, model_type, num_layers)
-    moe_layers = sum(flags)
-    if model_type in ("llama4", "llama4_text"):
-        expert_width = text.int("intermediate_size")
-        dense_width = text.int("intermediate_size_mlp", expert_width)
-        shared = expert_width  # one shared expert as wide as a routed one
-    else:
-        expert_width = text.int("moe_intermediate_size", None) or text.int("intermediate_size")
-        dense_width = text.int("intermediate_size") if moe_layers < num_layers else 0
-        shared = text.int("shared_expert_intermediate_size", 0, minimum=0) or (
-            text.int("n_shared_experts", 0, minimum=0) * expert_width
-        )
+    moe_layers = sum(MOE_LAYOUTS[parts.moe_layers](text, num_layers))
+    expert_width, dense_width, shared = _widths(text, parts, moe_layers, num_layers)
     moe = MoeFacts(
         num_experts=experts,
         experts_per_token=text.int("num_experts_per_tok", None) or text.int("experts_per_token"),
@@ -94,6 +111,6 @@ def read_mlp(text: ConfigView, model_type: str, num_layers: int) -> MlpLayout:
         dense_layers=num_layers - moe_layers,
         dense_intermediate=dense_width,
         moe=moe,
-        expert_bias=model_type == "gpt_oss",
-        shared_gate=model_type == "qwen2_moe",
+        expert_bias=parts.expert_bias,
+        shared_gate=parts.shared_expert_gate,
     )
