@@ -18,6 +18,7 @@ from model_store import kv_cache
 from model_store.catalog import INSTANCES, GpuInstance, instance
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.families import ArchitectureFacts, mla
+from model_store.families.registry import INFERRED_REASON
 from model_store.manifest import AdapterRef, FleetManifest, ModelSpec, ServingSpec
 from model_store.families.quantization import ONLINE_FORMATS, WeightFormat
 
@@ -417,7 +418,7 @@ def _memory_at(
     element = kv_element_bytes(spec.kv_cache_dtype, dtype)
     activations = activation_bytes(
         arch, batched, MAX_NUM_SEQS_CAP, tp,
-        max_model_len=spec.max_model_len, block_size=kv_cache.block_size_for(arch.kv_layers, element),
+        max_model_len=spec.max_model_len, block_size=kv_cache.block_size_for(arch.kv_layers, element, tp, DTYPE_BYTES[dtype]),
         text_only=spec.language_model_only,
     )  # fmt: skip
     reserve = RUNTIME_RESERVE_BYTES + (NCCL_RESERVE_BYTES if tp > 1 else 0)
@@ -433,6 +434,7 @@ def _memory_at(
         tp=tp,
         max_model_len=spec.max_model_len,
         max_num_batched_tokens=batched,
+        dtype_bytes=DTYPE_BYTES[dtype],
     )
     return MemoryPlan(
         parameters=arch.parameter_count(),
@@ -752,6 +754,8 @@ def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: Choice) -> list[str]:
         f"= KV {memory.kv_cache_bytes_per_gpu / GIB:.1f} GiB = {memory.token_capacity:,} tokens = "
         f"{memory.max_concurrency} x {spec.max_model_len:,}-token sequences",
     ]
+    if arch.inferred:
+        reasons.insert(1, f"{arch.model_type} is not a registered model type: its layout was {INFERRED_REASON}")
     reasons += [f"not {c.instance_type}: {c.why_not}" for c in choice.cheaper_refused[:3]]
     if fmt and fmt.online:
         reasons.append(f"{fmt.method} quantization is applied online at load time")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from model_store.families.config import ConfigView
 from model_store.families.facts import KvLayers
 from model_store.families.registry import Layout, TextParts
+from model_store.families.state import StateShape
 
 @dataclass(frozen=True)
 class GqaAttention:
@@ -23,10 +24,15 @@ class GqaAttention:
     bias: bool
     qk_norm: bool
     norms_per_layer: int
+    output_gate: bool = False  # q_proj also yields a sigmoid gate per output element
+
+    @property
+    def q_proj_out(self) -> int:
+        return self.heads * self.head_dim * (2 if self.output_gate else 1)
 
     def parameters_per_layer(self) -> int:
         q_out, kv_out = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        weights = self.hidden_size * (q_out + 2 * kv_out) + q_out * self.hidden_size
+        weights = self.hidden_size * (self.q_proj_out + 2 * kv_out) + q_out * self.hidden_size
         bias = (q_out + 2 * kv_out) if self.bias else 0
         return weights + bias + (2 * self.head_dim if self.qk_norm else 0)
 
@@ -36,7 +42,7 @@ class GqaAttention:
     def lora_shapes(self) -> list[tuple[str, int, int]]:
         q_out, kv_out = self.heads * self.head_dim, self.kv_heads * self.head_dim
         return [
-            ("q_proj", self.hidden_size, q_out),
+            ("q_proj", self.hidden_size, self.q_proj_out),
             ("k_proj", self.hidden_size, kv_out),
             ("v_proj", self.hidden_size, kv_out),
             ("o_proj", q_out, self.hidden_size),
@@ -62,6 +68,7 @@ def read_gqa(text: ConfigView, parts: TextParts) -> GqaAttention:
         bias=parts.qkv_bias or text.bool("attention_bias"),
         qk_norm=parts.qk_norm,
         norms_per_layer=parts.norms_per_layer,
+        output_gate=text.bool("attn_output_gate", parts.output_gate),
     )
 
 
@@ -112,6 +119,39 @@ def _llama4_chunked(text: ConfigView, model_type: str, num_layers: int) -> Layer
     return [("chunked", chunk) if no_rope[i] else ("full", None) for i in range(num_layers)]
 
 
+def _interval(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    """Qwen3-Next: every `full_attention_interval`-th layer attends, the others are state layers."""
+    every = text.int("full_attention_interval")
+    return [("full", None) if (i + 1) % every == 0 else ("state", None) for i in range(num_layers)]
+
+
+# Nemotron-H's one-letter block types: a Mamba-2 layer, an attention layer, or a layer that
+# is only an MLP (dense or MoE).
+_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
+BLOCK_MIXERS = {"mamba": ("state", None), "attention": ("full", None), "mlp": (None, None), "moe": (None, None)}
+
+
+def block_types(text: ConfigView, num_layers: int) -> list[str]:
+    """Each layer's block type, from `layers_block_type` or `hybrid_override_pattern`."""
+    names = text.str_list("layers_block_type")
+    key = "layers_block_type"
+    if names is None:
+        key, pattern = "hybrid_override_pattern", text.raw("hybrid_override_pattern")
+        if not isinstance(pattern, str) or set(pattern) - set(_BLOCKS):
+            raise text.error(key, f"must be a string of {''.join(_BLOCKS)}, got {pattern!r}")
+        names = [_BLOCKS[c] for c in pattern]
+    if len(names) != num_layers:
+        raise text.error(key, f"has {len(names)} entries for {num_layers} layers")
+    unknown = sorted(set(names) - set(BLOCK_MIXERS))
+    if unknown:
+        raise text.error(key, f"entry {unknown[0]!r} is not modelled ({', '.join(BLOCK_MIXERS)} are)")
+    return names
+
+
+def _block_pattern(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    return [BLOCK_MIXERS[name] for name in block_types(text, num_layers)]
+
+
 # A row's `layout` -> how its layers' attention kinds are read when `layer_types` is absent.
 LAYOUTS: dict[Layout, Callable[[ConfigView, str, int], LayerKinds]] = {
     "full": _full,
@@ -120,35 +160,48 @@ LAYOUTS: dict[Layout, Callable[[ConfigView, str, int], LayerKinds]] = {
     "gemma2": _gemma2,
     "gemma3": _gemma3,
     "llama4_chunked": _llama4_chunked,
+    "interval": _interval,
+    "block_pattern": _block_pattern,
 }
 # `layer_types` entries -> (kind, the key that holds its window).
 LAYER_TYPES = {
     "full_attention": ("full", None),
     "sliding_attention": ("sliding", "sliding_window"),
     "chunked_attention": ("chunked", "attention_chunk_size"),
+    "linear_attention": ("state", None),  # Qwen3-Next, Qwen3.5: gated delta net
+    "mamba": ("state", None),  # Granite-4.0-H
+    "attention": ("full", None),
 }
 
 
-def layer_kinds(text: ConfigView, model_type: str, layout: Layout, num_layers: int) -> LayerKinds:
-    """(kind, window) for each decoder layer: an explicit `layer_types` list, else the row's layout."""
+def layer_kinds(text: ConfigView, model_type: str, parts: TextParts, num_layers: int) -> LayerKinds:
+    """(kind, window) for each decoder layer (kind None: an MLP-only layer): an explicit
+    `layer_types` list, else the row's layout. State layers need a row with a state part."""
     layer_types = text.str_list("layer_types")
     if layer_types is None:
-        return LAYOUTS[layout](text, model_type, num_layers)
+        return LAYOUTS[parts.layout](text, model_type, num_layers)
     if len(layer_types) != num_layers:
         raise text.error("layer_types", f"has {len(layer_types)} entries for {num_layers} layers")
+    modelled = [name for name, (kind, _) in LAYER_TYPES.items() if kind != "state" or parts.state]
     kinds = []
     for entry in layer_types:
-        if entry not in LAYER_TYPES:
-            raise text.error("layer_types", f"entry {entry!r} is not modelled ({', '.join(LAYER_TYPES)} are)")
+        if entry not in modelled:
+            raise text.error("layer_types", f"entry {entry!r} is not modelled for model_type {model_type!r} ({', '.join(modelled)} are)")
         kind, window_key = LAYER_TYPES[entry]
         kinds.append((kind, text.int(window_key) if window_key else None))
     return kinds
 
 
-def kv_layers(kinds: list[tuple[str, int | None]], kv_heads: int, head_dim: int) -> tuple[KvLayers, ...]:
-    """Count the layers of each (kind, window), in a stable order (full first)."""
+def kv_layers(kinds: LayerKinds, kv_heads: int, head_dim: int, state: StateShape | None = None) -> tuple[KvLayers, ...]:
+    """Count the layers of each (kind, window), in a stable order (full first); state layers
+    carry their state's shape, MLP-only layers cache nothing."""
     counts: dict[tuple[str, int | None], int] = {}
     for kind in kinds:
-        counts[kind] = counts.get(kind, 0) + 1
+        if kind[0] is not None:
+            counts[kind] = counts.get(kind, 0) + 1
     order = sorted(counts, key=lambda k: (k[0] != "full", k[0], k[1] or 0))
-    return tuple(KvLayers(kind, counts[k], kv_heads, head_dim, window) for k in order for kind, window in [k])
+    return tuple(
+        KvLayers("state", counts[k], 0, 0, state=state) if kind == "state" else KvLayers(kind, counts[k], kv_heads, head_dim, window)
+        for k in order
+        for kind, window in [k]
+    )

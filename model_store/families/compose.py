@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from model_store.families.attention import kv_layers, layer_kinds, read_gqa
 from model_store.families.config import ConfigError, ConfigView
 from model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, ParameterCounts
-from model_store.families.mla import read_mla
+from model_store.families.mla import read_indexer, read_mla
 from model_store.families.mlp import read_mlp
-from model_store.families.registry import MODEL_TYPES, NOT_SERVED, SUPPORTED_MODEL_TYPES, TEXT_MODEL_TYPES, ModelType
+from model_store.families.registry import (
+    INFERRED,
+    MODEL_TYPES,
+    NEUTRAL_KEYS,
+    NOT_SERVED,
+    STRUCTURAL_KEYS,
+    STRUCTURAL_VALUES,
+    SUPPORTED_MODEL_TYPES,
+    TEXT_MODEL_TYPES,
+    ModelType,
+    Mtp,
+    TextParts,
+)
+from model_store.families.state import StateMixer, read_gated_delta_net, read_mamba2
 from model_store.families.vision import vision_parameters
 from model_store.families.quantization import checkpoint_format
 
@@ -17,6 +32,17 @@ from model_store.families.quantization import checkpoint_format
 def _dtype(top: ConfigView, text: ConfigView) -> str:
     value = text.raw("torch_dtype") or text.raw("dtype") or top.raw("torch_dtype") or top.raw("dtype") or "bfloat16"
     return str(value).removeprefix("torch.")
+
+
+def _not_understood(top: ConfigView) -> str | None:
+    """The first key of a config that the default parts neither read nor may ignore."""
+    for key in sorted(top.data):
+        if key in STRUCTURAL_VALUES:
+            if top.data[key] not in STRUCTURAL_VALUES[key]:
+                return f"{key} {top.data[key]!r}"
+        elif key not in STRUCTURAL_KEYS and key not in NEUTRAL_KEYS:
+            return key
+    return None
 
 
 def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigView | None]:
@@ -27,7 +53,14 @@ def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigVie
     if model_type in NOT_SERVED:
         raise top.error("model_type", f"{model_type!r} cannot be served: {NOT_SERVED[model_type]}")
     if model_type not in MODEL_TYPES:
-        raise top.error("model_type", f"{model_type!r} is not modelled by the planner; modelled: {list(SUPPORTED_MODEL_TYPES)}")
+        unknown = _not_understood(top)
+        if unknown:
+            raise top.error(
+                "model_type",
+                f"{model_type!r} is not modelled by the planner and its key {unknown} is not one the planner's parts "
+                f"understand; modelled: {list(SUPPORTED_MODEL_TYPES)}",
+            )
+        return model_type, INFERRED, top, None
     row = MODEL_TYPES[model_type]
     # A stray vision_config on a text model type is no tower vLLM loads.
     vision = top.child("vision_config") if row.vision else None
@@ -40,14 +73,6 @@ def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigVie
     if text_type not in TEXT_MODEL_TYPES:
         raise text.error("model_type", f"{text_type!r} is not modelled; modelled: {list(TEXT_MODEL_TYPES)}")
     return text_type, row, text, vision
-
-
-def _mtp_parameters(text: ConfigView, per_layer: int, hidden: int) -> int:
-    """DeepSeek-V3's multi-token-prediction layers: in the checkpoint, not loaded to serve.
-    Each is a decoder layer plus its own embedding and head copies, a 2h x h projection and norms."""
-    layers = text.int("num_nextn_predict_layers", 0, minimum=0)
-    own_embeddings = 2 * text.int("vocab_size") * hidden
-    return layers * (per_layer + own_embeddings + 2 * hidden * hidden + 3 * hidden)
 
 
 def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, source: str = "") -> ArchitectureFacts:
@@ -66,47 +91,105 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
         raise ConfigError(f"{source or 'config.json'}: a value has an unexpected type or shape ({exc})") from None
 
 
+@dataclass(frozen=True)
+class _Mixers:
+    """Every layer's token mixer (attention, or a state layer): weights, caches, LoRA shapes."""
+
+    parameters: int  # all layers' mixers
+    attention_layer: int  # one attention layer's (an MTP layer repeats it)
+    norms_per_layer: int
+    layers: tuple[KvLayers, ...]
+    heads: int
+    kv_heads: int
+    head_dim: int
+    lora: list[tuple[str, int, int]]
+    family: list[str]
+    mla_shape: MlaShape | None = None
+
+
+# A row's `state` -> (family label, how its layers are read).
+STATE_PARTS: dict[str, tuple[str, Callable[[ConfigView, TextParts], StateMixer]]] = {
+    "gated_delta_net": ("gated-delta-net hybrid", lambda text, parts: read_gated_delta_net(text)),
+    "mamba2": ("Mamba-2 hybrid", lambda text, parts: read_mamba2(text, parts.state_keys)),
+}
+
+
+def _mla_mixers(text: ConfigView, parts: TextParts, num_layers: int) -> _Mixers:
+    mla = read_mla(text)
+    indexer = read_indexer(text, mla) if parts.indexer else None
+    per_layer = mla.parameters_per_layer() + (indexer.parameters if indexer else 0)
+    head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    return _Mixers(
+        parameters=num_layers * per_layer,
+        attention_layer=per_layer,
+        norms_per_layer=mla.norm_parameters_per_layer(),
+        layers=(KvLayers("mla", num_layers, 1, mla.latent_size, indexer_bytes=indexer.cache_bytes if indexer else 0),),
+        heads=mla.heads,
+        kv_heads=mla.heads,
+        head_dim=head_dim,
+        lora=mla.lora_shapes(),
+        family=["MLA + sparse-attention indexer" if indexer else "MLA"],
+        mla_shape=MlaShape(head_dim, mla.qk_nope_head_dim, mla.v_head_dim),
+    )
+
+
+def _gqa_mixers(text: ConfigView, model_type: str, parts: TextParts, num_layers: int) -> _Mixers:
+    gqa = read_gqa(text, parts)
+    per_layer = gqa.parameters_per_layer() + (gqa.heads if parts.attention_sinks else 0)  # sinks: a logit per head
+    kinds = layer_kinds(text, model_type, parts, num_layers)
+    state_layers = sum(kind == "state" for kind, _ in kinds)
+    attention_layers = sum(kind not in (None, "state") for kind, _ in kinds)
+    label, read_state = STATE_PARTS[parts.state] if state_layers else ("", None)
+    state = read_state(text, parts) if read_state else None
+    layers = kv_layers(kinds, gqa.kv_heads, gqa.head_dim, state.shape if state else None)
+    windowed = sorted({layer.kind for layer in layers} - {"full", "mla", "state"})
+    family = ["GQA"] + [f"{kind}-window hybrid" if len(layers) > 1 else f"{kind} window" for kind in windowed]
+    return _Mixers(
+        parameters=attention_layers * per_layer + (state_layers * state.parameters if state else 0),
+        attention_layer=per_layer,
+        norms_per_layer=gqa.norm_parameters_per_layer(),
+        layers=layers,
+        heads=gqa.heads,
+        kv_heads=gqa.kv_heads,
+        head_dim=gqa.head_dim,
+        lora=gqa.lora_shapes(),
+        family=family + ([label] if label else []),
+    )
+
+
+def _mtp_parameters(text: ConfigView, mtp: Mtp, per_layer: int, hidden: int) -> int:
+    """Multi-token-prediction layers: each a decoder layer, a 2h x h projection and norms, plus
+    (DeepSeek) its own embedding and head copies."""
+    layers = text.int(mtp.layers_key, 0, minimum=0)
+    own_embeddings = 2 * text.int("vocab_size") * hidden if mtp.own_embeddings else 0
+    return layers * (per_layer + own_embeddings + 2 * hidden * hidden + 3 * hidden)
+
+
 def _compose(top: ConfigView, total_size: int | None, source: str) -> ArchitectureFacts:
     config = top.data
     model_type, row, text, vision = _model_types(top)
-    parts = MODEL_TYPES[model_type].text
+    parts = MODEL_TYPES.get(model_type, row).text
     hidden = text.int("hidden_size")
     num_layers = text.int("num_hidden_layers")
     vocab = text.int("vocab_size")
     mlp = read_mlp(text, parts, num_layers)
-    if parts.attention == "mla":
-        mla = read_mla(text)
-        attention_params, norm_params = mla.parameters_per_layer(), mla.norm_parameters_per_layer()
-        layers = (KvLayers("mla", num_layers, 1, mla.latent_size),)
-        heads, kv_heads, head_dim = mla.heads, mla.heads, mla.qk_nope_head_dim + mla.qk_rope_head_dim
-        attention_lora = mla.lora_shapes()
-        mla_shape = MlaShape(head_dim, mla.qk_nope_head_dim, mla.v_head_dim)
-    else:
-        gqa = read_gqa(text, parts)
-        attention_params, norm_params = gqa.parameters_per_layer(), gqa.norm_parameters_per_layer()
-        if parts.attention_sinks:
-            attention_params += gqa.heads  # one learned logit per head
-        layers = kv_layers(layer_kinds(text, model_type, parts.layout, num_layers), gqa.kv_heads, gqa.head_dim)
-        heads, kv_heads, head_dim = gqa.heads, gqa.kv_heads, gqa.head_dim
-        attention_lora = gqa.lora_shapes()
-        mla_shape = None
+    mixers = _mla_mixers(text, parts, num_layers) if parts.attention == "mla" else _gqa_mixers(text, model_type, parts, num_layers)
     tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", parts.tied_by_default))
     mlp_params = mlp.parameters(hidden)
-    moe_layer_params = (mlp_params["experts"] + mlp_params["shared_experts"] + mlp_params["router"]) // max(
-        1, mlp.moe.moe_layers if mlp.moe else 1
-    )
+    if mlp.moe:
+        mlp_layer = (mlp_params["experts"] + mlp_params["shared_experts"] + mlp_params["router"]) // max(1, mlp.moe.moe_layers)
+    else:
+        mlp_layer = mlp_params["dense_mlp"] // max(1, mlp.dense_layers)
     parameters = ParameterCounts(
         embeddings=vocab * hidden,
         lm_head=0 if tied else vocab * hidden,
-        attention=num_layers * attention_params,
-        norms=num_layers * norm_params + hidden,
+        attention=mixers.parameters,
+        norms=num_layers * mixers.norms_per_layer + hidden,
         vision=vision_parameters(vision, hidden, row.vision) if vision else 0,
-        not_loaded=_mtp_parameters(text, attention_params + moe_layer_params, hidden) if parts.mtp == "deepseek" else 0,
+        not_loaded=_mtp_parameters(text, parts.mtp, mixers.attention_layer + mlp_layer, hidden) if parts.mtp else 0,
         **mlp_params,
     )
-    family = ["MLA" if parts.attention == "mla" else "GQA", "MoE" if mlp.moe else "dense"]
-    kinds = sorted({layer.kind for layer in layers} - {"full", "mla"})
-    family += [f"{kind}-window hybrid" if len(layers) > 1 else f"{kind} window" for kind in kinds]
+    family = [mixers.family[0], "MoE" if mlp.moe else "dense", *mixers.family[1:]]
     family += ["vision"] if vision else []
     return ArchitectureFacts(
         model_type=model_type,
@@ -114,19 +197,20 @@ def _compose(top: ConfigView, total_size: int | None, source: str) -> Architectu
         hidden_size=hidden,
         intermediate_size=mlp.dense_intermediate if mlp.dense_layers else 0,
         num_layers=num_layers,
-        num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
+        num_attention_heads=mixers.heads,
+        num_kv_heads=mixers.kv_heads,
+        head_dim=mixers.head_dim,
         vocab_size=vocab,
         tie_word_embeddings=tied,
         max_position_embeddings=text.int("max_position_embeddings", 4096),
         checkpoint_dtype=_dtype(top, text),
-        kv_layers=layers,
+        kv_layers=mixers.layers,
         parameters=parameters,
-        lora_shapes=tuple(attention_lora + mlp.lora_shapes(hidden)),
+        lora_shapes=tuple(mixers.lora + mlp.lora_shapes(hidden)),
         moe=mlp.moe,
         weight_format=checkpoint_format(config, top.where),
         checkpoint_bytes=total_size,
-        mla_shape=mla_shape,
+        mla_shape=mixers.mla_shape,
+        inferred=row is INFERRED,
         source=source,
     )

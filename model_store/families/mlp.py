@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from model_store.families.attention import block_types
 from model_store.families.config import ConfigView
 from model_store.families.facts import MoeFacts
 from model_store.families.registry import MoeLayers, TextParts
@@ -25,16 +26,18 @@ class MlpLayout:
     moe: MoeFacts | None
     expert_bias: bool = False  # gpt-oss: biases on expert and router projections
     shared_gate: bool = False  # Qwen2-MoE: a sigmoid gate on the shared expert
+    gated: bool = True  # gate, up and down projections; else up and down
 
     def parameters(self, hidden: int) -> dict[str, int]:
-        dense = self.dense_layers * 3 * hidden * self.dense_intermediate
+        matrices = 3 if self.gated else 2
+        dense = self.dense_layers * matrices * hidden * self.dense_intermediate
         if self.moe is None:
             return {"dense_mlp": dense, "experts": 0, "shared_experts": 0, "router": 0}
         m = self.moe
-        per_expert = 3 * hidden * m.expert_intermediate_size
+        per_expert = matrices * hidden * m.expert_intermediate_size
         if self.expert_bias:
             per_expert += 2 * m.expert_intermediate_size + hidden
-        shared = 3 * hidden * m.shared_intermediate_size + (hidden if self.shared_gate else 0)
+        shared = matrices * hidden * m.shared_intermediate_size + (hidden if self.shared_gate else 0)
         router = hidden * m.num_experts + (m.num_experts if self.expert_bias else 0)
         return {
             "dense_mlp": dense,
@@ -47,7 +50,8 @@ class MlpLayout:
         width = self.dense_intermediate or (self.moe.shared_intermediate_size if self.moe else 0)
         if not width:
             return []
-        return [("gate_proj", hidden, width), ("up_proj", hidden, width), ("down_proj", width, hidden)]
+        gate = [("gate_proj", hidden, width)] if self.gated else []
+        return [*gate, ("up_proj", hidden, width), ("down_proj", width, hidden)]
 
 
 def _deepseek_layers(text: ConfigView, num_layers: int) -> list[bool]:
@@ -70,12 +74,20 @@ def _llama4_layers(text: ConfigView, num_layers: int) -> list[bool]:
     return [(i + 1) % step == 0 for i in range(num_layers)]
 
 
-# A row's `moe_layers` -> which layers are MoE (Mixtral, gpt-oss: every one).
-MOE_LAYOUTS: dict[MoeLayers, Callable[[ConfigView, int], list[bool]]] = {
+def _block_pattern_layers(text: ConfigView, num_layers: int) -> list[bool | None]:
+    """Nemotron-H: MoE blocks, dense MLP blocks, and Mamba or attention blocks without an MLP."""
+    kinds = {"moe": True, "mlp": False}
+    return [kinds.get(name) for name in block_types(text, num_layers)]
+
+
+# A row's `moe_layers` -> which layers are MoE (True), dense (False) or have no MLP (None);
+# Mixtral, gpt-oss: every one is MoE.
+MOE_LAYOUTS: dict[MoeLayers, Callable[[ConfigView, int], list[bool | None]]] = {
     "every": lambda text, num_layers: [True] * num_layers,
     "deepseek": _deepseek_layers,
     "qwen": _qwen_layers,
     "llama4": _llama4_layers,
+    "block_pattern": _block_pattern_layers,
 }
 
 
@@ -87,8 +99,10 @@ def _widths(text: ConfigView, parts: TextParts, moe_layers: int, num_layers: int
         return expert_width, text.int("intermediate_size_mlp", expert_width), expert_width
     expert_width = text.int("moe_intermediate_size", None) or text.int("intermediate_size")
     dense_width = text.int("intermediate_size") if moe_layers < num_layers else 0
-    shared = text.int("shared_expert_intermediate_size", 0, minimum=0) or (
-        text.int("n_shared_experts", 0, minimum=0) * expert_width
+    shared = (
+        text.int("shared_expert_intermediate_size", 0, minimum=0)
+        or text.int("moe_shared_expert_intermediate_size", 0, minimum=0)  # Nemotron-3
+        or text.int("n_shared_experts", 0, minimum=0) * expert_width
     )
     return expert_width, dense_width, shared
 
@@ -96,10 +110,12 @@ def _widths(text: ConfigView, parts: TextParts, moe_layers: int, num_layers: int
 def read_mlp(text: ConfigView, parts: TextParts, num_layers: int) -> MlpLayout:
     experts_key = next((k for k in _EXPERT_KEYS if text.has(k)), None)
     experts = text.int(experts_key, 0, minimum=0) if experts_key else 0
+    flags = MOE_LAYOUTS[parts.moe_layers](text, num_layers) if experts > 1 or parts.moe_layers == "block_pattern" else []
+    with_mlp = num_layers - flags.count(None)
     if experts <= 1:
-        return MlpLayout(dense_layers=num_layers, dense_intermediate=text.int("intermediate_size"), moe=None)
-    moe_layers = sum(MOE_LAYOUTS[parts.moe_layers](text, num_layers))
-    expert_width, dense_width, shared = _widths(text, parts, moe_layers, num_layers)
+        return MlpLayout(dense_layers=with_mlp, dense_intermediate=text.int("intermediate_size"), moe=None, gated=parts.gated_mlp)
+    moe_layers = flags.count(True)
+    expert_width, dense_width, shared = _widths(text, parts, moe_layers, with_mlp)
     moe = MoeFacts(
         num_experts=experts,
         experts_per_token=text.int("num_experts_per_tok", None) or text.int("experts_per_token"),
@@ -108,9 +124,10 @@ def read_mlp(text: ConfigView, parts: TextParts, num_layers: int) -> MlpLayout:
         shared_intermediate_size=shared,
     )
     return MlpLayout(
-        dense_layers=num_layers - moe_layers,
+        dense_layers=with_mlp - moe_layers,
         dense_intermediate=dense_width,
         moe=moe,
         expert_bias=parts.expert_bias,
         shared_gate=parts.shared_expert_gate,
+        gated=parts.gated_mlp,
     )

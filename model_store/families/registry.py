@@ -18,14 +18,26 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from model_store.families.state import Mamba2Keys
+
 # How each decoder layer's attention kind is read, besides an explicit `layer_types` list
 # (which always wins): see attention.LAYOUTS.
-Layout = Literal["full", "sliding_all", "sliding_opt_in", "gemma2", "gemma3", "llama4_chunked"]
+Layout = Literal["full", "sliding_all", "sliding_opt_in", "gemma2", "gemma3", "llama4_chunked", "interval", "block_pattern"]
 # Which layers are mixtures of experts when the config has experts: see mlp.MOE_LAYOUTS.
-MoeLayers = Literal["every", "deepseek", "qwen", "llama4"]
-# How a vision tower projects into the LM: Qwen-VL merges 2x2 patches through an MLP,
-# Gemma-3 one linear map, LLaVA-style wrappers a two-layer MLP (see vision.py).
-Projector = Literal["qwen_merger", "linear", "mlp"]
+MoeLayers = Literal["every", "deepseek", "qwen", "llama4", "block_pattern"]
+# How a vision tower projects into the LM: Qwen-VL merges 2x2 patches through an MLP (Qwen3-VL
+# also from intermediate layers, "deepstack"), Gemma-3 one linear map, LLaVA-style wrappers a
+# two-layer MLP (see vision.py).
+Projector = Literal["qwen_merger", "qwen3_merger", "linear", "mlp"]
+
+
+@dataclass(frozen=True)
+class Mtp:
+    """Multi-token-prediction layers in the checkpoint, which vLLM loads only as a drafter:
+    counted in the checkpoint's weights, not in what serving loads."""
+
+    layers_key: str  # the config key with their number
+    own_embeddings: bool  # DeepSeek's carry their own embedding and head copies
 
 
 @dataclass(frozen=True)
@@ -41,8 +53,13 @@ class TextParts:
     attention_sinks: bool = False  # gpt-oss: one learned logit per head
     expert_bias: bool = False  # gpt-oss: biases on expert and router projections
     shared_expert_gate: bool = False  # Qwen2-MoE: a sigmoid gate on the shared expert
-    mtp: Literal["deepseek"] | None = None  # MTP layers in the checkpoint that vLLM does not load
+    mtp: Mtp | None = None
     tied_by_default: bool = False  # tie_word_embeddings when the config does not say
+    gated_mlp: bool = True  # gate, up and down projections (Nemotron-H: up and down, relu^2)
+    output_gate: bool = False  # Qwen3-Next: q_proj also yields a gate on the attention output
+    state: Literal["gated_delta_net", "mamba2"] | None = None  # recurrent-state layers (state.py)
+    state_keys: Mamba2Keys | None = None  # where a Mamba-2 row reads its fields
+    indexer: bool = False  # DeepSeek sparse attention: an indexer and its key cache per layer
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,22 @@ _QWEN2 = TextParts(layout="sliding_opt_in", qkv_bias=True)
 _GEMMA3 = TextParts(layout="gemma3", qk_norm=True, norms_per_layer=4, tied_by_default=True)
 _LLAMA4 = TextParts(layout="llama4_chunked", moe_layers="llama4")
 _MLA = TextParts(attention="mla", moe_layers="deepseek")
+_DEEPSEEK_MTP = Mtp("num_nextn_predict_layers", own_embeddings=True)
+_QWEN3 = TextParts(layout="sliding_opt_in", qk_norm=True)
+_QWEN3_MOE = replace(_QWEN3, moe_layers="qwen")
+# Qwen3-Next and Qwen3.5: three gated-delta-net layers, then one full-attention layer with an
+# output gate (vLLM qwen3_next.py, qwen3_5.py).
+_QWEN3_NEXT = TextParts(
+    layout="interval", qk_norm=True, output_gate=True, state="gated_delta_net", moe_layers="qwen",
+    shared_expert_gate=True, mtp=Mtp("mtp_num_hidden_layers", own_embeddings=False),
+)  # fmt: skip
+_NEMOTRON_H = TextParts(
+    layout="block_pattern", moe_layers="block_pattern", norms_per_layer=1, gated_mlp=False, state="mamba2",
+    state_keys=Mamba2Keys(
+        "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups", "conv_kernel", "chunk_size",
+        ssm_dtype="mamba_ssm_cache_dtype", ssm_dtype_default="float32",
+    ),
+)  # fmt: skip
 
 MODEL_TYPES: dict[str, ModelType] = {
     # dense and MoE grouped-query attention
@@ -79,8 +112,11 @@ MODEL_TYPES: dict[str, ModelType] = {
     "mixtral": ModelType(TextParts(layout="sliding_all")),
     "qwen2": ModelType(_QWEN2),
     "qwen2_moe": ModelType(replace(_QWEN2, moe_layers="qwen", shared_expert_gate=True)),
-    "qwen3": ModelType(TextParts(layout="sliding_opt_in", qk_norm=True)),
-    "qwen3_moe": ModelType(TextParts(layout="sliding_opt_in", qk_norm=True, moe_layers="qwen")),
+    "qwen3": ModelType(_QWEN3),
+    "qwen3_moe": ModelType(_QWEN3_MOE),
+    "qwen3_vl_text": ModelType(_QWEN3),  # Qwen3 inside the Qwen3-VL wrappers (multimodal rope)
+    "qwen3_vl_moe_text": ModelType(_QWEN3_MOE),
+    "minimax_m2": ModelType(TextParts(qk_norm=True)),  # 256 experts on every layer, fp8 blocks
     "exaone4": ModelType(TextParts(qk_norm=True)),
     "olmo2": ModelType(TextParts(qk_norm=True)),
     "olmo3": ModelType(TextParts(qk_norm=True)),
@@ -92,8 +128,16 @@ MODEL_TYPES: dict[str, ModelType] = {
     "gemma3_text": ModelType(_GEMMA3),
     # multi-head latent attention
     "deepseek_v2": ModelType(_MLA),
-    "deepseek_v3": ModelType(replace(_MLA, mtp="deepseek")),
+    "deepseek_v3": ModelType(replace(_MLA, mtp=_DEEPSEEK_MTP)),
     "kimi_k2": ModelType(_MLA),
+    # MLA with DeepSeek sparse attention's indexer (vLLM deepseek_v2.py Indexer; GLM-5 reuses it)
+    "deepseek_v32": ModelType(replace(_MLA, mtp=_DEEPSEEK_MTP, indexer=True)),
+    "glm_moe_dsa": ModelType(replace(_MLA, mtp=_DEEPSEEK_MTP, indexer=True)),
+    # recurrent-state hybrids
+    "qwen3_next": ModelType(_QWEN3_NEXT),
+    "qwen3_5_text": ModelType(_QWEN3_NEXT),
+    "qwen3_5_moe_text": ModelType(_QWEN3_NEXT),
+    "nemotron_h": ModelType(_NEMOTRON_H),
     # multimodal wrappers
     "gemma3": ModelType(_GEMMA3, VisionParts("linear"), "gemma3_text"),
     "llama4": ModelType(_LLAMA4, VisionParts("mlp"), "llama4_text"),
@@ -101,6 +145,10 @@ MODEL_TYPES: dict[str, ModelType] = {
     "mistral3": ModelType(_GQA, VisionParts("mlp"), "mistral"),
     "qwen2_vl": ModelType(_QWEN2, VisionParts("qwen_merger")),
     "qwen2_5_vl": ModelType(_QWEN2, VisionParts("qwen_merger", gated_mlp=True)),
+    "qwen3_vl": ModelType(_QWEN3, VisionParts("qwen3_merger"), "qwen3_vl_text"),
+    "qwen3_vl_moe": ModelType(_QWEN3_MOE, VisionParts("qwen3_merger"), "qwen3_vl_moe_text"),
+    "qwen3_5": ModelType(_QWEN3_NEXT, VisionParts("qwen3_merger"), "qwen3_5_text"),
+    "qwen3_5_moe": ModelType(_QWEN3_NEXT, VisionParts("qwen3_merger"), "qwen3_5_moe_text"),
 }
 
 # Model types vLLM no longer serves, with what it said when it stopped.
@@ -108,3 +156,28 @@ NOT_SERVED = {"mllama": "Llama-3.2-Vision (mllama) support was removed in vLLM 0
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(MODEL_TYPES))
 TEXT_MODEL_TYPES = tuple(sorted(name for name, row in MODEL_TYPES.items() if row.vision is None))
+
+# A model type outside the table is planned only when every key of its config is one the
+# default parts (grouped-query attention, a gated SiLU MLP or MoE on every layer, layouts
+# from `layer_types`) read, or one that changes neither weights nor caches; anything else
+# is refused naming the key. The plan says so in its reasons.
+INFERRED = ModelType(TextParts())
+INFERRED_REASON = "inferred from structure, not verified on a GPU"
+STRUCTURAL_KEYS = frozenset({
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+    "vocab_size", "attention_bias", "attn_output_gate", "layer_types", "sliding_window", "attention_chunk_size",
+    "n_routed_experts", "num_local_experts", "num_experts", "num_experts_per_tok", "experts_per_token",
+    "moe_intermediate_size", "shared_expert_intermediate_size", "n_shared_experts", "tie_word_embeddings",
+    "quantization_config",
+})  # fmt: skip
+# Keys whose value must be this for the default parts to describe the model.
+STRUCTURAL_VALUES = {"hidden_act": ("silu",), "mlp_bias": (False,), "use_sliding_window": (False,)}
+# Keys that change neither the weights' shapes nor what is cached (token ids, rope, init,
+# dropout, router training terms, dtypes, provenance).
+NEUTRAL_KEYS = frozenset({
+    "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
+    "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range", "rms_norm_eps", "rope_theta",
+    "rope_scaling", "rope_parameters", "partial_rotary_factor", "max_position_embeddings", "use_cache",
+    "attention_dropout", "hidden_dropout", "output_router_logits", "router_aux_loss_coef", "norm_topk_prob",
+    "routed_scaling_factor", "max_window_layers", "pretraining_tp",
+})  # fmt: skip

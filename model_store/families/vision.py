@@ -31,7 +31,8 @@ def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) 
     mlp = (3 if gated else 2) * h * intermediate + intermediate + h
     per_layer = attention + mlp + 4 * h
     patch_embedding = channels * temporal * patch * patch * h
-    positions = (vision.int("image_size", 0, minimum=0) // patch) ** 2 * h
+    # a learned position per patch of the largest image, or (Qwen3-VL) a table to interpolate
+    positions = ((vision.int("image_size", 0, minimum=0) // patch) ** 2 + vision.int("num_position_embeddings", 0, minimum=0)) * h
     merge = vision.int("spatial_merge_size", 1) ** 2
     return layers * per_layer + patch_embedding + positions + PROJECTORS[tower.projector](h, merge, text_hidden, vision)
 
@@ -39,6 +40,15 @@ def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) 
 def _qwen_merger(h: int, merge: int, text_hidden: int, vision: ConfigView) -> int:
     out = vision.int("out_hidden_size", text_hidden)
     return (h * merge) ** 2 + h * merge * out
+
+
+def _qwen3_merger(h: int, merge: int, text_hidden: int, vision: ConfigView) -> int:
+    """Qwen3-VL, Qwen3.5: a norm, then two biased linears over merged patches; Qwen3-VL adds one
+    such merger (its norm after merging) per `deepstack_visual_indexes` entry."""
+    merged, out = h * merge, vision.int("out_hidden_size", text_hidden)
+    linears = merged * merged + merged + merged * out + out
+    deepstack = len(vision.int_list("deepstack_visual_indexes") or [])
+    return linears + 2 * h + deepstack * (linears + 2 * merged)
 
 
 def _mlp_projector(h: int, merge: int, text_hidden: int, vision: ConfigView) -> int:
@@ -49,6 +59,7 @@ def _mlp_projector(h: int, merge: int, text_hidden: int, vision: ConfigView) -> 
 # A row's `projector` -> its parameters (encoder width, merged patches, LM width, vision_config).
 PROJECTORS: dict[Projector, Callable[[int, int, int, ConfigView], int]] = {
     "qwen_merger": _qwen_merger,
+    "qwen3_merger": _qwen3_merger,
     "linear": lambda h, merge, text_hidden, vision: h * text_hidden,  # Gemma-3
     "mlp": _mlp_projector,
 }
