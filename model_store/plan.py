@@ -744,7 +744,10 @@ def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: Choice) -> list[str]:
         f"{arch.family} ({arch.model_type}, facts from {arch.source or 'config.json'}); weights {memory.weights_bytes / GIB:.2f} GiB "
         f"({memory.parameters / 1e9:.2f} B params, {fmt.describe() if fmt else dtype})"
         f"{' incl. draft model' if draft else ''}",
-        _kv_reason(arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory),
+        _kv_reason(
+            arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory, DTYPE_BYTES[dtype],
+            kv_cache.block_size_for(arch.kv_layers, kv_element_bytes(spec.kv_cache_dtype, dtype), choice.tp, DTYPE_BYTES[dtype]),
+        ),
         f"{chosen.name} (${hourly_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
         f"is the cheapest of {choice.fitting} fitting choices; TP={choice.tp} over "
         f"{chosen.gpu_count} x {chosen.gpu.name} {chosen.gpu.memory_mib / 1024:.1f} GiB",
@@ -799,15 +802,33 @@ def _vllm_settings(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, tp: in
     )
 
 
-def _kv_reason(arch: ArchitectureFacts, element: int, memory: MemoryPlan) -> str:
+def _kv_reason(arch: ArchitectureFacts, element: int, memory: MemoryPlan, dtype_bytes: int, block_size: int) -> str:
     """KV bytes per token as a sum over the layer kinds, and what vLLM's allocator makes of it."""
     parts = []
     for layer in arch.kv_layers:
+        if layer.kind == "state":
+            continue
         kind = f"{layer.kind}({layer.window})" if layer.window else layer.kind
         shape = f"latent {layer.head_size}" if layer.kind == "mla" else f"2 x {layer.kv_heads} KV heads x {layer.head_size}"
         parts.append(f"{layer.count} {kind} layers x {shape}")
     line = f"KV cache {memory.kv_bytes_per_token / 1024:.0f} KiB/token = ({' + '.join(parts)}) x {element} B"
-    if len(arch.kv_layers) > 1 or arch.kv_layers[0].window:
+    sparse = [layer for layer in arch.kv_layers if layer.indexer_bytes]
+    if sparse:
+        layer = sparse[0]
+        latent = layer.bytes_per_token(1, element) - layer.indexer_bytes
+        line = (
+            f"KV cache {memory.kv_bytes_per_token / 1024:.0f} KiB/token = {layer.count} sparse-attention MLA layers x "
+            f"({latent} B latent + {layer.indexer_bytes} B indexer keys), {block_size}-token blocks"
+        )
+    states = [layer for layer in arch.kv_layers if layer.kind == "state"]
+    if states:
+        per_sequence = kv_cache.state_bytes_per_sequence(arch.kv_layers, dtype_bytes)
+        line += (
+            f"; {sum(layer.count for layer in states)} state layers keep {per_sequence / 2**20:.1f} MiB per sequence "
+            f"whatever its length, in {block_size}-token pages shared with attention: "
+            f"{memory.kv_blocks_per_request} blocks per full-length request"
+        )
+    if any(layer.window for layer in arch.kv_layers):
         line += f"; windowed layers hold only their window: {memory.kv_blocks_per_request} blocks per full-length request"
     return line
 

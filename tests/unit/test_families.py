@@ -287,3 +287,52 @@ def test_nemotron_h_blocks_are_a_mixer_or_an_mlp_each() -> None:
     assert arch.parameters.experts == 23 * 128 * 2 * 2688 * 1856
     assert arch.parameters.norms == 52 * 2688 + 2688
     assert "gate_proj" not in arch.linear_shapes()
+
+
+# DeepSeek-V3.2's config.json is DeepSeek-V3.1's with model_type deepseek_v32 and the indexer's
+# three keys (DeepSeek-V3.2-Exp model card and vLLM's DeepseekV32ForCausalLM); no public copy of
+# the file itself was found, so the test derives it from the V3.1 fixture.
+DSA_KEYS = {"model_type": "deepseek_v32", "index_head_dim": 128, "index_n_heads": 64, "index_topk": 2048}
+
+
+def test_sparse_attention_adds_the_indexer_to_every_mla_layer() -> None:
+    v31 = facts("deepseek-ai__DeepSeek-V3.1")
+    v32 = facts_from_config({**_load(CONFIGS / "deepseek-ai__DeepSeek-V3.1.json")[0], **DSA_KEYS}, source="x")
+    # per layer: wq_b (q latent 1536 -> 64 heads x 128), wk (7168 -> 128), weights_proj
+    # (7168 -> 64 heads) and a LayerNorm of the key (weight and bias)
+    indexer = 1536 * 64 * 128 + 7168 * 128 + 7168 * 64 + 2 * 128
+    assert v32.parameters.attention - v31.parameters.attention == 61 * indexer
+    assert abs(v32.parameters.total() / 671.9e9 - 1) < PUBLISHED_TOLERANCE  # V3's 671 B + 0.85 B of indexers
+    assert v32.family == "MLA + sparse-attention indexer + MoE"
+    # bf16: the 576-element latent + 128 fp8 key bytes + one fp32 scale per 128 elements;
+    # fp8: vLLM's fp8_ds_mla latent of 656 bytes instead
+    assert kv_bytes_per_token(v32, "auto", "bfloat16") == 61 * (576 * 2 + 128 + 4)
+    assert kv_bytes_per_token(v32, "fp8", "bfloat16") == 61 * (656 + 128 + 4)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"index_topk_freq": 4}, "index_topk_freq is set: indexers shared between layers are not modelled"),
+        ({"kv_lora_rank": 256}, "kv_lora_rank must be 512 with qk_rope_head_dim 64"),
+        ({"index_n_heads": None}, "index_n_heads is missing"),
+    ],
+)
+def test_what_the_sparse_attention_part_cannot_size_is_refused(change: dict, fragment: str) -> None:
+    config = {**_load(CONFIGS / "deepseek-ai__DeepSeek-V3.1.json")[0], **DSA_KEYS, **change}
+    with pytest.raises(ConfigError, match=fragment):
+        facts_from_config(config, source="x")
+
+
+def test_minimax_m2_counts_256_experts_on_every_layer() -> None:
+    """MiniMax-M2's dimensions as public copies of its config quote them (62 layers, hidden
+    3072, 48 heads, 8 KV heads of 128, 256 experts of width `intermediate_size` 1536, top 8,
+    vocabulary 200,064): the card's 230 B."""
+    config = {
+        "model_type": "minimax_m2", "hidden_size": 3072, "intermediate_size": 1536, "num_hidden_layers": 62,
+        "num_attention_heads": 48, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 200064,
+        "num_local_experts": 256, "num_experts_per_tok": 8, "tie_word_embeddings": False,
+    }  # fmt: skip
+    arch = facts_from_config(config, source="x")
+    assert abs(arch.parameters.total() / 230e9 - 1) < PUBLISHED_TOLERANCE
+    assert arch.parameters.experts == 62 * 256 * 3 * 3072 * 1536
