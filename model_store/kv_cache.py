@@ -57,7 +57,7 @@ class KvCapacity:
     block_size: int
     group_size: int
     num_groups: int
-    page_bytes: int  # one block of one layer
+    page_bytes: int  # one block of one layer (of every layer, for one group of several sizes)
     num_blocks: int
     blocks_per_request: int
     max_concurrency: float
@@ -94,6 +94,12 @@ def state_bytes_per_sequence(layers: tuple[KvLayers, ...], dtype_bytes: int, tp:
     return sum(layer.count * layer.state_bytes(tp, dtype_bytes) for layer in layers)
 
 
+def uniform_type(layers: tuple[KvLayers, ...]) -> bool:
+    """Full-attention layers of different sizes (per-layer KV heads): vLLM keeps them in one
+    group whose page is the sum of theirs (UniformTypeKVCacheSpecs, v0.26.0 and v0.33.0)."""
+    return len(layers) > 1 and all(layer.kind == "full" for layer in layers)
+
+
 def kv_groups(layers: tuple[KvLayers, ...], hybrid: bool = True) -> tuple[int, list[KvLayers]]:
     """(group_size, one spec per group) as vLLM groups the layers.
 
@@ -105,6 +111,8 @@ def kv_groups(layers: tuple[KvLayers, ...], hybrid: bool = True) -> tuple[int, l
         layers = (KvLayers("full", sum(layer.count for layer in layers), layers[0].kv_heads, layers[0].head_size),)
     if len(layers) == 1:
         return layers[0].count, [layers[0]]
+    if uniform_type(layers):
+        return 1, [layers[0]]
     smallest, largest = min(layer.count for layer in layers), max(layer.count for layer in layers)
     group_size = largest if largest < smallest * 1.5 else smallest
     groups = [layer for layer in layers for _ in range(math.ceil(layer.count / group_size))]
@@ -137,8 +145,12 @@ def kv_capacity(
     block_size = block_size_for(layers, element_bytes, tp, dtype_bytes)
     group_size, groups = kv_groups(layers, hybrid)
     # Every attention layer of a model caches the same bytes per token here, and state pages
-    # are padded to attention pages, so pages are uniform.
-    page_bytes = block_size * max(layer.bytes_per_token(tp, element_bytes) for layer in layers)
+    # are padded to attention pages, so pages are uniform; layers of one kind at different
+    # sizes share one page, the sum of theirs.
+    if uniform_type(layers):
+        page_bytes = block_size * kv_bytes_per_token(layers, element_bytes, tp)
+    else:
+        page_bytes = block_size * max(layer.bytes_per_token(tp, element_bytes) for layer in layers)
     num_blocks = max(0, budget_bytes) // page_bytes // group_size
     in_flight = IN_FLIGHT_BATCHES * max_num_batched_tokens
     per_request = sum(_blocks_needed(g, block_size, max_model_len, in_flight) for g in groups)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from model_store.families.attention import kv_layers, layer_kinds, read_gqa
 from model_store.families.config import ConfigError, ConfigView
 from model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, ParameterCounts
+from model_store.families.heterogeneous import read_blocks
 from model_store.families.mla import read_indexer, read_mla
 from model_store.families.mlp import read_mlp
 from model_store.families.registry import (
@@ -97,7 +99,7 @@ class _Mixers:
 
     parameters: int  # all layers' mixers
     attention_layer: int  # one attention layer's (an MTP layer repeats it)
-    norms_per_layer: int
+    norms: int  # the layers' norms (the final norm apart)
     layers: tuple[KvLayers, ...]
     heads: int
     kv_heads: int
@@ -122,7 +124,7 @@ def _mla_mixers(text: ConfigView, parts: TextParts, num_layers: int) -> _Mixers:
     return _Mixers(
         parameters=num_layers * per_layer,
         attention_layer=per_layer,
-        norms_per_layer=mla.norm_parameters_per_layer(),
+        norms=num_layers * mla.norm_parameters_per_layer(),
         layers=(KvLayers("mla", num_layers, 1, mla.latent_size, indexer_bytes=indexer.cache_bytes if indexer else 0),),
         heads=mla.heads,
         kv_heads=mla.heads,
@@ -147,7 +149,7 @@ def _gqa_mixers(text: ConfigView, model_type: str, parts: TextParts, num_layers:
     return _Mixers(
         parameters=attention_layers * per_layer + (state_layers * state.parameters if state else 0),
         attention_layer=per_layer,
-        norms_per_layer=gqa.norm_parameters_per_layer(),
+        norms=num_layers * gqa.norm_parameters_per_layer(),
         layers=layers,
         heads=gqa.heads,
         kv_heads=gqa.kv_heads,
@@ -155,6 +157,39 @@ def _gqa_mixers(text: ConfigView, model_type: str, parts: TextParts, num_layers:
         lora=gqa.lora_shapes(),
         family=family + ([label] if label else []),
     )
+
+
+def _block_config_mixers(text: ConfigView, model_type: str, parts: TextParts, num_layers: int) -> _Mixers:
+    """Llama-Nemotron: each layer's attention kept (with its own KV heads), linear or dropped."""
+    gqa = read_gqa(text, parts)
+    blocks = read_blocks(text, num_layers)
+    counts = Counter(block.kv_heads for block in blocks if block.kv_heads)
+    if not counts:
+        raise text.error("block_configs", "has no attention layer")
+    hidden = gqa.hidden_size
+    attention = sum(replace(gqa, kv_heads=k).parameters_per_layer() * n for k, n in counts.items())
+    linears = sum(block.attention_linear for block in blocks) + sum(block.mlp_linear for block in blocks)
+    norms = sum(bool(block.kv_heads or block.attention_linear) + bool(block.mlp_width or block.mlp_linear) for block in blocks)
+    widest = replace(gqa, kv_heads=max(counts))
+    return _Mixers(
+        parameters=attention + linears * hidden * hidden,
+        attention_layer=widest.parameters_per_layer(),
+        norms=norms * hidden,
+        layers=tuple(KvLayers("full", counts[k], k, gqa.head_dim) for k in sorted(counts, reverse=True)),
+        heads=gqa.heads,
+        kv_heads=min(counts),  # tensor parallelism must split (or replicate) every layer's heads
+        head_dim=gqa.head_dim,
+        lora=widest.lora_shapes(),
+        family=["GQA", "per-layer blocks"],
+    )
+
+
+# A row's `attention` -> how its layers' token mixers are read.
+MIXERS: dict[str, Callable[[ConfigView, str, TextParts, int], _Mixers]] = {
+    "gqa": _gqa_mixers,
+    "mla": lambda text, model_type, parts, num_layers: _mla_mixers(text, parts, num_layers),
+    "block_configs": _block_config_mixers,
+}
 
 
 def _mtp_parameters(text: ConfigView, mtp: Mtp, per_layer: int, hidden: int) -> int:
@@ -173,7 +208,7 @@ def _compose(top: ConfigView, total_size: int | None, source: str) -> Architectu
     num_layers = text.int("num_hidden_layers")
     vocab = text.int("vocab_size")
     mlp = read_mlp(text, parts, num_layers)
-    mixers = _mla_mixers(text, parts, num_layers) if parts.attention == "mla" else _gqa_mixers(text, model_type, parts, num_layers)
+    mixers = MIXERS[parts.attention](text, model_type, parts, num_layers)
     tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", parts.tied_by_default))
     mlp_params = mlp.parameters(hidden)
     if mlp.moe:
@@ -184,7 +219,7 @@ def _compose(top: ConfigView, total_size: int | None, source: str) -> Architectu
         embeddings=vocab * hidden,
         lm_head=0 if tied else vocab * hidden,
         attention=mixers.parameters,
-        norms=num_layers * mixers.norms_per_layer + hidden,
+        norms=mixers.norms + hidden,
         vision=vision_parameters(vision, hidden, row.vision) if vision else 0,
         not_loaded=_mtp_parameters(text, parts.mtp, mixers.attention_layer + mlp_layer, hidden) if parts.mtp else 0,
         **mlp_params,

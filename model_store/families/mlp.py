@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from model_store.families.attention import block_types
 from model_store.families.config import ConfigView
+from model_store.families.heterogeneous import read_blocks
 from model_store.families.facts import MoeFacts
 from model_store.families.registry import MoeLayers, TextParts
 
@@ -27,10 +28,13 @@ class MlpLayout:
     expert_bias: bool = False  # gpt-oss: biases on expert and router projections
     shared_gate: bool = False  # Qwen2-MoE: a sigmoid gate on the shared expert
     gated: bool = True  # gate, up and down projections; else up and down
+    dense_widths: tuple[int, ...] = ()  # per-layer widths, when layers differ (block_configs)
+    linear_layers: int = 0  # MLPs replaced by one hidden x hidden linear (block_configs)
 
     def parameters(self, hidden: int) -> dict[str, int]:
         matrices = 3 if self.gated else 2
-        dense = self.dense_layers * matrices * hidden * self.dense_intermediate
+        widths = self.dense_widths or (self.dense_intermediate,) * self.dense_layers
+        dense = sum(matrices * hidden * width for width in widths) + self.linear_layers * hidden * hidden
         if self.moe is None:
             return {"dense_mlp": dense, "experts": 0, "shared_experts": 0, "router": 0}
         m = self.moe
@@ -107,7 +111,22 @@ def _widths(text: ConfigView, parts: TextParts, moe_layers: int, num_layers: int
     return expert_width, dense_width, shared
 
 
+def _block_config_mlp(text: ConfigView, num_layers: int) -> MlpLayout:
+    """Llama-Nemotron: each layer's MLP at its own width, one linear, or none."""
+    blocks = read_blocks(text, num_layers)
+    widths = tuple(block.mlp_width for block in blocks if block.mlp_width)
+    return MlpLayout(
+        dense_layers=len(widths),
+        dense_intermediate=max(widths, default=0),
+        moe=None,
+        dense_widths=widths,
+        linear_layers=sum(block.mlp_linear for block in blocks),
+    )
+
+
 def read_mlp(text: ConfigView, parts: TextParts, num_layers: int) -> MlpLayout:
+    if parts.moe_layers == "block_configs":
+        return _block_config_mlp(text, num_layers)
     experts_key = next((k for k in _EXPERT_KEYS if text.has(k)), None)
     experts = text.int(experts_key, 0, minimum=0) if experts_key else 0
     flags = MOE_LAYOUTS[parts.moe_layers](text, num_layers) if experts > 1 or parts.moe_layers == "block_pattern" else []

@@ -24,7 +24,7 @@ from model_store.families.state import Mamba2Keys
 # (which always wins): see attention.LAYOUTS.
 Layout = Literal["full", "sliding_all", "sliding_opt_in", "gemma2", "gemma3", "llama4_chunked", "interval", "block_pattern"]
 # Which layers are mixtures of experts when the config has experts: see mlp.MOE_LAYOUTS.
-MoeLayers = Literal["every", "deepseek", "qwen", "llama4", "block_pattern"]
+MoeLayers = Literal["every", "deepseek", "qwen", "llama4", "block_pattern", "block_configs"]
 # How a vision tower projects into the LM: Qwen-VL merges 2x2 patches through an MLP (Qwen3-VL
 # also from intermediate layers, "deepstack"), Gemma-3 one linear map, LLaVA-style wrappers a
 # two-layer MLP (see vision.py).
@@ -44,7 +44,7 @@ class Mtp:
 class TextParts:
     """The decoder's parts and the per-family details its parameter count depends on."""
 
-    attention: Literal["gqa", "mla"] = "gqa"
+    attention: Literal["gqa", "mla", "block_configs"] = "gqa"  # block_configs: per layer (heterogeneous.py)
     layout: Layout = "full"
     moe_layers: MoeLayers = "every"
     qkv_bias: bool = False  # biases on the q, k and v projections
@@ -138,6 +138,8 @@ MODEL_TYPES: dict[str, ModelType] = {
     "qwen3_5_text": ModelType(_QWEN3_NEXT),
     "qwen3_5_moe_text": ModelType(_QWEN3_NEXT),
     "nemotron_h": ModelType(_NEMOTRON_H),
+    # per-layer heterogeneous blocks (Llama-3.1/3.3-Nemotron Super and Ultra)
+    "nemotron-nas": ModelType(TextParts(attention="block_configs", moe_layers="block_configs")),
     # multimodal wrappers
     "gemma3": ModelType(_GEMMA3, VisionParts("linear"), "gemma3_text"),
     "llama4": ModelType(_LLAMA4, VisionParts("mlp"), "llama4_text"),

@@ -336,3 +336,41 @@ def test_minimax_m2_counts_256_experts_on_every_layer() -> None:
     arch = facts_from_config(config, source="x")
     assert abs(arch.parameters.total() / 230e9 - 1) < PUBLISHED_TOLERANCE
     assert arch.parameters.experts == 62 * 256 * 3 * 3072 * 1536
+
+
+# Llama-3.3-Nemotron-Super-49B's first 12 layers as its public config.json has them
+# (code-search index id 5860950287, a copy of the Hub file): (n_heads_in_group or None for a
+# no-op attention, ffn_mult); hidden 8192, 64 heads of 128, vocabulary 128,256.
+SUPER_FIRST_LAYERS = [(8, 2.625)] + [(8, 5.25)] * 5 + [(None, 2.625)] * 2 + [(8, 5.25)] * 3 + [(None, 3.28125)]
+
+
+def _nas_config(layers: list) -> dict:
+    blocks = [
+        {"attention": {"n_heads_in_group": group, "no_op": group is None, "replace_with_linear": False},
+         "ffn": {"ffn_mult": mult, "no_op": False, "replace_with_linear": False}}
+        for group, mult in layers
+    ]  # fmt: skip
+    return {
+        "model_type": "nemotron-nas", "hidden_size": 8192, "num_attention_heads": 64, "num_key_value_heads": None,
+        "num_hidden_layers": len(layers), "vocab_size": 128256, "block_configs": blocks, "tie_word_embeddings": False,
+    }  # fmt: skip
+
+
+def test_block_configs_give_each_layer_its_attention_and_mlp_width() -> None:
+    arch = facts_from_config(_nas_config(SUPER_FIRST_LAYERS), source="x")
+    # 9 layers attend with 64 / 8 = 8 KV heads of 128; the 3 no-op layers cache nothing
+    assert kv_bytes_per_token(arch, "auto", "bfloat16") == 9 * 2 * 8 * 128 * 2
+    # MLP widths: int(2 x ffn_mult x 8192 / 3) rounded up to a multiple of 256
+    widths = {2.625: 14336, 5.25: 28672, 3.28125: 17920}
+    assert arch.parameters.dense_mlp == sum(3 * 8192 * widths[mult] for _, mult in SUPER_FIRST_LAYERS)
+    q_kv_o = 8192 * (64 * 128 + 2 * 8 * 128) + 64 * 128 * 8192
+    assert arch.parameters.attention == 9 * q_kv_o
+    assert arch.parameters.norms == (9 + 12) * 8192 + 8192  # an input norm only where attention is
+    assert arch.family == "GQA + dense + per-layer blocks"
+
+
+def test_block_configs_refuse_what_they_cannot_size() -> None:
+    config = _nas_config(SUPER_FIRST_LAYERS)
+    config["block_configs"][3]["attention"]["window_length"] = 4096
+    with pytest.raises(ConfigError, match=r"block_configs\[3\]\.attention\.window_length is set"):
+        facts_from_config(config, source="x")

@@ -145,3 +145,13 @@ def test_sparse_attention_caches_the_indexer_keys_beside_the_latent_in_64_token_
     cap = kv_capacity(layers, 20 * GIB, element_bytes=2, tp=8, max_model_len=16384, max_num_batched_tokens=8192)
     assert (cap.block_size, cap.page_bytes) == (SPARSE_MLA_BLOCK_SIZE, 64 * (576 * 2 + 132))
     assert cap.num_blocks == 20 * GIB // (64 * 61 * (576 * 2 + 132))
+
+
+def test_full_attention_layers_of_different_sizes_share_one_group_and_one_page() -> None:
+    """Per-layer KV heads (nemotron-nas): one group whose page is every layer's (vLLM
+    UniformTypeKVCacheSpecs), so a request needs ceil(len / 16) blocks, once."""
+    layers = (KvLayers("full", 40, 8, 128), KvLayers("full", 9, 4, 128))
+    cap = kv_capacity(layers, 30 * GIB, element_bytes=2, tp=1, max_model_len=8192, max_num_batched_tokens=8192)
+    page = BLOCK_SIZE * (40 * 2 * 8 * 128 + 9 * 2 * 4 * 128) * 2
+    assert (cap.group_size, cap.num_groups, cap.page_bytes) == (1, 1, page)
+    assert cap.num_blocks == 30 * GIB // page and cap.blocks_per_request == 8192 // BLOCK_SIZE
