@@ -16,7 +16,11 @@ vllm/v1/kv_cache_interface.py; identical in 0.26 and 0.32 for these paths, read 
   is `int(max_concurrency * max_model_len)` tokens.
 
 State layers (gated delta net, Mamba-2; vllm/model_executor/models/config.py
-HybridAttentionMambaModelConfig and MambaSpec in kv_cache_interface.py, v0.26.0 and v0.33.0):
+HybridAttentionMambaModelConfig and MambaSpec in kv_cache_interface.py, as read 2026-12 on vLLM's
+main branch: models/config.py at 1936cf3, layers/mamba/mamba_utils.py at 02d7108; the same
+rules appear in the 0.11-era config.py at 0144dd5 without the prefix-caching branch. Release
+tags were not at hand to read: the GPU measurements of examples/gpu/families hold the rules to
+vLLM 0.26, the container's version):
 one page holds one sequence's state, so vLLM grows the attention block until an attention
 page is at least a state page and pads the state page to it ("Padding mamba page size by
 x% ..."). With prefix caching (the plan's default) the block is a multiple of the state
@@ -96,7 +100,7 @@ def state_bytes_per_sequence(layers: tuple[KvLayers, ...], dtype_bytes: int, tp:
 
 def uniform_type(layers: tuple[KvLayers, ...]) -> bool:
     """Full-attention layers of different sizes (per-layer KV heads): vLLM keeps them in one
-    group whose page is the sum of theirs (UniformTypeKVCacheSpecs, v0.26.0 and v0.33.0)."""
+    group whose page is the sum of theirs (UniformTypeKVCacheSpecs, vLLM source read 2026-12)."""
     return len(layers) > 1 and all(layer.kind == "full" for layer in layers)
 
 

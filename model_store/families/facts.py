@@ -10,7 +10,7 @@ from model_store.families.state import StateShape
 
 AttentionKind = Literal["full", "sliding", "chunked", "mla", "state"]
 # DeepSeek sparse attention's fp8 MLA cache (`fp8_ds_mla`): a 512-element fp8 latent, four
-# fp32 scales and the 64-element rope part in bf16 per token (vLLM MLAAttentionSpec, 0.26/0.33).
+# fp32 scales and the 64-element rope part in bf16 per token (vLLM MLAAttentionSpec, source read 2026-12).
 FP8_DS_MLA_BYTES = 512 + 4 * 4 + 64 * 2
 
 

@@ -2,7 +2,7 @@
 `nemotron-nas`, found by neural architecture search), where each layer keeps, drops or
 linearises its attention and its MLP, with its own KV-head count and MLP width.
 
-Mirrors vLLM's nemotron_nas.py (DeciLMForCausalLM, v0.26.0 and v0.33.0): attention with
+Mirrors vLLM's nemotron_nas.py (DeciLMForCausalLM, vLLM source read 2026-12): attention with
 `num_attention_heads // n_heads_in_group` KV heads, no layer at all for `no_op`, one hidden x
 hidden linear for `replace_with_linear`; the MLP width is `_ffn_mult_to_intermediate_size`;
 a layer's input norm exists only with its attention, its post-attention norm only with its MLP.

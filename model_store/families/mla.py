@@ -64,7 +64,7 @@ def read_mla(text: ConfigView) -> MlaAttention:
 
 
 # The indexer's keys are cached in fp8 with one fp32 scale per 128 elements
-# (vllm/model_executor/models/deepseek_v2.py Indexer: quant_block_size 128; v0.26.0, v0.33.0).
+# (vllm/model_executor/models/deepseek_v2.py Indexer: quant_block_size 128; vLLM source read 2026-12).
 INDEXER_QUANT_BLOCK = 128
 # FlashMLA's sparse kernels hold the latent as 512 + 64 elements (the fp8_ds_mla layout).
 SPARSE_LATENT = (512, 64)

@@ -4,8 +4,8 @@
 Such a layer caches no keys or values: it keeps one state per sequence, a convolution window
 and a recurrent matrix, whatever the context length, so it bounds how many sequences run at
 once, not how many tokens. The shapes are vLLM's `MambaStateShapeCalculator`
-(vllm/model_executor/layers/mamba/mamba_utils.py, v0.26.0 and v0.33.0, which agree for these
-two kinds), split over tensor-parallel ranks as vLLM splits them. The conv state is held in
+(vllm/model_executor/layers/mamba/mamba_utils.py, read 2026-12 at 02d7108; see kv_cache.py
+for what was read and what checks it), split over tensor-parallel ranks as vLLM splits them. The conv state is held in
 the model's dtype (`mamba_cache_dtype` "auto"), the recurrent state too unless the model's
 config hook says otherwise (Nemotron-H: `mamba_ssm_cache_dtype` from the config, float32 when
 absent; vllm/model_executor/models/config.py NemotronHForCausalLMConfig).
@@ -18,7 +18,7 @@ from typing import Literal
 
 from model_store.families.config import ConfigView
 
-# ModelConfig.get_mamba_chunk_size: a config without a chunk size gets 2048 (vLLM 0.26/0.33).
+# ModelConfig.get_mamba_chunk_size: a config without a chunk size gets 2048 (vLLM source read 2026-12).
 DEFAULT_CHUNK_SIZE = 2048
 # Bytes of the recurrent-state dtypes a config may name.
 SSM_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
