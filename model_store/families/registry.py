@@ -1,13 +1,18 @@
 """One row per Hugging Face `model_type`: the parts its model is composed of and where each
 part reads its fields, like vLLM's model registry (vllm/model_executor/models/registry.py).
 
-A row names, for the text model: its attention (`gqa` or `mla`), how each layer's attention
-kind is read (`layout`), which layers are mixtures of experts (`moe_layers`), and the small
-per-family differences a parameter count depends on (q/k/v biases, q/k norms, four norms a
-layer, attention sinks, biased experts, a gated shared expert, multi-token-prediction layers
-in the checkpoint). A multimodal wrapper adds its vision tower and the text model type its
-`text_config` holds. Every row was checked against vLLM's model file of the same name
-(vllm/model_executor/models/, 0.26 and 0.32) and the Hugging Face modeling code (2026-11).
+A row names, for the text model: its attention (`gqa`, `mla`, or per layer from
+`block_configs`), how each layer's kind is read (`layout`: full, windowed, state, or MLP
+only), which layers are mixtures of experts (`moe_layers`), its recurrent-state layers
+(`state`, and where a Mamba-2 row reads their fields), a sparse-attention indexer, and the
+small per-family differences a parameter count depends on (q/k/v biases, q/k norms, norms a
+layer, attention sinks, an output gate, biased experts, a gated shared expert, ungated MLPs,
+multi-token-prediction layers in the checkpoint). A multimodal wrapper adds its vision tower
+and the text model type its `text_config` holds. The rows of 2026-11 were checked against
+vLLM's model file of the same name (vllm/model_executor/models/, 0.26 and 0.32) and the
+Hugging Face modeling code; those added in 2026-12 against vLLM's main branch as read then
+(qwen3_next.py, qwen3_5.py, nemotron_h.py, nemotron_nas.py, deepseek_v2.py, qwen3_vl.py,
+minimax_m2.py).
 
 Adding a model type is one row here; a new kind of part is one module beside this one and
 one field value (docs/adding-a-model-family.md).
