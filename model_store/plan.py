@@ -383,13 +383,17 @@ def activation_bytes(
 
 
 def _valid_tp_sizes(arch: ArchitectureFacts, gpus: int) -> list[int]:
-    """vLLM needs attention heads divisible by TP, and KV heads divisible by (or dividing) TP
-    (MLA has no KV heads: its latent is whole on every rank)."""
+    """vLLM needs attention heads divisible by TP, KV heads divisible by (or dividing) TP
+    (MLA has no KV heads: its latent is whole on every rank) and state heads divisible by TP."""
     latent = arch.mla_shape is not None
+    # State layers split their heads over ranks too (vLLM's divide() in MambaStateShapeCalculator).
+    state_heads = [layer.state.heads for layer in arch.kv_layers if layer.state]
     return [
         tp
         for tp in range(1, gpus + 1)
-        if arch.num_attention_heads % tp == 0 and (latent or arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
+        if arch.num_attention_heads % tp == 0
+        and (latent or arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
+        and all(heads % tp == 0 for heads in state_heads)
     ]
 
 

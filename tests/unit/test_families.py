@@ -374,3 +374,12 @@ def test_block_configs_refuse_what_they_cannot_size() -> None:
     config["block_configs"][3]["attention"]["window_length"] = 4096
     with pytest.raises(ConfigError, match=r"block_configs\[3\]\.attention\.window_length is set"):
         facts_from_config(config, source="x")
+
+
+def test_tensor_parallelism_must_split_the_state_heads() -> None:
+    from model_store.plan import _valid_tp_sizes
+
+    # Qwen3-Next: 16 attention heads, 2 KV heads (replicated past 2), 32 value heads of state
+    assert _valid_tp_sizes(facts("Qwen__Qwen3-Next-80B-A3B-Thinking"), 8) == [1, 2, 4, 8]
+    config = {**_load(CONFIGS / "Qwen__Qwen3-Next-80B-A3B-Thinking.json")[0], "linear_num_value_heads": 12}
+    assert _valid_tp_sizes(facts_from_config(config, source="x"), 8) == [1, 2, 4]
