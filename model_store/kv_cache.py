@@ -15,6 +15,20 @@ vllm/v1/kv_cache_interface.py; identical in 0.26 and 0.32 for these paths, read 
 - `max_concurrency = num_blocks / blocks_per_request` and the logged "GPU KV cache size"
   is `int(max_concurrency * max_model_len)` tokens.
 
+State layers (gated delta net, Mamba-2; vllm/model_executor/models/config.py
+HybridAttentionMambaModelConfig and MambaSpec in kv_cache_interface.py, as read 2026-12 on vLLM's
+main branch: models/config.py at 1936cf3, layers/mamba/mamba_utils.py at 02d7108; the same
+rules appear in the 0.11-era config.py at 0144dd5 without the prefix-caching branch. Release
+tags were not at hand to read: the GPU measurements of examples/gpu/families hold the rules to
+vLLM 0.26, the container's version):
+one page holds one sequence's state, so vLLM grows the attention block until an attention
+page is at least a state page and pads the state page to it ("Padding mamba page size by
+x% ..."). With prefix caching (the plan's default) the block is a multiple of the state
+kernel's chunk size, and a sequence holds two state blocks per state group ("align" mode:
+the running state and the last aligned one). DeepSeek sparse attention caches its indexer's
+keys beside the MLA latent in 64-token blocks; vLLM keeps both in one group (their pages
+differ in size, not in kind: UniformTypeKVCacheSpecs).
+
 Pure: no vLLM import. The GPU measurements in tests/data/gpu_measurements.json hold it to
 vLLM's own figures.
 """
@@ -30,6 +44,11 @@ from model_store.families import KvLayers
 BLOCK_SIZE = 16
 # An fp8 MLA cache runs on FlashMLA, which takes 64-token blocks (vllm/v1/attention/backends/mla).
 FP8_MLA_BLOCK_SIZE = 64
+# FlashMLA's sparse kernels (DeepSeek sparse attention) take 64-token blocks, bf16 or fp8.
+SPARSE_MLA_BLOCK_SIZE = 64
+# Mamba cache "align" mode (prefix caching on): the running state and the last block-aligned
+# one (MambaSpec.max_memory_usage_bytes: 2 + speculative blocks).
+STATE_BLOCKS_PER_REQUEST = 2
 # Async scheduling (vLLM's default) keeps two batches in flight; sliding and chunked layers
 # reserve room for both (VllmConfig.max_in_flight_tokens).
 IN_FLIGHT_BATCHES = 2
@@ -42,22 +61,47 @@ class KvCapacity:
     block_size: int
     group_size: int
     num_groups: int
-    page_bytes: int  # one block of one layer
+    page_bytes: int  # one block of one layer (of every layer, for one group of several sizes)
     num_blocks: int
     blocks_per_request: int
     max_concurrency: float
     tokens: int  # vLLM's "GPU KV cache size: N tokens"
 
 
-def block_size_for(layers: tuple[KvLayers, ...], element_bytes: int) -> int:
-    mla = any(layer.kind == "mla" for layer in layers)
-    return FP8_MLA_BLOCK_SIZE if mla and element_bytes == 1 else BLOCK_SIZE
+def block_size_for(layers: tuple[KvLayers, ...], element_bytes: int, tp: int = 1, dtype_bytes: int | None = None) -> int:
+    """Tokens per block: the backend's, or, beside state layers, the smallest multiple of the
+    state kernel's chunk whose attention page holds one state."""
+    attention = [layer for layer in layers if layer.kind != "state"]
+    if any(layer.indexer_bytes for layer in attention):
+        alignment = SPARSE_MLA_BLOCK_SIZE
+    elif any(layer.kind == "mla" for layer in attention) and element_bytes == 1:
+        alignment = FP8_MLA_BLOCK_SIZE
+    else:
+        alignment = BLOCK_SIZE
+    states = [layer for layer in layers if layer.kind == "state"]
+    if not states:
+        return alignment
+    state_page = max(layer.state_bytes(tp, dtype_bytes or element_bytes) for layer in states)
+    token_page = max(layer.bytes_per_token(tp, element_bytes) for layer in attention)
+    chunk = math.lcm(max(layer.state.chunk_size for layer in states), alignment)
+    return chunk * math.ceil(math.ceil(state_page / token_page) / chunk)
 
 
 def kv_bytes_per_token(layers: tuple[KvLayers, ...], element_bytes: int, tp: int = 1) -> int:
     """Bytes one token takes in every layer's cache on one GPU (what a full-attention model
-    needs per token of context)."""
-    return sum(layer.count * layer.elements_per_token(tp) * element_bytes for layer in layers)
+    needs per token of context; state layers need none)."""
+    return sum(layer.count * layer.bytes_per_token(tp, element_bytes) for layer in layers)
+
+
+def state_bytes_per_sequence(layers: tuple[KvLayers, ...], dtype_bytes: int, tp: int = 1) -> int:
+    """Bytes one sequence's recurrent state takes in every state layer on one GPU, unpadded."""
+    return sum(layer.count * layer.state_bytes(tp, dtype_bytes) for layer in layers)
+
+
+def uniform_type(layers: tuple[KvLayers, ...]) -> bool:
+    """Full-attention layers of different sizes (per-layer KV heads): vLLM keeps them in one
+    group whose page is the sum of theirs (UniformTypeKVCacheSpecs, vLLM source read 2026-12)."""
+    return len(layers) > 1 and all(layer.kind == "full" for layer in layers)
 
 
 def kv_groups(layers: tuple[KvLayers, ...], hybrid: bool = True) -> tuple[int, list[KvLayers]]:
@@ -71,6 +115,8 @@ def kv_groups(layers: tuple[KvLayers, ...], hybrid: bool = True) -> tuple[int, l
         layers = (KvLayers("full", sum(layer.count for layer in layers), layers[0].kv_heads, layers[0].head_size),)
     if len(layers) == 1:
         return layers[0].count, [layers[0]]
+    if uniform_type(layers):
+        return 1, [layers[0]]
     smallest, largest = min(layer.count for layer in layers), max(layer.count for layer in layers)
     group_size = largest if largest < smallest * 1.5 else smallest
     groups = [layer for layer in layers for _ in range(math.ceil(layer.count / group_size))]
@@ -82,6 +128,8 @@ def _blocks_needed(layer: KvLayers, block_size: int, max_model_len: int, in_flig
         return math.ceil(min(layer.window - 1 + in_flight, max_model_len) / block_size) + 1
     if layer.kind == "chunked":
         return math.ceil(min(layer.window + in_flight, max_model_len) / block_size)
+    if layer.kind == "state":
+        return STATE_BLOCKS_PER_REQUEST
     return math.ceil(max_model_len / block_size)
 
 
@@ -94,12 +142,19 @@ def kv_capacity(
     max_model_len: int,
     max_num_batched_tokens: int,
     hybrid: bool = True,
+    dtype_bytes: int | None = None,
 ) -> KvCapacity:
-    """The blocks, requests and tokens `budget_bytes` of KV cache hold on one GPU."""
-    block_size = block_size_for(layers, element_bytes)
+    """The blocks, requests and tokens `budget_bytes` of KV cache hold on one GPU
+    (`dtype_bytes`: the model dtype's, in which state layers keep their state)."""
+    block_size = block_size_for(layers, element_bytes, tp, dtype_bytes)
     group_size, groups = kv_groups(layers, hybrid)
-    # Every layer of a model caches the same bytes per token here, so pages are uniform.
-    page_bytes = block_size * max(layer.elements_per_token(tp) for layer in layers) * element_bytes
+    # Every attention layer of a model caches the same bytes per token here, and state pages
+    # are padded to attention pages, so pages are uniform; layers of one kind at different
+    # sizes share one page, the sum of theirs.
+    if uniform_type(layers):
+        page_bytes = block_size * kv_bytes_per_token(layers, element_bytes, tp)
+    else:
+        page_bytes = block_size * max(layer.bytes_per_token(tp, element_bytes) for layer in layers)
     num_blocks = max(0, budget_bytes) // page_bytes // group_size
     in_flight = IN_FLIGHT_BATCHES * max_num_batched_tokens
     per_request = sum(_blocks_needed(g, block_size, max_model_len, in_flight) for g in groups)

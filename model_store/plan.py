@@ -18,6 +18,7 @@ from model_store import kv_cache
 from model_store.catalog import INSTANCES, GpuInstance, instance
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.families import ArchitectureFacts, mla
+from model_store.families.registry import INFERRED_REASON
 from model_store.manifest import AdapterRef, FleetManifest, ModelSpec, ServingSpec
 from model_store.families.quantization import ONLINE_FORMATS, WeightFormat
 
@@ -394,13 +395,17 @@ def activation_bytes(
 
 
 def _valid_tp_sizes(arch: ArchitectureFacts, gpus: int) -> list[int]:
-    """vLLM needs attention heads divisible by TP, and KV heads divisible by (or dividing) TP
-    (MLA has no KV heads: its latent is whole on every rank)."""
+    """vLLM needs attention heads divisible by TP, KV heads divisible by (or dividing) TP
+    (MLA has no KV heads: its latent is whole on every rank) and state heads divisible by TP."""
     latent = arch.mla_shape is not None
+    # State layers split their heads over ranks too (vLLM's divide() in MambaStateShapeCalculator).
+    state_heads = [layer.state.heads for layer in arch.kv_layers if layer.state]
     return [
         tp
         for tp in range(1, gpus + 1)
-        if arch.num_attention_heads % tp == 0 and (latent or arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
+        if arch.num_attention_heads % tp == 0
+        and (latent or arch.num_kv_heads % tp == 0 or tp % arch.num_kv_heads == 0)
+        and all(heads % tp == 0 for heads in state_heads)
     ]
 
 
@@ -429,7 +434,7 @@ def _memory_at(
     element = kv_element_bytes(spec.kv_cache_dtype, dtype)
     activations = activation_bytes(
         arch, batched, MAX_NUM_SEQS_CAP, tp,
-        max_model_len=spec.max_model_len, block_size=kv_cache.block_size_for(arch.kv_layers, element),
+        max_model_len=spec.max_model_len, block_size=kv_cache.block_size_for(arch.kv_layers, element, tp, DTYPE_BYTES[dtype]),
         text_only=spec.language_model_only,
     )  # fmt: skip
     reserve = RUNTIME_RESERVE_BYTES + (NCCL_RESERVE_BYTES if tp > 1 else 0)
@@ -445,6 +450,7 @@ def _memory_at(
         tp=tp,
         max_model_len=spec.max_model_len,
         max_num_batched_tokens=batched,
+        dtype_bytes=DTYPE_BYTES[dtype],
     )
     return MemoryPlan(
         parameters=arch.parameter_count(),
@@ -754,7 +760,10 @@ def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: Choice) -> list[str]:
         f"{arch.family} ({arch.model_type}, facts from {arch.source or 'config.json'}); weights {memory.weights_bytes / GIB:.2f} GiB "
         f"({memory.parameters / 1e9:.2f} B params, {fmt.describe() if fmt else dtype})"
         f"{' incl. draft model' if draft else ''}",
-        _kv_reason(arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory),
+        _kv_reason(
+            arch, kv_element_bytes(spec.kv_cache_dtype, dtype), memory, DTYPE_BYTES[dtype],
+            kv_cache.block_size_for(arch.kv_layers, kv_element_bytes(spec.kv_cache_dtype, dtype), choice.tp, DTYPE_BYTES[dtype]),
+        ),
         f"{chosen.name} (${hourly_price(chosen, spec.serving.targets):.2f}/h for {'+'.join(spec.serving.targets)}) "
         f"is the cheapest of {choice.fitting} fitting choices; TP={choice.tp} over "
         f"{chosen.gpu_count} x {chosen.gpu.name} {chosen.gpu.memory_mib / 1024:.1f} GiB",
@@ -764,6 +773,8 @@ def _sizing_reasons(spec, arch, draft, dtype, fmt, choice: Choice) -> list[str]:
         f"= KV {memory.kv_cache_bytes_per_gpu / GIB:.1f} GiB = {memory.token_capacity:,} tokens = "
         f"{memory.max_concurrency} x {spec.max_model_len:,}-token sequences",
     ]
+    if arch.inferred:
+        reasons.insert(1, f"{arch.model_type} is not a registered model type: its layout was {INFERRED_REASON}")
     reasons += [f"not {c.instance_type}: {c.why_not}" for c in choice.cheaper_refused[:3]]
     if fmt and fmt.online:
         reasons.append(f"{fmt.method} quantization is applied online at load time")
@@ -808,15 +819,33 @@ def _vllm_settings(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, tp: in
     )
 
 
-def _kv_reason(arch: ArchitectureFacts, element: int, memory: MemoryPlan) -> str:
+def _kv_reason(arch: ArchitectureFacts, element: int, memory: MemoryPlan, dtype_bytes: int, block_size: int) -> str:
     """KV bytes per token as a sum over the layer kinds, and what vLLM's allocator makes of it."""
     parts = []
     for layer in arch.kv_layers:
+        if layer.kind == "state":
+            continue
         kind = f"{layer.kind}({layer.window})" if layer.window else layer.kind
         shape = f"latent {layer.head_size}" if layer.kind == "mla" else f"2 x {layer.kv_heads} KV heads x {layer.head_size}"
         parts.append(f"{layer.count} {kind} layers x {shape}")
     line = f"KV cache {memory.kv_bytes_per_token / 1024:.0f} KiB/token = ({' + '.join(parts)}) x {element} B"
-    if len(arch.kv_layers) > 1 or arch.kv_layers[0].window:
+    sparse = [layer for layer in arch.kv_layers if layer.indexer_bytes]
+    if sparse:
+        layer = sparse[0]
+        latent = layer.bytes_per_token(1, element) - layer.indexer_bytes
+        line = (
+            f"KV cache {memory.kv_bytes_per_token / 1024:.0f} KiB/token = {layer.count} sparse-attention MLA layers x "
+            f"({latent} B latent + {layer.indexer_bytes} B indexer keys), {block_size}-token blocks"
+        )
+    states = [layer for layer in arch.kv_layers if layer.kind == "state"]
+    if states:
+        per_sequence = kv_cache.state_bytes_per_sequence(arch.kv_layers, dtype_bytes)
+        line += (
+            f"; {sum(layer.count for layer in states)} state layers keep {per_sequence / 2**20:.1f} MiB per sequence "
+            f"whatever its length, in {block_size}-token pages shared with attention: "
+            f"{memory.kv_blocks_per_request} blocks per full-length request"
+        )
+    if any(layer.window for layer in arch.kv_layers):
         line += f"; windowed layers hold only their window: {memory.kv_blocks_per_request} blocks per full-length request"
     return line
 

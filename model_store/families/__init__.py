@@ -1,6 +1,7 @@
 """Model families: a Hugging Face `config.json` read into the shapes the planner needs.
 
-A model is composed of independent parts, each with one home here:
+`registry.py` holds one row per `model_type`: the parts its model is composed of and where
+each reads its fields. A part has one home here:
 
 - `attention.py`: grouped-query attention and its per-layer layout (full, sliding window,
   chunked local), the layers' KV cache specs;
@@ -25,13 +26,15 @@ from model_store.families.facts import (
     MoeFacts,
     ParameterCounts,
 )
-from model_store.families.compose import SUPPORTED_MODEL_TYPES, facts_from_config
+from model_store.families.compose import facts_from_config
+from model_store.families.registry import MODEL_TYPES, SUPPORTED_MODEL_TYPES
 
 __all__ = [
     "ArchitectureFacts",
     "ConfigError",
     "ConfigView",
     "KvLayers",
+    "MODEL_TYPES",
     "MoeFacts",
     "ParameterCounts",
     "SUPPORTED_MODEL_TYPES",

@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from model_store.families.attention import kv_layers, layer_kinds, read_gqa
 from model_store.families.config import ConfigError, ConfigView
 from model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, ParameterCounts
-from model_store.families.mla import read_mla
+from model_store.families.heterogeneous import read_blocks
+from model_store.families.mla import read_indexer, read_mla
 from model_store.families.mlp import read_mlp
+from model_store.families.registry import (
+    INFERRED,
+    MODEL_TYPES,
+    NEUTRAL_KEYS,
+    NOT_SERVED,
+    STRUCTURAL_KEYS,
+    STRUCTURAL_VALUES,
+    SUPPORTED_MODEL_TYPES,
+    TEXT_MODEL_TYPES,
+    ModelType,
+    Mtp,
+    TextParts,
+)
+from model_store.families.state import StateMixer, read_gated_delta_net, read_mamba2
 from model_store.families.vision import vision_parameters
 from model_store.families.quantization import checkpoint_format
-
-# Text model types whose layers the parts above describe (each checked against vLLM's
-# model files: vllm/model_executor/models/, 0.26 and 0.32).
-TEXT_MODEL_TYPES = {
-    "llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "gemma", "gemma2",
-    "gemma3_text", "phi3", "deepseek_v2", "deepseek_v3", "kimi_k2", "gpt_oss", "llama4_text", "granite",
-    "ministral3", "exaone4", "olmo2", "olmo3",
-}  # fmt: skip
-# Model types vLLM no longer serves, with what it said when it stopped.
-NOT_SERVED = {"mllama": "Llama-3.2-Vision (mllama) support was removed in vLLM 0.10.2"}
-# Multimodal wrappers: `text_config` (or, for Qwen-VL, the top level) is the LM.
-VISION_MODEL_TYPES = {"gemma3", "llava", "mistral3", "qwen2_vl", "qwen2_5_vl", "llama4"}
-SUPPORTED_MODEL_TYPES = tuple(sorted(TEXT_MODEL_TYPES | VISION_MODEL_TYPES))
-_MLA = {"deepseek_v2", "deepseek_v3", "kimi_k2"}
-# Text model types a wrapper's text_config may omit (older configs).
-_WRAPPED_TEXT_TYPE = {"gemma3": "gemma3_text", "llama4": "llama4_text", "llava": "llama", "mistral3": "mistral"}
 
 
 def _dtype(top: ConfigView, text: ConfigView) -> str:
@@ -34,31 +36,45 @@ def _dtype(top: ConfigView, text: ConfigView) -> str:
     return str(value).removeprefix("torch.")
 
 
-def _model_types(top: ConfigView) -> tuple[str, ConfigView, ConfigView | None]:
+def _not_understood(top: ConfigView) -> str | None:
+    """The first key of a config that the default parts neither read nor may ignore."""
+    for key in sorted(top.data):
+        if key in STRUCTURAL_VALUES:
+            if top.data[key] not in STRUCTURAL_VALUES[key]:
+                return f"{key} {top.data[key]!r}"
+        elif key not in STRUCTURAL_KEYS and key not in NEUTRAL_KEYS:
+            return key
+    return None
+
+
+def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigView | None]:
+    """(text model type, the checkpoint's row, the LM's config level, vision_config)."""
     model_type = top.raw("model_type")
     if not isinstance(model_type, str):
         raise top.error("model_type", f"is missing or not a string ({model_type!r}); it names the architecture")
     if model_type in NOT_SERVED:
         raise top.error("model_type", f"{model_type!r} cannot be served: {NOT_SERVED[model_type]}")
-    if model_type not in TEXT_MODEL_TYPES | VISION_MODEL_TYPES:
-        raise top.error("model_type", f"{model_type!r} is not modelled by the planner; modelled: {list(SUPPORTED_MODEL_TYPES)}")
-    vision = top.child("vision_config")
+    if model_type not in MODEL_TYPES:
+        unknown = _not_understood(top)
+        if unknown:
+            raise top.error(
+                "model_type",
+                f"{model_type!r} is not modelled by the planner and its key {unknown} is not one the planner's parts "
+                f"understand; modelled: {list(SUPPORTED_MODEL_TYPES)}",
+            )
+        return model_type, INFERRED, top, None
+    row = MODEL_TYPES[model_type]
+    # A stray vision_config on a text model type is no tower vLLM loads.
+    vision = top.child("vision_config") if row.vision else None
     text = top.child("text_config") or top
-    if model_type in VISION_MODEL_TYPES and vision is None:
+    if row.vision is not None and vision is None:
         raise top.error("vision_config", f"is missing for the multimodal model_type {model_type!r}")
-    text_type = text.raw("model_type") if text is not top else model_type
-    text_type = text_type or _WRAPPED_TEXT_TYPE.get(model_type, model_type)
-    if text is not top and text_type not in TEXT_MODEL_TYPES:
-        raise text.error("model_type", f"{text_type!r} is not modelled; modelled: {sorted(TEXT_MODEL_TYPES)}")
-    return text_type, text, vision
-
-
-def _mtp_parameters(text: ConfigView, per_layer: int, hidden: int) -> int:
-    """DeepSeek-V3's multi-token-prediction layers: in the checkpoint, not loaded to serve.
-    Each is a decoder layer plus its own embedding and head copies, a 2h x h projection and norms."""
-    layers = text.int("num_nextn_predict_layers", 0, minimum=0)
-    own_embeddings = 2 * text.int("vocab_size") * hidden
-    return layers * (per_layer + own_embeddings + 2 * hidden * hidden + 3 * hidden)
+    if text is top:
+        return model_type, row, text, vision
+    text_type = text.raw("model_type") or row.wrapped_text_type or model_type
+    if text_type not in TEXT_MODEL_TYPES:
+        raise text.error("model_type", f"{text_type!r} is not modelled; modelled: {list(TEXT_MODEL_TYPES)}")
+    return text_type, row, text, vision
 
 
 def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, source: str = "") -> ArchitectureFacts:
@@ -77,66 +93,159 @@ def facts_from_config(config: dict[str, Any], *, total_size: int | None = None, 
         raise ConfigError(f"{source or 'config.json'}: a value has an unexpected type or shape ({exc})") from None
 
 
+@dataclass(frozen=True)
+class _Mixers:
+    """Every layer's token mixer (attention, or a state layer): weights, caches, LoRA shapes."""
+
+    parameters: int  # all layers' mixers
+    attention_layer: int  # one attention layer's (an MTP layer repeats it)
+    norms: int  # the layers' norms (the final norm apart)
+    layers: tuple[KvLayers, ...]
+    heads: int
+    kv_heads: int
+    head_dim: int
+    lora: list[tuple[str, int, int]]
+    family: list[str]
+    mla_shape: MlaShape | None = None
+
+
+# A row's `state` -> (family label, how its layers are read).
+STATE_PARTS: dict[str, tuple[str, Callable[[ConfigView, TextParts], StateMixer]]] = {
+    "gated_delta_net": ("gated-delta-net hybrid", lambda text, parts: read_gated_delta_net(text)),
+    "mamba2": ("Mamba-2 hybrid", lambda text, parts: read_mamba2(text, parts.state_keys)),
+}
+
+
+def _mla_mixers(text: ConfigView, parts: TextParts, num_layers: int) -> _Mixers:
+    mla = read_mla(text)
+    indexer = read_indexer(text, mla) if parts.indexer else None
+    per_layer = mla.parameters_per_layer() + (indexer.parameters if indexer else 0)
+    head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    return _Mixers(
+        parameters=num_layers * per_layer,
+        attention_layer=per_layer,
+        norms=num_layers * mla.norm_parameters_per_layer(),
+        layers=(KvLayers("mla", num_layers, 1, mla.latent_size, indexer_bytes=indexer.cache_bytes if indexer else 0),),
+        heads=mla.heads,
+        kv_heads=mla.heads,
+        head_dim=head_dim,
+        lora=mla.lora_shapes(),
+        family=["MLA + sparse-attention indexer" if indexer else "MLA"],
+        mla_shape=MlaShape(head_dim, mla.qk_nope_head_dim, mla.v_head_dim),
+    )
+
+
+def _gqa_mixers(text: ConfigView, model_type: str, parts: TextParts, num_layers: int) -> _Mixers:
+    gqa = read_gqa(text, parts)
+    per_layer = gqa.parameters_per_layer() + (gqa.heads if parts.attention_sinks else 0)  # sinks: a logit per head
+    kinds = layer_kinds(text, model_type, parts, num_layers)
+    state_layers = sum(kind == "state" for kind, _ in kinds)
+    attention_layers = sum(kind not in (None, "state") for kind, _ in kinds)
+    label, read_state = STATE_PARTS[parts.state] if state_layers else ("", None)
+    state = read_state(text, parts) if read_state else None
+    layers = kv_layers(kinds, gqa.kv_heads, gqa.head_dim, state.shape if state else None)
+    windowed = sorted({layer.kind for layer in layers} - {"full", "mla", "state"})
+    family = ["GQA"] + [f"{kind}-window hybrid" if len(layers) > 1 else f"{kind} window" for kind in windowed]
+    return _Mixers(
+        parameters=attention_layers * per_layer + (state_layers * state.parameters if state else 0),
+        attention_layer=per_layer,
+        norms=num_layers * gqa.norm_parameters_per_layer(),
+        layers=layers,
+        heads=gqa.heads,
+        kv_heads=gqa.kv_heads,
+        head_dim=gqa.head_dim,
+        lora=gqa.lora_shapes(),
+        family=family + ([label] if label else []),
+    )
+
+
+def _block_config_mixers(text: ConfigView, model_type: str, parts: TextParts, num_layers: int) -> _Mixers:
+    """Llama-Nemotron: each layer's attention kept (with its own KV heads), linear or dropped."""
+    gqa = read_gqa(text, parts)
+    blocks = read_blocks(text, num_layers)
+    counts = Counter(block.kv_heads for block in blocks if block.kv_heads)
+    if not counts:
+        raise text.error("block_configs", "has no attention layer")
+    hidden = gqa.hidden_size
+    attention = sum(replace(gqa, kv_heads=k).parameters_per_layer() * n for k, n in counts.items())
+    linears = sum(block.attention_linear for block in blocks) + sum(block.mlp_linear for block in blocks)
+    norms = sum(bool(block.kv_heads or block.attention_linear) + bool(block.mlp_width or block.mlp_linear) for block in blocks)
+    widest = replace(gqa, kv_heads=max(counts))
+    return _Mixers(
+        parameters=attention + linears * hidden * hidden,
+        attention_layer=widest.parameters_per_layer(),
+        norms=norms * hidden,
+        layers=tuple(KvLayers("full", counts[k], k, gqa.head_dim) for k in sorted(counts, reverse=True)),
+        heads=gqa.heads,
+        kv_heads=min(counts),  # tensor parallelism must split (or replicate) every layer's heads
+        head_dim=gqa.head_dim,
+        lora=widest.lora_shapes(),
+        family=["GQA", "per-layer blocks"],
+    )
+
+
+# A row's `attention` -> how its layers' token mixers are read.
+MIXERS: dict[str, Callable[[ConfigView, str, TextParts, int], _Mixers]] = {
+    "gqa": _gqa_mixers,
+    "mla": lambda text, model_type, parts, num_layers: _mla_mixers(text, parts, num_layers),
+    "block_configs": _block_config_mixers,
+}
+
+
+def _mtp_parameters(text: ConfigView, mtp: Mtp, per_layer: int, hidden: int) -> int:
+    """Multi-token-prediction layers: each a decoder layer, a 2h x h projection and norms, plus
+    (DeepSeek) its own embedding and head copies."""
+    layers = text.int(mtp.layers_key, 0, minimum=0)
+    own_embeddings = 2 * text.int("vocab_size") * hidden if mtp.own_embeddings else 0
+    return layers * (per_layer + own_embeddings + 2 * hidden * hidden + 3 * hidden)
+
+
 def _compose(top: ConfigView, total_size: int | None, source: str) -> ArchitectureFacts:
     config = top.data
-    model_type, text, vision = _model_types(top)
+    model_type, row, text, vision = _model_types(top)
+    parts = MODEL_TYPES.get(model_type, row).text
     hidden = text.int("hidden_size")
     num_layers = text.int("num_hidden_layers")
     vocab = text.int("vocab_size")
-    mlp = read_mlp(text, model_type, num_layers)
-    if model_type in _MLA:
-        mla = read_mla(text)
-        attention_params, norm_params = mla.parameters_per_layer(), mla.norm_parameters_per_layer()
-        layers = (KvLayers("mla", num_layers, 1, mla.latent_size),)
-        heads, kv_heads, head_dim = mla.heads, mla.heads, mla.qk_nope_head_dim + mla.qk_rope_head_dim
-        attention_lora = mla.lora_shapes()
-        mla_shape = MlaShape(head_dim, mla.qk_nope_head_dim, mla.v_head_dim)
-    else:
-        gqa = read_gqa(text, model_type)
-        attention_params, norm_params = gqa.parameters_per_layer(), gqa.norm_parameters_per_layer()
-        if model_type == "gpt_oss":
-            attention_params += gqa.heads  # attention sinks: one learned logit per head
-        layers = kv_layers(layer_kinds(text, model_type, num_layers), gqa.kv_heads, gqa.head_dim)
-        heads, kv_heads, head_dim = gqa.heads, gqa.kv_heads, gqa.head_dim
-        attention_lora = gqa.lora_shapes()
-        mla_shape = None
-    tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", model_type.startswith("gemma")))
+    mlp = read_mlp(text, parts, num_layers)
+    mixers = MIXERS[parts.attention](text, model_type, parts, num_layers)
+    tied = text.bool("tie_word_embeddings", top.bool("tie_word_embeddings", parts.tied_by_default))
     mlp_params = mlp.parameters(hidden)
-    moe_layer_params = (mlp_params["experts"] + mlp_params["shared_experts"] + mlp_params["router"]) // max(
-        1, mlp.moe.moe_layers if mlp.moe else 1
-    )
+    if mlp.moe:
+        mlp_layer = (mlp_params["experts"] + mlp_params["shared_experts"] + mlp_params["router"]) // max(1, mlp.moe.moe_layers)
+    else:
+        mlp_layer = mlp_params["dense_mlp"] // max(1, mlp.dense_layers)
     parameters = ParameterCounts(
         embeddings=vocab * hidden,
         lm_head=0 if tied else vocab * hidden,
-        attention=num_layers * attention_params,
-        norms=num_layers * norm_params + hidden,
-        vision=vision_parameters(vision, hidden, top.raw("model_type")) if vision else 0,
-        not_loaded=_mtp_parameters(text, attention_params + moe_layer_params, hidden) if model_type == "deepseek_v3" else 0,
+        attention=mixers.parameters,
+        norms=mixers.norms + hidden,
+        vision=vision_parameters(vision, hidden, row.vision) if vision else 0,
+        not_loaded=_mtp_parameters(text, parts.mtp, mixers.attention_layer + mlp_layer, hidden) if parts.mtp else 0,
         **mlp_params,
     )
-    parts = ["MLA" if model_type in _MLA else "GQA", "MoE" if mlp.moe else "dense"]
-    kinds = sorted({layer.kind for layer in layers} - {"full", "mla"})
-    parts += [f"{kind}-window hybrid" if len(layers) > 1 else f"{kind} window" for kind in kinds]
-    parts += ["vision"] if vision else []
+    family = [mixers.family[0], "MoE" if mlp.moe else "dense", *mixers.family[1:]]
+    family += ["vision"] if vision else []
     return ArchitectureFacts(
         model_type=model_type,
-        family=" + ".join(parts),
+        family=" + ".join(family),
         hidden_size=hidden,
         intermediate_size=mlp.dense_intermediate if mlp.dense_layers else 0,
         num_layers=num_layers,
-        num_attention_heads=heads,
-        num_kv_heads=kv_heads,
-        head_dim=head_dim,
+        num_attention_heads=mixers.heads,
+        num_kv_heads=mixers.kv_heads,
+        head_dim=mixers.head_dim,
         vocab_size=vocab,
         tie_word_embeddings=tied,
         max_position_embeddings=text.int("max_position_embeddings", 4096),
         checkpoint_dtype=_dtype(top, text),
-        kv_layers=layers,
+        kv_layers=mixers.layers,
         parameters=parameters,
-        lora_shapes=tuple(attention_lora + mlp.lora_shapes(hidden)),
+        lora_shapes=tuple(mixers.lora + mlp.lora_shapes(hidden)),
         moe=mlp.moe,
         weight_format=checkpoint_format(config, top.where),
         checkpoint_bytes=total_size,
-        mla_shape=mla_shape,
+        mla_shape=mixers.mla_shape,
+        inferred=row is INFERRED,
         source=source,
     )

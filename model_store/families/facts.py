@@ -6,8 +6,12 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from model_store.families.quantization import WeightFormat
+from model_store.families.state import StateShape
 
-AttentionKind = Literal["full", "sliding", "chunked", "mla"]
+AttentionKind = Literal["full", "sliding", "chunked", "mla", "state"]
+# DeepSeek sparse attention's fp8 MLA cache (`fp8_ds_mla`): a 512-element fp8 latent, four
+# fp32 scales and the 64-element rope part in bf16 per token (vLLM MLAAttentionSpec, source read 2026-12).
+FP8_DS_MLA_BYTES = 512 + 4 * 4 + 64 * 2
 
 
 @dataclass(frozen=True)
@@ -16,7 +20,9 @@ class KvLayers:
 
     Grouped-query attention caches K and V for each KV head (`kv_heads` x `head_size`,
     split across tensor-parallel ranks); MLA caches one latent of `head_size` elements
-    (kv_lora_rank + qk_rope_head_dim) that every rank holds whole.
+    (kv_lora_rank + qk_rope_head_dim) that every rank holds whole, plus, with DeepSeek sparse
+    attention, its indexer's keys; a state layer (gated delta net, Mamba-2) caches nothing per
+    token and one `state` per sequence.
     """
 
     kind: AttentionKind
@@ -24,13 +30,28 @@ class KvLayers:
     kv_heads: int
     head_size: int
     window: int | None = None  # sliding window or attention chunk, in tokens
+    state: StateShape | None = None  # kind "state": what one sequence keeps
+    indexer_bytes: int = 0  # DeepSeek sparse attention: the indexer's fp8 keys and scales per token
 
     def elements_per_token(self, tp: int) -> int:
         """Cached elements per token of one layer on one GPU at tensor-parallel size `tp`."""
+        if self.kind == "state":
+            return 0
         if self.kind == "mla":
             return self.head_size
         # KV heads split across ranks; vLLM replicates them when tp exceeds their number.
         return 2 * max(1, self.kv_heads // tp) * self.head_size
+
+    def bytes_per_token(self, tp: int, element_bytes: int) -> int:
+        """Cached bytes per token of one layer on one GPU."""
+        if self.indexer_bytes:
+            latent = FP8_DS_MLA_BYTES if element_bytes == 1 else self.head_size * element_bytes
+            return latent + self.indexer_bytes
+        return self.elements_per_token(tp) * element_bytes
+
+    def state_bytes(self, tp: int, dtype_bytes: int) -> int:
+        """Bytes one sequence's state takes in one layer on one GPU (0 for attention layers)."""
+        return self.state.bytes(tp, dtype_bytes) if self.state else 0
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,7 @@ class ArchitectureFacts:
     checkpoint_bytes: int | None = None  # exact bytes of the safetensors, when known
     mla_shape: MlaShape | None = None
     source: str = ""
+    inferred: bool = False  # a model type outside the registry, planned from its keys alone
 
     @property
     def is_moe(self) -> bool:

@@ -63,6 +63,35 @@ def read_mla(text: ConfigView) -> MlaAttention:
     )
 
 
+# The indexer's keys are cached in fp8 with one fp32 scale per 128 elements
+# (vllm/model_executor/models/deepseek_v2.py Indexer: quant_block_size 128; vLLM source read 2026-12).
+INDEXER_QUANT_BLOCK = 128
+# FlashMLA's sparse kernels hold the latent as 512 + 64 elements (the fp8_ds_mla layout).
+SPARSE_LATENT = (512, 64)
+
+
+@dataclass(frozen=True)
+class Indexer:
+    """DeepSeek sparse attention's lightning indexer (DeepSeek-V3.2, GLM-5): per layer a
+    query up-projection from the q latent, one key head, per-head weights and a key norm; it
+    caches one fp8 key and its scales per token beside the MLA latent."""
+
+    parameters: int
+    cache_bytes: int  # per token and layer
+
+
+def read_indexer(text: ConfigView, mla: MlaAttention) -> Indexer:
+    for key in ("index_topk_freq", "indexer_types", "index_topk_pattern"):
+        if text.has(key):
+            raise text.error(key, "is set: indexers shared between layers are not modelled")
+    if (mla.kv_lora_rank, mla.qk_rope_head_dim) != SPARSE_LATENT:
+        raise text.error("kv_lora_rank", f"must be {SPARSE_LATENT[0]} with qk_rope_head_dim {SPARSE_LATENT[1]} for sparse attention's cache layout")
+    heads, head_dim = text.int("index_n_heads"), text.int("index_head_dim")
+    q_in = mla.q_lora_rank or mla.hidden_size
+    parameters = q_in * heads * head_dim + mla.hidden_size * (head_dim + heads) + 2 * head_dim
+    return Indexer(parameters, head_dim + head_dim // INDEXER_QUANT_BLOCK * 4)
+
+
 # MLACommonMetadataBuilder.determine_chunked_prefill_workspace_size (vLLM 0.26/0.32): room for
 # 8 full-length requests or 4 pages per sequence, at most 64 Ki tokens.
 MAX_PREFILL_WORKSPACE_TOKENS = 64 * 1024

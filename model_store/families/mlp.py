@@ -8,10 +8,14 @@ Llama-4: interleave_moe_layer_step, intermediate_size_mlp; gpt-oss: biased exper
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from model_store.families.attention import block_types
 from model_store.families.config import ConfigView
+from model_store.families.heterogeneous import read_blocks
 from model_store.families.facts import MoeFacts
+from model_store.families.registry import MoeLayers, TextParts
 
 _EXPERT_KEYS = ("n_routed_experts", "num_local_experts", "num_experts")
 
@@ -23,16 +27,21 @@ class MlpLayout:
     moe: MoeFacts | None
     expert_bias: bool = False  # gpt-oss: biases on expert and router projections
     shared_gate: bool = False  # Qwen2-MoE: a sigmoid gate on the shared expert
+    gated: bool = True  # gate, up and down projections; else up and down
+    dense_widths: tuple[int, ...] = ()  # per-layer widths, when layers differ (block_configs)
+    linear_layers: int = 0  # MLPs replaced by one hidden x hidden linear (block_configs)
 
     def parameters(self, hidden: int) -> dict[str, int]:
-        dense = self.dense_layers * 3 * hidden * self.dense_intermediate
+        matrices = 3 if self.gated else 2
+        widths = self.dense_widths or (self.dense_intermediate,) * self.dense_layers
+        dense = sum(matrices * hidden * width for width in widths) + self.linear_layers * hidden * hidden
         if self.moe is None:
             return {"dense_mlp": dense, "experts": 0, "shared_experts": 0, "router": 0}
         m = self.moe
-        per_expert = 3 * hidden * m.expert_intermediate_size
+        per_expert = matrices * hidden * m.expert_intermediate_size
         if self.expert_bias:
             per_expert += 2 * m.expert_intermediate_size + hidden
-        shared = 3 * hidden * m.shared_intermediate_size + (hidden if self.shared_gate else 0)
+        shared = matrices * hidden * m.shared_intermediate_size + (hidden if self.shared_gate else 0)
         router = hidden * m.num_experts + (m.num_experts if self.expert_bias else 0)
         return {
             "dense_mlp": dense,
@@ -45,44 +54,87 @@ class MlpLayout:
         width = self.dense_intermediate or (self.moe.shared_intermediate_size if self.moe else 0)
         if not width:
             return []
-        return [("gate_proj", hidden, width), ("up_proj", hidden, width), ("down_proj", width, hidden)]
+        gate = [("gate_proj", hidden, width)] if self.gated else []
+        return [*gate, ("up_proj", hidden, width), ("down_proj", width, hidden)]
 
 
-def _moe_layer_flags(text: ConfigView, model_type: str, num_layers: int) -> list[bool]:
-    if model_type in ("deepseek_v2", "deepseek_v3", "kimi_k2"):
-        first_dense = text.int("first_k_dense_replace", 0, minimum=0)
-        every = text.int("moe_layer_freq", 1)
-        return [i >= first_dense and i % every == 0 for i in range(num_layers)]
-    if model_type in ("qwen2_moe", "qwen3_moe"):
-        step = text.int("decoder_sparse_step", 1)
-        dense_only = set(text.int_list("mlp_only_layers") or [])
-        return [i not in dense_only and (i + 1) % step == 0 for i in range(num_layers)]
-    if model_type in ("llama4", "llama4_text"):
-        explicit = text.int_list("moe_layers")
-        if explicit is not None:
-            return [i in set(explicit) for i in range(num_layers)]
-        step = text.int("interleave_moe_layer_step", 1)
-        return [(i + 1) % step == 0 for i in range(num_layers)]
-    return [True] * num_layers  # mixtral, gpt_oss: every layer
+def _deepseek_layers(text: ConfigView, num_layers: int) -> list[bool]:
+    first_dense = text.int("first_k_dense_replace", 0, minimum=0)
+    every = text.int("moe_layer_freq", 1)
+    return [i >= first_dense and i % every == 0 for i in range(num_layers)]
 
 
-def read_mlp(text: ConfigView, model_type: str, num_layers: int) -> MlpLayout:
+def _qwen_layers(text: ConfigView, num_layers: int) -> list[bool]:
+    step = text.int("decoder_sparse_step", 1)
+    dense_only = set(text.int_list("mlp_only_layers") or [])
+    return [i not in dense_only and (i + 1) % step == 0 for i in range(num_layers)]
+
+
+def _llama4_layers(text: ConfigView, num_layers: int) -> list[bool]:
+    explicit = text.int_list("moe_layers")
+    if explicit is not None:
+        return [i in set(explicit) for i in range(num_layers)]
+    step = text.int("interleave_moe_layer_step", 1)
+    return [(i + 1) % step == 0 for i in range(num_layers)]
+
+
+def _block_pattern_layers(text: ConfigView, num_layers: int) -> list[bool | None]:
+    """Nemotron-H: MoE blocks, dense MLP blocks, and Mamba or attention blocks without an MLP."""
+    kinds = {"moe": True, "mlp": False}
+    return [kinds.get(name) for name in block_types(text, num_layers)]
+
+
+# A row's `moe_layers` -> which layers are MoE (True), dense (False) or have no MLP (None);
+# Mixtral, gpt-oss: every one is MoE.
+MOE_LAYOUTS: dict[MoeLayers, Callable[[ConfigView, int], list[bool | None]]] = {
+    "every": lambda text, num_layers: [True] * num_layers,
+    "deepseek": _deepseek_layers,
+    "qwen": _qwen_layers,
+    "llama4": _llama4_layers,
+    "block_pattern": _block_pattern_layers,
+}
+
+
+def _widths(text: ConfigView, parts: TextParts, moe_layers: int, num_layers: int) -> tuple[int, int, int]:
+    """(expert, dense MLP, shared expert) widths."""
+    if parts.moe_layers == "llama4":
+        expert_width = text.int("intermediate_size")
+        # one shared expert as wide as a routed one
+        return expert_width, text.int("intermediate_size_mlp", expert_width), expert_width
+    expert_width = text.int("moe_intermediate_size", None) or text.int("intermediate_size")
+    dense_width = text.int("intermediate_size") if moe_layers < num_layers else 0
+    shared = (
+        text.int("shared_expert_intermediate_size", 0, minimum=0)
+        or text.int("moe_shared_expert_intermediate_size", 0, minimum=0)  # Nemotron-3
+        or text.int("n_shared_experts", 0, minimum=0) * expert_width
+    )
+    return expert_width, dense_width, shared
+
+
+def _block_config_mlp(text: ConfigView, num_layers: int) -> MlpLayout:
+    """Llama-Nemotron: each layer's MLP at its own width, one linear, or none."""
+    blocks = read_blocks(text, num_layers)
+    widths = tuple(block.mlp_width for block in blocks if block.mlp_width)
+    return MlpLayout(
+        dense_layers=len(widths),
+        dense_intermediate=max(widths, default=0),
+        moe=None,
+        dense_widths=widths,
+        linear_layers=sum(block.mlp_linear for block in blocks),
+    )
+
+
+def read_mlp(text: ConfigView, parts: TextParts, num_layers: int) -> MlpLayout:
+    if parts.moe_layers == "block_configs":
+        return _block_config_mlp(text, num_layers)
     experts_key = next((k for k in _EXPERT_KEYS if text.has(k)), None)
     experts = text.int(experts_key, 0, minimum=0) if experts_key else 0
+    flags = MOE_LAYOUTS[parts.moe_layers](text, num_layers) if experts > 1 or parts.moe_layers == "block_pattern" else []
+    with_mlp = num_layers - flags.count(None)
     if experts <= 1:
-        return MlpLayout(dense_layers=num_layers, dense_intermediate=text.int("intermediate_size"), moe=None)
-    flags = _moe_layer_flags(text, model_type, num_layers)
-    moe_layers = sum(flags)
-    if model_type in ("llama4", "llama4_text"):
-        expert_width = text.int("intermediate_size")
-        dense_width = text.int("intermediate_size_mlp", expert_width)
-        shared = expert_width  # one shared expert as wide as a routed one
-    else:
-        expert_width = text.int("moe_intermediate_size", None) or text.int("intermediate_size")
-        dense_width = text.int("intermediate_size") if moe_layers < num_layers else 0
-        shared = text.int("shared_expert_intermediate_size", 0, minimum=0) or (
-            text.int("n_shared_experts", 0, minimum=0) * expert_width
-        )
+        return MlpLayout(dense_layers=with_mlp, dense_intermediate=text.int("intermediate_size"), moe=None, gated=parts.gated_mlp)
+    moe_layers = flags.count(True)
+    expert_width, dense_width, shared = _widths(text, parts, moe_layers, with_mlp)
     moe = MoeFacts(
         num_experts=experts,
         experts_per_token=text.int("num_experts_per_tok", None) or text.int("experts_per_token"),
@@ -91,9 +143,10 @@ def read_mlp(text: ConfigView, model_type: str, num_layers: int) -> MlpLayout:
         shared_intermediate_size=shared,
     )
     return MlpLayout(
-        dense_layers=num_layers - moe_layers,
+        dense_layers=with_mlp - moe_layers,
         dense_intermediate=dense_width,
         moe=moe,
-        expert_bias=model_type == "gpt_oss",
-        shared_gate=model_type == "qwen2_moe",
+        expert_bias=parts.expert_bias,
+        shared_gate=parts.shared_expert_gate,
+        gated=parts.gated_mlp,
     )

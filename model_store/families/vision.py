@@ -8,13 +8,17 @@ patches before projecting).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from model_store.families.config import ConfigView
+from model_store.families.registry import Projector, VisionParts
 
-# Encoders with a gated (SwiGLU) MLP; Qwen2-VL's is a plain fc1/fc2 pair, Qwen2.5-VL's is gated.
-_GATED = {"pixtral", "qwen2_5_vl"}
+# `vision_config.model_type`s of encoders with a gated (SwiGLU) MLP, whichever wrapper holds
+# them (Pixtral in Mistral-3 and LLaVA wrappers).
+_GATED_ENCODERS = {"pixtral", "qwen2_5_vl"}
 
 
-def vision_parameters(vision: ConfigView, text_hidden: int, model_type: str) -> int:
+def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) -> int:
     # Qwen2-VL's vision_config has the encoder's width in `embed_dim` and the LM's in `hidden_size`.
     h = vision.int("embed_dim", None) or vision.int("hidden_size")
     layers = vision.int("num_hidden_layers", None) or vision.int("depth")
@@ -22,18 +26,40 @@ def vision_parameters(vision: ConfigView, text_hidden: int, model_type: str) -> 
     patch = vision.int("patch_size")
     channels = vision.int("num_channels", None) or vision.int("in_channels", 3)
     temporal = vision.int("temporal_patch_size", 1)
-    gated = vision.raw("model_type", model_type) in _GATED or model_type in _GATED
+    gated = tower.gated_mlp or vision.raw("model_type") in _GATED_ENCODERS
     attention = 4 * h * h + 4 * h
     mlp = (3 if gated else 2) * h * intermediate + intermediate + h
     per_layer = attention + mlp + 4 * h
     patch_embedding = channels * temporal * patch * patch * h
-    positions = (vision.int("image_size", 0, minimum=0) // patch) ** 2 * h
+    # a learned position per patch of the largest image, or (Qwen3-VL) a table to interpolate
+    positions = ((vision.int("image_size", 0, minimum=0) // patch) ** 2 + vision.int("num_position_embeddings", 0, minimum=0)) * h
     merge = vision.int("spatial_merge_size", 1) ** 2
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
-        out = vision.int("out_hidden_size", text_hidden)
-        projector = (h * merge) ** 2 + h * merge * out
-    elif model_type == "gemma3":
-        projector = h * text_hidden
-    else:  # llava, mistral3, llama4: a two-layer MLP after merging patches
-        projector = h * merge * h * (merge > 1) + h * text_hidden + text_hidden * text_hidden
-    return layers * per_layer + patch_embedding + positions + projector
+    return layers * per_layer + patch_embedding + positions + PROJECTORS[tower.projector](h, merge, text_hidden, vision)
+
+
+def _qwen_merger(h: int, merge: int, text_hidden: int, vision: ConfigView) -> int:
+    out = vision.int("out_hidden_size", text_hidden)
+    return (h * merge) ** 2 + h * merge * out
+
+
+def _qwen3_merger(h: int, merge: int, text_hidden: int, vision: ConfigView) -> int:
+    """Qwen3-VL, Qwen3.5: a norm, then two biased linears over merged patches; Qwen3-VL adds one
+    such merger (its norm after merging) per `deepstack_visual_indexes` entry."""
+    merged, out = h * merge, vision.int("out_hidden_size", text_hidden)
+    linears = merged * merged + merged + merged * out + out
+    deepstack = len(vision.int_list("deepstack_visual_indexes") or [])
+    return linears + 2 * h + deepstack * (linears + 2 * merged)
+
+
+def _mlp_projector(h: int, merge: int, text_hidden: int, vision: ConfigView) -> int:
+    """LLaVA, Mistral-3, Llama-4: a two-layer MLP after merging patches."""
+    return h * merge * h * (merge > 1) + h * text_hidden + text_hidden * text_hidden
+
+
+# A row's `projector` -> its parameters (encoder width, merged patches, LM width, vision_config).
+PROJECTORS: dict[Projector, Callable[[int, int, int, ConfigView], int]] = {
+    "qwen_merger": _qwen_merger,
+    "qwen3_merger": _qwen3_merger,
+    "linear": lambda h, merge, text_hidden, vision: h * text_hidden,  # Gemma-3
+    "mlp": _mlp_projector,
+}

@@ -8,7 +8,18 @@ import math
 import pytest
 
 from model_store.families import KvLayers
-from model_store.kv_cache import BLOCK_SIZE, FP8_MLA_BLOCK_SIZE, IN_FLIGHT_BATCHES, kv_capacity, kv_groups
+from model_store.families.state import StateShape
+from model_store.kv_cache import (
+    BLOCK_SIZE,
+    FP8_MLA_BLOCK_SIZE,
+    IN_FLIGHT_BATCHES,
+    SPARSE_MLA_BLOCK_SIZE,
+    STATE_BLOCKS_PER_REQUEST,
+    block_size_for,
+    kv_bytes_per_token,
+    kv_capacity,
+    kv_groups,
+)
 
 GIB = 2**30
 
@@ -88,3 +99,59 @@ def test_without_the_hybrid_manager_windows_count_as_full_but_an_all_sliding_mod
     sliding_only = (KvLayers("sliding", 32, 8, 128, 4096),)
     on = kv_capacity(sliding_only, 60 * GIB, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192)
     assert kv_capacity(sliding_only, 60 * GIB, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192, hybrid=False) == on
+
+
+# Qwen3-Next-80B's gated-delta-net state per sequence and layer at TP 1, in elements: the conv
+# window (kernel 4 - 1 = 3 tokens) over q, k (16 heads x 128 each) and v (32 heads x 128), and
+# the recurrent state (32 value heads x 128 x 128).
+QWEN3_NEXT_STATE = StateShape("gated_delta_net", 2 * 16 * 128 + 32 * 128, 3, 32, 128, 128)
+
+
+def test_a_state_page_sets_the_attention_block_and_is_padded_to_it() -> None:
+    """vLLM (HybridAttentionMambaModelConfig, prefix caching on): the attention block is the
+    smallest multiple of the chunk size (2048: Qwen3-Next's config has none) whose page holds
+    one state; every page is that size; a request holds 2 blocks in each state group."""
+    layers = (KvLayers("full", 12, 2, 256), KvLayers("state", 36, 0, 0, state=QWEN3_NEXT_STATE))
+    state_page = (8192 * 3 + 32 * 128 * 128) * 2  # 1,097,728 B
+    token_page = 2 * 2 * 256 * 2  # K and V, 2 KV heads x 256, bf16: 2,048 B
+    assert math.ceil(state_page / token_page) == 536  # tokens of attention one state is worth
+    assert block_size_for(layers, 2, 1, 2) == 2048
+    cap = kv_capacity(layers, 40 * GIB, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192)
+    assert (cap.block_size, cap.page_bytes) == (2048, 2048 * token_page)
+    # 36 state layers, 12 full: groups of 12 -> 1 full group and 3 state groups
+    assert (cap.group_size, cap.num_groups) == (12, 4)
+    assert cap.num_blocks == 40 * GIB // (2048 * token_page) // 12
+    assert cap.blocks_per_request == 32768 // 2048 + 3 * STATE_BLOCKS_PER_REQUEST
+    # fp8 KV halves the attention page: a state is worth 1,072 tokens, still within one chunk
+    assert block_size_for(layers, 1, 1, 2) == 2048
+
+
+def test_state_shards_over_tensor_parallel_ranks_and_mamba_groups_are_replicated() -> None:
+    assert QWEN3_NEXT_STATE.bytes(2, 2) == (8192 // 2 * 3 + 16 * 128 * 128) * 2
+    # Nemotron-H-8B's Mamba-2 mixer: 8 groups of state 128 beside 128 heads x 64; at TP 16
+    # vLLM replicates the groups to 16 so every rank holds whole ones (extra_groups_for_head_shards).
+    # Its recurrent state is float32 (vLLM's Nemotron-H default), its conv state bf16.
+    mamba = StateShape("mamba2", 128 * 64 + 2 * 8 * 128, 3, 128, 64, 128, groups=8, chunk_size=128, ssm_bytes=4)
+    assert mamba.bytes(1, 2) == (8192 + 2048) * 3 * 2 + 128 * 64 * 128 * 4
+    assert mamba.bytes(16, 2) == (8192 + 2 * 16 * 128) // 16 * 3 * 2 + 8 * 64 * 128 * 4
+
+
+def test_sparse_attention_caches_the_indexer_keys_beside_the_latent_in_64_token_blocks() -> None:
+    """DeepSeek-V3.2: 576 latent elements (bf16) + the indexer's 128 fp8 keys and one fp32
+    scale per 128 in every layer, one group (UniformTypeKVCacheSpecs); fp8: fp8_ds_mla's 656 B."""
+    layers = (KvLayers("mla", 61, 1, 576, indexer_bytes=128 + 4),)
+    assert kv_bytes_per_token(layers, 2) == 61 * (576 * 2 + 132)
+    assert kv_bytes_per_token(layers, 1) == 61 * (656 + 132)
+    cap = kv_capacity(layers, 20 * GIB, element_bytes=2, tp=8, max_model_len=16384, max_num_batched_tokens=8192)
+    assert (cap.block_size, cap.page_bytes) == (SPARSE_MLA_BLOCK_SIZE, 64 * (576 * 2 + 132))
+    assert cap.num_blocks == 20 * GIB // (64 * 61 * (576 * 2 + 132))
+
+
+def test_full_attention_layers_of_different_sizes_share_one_group_and_one_page() -> None:
+    """Per-layer KV heads (nemotron-nas): one group whose page is every layer's (vLLM
+    UniformTypeKVCacheSpecs), so a request needs ceil(len / 16) blocks, once."""
+    layers = (KvLayers("full", 40, 8, 128), KvLayers("full", 9, 4, 128))
+    cap = kv_capacity(layers, 30 * GIB, element_bytes=2, tp=1, max_model_len=8192, max_num_batched_tokens=8192)
+    page = BLOCK_SIZE * (40 * 2 * 8 * 128 + 9 * 2 * 4 * 128) * 2
+    assert (cap.group_size, cap.num_groups, cap.page_bytes) == (1, 1, page)
+    assert cap.num_blocks == 30 * GIB // page and cap.blocks_per_request == 8192 // BLOCK_SIZE

@@ -163,3 +163,21 @@ def test_a_multimodal_plan_is_measured_only_as_text() -> None:
     with pytest.raises(verify.VerifyRefused, match="measure its text path with language_model_only: true"):
         verify.check_measurable(with_images)
     verify.check_measurable(PLANS["qwen3-8b"])
+
+
+FAMILY_PLANS = {p.model_name: p for p in load_and_plan(REPO / "examples/gpu/families/fleet.yaml")[1]}
+
+
+@pytest.mark.parametrize("model", sorted(FAMILY_PLANS))
+def test_todays_families_fleet_is_measurable_on_one_h200(model: str) -> None:
+    """scripts/bench_gpu_families.sh runs these: each fits one H200 at TP 1 and can start as text."""
+    plan = FAMILY_PLANS[model]
+    verify.check_measurable(plan)
+    assert plan.tensor_parallel_size == 1 and verify.emulate(plan, H200).gpu_memory_utilization == 0.9
+    import_vllm_parser()
+    validate_argv(_argv(plan))
+
+
+def test_the_families_bench_script_runs_every_model_of_the_fleet() -> None:
+    script = (REPO / "scripts/bench_gpu_families.sh").read_text()
+    assert all(f" {name}" in script or f'"{name}' in script for name in FAMILY_PLANS)
