@@ -11,7 +11,7 @@ RECORD=${RECORD:-tests/data/gpu_measurements.json}
 REQUESTS=${REQUESTS:-16}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-420}
 FLEET=examples/gpu/families/fleet.yaml
-declare -A GROUPS=(
+declare -A FAMILY_GROUPS=(
   [1]="nemotron-3-nano-30b qwen3-vl-4b"     # Mamba-2 hybrid (59 GiB), Qwen3-VL as text (7.5 GiB)
   [2]="qwen3-next-24l qwen35-397b-4l"       # gated-delta-net hybrids (75 GiB, 52 GiB)
   [3]="deepseek-v32-5l"                     # sparse-attention MLA (50 GiB): FlashMLA-sparse kernels
@@ -25,7 +25,7 @@ esac
 status=0
 for g in "${selected[@]}"; do
   models=()
-  for name in ${GROUPS[$g]}; do models+=(-m "$name"); done
+  for name in ${FAMILY_GROUPS[$g]}; do models+=(-m "$name"); done
   "$PY" -m scripts verify "$FLEET" "${models[@]}" --requests "$REQUESTS" --boot-timeout "$BOOT_TIMEOUT" \
     --record "$RECORD" || status=$?
 done
