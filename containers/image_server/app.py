@@ -38,6 +38,7 @@ from containers.entrypoint.metrics import E2E, RUNNING, WAITING
 from containers.entrypoint.middleware import ADAPTERS_PATH, RETRY_AFTER_SECONDS, BehindFrontDoor, FrontDoor, error_body
 from containers.image_server.validation import MAX_BODY_BYTES, ImageRequest, ImageRequestError, openai_request, sagemaker_request
 from model_store.front_door import INVOCATIONS_PATH
+from model_store.errors import LlmfleetError
 from model_store.image_plan import ImagePlan
 from model_store.request_limits import body_seconds
 
@@ -54,7 +55,7 @@ Generate = Callable[[list[ImageRequest]], list[list[str]]]
 log = logging.getLogger("llmfleet.image_server")
 
 
-class QueueFull(Exception):
+class QueueFull(LlmfleetError):
     """The batcher holds as many waiting images as it may; the message says how many."""
 
 
