@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from model_store.container_contract import DEFAULT_HOST, STATE_DIR_ENV
+from model_store.container_contract import DEFAULT_HOST, PLAN_ENV, STATE_DIR_ENV
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.plan import ServingPlan, vllm_argv
 
@@ -50,11 +50,13 @@ def serve_command(argv: list[str]) -> list[str]:
 
 
 def serve_environment(base: Mapping[str, str], *, state_dir: str, plan: ServingPlan) -> dict[str, str]:
-    """The child's environment: the container's, plus the middleware's state directory and
+    """The child's environment: the container's, plus the plan it serves (the middleware
+    derives every request bound from it), the middleware's state directory and
     runtime LoRA updating when the plan serves adapters (the middleware limits those routes
     to localhost); resolver plugins removed; vLLM's engine process forked unless the
     container says otherwise (ENGINE_START_METHOD)."""
     env = {key: value for key, value in base.items() if key not in RESOLVER_ENV}
+    env[PLAN_ENV] = plan.to_json()
     env[STATE_DIR_ENV] = state_dir
     env.setdefault(START_METHOD_ENV, ENGINE_START_METHOD)
     if plan.vllm.enable_lora:

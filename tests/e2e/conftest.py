@@ -11,6 +11,7 @@ file boots its own, so two vLLMs never compete for the cores); the tests that en
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -158,11 +159,26 @@ def living(processes: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
-def non_loopback_address() -> str:
-    """This machine's outbound interface address (no packet is sent)."""
+def outside_address() -> str:
+    """This machine's own non-loopback interface address (found without sending a packet)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect(("10.255.255.255", 9))
-        return probe.getsockname()[0]
+        address = probe.getsockname()[0]
+    assert not ipaddress.ip_address(address).is_loopback, "the test needs a non-loopback interface"
+    return address
+
+
+def connect_from_outside(port: int, timeout: float) -> socket.socket:
+    """A connection to a server on 127.0.0.1 whose peer address, as the server sees it, is this
+    machine's non-loopback one, as a load balancer's would be: the server's loopback-only rules
+    are tested while every packet goes to loopback and nowhere else."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(outside_address(), 0))
+
+
+def client_from_outside(port: int, timeout: float = 60) -> httpx.Client:
+    """An HTTP client over `connect_from_outside`'s kind of connection."""
+    transport = httpx.HTTPTransport(local_address=outside_address())
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", transport=transport, timeout=timeout)
 
 
 def processes_in_group(pgid: int) -> list[psutil.Process]:

@@ -13,7 +13,7 @@ import pytest
 
 from model_store import telemetry
 from model_store.registry import rollout_position
-from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, non_loopback_address, wait_until
+from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, client_from_outside, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
@@ -183,11 +183,9 @@ def test_staged_rollout_moves_only_servers_inside_the_fraction(server: Server, f
 
 
 def test_runtime_lora_routes_refuse_non_local_callers(server: Server, fleet: Fleet):
-    address = non_loopback_address()
-    assert not address.startswith("127."), "the test needs a non-loopback interface"
     body = {"lora_name": "evil", "lora_path": str(fleet.model_dir)}
 
-    with httpx.Client(base_url=f"http://{address}:{server.port}", timeout=30) as http:
+    with client_from_outside(server.port, timeout=30) as http:
         load = http.post("/v1/load_lora_adapter", json=body)
         unload = http.post("/v1/unload_lora_adapter", json={"lora_name": "legal@v1"})
         sagemaker_load = http.post("/adapters", json={"name": "evil", "src": str(fleet.model_dir)})

@@ -25,7 +25,7 @@ from scripts.standin_model import entrypoint_environment
 from scripts.standin_pipeline import make_tiny_pipeline, standin_image_plan
 from tests.conftest import free_port
 from containers.image_server.validation import MAX_BODY_BYTES
-from tests.e2e.conftest import Server, aws_credentials, non_loopback_address, start_entrypoint, wait_healthy, wait_until
+from tests.e2e.conftest import Server, aws_credentials, client_from_outside, start_entrypoint, wait_healthy, wait_until
 
 MODEL = "tiny-sd3"
 API_KEY = "test-image-key"
@@ -117,7 +117,7 @@ def test_the_front_door_answers_remote_callers_before_the_body_and_off_the_allow
     """From this machine's non-loopback address, as through the load balancer (an ECS task)."""
     before = pipeline_calls(server)
     auth = {"Authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
-    with httpx.Client(base_url=f"http://{non_loopback_address()}:{server.port}", timeout=30) as http:
+    with client_from_outside(server.port, timeout=30) as http:
         statuses = {
             "no key, 8 MiB": http.post("/v1/images/generations", content=b" " * (8 * 2**20), headers={"content-type": "application/json"}).status_code,
             "oversize": http.post("/v1/images/generations", content=b" " * (MAX_BODY_BYTES + 1), headers=auth).status_code,

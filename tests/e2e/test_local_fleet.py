@@ -25,7 +25,6 @@ import pytest
 from model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
 from scripts.cli_common import load_and_plan
 from scripts.local_fleet import LocalFleetError, LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
-from tests.e2e.conftest import non_loopback_address
 
 REPO = Path(__file__).resolve().parents[2]
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
@@ -161,13 +160,17 @@ def test_invoke_with_url_and_key_needs_no_local_state(fleet: dict, tmp_path: Pat
 
 
 def test_the_server_listens_on_loopback_only(fleet: dict):
-    address = non_loopback_address()
-    assert not address.startswith("127."), "the test needs a non-loopback interface"
-    port = fleet["state"].processes["server"].port
+    record = fleet["state"].processes["server"]
+    family = [psutil.Process(record.pid), *psutil.Process(record.pid).children(recursive=True)]
+    listening = {
+        connection.laddr
+        for process in family
+        for connection in process.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == record.port
+    }
 
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://{address}:{port}/health", timeout=10)
-    assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    assert listening and {address.ip for address in listening} <= {"127.0.0.1", "::1"}, listening
+    assert httpx.get(f"http://127.0.0.1:{record.port}/health", timeout=10).status_code == 200
 
 
 def test_api_key_guards_the_openai_api(fleet: dict):

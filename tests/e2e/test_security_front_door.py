@@ -1,5 +1,5 @@
 """The front door of a real serving container (entrypoint + CPU vLLM, moto's S3) that runs with
-an API key, called from this machine's non-loopback address as a client behind the load
+an API key, called over loopback from this machine's non-loopback source address, as a client behind the load
 balancer would call it: the key is checked before the body is read, the plan's bounds are
 refused by the middleware before vLLM sees them, and only the forwarded paths and the health
 checks answer; vLLM's own routes (from its /openapi.json) and the path tricks do not."""
@@ -7,7 +7,6 @@ checks answer; vLLM's own routes (from its /openapi.json) and the path tricks do
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 
 from model_store.front_door import HEALTH_PATHS, VLLM_ADMIN_PATHS, forwarded_paths
 from model_store.request_limits import text_limits
-from tests.e2e.conftest import MODEL, Fleet, Server, boot_server, non_loopback_address
+from tests.e2e.conftest import MODEL, Fleet, Server, boot_server, client_from_outside, connect_from_outside
 
 pytestmark = pytest.mark.timeout(600)
 KEY = "sk-e2e-front-door"
@@ -38,15 +37,6 @@ def keyed(fleet: Fleet) -> Iterator[Server]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def address() -> str:
-    address = non_loopback_address()
-    assert not address.startswith("127."), "the test needs a non-loopback interface"
-    return address
-
-
-def remote(keyed: Server, address: str) -> httpx.Client:
-    return httpx.Client(base_url=f"http://{address}:{keyed.port}", timeout=60)
 
 
 def api_server(server: Server) -> psutil.Process:
@@ -59,10 +49,10 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
-def exchange(address: str, port: int, request: bytes, timeout: float = 30) -> bytes:
+def exchange(port: int, request: bytes, timeout: float = 30) -> bytes:
     """Send raw bytes on one connection (its last request says `Connection: close`); all the
     server answered until it closed."""
-    with socket.create_connection((address, port), timeout=timeout) as connection:
+    with connect_from_outside(port, timeout) as connection:
         connection.sendall(request)
         received = b""
         while chunk := connection.recv(65536):
@@ -70,7 +60,7 @@ def exchange(address: str, port: int, request: bytes, timeout: float = 30) -> by
     return received
 
 
-def test_an_unauthenticated_64_mib_body_gets_401_before_it_is_sent_and_costs_no_memory(keyed: Server, address: str):
+def test_an_unauthenticated_64_mib_body_gets_401_before_it_is_sent_and_costs_no_memory(keyed: Server):
     process = api_server(keyed)
     baseline = process.memory_info().rss
     peak, sampling = baseline, True
@@ -84,7 +74,7 @@ def test_an_unauthenticated_64_mib_body_gets_401_before_it_is_sent_and_costs_no_
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {64 * MIB}\r\n\r\n"
-    with socket.create_connection((address, keyed.port), timeout=10) as connection:
+    with connect_from_outside(keyed.port, timeout=10) as connection:
         connection.sendall(head.encode())  # the body only after the answer: reading it first would wait here
         answer = connection.recv(65536)
         try:
@@ -100,7 +90,7 @@ def test_an_unauthenticated_64_mib_body_gets_401_before_it_is_sent_and_costs_no_
     assert peak - baseline < RSS_GROWTH_LIMIT, f"RSS grew {(peak - baseline) / MIB:.1f} MiB"
 
 
-def test_bounds_are_refused_by_the_middleware_and_requests_within_them_answer(keyed: Server, address: str, fleet: Fleet):
+def test_bounds_are_refused_by_the_middleware_and_requests_within_them_answer(keyed: Server, fleet: Fleet):
     limits = text_limits(fleet.plan)
     context = fleet.plan.vllm.max_model_len
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hello, how are you today?"}], "max_tokens": 8, "temperature": 0}
@@ -111,7 +101,7 @@ def test_bounds_are_refused_by_the_middleware_and_requests_within_them_answer(ke
         "top_logprobs": {**chat, "logprobs": True, "top_logprobs": 10_000},
         "messages[0].content[0].image_url.url": {**chat, "messages": [{"role": "user", "content": [image]}]},
     }
-    with remote(keyed, address) as http:
+    with client_from_outside(keyed.port) as http:
         answers = {field: http.post("/v1/chat/completions", json=body, headers=AUTH) for field, body in refused.items()}
         logprobs = http.post("/v1/completions", json={"model": MODEL, "prompt": "x", "logprobs": -1}, headers=AUTH)
         deep = http.post("/v1/chat/completions", content=b"[" * 200_000 + b"]" * 200_000, headers={**AUTH, "content-type": "application/json"})
@@ -130,12 +120,12 @@ def test_bounds_are_refused_by_the_middleware_and_requests_within_them_answer(ke
     assert adapter.status_code == 200, adapter.text
 
 
-def test_only_the_forwarded_paths_and_health_checks_answer_a_remote_caller_with_the_key(keyed: Server, address: str):
+def test_only_the_forwarded_paths_and_health_checks_answer_a_remote_caller_with_the_key(keyed: Server):
     with keyed.client() as local:
         routes = set(local.get("/openapi.json").json()["paths"])  # this container itself may read it
     candidates = {path.replace("{", "").replace("}", "") for path in routes} | set(VLLM_ADMIN_PATHS) | set(forwarded_paths("text"))
 
-    with remote(keyed, address) as http:
+    with client_from_outside(keyed.port) as http:
         answers = {path: http.get(path, headers=AUTH) for path in sorted(candidates)}
 
     def refused_by_door(response: httpx.Response) -> bool:
@@ -149,8 +139,8 @@ def test_only_the_forwarded_paths_and_health_checks_answer_a_remote_caller_with_
     assert reachable == set(forwarded_paths("text")) | set(HEALTH_PATHS)
 
 
-def test_the_servers_views_need_the_key_or_loopback(keyed: Server, address: str):
-    with remote(keyed, address) as http:
+def test_the_servers_views_need_the_key_or_loopback(keyed: Server):
+    with client_from_outside(keyed.port) as http:
         adapters = (http.get("/llmfleet/adapters").status_code, http.get("/llmfleet/adapters", headers=AUTH).status_code)
         metrics = (http.get("/metrics").status_code, http.get("/metrics", headers=AUTH).status_code)
     with keyed.client() as local:
@@ -161,7 +151,7 @@ def test_the_servers_views_need_the_key_or_loopback(keyed: Server, address: str)
     assert local_views == (200, 200)
 
 
-def test_no_path_trick_reaches_a_runtime_lora_route(keyed: Server, address: str, fleet: Fleet):
+def test_no_path_trick_reaches_a_runtime_lora_route(keyed: Server, fleet: Fleet):
     body = json.dumps({"lora_name": "evil", "lora_path": str(fleet.model_dir)}).encode()
 
     def post(target: str, extra: str = "Connection: close\r\n") -> bytes:
@@ -185,9 +175,9 @@ def test_no_path_trick_reaches_a_runtime_lora_route(keyed: Server, address: str,
     spoofed = "X-Forwarded-For: 127.0.0.1\r\nForwarded: for=127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\nConnection: close\r\n"
     requests = [post(target) for target in targets] + [post("/v1/load_lora_adapter", spoofed)]
 
-    answers = [exchange(address, keyed.port, request) for request in requests]
+    answers = [exchange(keyed.port, request) for request in requests]
     # A request pipelined behind an allowed one on the same connection, as a smuggled one would arrive.
-    pipelined = exchange(address, keyed.port, f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode() + post("/v1/load_lora_adapter"))
+    pipelined = exchange(keyed.port, f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode() + post("/v1/load_lora_adapter"))
 
     statuses = [status_of(answer) for answer in answers]
     assert all(status in (400, 403, 404) for status in statuses), dict(zip(targets, statuses, strict=False))

@@ -12,7 +12,7 @@ import pytest
 
 from containers.entrypoint.routing import lora_name
 from containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, serve_environment, validate_argv
-from model_store.container_contract import STATE_DIR_ENV
+from model_store.container_contract import PLAN_ENV, STATE_DIR_ENV
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.plan import ServingPlan, vllm_argv
 from model_store.standin import standin_plan
@@ -90,5 +90,6 @@ def test_vllm_forks_its_engine_unless_the_container_says_otherwise():
     env = serve_environment({"PATH": "/usr/bin", "VLLM_LORA_RESOLVER_CACHE_DIR": "/x"}, state_dir="/s", plan=plan)
     assert env["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
     assert env["PATH"] == "/usr/bin" and env[STATE_DIR_ENV] == "/s" and "VLLM_LORA_RESOLVER_CACHE_DIR" not in env
+    assert ServingPlan.model_validate_json(env[PLAN_ENV]) == plan, "the middleware bounds requests by the plan vLLM serves"
     chosen = serve_environment({"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}, state_dir="/s", plan=plan)
     assert chosen["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
