@@ -3,7 +3,8 @@
 # of vLLM and record them: `scripts/bench_gpu_families.sh GROUP` runs one group, each within
 # ~9 minutes of wall time (an engine start costs 60-120 s; a load test of 16 requests a few
 # seconds), so one group fits one 10-minute command on the GPU machine; `all` runs them in turn.
-# Variables: PY (python with vLLM and this project), RECORD, REQUESTS, BOOT_TIMEOUT.
+# Variables: PY (python with vLLM and this project), RECORD, REQUESTS, BOOT_TIMEOUT, KEEP (a
+# folder for each server's log and config).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,6 +28,6 @@ for g in "${selected[@]}"; do
   models=()
   for name in ${FAMILY_GROUPS[$g]}; do models+=(-m "$name"); done
   "$PY" -m scripts verify "$FLEET" "${models[@]}" --requests "$REQUESTS" --boot-timeout "$BOOT_TIMEOUT" \
-    --record "$RECORD" || status=$?
+    --record "$RECORD" ${KEEP:+--keep "$KEEP"} || status=$?
 done
 exit $status
