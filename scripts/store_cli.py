@@ -1,6 +1,6 @@
 """`llmfleet model ...` and `llmfleet adapter ...`: the store and registry for people and CI.
 
-Thin over model_store.store / adapters / registry. Exit codes: 0 done, 1 refused (rejected
+Thin over model_store.store / hub_import / adapters / registry. Exit codes: 0 done, 1 refused (rejected
 adapter, existing or missing version, lost race), 2 bad input (flags, store URI, fleet).
 The store comes from `--store` or LLMFLEET_STORE; boto3 reads AWS_ENDPOINT_URL itself.
 """
@@ -23,10 +23,12 @@ from rich.table import Table
 from model_store.container_contract import STORE_ENV
 from model_store.adapters import accepted_bases_for, check_segment, max_rank_for
 from model_store.errors import LlmfleetError
+from model_store.hub_import import HubRef, import_model, parse_hub_ref
 from model_store.manifest import FleetManifest, load_fleet
 from model_store.registry import AdapterRegistry, RegistryState
 from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
-from scripts.cli_common import EXIT_BAD_INPUT, JsonOpt, console, errors, fail, flag_values
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, flag_values
+from scripts.lock_cli import hub_from_env, resolve_and_write
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)
@@ -159,6 +161,69 @@ def model_upload(
         summary,
         f"uploaded {model}@{revision}: {summary['files']} files, {summary['bytes']:,} bytes -> {summary['uri']}",
     )
+
+
+@model_app.command("import")
+def model_import(
+    ref: Annotated[
+        str, typer.Argument(metavar="ORG/NAME[@REVISION]", help="The Hugging Face model and its branch, tag or commit.")
+    ],
+    model: ModelOpt,
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", "-r", help="Revision name in the store (default: the Hub commit sha it resolved to)."),
+    ] = None,
+    fleet: Annotated[
+        Path | None,
+        typer.Option("--fleet", help="Fleet manifest whose lock to refresh afterwards (its model must name this revision)."),
+    ] = None,
+    store: StoreOpt = None,
+    actor: ActorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stream a Hub checkpoint into the store as MODEL@REVISION, never whole on local disk; resumable.
+
+    HF_TOKEN (gated and private repos) and HF_ENDPOINT (another Hub) are honoured. Rerun
+    after an interruption: stored files and parts are not sent again. Other weight formats
+    beside safetensors (*.bin, *.pth...) are left out.
+    """
+    hub_ref = _check_hub_ref(ref)
+    if revision is not None:
+        _check_input("revision", revision)
+    model_store = _open_store(store)
+    with _refusals(as_json), _progress_bar(f"{hub_ref.repo_id} -> {model}") as progress:
+        manifest = import_model(
+            model_store, hub_from_env(), hub_ref, model, revision, progress=progress, uploader=_actor(actor)
+        )
+    summary = _version_summary(model_store, manifest, model_store.model_prefix(model, manifest.version))
+    summary |= {"hub": manifest.details["hub"]}
+    _emit(
+        as_json,
+        summary,
+        f"imported {hub_ref.repo_id}@{summary['hub']['commit'][:12]} as {model}@{manifest.version}: "
+        f"{summary['files']} files, {summary['bytes']:,} bytes -> {summary['uri']}",
+    )
+    if fleet is not None:
+        _refresh_lock(fleet, model, manifest.version, report=errors if as_json else console)
+
+
+def _check_hub_ref(ref: str) -> HubRef:
+    with flag_values():
+        return parse_hub_ref(ref)
+
+
+def _refresh_lock(fleet_path: Path, model: str, revision: str, *, report) -> None:
+    """Rewrite FLEET's lock so it records the imported revision; refused (before writing)
+    when the fleet does not serve that revision of the model."""
+    spec = next((m for m in load_fleet(fleet_path).models if m.name == model), None)
+    if spec is None or spec.is_local_source or spec.revision != revision:
+        found = "no such model" if spec is None else f"source {spec.source}, revision {spec.revision}"
+        raise fail(
+            f"{fleet_path}: model {model!r} ({found}) does not serve the imported revision; set its source to the "
+            f"store and `revision: {revision}`, then run `llmfleet lock {fleet_path}`",
+            EXIT_REFUSED,
+        )
+    resolve_and_write(fleet_path, report=report)
 
 
 # --- llmfleet adapter --------------------------------------------------------------------------
