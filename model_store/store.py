@@ -580,17 +580,11 @@ class ModelStore:
         version is derived from the content, so rerunning an interrupted publish resumes it.
         """
         directory = Path(directory)
-        check_model_name(model)
         check_segment("adapter name", name)
         if version is not None:
             check_segment("version", version, rule="version")
-        arch, recorded_source = self.adapter_base(model, model_revision)
-        info: AdapterInfo = validate_adapter(
-            directory,
-            model_name=model,
-            accepted_bases=(*accepted_bases, recorded_source),
-            max_rank=max_rank,
-            arch=arch,
+        info = self.check_adapter(
+            directory, model, model_revision=model_revision, max_rank=max_rank, accepted_bases=accepted_bases
         )
         hashed = self._hash_files(directory, list(info.files))
         derived = version is None
@@ -611,6 +605,27 @@ class ModelStore:
             if derived:
                 raise VersionExists(f"{exc} (this content is already published as version {version})") from None
             raise
+
+    def check_adapter(
+        self,
+        directory: str | Path,
+        model: str,
+        *,
+        model_revision: str = "main",
+        max_rank: int = DEFAULT_MAX_RANK,
+        accepted_bases: tuple[str, ...] = (),
+    ) -> AdapterInfo:
+        """What `publish_adapter` checks before writing anything (AdapterRejected on the first
+        fault): the directory against the stored base revision; writes nothing."""
+        check_model_name(model)
+        arch, recorded_source = self.adapter_base(model, model_revision)
+        return validate_adapter(
+            directory,
+            model_name=model,
+            accepted_bases=(*accepted_bases, recorded_source),
+            max_rank=max_rank,
+            arch=arch,
+        )
 
     def adapter_base(self, model: str, revision: str) -> tuple[ArchitectureFacts, str]:
         """What adapters of `model` are validated against, at publish and again on each server:

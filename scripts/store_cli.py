@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import threading
+from dataclasses import asdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,8 +22,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from model_store.container_contract import STORE_ENV
-from model_store.adapters import accepted_bases_for, check_segment, max_rank_for
+from model_store.adapters import accepted_bases_for, check_segment, max_rank_for, validate_adapter
 from model_store.errors import LlmfleetError
+from model_store.fleet import adapter_base_from_lock
 from model_store.hub_import import HubRef, import_model, parse_hub_ref
 from model_store.manifest import FleetManifest, load_fleet
 from model_store.registry import AdapterRegistry, RegistryState
@@ -257,23 +259,11 @@ def adapter_publish(
     Prints the version (with --json: an object with a `version` key).
     """
     model_store = _open_store(store)
-    manifest_of_fleet = _load_fleet(fleet)
-    listed = next((m for m in manifest_of_fleet.models if m.name == model), None) if manifest_of_fleet else None
     with _refusals(as_json):
-        stored = [] if model_revision or listed else model_store.model_revisions(model)
-        revision = base_revision(model, given=model_revision, fleet_revision=listed.revision if listed else None, stored=stored)
-        max_rank = max_rank_for(manifest_of_fleet, model)
+        checks = _adapter_checks(model_store, _load_fleet(fleet), model, model_revision)
         with _progress_bar(f"{name} for {model}") as progress:
             manifest = model_store.publish_adapter(
-                directory,
-                model,
-                name,
-                version=version,
-                progress=progress,
-                model_revision=revision,
-                max_rank=max_rank,
-                accepted_bases=accepted_bases_for(manifest_of_fleet, model),
-                uploader=_actor(actor),
+                directory, model, name, version=version, progress=progress, uploader=_actor(actor), **checks
             )
     summary = _version_summary(model_store, manifest, model_store.adapter_prefix(model, name, manifest.version))
     adapter = manifest.details["adapter"]
@@ -281,6 +271,68 @@ def adapter_publish(
     if adapter["left_out"]:
         errors.print(f"left out (trainer leftovers, never served): {', '.join(adapter['left_out'])}", markup=False)
     _emit(as_json, summary, manifest.version)
+
+
+def _adapter_checks(
+    model_store: ModelStore, fleet: FleetManifest | None, model: str, model_revision: str | None
+) -> dict[str, Any]:
+    """What an adapter of `model` is checked against, as publish and validate take it: the base
+    revision (given, the fleet's, else the store's only one), rank ceiling and accepted bases."""
+    listed = next((m for m in fleet.models if m.name == model), None) if fleet else None
+    stored = [] if model_revision or listed else model_store.model_revisions(model)
+    revision = base_revision(model, given=model_revision, fleet_revision=listed.revision if listed else None, stored=stored)
+    return {
+        "model_revision": revision,
+        "max_rank": max_rank_for(fleet, model),
+        "accepted_bases": accepted_bases_for(fleet, model),
+    }
+
+
+@adapter_app.command("validate")
+def adapter_validate(
+    directory: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="The peft LoRA directory to check.")
+    ],
+    fleet: Annotated[
+        Path | None,
+        typer.Argument(help="Fleet manifest: the model's lock facts, lora.max_rank and aliases (default ./fleet.yaml)."),
+    ] = None,
+    model: ModelOpt = ...,
+    model_revision: Annotated[
+        str | None,
+        typer.Option("--model-revision", help="With a store: the base revision there (default: as publish chooses it)."),
+    ] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run publish's checks on an adapter without uploading it (a pull request's check): exit 0
+    when publish would accept it, 1 with the rule it breaks.
+
+    With a store (--store or LLMFLEET_STORE): against the stored base model, exactly as
+    `adapter publish`. Without one: against the architecture in the fleet's lock, no network.
+    """
+    with _refusals(as_json):
+        if store:
+            model_store = _open_store(store)
+            checks = _adapter_checks(model_store, _load_fleet(fleet), model, model_revision)
+            info = model_store.check_adapter(directory, model, **checks)
+        else:
+            manifest_of_fleet, arch = adapter_base_from_lock(fleet or Path("fleet.yaml"), model)
+            listed = next(m for m in manifest_of_fleet.models if m.name == model)
+            info = validate_adapter(
+                directory,
+                model_name=model,
+                accepted_bases=accepted_bases_for(manifest_of_fleet, model, listed.hub_id),
+                max_rank=max_rank_for(manifest_of_fleet, model),
+                arch=arch,
+            )
+    left_out = f"; left out (trainer leftovers): {', '.join(info.left_out)}" if info.left_out else ""
+    _emit(
+        as_json,
+        {"valid": True, **asdict(info)},
+        f"valid: {directory} for {model}: rank {info.rank}, targets {', '.join(info.target_modules)}, "
+        f"{info.tensor_count} tensors in {len(info.files)} files{left_out}",
+    )
 
 
 def _entry_summary(state: RegistryState, name: str) -> dict:
