@@ -221,8 +221,8 @@ def _refresh_lock(fleet_path: Path, model: str, revision: str, *, report) -> Non
     if spec is None or spec.is_local_source or spec.revision != revision:
         found = "no such model" if spec is None else f"source {spec.source}, revision {spec.revision}"
         raise fail(
-            f"{fleet_path}: model {model!r} ({found}) does not serve the imported revision; set its source to the "
-            f"store and `revision: {revision}`, then run `llmfleet lock {fleet_path}`",
+            f"{fleet_path}: lock not refreshed: model {model!r} ({found}) does not serve the imported revision; "
+            f"set its source to the store and `revision: {revision}`, then run `llmfleet lock {fleet_path}`",
             EXIT_REFUSED,
         )
     resolve_and_write(fleet_path, report=report)
