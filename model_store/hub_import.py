@@ -270,7 +270,11 @@ class _Importer:
                         break  # a failed part ends the file; its error is raised below
         finally:
             parts |= {number: future.result() for number, future in sending.items()}
-        self._check_sha256(plan.file, digest.hexdigest())
+        try:
+            self._check_sha256(plan.file, digest.hexdigest())
+        except StoreError:
+            self.store.abort_multipart(entry.key, upload_id)  # its parts hold the wrong bytes: a rerun starts afresh
+            raise
         self.store.complete_multipart(entry.key, upload_id, parts)
         return entry
 
@@ -286,7 +290,7 @@ class _Importer:
         if file.sha256 is not None and sha256 != file.sha256:
             raise StoreError(
                 f"{self.ref.repo_id}@{self.commit[:12]}: {file.path} read from the Hub has sha256 {sha256}, "
-                f"the Hub lists {file.sha256}; nothing of it is stored complete: rerun the import"
+                f"the Hub lists {file.sha256}; the file was not stored: rerun the import"
             )
 
 

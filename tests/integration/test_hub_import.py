@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -18,7 +19,7 @@ from safetensors.numpy import save
 
 from model_store.hub import HubClient
 from model_store.hub_import import DEFAULT_PART_SIZE, import_model, parse_hub_ref
-from model_store.store import MANIFEST_NAME, ModelStore
+from model_store.store import MANIFEST_NAME, ModelStore, StoreError
 from tests.integration.conftest import TINY_CONFIG, bucket_snapshot
 from tests.integration.hub_server import LocalHub
 from tests.integration.test_lock import LLMFLEET, cli_env, flat, llmfleet, one_clean_error
@@ -239,3 +240,18 @@ def test_with_a_fleet_that_serves_another_revision_the_lock_is_left_alone(hub: L
 
     one_clean_error(result, 1, f"revision: {MAIN_SHA}")
     assert not fleet.with_name("fleet.lock.json").exists()
+
+
+class MislistingHub(HubClient):
+    """A Hub whose listing gives the big file a sha256 its bytes do not have."""
+
+    def repo_files(self, repo_id, revision):
+        commit, files = super().repo_files(repo_id, revision)
+        return commit, [replace(f, sha256="0" * 64) if f.path == BIG else f for f in files]
+
+
+def test_bytes_that_differ_from_the_hubs_sha256_are_refused_and_not_stored(hub: LocalHub, store: ModelStore, s3, bucket: str):
+    with pytest.raises(StoreError, match=f"{BIG} read from the Hub has sha256 .* the Hub lists 0000"):
+        import_model(store, MislistingHub(endpoint=hub.endpoint), parse_hub_ref(PUBLIC), "tiny")
+
+    assert not any(key.endswith(MANIFEST_NAME) or BIG in key for key in bucket_snapshot(s3, bucket))
