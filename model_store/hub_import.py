@@ -180,10 +180,6 @@ def import_source_details(ref: HubRef, commit: str, left_out: list[str]) -> dict
 # --- moving bytes -------------------------------------------------------------------------------
 
 
-class _PartMismatch(Exception):
-    """A part an unfinished upload holds differs from the bytes read now: start that file afresh."""
-
-
 def _parts(blocks: Iterator[bytes], lengths: list[int]) -> Iterator[bytes]:
     """Cut a stream of blocks into parts of `lengths`; a short or long stream is a StoreError."""
     buffer = bytearray()
@@ -230,11 +226,11 @@ class _Importer:
             return FileEntry(path=plan.file.path, key=plan.key, size=plan.file.size, sha256=plan.file.sha256)
         if plan.action == "put":
             return self._put(plan)
-        try:
-            return self._multipart(plan)
-        except _PartMismatch:
+        entry = self._multipart(plan)
+        if entry is None:  # a part the unfinished upload holds differs from the Hub's bytes: start afresh
             self.store.abort_multipart(plan.key, plan.upload_id)
-            return self._multipart(FilePlan(plan.file, plan.key, "multipart", plan.part_size))
+            entry = self._multipart(FilePlan(plan.file, plan.key, "multipart", plan.part_size))
+        return entry
 
     def _put(self, plan: FilePlan) -> FileEntry:
         with self.hub.read_file(self.ref.repo_id, self.commit, plan.file.path) as blocks:
@@ -246,7 +242,8 @@ class _Importer:
         self.progress(entry.size, self.total)
         return entry
 
-    def _multipart(self, plan: FilePlan) -> FileEntry:
+    def _multipart(self, plan: FilePlan) -> FileEntry | None:
+        """Stream the file into its multipart upload; None when a part to reuse holds other bytes."""
         entry = FileEntry(path=plan.file.path, key=plan.key, size=plan.file.size, sha256=plan.file.sha256)
         digest = hashlib.sha256()
         parts: dict[int, PartRecord] = {}
@@ -260,7 +257,7 @@ class _Importer:
                     checksum = _b64_sha256(part)
                     if number in plan.reuse:
                         if not part_holds(plan.reuse[number], part, checksum):
-                            raise _PartMismatch
+                            return None
                         parts[number] = PartRecord(len(part), plan.reuse[number].etag, checksum)
                         self.progress(len(part), self.total)
                         continue
