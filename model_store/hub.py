@@ -1,7 +1,8 @@
 """Architecture facts from the Hugging Face Hub, through `huggingface_hub` (its cache,
 `HF_TOKEN` and `HF_ENDPOINT` are the caller's to pass): config.json at a pinned commit and
 the exact bytes of every safetensors tensor, read from the files' headers (range requests,
-no weights downloaded)."""
+no weights downloaded); and, for `llmfleet model import` (model_store.hub_import), a repo's
+file list with sizes and LFS sha256s at a commit, and each file's bytes as a stream."""
 
 from __future__ import annotations
 
@@ -132,14 +133,14 @@ class HubClient:
         return info.sha, files
 
     @contextlib.contextmanager
-    def read_file(self, repo_id: str, commit: str, path: str, start: int = 0) -> Iterator[Iterator[bytes]]:
-        """The bytes of `path` at `commit` from offset `start` on, as the Hub streams them
+    def read_file(self, repo_id: str, commit: str, path: str) -> Iterator[Iterator[bytes]]:
+        """The bytes of `path` at `commit`, as the Hub streams them
         (HF_TOKEN sent; redirects to the Hub's CDN followed); nothing is written to disk."""
         from huggingface_hub import get_session, hf_hub_url
         from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
         url = hf_hub_url(repo_id, path, revision=commit, endpoint=self.endpoint)
-        headers = build_hf_headers(token=self.token) | ({"Range": f"bytes={start}-"} if start else {})
+        headers = build_hf_headers(token=self.token)
         with contextlib.ExitStack() as stack:
             with hub_errors(repo_id, commit[:12]):  # only the Hub's answer: the caller's errors pass untouched
                 response = stack.enter_context(

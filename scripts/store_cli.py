@@ -11,12 +11,13 @@ import contextlib
 import json
 import os
 import threading
-from dataclasses import asdict
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
@@ -214,7 +215,7 @@ def _check_hub_ref(ref: str) -> HubRef:
         return parse_hub_ref(ref)
 
 
-def _refresh_lock(fleet_path: Path, model: str, revision: str, *, report) -> None:
+def _refresh_lock(fleet_path: Path, model: str, revision: str, *, report: Console) -> None:
     """Rewrite FLEET's lock so it records the imported revision; refused (before writing)
     when the fleet does not serve that revision of the model."""
     spec = next((m for m in load_fleet(fleet_path).models if m.name == model), None)

@@ -28,7 +28,7 @@ import numpy as np
 from model_store.hub import HubClient
 from model_store.hub_import import DEFAULT_PART_SIZE, FILE_WORKERS, PARTS_IN_FLIGHT, HubRef, import_model, part_size_for
 from model_store.store import ModelStore
-from scripts.benchmarks.store import BENCH_CONFIG, _empty_prefix, _start_s3
+from scripts.benchmarks.store import BENCH_CONFIG, _empty_prefix, local_s3
 
 SIZES = (256 << 20, 1 << 30)
 FILES = 4
@@ -77,10 +77,11 @@ def _requests(size_per_file: int, files: int) -> tuple[int, int]:
 
 
 def run() -> None:
-    env = os.environ | {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-    server, endpoint = _start_s3(env)
-    saved_environ = dict(os.environ)
-    os.environ.update(env | {"AWS_ENDPOINT_URL": endpoint})
+    with local_s3() as env:
+        _run(env["AWS_ENDPOINT_URL"])
+
+
+def _run(endpoint: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="llmfleet-bench-hub-"))
     hubs: list[subprocess.Popen] = []
     try:
@@ -135,10 +136,6 @@ def run() -> None:
         for process in hubs:
             process.terminate()
             process.wait(timeout=10)
-        os.environ.clear()
-        os.environ.update(saved_environ)
-        server.terminate()
-        server.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
 
