@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from model_store.store import sha256_file
+
 REPO = r"(?P<repo>[^/]+/[^/]+)"
 API_MODEL = re.compile(rf"^/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?$")
 RESOLVE = re.compile(rf"^/{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
@@ -55,13 +57,7 @@ def _size(content: Content) -> int:
     return len(content) if isinstance(content, bytes) else content.stat().st_size
 
 
-@cache
-def _path_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(SEND_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+_path_sha256 = cache(sha256_file)  # a large file is hashed once, not on every listing
 
 
 def sha256_of(content: Content) -> str:
