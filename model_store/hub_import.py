@@ -218,6 +218,7 @@ class _Importer:
     total: int
     uploads: ThreadPoolExecutor
     in_flight: threading.BoundedSemaphore
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def transfer(self, plan: FilePlan) -> FileEntry:
         """Store one file; returns its manifest entry (sha256 as read from the Hub)."""
@@ -261,6 +262,8 @@ class _Importer:
                         parts[number] = PartRecord(len(part), plan.reuse[number].etag, checksum)
                         self.progress(len(part), self.total)
                         continue
+                    if self.stopping.is_set():  # another file failed or the user interrupted: leave it to resume
+                        raise StoreError(f"{entry.path}: stopped after {number - 1} parts; rerun the import to resume")
                     self.in_flight.acquire()
                     sending[number] = self.uploads.submit(self._send, entry.key, upload_id, number, part, checksum)
                     if any(f.done() and f.exception() for f in sending.values()):
@@ -328,12 +331,16 @@ def import_model(
             store, hub, ref, commit, progress, total, uploads, threading.BoundedSemaphore(PARTS_IN_FLIGHT)
         )
         futures = [readers.submit(importer.transfer, plan) for plan in plans]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((future.exception() for future in done if future.exception()), None)
-        if failed is not None:
-            for future in pending:
-                future.cancel()  # files not started stay for the rerun; those started finish or fail
-            raise failed
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((future.exception() for future in done if future.exception()), None)
+            if failed is not None:
+                raise failed
+        except BaseException:  # a failure or Ctrl-C: files in flight stop at their next part, resumable
+            importer.stopping.set()
+            for future in futures:
+                future.cancel()
+            raise
         entries = [future.result() for future in futures]
     manifest = VersionManifest(
         kind="model",
