@@ -1,11 +1,13 @@
 """`llmfleet model import` throughput: a local Hugging Face Hub over HTTP into moto's S3 server.
 
 Imports checkpoints of 256 MiB and 1 GiB (four safetensors-named files each) with
-`model_store.hub_import.import_model`, each ROUNDS times (median reported), and beside it reads
+`model_store.hub_import.import_model`, each ROUNDS times (median reported); beside it, reads
 the same bytes from the Hub alone (streamed and hashed, nothing sent) and uploads them from
-local disk with `model upload` (the same S3 server) to show where the time goes. The Hub (tests/integration/hub_server.py, files read from disk) and the S3 server run in
-their own processes. It prints how the time grows from one size to the other, and what a
-16 GB model would take at the larger size's rate with its part and request counts. Figures are MB/s (10^6 bytes/s).
+local disk with `model upload` (the same S3 server), to show where the time goes. The Hub
+(tests/integration/hub_server.py, files read from disk) and the S3 server run in their own
+processes. It prints how the time grows from one size to the other, and what a 16 GB model
+would take at the larger size's rate, with its part and request counts. Figures are MB/s
+(10^6 bytes/s).
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import boto3
 import numpy as np
 
 from model_store.hub import HubClient
-from model_store.hub_import import DEFAULT_PART_SIZE, FILE_WORKERS, PARTS_IN_FLIGHT, HubRef, import_model, part_size_for
+from model_store.hub_import import (
+    DEFAULT_PART_SIZE,
+    FILE_WORKERS,
+    PARTS_IN_FLIGHT,
+    HubRef,
+    import_model,
+    part_size_for,
+)
 from model_store.store import ModelStore
 from scripts.benchmarks.store import BENCH_CONFIG, _empty_prefix, local_s3
 
@@ -128,8 +137,8 @@ def _run(endpoint: str) -> None:
             f"(linear in bytes: {large // small}x; parts and S3 requests grow with bytes / part size)"
         )
         print(
-            f"16 GB model (4 shards): ~{medians[large] * TARGET / large:.0f} s at the {large >> 20} MiB rate; {parts} parts "
-            f"of {part_size_for(TARGET // FILES) >> 20} MiB, ~{requests} S3 requests; memory bounded by "
+            f"16 GB model (4 shards): ~{medians[large] * TARGET / large:.0f} s at the {large >> 20} MiB rate; "
+            f"{parts} parts of {part_size_for(TARGET // FILES) >> 20} MiB, ~{requests} S3 requests; memory bounded by "
             f"{(FILE_WORKERS + PARTS_IN_FLIGHT) * DEFAULT_PART_SIZE >> 20} MiB of parts whatever the size"
         )
     finally:

@@ -72,6 +72,11 @@ def hub():
         yield running
 
 
+def model_import(hub: LocalHub, tmp: Path, *args: object, token: str | None = None):
+    """`llmfleet model import ARGS` in a subprocess against the local Hub and moto."""
+    return llmfleet("model", "import", *args, endpoint=hub.endpoint, tmp=tmp, token=token)
+
+
 def stored_bytes(s3, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
@@ -83,7 +88,7 @@ def entries(manifest) -> list[tuple[str, int, str]]:
 def test_import_streams_the_checkpoint_into_the_store_as_model_upload_would_write_it(
     hub: LocalHub, store: ModelStore, store_uri: str, s3, bucket: str, tmp_path: Path
 ):
-    result = llmfleet("model", "import", PUBLIC, "--model", "tiny", "--store", store_uri, "--json", endpoint=hub.endpoint, tmp=tmp_path)
+    result = model_import(hub, tmp_path, PUBLIC, "--model", "tiny", "--store", store_uri, "--json")
 
     assert result.returncode == 0, result.output
     summary = json.loads(result.stdout)
@@ -105,22 +110,25 @@ def test_import_streams_the_checkpoint_into_the_store_as_model_upload_would_writ
     assert not (tmp_path / "hf-cache").exists()  # nothing was downloaded to local disk
     # The stored revision is what servers download and verify.
     downloaded = store.download_model("tiny", MAIN_SHA, tmp_path / "served")
-    assert {p.name: p.read_bytes() for p in downloaded.iterdir() if p.name != MANIFEST_NAME} == {n: source[n] for n in IMPORTED}
+    served = {p.name: p.read_bytes() for p in downloaded.iterdir() if p.name != MANIFEST_NAME}
+    assert served == {name: source[name] for name in IMPORTED}
 
 
-def test_a_tag_resolves_to_its_commit_and_a_store_revision_can_be_named(hub: LocalHub, store: ModelStore, store_uri: str, tmp_path: Path):
-    result = llmfleet("model", "import", f"{PUBLIC}@v1.0", "-m", "tiny", "-r", "v1", "--store", store_uri, endpoint=hub.endpoint, tmp=tmp_path)
+def test_a_tag_resolves_to_its_commit_and_a_store_revision_can_be_named(
+    hub: LocalHub, store: ModelStore, store_uri: str, tmp_path: Path
+):
+    result = model_import(hub, tmp_path, f"{PUBLIC}@v1.0", "-m", "tiny", "-r", "v1", "--store", store_uri)
 
     assert result.returncode == 0, result.output
     manifest = store.model_manifest("tiny", "v1")
     assert manifest.details["hub"]["commit"] == OLD_SHA and manifest.details["hub"]["revision"] == "v1.0"
     assert [f.path for f in manifest.files] == ["config.json", "model.safetensors"]
-    again = llmfleet("model", "import", f"{PUBLIC}@v1.0", "-m", "tiny", "-r", "v1", "--store", store_uri, endpoint=hub.endpoint, tmp=tmp_path)
+    again = model_import(hub, tmp_path, f"{PUBLIC}@v1.0", "-m", "tiny", "-r", "v1", "--store", store_uri)
     one_clean_error(again, 1, "already exists", "immutable")
 
 
 def test_a_gated_repo_imports_with_hf_token(hub: LocalHub, store: ModelStore, store_uri: str, tmp_path: Path):
-    result = llmfleet("model", "import", GATED, "-m", "tiny", "--store", store_uri, endpoint=hub.endpoint, tmp=tmp_path, token=TOKEN)
+    result = model_import(hub, tmp_path, GATED, "-m", "tiny", "--store", store_uri, token=TOKEN)
 
     assert result.returncode == 0, result.output
     assert [f.path for f in store.model_manifest("tiny", GATED_SHA).files] == IMPORTED
@@ -130,7 +138,7 @@ def test_a_gated_repo_imports_with_hf_token(hub: LocalHub, store: ModelStore, st
 def test_a_gated_repo_without_access_is_refused_in_one_line_and_nothing_is_written(
     hub: LocalHub, store_uri: str, s3, bucket: str, tmp_path: Path, token: str | None
 ):
-    result = llmfleet("model", "import", GATED, "-m", "tiny", "--store", store_uri, endpoint=hub.endpoint, tmp=tmp_path, token=token)
+    result = model_import(hub, tmp_path, GATED, "-m", "tiny", "--store", store_uri, token=token)
 
     line = one_clean_error(result, 1, "gated")
     assert "HF_TOKEN" in line and "licence" in line
@@ -139,11 +147,17 @@ def test_a_gated_repo_without_access_is_refused_in_one_line_and_nothing_is_writt
 
 @pytest.mark.parametrize(
     ("ref", "words"),
-    [("acme/no-such-model", ("no such model", "HF_TOKEN")), (f"{PUBLIC}@v9", ("revision 'v9' does not exist",)), ("not-a-repo", ("org/name",))],
+    [
+        ("acme/no-such-model", ("no such model", "HF_TOKEN")),
+        (f"{PUBLIC}@v9", ("revision 'v9' does not exist",)),
+        ("not-a-repo", ("org/name",)),
+    ],
     ids=["missing-repo", "missing-revision", "malformed"],
 )
-def test_a_missing_repo_or_revision_is_bad_input_in_one_line(hub: LocalHub, store_uri: str, s3, bucket: str, tmp_path: Path, ref: str, words):
-    result = llmfleet("model", "import", ref, "-m", "tiny", "--store", store_uri, endpoint=hub.endpoint, tmp=tmp_path)
+def test_a_missing_repo_or_revision_is_bad_input_in_one_line(
+    hub: LocalHub, store_uri: str, s3, bucket: str, tmp_path: Path, ref: str, words: tuple[str, ...]
+):
+    result = model_import(hub, tmp_path, ref, "-m", "tiny", "--store", store_uri)
 
     one_clean_error(result, 2, *words)
     assert bucket_snapshot(s3, bucket) == {}
@@ -188,7 +202,9 @@ def test_killed_mid_file_shows_no_version_and_the_rerun_sends_no_stored_part_aga
     client.meta.events.register(
         "before-parameter-build.s3.UploadPart", lambda params, **_: sent.append((params["Key"], params["PartNumber"]))
     )
-    client.meta.events.register("before-parameter-build.s3.PutObject", lambda params, **_: sent.append((params["Key"], None)))
+    client.meta.events.register(
+        "before-parameter-build.s3.PutObject", lambda params, **_: sent.append((params["Key"], None))
+    )
     progress: list[int] = []
     manifest = import_model(
         ModelStore(store.location, client), HubClient(endpoint=hub.endpoint), parse_hub_ref(PUBLIC), "tiny",
@@ -209,7 +225,8 @@ def test_killed_mid_file_shows_no_version_and_the_rerun_sends_no_stored_part_aga
 def test_a_stored_part_that_differs_from_the_hub_bytes_is_sent_again(hub: LocalHub, store: ModelStore, s3, bucket: str):
     key = f"fleet/models/tiny/{MAIN_SHA}/{BIG}"
     upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
-    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"\0" * DEFAULT_PART_SIZE, ChecksumAlgorithm="SHA256")
+    zeros = b"\0" * DEFAULT_PART_SIZE  # part 1 as an earlier run of other bytes left it
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=zeros, ChecksumAlgorithm="SHA256")
 
     import_model(store, HubClient(endpoint=hub.endpoint), parse_hub_ref(PUBLIC), "tiny")
 
@@ -222,7 +239,7 @@ def test_with_fleet_the_lock_records_the_imported_revision(hub: LocalHub, store_
     model = {"name": "tiny", "revision": MAIN_SHA, "architecture": PUBLIC, "max_model_len": 1024}
     fleet.write_text(yaml.safe_dump({"name": "imported", "store": f"s3://{bucket}/fleet", "models": [model]}))
 
-    result = llmfleet("model", "import", PUBLIC, "-m", "tiny", "--store", store_uri, "--fleet", fleet, endpoint=hub.endpoint, tmp=tmp_path)
+    result = model_import(hub, tmp_path, PUBLIC, "-m", "tiny", "--store", store_uri, "--fleet", fleet)
 
     assert result.returncode == 0, result.output
     record = json.loads(fleet.with_name("fleet.lock.json").read_text())["models"]["tiny"]["model"]
@@ -232,11 +249,14 @@ def test_with_fleet_the_lock_records_the_imported_revision(hub: LocalHub, store_
     assert f"wrote {fleet.with_name('fleet.lock.json')}" in flat(result.output)
 
 
-def test_with_a_fleet_that_serves_another_revision_the_lock_is_left_alone(hub: LocalHub, store_uri: str, bucket: str, tmp_path: Path):
+def test_with_a_fleet_that_serves_another_revision_the_lock_is_left_alone(
+    hub: LocalHub, store_uri: str, bucket: str, tmp_path: Path
+):
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump({"name": "imported", "store": f"s3://{bucket}/fleet", "models": [{"name": "tiny", "architecture": PUBLIC}]}))
+    model = {"name": "tiny", "architecture": PUBLIC}  # serves revision main of the store, not the commit
+    fleet.write_text(yaml.safe_dump({"name": "imported", "store": f"s3://{bucket}/fleet", "models": [model]}))
 
-    result = llmfleet("model", "import", PUBLIC, "-m", "tiny", "--store", store_uri, "--fleet", fleet, endpoint=hub.endpoint, tmp=tmp_path)
+    result = model_import(hub, tmp_path, PUBLIC, "-m", "tiny", "--store", store_uri, "--fleet", fleet)
 
     one_clean_error(result, 1, f"revision: {MAIN_SHA}")
     assert not fleet.with_name("fleet.lock.json").exists()
@@ -250,7 +270,9 @@ class MislistingHub(HubClient):
         return commit, [replace(f, sha256="0" * 64) if f.path == BIG else f for f in files]
 
 
-def test_bytes_that_differ_from_the_hubs_sha256_are_refused_and_not_stored(hub: LocalHub, store: ModelStore, s3, bucket: str):
+def test_bytes_that_differ_from_the_hubs_sha256_are_refused_and_not_stored(
+    hub: LocalHub, store: ModelStore, s3, bucket: str
+):
     with pytest.raises(StoreError, match=f"{BIG} read from the Hub has sha256 .* the Hub lists 0000"):
         import_model(store, MislistingHub(endpoint=hub.endpoint), parse_hub_ref(PUBLIC), "tiny")
 
