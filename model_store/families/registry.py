@@ -12,7 +12,7 @@ and the text model type its `text_config` holds. The rows of 2026-11 were checke
 vLLM's model file of the same name (vllm/model_executor/models/, 0.26 and 0.32) and the
 Hugging Face modeling code; those added in 2026-12 against vLLM's main branch as read then
 (qwen3_next.py, qwen3_5.py, nemotron_h.py, nemotron_nas.py, deepseek_v2.py, qwen3_vl.py,
-minimax_m2.py).
+minimax_m2.py; kimi_k25.py, kimi_k25_vit.py and mimo.py at 055e47c).
 
 Adding a model type is one row here; a new kind of part is one module beside this one and
 one field value (docs/adding-a-model-family.md).
@@ -117,6 +117,9 @@ MODEL_TYPES: dict[str, ModelType] = {
     "mixtral": ModelType(TextParts(layout="sliding_all")),
     "qwen2": ModelType(_QWEN2),
     "qwen2_moe": ModelType(replace(_QWEN2, moe_layers="qwen", shared_expert_gate=True)),
+    # MiMo: Qwen2 with multi-token-prediction layers that share the embeddings (vLLM mimo.py
+    # skips `model.mtp_layers.`; mimo_mtp.py loads them as the drafter)
+    "mimo": ModelType(replace(_QWEN2, mtp=Mtp("num_nextn_predict_layers", own_embeddings=False))),
     "qwen3": ModelType(_QWEN3),
     "qwen3_moe": ModelType(_QWEN3_MOE),
     "qwen3_vl_text": ModelType(_QWEN3),  # Qwen3 inside the Qwen3-VL wrappers (multimodal rope)
@@ -147,6 +150,9 @@ MODEL_TYPES: dict[str, ModelType] = {
     "nemotron-nas": ModelType(TextParts(attention="block_configs", moe_layers="block_configs")),
     # multimodal wrappers
     "gemma3": ModelType(_GEMMA3, VisionParts("linear"), "gemma3_text"),
+    # Kimi-K2.5: Kimi-K2 (DeepSeek-V3) text and MoonViT, whose patch merger is Qwen3-VL's shape
+    # (a norm, then two biased linears over 2x2 merged patches; vLLM kimi_k25_vit.py)
+    "kimi_k25": ModelType(_MLA, VisionParts("qwen3_merger"), "kimi_k2"),
     "llama4": ModelType(_LLAMA4, VisionParts("mlp"), "llama4_text"),
     "llava": ModelType(_GQA, VisionParts("mlp"), "llama"),
     "mistral3": ModelType(_GQA, VisionParts("mlp"), "mistral"),
