@@ -120,6 +120,12 @@ HAND_KV = {
     "nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": 6 * 2 * 2 * 128 * 2,
     # Qwen3-VL-4B: text_config's 36 layers x 2 x 8 KV heads x 128
     "Qwen__Qwen3-VL-4B-Instruct": 36 * 2 * 8 * 128 * 2,
+    # Qwen3-VL-30B-A3B: text_config's 48 layers x 2 x 4 KV heads x 128
+    "Qwen__Qwen3-VL-30B-A3B-Instruct": 48 * 2 * 4 * 128 * 2,
+    # Kimi-K2.5: Kimi-K2's MLA latent (512 + 64) on each of text_config's 61 layers
+    "moonshotai__Kimi-K2.5": 61 * (512 + 64) * 2,
+    # MiMo-7B: 36 layers x 2 x 8 KV heads x 4096 / 32; the MTP layer is the drafter's, not cached here
+    "XiaomiMiMo__MiMo-7B-Base": 36 * 2 * 8 * 128 * 2,
 }
 
 # State bytes per sequence at bf16, TP 1, derived by hand: per gated-delta-net layer a conv
@@ -374,6 +380,46 @@ def test_block_configs_refuse_what_they_cannot_size() -> None:
     config["block_configs"][3]["attention"]["window_length"] = 4096
     with pytest.raises(ConfigError, match=r"block_configs\[3\]\.attention\.window_length is set"):
         facts_from_config(config, source="x")
+
+
+def test_kimi_k25_is_kimi_k2_with_int4_experts_and_a_moonvit_tower() -> None:
+    """Kimi-K2.5's quantization_config sits in text_config (vLLM's KimiK25Config lifts it):
+    int4 groups of 32 on every Linear but the `ignore` regexes (attention, shared experts, the
+    dense MLP), so only routed experts are int4. MoonViT (vt_* keys): 27 layers of 1152 with
+    biased qkv/o and a fc0/fc1 MLP of 4304, a 64 x 64 position grid, 14 x 14 patches, and a
+    patch merger (norm, 4608 -> 4608 -> 7168 over 2 x 2 patches)."""
+    k25, k2 = facts("moonshotai__Kimi-K2.5"), facts("moonshotai__Kimi-K2-Instruct")
+    fmt = k25.weight_format
+    assert (fmt.method, fmt.covers, fmt.bytes_per_weight) == ("compressed-tensors", frozenset({"experts"}), 0.5 + 2 / 32)
+    assert k25.parameters.experts == k2.parameters.experts and k25.parameters.attention == k2.parameters.attention
+    h, mlp, merged = 1152, 4304, 4 * 1152
+    layer = (4 * h * h + 4 * h) + (2 * h * mlp + mlp + h) + 4 * h
+    merger = 2 * h + merged * merged + merged + merged * 7168 + 7168
+    assert k25.parameters.vision == 27 * layer + 3 * 14 * 14 * h + 64 * 64 * h + merger
+    assert k25.family == "MLA + MoE + vision"
+
+
+def test_ignore_regexes_are_matched_against_module_names() -> None:
+    config = _load(CONFIGS / "moonshotai__Kimi-K2.5.json")[0]
+    quant = config["text_config"]["quantization_config"]
+    only_attention = {**quant, "ignore": ["lm_head", "re:.*self_attn.*"]}
+    arch = facts_from_config({**config, "text_config": {**config["text_config"], "quantization_config": only_attention}})
+    assert arch.weight_format.covers == frozenset({"experts", "shared_experts", "dense_mlp"})
+    broken = {**quant, "ignore": ["re:.*self_attn.(*"]}
+    with pytest.raises(ConfigError, match=r"quantization_config\.ignore entry 're:\.\*self_attn\.\(\*' is not a regular expression"):
+        facts_from_config({**config, "text_config": {**config["text_config"], "quantization_config": broken}}, source="x")
+
+
+def test_mimo_checkpoint_holds_an_mtp_layer_vllm_loads_only_as_its_drafter() -> None:
+    """MiMo-7B is Qwen2 (q/k/v biases) with one MTP layer sharing the embeddings: a decoder
+    layer, a 2h -> h input projection and three norms (vLLM mimo_mtp.py)."""
+    arch = facts("XiaomiMiMo__MiMo-7B-Base")
+    h, kv = 4096, 8 * 128
+    attention = h * (h + 2 * kv) + h * h + (h + 2 * kv)
+    mlp = 3 * h * 11008
+    assert arch.parameters.attention == 36 * attention and arch.parameters.dense_mlp == 36 * mlp
+    assert arch.parameters.not_loaded == attention + mlp + 2 * h * h + 3 * h
+    assert arch.parameters.total() == 36 * (attention + mlp + 2 * h) + h + 2 * 151680 * h
 
 
 def test_tensor_parallelism_must_split_the_state_heads() -> None:
