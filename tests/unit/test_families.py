@@ -126,6 +126,12 @@ HAND_KV = {
     "moonshotai__Kimi-K2.5": 61 * (512 + 64) * 2,
     # MiMo-7B: 36 layers x 2 x 8 KV heads x 4096 / 32; the MTP layer is the drafter's, not cached here
     "XiaomiMiMo__MiMo-7B-Base": 36 * 2 * 8 * 128 * 2,
+    # Granite-4.0-H: 4 attention layers of 40 ("attention" in layer_types), 4 KV heads x 1536 / 12
+    "ibm-granite__granite-4.0-h-tiny": 4 * 2 * 4 * 128 * 2,
+    "ibm-granite__granite-4.0-h-1b": 4 * 2 * 4 * 128 * 2,
+    # Falcon-H1: every layer attends (and keeps a state beside it): 2 KV heads x head_dim 128
+    "tiiuae__Falcon-H1-7B-Instruct": 44 * 2 * 2 * 128 * 2,
+    "tiiuae__Falcon-H1-3B-Instruct": 32 * 2 * 2 * 128 * 2,
 }
 
 # State bytes per sequence at bf16, TP 1, derived by hand: per gated-delta-net layer a conv
@@ -138,6 +144,13 @@ HAND_STATE = {
     # x 64) and B, C (8 groups x state 128) in bf16, and a 64 x 64 x 128 recurrent state in
     # float32 (the config's mamba_ssm_cache_dtype)
     "nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": 23 * ((64 * 64 + 2 * 8 * 128) * 3 * 2 + 64 * 64 * 128 * 4),
+    # Granite-4.0-H: 36 Mamba-2 layers, the mixer mamba_expand 2 x 1536 wide (x) plus B, C of 1 group
+    # x state 128, and a 48 heads x 64 x 128 recurrent state, all bf16
+    "ibm-granite__granite-4.0-h-tiny": 36 * ((2 * 1536 + 2 * 1 * 128) * 3 * 2 + 48 * 64 * 128 * 2),
+    "ibm-granite__granite-4.0-h-1b": 36 * ((2 * 1536 + 2 * 1 * 128) * 3 * 2 + 48 * 64 * 128 * 2),
+    # Falcon-H1: a Mamba-2 state in every layer, mamba_d_ssm wide, 1 group x state 256
+    "tiiuae__Falcon-H1-7B-Instruct": 44 * ((3072 + 2 * 1 * 256) * 3 * 2 + 24 * 128 * 256 * 2),
+    "tiiuae__Falcon-H1-3B-Instruct": 32 * ((4096 + 2 * 1 * 256) * 3 * 2 + 32 * 128 * 256 * 2),
 }
 
 
@@ -177,6 +190,8 @@ def test_mla_is_a_latent_not_per_head_kv() -> None:
         ("Qwen__Qwen3-Next-80B-A3B-Thinking", [("full", 12, None), ("state", 36, None)]),
         ("Qwen__Qwen3.5-397B-A17B", [("full", 15, None), ("state", 45, None)]),
         ("nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", [("full", 6, None), ("state", 23, None)]),
+        ("ibm-granite__granite-4.0-h-tiny", [("full", 4, None), ("state", 36, None)]),
+        ("tiiuae__Falcon-H1-7B-Instruct", [("full", 44, None), ("state", 44, None)]),
     ],
 )
 def test_layer_layouts(stem: str, layout: list) -> None:
@@ -420,6 +435,40 @@ def test_mimo_checkpoint_holds_an_mtp_layer_vllm_loads_only_as_its_drafter() -> 
     assert arch.parameters.attention == 36 * attention and arch.parameters.dense_mlp == 36 * mlp
     assert arch.parameters.not_loaded == attention + mlp + 2 * h * h + 3 * h
     assert arch.parameters.total() == 36 * (attention + mlp + 2 * h) + h + 2 * 151680 * h
+
+
+def _mamba2_mixer(hidden: int, inner: int, heads: int, groups: int, state: int, kernel: int) -> int:
+    """in_proj to z, x, B, C and dt; a biased conv over x, B, C; A, D, dt bias; gated norm; out_proj."""
+    conv = inner + 2 * groups * state
+    return hidden * (inner + conv + heads) + conv * (kernel + 1) + 3 * heads + inner + inner * hidden
+
+
+def test_granite_4_h_layers_carry_experts_and_a_shared_mlp_or_that_mlp_alone() -> None:
+    """Granite-4.0-H (vLLM granitemoehybrid.py): every layer, Mamba-2 or attention, has 64
+    routed experts of `intermediate_size` 512 and a shared MLP of `shared_intermediate_size`;
+    the dense H-1B (num_local_experts 0) has only that MLP, 4096 wide."""
+    tiny, dense = facts("ibm-granite__granite-4.0-h-tiny"), facts("ibm-granite__granite-4.0-h-1b")
+    assert (tiny.moe.num_experts, tiny.moe.experts_per_token, tiny.moe.moe_layers) == (64, 6, 40)
+    assert tiny.parameters.experts == 40 * 64 * 3 * 1536 * 512
+    assert tiny.parameters.shared_experts == 40 * 3 * 1536 * 1024
+    assert dense.moe is None and dense.parameters.dense_mlp == 40 * 3 * 1536 * 4096
+    attention = 1536 * (1536 + 2 * 4 * 128) + 1536 * 1536
+    mamba = _mamba2_mixer(1536, 2 * 1536, 48, 1, 128, 4)
+    assert tiny.parameters.attention == dense.parameters.attention == 4 * attention + 36 * mamba
+    assert tiny.family == "GQA + MoE + Mamba-2 hybrid" and dense.family == "GQA + dense + Mamba-2 hybrid"
+
+
+def test_falcon_h1_layers_run_attention_and_mamba2_side_by_side() -> None:
+    """Falcon-H1 (vLLM falcon_h1.py FalconH1ParallelHybrid): each of 44 layers has attention,
+    a Mamba-2 mixer `mamba_d_ssm` 3072 wide and a gated MLP, under two norms."""
+    arch = facts("tiiuae__Falcon-H1-7B-Instruct")
+    attention = 3072 * (12 * 128 + 2 * 2 * 128) + 12 * 128 * 3072
+    assert arch.parameters.attention == 44 * (attention + _mamba2_mixer(3072, 3072, 24, 1, 256, 4))
+    assert arch.parameters.dense_mlp == 44 * 3 * 3072 * 12288
+    assert arch.parameters.norms == 44 * 2 * 3072 + 3072
+    config = {**_load(CONFIGS / "tiiuae__Falcon-H1-7B-Instruct.json")[0], "layer_types": ["attention"] * 44}
+    with pytest.raises(ConfigError, match="layer_types is set for model_type 'falcon_h1', whose layers each run attention and a state mixer"):
+        facts_from_config(config, source="x")
 
 
 def test_tensor_parallelism_must_split_the_state_heads() -> None:
