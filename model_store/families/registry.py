@@ -13,7 +13,7 @@ vLLM's model file of the same name (vllm/model_executor/models/, 0.26 and 0.32) 
 Hugging Face modeling code; those added in 2026-12 against vLLM's main branch as read then
 (qwen3_next.py, qwen3_5.py, nemotron_h.py, nemotron_nas.py, deepseek_v2.py, qwen3_vl.py,
 minimax_m2.py; kimi_k25.py, kimi_k25_vit.py and mimo.py at 055e47c, granitemoehybrid.py at
-0195c9e, falcon_h1.py at 0189427).
+0195c9e, falcon_h1.py at 0189427, phimoe.py at 0152400).
 
 Adding a model type is one row here; a new kind of part is one module beside this one and
 one field value (docs/adding-a-model-family.md).
@@ -126,6 +126,10 @@ MODEL_TYPES: dict[str, ModelType] = {
     "mistral": ModelType(TextParts(layout="sliding_all")),  # sliding_window on every layer (Mistral-7B-v0.1)
     "ministral3": ModelType(TextParts(layout="sliding_all")),
     "mixtral": ModelType(TextParts(layout="sliding_all")),
+    # Phi-3.5-MoE: Mixtral-shaped experts, biased q/k/v (and o, lm_head: not counted, 0.1 M),
+    # LayerNorms with biases (two a layer, counted as four norms); vLLM phimoe.py leaves the
+    # config's sliding_window to the cache config, so every layer is windowed as in mistral.py
+    "phimoe": ModelType(TextParts(layout="sliding_all", qkv_bias=True, norms_per_layer=4)),
     "qwen2": ModelType(_QWEN2),
     "qwen2_moe": ModelType(replace(_QWEN2, moe_layers="qwen", shared_expert_gate=True)),
     # MiMo: Qwen2 with multi-token-prediction layers that share the embeddings (vLLM mimo.py

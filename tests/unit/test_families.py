@@ -126,6 +126,8 @@ HAND_KV = {
     "moonshotai__Kimi-K2.5": 61 * (512 + 64) * 2,
     # MiMo-7B: 36 layers x 2 x 8 KV heads x 4096 / 32; the MTP layer is the drafter's, not cached here
     "XiaomiMiMo__MiMo-7B-Base": 36 * 2 * 8 * 128 * 2,
+    # Phi-3.5-MoE: 32 layers x 2 x 8 KV heads x 4096 / 32
+    "microsoft__Phi-3.5-MoE-instruct": 32 * 2 * 8 * 128 * 2,
     # Granite-4.0-H: 4 attention layers of 40 ("attention" in layer_types), 4 KV heads x 1536 / 12
     "ibm-granite__granite-4.0-h-tiny": 4 * 2 * 4 * 128 * 2,
     "ibm-granite__granite-4.0-h-1b": 4 * 2 * 4 * 128 * 2,
@@ -185,6 +187,7 @@ def test_mla_is_a_latent_not_per_head_kv() -> None:
         ("LGAI-EXAONE__EXAONE-4.0-32B", [("full", 16, None), ("sliding", 48, 4096)]),
         ("meta-llama__Llama-4-Scout-17B-16E-Instruct", [("full", 12, None), ("chunked", 36, 8192)]),
         ("mistralai__Mistral-7B-v0.1", [("sliding", 32, 4096)]),
+        ("microsoft__Phi-3.5-MoE-instruct", [("sliding", 32, 131072)]),  # the window vLLM's cache config applies
         ("Qwen__Qwen2.5-7B-Instruct", [("full", 28, None)]),  # sliding_window set, use_sliding_window false
         ("deepseek-ai__DeepSeek-V3", [("mla", 61, None)]),
         ("Qwen__Qwen3-Next-80B-A3B-Thinking", [("full", 12, None), ("state", 36, None)]),
