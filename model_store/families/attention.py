@@ -189,7 +189,11 @@ def layer_kinds(text: ConfigView, model_type: str, parts: TextParts, num_layers:
     if layer_types is None:
         return LAYOUTS[parts.layout](text, model_type, num_layers)
     if parts.layout == "parallel_hybrid":
-        raise text.error("layer_types", f"is set for model_type {model_type!r}, whose layers each run attention and a state mixer; one kind a layer is not modelled")
+        raise text.error(
+            "layer_types",
+            f"is set for model_type {model_type!r}, whose layers each run attention and a state mixer; "
+            "one kind a layer is not modelled",
+        )
     if len(layer_types) != num_layers:
         raise text.error("layer_types", f"has {len(layer_types)} entries for {num_layers} layers")
     modelled = [name for name, (kind, _) in LAYER_TYPES.items() if kind != "state" or parts.state]

@@ -29,7 +29,8 @@ from model_store.families.state import Mamba2Keys
 # How each decoder layer's attention kind is read, besides an explicit `layer_types` list
 # (which always wins): see attention.LAYOUTS.
 Layout = Literal[
-    "full", "sliding_all", "sliding_opt_in", "gemma2", "gemma3", "llama4_chunked", "interval", "block_pattern", "parallel_hybrid"
+    "full", "sliding_all", "sliding_opt_in", "gemma2", "gemma3", "llama4_chunked", "interval", "block_pattern",
+    "parallel_hybrid",
 ]
 # Which layers are mixtures of experts when the config has experts: see mlp.MOE_LAYOUTS.
 MoeLayers = Literal["every", "deepseek", "qwen", "llama4", "block_pattern", "block_configs"]
@@ -163,7 +164,9 @@ MODEL_TYPES: dict[str, ModelType] = {
     "nemotron_h": ModelType(_NEMOTRON_H),
     # Granite-4.0-H: Mamba-2 or attention layers by `layer_types`, each with routed experts of
     # `intermediate_size` and a shared MLP (or that MLP alone: the dense H-1B, H-Micro)
-    "granitemoehybrid": ModelType(TextParts(state="mamba2", state_keys=_MAMBA_PREFIXED, shared_mlp="shared_intermediate_size")),
+    "granitemoehybrid": ModelType(
+        TextParts(state="mamba2", state_keys=_MAMBA_PREFIXED, shared_mlp="shared_intermediate_size")
+    ),
     # Falcon-H1: attention and Mamba-2 side by side in every layer (the mixer's gated norm is
     # counted even where `mamba_rms_norm` leaves it out: `mamba_d_ssm` weights a layer)
     "falcon_h1": ModelType(TextParts(layout="parallel_hybrid", state="mamba2", state_keys=_MAMBA_PREFIXED)),

@@ -35,7 +35,9 @@ def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) 
     h = vision.int("embed_dim", None) or vision.int("vt_hidden_size", None) or vision.int("hidden_size")
     layers = vision.int("num_hidden_layers", None) or vision.int("vt_num_hidden_layers", None) or vision.int("depth")
     intermediate = (
-        vision.int("intermediate_size", None) or vision.int("vt_intermediate_size", None) or h * vision.int("mlp_ratio", 4)
+        vision.int("intermediate_size", None)
+        or vision.int("vt_intermediate_size", None)
+        or h * vision.int("mlp_ratio", 4)
     )
     patch = vision.int("patch_size")
     channels = vision.int("num_channels", None) or vision.int("in_channels", 3)
@@ -47,9 +49,8 @@ def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) 
     patch_embedding = channels * temporal * patch * patch * h
     # a learned position per patch of the largest image, or (Qwen3-VL; Kimi-K2.5 as a height x
     # width grid) a table to interpolate
-    table = vision.int("num_position_embeddings", 0, minimum=0) + vision.int("init_pos_emb_height", 0, minimum=0) * vision.int(
-        "init_pos_emb_width", 0, minimum=0
-    )
+    grid = vision.int("init_pos_emb_height", 0, minimum=0) * vision.int("init_pos_emb_width", 0, minimum=0)
+    table = vision.int("num_position_embeddings", 0, minimum=0) + grid
     positions = ((vision.int("image_size", 0, minimum=0) // patch) ** 2 + table) * h
     merge = _merged_patches(vision)
     return layers * per_layer + patch_embedding + positions + PROJECTORS[tower.projector](h, merge, text_hidden, vision)
