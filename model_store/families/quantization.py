@@ -72,7 +72,7 @@ _IGNORE_WORDS = {
 # A module of each group as DeepSeek- and Qwen-style checkpoints name it, for `re:` entries:
 # compressed-tensors matches those against module names (re.match), so they are tried here
 # on these names rather than read for words ("re:.*shared_experts.*" leaves routed experts
-# quantized; "re:.*mlp\\.(gate|up|down)_proj.*" names the dense MLP).
+# quantized; "re:.*mlp\.(gate|up|down)_proj.*" names the dense MLP).
 _GROUP_MODULES = {
     "attention": "model.layers.1.self_attn.q_proj",
     "experts": "model.layers.1.mlp.experts.0.gate_proj",
