@@ -128,9 +128,9 @@ MODEL_TYPES: dict[str, ModelType] = {
     "ministral3": ModelType(TextParts(layout="sliding_all")),
     "mixtral": ModelType(TextParts(layout="sliding_all")),
     # Phi-3.5-MoE: Mixtral-shaped experts, biased q/k/v (o_proj's and lm_head's biases, 0.2 M, are
-    # not counted),
-    # LayerNorms with biases (two a layer, counted as four norms); vLLM phimoe.py leaves the
-    # config's sliding_window to the cache config, so every layer is windowed as in mistral.py
+    # not counted), LayerNorms with biases (two a layer, counted as four norms); vLLM phimoe.py
+    # leaves the config's sliding_window to the cache config, so every layer is windowed as in
+    # mistral.py
     "phimoe": ModelType(TextParts(layout="sliding_all", qkv_bias=True, norms_per_layer=4)),
     "qwen2": ModelType(_QWEN2),
     "qwen2_moe": ModelType(replace(_QWEN2, moe_layers="qwen", shared_expert_gate=True)),
