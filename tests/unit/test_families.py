@@ -12,7 +12,7 @@ import pytest
 
 from model_store.families import ConfigError, facts_from_config
 from model_store.families.registry import INFERRED_REASON
-from model_store.kv_cache import STATE_BLOCKS_PER_REQUEST, kv_capacity, state_bytes_per_sequence
+from model_store.kv_cache import kv_capacity, state_bytes_per_sequence
 from model_store.plan import kv_bytes_per_token, weight_bytes
 from tests.conftest import REPO
 
@@ -481,7 +481,8 @@ def test_falcon_h1_layers_run_attention_and_mamba2_side_by_side() -> None:
 def test_falcon_h1_keeps_a_state_and_attention_pages_in_two_groups_of_every_layer() -> None:
     """vLLM's page unification on Falcon-H1-7B: an attention block large enough that its page
     holds one layer's state, in multiples of mamba_chunk_size 128; 44 full and 44 state layers
-    make one group each."""
+    make one group each, and with prefix caching a request keeps a state per block of context
+    ("all" mode)."""
     arch = facts("tiiuae__Falcon-H1-7B-Instruct")
     state_page = (3072 + 2 * 256) * 3 * 2 + 24 * 128 * 256 * 2  # 1,594,368 B
     token_page = 2 * 2 * 128 * 2  # K and V of 2 KV heads x 128, bf16: 1,024 B
@@ -490,7 +491,7 @@ def test_falcon_h1_keeps_a_state_and_attention_pages_in_two_groups_of_every_laye
         arch.kv_layers, 20 * 2**30, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192
     )
     assert (cap.block_size, cap.group_size, cap.num_groups) == (13 * 128, 44, 2)
-    assert cap.blocks_per_request == math.ceil(32768 / 1664) + STATE_BLOCKS_PER_REQUEST
+    assert cap.blocks_per_request == 2 * math.ceil(32768 / 1664)
 
 
 def test_tensor_parallelism_must_split_the_state_heads() -> None:
