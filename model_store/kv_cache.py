@@ -15,17 +15,17 @@ vllm/v1/kv_cache_interface.py; identical in 0.26 and 0.32 for these paths, read 
 - `max_concurrency = num_blocks / blocks_per_request` and the logged "GPU KV cache size"
   is `int(max_concurrency * max_model_len)` tokens.
 
-State layers (gated delta net, Mamba-2; vllm/model_executor/models/config.py
-HybridAttentionMambaModelConfig and MambaSpec in kv_cache_interface.py, as read 2026-12 on vLLM's
-main branch: models/config.py at 1936cf3, layers/mamba/mamba_utils.py at 02d7108; the same
-rules appear in the 0.11-era config.py at 0144dd5 without the prefix-caching branch. Release
-tags were not at hand to read: the GPU measurements of examples/gpu/families hold the rules to
-vLLM 0.26, the container's version):
+State layers (gated delta net, Mamba-2; vllm/platforms/interface.py
+update_block_size_for_backend, vllm/model_executor/models/config.py MambaModelConfig and
+MambaSpec in kv_cache_interface.py, read in the vLLM 0.26.0 wheel and held to its figures by
+the GPU measurements of examples/gpu/families):
 one page holds one sequence's state, so vLLM grows the attention block until an attention
 page is at least a state page and pads the state page to it ("Padding mamba page size by
-x% ..."). With prefix caching (the plan's default) the block is a multiple of the state
-kernel's chunk size, and a sequence holds two state blocks per state group ("align" mode:
-the running state and the last aligned one). DeepSeek sparse attention caches its indexer's
+x% ..."). With prefix caching (the plan's default) the cache mode depends on the model:
+Mamba-2 models cache "all" states, one per block of context, in blocks that are a multiple
+of the kernel's chunk size; gated-delta-net models cache in "align" mode, the running state
+and the last aligned one (two blocks per sequence), in the smallest block of the backend's
+alignment whose page holds one state. DeepSeek sparse attention caches its indexer's
 keys beside the MLA latent in 64-token blocks; vLLM keeps both in one group (their pages
 differ in size, not in kind: UniformTypeKVCacheSpecs).
 
@@ -46,8 +46,8 @@ BLOCK_SIZE = 16
 FP8_MLA_BLOCK_SIZE = 64
 # FlashMLA's sparse kernels (DeepSeek sparse attention) take 64-token blocks, bf16 or fp8.
 SPARSE_MLA_BLOCK_SIZE = 64
-# Mamba cache "align" mode (prefix caching on): the running state and the last block-aligned
-# one (MambaSpec.max_memory_usage_bytes: 2 + speculative blocks).
+# Mamba cache "align" mode: the running state and the last block-aligned one
+# (MambaSpec.max_memory_usage_bytes: 2 + speculative blocks).
 STATE_BLOCKS_PER_REQUEST = 2
 # Async scheduling (vLLM's default) keeps two batches in flight; sliding and chunked layers
 # reserve room for both (VllmConfig.max_in_flight_tokens).
@@ -70,7 +70,8 @@ class KvCapacity:
 
 def block_size_for(layers: tuple[KvLayers, ...], element_bytes: int, tp: int = 1, dtype_bytes: int | None = None) -> int:
     """Tokens per block: the backend's, or, beside state layers, the smallest multiple of the
-    state kernel's chunk whose attention page holds one state."""
+    backend's alignment (of the state kernel's chunk, in "all" mode) whose attention page holds
+    one state."""
     attention = [layer for layer in layers if layer.kind != "state"]
     if any(layer.indexer_bytes for layer in attention):
         alignment = SPARSE_MLA_BLOCK_SIZE
@@ -78,13 +79,14 @@ def block_size_for(layers: tuple[KvLayers, ...], element_bytes: int, tp: int = 1
         alignment = FP8_MLA_BLOCK_SIZE
     else:
         alignment = BLOCK_SIZE
-    states = [layer for layer in layers if layer.kind == "state"]
+    states = [layer.state for layer in layers if layer.kind == "state"]
     if not states:
         return alignment
-    state_page = max(layer.state_bytes(tp, dtype_bytes or element_bytes) for layer in states)
+    state_page = max(state.bytes(tp, dtype_bytes or element_bytes) for state in states)
     token_page = max(layer.bytes_per_token(tp, element_bytes) for layer in attention)
-    chunk = math.lcm(max(layer.state.chunk_size for layer in states), alignment)
-    return chunk * math.ceil(math.ceil(state_page / token_page) / chunk)
+    if any(state.prefix_cache_mode == "all" for state in states):
+        alignment = math.lcm(max(state.chunk_size for state in states), alignment)
+    return alignment * math.ceil(math.ceil(state_page / token_page) / alignment)
 
 
 def kv_bytes_per_token(layers: tuple[KvLayers, ...], element_bytes: int, tp: int = 1) -> int:
@@ -128,7 +130,7 @@ def _blocks_needed(layer: KvLayers, block_size: int, max_model_len: int, in_flig
         return math.ceil(min(layer.window - 1 + in_flight, max_model_len) / block_size) + 1
     if layer.kind == "chunked":
         return math.ceil(min(layer.window + in_flight, max_model_len) / block_size)
-    if layer.kind == "state":
+    if layer.kind == "state" and layer.state.prefix_cache_mode == "align":
         return STATE_BLOCKS_PER_REQUEST
     return math.ceil(max_model_len / block_size)
 

@@ -50,6 +50,9 @@ GPU_LOAD_BYTES_PER_SECOND = 2 * GIB
 ENGINE_START_SECONDS = 90  # Python and the API server, the engine process, building the model
 COMPILE_SECONDS = 70  # torch.compile
 PROFILE_AND_GRAPHS_SECONDS = 90  # KV-cache profiling, CUDA-graph capture, warm-up
+# Mamba-2 models also JIT vLLM's SSD Triton kernels during the profiling run ("Warming up
+# Mamba2 SSD Triton kernels": 92 s for Nemotron-3-Nano on an H200, cold Triton cache).
+MAMBA2_KERNEL_WARMUP_SECONDS = 100
 ENGINE_WARMUP_SECONDS_PER_RANK = 15
 GRACE_SAFETY_FACTOR = 1.5
 # SageMaker accepts 60-3600 s for startup health-check and download timeouts.
@@ -525,9 +528,18 @@ def hourly_price(candidate: GpuInstance, targets: Sequence[str]) -> float:
     return math.inf if None in prices else sum(prices)
 
 
-def _boot_seconds(weights: int, tp: int, streams: bool) -> tuple[float, str]:
+def kernel_warmup_seconds(arch: ArchitectureFacts) -> int:
+    """Seconds of kernel JIT beyond the common phases that this architecture's start adds."""
+    has_mamba2 = any(layer.state is not None and layer.state.kind == "mamba2" for layer in arch.kv_layers)
+    return MAMBA2_KERNEL_WARMUP_SECONDS if has_mamba2 else 0
+
+
+def _boot_seconds(arch: ArchitectureFacts, weights: int, tp: int, streams: bool) -> tuple[float, str]:
     """Estimated seconds from a started instance to a ready vLLM server, and its breakdown."""
-    warmup = ENGINE_START_SECONDS + COMPILE_SECONDS + PROFILE_AND_GRAPHS_SECONDS + ENGINE_WARMUP_SECONDS_PER_RANK * tp
+    warmup = (
+        ENGINE_START_SECONDS + COMPILE_SECONDS + PROFILE_AND_GRAPHS_SECONDS + kernel_warmup_seconds(arch)
+        + ENGINE_WARMUP_SECONDS_PER_RANK * tp
+    )  # fmt: skip
     return boot_seconds(weights, streams, warmup, "vLLM start", "measured phases")
 
 
@@ -657,7 +669,7 @@ def plan_model(
     choice = cheapest_fit(spec, catalog, lambda c: _evaluate(spec, arch, draft, dtype, fmt, c))  # instance and TP, with their memory plan
     max_num_seqs, batched, batching_reason = _batching(spec, choice)
     chosen, memory = choice.instance, choice.memory
-    boot, breakdown = _boot_seconds(memory.weights_bytes, choice.tp, spec.load_format == "runai_streamer")
+    boot, breakdown = _boot_seconds(arch, memory.weights_bytes, choice.tp, spec.load_format == "runai_streamer")
     grace, grace_reason = startup_grace(boot, breakdown)
     root_gib = root_volume_gib(memory.weights_bytes, chosen.nvme_gb)
     autoscaling, scaling_reasons = _autoscaling(spec, boot, root_gib)

@@ -16,12 +16,13 @@ declare -A FAMILY_GROUPS=(
   [1]="nemotron-3-nano-30b qwen3-vl-4b"     # Mamba-2 hybrid (59 GiB), Qwen3-VL as text (7.5 GiB)
   [2]="qwen3-next-24l qwen35-397b-4l"       # gated-delta-net hybrids (75 GiB, 52 GiB)
   [3]="deepseek-v32-5l"                     # sparse-attention MLA (50 GiB): FlashMLA-sparse kernels
+  [4]="granite-4h-tiny phi35-moe qwen3-vl-30b-a3b"  # Mamba-2 + MoE (13 GiB), windowed MoE (78 GiB), VL MoE as text (57 GiB)
 )
 group=${1:-}
 case "$group" in
-  1|2|3) selected=("$group") ;;
-  all) selected=(1 2 3) ;;
-  *) echo "usage: $0 1|2|3|all" >&2; exit 2 ;;
+  1|2|3|4) selected=("$group") ;;
+  all) selected=(1 2 3 4) ;;
+  *) echo "usage: $0 1|2|3|4|all" >&2; exit 2 ;;
 esac
 status=0
 for g in "${selected[@]}"; do

@@ -54,6 +54,15 @@ class StateShape:
     chunk_size: int = DEFAULT_CHUNK_SIZE  # the kernel's chunk: prefix caching aligns blocks to it
     ssm_bytes: int | None = None  # the recurrent state's element size; None: the model dtype's
 
+    @property
+    def prefix_cache_mode(self) -> Literal["all", "align"]:
+        """How vLLM 0.26 caches this state with prefix caching on (MambaModelConfig in
+        vllm/model_executor/models/config.py): "all" for models that implement
+        SupportsMambaPrefixCaching (the Mamba-2 ones: nemotron_h, granitemoehybrid, falcon_h1),
+        a state per block of context in chunk-aligned blocks; "align" for the others (gated
+        delta net), two states per sequence in the smallest block whose page holds one."""
+        return "all" if self.kind == "mamba2" else "align"
+
     def bytes(self, tp: int, dtype_bytes: int) -> int:
         """Bytes of the conv and recurrent states of one sequence on one GPU."""
         conv = self.conv_channels

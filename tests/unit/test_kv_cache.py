@@ -108,22 +108,40 @@ QWEN3_NEXT_STATE = StateShape("gated_delta_net", 2 * 16 * 128 + 32 * 128, 3, 32,
 
 
 def test_a_state_page_sets_the_attention_block_and_is_padded_to_it() -> None:
-    """vLLM (HybridAttentionMambaModelConfig, prefix caching on): the attention block is the
-    smallest multiple of the chunk size (2048: Qwen3-Next's config has none) whose page holds
+    """vLLM 0.26 (update_block_size_for_backend, prefix caching on, gated delta net: "align"
+    mode): the attention block is the smallest multiple of the backend's 16 whose page holds
     one state; every page is that size; a request holds 2 blocks in each state group."""
     layers = (KvLayers("full", 12, 2, 256), KvLayers("state", 36, 0, 0, state=QWEN3_NEXT_STATE))
     state_page = (8192 * 3 + 32 * 128 * 128) * 2  # 1,097,728 B
     token_page = 2 * 2 * 256 * 2  # K and V, 2 KV heads x 256, bf16: 2,048 B
     assert math.ceil(state_page / token_page) == 536  # tokens of attention one state is worth
-    assert block_size_for(layers, 2, 1, 2) == 2048
+    assert QWEN3_NEXT_STATE.prefix_cache_mode == "align"
+    assert block_size_for(layers, 2, 1, 2) == 544  # 34 x 16
     cap = kv_capacity(layers, 40 * GIB, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192)
-    assert (cap.block_size, cap.page_bytes) == (2048, 2048 * token_page)
+    assert (cap.block_size, cap.page_bytes) == (544, 544 * token_page)
     # 36 state layers, 12 full: groups of 12 -> 1 full group and 3 state groups
     assert (cap.group_size, cap.num_groups) == (12, 4)
-    assert cap.num_blocks == 40 * GIB // (2048 * token_page) // 12
-    assert cap.blocks_per_request == 32768 // 2048 + 3 * STATE_BLOCKS_PER_REQUEST
-    # fp8 KV halves the attention page: a state is worth 1,072 tokens, still within one chunk
-    assert block_size_for(layers, 1, 1, 2) == 2048
+    assert cap.num_blocks == 40 * GIB // (544 * token_page) // 12
+    assert cap.blocks_per_request == math.ceil(32768 / 544) + 3 * STATE_BLOCKS_PER_REQUEST
+    # fp8 KV halves the attention page: a state is worth 1,072 tokens (67 x 16)
+    assert block_size_for(layers, 1, 1, 2) == 1072
+
+
+def test_mamba2_states_are_cached_per_block_of_context_in_chunk_aligned_blocks() -> None:
+    """vLLM 0.26 caches every block's state of a Mamba-2 model with prefix caching ("all"
+    mode, SupportsMambaPrefixCaching): blocks are a multiple of the chunk size, and a request
+    needs as many blocks in a state group as in a full-attention one. Nemotron-3-Nano's shapes:
+    measured on an H200, block 2176 and 65.29 requests of 32k context."""
+    nano = StateShape("mamba2", 64 * 64 + 2 * 8 * 128, 3, 64, 64, 128, groups=8, chunk_size=128, ssm_bytes=4)
+    layers = (KvLayers("full", 6, 2, 128), KvLayers("state", 23, 0, 0, state=nano))
+    state_page = (4096 + 2048) * 3 * 2 + 64 * 64 * 128 * 4  # 2,134,016 B
+    token_page = 2 * 2 * 128 * 2  # 1,024 B
+    assert nano.prefix_cache_mode == "all" and math.ceil(state_page / token_page) == 2084
+    assert block_size_for(layers, 2, 1, 2) == 17 * 128  # 2176
+    cap = kv_capacity(layers, 65 * GIB, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192)
+    # 23 state layers in groups of 6 (one padding layer), 1 full group
+    assert (cap.group_size, cap.num_groups) == (6, 5)
+    assert cap.blocks_per_request == 5 * math.ceil(32768 / 2176)
 
 
 def test_state_shards_over_tensor_parallel_ranks_and_mamba_groups_are_replicated() -> None:
