@@ -20,7 +20,18 @@ from rich.table import Table
 from model_store.chat import parse_chat_response
 from model_store.container_contract import STORE_ENV
 from scripts import local_fleet
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, flag_values, load_and_plan
+from scripts.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    FleetOpt,
+    JsonOpt,
+    console,
+    errors,
+    fail,
+    flag_values,
+    fleet_path,
+    load_and_plan,
+)
 from scripts.local_fleet import STANDIN_LABEL
 
 local_app = typer.Typer(
@@ -106,7 +117,7 @@ def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
 
 @local_app.command("up")
 def local_up(
-    fleet: Annotated[Path, typer.Argument(help="The fleet manifest.")] = Path("fleet.yaml"),
+    fleet: FleetOpt = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="The model to run (default: the first with LoRA adapters).")
     ] = None,
@@ -114,6 +125,7 @@ def local_up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the fleet locally and return once it serves; it keeps running in the background."""
+    fleet = fleet_path(fleet)
     manifest, plans = load_and_plan(fleet)
     with flag_values():
         local_fleet.choose_model(plans, model)
