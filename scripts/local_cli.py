@@ -166,7 +166,9 @@ def local_up(
 @local_app.command("down")
 def local_down() -> None:
     """Stop everything `local up` started (server, vLLM, moto); no process or port is left."""
-    for note in local_fleet.down(local_fleet.find_state_dir()):
+    with errors.status("stopping the local fleet (in-flight requests finish first)"):
+        notes = local_fleet.down(local_fleet.find_state_dir())
+    for note in notes:
         console.print(note, highlight=False)
 
 

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from model_store.container_contract import STORE_ENV
 from model_store.adapters import accepted_bases_for, check_segment, max_rank_for
+from model_store.aws_errors import explain
 from model_store.errors import LlmfleetError
 from model_store.registry import AdapterRegistry, RegistryState
 from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
@@ -78,13 +80,14 @@ def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
 
 @contextlib.contextmanager
 def _refusals(as_json: bool) -> Iterator[None]:
-    """With --json, also a JSON error object on stdout for the store's refusals (the app's
-    root group prints the message and exits with the error's code)."""
+    """With --json, also a JSON error object on stdout for the store's refusals and AWS
+    failures (the app's root group prints the message and exits with the error's code)."""
     try:
         yield
-    except LlmfleetError as exc:
+    except (LlmfleetError, BotoCoreError, ClientError) as exc:
         if as_json:
-            print(json.dumps({"error": str(exc), "rule": getattr(exc, "rule", None), "kind": type(exc).__name__}))
+            error = explain(exc)
+            print(json.dumps({"error": str(error), "rule": getattr(error, "rule", None), "kind": type(error).__name__}))
         raise
 
 

@@ -25,10 +25,12 @@ models:
 
 
 @pytest.fixture
-def llmfleet(store_uri: str, aws_env: str, monkeypatch: pytest.MonkeyPatch):
-    """Run the CLI with LLMFLEET_STORE set, as a CI job would; returns the click Result."""
+def llmfleet(store_uri: str, aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI with LLMFLEET_STORE set, as a CI job would, in a folder without a
+    fleet.yaml (unless a test writes one); returns the click Result."""
     monkeypatch.setenv("LLMFLEET_STORE", store_uri)
     monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
     def run(*args: str):
