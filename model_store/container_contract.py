@@ -27,6 +27,7 @@ COMPILE_CACHE_ENV = "LLMFLEET_COMPILE_CACHE"  # "on" (default) or "off": restore
 STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 # Read by the CLI, not the container; named here so every LLMFLEET_ name has one home.
 API_KEY_ENV = "LLMFLEET_API_KEY"
+FLEET_ENV = "LLMFLEET_FLEET"  # the fleet manifest when --fleet/-f is not given (else ./fleet.yaml)
 
 # Ports the orchestrators expect: ECS task definitions map 8000; SageMaker requires 8080.
 TARGET_PORTS = {"ecs": 8000, "sagemaker": 8080}

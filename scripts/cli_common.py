@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 
 from model_store import fleet as fleet_loading
 from model_store.aws_errors import explain
+from model_store.container_contract import FLEET_ENV
 from model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
 from model_store.manifest import FleetManifest, load_fleet
 from model_store.plan import PlanError, ServingPlan
@@ -30,7 +31,6 @@ from model_store.plan import PlanError, ServingPlan
 console = Console()
 errors = Console(stderr=True)
 
-FLEET_ENV = "LLMFLEET_FLEET"
 DEFAULT_FLEET = Path("fleet.yaml")
 FLEET_WAYS = f"--fleet/-f FILE or {FLEET_ENV}"
 
