@@ -107,7 +107,8 @@ def installed_version(
 def _print_version(value: bool) -> None:
     if value:
         entry_point = f"{__package__}.cli:main"
-        version = installed_version(entry_point, importlib.metadata.distributions(), Path(__file__).resolve().parents[1])
+        checkout = Path(__file__).resolve().parents[1]
+        version = installed_version(entry_point, importlib.metadata.distributions(), checkout)
         console.print(f"llmfleet {version}", highlight=False)
         raise typer.Exit()
 
@@ -126,7 +127,7 @@ def global_options(
     """The app's global options; ErrorsAsExits reads `debug` from the context."""
 
 
-def fleet_path(given: Path | None) -> Path:
+def fleet_file(given: Path | None) -> Path:
     """The fleet manifest a command reads: the one given (--fleet/-f or $LLMFLEET_FLEET), else
     ./fleet.yaml, which must then be there."""
     if given is not None:
@@ -140,10 +141,12 @@ def optional_fleet(given: Path | None) -> FleetManifest | None:
     """The fleet manifest when one is given or ./fleet.yaml is there, else None."""
     if given is None and not DEFAULT_FLEET.is_file():
         return None
-    return load_fleet(fleet_path(given))
+    return load_fleet(fleet_file(given))
 
 
-def from_fleet(value: str | None, fleet: Path | None, what: str, read: Callable[[FleetManifest], str | None], how: str) -> str:
+def from_fleet(
+    value: str | None, fleet: Path | None, what: str, read: Callable[[FleetManifest], str | None], how: str
+) -> str:
     """A setting its flag or environment variable left unset (`value` None), read from the
     fleet manifest; bad input saying every way to give it when the manifest has none."""
     if value is not None:
@@ -151,7 +154,10 @@ def from_fleet(value: str | None, fleet: Path | None, what: str, read: Callable[
     manifest = optional_fleet(fleet)
     found = read(manifest) if manifest is not None else None
     if found is None:
-        where = f"{fleet_path(fleet)} names none" if manifest is not None else f"no fleet manifest names one ({FLEET_WAYS}, or ./{DEFAULT_FLEET})"
+        if manifest is None:
+            where = f"no fleet manifest names one ({FLEET_WAYS}, or ./{DEFAULT_FLEET})"
+        else:
+            where = f"{fleet_file(fleet)} names none"
         raise fail(f"no {what}: {how}; {where}", EXIT_BAD_INPUT)
     return found
 

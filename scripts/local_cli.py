@@ -29,7 +29,7 @@ from scripts.cli_common import (
     errors,
     fail,
     flag_values,
-    fleet_path,
+    fleet_file,
     load_and_plan,
 )
 from scripts.local_fleet import STANDIN_LABEL
@@ -125,7 +125,7 @@ def local_up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the fleet locally and return once it serves; it keeps running in the background."""
-    fleet = fleet_path(fleet)
+    fleet = fleet_file(fleet)
     manifest, plans = load_and_plan(fleet)
     with flag_values():
         local_fleet.choose_model(plans, model)

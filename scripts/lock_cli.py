@@ -19,7 +19,7 @@ from model_store.hub import HubClient
 from model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
 from model_store.manifest import ModelSpec, load_fleet
 from model_store.store import ModelStore, StoreError
-from scripts.cli_common import EXIT_REFUSED, FleetOpt, console, errors, fail, fleet_path
+from scripts.cli_common import EXIT_REFUSED, FleetOpt, console, errors, fail, fleet_file
 
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
 
@@ -89,4 +89,4 @@ def lock(fleet: FleetOpt = None) -> None:
     Hub cannot be asked (HF_HUB_OFFLINE=1 or no network) and no @revision is pinned. Commit
     the lock: plan, synth and the containers read it and never the network.
     """
-    resolve_and_write(fleet_path(fleet))
+    resolve_and_write(fleet_file(fleet))

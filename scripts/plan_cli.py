@@ -15,7 +15,7 @@ from model_store.manifest import fleet_json_schema
 from model_store.image_plan import AnyPlan, ImagePlan
 from model_store.plan import vllm_argv
 from scripts import lock_cli
-from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_path, load_and_plan
+from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 
 
 def plan_summary(plan: AnyPlan) -> dict:
@@ -84,7 +84,7 @@ def plan(
 
     Facts come from fleet.lock.json beside the manifest (`llmfleet lock`), never the network;
     without a lock, from local checkpoints and the bundled configs."""
-    fleet = fleet_path(fleet)
+    fleet = fleet_file(fleet)
     if refresh:
         lock_cli.resolve_and_write(fleet, report=errors if as_json else console)
     manifest, plans = load_and_plan(fleet)

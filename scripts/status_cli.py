@@ -33,7 +33,7 @@ from model_store.status import (
 )
 from model_store.store import ModelStore, StoreLocation
 from scripts import local_fleet
-from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_path, load_and_plan
+from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 from scripts.local_fleet import STANDIN_LABEL
 
 
@@ -145,7 +145,7 @@ def status(
         title = f"local fleet {state.fleet} ({state.stage}) — {STANDIN_LABEL} model; $/h is the plan's AWS price"
         notes = [f"not started locally: {', '.join(state.not_started)}"] if state.not_started else []
     else:
-        manifest, plans = load_and_plan(fleet_path(fleet))
+        manifest, plans = load_and_plan(fleet_file(fleet))
         chosen_stage = stage or manifest.stage
         session = boto3.Session(region_name=region or manifest.region)
         with errors.status(f"reading the AWS account ({session.region_name})"):

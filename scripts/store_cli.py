@@ -46,11 +46,14 @@ adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA ada
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", envvar=STORE_ENV, show_envvar=True, help="s3://bucket/prefix of the store (default: the fleet manifest's)."),
+    typer.Option(
+        "--store", envvar=STORE_ENV, show_envvar=True, help="s3://bucket/prefix of the store (default: the fleet manifest's)."
+    ),
 ]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="The model's name in the fleet.")]
 StageOpt = Annotated[
-    str | None, typer.Option("--stage", "-s", help="The registry stage, e.g. prod, staging (default: the fleet manifest's).")
+    str | None,
+    typer.Option("--stage", "-s", help="The registry stage, e.g. prod, staging (default: the fleet manifest's)."),
 ]
 ActorOpt = Annotated[
     str | None, typer.Option("--actor", help="Who is acting, for the history (default: $GITHUB_ACTOR, else $USER).")
@@ -63,7 +66,8 @@ def _actor(actor: str | None) -> str:
 
 
 def _open_store(uri: str | None, fleet: Path | None, model: str) -> ModelStore:
-    uri = from_fleet(uri or None, fleet, "store", lambda manifest: manifest.store_for(model), f"pass --store s3://bucket/prefix or set {STORE_ENV}")
+    how = f"pass --store s3://bucket/prefix or set {STORE_ENV}"
+    uri = from_fleet(uri or None, fleet, "store", lambda manifest: manifest.store_for(model), how)
     with flag_values():
         StoreLocation.parse(uri)
     return ModelStore.from_uri(uri)
@@ -311,7 +315,10 @@ def adapter_rollback(
     _check_input("adapter name", name)
     stage = _stage(stage, fleet)
     _change_registry(
-        _open_store(store, fleet, model), as_json, name, lambda registry: registry.rollback(model, stage, name, actor=_actor(actor))
+        _open_store(store, fleet, model),
+        as_json,
+        name,
+        lambda registry: registry.rollback(model, stage, name, actor=_actor(actor)),
     )
 
 
@@ -329,7 +336,10 @@ def adapter_retire(
     _check_input("adapter name", name)
     stage = _stage(stage, fleet)
     _change_registry(
-        _open_store(store, fleet, model), as_json, name, lambda registry: registry.retire(model, stage, name, actor=_actor(actor))
+        _open_store(store, fleet, model),
+        as_json,
+        name,
+        lambda registry: registry.retire(model, stage, name, actor=_actor(actor)),
     )
 
 

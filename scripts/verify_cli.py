@@ -35,7 +35,7 @@ from model_store.boot_log import parse_boot_log
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.lock import FactsRecord
 from model_store.plan import ServingPlan
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_path, planning
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, planning
 from scripts.local_fleet import log_tail
 
 HEALTH_POLL_SECONDS = 2.0
@@ -262,7 +262,7 @@ def verify_command(
     GPU and the CUDA build of vLLM; a larger GPU emulates the planned one with a lower
     --gpu-memory-utilization, a smaller one is refused.
     """
-    fleet = fleet_path(fleet)
+    fleet = fleet_file(fleet)
     with planning(fleet):
         manifest, lock = load_fleet_and_lock(fleet)
         plans = {p.model_name: p for p in plan_with_lock(manifest, lock)}
