@@ -21,16 +21,7 @@ from model_store.chat import parse_chat_response
 from model_store.container_contract import STORE_ENV
 from scripts import local_fleet
 from scripts.cli_common import (
-    EXIT_BAD_INPUT,
-    EXIT_REFUSED,
-    FleetOpt,
-    JsonOpt,
-    console,
-    errors,
-    fail,
-    flag_values,
-    fleet_file,
-    load_and_plan,
+    EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, flag_values, fleet_file, load_and_plan
 )
 from scripts.local_fleet import STANDIN_LABEL
 

@@ -29,17 +29,7 @@ from model_store.aws_errors import explain
 from model_store.errors import LlmfleetError
 from model_store.registry import AdapterRegistry, RegistryState
 from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
-from scripts.cli_common import (
-    EXIT_BAD_INPUT,
-    FleetOpt,
-    JsonOpt,
-    console,
-    errors,
-    fail,
-    flag_values,
-    from_fleet,
-    optional_fleet,
-)
+from scripts.cli_common import EXIT_BAD_INPUT, FleetOpt, JsonOpt, console, errors, fail, flag_values, from_fleet, optional_fleet
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)
@@ -73,8 +63,10 @@ def _open_store(uri: str | None, fleet: Path | None, model: str) -> ModelStore:
     return ModelStore.from_uri(uri)
 
 
-def _stage(stage: str | None, fleet: Path | None) -> str:
-    return from_fleet(stage, fleet, "stage", lambda manifest: manifest.stage, "pass --stage")
+def _registry(store: str | None, fleet: Path | None, model: str, stage: str | None) -> tuple[AdapterRegistry, str]:
+    """MODEL's registry and the stage to act on (the flags, else the fleet manifest)."""
+    stage = from_fleet(stage, fleet, "stage", lambda manifest: manifest.stage, "pass --stage")
+    return AdapterRegistry(_open_store(store, fleet, model)), stage
 
 
 def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
@@ -261,14 +253,11 @@ def _describe_entry(summary: dict) -> str:
     )
 
 
-def _change_registry(
-    store: ModelStore, as_json: bool, name: str, change: Callable[[AdapterRegistry], RegistryState]
-) -> None:
+def _change_registry(as_json: bool, name: str, change: Callable[[], RegistryState]) -> None:
     """Apply one registry change and print the adapter's entry after it (the common tail of
     promote, rollback and retire)."""
-    registry = AdapterRegistry(store)
     with _refusals(as_json):
-        state = change(registry)
+        state = change()
     summary = _entry_summary(state, name)
     _emit(as_json, summary, _describe_entry(summary))
 
@@ -292,12 +281,9 @@ def adapter_promote(
         raise fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
     _check_input("adapter name", name)
     _check_input("version", version)
-    stage = _stage(stage, fleet)
+    registry, stage = _registry(store, fleet, model, stage)
     _change_registry(
-        _open_store(store, fleet, model),
-        as_json,
-        name,
-        lambda registry: registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor)),
+        as_json, name, lambda: registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor))
     )
 
 
@@ -313,13 +299,8 @@ def adapter_rollback(
 ) -> None:
     """Serve NAME's previous version again on every server of STAGE."""
     _check_input("adapter name", name)
-    stage = _stage(stage, fleet)
-    _change_registry(
-        _open_store(store, fleet, model),
-        as_json,
-        name,
-        lambda registry: registry.rollback(model, stage, name, actor=_actor(actor)),
-    )
+    registry, stage = _registry(store, fleet, model, stage)
+    _change_registry(as_json, name, lambda: registry.rollback(model, stage, name, actor=_actor(actor)))
 
 
 @adapter_app.command("retire")
@@ -334,13 +315,8 @@ def adapter_retire(
 ) -> None:
     """Remove NAME from STAGE; servers unload it. Its published versions stay in the store."""
     _check_input("adapter name", name)
-    stage = _stage(stage, fleet)
-    _change_registry(
-        _open_store(store, fleet, model),
-        as_json,
-        name,
-        lambda registry: registry.retire(model, stage, name, actor=_actor(actor)),
-    )
+    registry, stage = _registry(store, fleet, model, stage)
+    _change_registry(as_json, name, lambda: registry.retire(model, stage, name, actor=_actor(actor)))
 
 
 @adapter_app.command("history")
@@ -354,8 +330,7 @@ def adapter_history(
 ) -> None:
     """Every change to NAME on STAGE, oldest first: who, when, what, from which version to which."""
     _check_input("adapter name", name)
-    stage = _stage(stage, fleet)
-    registry = AdapterRegistry(_open_store(store, fleet, model))
+    registry, stage = _registry(store, fleet, model, stage)
     with _refusals(as_json):
         history = registry.history(model, stage, name)
     if as_json:
@@ -383,8 +358,7 @@ def adapter_list(
     model: ModelOpt, stage: StageOpt = None, store: StoreOpt = None, fleet: FleetOpt = None, as_json: JsonOpt = False
 ) -> None:
     """The adapters STAGE serves, with versions, staged fractions and fallbacks."""
-    stage = _stage(stage, fleet)
-    registry = AdapterRegistry(_open_store(store, fleet, model))
+    registry, stage = _registry(store, fleet, model, stage)
     with _refusals(as_json):
         state = registry.state(model, stage)
     if as_json:
