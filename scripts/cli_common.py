@@ -144,6 +144,16 @@ def optional_fleet(given: Path | None) -> FleetManifest | None:
     return load_fleet(fleet_file(given))
 
 
+def fleet_models(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of --model: the fleet manifest's model names (none without a
+    manifest that parses)."""
+    try:
+        manifest = optional_fleet(ctx.params.get("fleet"))
+    except LlmfleetError:
+        return []
+    return [spec.name for spec in manifest.models if spec.name.startswith(incomplete)] if manifest else []
+
+
 def from_fleet(
     value: str | None, fleet: Path | None, what: str, read: Callable[[FleetManifest], str | None], how: str
 ) -> str:

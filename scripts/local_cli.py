@@ -21,7 +21,17 @@ from model_store.chat import parse_chat_response
 from model_store.container_contract import STORE_ENV
 from scripts import local_fleet
 from scripts.cli_common import (
-    EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, flag_values, fleet_file, load_and_plan
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    FleetOpt,
+    JsonOpt,
+    console,
+    errors,
+    fail,
+    flag_values,
+    fleet_file,
+    fleet_models,
+    load_and_plan,
 )
 from scripts.local_fleet import STANDIN_LABEL
 
@@ -110,7 +120,10 @@ def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
 def local_up(
     fleet: FleetOpt = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="The model to run (default: the first with LoRA adapters).")
+        str | None,
+        typer.Option(
+            "--model", "-m", autocompletion=fleet_models, help="The model to run (default: the first with LoRA adapters)."
+        ),
     ] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for the server to serve.")] = local_fleet.READY_TIMEOUT_SECONDS,
     as_json: JsonOpt = False,

@@ -29,7 +29,7 @@ from model_store.aws_errors import explain
 from model_store.errors import LlmfleetError
 from model_store.registry import AdapterRegistry, RegistryState
 from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
-from scripts.cli_common import EXIT_BAD_INPUT, FleetOpt, JsonOpt, console, errors, fail, flag_values, from_fleet, optional_fleet
+from scripts.cli_common import EXIT_BAD_INPUT, FleetOpt, JsonOpt, console, errors, fail, flag_values, fleet_models, from_fleet, optional_fleet
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)
@@ -40,7 +40,7 @@ StoreOpt = Annotated[
         "--store", envvar=STORE_ENV, show_envvar=True, help="s3://bucket/prefix of the store (default: the fleet manifest's)."
     ),
 ]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="The model's name in the fleet.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", autocompletion=fleet_models, help="The model's name in the fleet.")]
 StageOpt = Annotated[
     str | None,
     typer.Option("--stage", "-s", help="The registry stage, e.g. prod, staging (default: the fleet manifest's)."),

@@ -35,7 +35,7 @@ from model_store.boot_log import parse_boot_log
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.lock import FactsRecord
 from model_store.plan import ServingPlan
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, planning
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, planning
 from scripts.local_fleet import log_tail
 
 HEALTH_POLL_SECONDS = 2.0
@@ -239,7 +239,7 @@ def _table(verdicts: list[verify.Verdict]) -> Table:
 
 def verify_command(
     fleet: FleetOpt = None,
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", autocompletion=fleet_models, help="Only this model (repeatable).")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Also run vLLM's serve defaults and the seed notebook's settings (eager, util 0.7, len 2048) on the same workload.")] = False,
     requests: Annotated[int, typer.Option(help="Load-test requests per server (0: no load test).")] = 64,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight during the load test (default: the model's target_concurrency).")] = None,

@@ -118,3 +118,16 @@ def test_shell_completion_is_on() -> None:
         app, [], prog_name="llmfleet", env={"_LLMFLEET_COMPLETE": "complete_bash", "COMP_WORDS": "llmfleet adapter pro", "COMP_CWORD": "2"}
     )
     assert completed.stdout.split() == ["promote"]
+
+
+def test_model_names_complete_from_the_fleet_manifest(elsewhere: Path) -> None:
+    def complete(words: str) -> list[str]:
+        env = {"_LLMFLEET_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+        return runner.invoke(app, [], prog_name="llmfleet", env=env).stdout.split()
+
+    assert complete("llmfleet adapter list -m ") == []  # no manifest here
+    named = copy_fleet(elsewhere, "named.yaml")
+    assert complete(f"llmfleet adapter list -f {named} -m qwen") == ["qwen3-small", "qwen25-7b-awq"]
+    copy_fleet(elsewhere)
+    assert complete("llmfleet verify -m r") == ["r1-distill-14b"]
+    assert complete("llmfleet local up --model l") == ["llama3-70b"]
