@@ -13,8 +13,8 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 
-from model_store.families import ConfigError
 from model_store.aws_errors import explain
+from model_store.families import ConfigError
 from model_store.hub import HubClient
 from model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
 from model_store.manifest import ModelSpec, load_fleet
