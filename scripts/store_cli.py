@@ -91,7 +91,9 @@ def _refusals(as_json: bool) -> Iterator[None]:
 def _progress_bar(description: str) -> Iterator[ProgressCallback]:
     """A rich progress bar on stderr, fed by the store's (bytes, total) callback from transfer threads.
 
-    It appears with the first transferred byte, so a refusal before any upload shows none.
+    It appears with the first transferred byte, so a refusal before any upload shows none;
+    until then a spinner (which leaves nothing behind) covers the checks and the hashing of
+    the first files, seconds for multi-GiB shards.
     """
     bar = Progress(
         "[progress.description]{task.description}",
@@ -102,6 +104,7 @@ def _progress_bar(description: str) -> Iterator[ProgressCallback]:
         console=errors,
     )
     task = bar.add_task(description, total=None)
+    preparing = errors.status(f"{description}: checking the store, hashing the files")
     started = threading.Event()
     lock = threading.Lock()
 
@@ -109,13 +112,16 @@ def _progress_bar(description: str) -> Iterator[ProgressCallback]:
         if not started.is_set():
             with lock:
                 if not started.is_set():
+                    preparing.stop()  # rich shows one live display at a time
                     bar.start()
                     started.set()
         bar.update(task, total=total, advance=done)
 
+    preparing.start()
     try:
         yield advance
     finally:
+        preparing.stop()
         if started.is_set():
             bar.stop()
 
