@@ -51,7 +51,10 @@ BY_CLASS: tuple[tuple[type[BotoCoreError] | tuple[type[BotoCoreError], ...], typ
     (CredentialRetrievalError, AwsSetupError, "{exc}: fix the credential source of the profile in AWS_PROFILE, or " + CREDENTIALS),
     ((EndpointConnectionError, ConnectTimeoutError), AwsError, "{exc}: check the network, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL"),
 )  # fmt: skip
-# ClientError codes that mean the credentials, not the request, are at fault.
+# ClientError codes that mean the credentials, not the request, are at fault, from the services'
+# error lists: S3's (ExpiredToken, TokenRefreshRequired, InvalidAccessKeyId, SignatureDoesNotMatch),
+# the JSON services' (ExpiredTokenException, UnrecognizedClientException), STS/IAM's
+# InvalidClientTokenId, EC2's AuthFailure.
 EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired"})
 REJECTED_CODES = frozenset(
     {"InvalidClientTokenId", "UnrecognizedClientException", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthFailure"}
