@@ -20,7 +20,7 @@ app = typer.Typer(
     help=(
         "Plan, deploy and operate vLLM fleets on AWS from one fleet.yaml.\n\n"
         f"Every command reads the fleet manifest from --fleet/-f FILE, else ${FLEET_ENV}, else ./fleet.yaml; "
-        "--store and --stage default to the manifest's. --debug and --json go before or after the command."
+        "--store and --stage default to the manifest's. --debug and --json go anywhere on the line."
     ),
     cls=ErrorsAsExits,
     callback=global_options,

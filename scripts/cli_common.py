@@ -33,8 +33,11 @@ errors = Console(stderr=True)
 
 DEFAULT_FLEET = Path("fleet.yaml")
 FLEET_WAYS = f"--fleet/-f FILE or {FLEET_ENV}"
+# Flags taken anywhere on the line, as kubectl and the aws CLI take theirs (see hoist_global_flags).
+DEBUG_FLAG = "--debug"  # the root group's
+JSON_FLAG = "--json"  # the commands' own
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+JsonOpt = Annotated[bool, typer.Option(JSON_FLAG, help="Print machine-readable JSON instead of tables.")]
 FleetOpt = Annotated[
     Path | None,
     typer.Option(
@@ -42,9 +45,6 @@ FleetOpt = Annotated[
         help=f"The fleet manifest (default: ./{DEFAULT_FLEET}).",
     ),
 ]  # fmt: skip
-# Flags the root group takes anywhere on the line, as kubectl and the aws CLI do (see hoist_global_flags).
-ANYWHERE = "--debug"
-BEFORE_OR_AFTER_THE_COMMAND = "--json"
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -55,19 +55,13 @@ def fail(message: str, code: int) -> typer.Exit:
 
 def hoist_global_flags(args: list[str]) -> list[str]:
     """The command line as click parses it: `--debug` from anywhere to the front (the root
-    group's), `--json` from before the command to after it (the command's own; one without
-    it refuses it). Nothing after `--` moves."""
+    group's), `--json` from anywhere to the end, where the command reads it (one without it
+    refuses it). Nothing after `--` moves."""
     end = args.index("--") if "--" in args else len(args)
     head, tail = args[:end], args[end:]
-    command_at = next((i for i, arg in enumerate(head) if not arg.startswith("-")), None)
-
-    def leading_json(i: int, arg: str) -> bool:
-        return arg == BEFORE_OR_AFTER_THE_COMMAND and command_at is not None and i < command_at
-
-    debug = [arg for arg in head if arg == ANYWHERE]
-    moved = [arg for i, arg in enumerate(head) if leading_json(i, arg)]
-    rest = [arg for i, arg in enumerate(head) if arg != ANYWHERE and not leading_json(i, arg)]
-    return debug + rest + moved + tail
+    debug = [arg for arg in head if arg == DEBUG_FLAG]
+    as_json = [arg for arg in head if arg == JSON_FLAG]
+    return debug + [arg for arg in head if arg not in (DEBUG_FLAG, JSON_FLAG)] + as_json + tail
 
 
 class ErrorsAsExits(TyperGroup):
@@ -117,7 +111,7 @@ def global_options(
     debug: Annotated[
         bool,
         typer.Option(
-            ANYWHERE, help="On an error, print its traceback before the one-line message (anywhere on the line)."
+            DEBUG_FLAG, help="On an error, print its traceback before the one-line message (anywhere on the line)."
         ),
     ] = False,
     version: Annotated[

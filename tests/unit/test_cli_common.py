@@ -1,5 +1,5 @@
 """The conventions every command shares: the fleet manifest from --fleet/-f, LLMFLEET_FLEET or
-./fleet.yaml; --debug and --json before or after the command; --version; shell completion."""
+./fleet.yaml; --debug and --json anywhere on the line; --version; shell completion."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def copy_fleet(directory: Path, name: str = "fleet.yaml") -> Path:
         (["adapter", "list", "-m", "x", "--debug"], ["--debug", "adapter", "list", "-m", "x"]),
         (["--json", "plan", "-f", "a.yaml"], ["plan", "-f", "a.yaml", "--json"]),
         (["--json", "--debug", "status"], ["--debug", "status", "--json"]),
-        (["plan", "--json"], ["plan", "--json"]),
-        (["invoke", "m", "--debug", "--", "--debug", "--json"], ["--debug", "invoke", "m", "--", "--debug", "--json"]),
+        (["adapter", "--json", "list", "-m", "x"], ["adapter", "list", "-m", "x", "--json"]),
+        (["plan", "--json", "-f", "a.yaml"], ["plan", "-f", "a.yaml", "--json"]),
+        (["invoke", "m", "--json", "--", "--debug", "--json"], ["invoke", "m", "--json", "--", "--debug", "--json"]),
         (["--json"], ["--json"]),
     ],
 )
@@ -75,11 +76,13 @@ def test_without_a_fleet_the_one_line_says_how_to_give_one(elsewhere: Path) -> N
         assert line.startswith("error: no fleet manifest: no fleet.yaml in ") and "--fleet/-f FILE or LLMFLEET_FLEET" in line
 
 
-def test_json_and_debug_come_before_or_after_the_command(elsewhere: Path) -> None:
+def test_json_and_debug_come_anywhere_on_the_line(elsewhere: Path) -> None:
     copy_fleet(elsewhere)
     before, after = runner.invoke(app, ["--json", "plan"]), runner.invoke(app, ["plan", "--json"])
     assert before.exit_code == after.exit_code == 0
     assert json.loads(before.stdout) == json.loads(after.stdout)
+    between = runner.invoke(app, ["local", "--json", "up", "--model", "nonesuch"])  # parsed by `up`, then refused
+    assert between.exit_code == EXIT_BAD_INPUT and "--model 'nonesuch': the fleet has" in between.stderr
     refused = runner.invoke(app, ["--json", "schema"])  # a command without --json says so
     assert refused.exit_code == 2 and "No such option: --json" in refused.stderr
     for line in (["plan", "-f", "absent.yaml", "--debug"], ["--debug", "plan", "-f", "absent.yaml"]):
