@@ -33,10 +33,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model_store.container_contract import TARGET_PORTS
 from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 from model_store.manifest import DNS_LABEL
-from model_store.store import MANIFEST_NAME, MODEL_CONFIG, StoreLocation
+from model_store.store import MANIFEST_NAME, MODEL_CONFIG, ModelStore, StoreError, StoreLocation
 
 POLICY_VERSION = "2012-10-17"
 # The store layout's top folders (model_store.store).
@@ -185,10 +184,12 @@ class ServingScope:
 def compile_cache_scope(store: StoreLocation, model: str, stage: str, target: str) -> str:
     """`compile-cache/<model>/<stage>/<target>`: the caches one stage's servers on one target
     publish and restore. vLLM unpickles its compile cache, so no other stage's or target's
-    server may write what these load (model_store/store.py keeps the same layout)."""
-    if target not in TARGET_PORTS:
-        raise AccessError(f"target: must be one of {sorted(TARGET_PORTS)}, but {target!r} was given")
-    return store.key(COMPILE_CACHE, check_model(model), check_stage(stage), target)
+    server may write what these load. The key is the one servers use
+    (ModelStore.compile_cache_prefix); building it needs no S3 client."""
+    try:
+        return ModelStore(store, s3_client=None).compile_cache_prefix(model, stage, target)
+    except StoreError as exc:
+        raise AccessError(str(exc)) from None
 
 
 def serving_scope(store: StoreLocation, model: str, stage: str, target: str) -> ServingScope:

@@ -7,7 +7,8 @@ directory to the store after its first healthy start and later starts restore it
 The key names everything that makes a cache useless to another server: vLLM's version,
 the model revision and its path on disk (vLLM hashes the path into its own cache key: the
 model root of ECS tasks and SageMaker's /opt/ml/model make two caches), the accelerator,
-and every vLLM setting of the plan except those that only name or time the server. vLLM hashes its own configuration again inside the cache and
+and every vLLM setting of the plan except those that only name or time the server or say
+where media may come from. vLLM hashes its own configuration again inside the cache and
 recompiles on a mismatch, so a key that is too coarse costs a download, never a wrong
 answer; one that is too fine costs a compile.
 """
@@ -20,8 +21,10 @@ import json
 from model_store.plan import Frozen, ServingPlan
 
 # Settings that do not change what vLLM compiles: names, the drain timeout, the output
-# parser, and how the weights are read.
-NOT_COMPILED = frozenset({"served_model_name", "shutdown_timeout", "reasoning_parser", "load_format"})
+# parser, how the weights are read, and which hosts media may be fetched from.
+NOT_COMPILED = frozenset(
+    {"served_model_name", "shutdown_timeout", "reasoning_parser", "load_format", "allowed_media_domains"}
+)
 KEY_LENGTH = 16  # hex digits: 64 bits, no collision among a model's few dozen configurations
 
 

@@ -28,6 +28,11 @@ STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 # Read by the CLI, not the container; named here so every LLMFLEET_ name has one home.
 API_KEY_ENV = "LLMFLEET_API_KEY"
 FLEET_ENV = "LLMFLEET_FLEET"  # the fleet manifest when --fleet/-f is not given (else ./fleet.yaml)
+# vLLM's own name for the server's key: the stacks' secret and the local fleet set it, vLLM and
+# the entrypoint's front door (middleware, image server) read it.
+VLLM_API_KEY_ENV = "VLLM_API_KEY"
+# A container without LLMFLEET_TARGET is an ECS task.
+DEFAULT_TARGET = "ecs"
 
 # Ports the orchestrators expect: ECS task definitions map 8000; SageMaker requires 8080.
 TARGET_PORTS = {"ecs": 8000, "sagemaker": 8080}

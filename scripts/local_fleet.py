@@ -30,7 +30,7 @@ import httpx
 import psutil
 from botocore.config import Config
 
-from model_store.container_contract import TARGET_PORTS, container_env
+from model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
 from model_store.access import POLICY_VERSION, ci_publisher_statements
 from model_store.adapters import accepted_bases_for, max_rank_for
 from model_store.architectures import read_checkpoint_architecture
@@ -584,7 +584,7 @@ def entrypoint_env(
             "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": plan.region,
-            "VLLM_API_KEY": api_key,
+            VLLM_API_KEY_ENV: api_key,
             "VLLM_CPU_KVCACHE_SPACE": CPU_KV_CACHE_GIB,
         }
     )

@@ -21,7 +21,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from model_store.container_contract import TARGET_PORTS, container_env
+from model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
 from model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
 from model_store.image_plan import AnyPlan
 from model_store.plan import DEFAULT_MODEL_ROOT, DeploymentPlan
@@ -312,7 +312,7 @@ class GpuServiceConstruct(Construct):
             gpu_count=plan.tensor_parallel_size,
             memory_reservation_mib=int(instance_mib * TASK_MEMORY_SHARE),
             environment=container_env(plan, props.store.uri, TARGET, model_root=DEFAULT_MODEL_ROOT),
-            secrets={"VLLM_API_KEY": ecs.Secret.from_secrets_manager(self.api_key)},
+            secrets={VLLM_API_KEY_ENV: ecs.Secret.from_secrets_manager(self.api_key)},
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
             logging=ecs.LogDrivers.aws_logs(stream_prefix=plan.model_name, log_group=self.log_group),
             stop_timeout=cdk.Duration.seconds(plan.timing.drain_seconds),

@@ -34,16 +34,12 @@ from typing import Any
 from containers.entrypoint.routing import RoutesWatcher, StateDir
 from containers.entrypoint.sagemaker import PayloadError, completion_to_generated_text, is_tgi_payload, tgi_to_completion
 from containers.entrypoint.settings import EntrypointError
-from model_store.container_contract import PLAN_ENV, STATE_DIR_ENV, TARGET_ENV
+from model_store.container_contract import DEFAULT_TARGET, PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
 from model_store.front_door import ADAPTERS_PATH, INVOCATIONS_PATH, Access, allowed, is_admin_path, path_access
 from model_store.image_plan import plan_from_json
 from model_store.plan import ServingPlan
 from model_store.request_limits import RequestLimits, RequestRefused, check_name, check_request, declared_length, parse_json, text_limits
 
-# The name vLLM reads its key from; the stacks' secret and the local fleet set it.
-API_KEY_ENV = "VLLM_API_KEY"
-# As settings_from_env: a container without LLMFLEET_TARGET is an ECS task.
-DEFAULT_TARGET = "ecs"
 # Reachable during drain: the agent's and the metrics scraper's own view of the server.
 DRAIN_EXEMPT_PATHS = frozenset({"/metrics", ADAPTERS_PATH})
 SAGEMAKER_ADAPTER_HEADER = b"x-amzn-sagemaker-adapter-identifier"
@@ -269,7 +265,7 @@ class LlmfleetMiddleware:
         self.routes = RoutesWatcher(self.state)
         target = target or environ.get(TARGET_ENV, DEFAULT_TARGET)
         # Read once, as vLLM reads VLLM_API_KEY once.
-        self.door = FrontDoor("text", target, api_key if api_key is not None else environ.get(API_KEY_ENV))
+        self.door = FrontDoor("text", target, api_key if api_key is not None else environ.get(VLLM_API_KEY_ENV))
         self.limits = limits or text_limits(_plan(environ))
         # Requests per served LoRA name (name@version of the route table); a name leaves at zero.
         self.in_flight: Counter[str] = Counter()

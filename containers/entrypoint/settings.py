@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from model_store.container_contract import (
     COMPILE_CACHE_ENV,
     DEFAULT_HOST,
+    DEFAULT_TARGET,
     DEFAULT_METRICS_SECONDS,
     DEFAULT_POLL_SECONDS,
     ENDPOINT_URL_ENV,
@@ -89,7 +90,7 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
     store_uri = env.get(STORE_ENV)
     if not store_uri or not store_uri.startswith("s3://") or len(store_uri) <= len("s3://"):
         raise EntrypointError(f"{STORE_ENV}={store_uri!r}: set it to the model store, s3://bucket[/prefix]")
-    target = env.get(TARGET_ENV, "ecs")
+    target = env.get(TARGET_ENV, DEFAULT_TARGET)
     if target not in TARGET_PORTS:
         raise EntrypointError(f"{TARGET_ENV}={target!r}: allowed {sorted(TARGET_PORTS)}")
     port_text = env.get(PORT_ENV) or str(TARGET_PORTS[target])

@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from model_store.adapters import AdapterRejected, accepted_bases_for, check_segment, validate_adapter
 from model_store.architectures import ArchitectureFacts
-from model_store.container_contract import STORE_ENV
+from model_store.container_contract import DEFAULT_TARGET, STORE_ENV
 from containers.entrypoint.settings import EntrypointError, EntrypointSettings
 from model_store.compile_cache import CompileCacheKey
 from model_store.plan import DeploymentPlan, ServingPlan
@@ -42,7 +42,6 @@ from model_store.store import (
 ATTEMPTS = 4
 FIRST_DELAY_SECONDS = 1.0
 ADAPTER_CACHE = "_adapters"  # under the model root; model names are DNS labels, never "_..."
-DEFAULT_TARGET = "ecs"  # the container contract's, when LLMFLEET_TARGET is not set
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
+from model_store.container_contract import VLLM_API_KEY_ENV
 from model_store.registry import RegistryRefused, RegistryState
 
 from containers.entrypoint.agent import AdapterAgent
@@ -245,7 +246,7 @@ def supervise(
         signal.signal(signal.SIGTERM, drain)
         signal.signal(signal.SIGINT, drain)
 
-        vllm = LocalVllm(settings.local_address, settings.port, env.get("VLLM_API_KEY"))
+        vllm = LocalVllm(settings.local_address, settings.port, env.get(VLLM_API_KEY_ENV))
         if vllm.wait_healthy(lambda: child.poll() is None, stop.is_set):
             log.info("vLLM is ready on port %d (pid %d)", settings.port, child.pid)
             record_boot(settings, state, output.ready(), synced, cache, time.monotonic() - vllm_started)

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 import uvicorn
 
 from containers.entrypoint.metrics import start_publisher
-from containers.entrypoint.middleware import API_KEY_ENV
 from containers.entrypoint.settings import EntrypointSettings
 from containers.entrypoint.store_sync import StoreGateway
 from containers.image_server.app import Batcher, create_app
 from containers.image_server.pipeline import ImagePipeline
+from model_store.container_contract import VLLM_API_KEY_ENV
 from model_store.request_limits import queue_images
 
 log = logging.getLogger("llmfleet.image_server")
@@ -61,7 +61,7 @@ def serve_images(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     batcher = Batcher(pipeline.generate, plan.image.max_batch, queue_images(plan.image))
     batcher.start()
     draining, stop = threading.Event(), threading.Event()
-    app = create_app(plan, batcher, env.get(API_KEY_ENV) or None, draining, settings.server_id, settings.target)
+    app = create_app(plan, batcher, env.get(VLLM_API_KEY_ENV) or None, draining, settings.server_id, settings.target)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5)
     server = DrainingServer(config, batcher, draining, plan.image.drain_seconds)
     start_publisher(batcher.metrics_text, lambda: 0, settings, stop)

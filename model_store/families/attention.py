@@ -125,6 +125,12 @@ def _interval(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
     return [("full", None) if (i + 1) % every == 0 else ("state", None) for i in range(num_layers)]
 
 
+def _parallel_hybrid(text: ConfigView, model_type: str, num_layers: int) -> LayerKinds:
+    """Falcon-H1: every layer runs attention and a Mamba-2 mixer side by side, so each holds
+    a KV cache and a state (vLLM falcon_h1.py FalconH1ParallelHybrid): two entries a layer."""
+    return _full(text, model_type, num_layers) + [("state", None)] * num_layers
+
+
 # Nemotron-H's one-letter block types: a Mamba-2 layer, an attention layer, or a layer that
 # is only an MLP (dense or MoE).
 _BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
@@ -162,6 +168,7 @@ LAYOUTS: dict[Layout, Callable[[ConfigView, str, int], LayerKinds]] = {
     "llama4_chunked": _llama4_chunked,
     "interval": _interval,
     "block_pattern": _block_pattern,
+    "parallel_hybrid": _parallel_hybrid,
 }
 # `layer_types` entries -> (kind, the key that holds its window).
 LAYER_TYPES = {
@@ -175,11 +182,18 @@ LAYER_TYPES = {
 
 
 def layer_kinds(text: ConfigView, model_type: str, parts: TextParts, num_layers: int) -> LayerKinds:
-    """(kind, window) for each decoder layer (kind None: an MLP-only layer): an explicit
-    `layer_types` list, else the row's layout. State layers need a row with a state part."""
+    """(kind, window) for each decoder layer's token mixer (kind None: an MLP-only layer; a
+    parallel hybrid's layers have two): an explicit `layer_types` list, else the row's layout.
+    State layers need a row with a state part."""
     layer_types = text.str_list("layer_types")
     if layer_types is None:
         return LAYOUTS[parts.layout](text, model_type, num_layers)
+    if parts.layout == "parallel_hybrid":
+        raise text.error(
+            "layer_types",
+            f"is set for model_type {model_type!r}, whose layers each run attention and a state mixer; "
+            "one kind a layer is not modelled",
+        )
     if len(layer_types) != num_layers:
         raise text.error("layer_types", f"has {len(layer_types)} entries for {num_layers} layers")
     modelled = [name for name, (kind, _) in LAYER_TYPES.items() if kind != "state" or parts.state]

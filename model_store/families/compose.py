@@ -243,7 +243,8 @@ def _compose(top: ConfigView, total_size: int | None, source: str) -> Architectu
         parameters=parameters,
         lora_shapes=tuple(mixers.lora + mlp.lora_shapes(hidden)),
         moe=mlp.moe,
-        weight_format=checkpoint_format(config, top.where),
+        # vLLM lifts a wrapper's text_config quantization_config (Kimi-K2.5) to the top
+        weight_format=checkpoint_format(text.data if config.get("quantization_config") is None else config, top.where),
         checkpoint_bytes=total_size,
         mla_shape=mixers.mla_shape,
         inferred=row is INFERRED,

@@ -104,7 +104,8 @@ def _widths(text: ConfigView, parts: TextParts, moe_layers: int, num_layers: int
     expert_width = text.int("moe_intermediate_size", None) or text.int("intermediate_size")
     dense_width = text.int("intermediate_size") if moe_layers < num_layers else 0
     shared = (
-        text.int("shared_expert_intermediate_size", 0, minimum=0)
+        (text.int(parts.shared_mlp, 0, minimum=0) if parts.shared_mlp else 0)
+        or text.int("shared_expert_intermediate_size", 0, minimum=0)
         or text.int("moe_shared_expert_intermediate_size", 0, minimum=0)  # Nemotron-3
         or text.int("n_shared_experts", 0, minimum=0) * expert_width
     )
@@ -132,7 +133,8 @@ def read_mlp(text: ConfigView, parts: TextParts, num_layers: int) -> MlpLayout:
     flags = MOE_LAYOUTS[parts.moe_layers](text, num_layers) if experts > 1 or parts.moe_layers == "block_pattern" else []
     with_mlp = num_layers - flags.count(None)
     if experts <= 1:
-        return MlpLayout(dense_layers=with_mlp, dense_intermediate=text.int("intermediate_size"), moe=None, gated=parts.gated_mlp)
+        width = text.int(parts.shared_mlp, 0, minimum=0) if parts.shared_mlp else text.int("intermediate_size")
+        return MlpLayout(dense_layers=with_mlp if width else 0, dense_intermediate=width, moe=None, gated=parts.gated_mlp)
     moe_layers = flags.count(True)
     expert_width, dense_width, shared = _widths(text, parts, moe_layers, with_mlp)
     moe = MoeFacts(

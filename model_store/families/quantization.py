@@ -69,15 +69,39 @@ _IGNORE_WORDS = {
 }
 
 
-def _uncovered(entries: list[str] | None) -> frozenset[str]:
+# A module of each group as DeepSeek- and Qwen-style checkpoints name it, for `re:` entries:
+# compressed-tensors matches those against module names (re.match), so they are tried here
+# on these names rather than read for words ("re:.*shared_experts.*" leaves routed experts
+# quantized; "re:.*mlp\.(gate|up|down)_proj.*" names the dense MLP).
+_GROUP_MODULES = {
+    "attention": "model.layers.1.self_attn.q_proj",
+    "experts": "model.layers.1.mlp.experts.0.gate_proj",
+    "shared_experts": "model.layers.1.mlp.shared_experts.gate_proj",
+    "dense_mlp": "model.layers.0.mlp.gate_proj",
+}
+
+
+def _regex_groups(quant: ConfigView, key: str, entry: str) -> set[str]:
+    """Groups whose module an `re:` entry matches."""
+    try:
+        pattern = re.compile(entry[3:])
+    except re.error as exc:
+        raise quant.error(key, f"entry {entry!r} is not a regular expression ({exc})") from None
+    return {group for group, name in _GROUP_MODULES.items() if pattern.match(name)}
+
+
+def _uncovered_by(quant: ConfigView, key: str) -> frozenset[str]:
     """Groups that `ignore`/`modules_to_not_convert` entries leave in 16 bit."""
     kept = set()
-    for entry in entries or []:
-        text = str(entry)
+    for entry in quant.str_list(key) or []:
+        matched = _regex_groups(quant, key, entry) if entry.startswith("re:") else set()
+        if matched:
+            kept |= matched
+            continue
         for group, words in _IGNORE_WORDS.items():
-            # "re:.*self_attn.*" or "model.layers.0.self_attn" ignore attention; a bare
-            # "lm_head" or router gate ignores nothing the format covers anyway.
-            if any(word in text for word in words) and not re.search(r"layers\.\d+\.", text):
+            # "model.layers.0.self_attn" ignores one layer, not the group; a bare "lm_head" or
+            # router gate ignores nothing the format covers anyway.
+            if any(word in entry for word in words) and not re.search(r"layers\.\d+\.", entry):
                 kept.add(group)
     return frozenset(kept)
 
@@ -120,10 +144,6 @@ def _ct_scheme(bits: int, kind: str, group_size: int | None, act_bits: int | Non
     if kind == "int" and bits == 4:
         return f"W4A{act_bits or 16}" + (f" g{group_size}" if group_size else ""), _int_group(4, group_size, not symmetric), 7.5
     raise ConfigError(f"{where}: compressed-tensors scheme with {bits}-bit {kind} weights is not modelled")
-
-
-def _uncovered_by(quant: ConfigView, key: str) -> frozenset[str]:
-    return _uncovered(quant.str_list(key))
 
 
 def _group_size(weights: ConfigView) -> int | None:

@@ -12,7 +12,8 @@ and the text model type its `text_config` holds. The rows of 2026-11 were checke
 vLLM's model file of the same name (vllm/model_executor/models/, 0.26 and 0.32) and the
 Hugging Face modeling code; those added in 2026-12 against vLLM's main branch as read then
 (qwen3_next.py, qwen3_5.py, nemotron_h.py, nemotron_nas.py, deepseek_v2.py, qwen3_vl.py,
-minimax_m2.py).
+minimax_m2.py; kimi_k25.py, kimi_k25_vit.py and mimo.py at 055e47c, granitemoehybrid.py at
+0195c9e, falcon_h1.py at 0189427, phimoe.py at 0152400).
 
 Adding a model type is one row here; a new kind of part is one module beside this one and
 one field value (docs/adding-a-model-family.md).
@@ -27,7 +28,10 @@ from model_store.families.state import Mamba2Keys
 
 # How each decoder layer's attention kind is read, besides an explicit `layer_types` list
 # (which always wins): see attention.LAYOUTS.
-Layout = Literal["full", "sliding_all", "sliding_opt_in", "gemma2", "gemma3", "llama4_chunked", "interval", "block_pattern"]
+Layout = Literal[
+    "full", "sliding_all", "sliding_opt_in", "gemma2", "gemma3", "llama4_chunked", "interval", "block_pattern",
+    "parallel_hybrid",
+]
 # Which layers are mixtures of experts when the config has experts: see mlp.MOE_LAYOUTS.
 MoeLayers = Literal["every", "deepseek", "qwen", "llama4", "block_pattern", "block_configs"]
 # How a vision tower projects into the LM: Qwen-VL merges 2x2 patches through an MLP (Qwen3-VL
@@ -65,6 +69,8 @@ class TextParts:
     state: Literal["gated_delta_net", "mamba2"] | None = None  # recurrent-state layers (state.py)
     state_keys: Mamba2Keys | None = None  # where a Mamba-2 row reads its fields
     indexer: bool = False  # DeepSeek sparse attention: an indexer and its key cache per layer
+    shared_mlp: str | None = None  # Granite-4.0-H: the key of a gated MLP's width on every layer,
+    # the shared expert beside routed experts or, without experts, the dense MLP
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,12 @@ _NEMOTRON_H = TextParts(
         ssm_dtype="mamba_ssm_cache_dtype", ssm_dtype_default="float32",
     ),
 )  # fmt: skip
+# Granite-4.0-H and Falcon-H1 name their Mamba-2 fields alike; the mixer's width is Falcon's
+# `mamba_d_ssm`, else `mamba_expand` x hidden (vLLM granitemoehybrid.py, falcon_h1.py).
+_MAMBA_PREFIXED = Mamba2Keys(
+    "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv", "mamba_chunk_size",
+    inner="mamba_d_ssm", expand="mamba_expand",
+)  # fmt: skip
 
 MODEL_TYPES: dict[str, ModelType] = {
     # dense and MoE grouped-query attention
@@ -115,8 +127,16 @@ MODEL_TYPES: dict[str, ModelType] = {
     "mistral": ModelType(TextParts(layout="sliding_all")),  # sliding_window on every layer (Mistral-7B-v0.1)
     "ministral3": ModelType(TextParts(layout="sliding_all")),
     "mixtral": ModelType(TextParts(layout="sliding_all")),
+    # Phi-3.5-MoE: Mixtral-shaped experts, biased q/k/v (o_proj's and lm_head's biases, 0.2 M, are
+    # not counted), LayerNorms with biases (two a layer, counted as four norms); vLLM phimoe.py
+    # leaves the config's sliding_window to the cache config, so every layer is windowed as in
+    # mistral.py
+    "phimoe": ModelType(TextParts(layout="sliding_all", qkv_bias=True, norms_per_layer=4)),
     "qwen2": ModelType(_QWEN2),
     "qwen2_moe": ModelType(replace(_QWEN2, moe_layers="qwen", shared_expert_gate=True)),
+    # MiMo: Qwen2 with multi-token-prediction layers that share the embeddings (vLLM mimo.py
+    # skips `model.mtp_layers.`; mimo_mtp.py loads them as the drafter)
+    "mimo": ModelType(replace(_QWEN2, mtp=Mtp("num_nextn_predict_layers", own_embeddings=False))),
     "qwen3": ModelType(_QWEN3),
     "qwen3_moe": ModelType(_QWEN3_MOE),
     "qwen3_vl_text": ModelType(_QWEN3),  # Qwen3 inside the Qwen3-VL wrappers (multimodal rope)
@@ -143,10 +163,21 @@ MODEL_TYPES: dict[str, ModelType] = {
     "qwen3_5_text": ModelType(_QWEN3_NEXT),
     "qwen3_5_moe_text": ModelType(_QWEN3_NEXT),
     "nemotron_h": ModelType(_NEMOTRON_H),
+    # Granite-4.0-H: Mamba-2 or attention layers by `layer_types`, each with routed experts of
+    # `intermediate_size` and a shared MLP (or that MLP alone: the dense H-1B, H-Micro)
+    "granitemoehybrid": ModelType(
+        TextParts(state="mamba2", state_keys=_MAMBA_PREFIXED, shared_mlp="shared_intermediate_size")
+    ),
+    # Falcon-H1: attention and Mamba-2 side by side in every layer (the mixer's gated norm is
+    # counted even where `mamba_rms_norm` leaves it out: `mamba_d_ssm` weights a layer)
+    "falcon_h1": ModelType(TextParts(layout="parallel_hybrid", state="mamba2", state_keys=_MAMBA_PREFIXED)),
     # per-layer heterogeneous blocks (Llama-3.1/3.3-Nemotron Super and Ultra)
     "nemotron-nas": ModelType(TextParts(attention="block_configs", moe_layers="block_configs")),
     # multimodal wrappers
     "gemma3": ModelType(_GEMMA3, VisionParts("linear"), "gemma3_text"),
+    # Kimi-K2.5: Kimi-K2 (DeepSeek-V3) text and MoonViT, whose patch merger is Qwen3-VL's shape
+    # (a norm, then two biased linears over 2x2 merged patches; vLLM kimi_k25_vit.py)
+    "kimi_k25": ModelType(_MLA, VisionParts("qwen3_merger"), "kimi_k2"),
     "llama4": ModelType(_LLAMA4, VisionParts("mlp"), "llama4_text"),
     "llava": ModelType(_GQA, VisionParts("mlp"), "llama"),
     "mistral3": ModelType(_GQA, VisionParts("mlp"), "mistral"),

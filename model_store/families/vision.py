@@ -2,8 +2,8 @@
 
 Counted from `vision_config` as a ViT (patch embedding, position embeddings, `layers` x
 (attention + MLP + 2 norms)) plus the projector into the LM's hidden size, per encoder type
-(SigLIP/CLIP: fc1/fc2 MLP with biases; Pixtral, Qwen2.5-VL: gated MLP; Qwen merges 2x2
-patches before projecting).
+(SigLIP/CLIP, Kimi-K2.5's MoonViT: fc1/fc2 MLP with biases; Pixtral, Qwen2.5-VL: gated MLP;
+Qwen and Kimi-K2.5 merge 2x2 patches before projecting).
 """
 
 from __future__ import annotations
@@ -18,11 +18,27 @@ from model_store.families.registry import Projector, VisionParts
 _GATED_ENCODERS = {"pixtral", "qwen2_5_vl"}
 
 
+def _merged_patches(vision: ConfigView) -> int:
+    """Patches merged into one LM token: `spatial_merge_size` squared, or Kimi's
+    `merge_kernel_size` [height, width]."""
+    kernel = vision.int_list("merge_kernel_size")
+    if kernel is None:
+        return vision.int("spatial_merge_size", 1) ** 2
+    if len(kernel) != 2 or min(kernel) < 1:
+        raise vision.error("merge_kernel_size", f"must be [height, width] of positive sizes, got {kernel!r}")
+    return kernel[0] * kernel[1]
+
+
 def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) -> int:
-    # Qwen2-VL's vision_config has the encoder's width in `embed_dim` and the LM's in `hidden_size`.
-    h = vision.int("embed_dim", None) or vision.int("hidden_size")
-    layers = vision.int("num_hidden_layers", None) or vision.int("depth")
-    intermediate = vision.int("intermediate_size", None) or h * vision.int("mlp_ratio", 4)
+    # Qwen2-VL's vision_config has the encoder's width in `embed_dim` and the LM's in `hidden_size`;
+    # Kimi-K2.5's MoonViT names its own `vt_hidden_size`, `vt_num_hidden_layers`, `vt_intermediate_size`.
+    h = vision.int("embed_dim", None) or vision.int("vt_hidden_size", None) or vision.int("hidden_size")
+    layers = vision.int("num_hidden_layers", None) or vision.int("vt_num_hidden_layers", None) or vision.int("depth")
+    intermediate = (
+        vision.int("intermediate_size", None)
+        or vision.int("vt_intermediate_size", None)
+        or h * vision.int("mlp_ratio", 4)
+    )
     patch = vision.int("patch_size")
     channels = vision.int("num_channels", None) or vision.int("in_channels", 3)
     temporal = vision.int("temporal_patch_size", 1)
@@ -31,9 +47,12 @@ def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) 
     mlp = (3 if gated else 2) * h * intermediate + intermediate + h
     per_layer = attention + mlp + 4 * h
     patch_embedding = channels * temporal * patch * patch * h
-    # a learned position per patch of the largest image, or (Qwen3-VL) a table to interpolate
-    positions = ((vision.int("image_size", 0, minimum=0) // patch) ** 2 + vision.int("num_position_embeddings", 0, minimum=0)) * h
-    merge = vision.int("spatial_merge_size", 1) ** 2
+    # a learned position per patch of the largest image, or (Qwen3-VL; Kimi-K2.5 as a height x
+    # width grid) a table to interpolate
+    grid = vision.int("init_pos_emb_height", 0, minimum=0) * vision.int("init_pos_emb_width", 0, minimum=0)
+    table = vision.int("num_position_embeddings", 0, minimum=0) + grid
+    positions = ((vision.int("image_size", 0, minimum=0) // patch) ** 2 + table) * h
+    merge = _merged_patches(vision)
     return layers * per_layer + patch_embedding + positions + PROJECTORS[tower.projector](h, merge, text_hidden, vision)
 
 

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from containers.image_server.app import PIPELINE_CALLS
+from model_store.container_contract import VLLM_API_KEY_ENV
 from model_store.store import ModelStore, StoreLocation
 from scripts.standin_model import entrypoint_environment
 from scripts.standin_pipeline import make_tiny_pipeline, standin_image_plan
@@ -57,7 +58,7 @@ def boot(image_store: tuple[str, Path], moto_endpoint: str, name: str) -> Server
         plan, store_uri=store_uri, endpoint_url=moto_endpoint, model_root=work / f"{name}-cache", port=port,
         server_id=name, metrics_seconds=1, base=aws_credentials(moto_endpoint),
     )  # fmt: skip
-    env["VLLM_API_KEY"] = API_KEY
+    env[VLLM_API_KEY_ENV] = API_KEY
     tmp = work / f"{name}-tmp"
     tmp.mkdir(exist_ok=True)
     server = Server(start_entrypoint(env, work / f"{name}.log"), port, work / f"{name}.log", tmp)

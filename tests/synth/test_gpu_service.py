@@ -7,6 +7,7 @@ import json
 import pytest
 
 from containers.entrypoint.settings import settings_from_env
+from model_store.container_contract import VLLM_API_KEY_ENV
 from model_store.plan import ServingPlan
 from model_store.store import StoreLocation
 from stacks.config import StackConfigError
@@ -46,8 +47,8 @@ def test_task_environment_carries_the_plan_and_the_key_is_a_secret(secure_fleet:
         assert (settings.plan, settings.target, settings.port) == (plan, "ecs", CONTAINER_PORT)
         assert [m["ContainerPath"] for m in definition["MountPoints"]] == list(WRITABLE_PATHS.values())
         assert settings.model_root in WRITABLE_PATHS.values()
-        assert "VLLM_API_KEY" not in environment
-        assert [s["Name"] for s in definition["Secrets"]] == ["VLLM_API_KEY"]
+        assert VLLM_API_KEY_ENV not in environment
+        assert [s["Name"] for s in definition["Secrets"]] == [VLLM_API_KEY_ENV]
         assert definition["LogConfiguration"]["LogDriver"] == "awslogs"
 
 

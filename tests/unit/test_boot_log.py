@@ -106,6 +106,14 @@ def test_the_compile_cache_key_changes_with_what_invalidates_a_cache(plan) -> No
     assert len({key.key, *(k.key for k in changed)}) == 6
 
 
+def test_the_compile_cache_key_ignores_the_media_domain_allowlist(plan) -> None:
+    def key(domains: list[str] | None) -> str:
+        settings = plan.vllm.model_copy(update={"allowed_media_domains": domains})
+        return compile_cache_key(plan.model_copy(update={"vllm": settings}), vllm_version="1", accelerator="a", model_path="/m").key
+
+    assert key(["images.example.com"]) == key(["cdn.example.org", "images.example.com"]) == key(None)
+
+
 def test_the_compile_cache_key_ignores_names_and_timeouts(plan) -> None:
     renamed = plan.vllm.model_copy(update={"served_model_name": "other", "shutdown_timeout": 999})
     assert (

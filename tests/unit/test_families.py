@@ -5,13 +5,14 @@ layer layouts, and a clear refusal, naming the key, of whatever the planner cann
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from model_store.families import ConfigError, facts_from_config
 from model_store.families.registry import INFERRED_REASON
-from model_store.kv_cache import state_bytes_per_sequence
+from model_store.kv_cache import STATE_BLOCKS_PER_REQUEST, kv_capacity, state_bytes_per_sequence
 from model_store.plan import kv_bytes_per_token, weight_bytes
 from tests.conftest import REPO
 
@@ -120,6 +121,20 @@ HAND_KV = {
     "nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": 6 * 2 * 2 * 128 * 2,
     # Qwen3-VL-4B: text_config's 36 layers x 2 x 8 KV heads x 128
     "Qwen__Qwen3-VL-4B-Instruct": 36 * 2 * 8 * 128 * 2,
+    # Qwen3-VL-30B-A3B: text_config's 48 layers x 2 x 4 KV heads x 128
+    "Qwen__Qwen3-VL-30B-A3B-Instruct": 48 * 2 * 4 * 128 * 2,
+    # Kimi-K2.5: Kimi-K2's MLA latent (512 + 64) on each of text_config's 61 layers
+    "moonshotai__Kimi-K2.5": 61 * (512 + 64) * 2,
+    # MiMo-7B: 36 layers x 2 x 8 KV heads x 4096 / 32; the MTP layer is the drafter's, not cached here
+    "XiaomiMiMo__MiMo-7B-Base": 36 * 2 * 8 * 128 * 2,
+    # Phi-3.5-MoE: 32 layers x 2 x 8 KV heads x 4096 / 32
+    "microsoft__Phi-3.5-MoE-instruct": 32 * 2 * 8 * 128 * 2,
+    # Granite-4.0-H: 4 attention layers of 40 ("attention" in layer_types), 4 KV heads x 1536 / 12
+    "ibm-granite__granite-4.0-h-tiny": 4 * 2 * 4 * 128 * 2,
+    "ibm-granite__granite-4.0-h-1b": 4 * 2 * 4 * 128 * 2,
+    # Falcon-H1: every layer attends (and keeps a state beside it): 2 KV heads x head_dim 128
+    "tiiuae__Falcon-H1-7B-Instruct": 44 * 2 * 2 * 128 * 2,
+    "tiiuae__Falcon-H1-3B-Instruct": 32 * 2 * 2 * 128 * 2,
 }
 
 # State bytes per sequence at bf16, TP 1, derived by hand: per gated-delta-net layer a conv
@@ -132,6 +147,13 @@ HAND_STATE = {
     # x 64) and B, C (8 groups x state 128) in bf16, and a 64 x 64 x 128 recurrent state in
     # float32 (the config's mamba_ssm_cache_dtype)
     "nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16": 23 * ((64 * 64 + 2 * 8 * 128) * 3 * 2 + 64 * 64 * 128 * 4),
+    # Granite-4.0-H: 36 Mamba-2 layers, the mixer mamba_expand 2 x 1536 wide (x) plus B, C of 1 group
+    # x state 128, and a 48 heads x 64 x 128 recurrent state, all bf16
+    "ibm-granite__granite-4.0-h-tiny": 36 * ((2 * 1536 + 2 * 1 * 128) * 3 * 2 + 48 * 64 * 128 * 2),
+    "ibm-granite__granite-4.0-h-1b": 36 * ((2 * 1536 + 2 * 1 * 128) * 3 * 2 + 48 * 64 * 128 * 2),
+    # Falcon-H1: a Mamba-2 state in every layer, mamba_d_ssm wide, 1 group x state 256
+    "tiiuae__Falcon-H1-7B-Instruct": 44 * ((3072 + 2 * 1 * 256) * 3 * 2 + 24 * 128 * 256 * 2),
+    "tiiuae__Falcon-H1-3B-Instruct": 32 * ((4096 + 2 * 1 * 256) * 3 * 2 + 32 * 128 * 256 * 2),
 }
 
 
@@ -166,11 +188,14 @@ def test_mla_is_a_latent_not_per_head_kv() -> None:
         ("LGAI-EXAONE__EXAONE-4.0-32B", [("full", 16, None), ("sliding", 48, 4096)]),
         ("meta-llama__Llama-4-Scout-17B-16E-Instruct", [("full", 12, None), ("chunked", 36, 8192)]),
         ("mistralai__Mistral-7B-v0.1", [("sliding", 32, 4096)]),
+        ("microsoft__Phi-3.5-MoE-instruct", [("sliding", 32, 131072)]),  # the window vLLM's cache config applies
         ("Qwen__Qwen2.5-7B-Instruct", [("full", 28, None)]),  # sliding_window set, use_sliding_window false
         ("deepseek-ai__DeepSeek-V3", [("mla", 61, None)]),
         ("Qwen__Qwen3-Next-80B-A3B-Thinking", [("full", 12, None), ("state", 36, None)]),
         ("Qwen__Qwen3.5-397B-A17B", [("full", 15, None), ("state", 45, None)]),
         ("nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", [("full", 6, None), ("state", 23, None)]),
+        ("ibm-granite__granite-4.0-h-tiny", [("full", 4, None), ("state", 36, None)]),
+        ("tiiuae__Falcon-H1-7B-Instruct", [("full", 44, None), ("state", 44, None)]),
     ],
 )
 def test_layer_layouts(stem: str, layout: list) -> None:
@@ -374,6 +399,98 @@ def test_block_configs_refuse_what_they_cannot_size() -> None:
     config["block_configs"][3]["attention"]["window_length"] = 4096
     with pytest.raises(ConfigError, match=r"block_configs\[3\]\.attention\.window_length is set"):
         facts_from_config(config, source="x")
+
+
+def test_kimi_k25_is_kimi_k2_with_int4_experts_and_a_moonvit_tower() -> None:
+    """Kimi-K2.5's quantization_config sits in text_config (vLLM's KimiK25Config lifts it):
+    int4 groups of 32 on every Linear but the `ignore` regexes (attention, shared experts, the
+    dense MLP), so only routed experts are int4. MoonViT (vt_* keys): 27 layers of 1152 with
+    biased qkv/o and a fc0/fc1 MLP of 4304, a 64 x 64 position grid, 14 x 14 patches, and a
+    patch merger (norm, 4608 -> 4608 -> 7168 over 2 x 2 patches)."""
+    k25, k2 = facts("moonshotai__Kimi-K2.5"), facts("moonshotai__Kimi-K2-Instruct")
+    fmt = k25.weight_format
+    assert (fmt.method, fmt.covers) == ("compressed-tensors", frozenset({"experts"}))
+    assert fmt.bytes_per_weight == 0.5 + 2 / 32  # int4 and a 16-bit scale per group of 32
+    assert k25.parameters.experts == k2.parameters.experts and k25.parameters.attention == k2.parameters.attention
+    h, mlp, merged = 1152, 4304, 4 * 1152
+    layer = (4 * h * h + 4 * h) + (2 * h * mlp + mlp + h) + 4 * h
+    merger = 2 * h + merged * merged + merged + merged * 7168 + 7168
+    assert k25.parameters.vision == 27 * layer + 3 * 14 * 14 * h + 64 * 64 * h + merger
+    assert k25.family == "MLA + MoE + vision"
+
+
+def test_ignore_regexes_are_matched_against_module_names() -> None:
+    config = _load(CONFIGS / "moonshotai__Kimi-K2.5.json")[0]
+
+    def with_ignore(entries: list) -> dict:
+        quant = {**config["text_config"]["quantization_config"], "ignore": entries}
+        return {**config, "text_config": {**config["text_config"], "quantization_config": quant}}
+
+    arch = facts_from_config(with_ignore(["lm_head", "re:.*self_attn.*"]))
+    assert arch.weight_format.covers == frozenset({"experts", "shared_experts", "dense_mlp"})
+    with pytest.raises(ConfigError, match=r"ignore entry 're:\.\*self_attn\.\(\*' is not a regular expression"):
+        facts_from_config(with_ignore(["re:.*self_attn.(*"]), source="x")
+
+
+def test_mimo_checkpoint_holds_an_mtp_layer_vllm_loads_only_as_its_drafter() -> None:
+    """MiMo-7B is Qwen2 (q/k/v biases) with one MTP layer sharing the embeddings: a decoder
+    layer, a 2h -> h input projection and three norms (vLLM mimo_mtp.py)."""
+    arch = facts("XiaomiMiMo__MiMo-7B-Base")
+    h, kv = 4096, 8 * 128
+    attention = h * (h + 2 * kv) + h * h + (h + 2 * kv)
+    mlp = 3 * h * 11008
+    assert arch.parameters.attention == 36 * attention and arch.parameters.dense_mlp == 36 * mlp
+    assert arch.parameters.not_loaded == attention + mlp + 2 * h * h + 3 * h
+    assert arch.parameters.total() == 36 * (attention + mlp + 2 * h) + h + 2 * 151680 * h
+
+
+def _mamba2_mixer(hidden: int, inner: int, heads: int, groups: int, state: int, kernel: int) -> int:
+    """in_proj to z, x, B, C and dt; a biased conv over x, B, C; A, D, dt bias; gated norm; out_proj."""
+    conv = inner + 2 * groups * state
+    return hidden * (inner + conv + heads) + conv * (kernel + 1) + 3 * heads + inner + inner * hidden
+
+
+def test_granite_4_h_layers_carry_experts_and_a_shared_mlp_or_that_mlp_alone() -> None:
+    """Granite-4.0-H (vLLM granitemoehybrid.py): every layer, Mamba-2 or attention, has 64
+    routed experts of `intermediate_size` 512 and a shared MLP of `shared_intermediate_size`;
+    the dense H-1B (num_local_experts 0) has only that MLP, 4096 wide."""
+    tiny, dense = facts("ibm-granite__granite-4.0-h-tiny"), facts("ibm-granite__granite-4.0-h-1b")
+    assert (tiny.moe.num_experts, tiny.moe.experts_per_token, tiny.moe.moe_layers) == (64, 6, 40)
+    assert tiny.parameters.experts == 40 * 64 * 3 * 1536 * 512
+    assert tiny.parameters.shared_experts == 40 * 3 * 1536 * 1024
+    assert dense.moe is None and dense.parameters.dense_mlp == 40 * 3 * 1536 * 4096
+    attention = 1536 * (1536 + 2 * 4 * 128) + 1536 * 1536
+    mamba = _mamba2_mixer(1536, 2 * 1536, 48, 1, 128, 4)
+    assert tiny.parameters.attention == dense.parameters.attention == 4 * attention + 36 * mamba
+    assert tiny.family == "GQA + MoE + Mamba-2 hybrid" and dense.family == "GQA + dense + Mamba-2 hybrid"
+
+
+def test_falcon_h1_layers_run_attention_and_mamba2_side_by_side() -> None:
+    """Falcon-H1 (vLLM falcon_h1.py FalconH1ParallelHybrid): each of 44 layers has attention,
+    a Mamba-2 mixer `mamba_d_ssm` 3072 wide and a gated MLP, under two norms."""
+    arch = facts("tiiuae__Falcon-H1-7B-Instruct")
+    attention = 3072 * (12 * 128 + 2 * 2 * 128) + 12 * 128 * 3072
+    assert arch.parameters.attention == 44 * (attention + _mamba2_mixer(3072, 3072, 24, 1, 256, 4))
+    assert arch.parameters.dense_mlp == 44 * 3 * 3072 * 12288
+    assert arch.parameters.norms == 44 * 2 * 3072 + 3072
+    config = {**_load(CONFIGS / "tiiuae__Falcon-H1-7B-Instruct.json")[0], "layer_types": ["attention"] * 44}
+    with pytest.raises(ConfigError, match="layer_types is set for model_type 'falcon_h1', whose layers each run attention"):
+        facts_from_config(config, source="x")
+
+
+def test_falcon_h1_keeps_a_state_and_attention_pages_in_two_groups_of_every_layer() -> None:
+    """vLLM's page unification on Falcon-H1-7B: an attention block large enough that its page
+    holds one layer's state, in multiples of mamba_chunk_size 128; 44 full and 44 state layers
+    make one group each."""
+    arch = facts("tiiuae__Falcon-H1-7B-Instruct")
+    state_page = (3072 + 2 * 256) * 3 * 2 + 24 * 128 * 256 * 2  # 1,594,368 B
+    token_page = 2 * 2 * 128 * 2  # K and V of 2 KV heads x 128, bf16: 1,024 B
+    assert math.ceil(state_page / token_page) == 1557
+    cap = kv_capacity(
+        arch.kv_layers, 20 * 2**30, element_bytes=2, tp=1, max_model_len=32768, max_num_batched_tokens=8192
+    )
+    assert (cap.block_size, cap.group_size, cap.num_groups) == (13 * 128, 44, 2)
+    assert cap.blocks_per_request == math.ceil(32768 / 1664) + STATE_BLOCKS_PER_REQUEST
 
 
 def test_tensor_parallelism_must_split_the_state_heads() -> None:

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from containers.entrypoint import middleware as middleware_module
-from containers.entrypoint.middleware import API_KEY_ENV, LlmfleetMiddleware
+from containers.entrypoint.middleware import LlmfleetMiddleware
 from containers.entrypoint.routing import RouteTable, StateDir
-from model_store.container_contract import PLAN_ENV, STATE_DIR_ENV, TARGET_ENV
+from model_store.container_contract import PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
 from model_store.fleet import load_and_plan
 from model_store.front_door import HEALTH_PATHS, VLLM_ADMIN_PATHS, forwarded_paths
 from model_store.plan import ServingPlan
@@ -97,9 +97,9 @@ def make(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, plan: ServingPlan):
         monkeypatch.setenv(PLAN_ENV, serving.to_json())
         monkeypatch.setenv(TARGET_ENV, target)
         if key is None:
-            monkeypatch.delenv(API_KEY_ENV, raising=False)
+            monkeypatch.delenv(VLLM_API_KEY_ENV, raising=False)
         else:
-            monkeypatch.setenv(API_KEY_ENV, key)
+            monkeypatch.setenv(VLLM_API_KEY_ENV, key)
         return LlmfleetMiddleware(app, **keywords)
 
     return make

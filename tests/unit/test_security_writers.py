@@ -24,7 +24,7 @@ from model_store.access import (
     serving_scope,
     write_once_statement,
 )
-from model_store.store import StoreLocation
+from model_store.store import ModelStore, StoreLocation
 
 BUCKET = "llmfleet-store"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
@@ -147,9 +147,11 @@ def test_a_server_writes_only_its_own_stage_and_target_compile_cache() -> None:
         for target in ("ecs", "sagemaker")
     }
     assert len(others) == 4  # no two stages or targets share what they write
-    with pytest.raises(AccessError, match=r"target: must be one of \['ecs', 'sagemaker'\], but 'local' was given"):
+    written = ModelStore(store, s3_client=None).compile_cache_prefix("qwen3-small", "prod", "ecs", "abc123", "v1")
+    assert written.startswith(scope.writes[0] + "/")  # what the server publishes is under its grant
+    with pytest.raises(AccessError, match=r"target 'local' is not one of \['ecs', 'sagemaker'\]"):
         serving_scope(store, "qwen3-small", "prod", "local")
-    with pytest.raises(AccessError, match=r"stage: .* but '\*' was given"):
+    with pytest.raises(AccessError, match=r"stage '\*' is not a safe path segment"):
         serving_scope(store, "qwen3-small", "*", "ecs")
 
 
