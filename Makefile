@@ -16,8 +16,8 @@ $(STAMP): requirements/lock.txt pyproject.toml package.json
 
 ## up: the main job — plan fleet.yaml, then run it locally (emulated AWS + real vLLM on CPU)
 up: $(STAMP)
-	$(VENV)/bin/llmfleet plan $(FLEET)
-	$(VENV)/bin/llmfleet local up $(FLEET) $(if $(MODEL),--model $(MODEL))
+	$(VENV)/bin/llmfleet plan -f $(FLEET)
+	$(VENV)/bin/llmfleet local up -f $(FLEET) $(if $(MODEL),--model $(MODEL))
 
 ## down: stop everything `make up` started
 down: $(STAMP)

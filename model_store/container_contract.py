@@ -27,6 +27,7 @@ COMPILE_CACHE_ENV = "LLMFLEET_COMPILE_CACHE"  # "on" (default) or "off": restore
 STATE_DIR_ENV = "LLMFLEET_STATE_DIR"
 # Read by the CLI, not the container; named here so every LLMFLEET_ name has one home.
 API_KEY_ENV = "LLMFLEET_API_KEY"
+FLEET_ENV = "LLMFLEET_FLEET"  # the fleet manifest when --fleet/-f is not given (else ./fleet.yaml)
 # vLLM's own name for the server's key: the stacks' secret and the local fleet set it, vLLM and
 # the entrypoint's front door (middleware, image server) read it.
 VLLM_API_KEY_ENV = "VLLM_API_KEY"

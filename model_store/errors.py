@@ -7,8 +7,8 @@ once, print that message as one line and exit with the class's `exit_code`.
 
 from __future__ import annotations
 
-EXIT_REFUSED = 1  # the request was refused: doesn't fit, rejected adapter, lost race...
-EXIT_BAD_INPUT = 2  # bad input: manifest, flags
+EXIT_REFUSED = 1  # the request was refused: doesn't fit, rejected adapter, lost race, AWS unreachable...
+EXIT_BAD_INPUT = 2  # bad input: manifest, flags, the AWS environment (credentials, region, expired token)
 
 
 class LlmfleetError(Exception):

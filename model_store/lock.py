@@ -1,6 +1,6 @@
 """`fleet.lock.json`: every model's architecture facts, resolved once and committed.
 
-`llmfleet lock FLEET` asks, for each model and in this order: its local checkpoint
+`llmfleet lock -f FLEET` asks, for each model and in this order: its local checkpoint
 directory; its own revision in the store (config.json and safetensors headers); the
 Hugging Face Hub for `architecture: org/name[@revision]`; the bundled known configs, only
 when the Hub cannot be asked. It records what it read, where, and at which commit.
@@ -214,12 +214,12 @@ def read_lock(manifest_path: Path) -> FleetLock | None:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
-        raise LockError(f"{path}: not a usable lock ({where}: {error['msg']}); rerun `llmfleet lock {manifest_path}`") from None
+        raise LockError(f"{path}: not a usable lock ({where}: {error['msg']}); rerun `llmfleet lock -f {manifest_path}`") from None
 
 
 def check_lock(fleet: FleetManifest, lock: FleetLock, manifest_path: Path) -> None:
     """Refuse a lock that was not resolved from this manifest, naming what changed."""
-    refresh = f"run `llmfleet lock {manifest_path}` (or `llmfleet plan {manifest_path} --refresh`)"
+    refresh = f"run `llmfleet lock -f {manifest_path}` (or `llmfleet plan -f {manifest_path} --refresh`)"
     stale = []
     for spec in fleet.models:
         entry = lock.models.get(spec.name)

@@ -412,6 +412,12 @@ class FleetManifest(Strict):
                 return spec
         raise ManifestError(f"fleet {self.name!r} has no model {name!r}; it has {[m.name for m in self.models]}")
 
+    def store_for(self, model: str) -> str | None:
+        """The store holding `model`'s weights, adapters and registry: the store of its s3://
+        source when the fleet lists it so, else the fleet's `store` (None when neither is known)."""
+        listed = next((spec for spec in self.models if spec.name == model), None)
+        return (listed.store_uri if listed else None) or self.store
+
 
 # --- loading -----------------------------------------------------------------------------
 

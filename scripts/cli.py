@@ -2,10 +2,10 @@
 
 A thin layer: read files and flags, call model_store, print rich tables or `--json`.
 Exit codes: 0 success, 1 the request was refused (doesn't fit, rejected adapter, lost
-race...), 2 bad input (manifest, flags): each llmfleet error carries its own, and the root
-group prints the error as one line (`--debug`: with its traceback). Every command is
-registered here, in the order `--help` lists them; the command modules share
-`scripts/cli_common.py` and never import this module.
+race, AWS unreachable...), 2 bad input (manifest, flags, AWS credentials, region or token):
+each llmfleet error carries its own, and the root group prints the error as one line
+(`--debug`: with its traceback). Every command is registered here, in the order `--help`
+lists them; the command modules share `scripts/cli_common.py` and never import this module.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ from __future__ import annotations
 import typer
 
 from scripts import catalog_cli, invoke_cli, local_cli, lock_cli, plan_cli, status_cli, store_cli, verify_cli
-from scripts.cli_common import ErrorsAsExits, debug_option
+from scripts.cli_common import FLEET_ENV, ErrorsAsExits, global_options
 
 app = typer.Typer(
     name="llmfleet",
-    help="Plan, deploy and operate vLLM fleets on AWS from one fleet.yaml.",
+    help=(
+        "Plan, deploy and operate vLLM fleets on AWS from one fleet.yaml.\n\n"
+        f"Every command reads the fleet manifest from --fleet/-f FILE, else ${FLEET_ENV}, else ./fleet.yaml; "
+        "--store and --stage default to the manifest's. --debug and --json go anywhere on the line."
+    ),
     cls=ErrorsAsExits,
-    callback=debug_option,
+    callback=global_options,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 app.command()(plan_cli.plan)
 app.command()(lock_cli.lock)

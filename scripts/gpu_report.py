@@ -22,7 +22,7 @@ INTRO = (
     "first-request warm-up included, not peak throughput). 'plan then': the prediction when "
     "measured; 'plan now': today's planner.\n\n"
     "Reproduce on a host with an NVIDIA GPU and the CUDA build of vLLM: `make bench-gpu PY=python3` "
-    "(or `python3 -m scripts verify examples/gpu/fleet.yaml --record tests/data/gpu_measurements.json`, "
+    "(or `python3 -m scripts verify -f examples/gpu/fleet.yaml --record tests/data/gpu_measurements.json`, "
     "`... -m qwen3-8b --compare --requests 256 --concurrency 128 --prompt-tokens 1024 --max-tokens 256`). "
     "The figures below ran one command per group of models on one H200 (vLLM 0.26.0, the newest build "
     "for that host's torch 2.11; the container pins 0.32)."

@@ -17,6 +17,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 
+from model_store.aws_errors import AwsError
 from model_store.chat import answered_by_adapter, chat_request, reasoning_and_content, stream_sagemaker
 from model_store.container_contract import API_KEY_ENV
 from model_store.inference_components import inference_component_of
@@ -83,6 +84,12 @@ def _from_adapter(response: dict[str, Any], adapter: str | None, endpoint: str) 
             EXIT_REFUSED,
         )
     return response
+
+
+def _endpoint_failed(endpoint: str, exc: BotoCoreError | ClientError) -> AwsError:
+    """The endpoint call's failure; the root group says instead what to set when credentials,
+    region or token are the cause."""
+    return AwsError(f"SageMaker endpoint {endpoint!r}: {type(exc).__name__}: {exc}")
 
 
 def _fleet_url_and_key(url: str | None, api_key: str | None) -> tuple[str, str]:
@@ -188,13 +195,17 @@ def invoke(
             runtime = boto3.client("sagemaker-runtime", region_name=region)
             body = image_body_sagemaker(prompt, size=size, steps=steps, seed=seed, n=images)
             try:
-                component = inference_component_of(boto3.client("sagemaker", region_name=region), sagemaker)
-                encoded = invoke_sagemaker(runtime, sagemaker, body, component)["images"]
-            except (BotoCoreError, ClientError, KeyError, TypeError) as exc:
+                with errors.status(f"waiting for {images} image(s) from {sagemaker}"):
+                    component = inference_component_of(boto3.client("sagemaker", region_name=region), sagemaker)
+                    encoded = invoke_sagemaker(runtime, sagemaker, body, component)["images"]
+            except (BotoCoreError, ClientError) as exc:
+                raise _endpoint_failed(sagemaker, exc) from exc
+            except (KeyError, TypeError) as exc:
                 raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
         else:
             url, api_key = _fleet_url_and_key(url, api_key)
-            encoded = _images_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, image_body_openai(model, prompt, size=size, steps=steps, seed=seed, n=images))
+            with errors.status(f"waiting for {images} image(s) from {url}"):
+                encoded = _images_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, image_body_openai(model, prompt, size=size, steps=steps, seed=seed, n=images))
         written = [str(path) for path in write_images(encoded, out)]
         if as_json:
             print(json.dumps({"model": model, "images": written}, indent=2))
@@ -211,11 +222,14 @@ def invoke(
                 chunks = (_from_adapter(chunk, adapter, sagemaker) for chunk in answers)
                 deltas = (chunk["choices"][0]["delta"] for chunk in chunks if chunk.get("choices"))
             else:
-                response = _from_adapter(invoke_sagemaker(runtime, sagemaker, body, component), adapter, sagemaker)
+                with errors.status(f"waiting for {sagemaker}"):
+                    response = _from_adapter(invoke_sagemaker(runtime, sagemaker, body, component), adapter, sagemaker)
                 deltas = [response["choices"][0]["message"]]
             reasoning, answer = print_stream(deltas, as_json)
-        except (BotoCoreError, ClientError, KeyError, IndexError, TypeError, ValueError) as exc:
-            # the call failed, or the body is not a chat completion
+        except (BotoCoreError, ClientError) as exc:
+            raise _endpoint_failed(sagemaker, exc) from exc
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            # the body is not a chat completion
             raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
         result = {"model": served_name, "reasoning": reasoning, "content": answer}
     else:

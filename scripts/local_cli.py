@@ -20,7 +20,19 @@ from rich.table import Table
 from model_store.chat import parse_chat_response
 from model_store.container_contract import STORE_ENV
 from scripts import local_fleet
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, flag_values, load_and_plan
+from scripts.cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    FleetOpt,
+    JsonOpt,
+    console,
+    errors,
+    fail,
+    flag_values,
+    fleet_file,
+    fleet_models,
+    load_and_plan,
+)
 from scripts.local_fleet import STANDIN_LABEL
 
 local_app = typer.Typer(
@@ -106,14 +118,18 @@ def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
 
 @local_app.command("up")
 def local_up(
-    fleet: Annotated[Path, typer.Argument(help="The fleet manifest.")] = Path("fleet.yaml"),
+    fleet: FleetOpt = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="The model to run (default: the first with LoRA adapters).")
+        str | None,
+        typer.Option(
+            "--model", "-m", autocompletion=fleet_models, help="The model to run (default: the first with LoRA adapters)."
+        ),
     ] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for the server to serve.")] = local_fleet.READY_TIMEOUT_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the fleet locally and return once it serves; it keeps running in the background."""
+    fleet = fleet_file(fleet)
     manifest, plans = load_and_plan(fleet)
     with flag_values():
         local_fleet.choose_model(plans, model)
@@ -154,7 +170,9 @@ def local_up(
 @local_app.command("down")
 def local_down() -> None:
     """Stop everything `local up` started (server, vLLM, moto); no process or port is left."""
-    for note in local_fleet.down(local_fleet.find_state_dir()):
+    with errors.status("stopping the local fleet (in-flight requests finish first)"):
+        notes = local_fleet.down(local_fleet.find_state_dir())
+    for note in notes:
         console.print(note, highlight=False)
 
 

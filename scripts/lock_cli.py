@@ -13,12 +13,13 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 
+from model_store.aws_errors import explain
 from model_store.families import ConfigError
 from model_store.hub import HubClient
 from model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
 from model_store.manifest import ModelSpec, load_fleet
 from model_store.store import ModelStore, StoreError
-from scripts.cli_common import EXIT_REFUSED, FleetArg, console, errors, fail
+from scripts.cli_common import EXIT_REFUSED, FleetOpt, console, errors, fail, fleet_file
 
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
 
@@ -39,7 +40,7 @@ def store_facts(spec: ModelSpec, notes: list[str]) -> FactsRecord | None:
         config = store.read_model_config(spec.name, spec.revision)
         weights = store.read_model_weights(spec.name, spec.revision)
     except (StoreError, ClientError, BotoCoreError) as exc:
-        notes.append(f"model {spec.name!r}: store not used ({str(exc).splitlines()[0]})")
+        notes.append(f"model {spec.name!r}: store not used ({str(explain(exc)).splitlines()[0]})")
         return None
     return FactsRecord(
         origin="store",
@@ -79,10 +80,8 @@ def resolve_and_write(fleet_path: Path, *, report: Console = console) -> FleetLo
     return lock
 
 
-def lock(
-    fleet: FleetArg = Path("fleet.yaml"),
-) -> None:
-    """Resolve every model's architecture facts and write fleet.lock.json beside FLEET.
+def lock(fleet: FleetOpt = None) -> None:
+    """Resolve every model's architecture facts and write fleet.lock.json beside the manifest.
 
     Per model, in order: its local checkpoint directory; its revision in the store
     (config.json and safetensors headers); the Hugging Face Hub for `architecture:
@@ -90,4 +89,4 @@ def lock(
     Hub cannot be asked (HF_HUB_OFFLINE=1 or no network) and no @revision is pinned. Commit
     the lock: plan, synth and the containers read it and never the network.
     """
-    resolve_and_write(fleet)
+    resolve_and_write(fleet_file(fleet))

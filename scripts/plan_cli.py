@@ -15,7 +15,7 @@ from model_store.manifest import fleet_json_schema
 from model_store.image_plan import AnyPlan, ImagePlan
 from model_store.plan import vllm_argv
 from scripts import lock_cli
-from scripts.cli_common import FleetArg, JsonOpt, console, errors, load_and_plan
+from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 
 
 def plan_summary(plan: AnyPlan) -> dict:
@@ -76,14 +76,15 @@ def _fits(plan: AnyPlan) -> str:
 
 
 def plan(
-    fleet: FleetArg = Path("fleet.yaml"),
+    fleet: FleetOpt = None,
     as_json: JsonOpt = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="Resolve the architecture facts again (store, Hub) and rewrite fleet.lock.json first.")] = False,
 ) -> None:
-    """Plan every model of FLEET: instance, GPUs, tensor parallelism, memory, cost, and why.
+    """Plan every model of the fleet: instance, GPUs, tensor parallelism, memory, cost, and why.
 
-    Facts come from fleet.lock.json beside FLEET (`llmfleet lock`), never the network;
+    Facts come from fleet.lock.json beside the manifest (`llmfleet lock`), never the network;
     without a lock, from local checkpoints and the bundled configs."""
+    fleet = fleet_file(fleet)
     if refresh:
         lock_cli.resolve_and_write(fleet, report=errors if as_json else console)
     manifest, plans = load_and_plan(fleet)

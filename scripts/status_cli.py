@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Annotated
 
 import boto3
@@ -18,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
+from model_store.aws_errors import AwsError
 from model_store.aws_status import aws_status_rows
 from model_store.boot_log import BootRecord, describe_boot
 from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
@@ -33,7 +33,7 @@ from model_store.status import (
 )
 from model_store.store import ModelStore, StoreLocation
 from scripts import local_fleet
-from scripts.cli_common import EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, load_and_plan
+from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 from scripts.local_fleet import STANDIN_LABEL
 
 
@@ -132,7 +132,7 @@ def _render(rows: list[ModelStatus], title: str) -> None:
 
 
 def status(
-    fleet: FleetOpt = Path("fleet.yaml"),
+    fleet: FleetOpt = None,
     stage: Annotated[str | None, typer.Option("--stage", "-s", help="The stage (default: the fleet's).")] = None,
     aws: Annotated[bool, typer.Option("--aws", help="Query the AWS account even when a local fleet is up.")] = False,
     region: Annotated[str | None, typer.Option("--region", help="AWS region (default: the fleet's).")] = None,
@@ -145,13 +145,14 @@ def status(
         title = f"local fleet {state.fleet} ({state.stage}) — {STANDIN_LABEL} model; $/h is the plan's AWS price"
         notes = [f"not started locally: {', '.join(state.not_started)}"] if state.not_started else []
     else:
-        manifest, plans = load_and_plan(fleet)
+        manifest, plans = load_and_plan(fleet_file(fleet))
         chosen_stage = stage or manifest.stage
         session = boto3.Session(region_name=region or manifest.region)
-        try:
-            rows = aws_status_rows(plans, chosen_stage, session, warn=lambda note: errors.print(f"[yellow]{escape(note)}[/]"))
-        except (BotoCoreError, ClientError) as exc:  # no credentials, access denied, endpoint down
-            raise fail(f"cannot read the AWS account ({type(exc).__name__}): {exc}", EXIT_REFUSED) from None
+        with errors.status(f"reading the AWS account ({session.region_name})"):
+            try:
+                rows = aws_status_rows(plans, chosen_stage, session, warn=lambda note: errors.print(f"[yellow]{escape(note)}[/]"))
+            except (BotoCoreError, ClientError) as exc:  # access denied, endpoint down; no credentials: what to set
+                raise AwsError(f"cannot read the AWS account ({type(exc).__name__}): {exc}") from exc
         title = f"fleet {manifest.name} ({chosen_stage}, {session.region_name})"
         found = {row.model for row in rows}
         notes = [f"no deployment found for: {', '.join(p.model_name for p in plans if p.model_name not in found)}"] if len(found) < len(plans) else []

@@ -1,8 +1,10 @@
 """`llmfleet model ...` and `llmfleet adapter ...`: the store and registry for people and CI.
 
-Thin over model_store.store / hub_import / adapters / registry. Exit codes: 0 done, 1 refused (rejected
-adapter, existing or missing version, lost race), 2 bad input (flags, store URI, fleet).
-The store comes from `--store` or LLMFLEET_STORE; boto3 reads AWS_ENDPOINT_URL itself.
+Thin over model_store.store / hub_import / adapters / registry. Exit codes: 0 done, 1 refused
+(rejected adapter, existing or missing version, lost race), 2 bad input (flags, store URI, fleet,
+AWS credentials). The store comes from `--store`, else LLMFLEET_STORE, else the fleet manifest
+(the model's store); the stage from `--stage`, else the manifest's. boto3 reads
+AWS_ENDPOINT_URL itself.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
@@ -24,13 +27,17 @@ from rich.table import Table
 
 from model_store.container_contract import STORE_ENV
 from model_store.adapters import accepted_bases_for, check_segment, max_rank_for, validate_adapter
+from model_store.aws_errors import explain
 from model_store.errors import LlmfleetError
 from model_store.fleet import adapter_base_from_lock
 from model_store.hub_import import HubRef, import_model, parse_hub_ref
 from model_store.manifest import FleetManifest, load_fleet
 from model_store.registry import AdapterRegistry, RegistryState
 from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, console, errors, fail, flag_values
+from scripts.cli_common import (
+    EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, flag_values,
+    from_fleet, optional_fleet,
+)  # fmt: skip
 from scripts.lock_cli import hub_from_env, resolve_and_write
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
@@ -38,10 +45,15 @@ adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA ada
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", envvar=STORE_ENV, help="s3://bucket/prefix of the store."),
+    typer.Option(
+        "--store", envvar=STORE_ENV, show_envvar=True, help="s3://bucket/prefix of the store (default: the fleet manifest's)."
+    ),
 ]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="The model's name in the fleet.")]
-StageOpt = Annotated[str, typer.Option("--stage", "-s", help="The registry stage (e.g. prod, staging).")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", autocompletion=fleet_models, help="The model's name in the fleet.")]
+StageOpt = Annotated[
+    str | None,
+    typer.Option("--stage", "-s", help="The registry stage, e.g. prod, staging (default: the fleet manifest's)."),
+]
 ActorOpt = Annotated[
     str | None, typer.Option("--actor", help="Who is acting, for the history (default: $GITHUB_ACTOR, else $USER).")
 ]
@@ -52,12 +64,18 @@ def _actor(actor: str | None) -> str:
     return actor or os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or "unknown"
 
 
-def _open_store(uri: str | None) -> ModelStore:
-    if not uri:
-        raise fail(f"no store: pass --store s3://bucket/prefix or set {STORE_ENV}", EXIT_BAD_INPUT)
+def _open_store(uri: str | None, fleet: Path | None, model: str) -> ModelStore:
+    how = f"pass --store s3://bucket/prefix or set {STORE_ENV}"
+    uri = from_fleet(uri or None, fleet, "store", lambda manifest: manifest.store_for(model), how)
     with flag_values():
         StoreLocation.parse(uri)
     return ModelStore.from_uri(uri)
+
+
+def _registry(store: str | None, fleet: Path | None, model: str, stage: str | None) -> tuple[AdapterRegistry, str]:
+    """MODEL's registry and the stage to act on (the flags, else the fleet manifest)."""
+    stage = from_fleet(stage, fleet, "stage", lambda manifest: manifest.stage, "pass --stage")
+    return AdapterRegistry(_open_store(store, fleet, model)), stage
 
 
 def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
@@ -67,13 +85,14 @@ def _check_input(kind: str, value: str, pattern: str | None = None) -> str:
 
 @contextlib.contextmanager
 def _refusals(as_json: bool) -> Iterator[None]:
-    """With --json, also a JSON error object on stdout for the store's refusals (the app's
-    root group prints the message and exits with the error's code)."""
+    """With --json, also a JSON error object on stdout for the store's refusals and AWS
+    failures (the app's root group prints the message and exits with the error's code)."""
     try:
         yield
-    except LlmfleetError as exc:
+    except (LlmfleetError, BotoCoreError, ClientError) as exc:
         if as_json:
-            print(json.dumps({"error": str(exc), "rule": getattr(exc, "rule", None), "kind": type(exc).__name__}))
+            error = explain(exc)
+            print(json.dumps({"error": str(error), "rule": getattr(error, "rule", None), "kind": type(error).__name__}))
         raise
 
 
@@ -81,7 +100,9 @@ def _refusals(as_json: bool) -> Iterator[None]:
 def _progress_bar(description: str) -> Iterator[ProgressCallback]:
     """A rich progress bar on stderr, fed by the store's (bytes, total) callback from transfer threads.
 
-    It appears with the first transferred byte, so a refusal before any upload shows none.
+    It appears with the first transferred byte, so a refusal before any upload shows none;
+    until then a spinner (which leaves nothing behind) covers the checks and the hashing of
+    the first files, seconds for multi-GiB shards.
     """
     bar = Progress(
         "[progress.description]{task.description}",
@@ -92,6 +113,7 @@ def _progress_bar(description: str) -> Iterator[ProgressCallback]:
         console=errors,
     )
     task = bar.add_task(description, total=None)
+    preparing = errors.status(f"{description}: checking the store, hashing the files")
     started = threading.Event()
     lock = threading.Lock()
 
@@ -99,13 +121,16 @@ def _progress_bar(description: str) -> Iterator[ProgressCallback]:
         if not started.is_set():
             with lock:
                 if not started.is_set():
+                    preparing.stop()  # rich shows one live display at a time
                     bar.start()
                     started.set()
         bar.update(task, total=total, advance=done)
 
+    preparing.start()
     try:
         yield advance
     finally:
+        preparing.stop()
         if started.is_set():
             bar.stop()
 
@@ -130,10 +155,6 @@ def _version_summary(store: ModelStore, manifest: VersionManifest, prefix: str) 
     }
 
 
-def _load_fleet(path: Path | None) -> FleetManifest | None:
-    return None if path is None else load_fleet(path)
-
-
 # --- llmfleet model ----------------------------------------------------------------------------
 
 
@@ -149,11 +170,12 @@ def model_upload(
         typer.Option("--source", help="Where the weights came from (e.g. a Hugging Face id); adapters may name it."),
     ] = None,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     actor: ActorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload a checkpoint directory (config.json, tokenizer, weights) as MODEL@REVISION; resumable."""
-    model_store = _open_store(store)
+    model_store = _open_store(store, fleet, model)
     with _refusals(as_json), _progress_bar(f"{model}@{revision}") as progress:
         manifest = model_store.upload_model(
             directory, model, revision, progress=progress, uploader=_actor(actor), source=source
@@ -176,11 +198,8 @@ def model_import(
         str | None,
         typer.Option("--revision", "-r", help="Revision name in the store (default: the Hub commit sha it resolved to)."),
     ] = None,
-    fleet: Annotated[
-        Path | None,
-        typer.Option("--fleet", help="Fleet manifest whose lock to refresh afterwards (its model must name this revision)."),
-    ] = None,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     actor: ActorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -188,12 +207,13 @@ def model_import(
 
     HF_TOKEN (gated and private repos) and HF_ENDPOINT (another Hub) are honoured. Rerun
     after an interruption: stored files and parts are not sent again. Other weight formats
-    beside safetensors (*.bin, *.pth...) are left out.
+    beside safetensors (*.bin, *.pth...) are left out. With a fleet manifest named (--fleet/-f
+    or LLMFLEET_FLEET), its lock is rewritten afterwards; its model must name this revision.
     """
     hub_ref = _check_hub_ref(ref)
     if revision is not None:
         _check_input("revision", revision)
-    model_store = _open_store(store)
+    model_store = _open_store(store, fleet, model)
     with _refusals(as_json), _progress_bar(f"{hub_ref.repo_id} -> {model}") as progress:
         manifest = import_model(
             model_store, hub_from_env(), hub_ref, model, revision, progress=progress, uploader=_actor(actor)
@@ -223,7 +243,7 @@ def _refresh_lock(fleet_path: Path, model: str, revision: str, *, report: Consol
         found = "no such model" if spec is None else f"source {spec.source}, revision {spec.revision}"
         raise fail(
             f"{fleet_path}: lock not refreshed: model {model!r} ({found}) does not serve the imported revision; "
-            f"set its source to the store and `revision: {revision}`, then run `llmfleet lock {fleet_path}`",
+            f"set its source to the store and `revision: {revision}`, then run `llmfleet lock -f {fleet_path}`",
             EXIT_REFUSED,
         )
     resolve_and_write(fleet_path, report=report)
@@ -240,10 +260,6 @@ def adapter_publish(
     version: Annotated[
         str | None, typer.Option("--version", help="Version name; default: derived from the content (reruns resume).")
     ] = None,
-    fleet: Annotated[
-        Path | None,
-        typer.Option("--fleet", help="Fleet manifest: lora.max_rank, base revision and aliases of the model."),
-    ] = None,
     model_revision: Annotated[
         str | None,
         typer.Option(
@@ -252,16 +268,19 @@ def adapter_publish(
         ),
     ] = None,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     actor: ActorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a peft LoRA directory against the base model, then upload it as a new immutable version.
 
-    Prints the version (with --json: an object with a `version` key).
+    The fleet manifest, when there is one, sets the rank ceiling (lora.max_rank), the base
+    revision and the names the adapter's base model may carry. Prints the version (with
+    --json: an object with a `version` key).
     """
-    model_store = _open_store(store)
+    model_store = _open_store(store, fleet, model)
     with _refusals(as_json):
-        checks = _adapter_checks(model_store, _load_fleet(fleet), model, model_revision)
+        checks = _adapter_checks(model_store, optional_fleet(fleet), model, model_revision)
         with _progress_bar(f"{name} for {model}") as progress:
             manifest = model_store.publish_adapter(
                 directory, model, name, version=version, progress=progress, uploader=_actor(actor), **checks
@@ -294,31 +313,35 @@ def adapter_validate(
     directory: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="The peft LoRA directory to check.")
     ],
-    fleet: Annotated[
-        Path | None,
-        typer.Argument(help="Fleet manifest: the model's lock facts, lora.max_rank and aliases (default ./fleet.yaml)."),
-    ] = None,
-    model: ModelOpt = ...,
+    model: ModelOpt,
     model_revision: Annotated[
         str | None,
         typer.Option("--model-revision", help="With a store: the base revision there (default: as publish chooses it)."),
     ] = None,
-    store: StoreOpt = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", envvar=STORE_ENV, show_envvar=True,
+            help="s3://bucket/prefix: check against the stored base model (never the manifest's store: offline).",
+        ),
+    ] = None,
+    fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run publish's checks on an adapter without uploading it (a pull request's check): exit 0
     when publish would accept it, 1 with the rule it breaks.
 
     With a store (--store or LLMFLEET_STORE): against the stored base model, exactly as
-    `adapter publish`. Without one: against the architecture in the fleet's lock, no network.
+    `adapter publish`. Without one: against the architecture in the fleet manifest's lock, no
+    network.
     """
     with _refusals(as_json):
         if store:
-            model_store = _open_store(store)
-            checks = _adapter_checks(model_store, _load_fleet(fleet), model, model_revision)
+            model_store = _open_store(store, fleet, model)
+            checks = _adapter_checks(model_store, optional_fleet(fleet), model, model_revision)
             info = model_store.check_adapter(directory, model, **checks)
         else:
-            manifest_of_fleet, arch = adapter_base_from_lock(fleet or Path("fleet.yaml"), model)
+            manifest_of_fleet, arch = adapter_base_from_lock(fleet_file(fleet), model)
             listed = next(m for m in manifest_of_fleet.models if m.name == model)
             info = validate_adapter(
                 directory,
@@ -360,14 +383,11 @@ def _describe_entry(summary: dict) -> str:
     )
 
 
-def _change_registry(
-    store: str | None, as_json: bool, name: str, change: Callable[[AdapterRegistry], RegistryState]
-) -> None:
+def _change_registry(as_json: bool, name: str, change: Callable[[], RegistryState]) -> None:
     """Apply one registry change and print the adapter's entry after it (the common tail of
     promote, rollback and retire)."""
-    registry = AdapterRegistry(_open_store(store))
     with _refusals(as_json):
-        state = change(registry)
+        state = change()
     summary = _entry_summary(state, name)
     _emit(as_json, summary, _describe_entry(summary))
 
@@ -376,11 +396,12 @@ def _change_registry(
 def adapter_promote(
     ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="The adapter and the published version to serve.")],
     model: ModelOpt,
-    stage: StageOpt,
+    stage: StageOpt = None,
     fraction: Annotated[
         float, typer.Option("--fraction", min=0.0, max=1.0, help="Staged rollout: share of servers that take it first.")
     ] = 1.0,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     actor: ActorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -390,11 +411,9 @@ def adapter_promote(
         raise fail(f"{ref!r} is not NAME@VERSION (see `llmfleet adapter versions NAME --model M`)", EXIT_BAD_INPUT)
     _check_input("adapter name", name)
     _check_input("version", version)
+    registry, stage = _registry(store, fleet, model, stage)
     _change_registry(
-        store,
-        as_json,
-        name,
-        lambda registry: registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor)),
+        as_json, name, lambda: registry.promote(model, stage, name, version, fraction=fraction, actor=_actor(actor))
     )
 
 
@@ -402,41 +421,46 @@ def adapter_promote(
 def adapter_rollback(
     name: Annotated[str, typer.Argument(help="The adapter to put back on its previous version.")],
     model: ModelOpt,
-    stage: StageOpt,
+    stage: StageOpt = None,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     actor: ActorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve NAME's previous version again on every server of STAGE."""
     _check_input("adapter name", name)
-    _change_registry(store, as_json, name, lambda registry: registry.rollback(model, stage, name, actor=_actor(actor)))
+    registry, stage = _registry(store, fleet, model, stage)
+    _change_registry(as_json, name, lambda: registry.rollback(model, stage, name, actor=_actor(actor)))
 
 
 @adapter_app.command("retire")
 def adapter_retire(
     name: Annotated[str, typer.Argument(help="The adapter STAGE stops serving.")],
     model: ModelOpt,
-    stage: StageOpt,
+    stage: StageOpt = None,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     actor: ActorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove NAME from STAGE; servers unload it. Its published versions stay in the store."""
     _check_input("adapter name", name)
-    _change_registry(store, as_json, name, lambda registry: registry.retire(model, stage, name, actor=_actor(actor)))
+    registry, stage = _registry(store, fleet, model, stage)
+    _change_registry(as_json, name, lambda: registry.retire(model, stage, name, actor=_actor(actor)))
 
 
 @adapter_app.command("history")
 def adapter_history(
     name: Annotated[str, typer.Argument(help="The adapter whose changes to show.")],
     model: ModelOpt,
-    stage: StageOpt,
+    stage: StageOpt = None,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every change to NAME on STAGE, oldest first: who, when, what, from which version to which."""
     _check_input("adapter name", name)
-    registry = AdapterRegistry(_open_store(store))
+    registry, stage = _registry(store, fleet, model, stage)
     with _refusals(as_json):
         history = registry.history(model, stage, name)
     if as_json:
@@ -460,9 +484,11 @@ def adapter_history(
 
 
 @adapter_app.command("list")
-def adapter_list(model: ModelOpt, stage: StageOpt, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def adapter_list(
+    model: ModelOpt, stage: StageOpt = None, store: StoreOpt = None, fleet: FleetOpt = None, as_json: JsonOpt = False
+) -> None:
     """The adapters STAGE serves, with versions, staged fractions and fallbacks."""
-    registry = AdapterRegistry(_open_store(store))
+    registry, stage = _registry(store, fleet, model, stage)
     with _refusals(as_json):
         state = registry.state(model, stage)
     if as_json:
@@ -487,11 +513,12 @@ def adapter_versions(
     name: Annotated[str, typer.Argument(help="The adapter.")],
     model: ModelOpt,
     store: StoreOpt = None,
+    fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Published (complete, validated) versions of NAME, oldest first."""
     _check_input("adapter name", name)
-    model_store = _open_store(store)
+    model_store = _open_store(store, fleet, model)
     with _refusals(as_json):
         versions = model_store.adapter_versions(model, name)
     _emit(

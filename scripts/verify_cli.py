@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from containers.entrypoint.compile_cache import installed_vllm_version
@@ -34,7 +35,8 @@ from model_store.boot_log import parse_boot_log
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.lock import FactsRecord
 from model_store.plan import ServingPlan
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetArg, JsonOpt, console, errors, fail, planning
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, planning
+from scripts.local_fleet import log_tail
 
 HEALTH_POLL_SECONDS = 2.0
 
@@ -88,11 +90,13 @@ class Server:
             self.log.close()
             raise
 
-    def wait_healthy(self, timeout: float) -> float | None:
-        """Seconds until /health answered 200; None if vLLM exited or the time ran out."""
+    def wait_healthy(self, timeout: float, on_wait: Callable[[float, str], None] = lambda elapsed, line: None) -> float | None:
+        """Seconds until /health answered 200; None if vLLM exited or the time ran out.
+        `on_wait(elapsed seconds, the log's last line)` between polls."""
         while time.monotonic() - self.started < timeout:
             if self.process.poll() is not None:
                 return None
+            on_wait(time.monotonic() - self.started, log_tail(self.log_path, 1))
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
                     return time.monotonic() - self.started
@@ -198,10 +202,16 @@ def measure(
     server = Server(argv, plan, work, work / f"{config}.log")
     load = None
     try:
-        boot_seconds = server.wait_healthy(boot_timeout)
-        if boot_seconds is not None and load_requests:
-            vocab = int((record.config.get("text_config") or record.config)["vocab_size"])
-            load = asyncio.run(_load(port, plan.model_name, vocab, requests=load_requests, concurrency=concurrency, prompt_tokens=prompt_tokens, max_tokens=max_tokens))
+        with errors.status("starting vLLM") as spinner:
+
+            def waiting(elapsed: float, line: str) -> None:
+                spinner.update(f"waiting for vLLM to serve ({elapsed:.0f}s of at most {boot_timeout:.0f}s): [dim]{escape(line[:100])}[/]")
+
+            boot_seconds = server.wait_healthy(boot_timeout, waiting)
+            if boot_seconds is not None and load_requests:
+                spinner.update(f"load test: {load_requests} requests, {concurrency} at a time")
+                vocab = int((record.config.get("text_config") or record.config)["vocab_size"])
+                load = asyncio.run(_load(port, plan.model_name, vocab, requests=load_requests, concurrency=concurrency, prompt_tokens=prompt_tokens, max_tokens=max_tokens))
     finally:
         log = server.stop()
     return verify.judge(plan, parse_boot_log(log), boot_seconds, load, emulation.note, config=config, slo_ttft_ms=slo_ttft_ms), log
@@ -228,8 +238,8 @@ def _table(verdicts: list[verify.Verdict]) -> Table:
 
 
 def verify_command(
-    fleet: FleetArg = Path("fleet.yaml"),
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")] = None,
+    fleet: FleetOpt = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", autocompletion=fleet_models, help="Only this model (repeatable).")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Also run vLLM's serve defaults and the seed notebook's settings (eager, util 0.7, len 2048) on the same workload.")] = False,
     requests: Annotated[int, typer.Option(help="Load-test requests per server (0: no load test).")] = 64,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight during the load test (default: the model's target_concurrency).")] = None,
@@ -241,7 +251,7 @@ def verify_command(
     skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure FLEET's plans on this machine's GPU against the plan: KV, weights, boot, load.
+    """Measure the fleet's plans on this machine's GPU against the plan: KV, weights, boot, load.
 
     vLLM starts with each plan's argv and random weights; the figures are its KV capacity,
     weights, boot phases and a load test at the plan's concurrency.
@@ -252,6 +262,7 @@ def verify_command(
     GPU and the CUDA build of vLLM; a larger GPU emulates the planned one with a lower
     --gpu-memory-utilization, a smaller one is refused.
     """
+    fleet = fleet_file(fleet)
     with planning(fleet):
         manifest, lock = load_fleet_and_lock(fleet)
         plans = {p.model_name: p for p in plan_with_lock(manifest, lock)}

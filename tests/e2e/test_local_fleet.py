@@ -112,7 +112,7 @@ def fleet(workdir: Path, stale: dict) -> Iterator[dict]:
     """`llmfleet local up` on the example fleet; `local down` at the end whatever happened."""
     started = time.monotonic()
     try:
-        result = run("local", "up", str(REPO / "fleet.yaml"), cwd=workdir, env=clean_env(), timeout=900)
+        result = run("local", "up", "-f", str(REPO / "fleet.yaml"), cwd=workdir, env=clean_env(), timeout=900)
         wall = time.monotonic() - started
         print(f"\nllmfleet local up: {wall:.1f}s wall")
         yield {"state": StateDir(workdir / ".llmfleet").load(), "up": result, "wall": wall}
@@ -135,7 +135,7 @@ def test_up_cleaned_the_stale_state_and_prints_how_to_call_the_fleet(fleet: dict
 
 
 def test_second_up_reuses_the_running_fleet(fleet: dict, workdir: Path):
-    again = run("local", "up", str(REPO / "fleet.yaml"), cwd=workdir, env=clean_env())
+    again = run("local", "up", "-f", str(REPO / "fleet.yaml"), cwd=workdir, env=clean_env())
     assert "already up" in again.stderr
     assert StateDir(workdir / ".llmfleet").load().processes == fleet["state"].processes
 

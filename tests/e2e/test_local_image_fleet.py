@@ -28,7 +28,7 @@ def test_local_up_serves_the_image_model_and_invoke_writes_a_png(tmp_path: Path)
     for name in ("fleet.yaml", "fleet.lock.json"):
         shutil.copy(REPO / "examples" / "image" / name, tmp_path / name)
     try:
-        up = json.loads(llmfleet("local", "up", "fleet.yaml", "--model", "sd35-turbo", "--json", cwd=tmp_path).stdout)
+        up = json.loads(llmfleet("local", "up", "--model", "sd35-turbo", "--json", cwd=tmp_path).stdout)
         assert up["model"] == "sd35-turbo" and up["kind"] == "image" and up["standin"] is True
         assert up["first_answer"].startswith("a 64x64 PNG")
         llmfleet("invoke", "sd35-turbo", "a cat", "--out", "cat.png", "--size", "96x48", cwd=tmp_path)

@@ -74,7 +74,7 @@ def test_invalid_plan_exits_before_touching_the_store(fleet: Fleet):
 @pytest.fixture(scope="module")
 def late_server(fleet: Fleet) -> Iterator[Server]:
     """A second server, booted while the registry names a corrupt version of `legal` and a
-    version of `finance` vLLM refuses; it requires an API key."""
+    version of `finance` whose rank the plan does not allow; it requires an API key."""
     fleet.promote_bad_versions()
     server = boot_server(fleet, "server-b", VLLM_API_KEY=API_KEY)
     yield server
@@ -85,7 +85,10 @@ def test_boot_leaves_out_bad_adapter_versions_and_serves_the_rest(late_server: S
     output = late_server.output()
 
     assert "adapter legal version v2 left out" in output and "checksum mismatch" in output
-    assert "adapter finance version v2 left out: vLLM would refuse it: LoRA rank 32" in output
+    assert (
+        "adapter finance version v2 left out: adapter 'finance' version 'v2' refused on this server: "
+        "adapter rejected [rank]: r = 32 exceeds the model's lora.max_rank 16"
+    ) in output
     wanted = adapters_for_server(fleet.registry.state(MODEL, STAGE), "server-b")
     with late_server.client() as http:
         served = http.get("/llmfleet/adapters").json()["adapters"]

@@ -201,6 +201,7 @@ def fleet(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flee
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", recorded_session)
     monkeypatch.setenv("LLMFLEET_STORE", location.uri)
     monkeypatch.setenv("GITHUB_ACTOR", "ci")
+    monkeypatch.chdir(tmp_path)  # no ./fleet.yaml: the store and stage come from the flags and LLMFLEET_STORE
     return Fleet(location, ModelStore(location, admin_client), recorder, recorded_session, tmp_path)
 
 

@@ -234,12 +234,12 @@ def test_a_stored_part_that_differs_from_the_hub_bytes_is_sent_again(hub: LocalH
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
-def test_with_fleet_the_lock_records_the_imported_revision(hub: LocalHub, store_uri: str, bucket: str, tmp_path: Path):
+def test_into_the_fleets_store_and_its_lock_records_the_imported_revision(hub: LocalHub, bucket: str, tmp_path: Path):
     fleet = tmp_path / "fleet.yaml"
     model = {"name": "tiny", "revision": MAIN_SHA, "architecture": PUBLIC, "max_model_len": 1024}
     fleet.write_text(yaml.safe_dump({"name": "imported", "store": f"s3://{bucket}/fleet", "models": [model]}))
 
-    result = model_import(hub, tmp_path, PUBLIC, "-m", "tiny", "--store", store_uri, "--fleet", fleet)
+    result = model_import(hub, tmp_path, PUBLIC, "-m", "tiny", "-f", fleet)  # no --store: the fleet's
 
     assert result.returncode == 0, result.output
     record = json.loads(fleet.with_name("fleet.lock.json").read_text())["models"]["tiny"]["model"]
@@ -256,9 +256,9 @@ def test_with_a_fleet_that_serves_another_revision_the_lock_is_left_alone(
     model = {"name": "tiny", "architecture": PUBLIC}  # serves revision main of the store, not the commit
     fleet.write_text(yaml.safe_dump({"name": "imported", "store": f"s3://{bucket}/fleet", "models": [model]}))
 
-    result = model_import(hub, tmp_path, PUBLIC, "-m", "tiny", "--store", store_uri, "--fleet", fleet)
+    result = model_import(hub, tmp_path, PUBLIC, "-m", "tiny", "--store", store_uri, "-f", fleet)
 
-    one_clean_error(result, 1, f"revision: {MAIN_SHA}")
+    one_clean_error(result, 1, f"revision: {MAIN_SHA}", f"llmfleet lock -f {fleet}")
     assert not fleet.with_name("fleet.lock.json").exists()
 
 

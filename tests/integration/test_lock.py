@@ -150,7 +150,7 @@ def test_lock_records_the_hub_commit_config_and_header_bytes_and_plan_needs_only
 ) -> None:
     fleet = write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": PUBLIC})
     with LocalHub(hub_repos(), token=TOKEN) as own_hub:
-        locked = llmfleet("lock", fleet, endpoint=own_hub.endpoint, tmp=tmp_path)
+        locked = llmfleet("lock", "-f", fleet, endpoint=own_hub.endpoint, tmp=tmp_path)
         endpoint = own_hub.endpoint
         weight_reads = [r for r in own_hub.requests if r.method == "GET" and r.path.endswith(".safetensors")]
     assert locked.returncode == 0, locked.output
@@ -169,7 +169,7 @@ def test_lock_records_the_hub_commit_config_and_header_bytes_and_plan_needs_only
     assert all(r.range for r in weight_reads), weight_reads
 
     # The Hub is gone (its port closed) and the model is not bundled: only the lock can answer.
-    planned = llmfleet("plan", fleet, "--json", endpoint=endpoint, tmp=tmp_path)
+    planned = llmfleet("plan", "-f", fleet, "--json", endpoint=endpoint, tmp=tmp_path)
     assert planned.returncode == 0, planned.output
     (model,) = json.loads(planned.stdout)["models"]
     assert model["weights_bytes"] == sum(MAIN_BYTES.values())
@@ -180,7 +180,7 @@ def test_a_pinned_revision_resolves_that_commit_not_main(
     hub: LocalHub, fleet_dir: Path, bucket: str, tmp_path: Path, revision: str
 ) -> None:
     fleet = write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": f"{PUBLIC}@{revision}"})
-    locked = llmfleet("lock", fleet, endpoint=hub.endpoint, tmp=tmp_path)
+    locked = llmfleet("lock", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path)
     assert locked.returncode == 0, locked.output
     record = read_lock(fleet)["models"]["tiny"]["model"]
     assert (record["revision"], record["config"], record["weights_bytes_by_dtype"]) == (OLD_SHA, OLD_CONFIG, OLD_BYTES)
@@ -189,11 +189,11 @@ def test_a_pinned_revision_resolves_that_commit_not_main(
 def test_a_gated_repo_needs_hf_token(hub: LocalHub, fleet_dir: Path, bucket: str, tmp_path: Path) -> None:
     fleet = write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": GATED})
     for token in (None, "hf_someone_else"):
-        refused = llmfleet("lock", fleet, endpoint=hub.endpoint, tmp=tmp_path, token=token)
+        refused = llmfleet("lock", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path, token=token)
         assert GATED in one_clean_error(refused, 1, "gated", "HF_TOKEN")
         assert not fleet.with_name("fleet.lock.json").exists()
 
-    allowed = llmfleet("lock", fleet, endpoint=hub.endpoint, tmp=tmp_path, token=TOKEN)
+    allowed = llmfleet("lock", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path, token=TOKEN)
     assert allowed.returncode == 0, allowed.output
     record = read_lock(fleet)["models"]["tiny"]["model"]
     assert (record["origin"], record["revision"], record["weights_bytes_by_dtype"]) == ("hub", GATED_SHA, MAIN_BYTES)
@@ -213,13 +213,13 @@ def test_what_the_hub_refuses_is_one_clear_line(
     hub: LocalHub, fleet_dir: Path, bucket: str, tmp_path: Path, architecture: str, words: tuple[str, ...]
 ) -> None:
     fleet = write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": architecture})
-    one_clean_error(llmfleet("lock", fleet, endpoint=hub.endpoint, tmp=tmp_path), 1, *words)
+    one_clean_error(llmfleet("lock", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path), 1, *words)
 
 
 def test_an_unreachable_hub_falls_back_to_bundled_configs_only(fleet_dir: Path, bucket: str, tmp_path: Path) -> None:
     endpoint = closed_endpoint()
     fleet = write_fleet(fleet_dir, bucket, {"name": "known", "architecture": BUNDLED})
-    locked = llmfleet("lock", fleet, endpoint=endpoint, tmp=tmp_path)
+    locked = llmfleet("lock", "-f", fleet, endpoint=endpoint, tmp=tmp_path)
     assert locked.returncode == 0, locked.output
     assert "Traceback" not in locked.output
     record = read_lock(fleet)["models"]["known"]["model"]
@@ -227,7 +227,7 @@ def test_an_unreachable_hub_falls_back_to_bundled_configs_only(fleet_dir: Path, 
     assert f"used the bundled copy of {BUNDLED}" in flat(locked.output)
 
     fleet = write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": PUBLIC})
-    one_clean_error(llmfleet("lock", fleet, endpoint=endpoint, tmp=tmp_path), 1, PUBLIC, "reach")
+    one_clean_error(llmfleet("lock", "-f", fleet, endpoint=endpoint, tmp=tmp_path), 1, PUBLIC, "reach")
     assert read_lock(fleet)["models"].keys() == {"known"}  # the old lock is left whole
 
 
@@ -238,20 +238,20 @@ def test_a_stale_or_damaged_lock_is_refused_with_the_command_that_fixes_it(
     hub: LocalHub, fleet_dir: Path, bucket: str, tmp_path: Path
 ) -> None:
     fleet = write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": PUBLIC})
-    assert llmfleet("lock", fleet, endpoint=hub.endpoint, tmp=tmp_path).returncode == 0
+    assert llmfleet("lock", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path).returncode == 0
 
     write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": f"{PUBLIC}@v1.0"})
-    stale = llmfleet("plan", fleet, endpoint=hub.endpoint, tmp=tmp_path)
+    stale = llmfleet("plan", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path)
     line = one_clean_error(stale, 2, "stale", "llmfleet lock")
     assert "architecture" in line and "v1.0" in line
 
-    refreshed = llmfleet("plan", fleet, "--refresh", "--json", endpoint=hub.endpoint, tmp=tmp_path)
+    refreshed = llmfleet("plan", "-f", fleet, "--refresh", "--json", endpoint=hub.endpoint, tmp=tmp_path)
     assert refreshed.returncode == 0, refreshed.output
     assert read_lock(fleet)["models"]["tiny"]["model"]["revision"] == OLD_SHA
     assert json.loads(refreshed.stdout)["models"][0]["weights_bytes"] == sum(OLD_BYTES.values())
 
     fleet.with_name("fleet.lock.json").write_text('{"format": 1, "fleet": "locked", "models": {')
-    damaged = llmfleet("plan", fleet, endpoint=hub.endpoint, tmp=tmp_path)
+    damaged = llmfleet("plan", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path)
     one_clean_error(damaged, 2, "fleet.lock.json", "llmfleet lock")
     assert len(damaged.stderr.strip().splitlines()) == 1, damaged.stderr
 
@@ -269,7 +269,7 @@ def test_the_store_answers_first_and_a_model_it_lacks_falls_through_to_the_hub(
     ModelStore.from_uri(f"s3://{bucket}").upload_model(checkpoint, "stored", "main", uploader="tests")
 
     fleet = write_fleet(fleet_dir, bucket, {"name": "stored"}, {"name": "hubbed", "architecture": PUBLIC})
-    locked = llmfleet("lock", fleet, endpoint=hub.endpoint, tmp=tmp_path)
+    locked = llmfleet("lock", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path)
     assert locked.returncode == 0, locked.output
     models = read_lock(fleet)["models"]
     assert models["stored"]["model"] == {
@@ -314,7 +314,7 @@ def test_cdk_synth_reads_the_lock_with_the_network_unreachable(
     hub: LocalHub, fleet_dir: Path, bucket: str, tmp_path: Path
 ) -> None:
     fleet = write_fleet(fleet_dir, bucket, {"name": "tiny", "architecture": PUBLIC})
-    assert llmfleet("lock", fleet, endpoint=hub.endpoint, tmp=tmp_path).returncode == 0
+    assert llmfleet("lock", "-f", fleet, endpoint=hub.endpoint, tmp=tmp_path).returncode == 0
 
     outdir = tmp_path / "cdk.out"
     context = json.loads((REPO / "cdk.json").read_text())["context"] | {"fleet": str(fleet)}

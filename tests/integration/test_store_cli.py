@@ -25,10 +25,12 @@ models:
 
 
 @pytest.fixture
-def llmfleet(store_uri: str, aws_env: str, monkeypatch: pytest.MonkeyPatch):
-    """Run the CLI with LLMFLEET_STORE set, as a CI job would; returns the click Result."""
+def llmfleet(store_uri: str, aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI with LLMFLEET_STORE set, as a CI job would, in a folder without a
+    fleet.yaml (unless a test writes one); returns the click Result."""
     monkeypatch.setenv("LLMFLEET_STORE", store_uri)
     monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
     def run(*args: str):
@@ -226,14 +228,56 @@ def test_validate_without_a_store_checks_against_the_fleets_lock(
         "    lora: {max_rank: 8}\n"
     )
 
-    valid = ok_json(llmfleet("adapter", "validate", write_adapter(tmp_path / "a"), fleet, "-m", MODEL, "--json"))
-    too_big = llmfleet("adapter", "validate", write_adapter(tmp_path / "b", rank=16), fleet, "-m", MODEL)
+    valid = ok_json(llmfleet("adapter", "validate", write_adapter(tmp_path / "a"), "-f", fleet, "-m", MODEL, "--json"))
+    too_big = llmfleet("adapter", "validate", write_adapter(tmp_path / "b", rank=16), "-f", fleet, "-m", MODEL)
     unknown_module = llmfleet(
-        "adapter", "validate", write_adapter(tmp_path / "c", config={"target_modules": ["c_attn"]}), fleet, "-m", MODEL
+        "adapter",
+        "validate",
+        write_adapter(tmp_path / "c", config={"target_modules": ["c_attn"]}),
+        *("-f", fleet, "-m", MODEL),
     )
-    no_such_model = llmfleet("adapter", "validate", tmp_path / "a", fleet, "-m", "other")
+    no_such_model = llmfleet("adapter", "validate", tmp_path / "a", "-f", fleet, "-m", "other")
 
     assert (valid["valid"], valid["rank"], valid["base_model"]) == (True, 8, MODEL)
     assert too_big.exit_code == EXIT_REFUSED and "adapter rejected [rank]" in too_big.stderr
     assert unknown_module.exit_code == EXIT_REFUSED and "adapter rejected [target_modules]" in unknown_module.stderr
     assert no_such_model.exit_code == EXIT_BAD_INPUT and "no model 'other'" in no_such_model.stderr
+
+
+def test_store_and_stage_come_from_the_fleet_manifest_unless_given(
+    llmfleet, monkeypatch: pytest.MonkeyPatch, store_uri: str, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("LLMFLEET_STORE")
+    (tmp_path / "fleet.yaml").write_text(
+        f"name: demo\nstage: staging\nstore: {store_uri}\nmodels:\n"
+        f"  - name: {MODEL}\n    architecture: Qwen/Qwen3-0.6B\n    lora: {{max_rank: 16}}\n"
+    )
+    uploaded = ok_json(llmfleet("model", "upload", write_model(tmp_path / "m"), "-m", MODEL, "--json"))
+    assert uploaded["uri"] == f"{store_uri}/models/{MODEL}/main"
+    version = ok_json(llmfleet("adapter", "publish", write_adapter(tmp_path / "a"), "-m", MODEL, "-n", "medical", "--json"))["version"]
+    promoted = ok_json(llmfleet("adapter", "promote", f"medical@{version}", "-m", MODEL, "--json"))
+    assert (promoted["stage"], promoted["version"]) == ("staging", version)
+    assert ok_json(llmfleet("adapter", "list", "-m", MODEL, "--json"))["adapters"] == {
+        "medical": {"version": version, "previous_version": None, "fraction": 1.0}
+    }
+    assert ok_json(llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--json"))["adapters"] == {}
+    # LLMFLEET_STORE wins over the manifest, and --store over both.
+    monkeypatch.setenv("LLMFLEET_STORE", "s3://no-such-bucket-for-llmfleet")
+    elsewhere = llmfleet("adapter", "list", "-m", MODEL)
+    assert elsewhere.exit_code == EXIT_REFUSED and "s3://no-such-bucket-for-llmfleet/" in elsewhere.stderr
+    assert ok_json(llmfleet("adapter", "versions", "medical", "-m", MODEL, "--store", store_uri, "--json"))["versions"] == [version]
+
+
+def test_another_manifest_through_the_environment(llmfleet, monkeypatch: pytest.MonkeyPatch, store_uri: str, tmp_path: Path) -> None:
+    monkeypatch.delenv("LLMFLEET_STORE")
+    named = tmp_path / "team" / "fleet.yaml"
+    named.parent.mkdir()
+    named.write_text(f"name: team\nstage: canary\nstore: {store_uri}\nmodels:\n  - {{name: {MODEL}, architecture: Qwen/Qwen3-0.6B}}\n")
+    monkeypatch.setenv("LLMFLEET_FLEET", str(named))
+    assert ok_json(llmfleet("adapter", "list", "-m", MODEL, "--json"))["stage"] == "canary"
+    monkeypatch.delenv("LLMFLEET_FLEET")
+    nothing = llmfleet("adapter", "list", "-m", MODEL)
+    assert nothing.exit_code == EXIT_BAD_INPUT
+    assert nothing.stderr.splitlines() == [
+        "error: no stage: pass --stage; no fleet manifest names one (--fleet/-f FILE or LLMFLEET_FLEET, or ./fleet.yaml)"
+    ]

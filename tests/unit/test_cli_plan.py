@@ -29,7 +29,7 @@ REQUIRED_KEYS = {
 
 
 def test_plan_json_has_the_documented_keys_for_every_model() -> None:
-    result = runner.invoke(app, ["plan", str(REPO / "fleet.yaml"), "--json"])
+    result = runner.invoke(app, ["plan", "-f", str(REPO / "fleet.yaml"), "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["fleet"] == "demo"
@@ -43,7 +43,7 @@ def test_plan_json_has_the_documented_keys_for_every_model() -> None:
 
 
 def test_plan_table_names_every_model_and_explains(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["plan", str(REPO / "fleet.yaml")], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["plan", "-f", str(REPO / "fleet.yaml")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for name in ("qwen3-small", "r1-distill-14b", "mistral-small-24b-fp8", "llama3-70b", "qwen25-7b-awq"):
         assert name in result.stdout
@@ -57,15 +57,15 @@ def test_plan_exit_codes(tmp_path: Path) -> None:
         "name: f\nmodels:\n  - name: big\n    source: s3://llmfleet-store/models/big\n"
         "    architecture: meta-llama/Meta-Llama-3-70B-Instruct\n    serving: {instance_type: g6.xlarge}\n"
     )
-    refused = runner.invoke(app, ["plan", str(too_big)])
+    refused = runner.invoke(app, ["plan", "-f", str(too_big)])
     assert refused.exit_code == 1
     assert "fits no pinned instance" in refused.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: f\nmodels:\n  - name: x\n    source: s3://llmfleet-store/models/x\n    architecture: Qwen/Qwen3-8B\n    dtpye: float16\n")
-    invalid = runner.invoke(app, ["plan", str(bad)])
+    invalid = runner.invoke(app, ["plan", "-f", str(bad)])
     assert invalid.exit_code == 2
     assert "bad.yaml:6: model 'x', field 'dtpye': unknown key" in invalid.output
-    missing = runner.invoke(app, ["plan", str(tmp_path / "absent.yaml")])
+    missing = runner.invoke(app, ["plan", "-f", str(tmp_path / "absent.yaml")])
     assert missing.exit_code == 2
 
 
@@ -79,14 +79,14 @@ def test_plan_reads_a_local_checkpoint_directory(tmp_path: Path) -> None:
     save_file({"b": np.zeros((1024, 1024), dtype=np.uint8)}, model_dir / "model-00002-of-00002.safetensors")
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("name: f\nmodels:\n  - name: tiny\n    source: models/tiny\n")
-    result = runner.invoke(app, ["plan", str(fleet), "--json"])
+    result = runner.invoke(app, ["plan", "-f", str(fleet), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["models"][0]["weights_bytes"] == 4 * 2**20
     # A consolidated copy beside indexed shards (as Mistral repositories ship) is not loaded.
     save_file({"a": np.zeros((2048, 1024), dtype=np.float16)}, model_dir / "consolidated.safetensors")
     index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
     (model_dir / "model.safetensors.index.json").write_text(json.dumps(index))
-    again = runner.invoke(app, ["plan", str(fleet), "--json"])
+    again = runner.invoke(app, ["plan", "-f", str(fleet), "--json"])
     assert json.loads(again.stdout)["models"][0]["weights_bytes"] == 4 * 2**20
 
 

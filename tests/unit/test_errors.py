@@ -53,7 +53,7 @@ def test_every_project_exception_derives_from_the_root_with_an_exit_code() -> No
 
 def test_a_bad_input_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
     absent = tmp_path / "absent.yaml"
-    result = runner.invoke(app, ["plan", str(absent)])
+    result = runner.invoke(app, ["plan", "-f", str(absent)])
     assert result.exit_code == EXIT_BAD_INPUT
     assert result.stderr.splitlines() == [f"error: {absent}: cannot read the fleet manifest: No such file or directory"]
 
@@ -70,7 +70,7 @@ def test_a_refused_error_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pyt
 
 
 def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["--debug", "plan", str(tmp_path / "absent.yaml")])
+    result = runner.invoke(app, ["--debug", "plan", "-f", str(tmp_path / "absent.yaml")])
     assert result.exit_code == EXIT_BAD_INPUT
     assert result.stderr.startswith("Traceback (most recent call last):")
     assert "model_store.manifest.ManifestError: " in result.stderr

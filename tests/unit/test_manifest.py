@@ -180,6 +180,18 @@ def test_a_store_model_may_leave_out_its_source() -> None:
         parse_fleet("name: f\nmodels:\n  - {name: a, source: 'hf://Qwen/Qwen3-8B'}\n")
 
 
+def test_the_store_of_a_model_is_its_sources_else_the_fleets() -> None:
+    """What `llmfleet model|adapter` use when --store and LLMFLEET_STORE are not given."""
+    fleet = parse_fleet(
+        "name: f\nstore: s3://shared/pre\nmodels:\n"
+        "  - {name: a, architecture: Qwen/Qwen3-8B}\n"
+        "  - {name: b, source: 's3://team-b/models/b', architecture: Qwen/Qwen3-8B}\n"
+        "  - {name: c, source: ./c}\n"
+    )
+    assert [fleet.store_for(name) for name in ("a", "b", "c", "unlisted")] == ["s3://shared/pre", "s3://team-b", "s3://shared/pre", "s3://shared/pre"]
+    assert parse_fleet("name: f\nmodels:\n  - {name: c, source: ./c}\n").store_for("c") is None
+
+
 def test_every_schema_property_is_described() -> None:
     """Editors show these descriptions as the manifest's documentation."""
     schema = fleet_json_schema()
