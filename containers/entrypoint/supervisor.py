@@ -30,7 +30,7 @@ from model_store.registry import RegistryRefused, RegistryState
 from containers.entrypoint.agent import AdapterAgent
 from containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
 from containers.entrypoint.metrics import boot_emf_records, start_publisher
-from containers.entrypoint.process_group import end_process_group
+from containers.entrypoint.process_group import GROUP_GRACE_SECONDS, end_process_group
 from containers.entrypoint.routing import RouteTable, StateDir, lora_name
 from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
 from containers.entrypoint.store_sync import StoreGateway
