@@ -105,11 +105,13 @@ class StoreProps:
     repo_root: Path = IMAGE_SOURCE_ROOT
 
     def __post_init__(self) -> None:
-        if self.bucket is not None and literal_bucket_name(self.bucket) != self.bucket_name:
+        given_name = literal_bucket_name(self.bucket) if self.bucket is not None else self.bucket_name
+        if given_name != self.bucket_name:
+            named = "has no name of its own (CloudFormation would name it)" if given_name is None else f"is named {given_name!r}"
             raise StackConfigError(
-                f"StoreProps.bucket: the bucket is named {literal_bucket_name(self.bucket)!r}, but the manifest's store "
-                f"is {self.bucket_name!r}; give the bucket that name (bucket_name=) or import it by it "
-                f"(s3.Bucket.from_bucket_name): servers and CI are granted on the manifest's store"
+                f"StoreProps.bucket: the bucket {named}, but the manifest's store is {self.bucket_name!r}; give the "
+                f"bucket that name (bucket_name=) or import it by it (s3.Bucket.from_bucket_name): servers and CI are "
+                f"granted on the manifest's store"
             )
         bucket_key = self.bucket.encryption_key if self.bucket is not None else None
         if self.key is not None and bucket_key is not None and bucket_key.key_arn != self.key.key_arn:
