@@ -20,7 +20,7 @@ from constructs import Construct
 
 from model_store.fleet import load_and_plan
 from model_store.image_plan import AnyPlan
-from stacks.compliance import add_compliance_checks
+from stacks.compliance import add_compliance_checks, checkov_skip
 from stacks.llm_fleet import LlmFleet, LlmFleetProps
 
 FLEET = Path(__file__).resolve().parent / "fleet.yaml"
@@ -81,12 +81,13 @@ class InferenceStack(cdk.Stack):
         )
 
     def _acknowledge_own_findings(self) -> None:
-        """The team's own exceptions for their own resources, in case they run cdk-nag (they do here)."""
+        """The team's own exceptions for their own resources, for cdk-nag and checkov (they run both)."""
         for finding, reason in {
             "AwsSolutions-S1": "this bucket is the access-log destination; logging it would loop",
             "NIST.800.53.R5-S3DefaultEncryptionKMS": "load balancers deliver access logs to SSE-S3 buckets only",
         }.items():
             cdk.Validations.of(self.logs).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
+        checkov_skip(self.logs, "CKV_AWS_18", "this bucket is the access-log destination; logging it would loop")
         for bucket in (self.logs, self.models):
             cdk.Validations.of(bucket).acknowledge(
                 cdk.Acknowledgment(id="NIST.800.53.R5-S3BucketReplicationEnabled", reason="one region; replication comes later")

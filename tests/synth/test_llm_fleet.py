@@ -1,7 +1,7 @@
 """LlmFleet in a platform team's own app (examples/own-app/app.py): the team's stack holds its
 VPC, KMS key, log bucket and model bucket, and the fleet uses them, creates none of them, grants
 on the team's bucket by name, imposes no check on the team's stack, and passes cdk-nag's packs
-when the team adds them."""
+when the team adds them; cfn-lint and checkov as for the example fleet."""
 
 from __future__ import annotations
 
@@ -24,7 +24,14 @@ from stacks.config import StackConfigError
 from stacks.llm_fleet import LlmFleet, LlmFleetProps
 from stacks.store import DOCKERFILE
 from tests.conftest import REPO
+from tests.synth import test_compliance as compliance
 from tests.synth.conftest import assert_serving_role_grants, only
+
+# The example fleet's cfn-lint and checkov checks, run on this module's assembly_dir.
+test_cfn_lint_reports_nothing = compliance.test_cfn_lint_reports_nothing
+test_checkov_fails_nothing_and_every_skip_is_reasoned_used_and_documented = (
+    compliance.test_checkov_fails_nothing_and_every_skip_is_reasoned_used_and_documented
+)
 
 OWN_APP = REPO / "examples" / "own-app"
 IMAGE_URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com/acme/vllm-serving:1.4.0"
@@ -76,6 +83,11 @@ def synth_own_app(outdir: Path, *, nag: bool, plain_bucket: bool = False) -> Own
 def with_nag(tmp_path_factory: pytest.TempPathFactory) -> OwnApp:
     # Reaching the fixture means synthesis, with both packs over the whole app, raised no finding.
     return synth_own_app(tmp_path_factory.mktemp("own-app-nag") / "cdk.out", nag=True)
+
+
+@pytest.fixture(scope="module")
+def assembly_dir(with_nag: OwnApp) -> Path:
+    return with_nag.outdir
 
 
 @pytest.fixture(scope="module")
