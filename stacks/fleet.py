@@ -37,7 +37,7 @@ def tagged(stack: StackT, tags: dict[str, str]) -> StackT:
 
 @dataclass(frozen=True)
 class Fleet:
-    """The composed app: what was planned, the LlmFleet construct and the stacks holding it (tests and app.py use this)."""
+    """The composed app: what was planned, the LlmFleet construct and the stacks holding it."""
 
     settings: FleetSettings
     manifest: FleetManifest
@@ -53,7 +53,8 @@ class Fleet:
 
 
 def fleet_props(settings: FleetSettings, plans: list[AnyPlan], **given) -> LlmFleetProps:
-    """The app's context as LlmFleet props: everything created, the image built from `vllm_image` or pushed as `image_tag`."""
+    """The app's context as LlmFleet props: everything created; the image built FROM `vllm_image`,
+    or the one CI pushed as `image_tag`."""
     return LlmFleetProps(
         plans=plans,
         image_tag=settings.image_tag,

@@ -72,7 +72,9 @@ class LlmFleetProps:
 
     def __post_init__(self) -> None:
         if not self.plans:
-            raise StackConfigError("LlmFleetProps.plans: no plans; plan a fleet manifest with model_store.fleet.load_and_plan")
+            raise StackConfigError(
+                "LlmFleetProps.plans: no plans; plan a fleet manifest with model_store.fleet.load_and_plan"
+            )
         stages = sorted({plan.stage for plan in self.plans})
         if len(stages) != 1:
             raise StackConfigError(f"LlmFleetProps.plans: stages {stages}; a fleet deploys one stage")

@@ -89,9 +89,8 @@ class ModelServing(Construct):
         """The WAF in front of the public load balancer, unless `waf=False` says something else fronts it."""
         load_balancer = self.gpu_service.load_balancer
         if props.waf:
-            return WebAclConstruct(
-                self, "Waf", WebAclProps(plan=props.plan, load_balancer=load_balancer, key=props.key, block=props.waf_block)
-            )
+            acl = WebAclProps(plan=props.plan, load_balancer=load_balancer, key=props.key, block=props.waf_block)
+            return WebAclConstruct(self, "Waf", acl)
         acknowledge(
             load_balancer,
             "NIST.800.53.R5-ALBWAFEnabled",

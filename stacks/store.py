@@ -45,7 +45,8 @@ REPLICATION_ACKNOWLEDGED = (
 # An image in ECR (SageMaker pulls only from ECR): account, region, repository, then a tag or a digest.
 ECR_IMAGE_URI = (
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
-    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))$"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))$"
 )
 
 
@@ -65,8 +66,8 @@ def parse_ecr_image(uri: str, where: str) -> EcrImage:
     match = re.fullmatch(ECR_IMAGE_URI, uri)
     if match is None:
         raise StackConfigError(
-            f"{where}: {uri!r} is not an ECR image URI; use <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag> "
-            f"or ...@sha256:<64 hex> (SageMaker and the fleet's private subnets pull from ECR only)"
+            f"{where}: {uri!r} is not an ECR image URI; use <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>"
+            f" or ...@sha256:<64 hex> (SageMaker and the fleet's private subnets pull from ECR only)"
         )
     return EcrImage(
         account=match["account"],
@@ -107,7 +108,7 @@ class StoreProps:
     def __post_init__(self) -> None:
         given_name = literal_bucket_name(self.bucket) if self.bucket is not None else self.bucket_name
         if given_name != self.bucket_name:
-            named = "has no name of its own (CloudFormation would name it)" if given_name is None else f"is named {given_name!r}"
+            named = f"is named {given_name!r}" if given_name else "has no name of its own (CloudFormation would name it)"
             raise StackConfigError(
                 f"StoreProps.bucket: the bucket {named}, but the manifest's store is {self.bucket_name!r}; give the "
                 f"bucket that name (bucket_name=) or import it by it (s3.Bucket.from_bucket_name): servers and CI are "
@@ -122,8 +123,8 @@ class StoreProps:
         if self.image_uri is not None:
             if self.image_tag is not None:
                 raise StackConfigError(
-                    f"StoreProps.image_uri {self.image_uri!r} and image_tag {self.image_tag!r}: give one, the image's URI "
-                    f"or the tag of this construct's repository"
+                    f"StoreProps.image_uri {self.image_uri!r} and image_tag {self.image_tag!r}: give one, the image's "
+                    f"URI or the tag of this construct's repository"
                 )
             parse_ecr_image(self.image_uri, "StoreProps.image_uri")
             return
@@ -144,9 +145,8 @@ def literal_bucket_name(bucket: s3.IBucket) -> str | None:
     if not cdk.Token.is_unresolved(bucket.bucket_name):
         return bucket.bucket_name
     resource = bucket.node.default_child
-    if isinstance(resource, s3.CfnBucket) and resource.bucket_name and not cdk.Token.is_unresolved(resource.bucket_name):
-        return resource.bucket_name
-    return None
+    name = resource.bucket_name if isinstance(resource, s3.CfnBucket) else None
+    return name if name and not cdk.Token.is_unresolved(name) else None
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,11 @@ class StoreConstruct(Construct):
                 "ImageRepository",
                 repository_name=image.repository,
                 repository_arn=cdk.Stack.of(self).format_arn(
-                    service="ecr", account=image.account, region=image.region, resource="repository", resource_name=image.repository
+                    service="ecr",
+                    account=image.account,
+                    region=image.region,
+                    resource="repository",
+                    resource_name=image.repository,
                 ),
             )
             return ServingImage(

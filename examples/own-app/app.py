@@ -20,7 +20,7 @@ from constructs import Construct
 
 from model_store.fleet import load_and_plan
 from model_store.image_plan import AnyPlan
-from stacks.compliance import add_compliance_checks, checkov_skip
+from stacks.compliance import acknowledge, add_compliance_checks, checkov_skip
 from stacks.llm_fleet import LlmFleet, LlmFleetProps
 
 FLEET = Path(__file__).resolve().parent / "fleet.yaml"
@@ -42,6 +42,7 @@ class InferenceStack(cdk.Stack):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         )
+        flow_logs = ec2.FlowLogDestination.to_s3(self.logs, "vpc-flow-logs/")
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -55,7 +56,7 @@ class InferenceStack(cdk.Stack):
             ],
             restrict_default_security_group=False,
             gateway_endpoints={"S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)},
-            flow_logs={"All": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_s3(self.logs, "vpc-flow-logs/"))},
+            flow_logs={"All": ec2.FlowLogOptions(destination=flow_logs)},
         )
         self.models = s3.Bucket(
             self,
@@ -77,33 +78,22 @@ class InferenceStack(cdk.Stack):
         self.fleet = LlmFleet(
             self,
             "Fleet",
-            LlmFleetProps(plans=plans, vpc=self.vpc, store_bucket=self.models, log_bucket=self.logs, base_image=base_image),
+            LlmFleetProps(
+                plans=plans, vpc=self.vpc, store_bucket=self.models, log_bucket=self.logs, base_image=base_image
+            ),
         )
 
     def _acknowledge_own_findings(self) -> None:
-        """The team's own exceptions for their own resources, for cdk-nag and checkov (they run both)."""
-        for finding, reason in {
-            "AwsSolutions-S1": "this bucket is the access-log destination; logging it would loop",
-            "NIST.800.53.R5-S3DefaultEncryptionKMS": "load balancers deliver access logs to SSE-S3 buckets only",
-        }.items():
-            cdk.Validations.of(self.logs).acknowledge(cdk.Acknowledgment(id=finding, reason=reason))
-        checkov_skip(self.logs, "CKV_AWS_18", "this bucket is the access-log destination; logging it would loop")
+        """The team's exceptions for their own resources, for cdk-nag and checkov (they run both)."""
+        loop = "this bucket is the access-log destination; logging it would loop"
+        acknowledge(self.logs, "AwsSolutions-S1", loop)
+        checkov_skip(self.logs, "CKV_AWS_18", loop)
+        acknowledge(self.logs, "NIST.800.53.R5-S3DefaultEncryptionKMS", "load balancers log to SSE-S3 buckets only")
         for bucket in (self.logs, self.models):
-            cdk.Validations.of(bucket).acknowledge(
-                cdk.Acknowledgment(id="NIST.800.53.R5-S3BucketReplicationEnabled", reason="one region; replication comes later")
-            )
-        cdk.Validations.of(self.vpc).acknowledge(
-            cdk.Acknowledgment(
-                id="NIST.800.53.R5-VPCDefaultSecurityGroupClosed", reason="nothing in this VPC uses the default security group"
-            )
-        )
+            acknowledge(bucket, "NIST.800.53.R5-S3BucketReplicationEnabled", "one region; replication comes later")
+        acknowledge(self.vpc, "NIST.800.53.R5-VPCDefaultSecurityGroupClosed", "no one uses the default security group")
         for subnet in self.vpc.public_subnets:
-            cdk.Validations.of(subnet).acknowledge(
-                cdk.Acknowledgment(
-                    id="NIST.800.53.R5-VPCNoUnrestrictedRouteToIGW",
-                    reason="public subnets hold only load balancers and the NAT gateway",
-                )
-            )
+            acknowledge(subnet, "NIST.800.53.R5-VPCNoUnrestrictedRouteToIGW", "load balancers and the NAT only")
 
 
 def build(app: cdk.App) -> InferenceStack:

@@ -128,7 +128,14 @@ def store_objects(*prefixes: str, bucket: str = "llmfleet-store") -> list[str]:
 
 
 def assert_serving_role_grants(
-    template: Template, role_id: str, model: str, stage: str, target: str, *, bucket: str = "llmfleet-store", prefix: str = ""
+    template: Template,
+    role_id: str,
+    model: str,
+    stage: str,
+    target: str,
+    *,
+    bucket: str = "llmfleet-store",
+    prefix: str = "",
 ) -> None:
     """A server reads only its own model's store prefixes and its own stage's and target's compile
     cache, and writes only that compile cache; listing is unconditioned on the bucket (a registry
