@@ -25,6 +25,7 @@ from stacks.llm_fleet import LlmFleet, LlmFleetProps
 
 FLEET = Path(__file__).resolve().parent / "fleet.yaml"
 MODEL_BUCKET = "acme-ml-models"  # fleet.yaml's `store` names it too
+ADAPTERS_REPO = "acme/llm-adapters"  # the GitHub repository whose workflows publish adapters
 
 
 class InferenceStack(cdk.Stack):
@@ -82,6 +83,8 @@ class InferenceStack(cdk.Stack):
                 plans=plans, vpc=self.vpc, store_bucket=self.models, log_bucket=self.logs, base_image=base_image
             ),
         )
+        # CI jobs of the adapters repository's `prod` environment publish and promote adapters.
+        self.ci = self.fleet.add_ci_access(ADAPTERS_REPO)
 
     def _acknowledge_own_findings(self) -> None:
         """The team's exceptions for their own resources, for cdk-nag and checkov (they run both)."""

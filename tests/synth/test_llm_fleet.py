@@ -25,7 +25,7 @@ from stacks.llm_fleet import LlmFleet, LlmFleetProps
 from stacks.store import DOCKERFILE
 from tests.conftest import REPO
 from tests.synth import test_compliance as compliance
-from tests.synth.conftest import assert_serving_role_grants, only
+from tests.synth.conftest import as_list, assert_serving_role_grants, only
 
 # The example fleet's cfn-lint and checkov checks, run on this module's assembly_dir.
 test_cfn_lint_reports_nothing = compliance.test_cfn_lint_reports_nothing
@@ -61,6 +61,13 @@ class OwnApp:
 
     def logical_id(self, construct) -> str:
         return self.stack.get_logical_id(construct.node.default_child)
+
+    def team_key_arn(self) -> dict:
+        return {"Fn::GetAtt": [self.logical_id(self.stack.key), "Arn"]}
+
+    def role_statements(self, role_id: str) -> list[dict]:
+        policies = self.template().find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+        return [s for policy in policies.values() for s in policy["Properties"]["PolicyDocument"]["Statement"]]
 
 
 def synth_own_app(outdir: Path, *, nag: bool, plain_bucket: bool = False) -> OwnApp:
@@ -104,7 +111,7 @@ def test_the_fleet_uses_the_teams_vpc_key_and_buckets_and_creates_none_of_them(w
     # The fleet's one key is the team's (the model bucket's); the only other key guards a model's API key secret.
     assert stack.resolve(with_nag.fleet.store.key.key_arn) == stack.resolve(stack.key.key_arn)
     keys = set(template.find_resources("AWS::KMS::Key"))
-    api_key_keys = {stack.get_logical_id(s.gpu_service.api_key_encryption.node.default_child) for s in with_nag.fleet.models.values()}
+    api_key_keys = {with_nag.logical_id(s.gpu_service.api_key_encryption) for s in with_nag.fleet.models.values()}
     assert keys == {with_nag.logical_id(stack.key)} | api_key_keys
     # Not given, so created: the alarm topic, the image repository.
     template.resource_count_is("AWS::SNS::Topic", 1)
@@ -121,18 +128,25 @@ def test_servers_are_granted_on_the_teams_bucket_by_its_name_and_decrypt_with_it
     template = with_nag.template()
     task = only(template.find_resources("AWS::ECS::TaskDefinition"))
     sagemaker_model = only(template.find_resources("AWS::SageMaker::Model"))
-    roles = {"ecs": task["TaskRoleArn"]["Fn::GetAtt"][0], "sagemaker": sagemaker_model["ExecutionRoleArn"]["Fn::GetAtt"][0]}
+    roles = {
+        "ecs": task["TaskRoleArn"]["Fn::GetAtt"][0],
+        "sagemaker": sagemaker_model["ExecutionRoleArn"]["Fn::GetAtt"][0],
+    }
     for target, role_id in roles.items():
         assert_serving_role_grants(
             template, role_id, plan.model_name, plan.stage, target, bucket=OWN.MODEL_BUCKET, prefix="llm"
         )
-        statements = [
-            statement
-            for policy in template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}}).values()
-            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        ]
-        decrypt = [s for s in statements if "kms:Decrypt" in s["Action"]]
-        assert decrypt and all(s["Resource"] == {"Fn::GetAtt": [with_nag.logical_id(with_nag.stack.key), "Arn"]} for s in decrypt)
+        decrypt = [s for s in with_nag.role_statements(role_id) if "kms:Decrypt" in s["Action"]]
+        assert decrypt and all(s["Resource"] == with_nag.team_key_arn() for s in decrypt)
+
+
+def test_ci_publishes_adapters_into_the_teams_bucket_with_its_key(with_nag: OwnApp) -> None:
+    statements = {s["Sid"]: s for s in with_nag.role_statements(with_nag.logical_id(with_nag.stack.ci.role))}
+    adapters = f":s3:::{OWN.MODEL_BUCKET}/llm/adapters/qwen3-small/*"
+    assert as_list(statements["PublishAdapters"]["Resource"]) == [
+        {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, adapters]]}
+    ]
+    assert statements["StoreKey"]["Resource"] == with_nag.team_key_arn()
 
 
 def test_the_teams_bucket_policy_makes_published_manifests_write_once(with_nag: OwnApp) -> None:
@@ -141,11 +155,12 @@ def test_the_teams_bucket_policy_makes_published_manifests_write_once(with_nag: 
             "AWS::S3::BucketPolicy", {"Properties": {"Bucket": {"Ref": with_nag.logical_id(with_nag.stack.models)}}}
         )
     )
-    (write_once,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == "PublishedVersionsAreWriteOnce"]
+    statements = policy["PolicyDocument"]["Statement"]
+    (write_once,) = [s for s in statements if s.get("Sid") == "PublishedVersionsAreWriteOnce"]
     assert write_once["Effect"] == "Deny" and write_once["Condition"] == {"Null": {"s3:if-none-match": "true"}}
 
 
-def test_the_image_is_built_from_the_dockerfile_beside_the_package_whatever_the_working_directory(with_nag: OwnApp) -> None:
+def test_the_image_is_built_from_the_dockerfile_beside_the_package_not_the_working_directory(with_nag: OwnApp) -> None:
     assets = json.loads((with_nag.outdir / f"{with_nag.stack.artifact_id}.assets.json").read_text())
     (image,) = assets["dockerImages"].values()
     assert image["source"]["dockerFile"] == DOCKERFILE
@@ -180,7 +195,7 @@ def nag_acknowledgements(scope) -> list[tuple[str, str]]:
     ]
 
 
-def test_without_the_checks_nothing_is_imposed_and_the_templates_are_the_same(with_nag: OwnApp, without_nag: OwnApp) -> None:
+def test_without_the_checks_nothing_is_imposed_and_the_template_is_alike(with_nag: OwnApp, without_nag: OwnApp) -> None:
     # The team's plain bucket would fail both packs; without them, the app synthesizes.
     checked = with_nag.template().to_json()
     unchecked = without_nag.template().to_json()
@@ -217,7 +232,9 @@ def props_error(**given) -> str:
 def test_props_refuse_what_the_fleet_cannot_use_and_say_why() -> None:
     stack = cdk.Stack(cdk.App(), "Team")
     other = s3.Bucket.from_bucket_name(stack, "Other", "someone-elses-bucket")
-    assert "is named 'someone-elses-bucket', but the manifest's store is 'acme-ml-models'" in props_error(store_bucket=other)
+    assert "is named 'someone-elses-bucket', but the manifest's store is 'acme-ml-models'" in props_error(
+        store_bucket=other
+    )
     assert "has no name of its own" in props_error(store_bucket=s3.Bucket(stack, "Unnamed"))
     assert "is not an ECR image URI" in props_error(image_uri="docker.io/vllm/vllm-openai:latest")
     assert "give one" in props_error(image_uri=IMAGE_URI, image_tag="v1")
