@@ -83,7 +83,10 @@ class LlmFleetProps:
                 f"LlmFleetProps.alarm_email {self.alarm_email!r}: it subscribes the topic the fleet creates, but "
                 f"alarm_topic was given; subscribe the address to your topic instead"
             )
-        self.store_props()  # checks the bucket, key and image now, not halfway through the construct
+        try:
+            self.store_props()  # checks the bucket, key and image now, not halfway through the construct
+        except StackConfigError as exc:
+            raise StackConfigError(f"LlmFleetProps: {exc}") from None  # StoreProps.bucket is store_bucket here
 
     def store_props(self) -> StoreProps:
         store = store_of(list(self.plans))
