@@ -162,7 +162,8 @@ class ServingImage:
 
 
 class StoreConstruct(Construct):
-    """KMS key, versioned SSL-only store bucket, access-log bucket, ECR repository and image."""
+    """KMS key, versioned SSL-only store bucket, access-log bucket, ECR repository and image; the
+    ones given in the props are used as they are (attributes key, bucket, access_logs, repository, image)."""
 
     def __init__(self, scope: Construct, id: str, props: StoreProps) -> None:
         super().__init__(scope, id)

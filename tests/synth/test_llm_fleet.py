@@ -243,5 +243,7 @@ def test_props_refuse_what_the_fleet_cannot_use_and_say_why() -> None:
     assert "pinned by digest" in props_error()  # nothing to serve: no image, no tag, no base to build from
     keyed = s3.Bucket(stack, "Keyed", bucket_name="acme-ml-models", encryption_key=kms.Key(stack, "BucketKey"))
     assert "encrypted with another key" in props_error(store_bucket=keyed, key=kms.Key(stack, "OtherKey"))
+    _, plans = load_and_plan(OWN_APP / "fleet.yaml")
+    assert LlmFleetProps(plans=plans, store_bucket=keyed, key=keyed.encryption_key, image_uri=IMAGE_URI).key is not None
     with pytest.raises(StackConfigError, match="LlmFleetProps.plans: no plans"):
         LlmFleetProps(plans=[])
