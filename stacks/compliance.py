@@ -16,12 +16,19 @@ from constructs import IConstruct
 NAG_PACKS = ("AwsSolutions-", "NIST.800.53.R5-")
 
 
-def add_compliance_checks(app: cdk.App) -> None:
-    """Run cdk-nag's AwsSolutions and NIST 800-53 R5 packs on every stack at synth; a finding fails synthesis.
+def add_compliance_checks(scope: IConstruct) -> None:
+    """Run cdk-nag's AwsSolutions and NIST 800-53 R5 packs at synth on every stack of `scope`'s app
+    (policy-validation plugins belong to the app, not to a stack); a finding fails synthesis.
 
-    Call it once the stacks are built: it acknowledges NIST's inline-policy rule on each role's
-    DefaultPolicy, where CDK's grants put a role's statements."""
-    for construct in app.node.find_all():
+    Opt-in: LlmFleet never calls it. The fleet's own exceptions are acknowledged next to the
+    constructs they excuse, so an app of LlmFleet alone passes both packs."""
+    cdk.Validations.of(scope).add_plugins(AwsSolutionsChecks(scope), NIST80053R5Checks(scope))
+
+
+def acknowledge_inline_policies(scope: IConstruct) -> None:
+    """Acknowledge NIST's inline-policy rule on each role's DefaultPolicy under `scope`, where CDK's
+    grants put a role's statements. Call it once the roles under `scope` hold their grants."""
+    for construct in scope.node.find_all():
         if isinstance(construct, iam.Policy) and construct.node.id == "DefaultPolicy":
             acknowledge(
                 construct,
@@ -29,7 +36,6 @@ def add_compliance_checks(app: cdk.App) -> None:
                 "CDK's grants write each role's statements into a policy of that role alone, created and deleted "
                 "with it; every statement is scoped (the IAM5 rows list the exceptions)",
             )
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), NIST80053R5Checks(app))
 
 
 def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:

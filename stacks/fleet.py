@@ -1,147 +1,26 @@
-"""The stacks of a planned fleet: a base stack (network, store, image, alarm topic), one stack
-per model (its ECS service and/or SageMaker endpoint and its monitoring), and an optional CI
-access stack. Per-model stacks keep each template far below CloudFormation's 500-resource cap.
+"""This repository's CDK app, one user of LlmFleet: the fleet manifest the context names, planned,
+in a base stack (network, store, image, alarm topic), one stack per model (its ECS service and/or
+SageMaker endpoint and its monitoring) and an optional CI access stack, with cdk-nag on every
+stack. Per-model stacks keep each template far below CloudFormation's 500-resource cap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import aws_cdk as cdk
-from aws_cdk import aws_kms as kms
-from constructs import Construct
 
-from model_store.manifest import FleetManifest
-from model_store.plan import DeploymentPlan
-from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
-from stacks.ci_access import CiAccessConstruct, CiAccessProps
-from stacks.compliance import acknowledge, add_compliance_checks
-from model_store.store import StoreLocation
 from model_store.fleet import load_and_plan
-from stacks.config import FleetSettings, store_of
-from stacks.edge import WebAclConstruct, WebAclProps
-from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
-from stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps, ModelMonitoringConstruct, ModelMonitoringProps
-from stacks.network import NetworkConstruct, NetworkProps
-from stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpointProps
-from stacks.store import StoreConstruct, StoreProps
+from model_store.image_plan import AnyPlan
+from model_store.manifest import FleetManifest
+from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
+from stacks.compliance import add_compliance_checks
+from stacks.config import FleetSettings
+from stacks.llm_fleet import LlmFleet, LlmFleetProps
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 StackT = TypeVar("StackT", bound=cdk.Stack)
 CI_ROLE_ARN_OUTPUT = "CiRoleArn"
-
-
-class FleetBaseStack(cdk.Stack):
-    """What every model shares: VPC, store bucket + key, log bucket, ECR and image, alarm topic."""
-
-    def __init__(self, scope: Construct, id: str, *, store_location: StoreLocation, settings: FleetSettings, **kwargs) -> None:
-        super().__init__(scope, id, **kwargs)
-        self.store_location = store_location  # literal names: grants and finding ids stay readable
-        self.store = StoreConstruct(
-            self,
-            "Store",
-            StoreProps(
-                bucket_name=store_location.bucket,
-                repo_root=REPO_ROOT,
-                prefix=store_location.prefix,
-                image_tag=settings.image_tag,
-                base_image=settings.vllm_image,
-            ),
-        )
-        self.network = NetworkConstruct(self, "Network", NetworkProps(flow_logs_bucket=self.store.access_logs))
-        self.alarms = AlarmTopicConstruct(self, "Alarms", AlarmTopicProps(key=self.store.key, email=settings.alarm_email))
-
-
-class ModelStack(cdk.Stack):
-    """One model: ECS GPU service and/or SageMaker endpoint as its plan targets, plus monitoring."""
-
-    def __init__(self, scope: Construct, id: str, *, plan: DeploymentPlan, base: FleetBaseStack, settings: FleetSettings, **kwargs) -> None:
-        super().__init__(scope, id, **kwargs)
-        store = base.store
-        self.gpu_service = None
-        self.web_acl = None
-        self.endpoint = None
-        if "ecs" in plan.targets:
-            self.gpu_service = GpuServiceConstruct(
-                self,
-                "Ecs",
-                GpuServiceProps(
-                    plan=plan,
-                    vpc=base.network.vpc,
-                    store=base.store_location,
-                    key=store.key,
-                    image=store.image,
-                    access_logs=store.access_logs,
-                    certificate_arn=settings.certificate_arn,
-                    allowed_cidr=settings.allowed_cidr,
-                    deletion_protection=settings.deletion_protection,
-                ),
-            )
-            self.web_acl = self._web_acl(plan, store.key, settings)
-        if "sagemaker" in plan.targets:
-            self.endpoint = SageMakerEndpointConstruct(
-                self,
-                "SageMaker",
-                SageMakerEndpointProps(
-                    plan=plan, vpc=base.network.vpc, store=base.store_location, key=store.key, image=store.image
-                ),
-            )
-        self.monitoring = ModelMonitoringConstruct(
-            self,
-            "Monitoring",
-            ModelMonitoringProps(plan=plan, topic=base.alarms.topic, gpu_service=self.gpu_service, endpoint=self.endpoint),
-        )
-
-    def _web_acl(self, plan: DeploymentPlan, key: kms.IKey, settings: FleetSettings) -> WebAclConstruct | None:
-        """The WAF in front of the public load balancer, unless `-c waf=off` says something else fronts it."""
-        if settings.waf:
-            return WebAclConstruct(
-                self, "Waf", WebAclProps(plan=plan, load_balancer=self.gpu_service.load_balancer, key=key, block=settings.waf_block)
-            )
-        acknowledge(
-            self.gpu_service.load_balancer,
-            "NIST.800.53.R5-ALBWAFEnabled",
-            "-c waf=off: the operator fronts the load balancer with their own WAF, gateway or CDN",
-        )
-        cdk.Annotations.of(self.gpu_service.load_balancer).add_warning(
-            f"model {plan.model_name}: -c waf=off, so no WAF web ACL (managed rules, per-client rate limit) "
-            f"protects the public load balancer; front it with your own."
-        )
-        return None
-
-
-class CiAccessStack(cdk.Stack):
-    """One stage's CI role: jobs of the repository's GitHub environment (or ref) publish adapters
-    of the planned models and promote them on this stage."""
-
-    def __init__(
-        self, scope: Construct, id: str, *, base: FleetBaseStack, plans: list[DeploymentPlan], settings: FleetSettings,
-        **kwargs,
-    ) -> None:  # fmt: skip
-        super().__init__(scope, id, **kwargs)
-        self.access = CiAccessConstruct(
-            self,
-            "CiAccess",
-            CiAccessProps(
-                github_repo=settings.github_repo,
-                store=base.store_location,
-                key=base.store.key,
-                models=tuple(plan.model_name for plan in plans),
-                stage=plans[0].stage,
-                github_environment=settings.github_environment,
-                github_ref=settings.github_ref,
-                existing_provider_arn=settings.github_oidc_provider_arn,
-            ),
-        )
-        # The workflow (examples/ci/publish-adapter.yml) assumes the role by this ARN.
-        self.role_arn_output = cdk.CfnOutput(
-            self,
-            CI_ROLE_ARN_OUTPUT,
-            value=self.access.role.role_arn,
-            description="the CI role to assume: set it as the repository variable LLMFLEET_CI_ROLE_ARN",
-        )
 
 
 def tagged(stack: StackT, tags: dict[str, str]) -> StackT:
@@ -158,18 +37,36 @@ def tagged(stack: StackT, tags: dict[str, str]) -> StackT:
 
 @dataclass(frozen=True)
 class Fleet:
-    """The composed app: what was planned and the stacks made from it (tests and app.py use this)."""
+    """The composed app: what was planned, the LlmFleet construct and the stacks holding it."""
 
     settings: FleetSettings
     manifest: FleetManifest
-    plans: list[DeploymentPlan]
-    base: FleetBaseStack
-    models: dict[str, ModelStack]
-    ci: CiAccessStack | None
+    plans: list[AnyPlan]
+    construct: LlmFleet
+    base: cdk.Stack
+    models: dict[str, cdk.Stack]
+    ci: cdk.Stack | None
 
     @property
     def stacks(self) -> list[cdk.Stack]:
         return [self.base, *self.models.values(), *([self.ci] if self.ci else [])]
+
+
+def fleet_props(settings: FleetSettings, plans: list[AnyPlan], **given) -> LlmFleetProps:
+    """The app's context as LlmFleet props: everything created; the image built FROM `vllm_image`,
+    or the one CI pushed as `image_tag`."""
+    return LlmFleetProps(
+        plans=plans,
+        image_tag=settings.image_tag,
+        base_image=settings.vllm_image,
+        alarm_email=settings.alarm_email,
+        certificate_arn=settings.certificate_arn,
+        allowed_cidr=settings.allowed_cidr,
+        waf=settings.waf,
+        waf_block=settings.waf_block,
+        deletion_protection=settings.deletion_protection,
+        **given,
+    )
 
 
 def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
@@ -185,20 +82,35 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
     env = cdk.Environment(region=manifest.region)
     prefix = f"llmfleet-{manifest.name}-{stage}"
     tags = {TAG_FLEET: manifest.name, TAG_STAGE: stage}
-    base = tagged(FleetBaseStack(app, prefix, store_location=store_of(plans), settings=settings, env=env), tags)
-    models = {
-        plan.model_name: tagged(
-            ModelStack(app, f"{prefix}-{plan.model_name}", plan=plan, base=base, settings=settings, env=env),
-            {**tags, TAG_MODEL: plan.model_name},
-        )
-        for plan in plans
-    }
+    base = tagged(cdk.Stack(app, prefix, env=env), tags)
+    models: dict[str, cdk.Stack] = {}
+
+    def model_stack(plan: AnyPlan) -> cdk.Stack:
+        stack = cdk.Stack(app, f"{prefix}-{plan.model_name}", env=env)
+        models[plan.model_name] = tagged(stack, {**tags, TAG_MODEL: plan.model_name})
+        return stack
+
+    # "Default": the fleet's resources are named in the templates as the stacks' own children.
+    fleet = LlmFleet(base, "Default", fleet_props(settings, plans, model_scope=model_stack))
     ci = None
     if settings.github_repo is not None:
-        ci = CiAccessStack(app, f"{prefix}-ci", base=base, plans=plans, settings=settings, env=env)
-        tagged(ci, tags)
+        ci = tagged(cdk.Stack(app, f"{prefix}-ci", env=env), tags)
+        access = fleet.add_ci_access(
+            settings.github_repo,
+            scope=ci,
+            github_environment=settings.github_environment,
+            github_ref=settings.github_ref,
+            existing_provider_arn=settings.github_oidc_provider_arn,
+        )
+        # The workflow (examples/ci/publish-adapter.yml) assumes the role by this ARN.
+        cdk.CfnOutput(
+            ci,
+            CI_ROLE_ARN_OUTPUT,
+            value=access.role.role_arn,
+            description="the CI role to assume: set it as the repository variable LLMFLEET_CI_ROLE_ARN",
+        )
     else:
         cdk.Annotations.of(base).add_info("no CI access role: set -c github_repo=owner/name to create one")
     if compliance_checks:
         add_compliance_checks(app)
-    return Fleet(settings=settings, manifest=manifest, plans=plans, base=base, models=models, ci=ci)
+    return Fleet(settings=settings, manifest=manifest, plans=plans, construct=fleet, base=base, models=models, ci=ci)

@@ -428,7 +428,7 @@ class GpuServiceConstruct(Construct):
             )
             cdk.Annotations.of(listener).add_warning(
                 f"model {plan.model_name}: the load balancer listens on plain HTTP, so the API key crosses the "
-                f"network in clear text. Deploy with -c certificate_arn=arn:aws:acm:... for HTTPS."
+                f"network in clear text. Give an ACM certificate for HTTPS: certificate_arn (-c certificate_arn=arn:aws:acm:...)."
             )
             plain_http = (
                 "no certificate_arn in context: plain HTTP for a first look, with a synth warning; "

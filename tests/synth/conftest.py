@@ -120,21 +120,32 @@ def s3_grants(template: Template, role_id: str) -> dict[str, list[str]]:
     return {action: sorted(resources) for action, resources in grants.items()}
 
 
-def store_objects(*prefixes: str) -> list[str]:
-    """The JSON of `arn:<partition>:s3:::llmfleet-store/<prefix>/*` for each prefix, sorted."""
+def store_objects(*prefixes: str, bucket: str = "llmfleet-store") -> list[str]:
+    """The JSON of `arn:<partition>:s3:::<bucket>/<prefix>/*` for each prefix, sorted."""
     return sorted(
-        json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::llmfleet-store/{p}/*"]]}) for p in prefixes
+        json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::{bucket}/{p}/*"]]}) for p in prefixes
     )
 
 
-def assert_serving_role_grants(template: Template, role_id: str, model: str, stage: str, target: str) -> None:
+def assert_serving_role_grants(
+    template: Template,
+    role_id: str,
+    model: str,
+    stage: str,
+    target: str,
+    *,
+    bucket: str = "llmfleet-store",
+    prefix: str = "",
+) -> None:
     """A server reads only its own model's store prefixes and its own stage's and target's compile
     cache, and writes only that compile cache; listing is unconditioned on the bucket (a registry
     document that does not exist yet must be a 404, not a 403)."""
     grants = s3_grants(template, role_id)
-    cache = f"compile-cache/{model}/{stage}/{target}"
+    at = f"{prefix}/" if prefix else ""
+    cache = f"{at}compile-cache/{model}/{stage}/{target}"
+    reads = [f"{at}{folder}/{model}" for folder in ("models", "adapters", "registry")]
     assert set(grants) == {"s3:GetObject", "s3:ListBucket", "s3:PutObject"}
-    assert grants["s3:GetObject"] == store_objects(*(f"{folder}/{model}" for folder in ("models", "adapters", "registry")), cache)
-    assert grants["s3:PutObject"] == store_objects(cache)
-    bucket = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::llmfleet-store"]]}
-    assert grants["s3:ListBucket"] == [json.dumps(bucket)]
+    assert grants["s3:GetObject"] == store_objects(*reads, cache, bucket=bucket)
+    assert grants["s3:PutObject"] == store_objects(cache, bucket=bucket)
+    bucket_arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::{bucket}"]]}
+    assert grants["s3:ListBucket"] == [json.dumps(bucket_arn)]

@@ -77,17 +77,17 @@ def test_count_mode_and_waf_off_with_a_warning_still_pass_both_nag_packs(tmp_pat
     app = cdk.App(context=cdk_json_context(waf_mode="count"), outdir=str(tmp_path / "count"))
     fleet = compose_fleet(app)
     app.synth()
-    model = next(stack for stack in fleet.models.values() if stack.gpu_service is not None)
-    web_acl = only(cdk.assertions.Template.from_stack(model).find_resources("AWS::WAFv2::WebACL"))
+    model = next(name for name, serving in fleet.construct.models.items() if serving.gpu_service is not None)
+    web_acl = only(cdk.assertions.Template.from_stack(fleet.models[model]).find_resources("AWS::WAFv2::WebACL"))
     assert all("Count" in r.get("Action", {}) or "Count" in r.get("OverrideAction", {}) for r in web_acl["Rules"])
 
     app = cdk.App(context=cdk_json_context(waf="off", deletion_protection="off"), outdir=str(tmp_path / "off"))
     fleet = compose_fleet(app)
     app.synth()
-    model = next(stack for stack in fleet.models.values() if stack.gpu_service is not None)
-    assert model.web_acl is None
-    template = cdk.assertions.Template.from_stack(model)
+    model = next(name for name, serving in fleet.construct.models.items() if serving.gpu_service is not None)
+    assert fleet.construct.models[model].web_acl is None
+    template = cdk.assertions.Template.from_stack(fleet.models[model])
     template.resource_count_is("AWS::WAFv2::WebACL", 0)
     balancer = only(template.find_resources("AWS::ElasticLoadBalancingV2::LoadBalancer"))
     assert {"Key": "deletion_protection.enabled", "Value": "false"} in balancer["LoadBalancerAttributes"]
-    Annotations.from_stack(model).has_warning("*", Match.string_like_regexp("waf=off, so no WAF web ACL"))
+    Annotations.from_stack(fleet.models[model]).has_warning("*", Match.string_like_regexp("waf=off, so no WAF web ACL"))

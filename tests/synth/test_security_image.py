@@ -35,7 +35,7 @@ def test_the_image_asset_is_built_from_the_configured_digest(secure_fleet: Synth
 
 
 def test_the_placeholder_digest_synthesizes_with_a_warning(secure_fleet: Synthesized) -> None:
-    store = secure_fleet.fleet.base.store
+    store = secure_fleet.fleet.construct.store
     warnings = [entry.data for entry in store.node.metadata if entry.type == "aws:cdk:warning"]
     assert len(warnings) == 1 and "placeholder digest" in warnings[0] and "`cdk deploy` fails" in warnings[0], warnings
 

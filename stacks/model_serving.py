@@ -1,0 +1,103 @@
+"""One model of the fleet: its ECS GPU service (and the WAF in front of it) and/or its SageMaker
+endpoint as its plan targets, plus its dashboard and alarms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from model_store.image_plan import AnyPlan
+from model_store.store import StoreLocation
+from stacks.compliance import acknowledge
+from stacks.edge import WebAclConstruct, WebAclProps
+from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
+from stacks.monitoring import ModelMonitoringConstruct, ModelMonitoringProps
+from stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpointProps
+from stacks.store import ServingImage
+
+
+@dataclass(frozen=True)
+class ModelServingProps:
+    """plan: the model's serving plan (its targets decide what is built). vpc, store, key, image,
+    access_logs, topic: the fleet's network, model store, store KMS key, serving image, log bucket
+    and alarm topic. certificate_arn, allowed_cidr, deletion_protection: the load balancer's, as
+    GpuServiceProps says (defaults None: plain HTTP, "0.0.0.0/0", True). waf: a WAF web ACL in
+    front of the public load balancer (default True; False leaves it to the operator's own WAF,
+    gateway or CDN, with a warning). waf_block: the web ACL blocks what its rules match (default
+    True; False counts only)."""
+
+    plan: AnyPlan
+    vpc: ec2.IVpc
+    store: StoreLocation
+    key: kms.IKey
+    image: ServingImage
+    access_logs: s3.IBucket
+    topic: sns.ITopic
+    certificate_arn: str | None = None
+    allowed_cidr: str = "0.0.0.0/0"
+    deletion_protection: bool = True
+    waf: bool = True
+    waf_block: bool = True
+
+
+class ModelServing(Construct):
+    """A model's serving targets and monitoring; attributes gpu_service, web_acl and endpoint are
+    None where the plan has no such target."""
+
+    def __init__(self, scope: Construct, id: str, props: ModelServingProps) -> None:
+        super().__init__(scope, id)
+        plan = props.plan
+        self.gpu_service = None
+        self.web_acl = None
+        self.endpoint = None
+        if "ecs" in plan.targets:
+            self.gpu_service = GpuServiceConstruct(
+                self,
+                "Ecs",
+                GpuServiceProps(
+                    plan=plan,
+                    vpc=props.vpc,
+                    store=props.store,
+                    key=props.key,
+                    image=props.image,
+                    access_logs=props.access_logs,
+                    certificate_arn=props.certificate_arn,
+                    allowed_cidr=props.allowed_cidr,
+                    deletion_protection=props.deletion_protection,
+                ),
+            )
+            self.web_acl = self._web_acl(props)
+        if "sagemaker" in plan.targets:
+            self.endpoint = SageMakerEndpointConstruct(
+                self,
+                "SageMaker",
+                SageMakerEndpointProps(plan=plan, vpc=props.vpc, store=props.store, key=props.key, image=props.image),
+            )
+        self.monitoring = ModelMonitoringConstruct(
+            self,
+            "Monitoring",
+            ModelMonitoringProps(plan=plan, topic=props.topic, gpu_service=self.gpu_service, endpoint=self.endpoint),
+        )
+
+    def _web_acl(self, props: ModelServingProps) -> WebAclConstruct | None:
+        """The WAF in front of the public load balancer, unless `waf=False` says something else fronts it."""
+        load_balancer = self.gpu_service.load_balancer
+        if props.waf:
+            acl = WebAclProps(plan=props.plan, load_balancer=load_balancer, key=props.key, block=props.waf_block)
+            return WebAclConstruct(self, "Waf", acl)
+        acknowledge(
+            load_balancer,
+            "NIST.800.53.R5-ALBWAFEnabled",
+            "waf=off: the operator fronts the load balancer with their own WAF, gateway or CDN",
+        )
+        cdk.Annotations.of(load_balancer).add_warning(
+            f"model {props.plan.model_name}: waf=off, so no WAF web ACL (managed rules, per-client rate limit) "
+            f"protects the public load balancer; front it with your own."
+        )
+        return None
