@@ -16,6 +16,7 @@ from pydantic import Field
 
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.boot_log import BootFigures
+from model_store.performance import percentile
 from model_store.plan import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, Frozen, ServingPlan, json_flag
 
 # The plan promised concurrency it cannot hold when vLLM's KV capacity is this far below it.
@@ -156,16 +157,6 @@ class LoadFigures(Frozen):
     output_tokens_per_second: float
     ttft_p50_ms: float | None
     ttft_p95_ms: float | None
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile by linear interpolation (numpy's default), None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def load_figures(

@@ -1,0 +1,389 @@
+"""How fast a planned server is: step times from FLOPs and bytes, then latency and throughput at a load.
+
+Pure arithmetic, no I/O. One engine step of vLLM runs every running sequence's next token
+(decode) and up to `max_num_batched_tokens` of prompt (chunked prefill) through the model
+once. Its time is a roofline: the larger of the FLOPs over the GPU's dense tensor rate and
+the bytes read (the weights once, the experts the step's tokens touch, every sequence's KV
+cache at its context length) over its HBM bandwidth, each at a calibrated efficiency, plus a
+fixed per-step cost (scheduling, sampling, kernel launches) and, with tensor parallelism,
+two all-reduces per layer.
+
+The efficiencies were fitted to the bursts measured on an H200 (tests/data/gpu_measurements.json,
+vLLM 0.26); tests/unit/test_performance_calibration.py holds the model to them and states
+the error per measurement. GPUs never measured keep the H200's efficiencies: see
+`UNMEASURED_GPU_UNCERTAINTY`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from model_store.catalog import Gpu
+from model_store.families import ArchitectureFacts
+from model_store.families.quantization import WeightFormat
+
+# Fitted on the H200 bursts (see the module docstring); the fit's error per measurement is in
+# docs/planner.md and tests/unit/test_performance_calibration.py.
+BANDWIDTH_EFFICIENCY = 0.95  # share of published HBM bandwidth a decode step reaches
+COMPUTE_EFFICIENCY = 0.57  # share of published dense tensor FLOP/s a prefill step reaches
+STEP_OVERHEAD_SECONDS = 0.00075  # per engine step: scheduler, sampler, launches (CUDA graphs on)
+LAYER_OVERHEAD_SECONDS = 0.000058  # per layer and step: the small kernels (norms, rotary, attention metadata)
+# Quantized weights are read more slowly than their bytes say: the matmul kernels dequantize as
+# they go (at small batches they are not bandwidth-bound). A factor on the weight bytes per
+# storage width, fitted on one measurement each (mistral-small-24b-fp8, llama31-8b-w4a16).
+QUANTIZED_READ_FACTOR = {"8-bit": 1.10, "sub-byte": 2.05}
+REQUEST_OVERHEAD_SECONDS = 0.029  # per request, before its first token: HTTP, tokenizer, detokenizer
+# Two all-reduces per layer at TP > 1; NCCL's small-message latency on NVLink is ~10 us
+# (nccl-tests all_reduce_perf, 8 x H100). Not calibrated: every measurement is TP=1.
+ALLREDUCE_SECONDS = 10e-6
+MEASURED_GPUS = ("NVIDIA H200",)
+# The efficiencies move with the GPU generation (kernels, clocks, cache sizes); off the H200
+# assume this relative error on step times until a run says otherwise.
+UNMEASURED_GPU_UNCERTAINTY = 0.30
+MEASURED_GPU_UNCERTAINTY = 0.15
+
+
+class PerformanceError(ValueError):
+    """A GPU or model the performance model has no figures for."""
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What a model costs one GPU of its tensor-parallel group per step, token and context token."""
+
+    dense_bytes: float  # weights every step reads once (attention, dense MLP, shared experts, LM head)
+    expert_bytes: float  # all routed experts, of which a step reads those its tokens are routed to
+    num_experts: int
+    experts_per_token: int
+    flops_per_token: float  # 2 x active parameters (the matmuls), this GPU's share
+    attention_flops_per_context_token: float  # QK^T and PV per (query token, context token), this GPU's share
+    kv_layers: tuple  # the model's KvLayers: windows cap what a step reads
+    kv_element_bytes: int
+    tp: int
+    layers: int
+    weight_read_factor: float  # QUANTIZED_READ_FACTOR of the format, 1 for 16-bit weights
+    flops_per_second: float  # published dense rate of the format's compute path
+    bytes_per_second: float
+
+
+def step_cost(
+    arch: ArchitectureFacts,
+    gpu: Gpu,
+    tp: int,
+    *,
+    weights_bytes: int,
+    dtype_bytes: int,
+    fmt: WeightFormat | None,
+    kv_element_bytes: int,
+) -> StepCost:
+    """The per-GPU cost of `arch` served at `tp` on `gpu`, from the plan's exact weight bytes.
+
+    Bytes split between parts by their parameter counts at the format's bytes per weight;
+    what a decode step does not read (embedding rows other than the batch's, a vision encoder)
+    is left out. FP8 weights use the FP8 tensor rate where the GPU has one."""
+    if not gpu.hbm_gb_per_s or not gpu.tflops_16bit:
+        raise PerformanceError(f"{gpu.name}: the catalog has no bandwidth or FLOP rate for it (Gpu.speed_source)")
+    params = arch.parameters
+    per_weight = fmt.part_bytes() if fmt else {}
+    size = lambda part: params.part(part) * per_weight.get(part, dtype_bytes)  # noqa: E731
+    parts = ("embeddings", "lm_head", "attention", "dense_mlp", "experts", "shared_experts", "router", "norms", "vision")
+    scale = weights_bytes / max(1.0, sum(size(part) for part in parts))
+    unread = size("vision") + (size("embeddings") if params.lm_head else 0)
+    experts = size("experts") * scale
+    dense = sum(size(part) for part in parts) * scale - experts - unread * scale
+    moe = arch.moe
+    active = params.total() - params.vision - (params.embeddings if params.lm_head else 0) - params.experts
+    if moe:
+        active += params.experts * moe.experts_per_token / moe.num_experts
+    attention_layers = sum(layer.count for layer in arch.kv_layers if layer.kind != "state")
+    fp8 = fmt is not None and fmt.method == "fp8" and gpu.tflops_fp8 > 0
+    return StepCost(
+        dense_bytes=dense / tp,
+        expert_bytes=experts / tp,
+        num_experts=moe.num_experts if moe else 0,
+        experts_per_token=moe.experts_per_token if moe else 0,
+        flops_per_token=2 * active / tp,
+        attention_flops_per_context_token=4 * arch.num_attention_heads * arch.head_dim * attention_layers / tp,
+        kv_layers=arch.kv_layers,
+        kv_element_bytes=kv_element_bytes,
+        tp=tp,
+        layers=arch.num_layers,
+        weight_read_factor=read_factor(fmt),
+        flops_per_second=(gpu.tflops_fp8 if fp8 else gpu.tflops_16bit) * 1e12,
+        bytes_per_second=gpu.hbm_gb_per_s * 1e9,
+    )
+
+
+def read_factor(fmt: WeightFormat | None) -> float:
+    """How much slower than its bytes a format's weights are read (QUANTIZED_READ_FACTOR)."""
+    if fmt is None or min(fmt.part_bytes().values(), default=2) >= 2:
+        return 1.0
+    return QUANTIZED_READ_FACTOR["sub-byte" if min(fmt.part_bytes().values()) < 1 else "8-bit"]
+
+
+def distinct_experts(num_experts: int, experts_per_token: int, tokens: float) -> float:
+    """Expected experts of one layer that `tokens` tokens route to, each picking `experts_per_token`
+    of `num_experts` uniformly: E x (1 - (1 - k/E)^n). A step reads only these experts' weights."""
+    if num_experts == 0:
+        return 0.0
+    return num_experts * (1 - (1 - experts_per_token / num_experts) ** tokens)
+
+
+def kv_read_bytes(cost: StepCost, context: float) -> float:
+    """KV bytes one sequence's attention reads per step at `context` tokens on one GPU (windowed layers read their window)."""
+    return sum(
+        layer.bytes_per_token(cost.tp, cost.kv_element_bytes) * min(context, layer.window or context)
+        for layer in cost.kv_layers
+        if layer.kind != "state"
+    )
+
+
+def attended_tokens(cost: StepCost, context: float) -> float:
+    """Context tokens a query attends to, averaged over the attention layers (windows cap it)."""
+    layers = [layer for layer in cost.kv_layers if layer.kind != "state"]
+    total = sum(layer.count for layer in layers)
+    return sum(layer.count * min(context, layer.window or context) for layer in layers) / max(1, total)
+
+
+def step_seconds(cost: StepCost, *, decodes: float, decode_context: float, prefill: float = 0.0, prefill_context: float = 0.0) -> float:
+    """One engine step: `decodes` sequences at `decode_context` tokens each generate a token, and a
+    prefill chunk of `prefill` tokens that starts after `prefill_context` tokens of its prompt."""
+    tokens = decodes + prefill
+    if tokens <= 0:
+        return 0.0
+    chunk_context = prefill_context + prefill / 2  # a causal chunk's tokens see, on average, half of it
+    flops = tokens * cost.flops_per_token + cost.attention_flops_per_context_token * (
+        decodes * attended_tokens(cost, decode_context) + prefill * attended_tokens(cost, chunk_context)
+    )
+    touched = distinct_experts(cost.num_experts, cost.experts_per_token, tokens) / cost.num_experts if cost.num_experts else 0.0
+    read = (cost.dense_bytes + cost.expert_bytes * touched) * cost.weight_read_factor + decodes * kv_read_bytes(cost, decode_context)
+    read += kv_read_bytes(cost, prefill_context) if prefill else 0.0
+    roofline = max(flops / (cost.flops_per_second * COMPUTE_EFFICIENCY), read / (cost.bytes_per_second * BANDWIDTH_EFFICIENCY))
+    allreduce = 2 * cost.layers * ALLREDUCE_SECONDS if cost.tp > 1 else 0.0
+    return roofline + STEP_OVERHEAD_SECONDS + LAYER_OVERHEAD_SECONDS * cost.layers + allreduce
+
+
+def uncertainty(gpu: Gpu) -> float:
+    """Relative error to assume on a prediction for `gpu`: the fit's on the GPU it was measured on, wider elsewhere."""
+    return MEASURED_GPU_UNCERTAINTY if gpu.name in MEASURED_GPUS else UNMEASURED_GPU_UNCERTAINTY
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile by linear interpolation (numpy's default), None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+# --- a closed-loop burst, step by step (what `verify` measures) -------------------------
+
+
+@dataclass(frozen=True)
+class Batching:
+    """The server's batching limits: vLLM's max_num_seqs, max_num_batched_tokens and its KV cache in tokens."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    kv_tokens: int
+
+
+@dataclass(frozen=True)
+class BurstPrediction:
+    seconds: float
+    output_tokens_per_second: float
+    ttft_p50_seconds: float
+    ttft_p95_seconds: float
+
+
+@dataclass
+class _Request:
+    arrival: float
+    prefilled: int = 0
+    generated: int = 0
+
+
+def simulate_burst(
+    cost: StepCost, batching: Batching, *, requests: int, concurrency: int, prompt_tokens: int, output_tokens: int
+) -> BurstPrediction:
+    """`requests` requests of fixed lengths, `concurrency` in flight (each sent when one ends), all
+    starting at once, through vLLM's scheduler step by step: running sequences decode first, then
+    prompts are prefilled first come first served in chunks within the token budget, admitted while
+    fewer than max_num_seqs run and their prompt and output fit the KV cache."""
+    waiting = [_Request(0.0) for _ in range(min(requests, concurrency))]
+    sent, running, ttfts, now = len(waiting), [], [], 0.0
+    per_request_kv = prompt_tokens + output_tokens
+    while waiting or running:
+        budget = batching.max_num_batched_tokens
+        decoding = [r for r in running if r.prefilled == prompt_tokens]
+        budget -= len(decoding)
+        while waiting and len(running) < batching.max_num_seqs and (len(running) + 1) * per_request_kv <= batching.kv_tokens:
+            running.append(waiting.pop(0))
+        chunks = []
+        for request in running:
+            if request.prefilled < prompt_tokens and budget > 0:
+                chunk = min(prompt_tokens - request.prefilled, budget)
+                chunks.append((request, chunk))
+                budget -= chunk
+        prefill = sum(chunk for _, chunk in chunks)
+        context = sum(r.prefilled for r, _ in chunks) / len(chunks) if chunks else 0.0
+        decode_context = prompt_tokens + sum(r.generated for r in decoding) / len(decoding) if decoding else 0.0
+        now += step_seconds(cost, decodes=len(decoding), decode_context=decode_context, prefill=prefill, prefill_context=context)
+        for request in decoding:
+            request.generated += 1
+        for request, chunk in chunks:
+            request.prefilled += chunk
+            if request.prefilled == prompt_tokens:
+                request.generated = 1
+                ttfts.append(now - request.arrival + REQUEST_OVERHEAD_SECONDS)
+        finished = [r for r in running if r.generated >= output_tokens]
+        running = [r for r in running if r.generated < output_tokens]
+        for _ in finished:
+            if sent < requests:
+                waiting.append(_Request(now))
+                sent += 1
+    seconds = now + REQUEST_OVERHEAD_SECONDS
+    return BurstPrediction(
+        seconds=seconds,
+        output_tokens_per_second=requests * output_tokens / seconds,
+        ttft_p50_seconds=percentile(ttfts, 50),
+        ttft_p95_seconds=percentile(ttfts, 95),
+    )
+
+
+# --- a steady load, by queueing approximation (what the planner sizes for) ---------------
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """A token-length distribution by its median and 95th percentile."""
+
+    p50: int
+    p95: int
+
+    def at(self, q: int) -> int:
+        """The length at percentile `q` (the median below the 95th, the 95th above)."""
+        return self.p50 if q <= 50 else self.p95
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One server at a steady load; latencies in seconds, `q` the SLO's percentile."""
+
+    requests_per_second: float
+    running: float  # sequences decoding at once, on average (Little's law)
+    step_seconds: float  # mean engine step = mean inter-token latency
+    itl_q_seconds: float
+    ttft_p50_seconds: float
+    ttft_q_seconds: float
+    prefill_utilization: float
+    output_tokens_per_second: float
+
+
+def concurrency_cap(batching: Batching, prompt: Lengths, output: Lengths) -> float:
+    """Sequences a server can run at once: max_num_seqs, and what its KV cache holds of median requests."""
+    return min(batching.max_num_seqs, batching.kv_tokens / (prompt.p50 + output.p50))
+
+
+def prefill_seconds(cost: StepCost, batching: Batching, tokens: int, decodes: float, decode_context: float) -> float:
+    """A prompt of `tokens` prefilled alone in equal chunks within the token budget, beside `decodes` decoding sequences."""
+    chunks = math.ceil(tokens / batching.max_num_batched_tokens)
+    chunk = tokens / chunks
+    return sum(
+        step_seconds(cost, decodes=decodes, decode_context=decode_context, prefill=chunk, prefill_context=i * chunk)
+        for i in range(chunks)
+    )
+
+
+def predict(cost: StepCost, batching: Batching, rate: float, prompt: Lengths, output: Lengths, q: int) -> Prediction | None:
+    """A server at `rate` requests/s (Poisson arrivals) with these lengths; None when it cannot keep up.
+
+    Decoding: the mean step time s solves s = step(rate x output x s decodes, rate x prompt x s
+    prefill tokens), the decode batch following Little's law; more sequences than max_num_seqs or
+    the KV cache holds (the concurrency cap), or more tokens per step than the budget, is saturation.
+    The q-th percentile ITL is a step that also carries a p95 prompt's chunk, once more than 1 - q
+    of steps carry one. TTFT: prefill is one M/G/1 server (prompts are prefilled first come first
+    served through one token budget) whose service time is the prompt's tokens at a full chunk's
+    per-token time; Pollaczek-Khinchine's mean wait for deterministic service and an exponential
+    tail, plus the prompt's own prefill and a step in flight."""
+    decode_context = prompt.p50 + output.p50 / 2
+    cap = concurrency_cap(batching, prompt, output)
+    s = STEP_OVERHEAD_SECONDS
+    for _ in range(200):
+        running, prefill = rate * output.p50 * s, rate * prompt.p50 * s
+        if running > cap or running + prefill > batching.max_num_batched_tokens:
+            return None
+        following = step_seconds(cost, decodes=running, decode_context=decode_context, prefill=prefill, prefill_context=prompt.p50 / 2)
+        if following - s <= 1e-9 * s:
+            break
+        s = following
+    else:
+        return None
+    running = rate * output.p50 * s
+    full_chunk = batching.max_num_batched_tokens
+    per_token = step_seconds(cost, decodes=0, decode_context=0, prefill=full_chunk, prefill_context=prompt.p50 / 2) / full_chunk
+    service = prompt.p50 * per_token
+    utilization = rate * service
+    if utilization >= 1:
+        return None
+
+    def wait(pct: int) -> float:
+        tail = 1 - pct / 100
+        return service / (2 * (1 - utilization)) * math.log(utilization / tail) if utilization > tail else 0.0
+
+    chunks_per_prompt = math.ceil(prompt.p50 / full_chunk)
+    carrying = min(1.0, rate * chunks_per_prompt * s)
+    pure = step_seconds(cost, decodes=running, decode_context=decode_context)
+    mixed = step_seconds(cost, decodes=running, decode_context=decode_context, prefill=min(prompt.p95, full_chunk))
+    itl_q = max(s, mixed if carrying > 1 - q / 100 else pure)
+
+    def ttft(pct: int) -> float:
+        own = prefill_seconds(cost, batching, prompt.at(pct), running, decode_context)
+        return wait(pct) + own + s + REQUEST_OVERHEAD_SECONDS
+
+    return Prediction(
+        requests_per_second=rate,
+        running=running,
+        step_seconds=s,
+        itl_q_seconds=itl_q,
+        ttft_p50_seconds=ttft(50),
+        ttft_q_seconds=ttft(q),
+        prefill_utilization=utilization,
+        output_tokens_per_second=rate * output.p50,
+    )
+
+
+def saturation_rate(cost: StepCost, batching: Batching, prompt: Lengths, output: Lengths) -> float:
+    """The highest arrival rate a server keeps up with (bisection on `predict`), requests/s."""
+    low, high = 0.0, 1.0
+    while predict(cost, batching, high, prompt, output, 50) is not None:
+        low, high = high, high * 2
+        if high > 1e7:
+            return high
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if predict(cost, batching, middle, prompt, output, 50) is not None else (low, middle)
+    return low
+
+
+def predict_closed(
+    cost: StepCost, batching: Batching, concurrency: float, prompt: Lengths, output: Lengths, q: int
+) -> Prediction | None:
+    """A server holding `concurrency` requests in flight, each sent when one ends: the arrival rate
+    that Little's law gives, rate x (mean TTFT + output x mean ITL) = concurrency, found by bisection;
+    None when even the saturation rate holds fewer in flight (requests would queue for a seat)."""
+    in_flight = lambda p: p.requests_per_second * (p.ttft_p50_seconds + output.p50 * p.step_seconds)  # noqa: E731
+    high = saturation_rate(cost, batching, prompt, output)
+    at_high = predict(cost, batching, high, prompt, output, q)
+    if at_high is None or in_flight(at_high) < concurrency:
+        return None
+    low = 0.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        point = predict(cost, batching, middle, prompt, output, q)
+        low, high = (middle, high) if point is not None and in_flight(point) < concurrency else (low, middle)
+    return predict(cost, batching, high, prompt, output, q)
