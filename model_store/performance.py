@@ -27,14 +27,14 @@ from model_store.families.quantization import WeightFormat
 # Fitted on the H200 bursts (see the module docstring); the fit's error per measurement is in
 # docs/planner.md and tests/unit/test_performance_calibration.py.
 BANDWIDTH_EFFICIENCY = 0.94  # share of published HBM bandwidth a decode step reaches
-COMPUTE_EFFICIENCY = 0.62  # share of published dense tensor FLOP/s a prefill step reaches
+COMPUTE_EFFICIENCY = 0.61  # share of published dense tensor FLOP/s a prefill step reaches
 STEP_OVERHEAD_SECONDS = 0.00044  # per engine step: scheduler, sampler, launches (CUDA graphs on)
 LAYER_OVERHEAD_SECONDS = 0.000057  # per layer and step: the small kernels (norms, rotary, attention metadata)
 # Quantized weights are read more slowly than their bytes say: the matmul kernels dequantize as
 # they go (at small batches they are not bandwidth-bound). A factor on the weight bytes per
 # storage width, fitted on one measurement each (mistral-small-24b-fp8, llama31-8b-w4a16).
-QUANTIZED_READ_FACTOR = {"8-bit": 1.14, "sub-byte": 2.12}
-REQUEST_OVERHEAD_SECONDS = 0.047  # per request, before its first token: HTTP, tokenizer, detokenizer
+QUANTIZED_READ_FACTOR = {"8-bit": 1.16, "sub-byte": 2.12}
+REQUEST_OVERHEAD_SECONDS = 0.049  # per request, before its first token: HTTP, tokenizer, detokenizer
 # Two all-reduces per layer at TP > 1; NCCL's small-message latency on NVLink is ~10 us
 # (nccl-tests all_reduce_perf, 8 x H100). Not calibrated: every measurement is TP=1.
 ALLREDUCE_SECONDS = 10e-6
