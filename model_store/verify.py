@@ -9,7 +9,6 @@ gpu/model_runner.py, v1/core/kv_cache_utils.py, v1/engine/core.py; read 2026-12)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field

@@ -105,11 +105,17 @@ def test_one_request_of_a_burst_is_a_prefill_step_then_decode_steps() -> None:
 
 
 def test_a_burst_larger_than_the_budget_is_prefilled_in_chunks() -> None:
-    """Two 6,000-token prompts through a 8,192-token budget: the second's first token waits a step."""
+    """Two 6,000-token prompts through an 8,192-token budget: step 1 prefills all of the first and 2,192
+    tokens of the second; step 2 decodes the first (at 6,001 tokens) beside the second's last 3,808."""
     batching = Batching(max_num_seqs=8, max_num_batched_tokens=8192, kv_tokens=100_000)
     burst = pf.simulate_burst(ROUND, batching, requests=2, concurrency=2, prompt_tokens=6000, output_tokens=2)
-    first = pf.step_seconds(ROUND, decodes=0, decode_context=0, prefill=8192, prefill_context=(0 + 0) / 2)
-    assert burst.ttft_p50_seconds > first
+    step1 = pf.step_seconds(ROUND, decodes=0, decode_context=0, prefill=8192, prefill_context=0)
+    step2 = pf.step_seconds(ROUND, decodes=1, decode_context=6001, prefill=3808, prefill_context=2192)
+    step3 = pf.step_seconds(ROUND, decodes=1, decode_context=6001)
+    first, second = step1 + pf.REQUEST_OVERHEAD_SECONDS, step1 + step2 + pf.REQUEST_OVERHEAD_SECONDS
+    assert burst.ttft_p50_seconds == pytest.approx((first + second) / 2)
+    assert burst.ttft_p95_seconds == pytest.approx(first + 0.95 * (second - first))
+    assert burst.seconds == pytest.approx(step1 + step2 + step3 + pf.REQUEST_OVERHEAD_SECONDS)
 
 
 LENGTHS = (Lengths(1000, 3000), Lengths(200, 500))
