@@ -117,7 +117,7 @@ def step_cost_of(spec: ModelSpec, arch: ArchitectureFacts, dtype: str, fmt: Weig
     return performance.step_cost(
         arch, gpu_instance.gpu, tp,
         weights_bytes=memory.weights_bytes, dtype_bytes=DTYPE_BYTES[dtype], fmt=fmt,
-        kv_element_bytes=kv_element_bytes(spec.kv_cache_dtype, dtype),
+        kv_element_bytes=kv_element_bytes(spec.kv_cache_dtype, dtype), link_gb_per_s=performance.link_gb_per_s(gpu_instance.family),
     )  # fmt: skip
 
 

@@ -35,9 +35,16 @@ LAYER_OVERHEAD_SECONDS = 0.000057  # per layer and step: the small kernels (norm
 # storage width, fitted on one measurement each (mistral-small-24b-fp8, llama31-8b-w4a16).
 QUANTIZED_READ_FACTOR = {"8-bit": 1.16, "sub-byte": 2.12}
 REQUEST_OVERHEAD_SECONDS = 0.049  # per request, before its first token: HTTP, tokenizer, detokenizer
-# Two all-reduces per layer at TP > 1; NCCL's small-message latency on NVLink is ~10 us
-# (nccl-tests all_reduce_perf, 8 x H100). Not calibrated: every measurement is TP=1.
+# Two all-reduces per layer at TP > 1, each a latency plus a ring's 2 (tp - 1) / tp x the step's
+# activations (tokens x hidden x 2 B) over the GPUs' link. NCCL's small-message latency is ~10 us
+# (nccl-tests all_reduce_perf). Links, per GPU and direction: NVLink 3 (A100) 300 GB/s, NVLink 4
+# (H100, H200) 450 GB/s, NVLink 5 (B200) 900 GB/s (NVIDIA datasheets: 600 / 900 / 1,800 GB/s both
+# ways); the G instances have no NVLink: PCIe Gen3 x16 (g4dn) ~16 GB/s, Gen4 x16 ~32 GB/s. NCCL
+# reaches about LINK_EFFICIENCY of that. Not calibrated: every measurement is TP=1.
 ALLREDUCE_SECONDS = 10e-6
+LINK_GB_PER_S = {"p4d": 300, "p4de": 300, "p5": 450, "p5e": 450, "p5en": 450, "p6-b200": 900, "g4dn": 16}
+PCIE_GEN4_GB_PER_S = 32
+LINK_EFFICIENCY = 0.7
 MEASURED_GPUS = ("NVIDIA H200",)
 # The efficiencies move with the GPU generation (kernels, clocks, cache sizes); off the H200
 # assume this relative error on step times until a run says otherwise.
@@ -64,8 +71,15 @@ class StepCost:
     tp: int
     layers: int
     weight_read_factor: float  # QUANTIZED_READ_FACTOR of the format, 1 for 16-bit weights
+    hidden_size: int
+    link_bytes_per_second: float  # between the GPUs of the TP group (LINK_GB_PER_S)
     flops_per_second: float  # published dense rate of the format's compute path
     bytes_per_second: float
+
+
+def link_gb_per_s(instance_family: str) -> float:
+    """The GPU-to-GPU bandwidth, per direction, of an instance family (LINK_GB_PER_S)."""
+    return LINK_GB_PER_S.get(instance_family, PCIE_GEN4_GB_PER_S)
 
 
 def step_cost(
@@ -73,6 +87,7 @@ def step_cost(
     gpu: Gpu,
     tp: int,
     *,
+    link_gb_per_s: float = PCIE_GEN4_GB_PER_S,
     weights_bytes: int,
     dtype_bytes: int,
     fmt: WeightFormat | None,
@@ -111,6 +126,8 @@ def step_cost(
         tp=tp,
         layers=arch.num_layers,
         weight_read_factor=read_factor(fmt),
+        hidden_size=arch.hidden_size,
+        link_bytes_per_second=link_gb_per_s * 1e9,
         flops_per_second=(gpu.tflops_fp8 if fp8 else gpu.tflops_16bit) * 1e12,
         bytes_per_second=gpu.hbm_gb_per_s * 1e9,
     )
@@ -161,7 +178,10 @@ def step_seconds(cost: StepCost, *, decodes: float, decode_context: float, prefi
     read = (cost.dense_bytes + cost.expert_bytes * touched) * cost.weight_read_factor + decodes * kv_read_bytes(cost, decode_context)
     read += kv_read_bytes(cost, prefill_context) if prefill else 0.0
     roofline = max(flops / (cost.flops_per_second * COMPUTE_EFFICIENCY), read / (cost.bytes_per_second * BANDWIDTH_EFFICIENCY))
-    allreduce = 2 * cost.layers * ALLREDUCE_SECONDS if cost.tp > 1 else 0.0
+    allreduce = 0.0
+    if cost.tp > 1:
+        ring = 2 * (cost.tp - 1) / cost.tp * tokens * cost.hidden_size * 2
+        allreduce = 2 * cost.layers * (ALLREDUCE_SECONDS + ring / (cost.link_bytes_per_second * LINK_EFFICIENCY))
     return roofline + STEP_OVERHEAD_SECONDS + LAYER_OVERHEAD_SECONDS * cost.layers + allreduce
 
 

@@ -29,6 +29,8 @@ ROUND = StepCost(
     tp=1,
     layers=32,
     weight_read_factor=1.0,
+    hidden_size=4096,
+    link_bytes_per_second=100e9,
     flops_per_second=1e15,
     bytes_per_second=5e12,
 )
@@ -51,9 +53,17 @@ def test_a_prefill_step_is_its_flops_over_the_tensor_rate() -> None:
 
 
 def test_tensor_parallel_adds_two_all_reduces_per_layer() -> None:
+    """At TP=2 a ring all-reduce moves 2 x 1/2 x the step's activations: 10 tokens x 4,096 x 2 B = 81,920 B,
+    over 100 GB/s at LINK_EFFICIENCY, plus its latency, twice per layer."""
     split = dataclasses.replace(ROUND, dense_bytes=8e9, tp=2)
-    expected = 8e9 / (5e12 * pf.BANDWIDTH_EFFICIENCY) + FIXED + 2 * 32 * pf.ALLREDUCE_SECONDS
-    assert pf.step_seconds(split, decodes=1, decode_context=0) == pytest.approx(expected, rel=1e-12)
+    allreduce = 2 * 32 * (pf.ALLREDUCE_SECONDS + 81_920 / (100e9 * pf.LINK_EFFICIENCY))
+    expected = (8e9 + 10 * 0) / (5e12 * pf.BANDWIDTH_EFFICIENCY) + FIXED + allreduce
+    assert pf.step_seconds(split, decodes=10, decode_context=0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_instances_without_nvlink_all_reduce_over_pcie() -> None:
+    assert pf.link_gb_per_s("p5en") == 450 and pf.link_gb_per_s("g6e") == pf.PCIE_GEN4_GB_PER_S == 32
+    assert pf.link_gb_per_s("g4dn") == 16
 
 
 def test_expected_distinct_experts() -> None:
