@@ -46,10 +46,11 @@ LINK_GB_PER_S = {"p4d": 300, "p4de": 300, "p5": 450, "p5e": 450, "p5en": 450, "p
 PCIE_GEN4_GB_PER_S = 32
 LINK_EFFICIENCY = 0.7
 MEASURED_GPUS = ("NVIDIA H200",)
-# The efficiencies move with the GPU generation (kernels, clocks, cache sizes); off the H200
-# assume this relative error on step times until a run says otherwise.
-UNMEASURED_GPU_UNCERTAINTY = 0.30
-MEASURED_GPU_UNCERTAINTY = 0.15
+# On the H200 the fit's held figures are within 10 % but for TTFT p95 at 128 in flight (-21 %).
+# The efficiencies move with the GPU generation (kernels, clocks, cache sizes): off the H200 a
+# wider error is assumed, a stated guess rather than a measured spread, until a run says otherwise.
+MEASURED_GPU_UNCERTAINTY = 0.20
+UNMEASURED_GPU_UNCERTAINTY = 0.40
 
 
 class PerformanceError(ValueError):
