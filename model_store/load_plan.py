@@ -271,7 +271,7 @@ def _max_rate_within_slo(spec: ModelSpec, option: Option) -> float:
     prompt, output = Lengths(load.prompt_tokens.p50, load.prompt_tokens.p95), Lengths(load.output_tokens.p50, load.output_tokens.p95)
     ok = lambda rate: meets(performance.predict(cost, batching, rate, prompt, output, load.slo.percentile), load)  # noqa: E731
     low, high = 0.0, performance.saturation_rate(cost, batching, prompt, output)
-    for _ in range(40):
+    while high - low > performance.RATE_PRECISION * high:
         middle = (low + high) / 2
         low, high = (middle, high) if ok(middle) else (low, middle)
     return low

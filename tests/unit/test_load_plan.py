@@ -3,6 +3,7 @@ and the properties a buyer relies on (more load never buys less; a looser SLO ne
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from model_store import performance
 from model_store.architectures import known_architecture
 from model_store.catalog import instance
 from model_store.manifest import FleetManifest, ManifestError, parse_fleet
-from model_store.plan import PlanError, plan_model
+from model_store.plan import PlanError, ServingPlan, plan_model
 
 LLAMA = known_architecture("meta-llama/Llama-3.1-8B-Instruct")
 SMALL_CATALOG = tuple(instance(name) for name in ("g6.xlarge", "g6e.xlarge", "g6e.12xlarge", "p5.4xlarge"))
@@ -115,6 +116,12 @@ def test_every_cheaper_fleet_misses_the_slo() -> None:
         assert _fleet_cost(pinned) >= _fleet_cost(chosen) - 1e-9
 
 
+def test_the_predictions_travel_with_the_plan() -> None:
+    plan = _plan(_load())
+    assert ServingPlan.from_json(plan.to_json()) == plan
+    assert json.loads(plan.to_json())["performance"]["replicas"] == plan.performance.replicas
+
+
 def test_an_slo_no_fleet_meets_is_refused_with_what_one_request_gets() -> None:
     with pytest.raises(PlanError, match=r"no fleet of up to 100 servers .* even a lone request gets"):
         _plan(_load(slo={"ttft_ms": 2000, "itl_ms": 0.5}))
@@ -144,3 +151,12 @@ def test_a_looser_slo_never_costs_more(ttft: int, itl: float, looser: float, rat
             return math.inf
 
     assert cost(int(ttft * looser), itl * looser) <= cost(ttft, itl)
+
+
+@settings(max_examples=10, deadline=None)
+@given(concurrency=st.integers(1, 200), factor=st.floats(1.0, 3.0))
+def test_more_requests_in_flight_never_lower_the_chosen_capacity(concurrency: int, factor: float) -> None:
+    closed = {k: v for k, v in _load().items() if k != "requests_per_second"}
+    light = _plan(closed | {"concurrency": concurrency})
+    heavy = _plan(closed | {"concurrency": math.ceil(concurrency * factor)})
+    assert _fleet_cost(heavy) >= _fleet_cost(light) - 1e-9
