@@ -62,6 +62,11 @@ class Option:
         return f"{self.replicas} x {self.instance.name} (TP={self.tp}, ${self.hourly:.2f}/h)"
 
 
+def lengths(load: LoadSpec) -> tuple[Lengths, Lengths]:
+    """The prompt and output length distributions, as the performance model takes them."""
+    return Lengths(load.prompt_tokens.p50, load.prompt_tokens.p95), Lengths(load.output_tokens.p50, load.output_tokens.p95)
+
+
 def per_server(load: LoadSpec, replicas: int) -> float:
     """The rate (requests/s) or concurrency one of `replicas` servers takes."""
     total = load.requests_per_second if load.requests_per_second is not None else load.concurrency
@@ -70,8 +75,7 @@ def per_server(load: LoadSpec, replicas: int) -> float:
 
 def predict_at(cost: StepCost, batching: Batching, load: LoadSpec, replicas: int) -> Prediction | None:
     """One server's prediction with the load split evenly over `replicas` servers."""
-    prompt, output = Lengths(load.prompt_tokens.p50, load.prompt_tokens.p95), Lengths(load.output_tokens.p50, load.output_tokens.p95)
-    share, q = per_server(load, replicas), load.slo.percentile
+    (prompt, output), share, q = lengths(load), per_server(load, replicas), load.slo.percentile
     if load.requests_per_second is not None:
         return performance.predict(cost, batching, share, prompt, output, q)
     return performance.predict_closed(cost, batching, share, prompt, output, q)
@@ -103,8 +107,7 @@ def fewest_replicas(cost: StepCost, batching: Batching, load: LoadSpec) -> tuple
 
 def floor_reason(cost: StepCost, batching: Batching, load: LoadSpec) -> str:
     """Why no number of servers meets the SLO: what one request alone is predicted to get."""
-    prompt, output = Lengths(load.prompt_tokens.p50, load.prompt_tokens.p95), Lengths(load.output_tokens.p50, load.output_tokens.p95)
-    alone = performance.predict(cost, batching, 1e-6, prompt, output, load.slo.percentile)
+    alone = performance.predict(cost, batching, 1e-6, *lengths(load), load.slo.percentile)
     if alone is None:
         return "its KV cache does not hold one median request"
     return (
@@ -113,7 +116,10 @@ def floor_reason(cost: StepCost, batching: Batching, load: LoadSpec) -> str:
     )
 
 
-def step_cost_of(spec: ModelSpec, arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None, memory, gpu_instance: GpuInstance, tp: int) -> StepCost:
+def step_cost_of(
+    spec: ModelSpec, arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None, memory, gpu_instance: GpuInstance, tp: int
+) -> StepCost:
+    """The model's per-step cost on one GPU of `gpu_instance` at `tp`, from the plan's weight bytes."""
     return performance.step_cost(
         arch, gpu_instance.gpu, tp,
         weights_bytes=memory.weights_bytes, dtype_bytes=DTYPE_BYTES[dtype], fmt=fmt,
@@ -149,7 +155,8 @@ def options_for(spec, arch, draft, dtype, fmt, candidate: GpuInstance) -> tuple[
                 options.append(Option(candidate, tp, batched, memory, cost, replicas, replicas * price, prediction))
         if not found:
             batching = Batching(MAX_NUM_SEQS_CAP, budgets[-1], memory.token_capacity)
-            refused.append(Candidate(instance_type=candidate.name, tp=tp, memory=memory, why_not=f"TP={tp}: {floor_reason(cost, batching, spec.load)}"))
+            why = f"TP={tp}: {floor_reason(cost, batching, spec.load)}"
+            refused.append(Candidate(instance_type=candidate.name, tp=tp, memory=memory, why_not=why, headroom=memory.kv_cache_bytes_per_gpu))
     return options, refused
 
 
@@ -160,7 +167,6 @@ def rank_key(option: Option) -> tuple:
 
 def size_for_load(spec: ModelSpec, arch: ArchitectureFacts, draft, dtype: str, fmt: WeightFormat | None, catalog: Sequence[GpuInstance]) -> Sizing:
     """The cheapest fleet predicted to meet spec.load's SLO; PlanError with the nearest misses when none does."""
-    load = spec.load
     pool = [instance(spec.serving.instance_type)] if spec.serving.instance_type else list(catalog)
     options, refused = [], []
     for candidate in pool:
@@ -168,7 +174,8 @@ def size_for_load(spec: ModelSpec, arch: ArchitectureFacts, draft, dtype: str, f
         options += found
         refused += why
     if not options:
-        details = "; ".join(f"{c.instance_type} {c.why_not}" for c in refused[:3])
+        nearest = sorted(refused, key=lambda c: (c.memory is None, -c.headroom))[:3]  # sized ones first, most KV room first
+        details = "; ".join(f"{c.instance_type} {c.why_not}" for c in nearest)
         raise PlanError(f"model {spec.name!r}: no fleet of up to {MAX_REPLICAS} servers is predicted to meet the load's SLO: {details}")
     options.sort(key=rank_key)
     best = options[0]
@@ -268,9 +275,8 @@ def _queue_depth(spec: ModelSpec, option: Option) -> int:
 def _max_rate_within_slo(spec: ModelSpec, option: Option) -> float:
     """The highest open-loop rate one server of `option` takes within the SLO (bisection), requests/s."""
     load, cost, batching = spec.load, option.cost, option.batching
-    prompt, output = Lengths(load.prompt_tokens.p50, load.prompt_tokens.p95), Lengths(load.output_tokens.p50, load.output_tokens.p95)
-    ok = lambda rate: meets(performance.predict(cost, batching, rate, prompt, output, load.slo.percentile), load)  # noqa: E731
-    low, high = 0.0, performance.saturation_rate(cost, batching, prompt, output)
+    ok = lambda rate: meets(performance.predict(cost, batching, rate, *lengths(load), load.slo.percentile), load)  # noqa: E731
+    low, high = 0.0, performance.saturation_rate(cost, batching, *lengths(load))
     while high - low > performance.RATE_PRECISION * high:
         middle = (low + high) / 2
         low, high = (middle, high) if ok(middle) else (low, middle)
