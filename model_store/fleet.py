@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from model_store.families import ArchitectureFacts
 from model_store.lock import FleetLock, check_lock, offline_lock, read_lock
 from model_store.manifest import FleetManifest, ManifestError, load_fleet
 from model_store.image_plan import AnyPlan, plan_any_model
@@ -29,6 +30,20 @@ def load_fleet_and_lock(fleet_path: str | Path, stage: str | None = None) -> tup
         return fleet, offline_lock(fleet, fleet_path.parent)
     check_lock(fleet, lock, fleet_path)
     return fleet, lock
+
+
+def adapter_base_from_lock(fleet_path: str | Path, model: str) -> tuple[FleetManifest, ArchitectureFacts]:
+    """The fleet and the architecture its lock records for `model`: what an adapter of it is
+    checked against without the store (a pull request's check). ManifestError when the fleet
+    has no such model or it is an image model (no LoRA adapters)."""
+    fleet, lock = load_fleet_and_lock(fleet_path)
+    entry = lock.models.get(model)
+    if entry is None:
+        raise ManifestError(f"{fleet_path}: no model {model!r}; its models are {sorted(lock.models)}")
+    facts = entry.model.facts()
+    if not isinstance(facts, ArchitectureFacts):
+        raise ManifestError(f"{fleet_path}: model {model!r} is an image pipeline; it takes no LoRA adapters")
+    return fleet, facts
 
 
 def plan_with_lock(fleet: FleetManifest, lock: FleetLock) -> list[AnyPlan]:

@@ -153,6 +153,15 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class PartRecord:
+    """A part of an unfinished multipart upload, as S3 lists it."""
+
+    size: int
+    etag: str
+    sha256_b64: str | None  # the part's sha256 (base64), as S3 checked it on receipt
+
+
+@dataclass(frozen=True)
 class VersionManifest:
     """The `_manifest.json` of one model revision or adapter version."""
 
@@ -571,17 +580,11 @@ class ModelStore:
         version is derived from the content, so rerunning an interrupted publish resumes it.
         """
         directory = Path(directory)
-        check_model_name(model)
         check_segment("adapter name", name)
         if version is not None:
             check_segment("version", version, rule="version")
-        arch, recorded_source = self.adapter_base(model, model_revision)
-        info: AdapterInfo = validate_adapter(
-            directory,
-            model_name=model,
-            accepted_bases=(*accepted_bases, recorded_source),
-            max_rank=max_rank,
-            arch=arch,
+        info = self.check_adapter(
+            directory, model, model_revision=model_revision, max_rank=max_rank, accepted_bases=accepted_bases
         )
         hashed = self._hash_files(directory, list(info.files))
         derived = version is None
@@ -602,6 +605,27 @@ class ModelStore:
             if derived:
                 raise VersionExists(f"{exc} (this content is already published as version {version})") from None
             raise
+
+    def check_adapter(
+        self,
+        directory: str | Path,
+        model: str,
+        *,
+        model_revision: str = "main",
+        max_rank: int = DEFAULT_MAX_RANK,
+        accepted_bases: tuple[str, ...] = (),
+    ) -> AdapterInfo:
+        """What `publish_adapter` checks before writing anything (AdapterRejected on the first
+        fault): the directory against the stored base revision; writes nothing."""
+        check_model_name(model)
+        arch, recorded_source = self.adapter_base(model, model_revision)
+        return validate_adapter(
+            directory,
+            model_name=model,
+            accepted_bases=(*accepted_bases, recorded_source),
+            max_rank=max_rank,
+            arch=arch,
+        )
 
     def adapter_base(self, model: str, revision: str) -> tuple[ArchitectureFacts, str]:
         """What adapters of `model` are validated against, at publish and again on each server:
@@ -755,9 +779,7 @@ class ModelStore:
         progress: ProgressCallback | None,
         hashed: list[tuple[str, int, str]] | None = None,
     ) -> VersionManifest:
-        manifest_key = f"{prefix}/{MANIFEST_NAME}"
-        if self._exists(manifest_key):
-            raise VersionExists(f"{self._s3_uri(prefix)} already exists; versions are immutable, publish a new one")
+        self.refuse_existing(prefix)
         total = sum((directory / p).stat().st_size for p in relpaths)
         progress = progress or (lambda done, total: None)
         entries = []
@@ -772,7 +794,7 @@ class ModelStore:
             for path, size, sha256 in ready:
                 entry = FileEntry(path=path, key=f"{prefix}/{path}", size=size, sha256=sha256)
                 entries.append(entry)
-                if self._already_stored(entry):
+                if self.already_stored(entry):
                     progress(entry.size, total)  # left by an interrupted run: resume past it
                     continue
                 uploads.append(
@@ -794,6 +816,12 @@ class ModelStore:
             source=source,
             details=details,
         )
+        return self.commit_version(prefix, manifest)
+
+    def commit_version(self, prefix: str, manifest: VersionManifest) -> VersionManifest:
+        """Write the version's manifest, once (`If-None-Match: *`): call it after every file it
+        lists is stored; from then on the version exists and can never change."""
+        manifest_key = f"{prefix}/{MANIFEST_NAME}"
         try:
             self.client.put_object(
                 Bucket=self.location.bucket,
@@ -807,6 +835,11 @@ class ModelStore:
                 raise VersionExists(f"{self._s3_uri(prefix)} was completed by another upload meanwhile") from None
             raise self._wrap(exc, manifest_key) from None
         return manifest
+
+    def refuse_existing(self, prefix: str) -> None:
+        """VersionExists when the version under `prefix` is complete: versions are immutable."""
+        if self._exists(f"{prefix}/{MANIFEST_NAME}"):
+            raise VersionExists(f"{self._s3_uri(prefix)} already exists; versions are immutable, publish a new one")
 
     def _send_again(self, directory: Path, manifest: VersionManifest) -> None:
         """Send again the objects of a stored version whose bytes `directory` holds.
@@ -834,7 +867,9 @@ class ModelStore:
             for entry, upload in uploads:
                 self._result(upload, entry.key)
 
-    def _already_stored(self, entry: FileEntry) -> bool:
+    def already_stored(self, entry: FileEntry) -> bool:
+        """Whether `entry`'s object is in the store with its size and sha256 (left by an
+        interrupted upload): such a file is not sent again."""
         try:
             head = self.client.head_object(Bucket=self.location.bucket, Key=entry.key)
         except ClientError as exc:
@@ -842,6 +877,90 @@ class ModelStore:
                 return False
             raise self._wrap(exc, entry.key) from None
         return head["ContentLength"] == entry.size and head.get("Metadata", {}).get("sha256") == entry.sha256
+
+    # --- streamed uploads: files that are never on local disk (model_store.hub_import) --------
+
+    def put_file(self, entry: FileEntry, body: bytes) -> None:
+        """One whole small file, its sha256 in the object's metadata (as `already_stored` reads it)."""
+        try:
+            self.client.put_object(
+                Bucket=self.location.bucket, Key=entry.key, Body=body, Metadata={"sha256": entry.sha256}
+            )
+        except ClientError as exc:
+            raise self._wrap(exc, entry.key) from None
+
+    def multipart_in_progress(self, key: str) -> tuple[str, dict[int, PartRecord]] | None:
+        """The newest unfinished multipart upload of `key` and its parts (S3 keeps them until
+        completed or aborted: this is the resume record), or None."""
+        try:
+            uploads = [
+                upload
+                for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.location.bucket, Prefix=key
+                )
+                for upload in page.get("Uploads", [])
+                if upload["Key"] == key
+            ]
+            if not uploads:
+                return None
+            newest = max(uploads, key=lambda upload: upload["Initiated"])
+            for stale in uploads:
+                if stale is not newest:
+                    self.abort_multipart(key, stale["UploadId"])
+            parts = {
+                part["PartNumber"]: PartRecord(size=part["Size"], etag=part["ETag"], sha256_b64=part.get("ChecksumSHA256"))
+                for page in self.client.get_paginator("list_parts").paginate(
+                    Bucket=self.location.bucket, Key=key, UploadId=newest["UploadId"]
+                )
+                for part in page.get("Parts", [])
+            }
+        except ClientError as exc:
+            raise self._wrap(exc, key) from None
+        return newest["UploadId"], parts
+
+    def start_multipart(self, entry: FileEntry) -> str:
+        """A new multipart upload of `entry` (sha256 known in advance); each part's sha256 is
+        checked by S3 on receipt and listed by `multipart_in_progress`."""
+        try:
+            return self.client.create_multipart_upload(
+                Bucket=self.location.bucket, Key=entry.key, Metadata={"sha256": entry.sha256}, ChecksumAlgorithm="SHA256"
+            )["UploadId"]
+        except ClientError as exc:
+            raise self._wrap(exc, entry.key) from None
+
+    def send_part(self, key: str, upload_id: str, number: int, body: bytes, sha256_b64: str) -> PartRecord:
+        try:
+            etag = self.client.upload_part(
+                Bucket=self.location.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
+                ChecksumSHA256=sha256_b64,
+            )["ETag"]
+            return PartRecord(size=len(body), etag=etag, sha256_b64=sha256_b64)
+        except ClientError as exc:
+            raise self._wrap(exc, f"{key} (part {number})") from None
+
+    def complete_multipart(self, key: str, upload_id: str, parts: dict[int, PartRecord]) -> None:
+        """Join the parts (by number) into the object."""
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.location.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [
+                        {"PartNumber": n, "ETag": parts[n].etag, "ChecksumSHA256": parts[n].sha256_b64}
+                        for n in sorted(parts)
+                    ]
+                },
+            )
+        except ClientError as exc:
+            raise self._wrap(exc, key) from None
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.location.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if not is_missing_error(exc) and _error_code(exc) != "NoSuchUpload":
+                raise self._wrap(exc, key) from None
 
     def _download_version(
         self, manifest: VersionManifest, dest: Path, progress: ProgressCallback | None, *, record: bool = False
@@ -964,6 +1083,7 @@ __all__ = [
     "TRANSFER_CONFIG",
     "FileEntry",
     "ModelStore",
+    "PartRecord",
     "ProgressCallback",
     "StoreError",
     "StoreLocation",

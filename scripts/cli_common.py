@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,7 @@ console = Console()
 errors = Console(stderr=True)
 
 DEFAULT_FLEET = Path("fleet.yaml")
+DISTRIBUTION = "llmfleet-aws"  # what `pip install` calls this package (pyproject.toml)
 FLEET_WAYS = f"--fleet/-f FILE or {FLEET_ENV}"
 # Flags taken anywhere on the line, as kubectl and the aws CLI take theirs (see hoist_global_flags).
 DEBUG_FLAG = "--debug"  # the root group's
@@ -51,6 +53,25 @@ def fail(message: str, code: int) -> typer.Exit:
     """Print an error (taken literally: messages hold [brackets]) to stderr; return the Exit to raise."""
     errors.print("[bold red]error:[/]", escape(message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Refuse a command whose optional dependencies are not installed, in one line that names
+    the extra installing them (pyproject.toml), rather than a ModuleNotFoundError traceback."""
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise fail(
+            f"this command needs the '{extra}' extra ({', '.join(missing)} not installed): "
+            f"pip install '{DISTRIBUTION}[{extra}]'",
+            EXIT_BAD_INPUT,
+        )
+
+
+def require_vllm(build: str) -> None:
+    """Refuse a command that starts vLLM where vLLM is not installed; `build` says which one
+    and how to install it (vLLM is no extra: its CUDA and CPU builds are separate packages)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise fail(f"this command starts vLLM, which is not installed: {build}", EXIT_BAD_INPUT)
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:

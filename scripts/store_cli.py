@@ -1,8 +1,8 @@
 """`llmfleet model ...` and `llmfleet adapter ...`: the store and registry for people and CI.
 
-Thin over model_store.store / adapters / registry. Exit codes: 0 done, 1 refused (rejected
-adapter, existing or missing version, lost race), 2 bad input (flags, store URI, fleet, AWS
-credentials). The store comes from `--store`, else LLMFLEET_STORE, else the fleet manifest
+Thin over model_store.store / hub_import / adapters / registry. Exit codes: 0 done, 1 refused
+(rejected adapter, existing or missing version, lost race), 2 bad input (flags, store URI, fleet,
+AWS credentials). The store comes from `--store`, else LLMFLEET_STORE, else the fleet manifest
 (the model's store); the stage from `--stage`, else the manifest's. boto3 reads
 AWS_ENDPOINT_URL itself.
 """
@@ -14,22 +14,31 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from model_store.container_contract import STORE_ENV
-from model_store.adapters import accepted_bases_for, check_segment, max_rank_for
+from model_store.adapters import accepted_bases_for, check_segment, max_rank_for, validate_adapter
 from model_store.aws_errors import explain
 from model_store.errors import LlmfleetError
+from model_store.fleet import adapter_base_from_lock
+from model_store.hub_import import HubRef, import_model, parse_hub_ref
+from model_store.manifest import FleetManifest, load_fleet
 from model_store.registry import AdapterRegistry, RegistryState
 from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
-from scripts.cli_common import EXIT_BAD_INPUT, FleetOpt, JsonOpt, console, errors, fail, flag_values, fleet_models, from_fleet, optional_fleet
+from scripts.cli_common import (
+    EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, flag_values,
+    from_fleet, optional_fleet,
+)  # fmt: skip
+from scripts.lock_cli import hub_from_env, resolve_and_write
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)
@@ -179,6 +188,67 @@ def model_upload(
     )
 
 
+@model_app.command("import")
+def model_import(
+    ref: Annotated[
+        str, typer.Argument(metavar="ORG/NAME[@REVISION]", help="The Hugging Face model and its branch, tag or commit.")
+    ],
+    model: ModelOpt,
+    revision: Annotated[
+        str | None,
+        typer.Option("--revision", "-r", help="Revision name in the store (default: the Hub commit sha it resolved to)."),
+    ] = None,
+    store: StoreOpt = None,
+    fleet: FleetOpt = None,
+    actor: ActorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stream a Hub checkpoint into the store as MODEL@REVISION, never whole on local disk; resumable.
+
+    HF_TOKEN (gated and private repos) and HF_ENDPOINT (another Hub) are honoured. Rerun
+    after an interruption: stored files and parts are not sent again. Other weight formats
+    beside safetensors (*.bin, *.pth...) are left out. With a fleet manifest named (--fleet/-f
+    or LLMFLEET_FLEET), its lock is rewritten afterwards; its model must name this revision.
+    """
+    hub_ref = _check_hub_ref(ref)
+    if revision is not None:
+        _check_input("revision", revision)
+    model_store = _open_store(store, fleet, model)
+    with _refusals(as_json), _progress_bar(f"{hub_ref.repo_id} -> {model}") as progress:
+        manifest = import_model(
+            model_store, hub_from_env(), hub_ref, model, revision, progress=progress, uploader=_actor(actor)
+        )
+    summary = _version_summary(model_store, manifest, model_store.model_prefix(model, manifest.version))
+    summary |= {"hub": manifest.details["hub"]}
+    _emit(
+        as_json,
+        summary,
+        f"imported {hub_ref.repo_id}@{summary['hub']['commit'][:12]} as {model}@{manifest.version}: "
+        f"{summary['files']} files, {summary['bytes']:,} bytes -> {summary['uri']}",
+    )
+    if fleet is not None:
+        _refresh_lock(fleet, model, manifest.version, report=errors if as_json else console)
+
+
+def _check_hub_ref(ref: str) -> HubRef:
+    with flag_values():
+        return parse_hub_ref(ref)
+
+
+def _refresh_lock(fleet_path: Path, model: str, revision: str, *, report: Console) -> None:
+    """Rewrite FLEET's lock so it records the imported revision; refused (before writing)
+    when the fleet does not serve that revision of the model."""
+    spec = next((m for m in load_fleet(fleet_path).models if m.name == model), None)
+    if spec is None or spec.is_local_source or spec.revision != revision:
+        found = "no such model" if spec is None else f"source {spec.source}, revision {spec.revision}"
+        raise fail(
+            f"{fleet_path}: lock not refreshed: model {model!r} ({found}) does not serve the imported revision; "
+            f"set its source to the store and `revision: {revision}`, then run `llmfleet lock -f {fleet_path}`",
+            EXIT_REFUSED,
+        )
+    resolve_and_write(fleet_path, report=report)
+
+
 # --- llmfleet adapter --------------------------------------------------------------------------
 
 
@@ -208,24 +278,12 @@ def adapter_publish(
     revision and the names the adapter's base model may carry. Prints the version (with
     --json: an object with a `version` key).
     """
-    manifest_of_fleet = optional_fleet(fleet)
     model_store = _open_store(store, fleet, model)
-    listed = next((m for m in manifest_of_fleet.models if m.name == model), None) if manifest_of_fleet else None
     with _refusals(as_json):
-        stored = [] if model_revision or listed else model_store.model_revisions(model)
-        revision = base_revision(model, given=model_revision, fleet_revision=listed.revision if listed else None, stored=stored)
-        max_rank = max_rank_for(manifest_of_fleet, model)
+        checks = _adapter_checks(model_store, optional_fleet(fleet), model, model_revision)
         with _progress_bar(f"{name} for {model}") as progress:
             manifest = model_store.publish_adapter(
-                directory,
-                model,
-                name,
-                version=version,
-                progress=progress,
-                model_revision=revision,
-                max_rank=max_rank,
-                accepted_bases=accepted_bases_for(manifest_of_fleet, model),
-                uploader=_actor(actor),
+                directory, model, name, version=version, progress=progress, uploader=_actor(actor), **checks
             )
     summary = _version_summary(model_store, manifest, model_store.adapter_prefix(model, name, manifest.version))
     adapter = manifest.details["adapter"]
@@ -233,6 +291,72 @@ def adapter_publish(
     if adapter["left_out"]:
         errors.print(f"left out (trainer leftovers, never served): {', '.join(adapter['left_out'])}", markup=False)
     _emit(as_json, summary, manifest.version)
+
+
+def _adapter_checks(
+    model_store: ModelStore, fleet: FleetManifest | None, model: str, model_revision: str | None
+) -> dict[str, Any]:
+    """What an adapter of `model` is checked against, as publish and validate take it: the base
+    revision (given, the fleet's, else the store's only one), rank ceiling and accepted bases."""
+    listed = next((m for m in fleet.models if m.name == model), None) if fleet else None
+    stored = [] if model_revision or listed else model_store.model_revisions(model)
+    revision = base_revision(model, given=model_revision, fleet_revision=listed.revision if listed else None, stored=stored)
+    return {
+        "model_revision": revision,
+        "max_rank": max_rank_for(fleet, model),
+        "accepted_bases": accepted_bases_for(fleet, model),
+    }
+
+
+@adapter_app.command("validate")
+def adapter_validate(
+    directory: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, dir_okay=True, help="The peft LoRA directory to check.")
+    ],
+    model: ModelOpt,
+    model_revision: Annotated[
+        str | None,
+        typer.Option("--model-revision", help="With a store: the base revision there (default: as publish chooses it)."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", envvar=STORE_ENV, show_envvar=True,
+            help="s3://bucket/prefix: check against the stored base model (never the manifest's store: offline).",
+        ),
+    ] = None,
+    fleet: FleetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run publish's checks on an adapter without uploading it (a pull request's check): exit 0
+    when publish would accept it, 1 with the rule it breaks.
+
+    With a store (--store or LLMFLEET_STORE): against the stored base model, exactly as
+    `adapter publish`. Without one: against the architecture in the fleet manifest's lock, no
+    network.
+    """
+    with _refusals(as_json):
+        if store:
+            model_store = _open_store(store, fleet, model)
+            checks = _adapter_checks(model_store, optional_fleet(fleet), model, model_revision)
+            info = model_store.check_adapter(directory, model, **checks)
+        else:
+            manifest_of_fleet, arch = adapter_base_from_lock(fleet_file(fleet), model)
+            listed = next(m for m in manifest_of_fleet.models if m.name == model)
+            info = validate_adapter(
+                directory,
+                model_name=model,
+                accepted_bases=accepted_bases_for(manifest_of_fleet, model, listed.hub_id),
+                max_rank=max_rank_for(manifest_of_fleet, model),
+                arch=arch,
+            )
+    left_out = f"; left out (trainer leftovers): {', '.join(info.left_out)}" if info.left_out else ""
+    _emit(
+        as_json,
+        {"valid": True, **asdict(info)},
+        f"valid: {directory} for {model}: rank {info.rank}, targets {', '.join(info.target_modules)}, "
+        f"{info.tensor_count} tensors in {len(info.files)} files{left_out}",
+    )
 
 
 def _entry_summary(state: RegistryState, name: str) -> dict:

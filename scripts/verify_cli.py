@@ -28,14 +28,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from containers.entrypoint.compile_cache import installed_vllm_version
-from containers.entrypoint.supervisor import end_process_group
+from containers.entrypoint.process_group import end_process_group
 from containers.entrypoint.vllm_command import serve_argv, serve_command, serve_environment, validate_argv
 from model_store import verify
 from model_store.boot_log import parse_boot_log
 from model_store.fleet import load_fleet_and_lock, plan_with_lock
 from model_store.lock import FactsRecord
 from model_store.plan import ServingPlan
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, planning
+from scripts.cli_common import (
+    EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, planning, require_vllm,
+)  # fmt: skip
 from scripts.local_fleet import log_tail
 
 HEALTH_POLL_SECONDS = 2.0
@@ -270,6 +272,7 @@ def verify_command(
     unknown = sorted(set(names) - set(plans))
     if unknown:
         raise fail(f"{fleet}: no model {unknown}; it has {sorted(plans)}", EXIT_BAD_INPUT)
+    require_vllm("verify measures with vLLM's CUDA build on an NVIDIA GPU: pip install vllm")
     gpu = local_gpu()
     # A SIGTERM (a CI time-out, `timeout`) unwinds like Ctrl-C, so each server's process
     # group is stopped: vLLM runs in a session of its own and would outlive us holding the GPU.

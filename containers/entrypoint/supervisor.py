@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import logging
@@ -24,8 +23,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-import psutil
-
 from model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
 from model_store.container_contract import VLLM_API_KEY_ENV
 from model_store.registry import RegistryRefused, RegistryState
@@ -33,6 +30,7 @@ from model_store.registry import RegistryRefused, RegistryState
 from containers.entrypoint.agent import AdapterAgent
 from containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
 from containers.entrypoint.metrics import boot_emf_records, start_publisher
+from containers.entrypoint.process_group import end_process_group
 from containers.entrypoint.routing import RouteTable, StateDir, lora_name
 from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
 from containers.entrypoint.store_sync import StoreGateway
@@ -54,8 +52,6 @@ EXIT_STORE = 3  # the store stayed unreachable, or the model failed verification
 EXIT_ARGV = 4  # vLLM's parser refused the argv built from the plan
 EXIT_VLLM_STOPPED = 1  # vLLM exited 0 without being asked to: still a failure for the orchestrator
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# What is left of vLLM's group (EngineCore, workers) gets SIGTERM, then SIGKILL after this.
-GROUP_GRACE_SECONDS = 5.0
 
 log = logging.getLogger("llmfleet.entrypoint")
 
@@ -72,56 +68,6 @@ def exit_code_of(returncode: int, *, asked_to_stop: bool) -> int:
 def _die_with_parent() -> None:
     """In the child: the kernel kills vLLM if the entrypoint dies, so no orphan holds the GPU."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Pids of the group's processes that still run (a zombie holds nothing)."""
-    members = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process.pid)
-    return members
-
-
-def _reap_group(pgid: int) -> None:
-    """Collect exited members that are our children: as PID 1 (SageMaker's `docker run`)
-    orphans are re-parented to us and would stay zombies."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-pgid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _group_members(pgid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-        _reap_group(pgid)
-    return True
-
-
-def end_process_group(pgid: int, grace: float = GROUP_GRACE_SECONDS) -> bool:
-    """End every process of vLLM's group; True if any was left.
-
-    PR_SET_PDEATHSIG covers only the API server: when it dies its EngineCore and workers
-    would live on as orphans holding memory (and on a GPU, the device).
-    """
-    _reap_group(pgid)
-    if not _group_members(pgid):
-        return False
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signum)
-        if _wait_group_gone(pgid, grace):
-            return True
-    log.error("vLLM's process group %d survives SIGKILL: pids %s", pgid, _group_members(pgid))
-    return True
 
 
 @dataclass

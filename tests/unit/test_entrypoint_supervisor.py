@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, end_process_group, exit_code_of, main
+from containers.entrypoint.process_group import end_process_group
+from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, exit_code_of, main
 
 REPO = Path(__file__).resolve().parents[2]
 
