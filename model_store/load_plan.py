@@ -39,6 +39,9 @@ from model_store.plan import (
 # memory is sized for that); smaller ones trade TTFT for shorter decode steps beside a prefill chunk.
 BATCHED_TOKENS_GRID = (512, 1024, 2048, 4096, 8192)
 MAX_REPLICAS = 100  # serving.max_capacity's bound
+# A server is planned at most this share of the rate it saturates at: beyond it the closed-form
+# queueing drifts from a step-by-step run of the same model (docs/planner.md) and bursts have no room.
+HEADROOM = 0.7
 
 
 @dataclass(frozen=True)
@@ -81,24 +84,26 @@ def predict_at(cost: StepCost, batching: Batching, load: LoadSpec, replicas: int
     return performance.predict_closed(cost, batching, share, prompt, output, q)
 
 
-def meets(prediction: Prediction | None, load: LoadSpec) -> bool:
+def meets(prediction: Prediction | None, load: LoadSpec, cost: StepCost, batching: Batching) -> bool:
+    """Within both objectives, and within HEADROOM of the rate the server saturates at."""
     return (
         prediction is not None
         and prediction.ttft_q_seconds * 1000 <= load.slo.ttft_ms
         and prediction.itl_q_seconds * 1000 <= load.slo.itl_ms
+        and prediction.requests_per_second <= HEADROOM * performance.saturation_rate(cost, batching, *lengths(load))
     )
 
 
 def fewest_replicas(cost: StepCost, batching: Batching, load: LoadSpec) -> tuple[int, Prediction] | None:
     """The fewest servers whose prediction meets the SLO (bisection: more servers never predict worse)."""
     best = predict_at(cost, batching, load, MAX_REPLICAS)
-    if not meets(best, load):
+    if not meets(best, load, cost, batching):
         return None
     low, high = 0, MAX_REPLICAS  # meets(high) holds, meets(low) is not known to
     while high - low > 1:
         middle = (low + high) // 2
         prediction = predict_at(cost, batching, load, middle)
-        if meets(prediction, load):
+        if meets(prediction, load, cost, batching):
             high, best = middle, prediction
         else:
             low = middle
@@ -275,7 +280,7 @@ def _queue_depth(spec: ModelSpec, option: Option) -> int:
 def _max_rate_within_slo(spec: ModelSpec, option: Option) -> float:
     """The highest open-loop rate one server of `option` takes within the SLO (bisection), requests/s."""
     load, cost, batching = spec.load, option.cost, option.batching
-    ok = lambda rate: meets(performance.predict(cost, batching, rate, *lengths(load), load.slo.percentile), load)  # noqa: E731
+    ok = lambda rate: meets(performance.predict(cost, batching, rate, *lengths(load), load.slo.percentile), load, cost, batching)  # noqa: E731
     low, high = 0.0, performance.saturation_rate(cost, batching, *lengths(load))
     while high - low > performance.RATE_PRECISION * high:
         middle = (low + high) / 2

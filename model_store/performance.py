@@ -16,9 +16,10 @@ the error per measurement. GPUs never measured keep the H200's efficiencies: see
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from model_store.catalog import Gpu
@@ -228,19 +229,39 @@ class _Request:
     arrival: float
     prefilled: int = 0
     generated: int = 0
+    last_token: float = 0.0
 
 
-def simulate_burst(
-    cost: StepCost, batching: Batching, *, requests: int, concurrency: int, prompt_tokens: int, output_tokens: int
-) -> BurstPrediction:
-    """`requests` requests of fixed lengths, `concurrency` in flight (each sent when one ends), all
-    starting at once, through vLLM's scheduler step by step: running sequences decode first, then
-    prompts are prefilled first come first served in chunks within the token budget, admitted while
-    fewer than max_num_seqs run and their prompt and output fit the KV cache."""
-    waiting = [_Request(0.0) for _ in range(min(requests, concurrency))]
-    sent, running, ttfts, now = len(waiting), [], [], 0.0
+@dataclass(frozen=True)
+class Trace:
+    """What a step-by-step run gave each request: TTFTs, every gap between its tokens, and the end."""
+
+    ttfts: list[float]
+    itls: list[float]
+    end: float
+
+
+def _step_through(
+    cost: StepCost,
+    batching: Batching,
+    arrivals: list[_Request],
+    prompt_tokens: int,
+    output_tokens: int,
+    on_finish: Callable[[float], _Request | None],
+) -> Trace:
+    """Requests of fixed lengths through vLLM's scheduler step by step: running sequences decode
+    first, then prompts are prefilled first come first served in chunks within the token budget,
+    admitted while fewer than max_num_seqs run and their prompt and output fit the KV cache.
+    `on_finish(now)` may send a new request when one ends (a closed loop)."""
+    pending = collections.deque(sorted(arrivals, key=lambda r: r.arrival))
+    waiting, running, ttfts, itls, now = [], [], [], [], 0.0
     per_request_kv = prompt_tokens + output_tokens
-    while waiting or running:
+    while pending or waiting or running:
+        while pending and pending[0].arrival <= now:
+            waiting.append(pending.popleft())
+        if not waiting and not running:
+            now = pending[0].arrival
+            continue
         budget = batching.max_num_batched_tokens
         decoding = [r for r in running if r.prefilled == prompt_tokens]
         budget -= len(decoding)
@@ -258,24 +279,49 @@ def simulate_burst(
         now += step_seconds(cost, decodes=len(decoding), decode_context=decode_context, prefill=prefill, prefill_context=context)
         for request in decoding:
             request.generated += 1
+            itls.append(now - request.last_token)
+            request.last_token = now
         for request, chunk in chunks:
             request.prefilled += chunk
             if request.prefilled == prompt_tokens:
-                request.generated = 1
+                request.generated, request.last_token = 1, now
                 ttfts.append(now - request.arrival + REQUEST_OVERHEAD_SECONDS)
         finished = [r for r in running if r.generated >= output_tokens]
         running = [r for r in running if r.generated < output_tokens]
         for _ in finished:
-            if sent < requests:
-                waiting.append(_Request(now))
-                sent += 1
-    seconds = now + REQUEST_OVERHEAD_SECONDS
+            sent = on_finish(now)
+            if sent is not None:
+                pending.append(sent)
+    return Trace(ttfts=ttfts, itls=itls, end=now + REQUEST_OVERHEAD_SECONDS)
+
+
+def simulate_burst(
+    cost: StepCost, batching: Batching, *, requests: int, concurrency: int, prompt_tokens: int, output_tokens: int
+) -> BurstPrediction:
+    """`requests` requests of fixed lengths, `concurrency` in flight (each sent when one ends), all
+    starting at once, stepped through the scheduler (`_step_through`)."""
+    sent = min(requests, concurrency)
+
+    def send(now: float) -> _Request | None:
+        nonlocal sent
+        if sent >= requests:
+            return None
+        sent += 1
+        return _Request(now)
+
+    trace = _step_through(cost, batching, [_Request(0.0) for _ in range(sent)], prompt_tokens, output_tokens, send)
     return BurstPrediction(
-        seconds=seconds,
-        output_tokens_per_second=requests * output_tokens / seconds,
-        ttft_p50_seconds=percentile(ttfts, 50),
-        ttft_p95_seconds=percentile(ttfts, 95),
+        seconds=trace.end,
+        output_tokens_per_second=requests * output_tokens / trace.end,
+        ttft_p50_seconds=percentile(trace.ttfts, 50),
+        ttft_p95_seconds=percentile(trace.ttfts, 95),
     )
+
+
+def simulate_arrivals(cost: StepCost, batching: Batching, arrivals: Sequence[float], prompt_tokens: int, output_tokens: int) -> Trace:
+    """Requests of fixed lengths arriving at the given times (an open loop), stepped through the
+    scheduler: the exact answer of the step model that `predict` approximates in closed form."""
+    return _step_through(cost, batching, [_Request(t) for t in arrivals], prompt_tokens, output_tokens, lambda now: None)
 
 
 # --- a steady load, by queueing approximation (what the planner sizes for) ---------------
@@ -325,30 +371,41 @@ def prefill_seconds(cost: StepCost, batching: Batching, tokens: int, decodes: fl
 def predict(cost: StepCost, batching: Batching, rate: float, prompt: Lengths, output: Lengths, q: int) -> Prediction | None:
     """A server at `rate` requests/s (Poisson arrivals) with these lengths; None when it cannot keep up.
 
-    Decoding: the mean step time s solves s = step(rate x output x s decodes, rate x prompt x s
-    prefill tokens), the decode batch following Little's law; more sequences than max_num_seqs or
-    the KV cache holds (the concurrency cap), or more tokens per step than the budget, is saturation.
-    The q-th percentile ITL is a step that also carries a p95 prompt's chunk, once more than 1 - q
-    of steps carry one. TTFT: prefill is one M/G/1 server (prompts are prefilled first come first
-    served through one token budget) whose service time is the prompt's tokens at a full chunk's
-    per-token time; Pollaczek-Khinchine's mean wait for deterministic service and an exponential
-    tail, plus the prompt's own prefill and a step in flight."""
+    Decoding: the decode batch follows Little's law, B = rate x output x s. A step that carries a
+    prefill chunk takes longer than a pure decode step by the chunk's extra time (its FLOPs do not
+    hide under the decode's reads: `step_seconds` of both, subtracted), so with the prompts'
+    tokens arriving at rate x prompt the mean step solves s = pure(B) / (1 - rate x prompt x extra
+    per token). More sequences than max_num_seqs or the KV cache holds (the concurrency cap), or
+    prefill needing all the time, is saturation. The q-th percentile ITL is a step that carries a
+    p95 prompt's chunk (and the prompts queued behind it) once more than 1 - q of steps carry one. TTFT: prefill is one M/G/1 server
+    (prompts are prefilled first come first served through one token budget) whose service time
+    is the prompt's tokens at the per-token time of a step filling the budget beside the decode
+    batch; Pollaczek-Khinchine's mean wait for deterministic service and an exponential tail, plus
+    the prompt's own prefill and a step in flight."""
     decode_context = prompt.p50 + output.p50 / 2
     cap = concurrency_cap(batching, prompt, output)
+    budget = batching.max_num_batched_tokens
+    chunk = min(prompt.p50, budget)
+    chunk_context = max(0.0, (prompt.p50 - chunk) / 2)
     s = STEP_OVERHEAD_SECONDS
     for _ in range(200):
-        running, prefill = rate * output.p50 * s, rate * prompt.p50 * s
-        if running > cap or running + prefill > batching.max_num_batched_tokens:
+        running = rate * output.p50 * s
+        if running > cap or running >= budget:
             return None
-        following = step_seconds(cost, decodes=running, decode_context=decode_context, prefill=prefill, prefill_context=prompt.p50 / 2)
+        pure = step_seconds(cost, decodes=running, decode_context=decode_context)
+        mixed = step_seconds(cost, decodes=running, decode_context=decode_context, prefill=chunk, prefill_context=chunk_context)
+        prefill_share = rate * prompt.p50 * (mixed - pure) / chunk
+        if prefill_share >= 1:
+            return None
+        following = pure / (1 - prefill_share)
         if following - s <= 1e-9 * s:
             break
         s = following
     else:
         return None
     running = rate * output.p50 * s
-    full_chunk = batching.max_num_batched_tokens
-    per_token = step_seconds(cost, decodes=0, decode_context=0, prefill=full_chunk, prefill_context=prompt.p50 / 2) / full_chunk
+    room = budget - running
+    per_token = step_seconds(cost, decodes=running, decode_context=decode_context, prefill=room, prefill_context=prompt.p50 / 2) / room
     service = prompt.p50 * per_token
     utilization = rate * service
     if utilization >= 1:
@@ -358,10 +415,12 @@ def predict(cost: StepCost, batching: Batching, rate: float, prompt: Lengths, ou
         tail = 1 - pct / 100
         return service / (2 * (1 - utilization)) * math.log(utilization / tail) if utilization > tail else 0.0
 
-    chunks_per_prompt = math.ceil(prompt.p50 / full_chunk)
-    carrying = min(1.0, rate * chunks_per_prompt * s)
+    carrying = min(1.0, rate * math.ceil(prompt.p50 / budget) * s)
     pure = step_seconds(cost, decodes=running, decode_context=decode_context)
-    mixed = step_seconds(cost, decodes=running, decode_context=decode_context, prefill=min(prompt.p95, full_chunk))
+    # The slow step carries a p95 prompt and, when prompts queue, the mean queue behind it (Little's
+    # law on Pollaczek-Khinchine's mean wait), up to the budget.
+    queued = rate * service * utilization / (2 * (1 - utilization)) * prompt.p50
+    mixed = step_seconds(cost, decodes=running, decode_context=decode_context, prefill=min(prompt.p95 + queued, budget))
     itl_q = max(s, mixed if carrying > 1 - q / 100 else pure)
 
     def ttft(pct: int) -> float:
