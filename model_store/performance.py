@@ -5,8 +5,12 @@ Pure arithmetic, no I/O. One engine step of vLLM runs every running sequence's n
 once. Its time is a roofline: the larger of the FLOPs over the GPU's dense tensor rate and
 the bytes read (the weights once, the experts the step's tokens touch, every sequence's KV
 cache at its context length) over its HBM bandwidth, each at a calibrated efficiency, plus a
-fixed per-step cost (scheduling, sampling, kernel launches) and, with tensor parallelism,
-two all-reduces per layer.
+fixed cost per step and per layer (scheduling, sampling, small kernels) and, with tensor
+parallelism, two all-reduces per layer.
+
+Two views of a load use that step time: `simulate_burst` / `simulate_arrivals` step requests
+through vLLM's scheduler one step at a time (exact for the step model; what a load test does),
+and `predict` answers a steady load in closed form (what the planner searches with).
 
 The efficiencies were fitted to the bursts measured on an H200 (tests/data/gpu_measurements.json,
 vLLM 0.26); tests/unit/test_performance_calibration.py holds the model to them and states
@@ -49,7 +53,7 @@ PCIE_GEN4_GB_PER_S = 32
 LINK_EFFICIENCY = 0.7
 MEASURED_GPUS = ("NVIDIA H200",)
 RATE_PRECISION = 1e-4  # bisections on an arrival rate stop within this share of it
-# On the H200 the fit's held figures are within 10 % but for TTFT p95 at 128 in flight (-21 %).
+# On the H200 the fit's held figures are within 13 % but for TTFT p95 at 128 in flight (-21 %).
 # The efficiencies move with the GPU generation (kernels, clocks, cache sizes): off the H200 a
 # wider error is assumed, a stated guess rather than a measured spread, until a run says otherwise.
 MEASURED_GPU_UNCERTAINTY = 0.20
