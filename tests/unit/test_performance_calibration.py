@@ -1,7 +1,7 @@
 """The performance model held to the load tests recorded on a GPU (tests/data/gpu_measurements.json,
 H200, vLLM 0.26: bursts of N requests of 512 or 1,024 prompt tokens and 128 or 256 output tokens,
 `concurrency` in flight). Its efficiency factors were fitted to the figures in CALIBRATED
-(`python -m scripts.benchmarks.fit_performance --fit`); a change that moves a prediction beyond
+(`python -m tests.unit.performance_fit --fit`); a change that moves a prediction beyond
 TOLERANCE fails. Every recorded load is either held here or named in NOT_HELD with the reason."""
 
 from __future__ import annotations

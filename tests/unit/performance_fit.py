@@ -1,6 +1,6 @@
 """Fit the performance model's efficiency factors to the recorded GPU load tests, or print its error.
 
-`python -m scripts.benchmarks.fit_performance` prints, for every recorded load test, each figure
+`python -m tests.unit.performance_fit` prints, for every recorded load test, each figure
 predicted and measured (a Markdown table, as docs/planner.md shows it); `--fit` first searches the
 factors (coordinate descent on the squared log error of the figures tests/unit/
 test_performance_calibration.py holds, bandwidth efficiency at most 0.95) and prints them to paste
