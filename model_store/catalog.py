@@ -41,21 +41,56 @@ class Gpu:
     fp8: bool  # native FP8 tensor cores (Ada, Hopper, Blackwell)
     bf16: bool
     fp4: bool = False  # native FP4 tensor cores (Blackwell: NVFP4, MXFP4)
+    # Published speeds (dense tensor-core rates, no 2:4 sparsity), read by model_store.performance;
+    # 0 where none is known, and the performance model then refuses to predict on this GPU.
+    hbm_gb_per_s: float = 0.0  # memory bandwidth, 10^9 bytes/s
+    tflops_16bit: float = 0.0  # BF16 (FP16 on T4) tensor, 10^12 FLOP/s
+    tflops_fp8: float = 0.0  # FP8 tensor; 0: no FP8 tensor cores
+    speed_source: str = ""
 
 
-# nvidia-smi memory.total per GPU, as published in AWS and NVIDIA docs (2025).
-T4 = Gpu("NVIDIA T4", 15_360, 7.5, fp8=False, bf16=False)
-A10G = Gpu("NVIDIA A10G", 23_028, 8.6, fp8=False, bf16=True)
-L4 = Gpu("NVIDIA L4", 23_034, 8.9, fp8=True, bf16=True)
-L40S = Gpu("NVIDIA L40S", 46_068, 8.9, fp8=True, bf16=True)
-A100_40 = Gpu("NVIDIA A100 40GB", 40_960, 8.0, fp8=False, bf16=True)
-A100_80 = Gpu("NVIDIA A100 80GB", 81_920, 8.0, fp8=False, bf16=True)
-H100 = Gpu("NVIDIA H100 80GB", 81_559, 9.0, fp8=True, bf16=True)
-H200 = Gpu("NVIDIA H200", 143_771, 9.0, fp8=True, bf16=True)
+# nvidia-smi memory.total per GPU, as published in AWS and NVIDIA docs (2025). Speeds: the
+# vendor datasheet's dense figures (the "with sparsity" rates halved), as quoted below.
+T4 = Gpu(
+    "NVIDIA T4", 15_360, 7.5, fp8=False, bf16=False, hbm_gb_per_s=320, tflops_16bit=65,
+    speed_source="NVIDIA T4 datasheet: 320 GB/s GDDR6, 65 TFLOPS mixed-precision FP16",
+)
+A10G = Gpu(
+    "NVIDIA A10G", 23_028, 8.6, fp8=False, bf16=True, hbm_gb_per_s=600, tflops_16bit=70,
+    speed_source="AWS G5 page: 600 GB/s; NVIDIA publishes no A10G datasheet, ~70 TFLOPS BF16 tensor is the "
+    "commonly quoted figure for its lower clocks (the A10 datasheet says 125): unconfirmed",
+)
+L4 = Gpu(
+    "NVIDIA L4", 23_034, 8.9, fp8=True, bf16=True, hbm_gb_per_s=300, tflops_16bit=121, tflops_fp8=242.5,
+    speed_source="NVIDIA L4 datasheet: 300 GB/s, BF16 242 / FP8 485 TFLOPS with sparsity",
+)
+L40S = Gpu(
+    "NVIDIA L40S", 46_068, 8.9, fp8=True, bf16=True, hbm_gb_per_s=864, tflops_16bit=362.05, tflops_fp8=733,
+    speed_source="NVIDIA L40S datasheet: 864 GB/s, BF16 362.05 (733 sparse), FP8 733 (1,466 sparse) TFLOPS",
+)
+A100_40 = Gpu(
+    "NVIDIA A100 40GB", 40_960, 8.0, fp8=False, bf16=True, hbm_gb_per_s=1555, tflops_16bit=312,
+    speed_source="NVIDIA A100 datasheet (SXM 40GB): 1,555 GB/s, BF16 312 TFLOPS (624 sparse)",
+)
+A100_80 = Gpu(
+    "NVIDIA A100 80GB", 81_920, 8.0, fp8=False, bf16=True, hbm_gb_per_s=2039, tflops_16bit=312,
+    speed_source="NVIDIA A100 datasheet (SXM 80GB): 2,039 GB/s, BF16 312 TFLOPS (624 sparse)",
+)
+H100 = Gpu(
+    "NVIDIA H100 80GB", 81_559, 9.0, fp8=True, bf16=True, hbm_gb_per_s=3350, tflops_16bit=989.5, tflops_fp8=1979,
+    speed_source="NVIDIA H100 datasheet (SXM): 3.35 TB/s, BF16 1,979 / FP8 3,958 TFLOPS with sparsity",
+)
+H200 = Gpu(
+    "NVIDIA H200", 143_771, 9.0, fp8=True, bf16=True, hbm_gb_per_s=4800, tflops_16bit=989.5, tflops_fp8=1979,
+    speed_source="NVIDIA H200 datasheet (SXM): 4.8 TB/s, BF16 1,979 / FP8 3,958 TFLOPS with sparsity",
+)
 # "NVIDIA B200, 183359 MiB, compute capability 10.0": nvidia-smi --query-gpu on B200 hosts in
 # published run logs (2026-05 to 2026-09, drivers 570 to 595); AWS lists p6-b200's 8 GPUs as
 # 1,432 GB, 179 GB each, which is these 183,359 MiB (179.06 GiB).
-B200 = Gpu("NVIDIA B200", 183_359, 10.0, fp8=True, bf16=True, fp4=True)
+B200 = Gpu(
+    "NVIDIA B200", 183_359, 10.0, fp8=True, bf16=True, fp4=True, hbm_gb_per_s=8000, tflops_16bit=2250, tflops_fp8=4500,
+    speed_source="NVIDIA HGX B200 datasheet, per GPU (8 GPUs): 64 TB/s, FP16/BF16 36 / FP8 72 PFLOPS with sparsity",
+)
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,58 @@ class ServingSpec(Strict):
         return self
 
 
+class TokenLengths(Strict):
+    """A length distribution by two percentiles: the median sizes the work, p95 the tail."""
+
+    p50: int = Field(ge=1, le=1_048_576, description="Median tokens per request.")
+    p95: int = Field(ge=1, le=1_048_576, description="95th-percentile tokens per request (>= p50).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TokenLengths:
+        if self.p95 < self.p50:
+            raise ValueError(f"p95 ({self.p95}) is below p50 ({self.p50}); allowed: p95 >= p50")
+        return self
+
+
+SLO_PERCENTILES = (50, 90, 95, 99)
+
+
+class SloSpec(Strict):
+    """Latency objectives the planner sizes the fleet for, at one percentile."""
+
+    ttft_ms: int = Field(ge=10, le=600_000, description="Time to first token, milliseconds.")
+    itl_ms: float = Field(gt=0, le=10_000, description="Inter-token latency (time per output token after the first), milliseconds.")
+    percentile: int = Field(default=95, description=f"The percentile both objectives hold at: one of {list(SLO_PERCENTILES)}.")
+
+    @field_validator("percentile")
+    @classmethod
+    def _known_percentile(cls, value: int) -> int:
+        if value not in SLO_PERCENTILES:
+            raise ValueError(f"percentile {value} is not one of {list(SLO_PERCENTILES)}")
+        return value
+
+
+class LoadSpec(Strict):
+    """The traffic a model must serve and its latency objectives; the planner then chooses the
+    cheapest instance, tensor-parallel size, replicas and batch size predicted to meet them."""
+
+    requests_per_second: float | None = Field(
+        default=None, gt=0, le=100_000, description="Open-loop arrival rate over the whole fleet (give this or concurrency)."
+    )
+    concurrency: int | None = Field(
+        default=None, ge=1, le=100_000, description="Requests in flight over the whole fleet, each sent when one ends (closed loop)."
+    )
+    prompt_tokens: TokenLengths = Field(description="Prompt length distribution, tokens.")
+    output_tokens: TokenLengths = Field(description="Output length distribution, tokens.")
+    slo: SloSpec = Field(description="TTFT and inter-token latency objectives at a percentile.")
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> LoadSpec:
+        if (self.requests_per_second is None) == (self.concurrency is None):
+            raise ValueError("give exactly one of 'requests_per_second' (open loop) and 'concurrency' (closed loop)")
+        return self
+
+
 class ImageSpec(Strict):
     """An image-generation pipeline's request defaults and limits (`kind: image`); the plan sizes
     activation memory for `max_size` squared at the fleet's `target_concurrency` images in flight."""
@@ -286,6 +338,11 @@ class ModelSpec(Strict):
         default="auto", description="runai_streamer streams weights from S3 instead of syncing them first."
     )
     serving: ServingSpec = Field(default_factory=ServingSpec, description="Targets, capacity, concurrency and SLO.")
+    load: LoadSpec | None = Field(
+        default=None,
+        description="Traffic and latency objectives: the planner sizes instance, replicas and batching for them "
+        "with its performance model. Without it, serving.target_concurrency (its shorthand) sizes one server.",
+    )
     kind: Literal["text", "image"] = Field(
         default="text",
         description="text: an LLM served by vLLM; image: a diffusers text-to-image pipeline (model_index.json) "
@@ -327,6 +384,26 @@ class ModelSpec(Strict):
                 raise ValueError("field 'serving.slo_ttft_ms' is not allowed on an image model (kind: image): it makes no tokens")
             if self.serving.media_domains:
                 raise ValueError("field 'serving.media_domains' is not allowed on an image model (kind: image): it fetches no media")
+        return self
+
+    @model_validator(mode="after")
+    def _load_fits(self) -> ModelSpec:
+        if self.load is None:
+            return self
+        if self.kind == "image":
+            raise ValueError("field 'load' is for text models: an image model makes no tokens")
+        for field in ("target_concurrency", "slo_ttft_ms"):
+            if field in self.serving.model_fields_set:
+                raise ValueError(
+                    f"field 'serving.{field}' and field 'load' both size the fleet: keep 'load' "
+                    f"({'load.concurrency' if field == 'target_concurrency' else 'load.slo.ttft_ms'} replaces it)"
+                )
+        longest = self.load.prompt_tokens.p95 + self.load.output_tokens.p95
+        if longest > self.max_model_len:
+            raise ValueError(
+                f"field 'load': p95 prompt + p95 output = {longest} tokens exceeds max_model_len {self.max_model_len}; "
+                "allowed: at most max_model_len"
+            )
         return self
 
     @model_validator(mode="after")
@@ -540,13 +617,17 @@ __all__ = [
     "AdapterRef",
     "FleetManifest",
     "ImageSpec",
+    "LoadSpec",
     "LoraSpec",
     "ManifestError",
     "ModelSpec",
     "Quantization",
     "REASONING_PARSERS",
+    "SLO_PERCENTILES",
     "ServingSpec",
+    "SloSpec",
     "SpeculativeSpec",
+    "TokenLengths",
     "VLLM_LORA_RANKS",
     "fleet_json_schema",
     "load_fleet",

@@ -190,6 +190,24 @@ class AutoscalingPlan(Frozen):
     warm_pool_usd_per_month: float = Field(default=0.0, description="What the warm pool costs: its instances' EBS volumes.")
 
 
+class PerformancePlan(Frozen):
+    """What the performance model predicts for the fleet at the manifest's `load` (model_store.performance)."""
+
+    replicas: int = Field(description="Servers the load needs.")
+    requests_per_second: float = Field(description="The fleet's arrival rate (given, or by Little's law from its concurrency).")
+    concurrency: float = Field(description="Requests in flight over the fleet (given, or by Little's law from its rate).")
+    percentile: int
+    ttft_p50_ms: float
+    ttft_ms: float = Field(description="Time to first token at the SLO's percentile.")
+    itl_mean_ms: float
+    itl_ms: float = Field(description="Inter-token latency at the SLO's percentile.")
+    output_tokens_per_second: float = Field(description="The fleet's, at the load.")
+    usd_per_million_output_tokens: float
+    max_requests_per_second_per_server: float = Field(description="The most one server takes within the SLO.")
+    uncertainty: float = Field(description="Relative error to assume on these predictions (wider off the measured GPUs).")
+    runner_up: str | None = Field(description="The cheapest choice on another instance type, and why it lost.")
+
+
 class DeploymentPlan(Frozen):
     """What the stacks, the store sync and `status` read from any model's plan, whatever serves
     it (vLLM for a text model, the image server for an image pipeline); JSON-serialisable."""
@@ -243,6 +261,16 @@ class ServingPlan(DeploymentPlan):
     weight_format: str | None = Field(default=None, description="Quantized weight format, when there is one.")
     adapters: list[AdapterRef] = Field(default_factory=list)
     lora_max_rank: int | None = None
+    performance: PerformancePlan | None = Field(default=None, description="Predictions at the manifest's load, when it has one.")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_performance(self, handler) -> dict[str, Any]:
+        """Plans of models without a load are written as before the field existed (the compile-cache
+        keys and the committed plans made from them do not change)."""
+        data = handler(self)
+        if data.get("performance") is None:
+            data.pop("performance", None)
+        return data
 
     @property
     def streams_weights(self) -> bool:
@@ -634,25 +662,57 @@ def scale_to_zero(spec: ModelSpec, boot: float, root_gib: int) -> tuple[dict[str
     return fields, reasons
 
 
-def _autoscaling(spec: ModelSpec, boot: float, root_gib: int) -> tuple[AutoscalingPlan, list[str]]:
+class ScalingTargets(Frozen):
+    """Autoscaling targets a performance model derived for a load, with the reason to print."""
+
+    queue_depth: int
+    requests_per_minute: int
+    replicas: int
+    reason: str
+
+
+def _autoscaling(
+    spec: ModelSpec, boot: float, root_gib: int, targets: ScalingTargets | None = None
+) -> tuple[AutoscalingPlan, list[str]]:
     serving = spec.serving
     zero_fields, zero_reasons = scale_to_zero(spec, boot, root_gib)
     queue = max(1, serving.target_concurrency // 4)
     why = f"scale when more than {queue} requests wait per server (a quarter of target concurrency {serving.target_concurrency})"
+    requests_per_minute = max(1, serving.target_concurrency * 60 // ASSUMED_REQUEST_SECONDS)
     if serving.slo_ttft_ms is not None:
         # Each waiting request costs about one prefill slot; keep the queue short enough
         # that the wait alone stays inside the TTFT objective (~500 ms per queued request).
         slo_queue = max(1, serving.slo_ttft_ms // 500)
         if slo_queue < queue:
             queue, why = slo_queue, f"scale when more than {slo_queue} requests wait (TTFT SLO {serving.slo_ttft_ms} ms)"
+    if targets is not None:
+        queue, requests_per_minute, why = targets.queue_depth, targets.requests_per_minute, targets.reason
     plan = AutoscalingPlan(
         min_capacity=serving.min_capacity,
-        max_capacity=serving.max_capacity,
+        max_capacity=max(serving.max_capacity, targets.replicas if targets else 0),
         target_queue_depth=float(queue),
-        target_requests_per_minute=max(1, serving.target_concurrency * 60 // ASSUMED_REQUEST_SECONDS),
+        target_requests_per_minute=requests_per_minute,
         **zero_fields,
     )
     return plan, [why, *zero_reasons]
+
+
+class Sizing(Frozen):
+    """Instance, TP and batching for one model, why, and (with a load) the predictions behind them."""
+
+    choice: Choice
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    reasons: list[str]
+    performance: PerformancePlan | None = None
+    scaling: ScalingTargets | None = None
+
+
+def size_for_concurrency(spec, arch, draft, dtype, fmt, catalog: Sequence[GpuInstance]) -> Sizing:
+    """The cheapest instance and TP whose KV cache holds serving.target_concurrency full-length requests."""
+    choice = cheapest_fit(spec, catalog, lambda c: _evaluate(spec, arch, draft, dtype, fmt, c))
+    max_num_seqs, batched, batching_reason = _batching(spec, choice)
+    return Sizing(choice=choice, max_num_seqs=max_num_seqs, max_num_batched_tokens=batched, reasons=[batching_reason])
 
 
 def plan_model(
@@ -666,14 +726,19 @@ def plan_model(
     """Choose instance, TP and vLLM settings for `spec`; raise PlanError with the numbers."""
     fmt, dtype = weight_format(spec, arch), serving_dtype(spec, arch)
     _check_fields_fit(spec, arch)  # fields this architecture cannot honour are refused first
-    choice = cheapest_fit(spec, catalog, lambda c: _evaluate(spec, arch, draft, dtype, fmt, c))  # instance and TP, with their memory plan
-    max_num_seqs, batched, batching_reason = _batching(spec, choice)
+    if spec.load is None:
+        sizing = size_for_concurrency(spec, arch, draft, dtype, fmt, catalog)
+    else:
+        from model_store.load_plan import size_for_load  # lazy: load_plan builds on this module
+
+        sizing = size_for_load(spec, arch, draft, dtype, fmt, catalog)
+    choice, max_num_seqs, batched = sizing.choice, sizing.max_num_seqs, sizing.max_num_batched_tokens
     chosen, memory = choice.instance, choice.memory
     boot, breakdown = _boot_seconds(arch, memory.weights_bytes, choice.tp, spec.load_format == "runai_streamer")
     grace, grace_reason = startup_grace(boot, breakdown)
     root_gib = root_volume_gib(memory.weights_bytes, chosen.nvme_gb)
-    autoscaling, scaling_reasons = _autoscaling(spec, boot, root_gib)
-    reasons = _sizing_reasons(spec, arch, draft, dtype, fmt, choice) + [batching_reason, grace_reason, *scaling_reasons]
+    autoscaling, scaling_reasons = _autoscaling(spec, boot, root_gib, sizing.scaling)
+    reasons = _sizing_reasons(spec, arch, draft, dtype, fmt, choice) + [*sizing.reasons, grace_reason, *scaling_reasons]
     return ServingPlan(
         **deployment_fields(fleet, spec, chosen, grace, root_gib, reasons),
         architecture=arch.source,
@@ -686,6 +751,7 @@ def plan_model(
         weight_format=fmt.describe() if fmt else None,
         adapters=spec.lora.adapters if spec.lora else [],
         lora_max_rank=spec.lora.max_rank if spec.lora else None,
+        performance=sizing.performance,
     )
 
 

@@ -9,13 +9,13 @@ gpu/model_runner.py, v1/core/kv_cache_utils.py, v1/engine/core.py; read 2026-12)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 
 from model_store.errors import EXIT_REFUSED, LlmfleetError
 from model_store.boot_log import BootFigures
+from model_store.performance import Batching, StepCost, percentile, simulate_burst, step_cost
 from model_store.plan import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, Frozen, ServingPlan, json_flag
 
 # The plan promised concurrency it cannot hold when vLLM's KV capacity is this far below it.
@@ -158,16 +158,6 @@ class LoadFigures(Frozen):
     ttft_p95_ms: float | None
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile by linear interpolation (numpy's default), None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def load_figures(
     ttfts: list[float], output_tokens: int, failed: int, seconds: float, *, concurrency: int, prompt_tokens: int, max_tokens: int
 ) -> LoadFigures:
@@ -291,6 +281,51 @@ def replan(measurement: Measurement) -> ServingPlan:
     weights = measurement.weights_bytes_by_dtype
     facts = facts_from_config(measurement.config, total_size=sum(weights.values()) if weights else None, source="record")
     return plan_model(fleet, fleet.models[0], facts)
+
+
+def step_inputs(measurement: Measurement) -> tuple[StepCost, Batching]:
+    """What the performance model needs to predict a recorded measurement's load: the model's per-step
+    cost on the measured GPU at the plan's TP, and the plan's batching limits and KV cache."""
+    from model_store.catalog import INSTANCES
+    from model_store.families import facts_from_config
+    from model_store.manifest import FleetManifest
+    from model_store.plan import DTYPE_BYTES, kv_element_bytes, weight_format
+
+    plan = replan(measurement)
+    weights = measurement.weights_bytes_by_dtype
+    facts = facts_from_config(measurement.config, total_size=sum(weights.values()) if weights else None, source="record")
+    gpu = next(i.gpu for i in INSTANCES if i.gpu.name == measurement.gpu)
+    cost = step_cost(
+        facts, gpu, plan.tensor_parallel_size,
+        weights_bytes=plan.memory.weights_bytes, dtype_bytes=DTYPE_BYTES[plan.vllm.dtype],
+        fmt=weight_format(FleetManifest.model_validate(measurement.fleet).models[0], facts),
+        kv_element_bytes=kv_element_bytes(plan.vllm.kv_cache_dtype, plan.vllm.dtype),
+    )  # fmt: skip
+    return cost, Batching(plan.vllm.max_num_seqs, plan.vllm.max_num_batched_tokens, plan.memory.token_capacity)
+
+
+def burst_figures(measurement: Measurement) -> dict[str, tuple[float, float]]:
+    """(predicted, measured) for a recorded load test: output tokens/s, TTFT p50 and p95 (ms) and, when all
+    requests started at once (one wave), the inter-token latency (ms): the time after the last first token
+    over the remaining output tokens."""
+    load = measurement.verdict.load
+    cost, batching = step_inputs(measurement)
+    predicted = simulate_burst(
+        cost, batching, requests=load.requests, concurrency=load.concurrency,
+        prompt_tokens=load.prompt_tokens, output_tokens=load.output_tokens_per_request,
+    )  # fmt: skip
+    figures = {
+        "output_tokens_per_second": (predicted.output_tokens_per_second, load.output_tokens_per_second),
+        "ttft_p50_ms": (predicted.ttft_p50_seconds * 1000, load.ttft_p50_ms),
+        "ttft_p95_ms": (predicted.ttft_p95_seconds * 1000, load.ttft_p95_ms),
+    }
+    if load.requests == load.concurrency and load.output_tokens_per_request > 1:
+        steps = load.output_tokens_per_request - 1
+        figures["itl_ms"] = (
+            (predicted.seconds - predicted.ttft_p95_seconds) / steps * 1000,
+            (load.seconds - load.ttft_p95_ms / 1000) / steps * 1000,
+        )
+    return figures
 
 
 class MeasurementLog(Frozen):

@@ -120,7 +120,9 @@ def test_cli_json_lists_every_field_of_every_instance() -> None:
         "sagemaker_price_usd_hour", "price_source", "sagemaker_price_source", *DERIVED_KEYS,
     ]  # fmt: skip
     assert all(list(record) == fields for record in document)
-    assert list(document[0]["gpu"]) == ["name", "memory_mib", "compute_capability", "fp8", "bf16", "fp4"]
+    assert list(document[0]["gpu"]) == [
+        "name", "memory_mib", "compute_capability", "fp8", "bf16", "fp4", "hbm_gb_per_s", "tflops_16bit", "tflops_fp8", "speed_source",
+    ]
 
 
 def test_cli_gpu_filter() -> None:
