@@ -33,7 +33,7 @@ test-fast: $(STAMP)
 
 ## bench: benchmarks that print figures and ratios
 bench: $(STAMP)
-	$(PY) -m scripts.bench
+	$(PY) -m llmfleet.scripts.bench
 
 ## bench-gpu: on an NVIDIA GPU with the CUDA build of vLLM: verify the GPU example fleet, compare settings, write docs/gpu-measurements.md
 bench-gpu:

@@ -8,8 +8,8 @@ import sys
 
 import aws_cdk as cdk
 
-from model_store.errors import LlmfleetError
-from stacks.fleet import compose_fleet
+from llmfleet.model_store.errors import LlmfleetError
+from llmfleet.stacks.fleet import compose_fleet
 
 app = cdk.App()
 try:

@@ -33,9 +33,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
-from model_store.manifest import DNS_LABEL
-from model_store.store import MANIFEST_NAME, MODEL_CONFIG, ModelStore, StoreError, StoreLocation
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+from llmfleet.model_store.manifest import DNS_LABEL
+from llmfleet.model_store.store import MANIFEST_NAME, MODEL_CONFIG, ModelStore, StoreError, StoreLocation
 
 POLICY_VERSION = "2012-10-17"
 # The store layout's top folders (model_store.store).

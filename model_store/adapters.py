@@ -16,9 +16,9 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from model_store.architectures import ArchitectureFacts
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.manifest import DNS_LABEL, SAFE_SEGMENT, FleetManifest, ModelSpec
+from llmfleet.model_store.architectures import ArchitectureFacts
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.manifest import DNS_LABEL, SAFE_SEGMENT, FleetManifest, ModelSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

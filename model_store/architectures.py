@@ -13,7 +13,7 @@ import struct
 from functools import cache
 from pathlib import Path
 
-from model_store.families import ArchitectureFacts, ConfigError, facts_from_config
+from llmfleet.model_store.families import ArchitectureFacts, ConfigError, facts_from_config
 
 KNOWN_CONFIGS = Path(__file__).parent / "known_configs"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -20,7 +20,7 @@ from botocore.exceptions import (
     TokenRetrievalError,
 )
 
-from model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
 
 
 class AwsError(LlmfleetError):

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 
-from model_store import telemetry
-from model_store.plan import ServingPlan
-from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
-from model_store.status import (
+from llmfleet.model_store import telemetry
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
+from llmfleet.model_store.status import (
     TAG_MODEL,
     TAG_STAGE,
     Deployment,
@@ -24,7 +24,7 @@ from model_store.status import (
     promoted_versions,
     unit_cost_per_hour,
 )
-from model_store.store import ModelStore, StoreError, StoreLocation
+from llmfleet.model_store.store import ModelStore, StoreError, StoreLocation
 
 # Status fields read from the container's EMF metrics (model_store/telemetry.py).
 CLOUDWATCH_METRICS = {

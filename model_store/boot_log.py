@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from model_store.plan import Frozen
+from llmfleet.model_store.plan import Frozen
 
 # What the server found of the compile cache: none published yet for its key, a verified
 # copy, one that failed verification (compiled from scratch), a store it could not read,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 
 EC2_PRICE_SOURCE = "aws.amazon.com/ec2/pricing/on-demand, Linux, us-east-1, read 2025-10 (after the 2025-06 P4/P5 cut)"
 SAGEMAKER_PRICE_SOURCE = "aws.amazon.com/sagemaker/pricing, real-time inference, us-east-1, read 2025-10"

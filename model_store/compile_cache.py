@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from model_store.plan import Frozen, ServingPlan
+from llmfleet.model_store.plan import Frozen, ServingPlan
 
 # Settings that do not change what vLLM compiles: names, the drain timeout, the output
 # parser, how the weights are read, and which hosts media may be fetched from.

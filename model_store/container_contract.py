@@ -9,7 +9,7 @@ model_store because the stacks, the CLI and the container all may import model_s
 
 from __future__ import annotations
 
-from model_store.plan import DeploymentPlan
+from llmfleet.model_store.plan import DeploymentPlan
 
 PLAN_ENV = "LLMFLEET_PLAN"
 STORE_ENV = "LLMFLEET_STORE"  # also the CLI's default for --store

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from model_store.image_plan import ASSUMED_IMAGE_SECONDS, AnyPlan
-from model_store.plan import ASSUMED_REQUEST_SECONDS
+from llmfleet.model_store.image_plan import ASSUMED_IMAGE_SECONDS, AnyPlan
+from llmfleet.model_store.plan import ASSUMED_REQUEST_SECONDS
 
 # WAF counts a rate-based rule's requests over one of 60/120/300/600 s; the shortest reacts fastest.
 RATE_WINDOW_SECONDS = 60

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from model_store.families import ArchitectureFacts
-from model_store.lock import FleetLock, check_lock, offline_lock, read_lock
-from model_store.manifest import FleetManifest, ManifestError, load_fleet
-from model_store.image_plan import AnyPlan, plan_any_model
-from model_store.plan import plan_fleet
+from llmfleet.model_store.families import ArchitectureFacts
+from llmfleet.model_store.lock import FleetLock, check_lock, offline_lock, read_lock
+from llmfleet.model_store.manifest import FleetManifest, ManifestError, load_fleet
+from llmfleet.model_store.image_plan import AnyPlan, plan_any_model
+from llmfleet.model_store.plan import plan_fleet
 
 
 def load_fleet_and_lock(fleet_path: str | Path, stage: str | None = None) -> tuple[FleetManifest, FleetLock]:

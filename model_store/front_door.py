@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from model_store.container_contract import TARGET_PORTS
+from llmfleet.model_store.container_contract import TARGET_PORTS
 
 
 class Access(StrEnum):

@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
-from model_store.families import ConfigError
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
+from llmfleet.model_store.families import ConfigError
 
 HUB_QUANT_CONFIG = "hf_quant_config.json"  # NVIDIA ModelOpt checkpoints keep it beside config.json
 STREAM_BLOCK = 1 << 20  # bytes handed over per read of a Hub download

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
-from model_store.adapters import check_model_name, check_segment
-from model_store.hub import HubClient, HubFile, HubNotFound
-from model_store.store import (
+from llmfleet.model_store.adapters import check_model_name, check_segment
+from llmfleet.model_store.hub import HubClient, HubFile, HubNotFound
+from llmfleet.model_store.store import (
     MANIFEST_NAME,
     MODEL_CONFIG,
     PIPELINE_INDEX,

@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, TypeAdapter
 
-from model_store.catalog import INSTANCES, GpuInstance
-from model_store.manifest import FleetManifest, ModelSpec
-from model_store.pipelines import SAFETENSORS_DTYPE_BYTES, PipelineFacts
-from model_store.plan import (
+from llmfleet.model_store.catalog import INSTANCES, GpuInstance
+from llmfleet.model_store.manifest import FleetManifest, ModelSpec
+from llmfleet.model_store.pipelines import SAFETENSORS_DTYPE_BYTES, PipelineFacts
+from llmfleet.model_store.plan import (
     DRAIN_SECONDS,
     GIB,
     GPU_MEMORY_UTILIZATION,

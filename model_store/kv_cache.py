@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from model_store.families import KvLayers
+from llmfleet.model_store.families import KvLayers
 
 # CacheConfig.block_size on CUDA: FlashAttention, FlashInfer and FlashAttention-MLA (bf16 KV).
 BLOCK_SIZE = 16

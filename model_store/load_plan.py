@@ -12,13 +12,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model_store import performance
-from model_store.catalog import GpuInstance, instance
-from model_store.families import ArchitectureFacts
-from model_store.families.quantization import WeightFormat
-from model_store.manifest import LoadSpec, ModelSpec
-from model_store.performance import Batching, Lengths, Prediction, StepCost
-from model_store.plan import (
+from llmfleet.model_store import performance
+from llmfleet.model_store.catalog import GpuInstance, instance
+from llmfleet.model_store.families import ArchitectureFacts
+from llmfleet.model_store.families.quantization import WeightFormat
+from llmfleet.model_store.manifest import LoadSpec, ModelSpec
+from llmfleet.model_store.performance import Batching, Lengths, Prediction, StepCost
+from llmfleet.model_store.plan import (
     DTYPE_BYTES,
     MAX_NUM_SEQS_CAP,
     Candidate,

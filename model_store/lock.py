@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_serializer
 
-from model_store import architectures
-from model_store.families import ArchitectureFacts, ConfigError, facts_from_config
-from model_store.hub import HubClient, HubUnreachable
-from model_store.manifest import FleetManifest, ManifestError, ModelSpec
-from model_store.pipelines import PipelineFacts, facts_from_record, read_known_pipeline, read_pipeline
+from llmfleet.model_store import architectures
+from llmfleet.model_store.families import ArchitectureFacts, ConfigError, facts_from_config
+from llmfleet.model_store.hub import HubClient, HubUnreachable
+from llmfleet.model_store.manifest import FleetManifest, ManifestError, ModelSpec
+from llmfleet.model_store.pipelines import PipelineFacts, facts_from_record, read_known_pipeline, read_pipeline
 
 LOCK_FORMAT = 1
 Origin = Literal["local", "store", "hub", "bundled"]

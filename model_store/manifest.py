@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 """Model names become S3 prefixes, ECS service names, SageMaker endpoint names and DNS

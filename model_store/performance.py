@@ -26,9 +26,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from model_store.catalog import Gpu
-from model_store.families import ArchitectureFacts
-from model_store.families.quantization import WeightFormat
+from llmfleet.model_store.catalog import Gpu
+from llmfleet.model_store.errors import LlmfleetError
+from llmfleet.model_store.families import ArchitectureFacts
+from llmfleet.model_store.families.quantization import WeightFormat
 
 # Fitted on the H200 bursts (see the module docstring); the fit's error per measurement is in
 # docs/planner.md and tests/unit/test_performance_calibration.py.
@@ -60,8 +61,8 @@ MEASURED_GPU_UNCERTAINTY = 0.20
 UNMEASURED_GPU_UNCERTAINTY = 0.40
 
 
-class PerformanceError(ValueError):
-    """A GPU or model the performance model has no figures for."""
+class PerformanceError(LlmfleetError):
+    """A GPU or model the performance model has no figures for (the plan is refused, exit 1)."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_store.architectures import KNOWN_CONFIGS, read_checkpoint_weights, read_json_file
-from model_store.families import ConfigError
+from llmfleet.model_store.architectures import KNOWN_CONFIGS, read_checkpoint_weights, read_json_file
+from llmfleet.model_store.families import ConfigError
 
 MODEL_INDEX = "model_index.json"
 KNOWN_PIPELINES = KNOWN_CONFIGS / "pipelines"

@@ -14,13 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from model_store import kv_cache
-from model_store.catalog import INSTANCES, GpuInstance, instance
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.families import ArchitectureFacts, mla
-from model_store.families.registry import INFERRED_REASON
-from model_store.manifest import AdapterRef, FleetManifest, ModelSpec, ServingSpec
-from model_store.families.quantization import ONLINE_FORMATS, WeightFormat
+from llmfleet.model_store import kv_cache
+from llmfleet.model_store.catalog import INSTANCES, GpuInstance, instance
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.families import ArchitectureFacts, mla
+from llmfleet.model_store.families.registry import INFERRED_REASON
+from llmfleet.model_store.manifest import AdapterRef, FleetManifest, ModelSpec, ServingSpec
+from llmfleet.model_store.families.quantization import ONLINE_FORMATS, WeightFormat
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -729,7 +729,7 @@ def plan_model(
     if spec.load is None:
         sizing = size_for_concurrency(spec, arch, draft, dtype, fmt, catalog)
     else:
-        from model_store.load_plan import size_for_load  # lazy: load_plan builds on this module
+        from llmfleet.model_store.load_plan import size_for_load  # lazy: load_plan builds on this module
 
         sizing = size_for_load(spec, arch, draft, dtype, fmt, catalog)
     choice, max_num_seqs, batched = sizing.choice, sizing.max_num_seqs, sizing.max_num_batched_tokens

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
-from model_store.adapters import check_segment
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.store import (
+from llmfleet.model_store.adapters import check_segment
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.store import (
     MIB,
     STAGE_PATTERN,
     ModelStore,

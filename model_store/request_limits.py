@@ -17,9 +17,9 @@ from typing import Any
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
-from model_store.image_plan import ImageSettings
-from model_store.plan import MIB, ServingPlan
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+from llmfleet.model_store.image_plan import ImageSettings
+from llmfleet.model_store.plan import MIB, ServingPlan
 
 # A context token written as JSON: ~4 characters of text, each up to 6 bytes as a \uXXXX
 # escape, rounded up; a token-id prompt (`[1234, ...]`) takes ~7.

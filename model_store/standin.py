@@ -7,9 +7,9 @@ speculative decoding, streaming weights from S3) is taken out. Pure.
 
 from __future__ import annotations
 
-from model_store.architectures import ArchitectureFacts
-from model_store.image_plan import ImagePlan
-from model_store.plan import ServingPlan
+from llmfleet.model_store.architectures import ArchitectureFacts
+from llmfleet.model_store.image_plan import ImagePlan
+from llmfleet.model_store.plan import ServingPlan
 
 # The CPU build serves bfloat16 on AVX-512 hosts and falls back to it elsewhere; float16
 # kernels are partial there (vllm/platforms/cpu.py supported dtypes, v0.32, 2026-11).

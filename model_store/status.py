@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from model_store.catalog import instance
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.telemetry import histogram_quantile
-from model_store.plan import ServingPlan
-from model_store.registry import RegistryState
+from llmfleet.model_store.catalog import instance
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.telemetry import histogram_quantile
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.registry import RegistryState
 
 # vLLM's Prometheus names (vllm/v1/metrics/loggers.py, v0.32, 2026-10).
 VLLM_WAITING = "vllm:num_requests_waiting"

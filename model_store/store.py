@@ -42,7 +42,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.subscribers import BaseSubscriber
 
-from model_store.adapters import (
+from llmfleet.model_store.adapters import (
     DEFAULT_MAX_RANK,
     MAX_FILES,
     AdapterInfo,
@@ -51,7 +51,7 @@ from model_store.adapters import (
     file_size_limit,
     validate_adapter,
 )
-from model_store.architectures import (
+from llmfleet.model_store.architectures import (
     SAFETENSORS_INDEX,
     ArchitectureFacts,
     bytes_by_dtype,
@@ -60,9 +60,9 @@ from model_store.architectures import (
     safetensors_header_length,
     weight_files,
 )
-from model_store.container_contract import TARGET_PORTS
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.manifest import ManifestError
+from llmfleet.model_store.container_contract import TARGET_PORTS
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.manifest import ManifestError
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = 1

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.boot_log import BootFigures
-from model_store.performance import Batching, StepCost, percentile, simulate_burst, step_cost
-from model_store.plan import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, Frozen, ServingPlan, json_flag
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.boot_log import BootFigures
+from llmfleet.model_store.performance import Batching, StepCost, percentile, simulate_burst, step_cost
+from llmfleet.model_store.plan import GIB, VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, Frozen, ServingPlan, json_flag
 
 # The plan promised concurrency it cannot hold when vLLM's KV capacity is this far below it.
 KV_TOLERANCE = 0.03
@@ -48,7 +48,7 @@ def check_measurable(plan: ServingPlan) -> None:
     measured only as text (`language_model_only`), where vLLM leaves its vision encoder out.
     An image model is not served by vLLM: scripts/image_gpu_bench.py measures it."""
     if plan.kind == "image":
-        raise VerifyRefused(f"model {plan.model_name!r} is an image model; measure it with `python -m scripts.image_gpu_bench`")
+        raise VerifyRefused(f"model {plan.model_name!r} is an image model; measure it with `python -m llmfleet.scripts.image_gpu_bench`")
     if "vision" in plan.family and not plan.vllm.language_model_only:
         raise VerifyRefused(
             f"model {plan.model_name!r} is multimodal and verify has no image processor to start it with; "
@@ -273,9 +273,9 @@ class Measurement(Frozen):
 def replan(measurement: Measurement) -> ServingPlan:
     """The plan today's planner makes for a recorded measurement's model (its fleet entry and
     config.json as recorded): what the 3 % regression test and the report compare."""
-    from model_store.families import facts_from_config
-    from model_store.manifest import FleetManifest
-    from model_store.plan import plan_model
+    from llmfleet.model_store.families import facts_from_config
+    from llmfleet.model_store.manifest import FleetManifest
+    from llmfleet.model_store.plan import plan_model
 
     fleet = FleetManifest.model_validate(measurement.fleet)
     weights = measurement.weights_bytes_by_dtype
@@ -286,10 +286,10 @@ def replan(measurement: Measurement) -> ServingPlan:
 def step_inputs(measurement: Measurement) -> tuple[StepCost, Batching]:
     """What the performance model needs to predict a recorded measurement's load: the model's per-step
     cost on the measured GPU at the plan's TP, and the plan's batching limits and KV cache."""
-    from model_store.catalog import INSTANCES
-    from model_store.families import facts_from_config
-    from model_store.manifest import FleetManifest
-    from model_store.plan import DTYPE_BYTES, kv_element_bytes, weight_format
+    from llmfleet.model_store.catalog import INSTANCES
+    from llmfleet.model_store.families import facts_from_config
+    from llmfleet.model_store.manifest import FleetManifest
+    from llmfleet.model_store.plan import DTYPE_BYTES, kv_element_bytes, weight_format
 
     plan = replan(measurement)
     weights = measurement.weights_bytes_by_dtype

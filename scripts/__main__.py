@@ -1,6 +1,6 @@
-"""`python -m scripts ARGS` = `llmfleet ARGS`, where the console script is not installed
+"""`python -m llmfleet.scripts ARGS` = `llmfleet ARGS`, where the console script is not installed
 (a GPU host running `make bench-gpu` with the CUDA build's own Python)."""
 
-from scripts.cli import main
+from llmfleet.scripts.cli import main
 
 main()

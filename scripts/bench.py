@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark in scripts/benchmarks/ and print figures and ratios.
 
 Each module there exposes `run() -> None` that prints its own section. Benchmarks
-measure; they never assert a time. `python -m scripts.bench NAME...` runs a subset.
+measure; they never assert a time. `python -m llmfleet.scripts.bench NAME...` runs a subset.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pkgutil
 import sys
 import time
 
-import scripts.benchmarks as benchmarks
+import llmfleet.scripts.benchmarks as benchmarks
 
 
 def main(selected: list[str]) -> int:
@@ -25,7 +25,7 @@ def main(selected: list[str]) -> int:
         print(f"\n=== {name} ===", flush=True)
         started = time.perf_counter()
         try:
-            importlib.import_module(f"scripts.benchmarks.{name}").run()
+            importlib.import_module(f"llmfleet.scripts.benchmarks.{name}").run()
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             failed.append(name)
             print(f"benchmark {name} failed: {exc!r}", file=sys.stderr)

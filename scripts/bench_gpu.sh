@@ -13,13 +13,13 @@ RECORD=${RECORD:-tests/data/gpu_measurements.json}
 COMPARE=${COMPARE-qwen3-8b}
 status=0
 for fleet in $FLEETS; do
-  "$PY" -m scripts verify -f "$fleet" --skip-unfit --record "$RECORD" || status=$?
+  "$PY" -m llmfleet.scripts verify -f "$fleet" --skip-unfit --record "$RECORD" || status=$?
 done
 if [ -n "$COMPARE" ]; then
-  "$PY" -m scripts verify -f "$COMPARE_FLEET" -m "$COMPARE" --compare --requests 256 --concurrency 128 \
+  "$PY" -m llmfleet.scripts verify -f "$COMPARE_FLEET" -m "$COMPARE" --compare --requests 256 --concurrency 128 \
     --prompt-tokens 1024 --max-tokens 256 --record "$RECORD" || status=$?
 fi
-if "$PY" -m scripts.gpu_report "$RECORD" > docs/gpu-measurements.md.partial; then
+if "$PY" -m llmfleet.scripts.gpu_report "$RECORD" > docs/gpu-measurements.md.partial; then
   mv docs/gpu-measurements.md.partial docs/gpu-measurements.md
   echo "wrote docs/gpu-measurements.md"
 else

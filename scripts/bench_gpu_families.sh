@@ -28,7 +28,7 @@ status=0
 for g in "${selected[@]}"; do
   models=()
   for name in ${FAMILY_GROUPS[$g]}; do models+=(-m "$name"); done
-  "$PY" -m scripts verify -f "$FLEET" "${models[@]}" --requests "$REQUESTS" --boot-timeout "$BOOT_TIMEOUT" \
+  "$PY" -m llmfleet.scripts verify -f "$FLEET" "${models[@]}" --requests "$REQUESTS" --boot-timeout "$BOOT_TIMEOUT" \
     --record "$RECORD" ${KEEP:+--keep "$KEEP"} || status=$?
 done
 exit $status

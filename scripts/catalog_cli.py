@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from model_store.catalog import INSTANCES, GpuInstance, with_gpu
-from scripts.cli_common import EXIT_BAD_INPUT, JsonOpt, console, fail
+from llmfleet.model_store.catalog import INSTANCES, GpuInstance, with_gpu
+from llmfleet.scripts.cli_common import EXIT_BAD_INPUT, JsonOpt, console, fail
 
 TABLE_WIDTH = 100
 GpuOpt = Annotated[

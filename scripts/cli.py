@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import typer
 
-from scripts import catalog_cli, invoke_cli, local_cli, lock_cli, plan_cli, status_cli, store_cli, verify_cli
-from scripts.cli_common import FLEET_ENV, ErrorsAsExits, global_options
+from llmfleet.scripts import catalog_cli, invoke_cli, local_cli, lock_cli, plan_cli, status_cli, store_cli, verify_cli
+from llmfleet.scripts.cli_common import FLEET_ENV, ErrorsAsExits, global_options
 
 app = typer.Typer(
     name="llmfleet",

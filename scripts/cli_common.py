@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from model_store import fleet as fleet_loading
-from model_store.aws_errors import explain
-from model_store.container_contract import FLEET_ENV
-from model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
-from model_store.manifest import FleetManifest, load_fleet
-from model_store.plan import PlanError, ServingPlan
+from llmfleet.model_store import fleet as fleet_loading
+from llmfleet.model_store.aws_errors import explain
+from llmfleet.model_store.container_contract import FLEET_ENV
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.manifest import FleetManifest, load_fleet
+from llmfleet.model_store.plan import PlanError, ServingPlan
 
 console = Console()
 errors = Console(stderr=True)

@@ -1,6 +1,6 @@
 """Render tests/data/gpu_measurements.json as the dated markdown of docs/gpu-measurements.md.
 
-    python -m scripts.gpu_report tests/data/gpu_measurements.json > docs/gpu-measurements.md
+    python -m llmfleet.scripts.gpu_report tests/data/gpu_measurements.json > docs/gpu-measurements.md
 
 "plan then" is what the planner predicted when the figure was measured; "plan now" is what
 today's planner predicts for the same model and settings (the regression test's view).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from model_store.verify import MeasurementLog, predicted_weights_gib, replan
+from llmfleet.model_store.verify import MeasurementLog, predicted_weights_gib, replan
 
 INTRO = (
     "Written by `make bench-gpu` (`llmfleet verify`) from `tests/data/gpu_measurements.json`; "
@@ -22,7 +22,7 @@ INTRO = (
     "first-request warm-up included, not peak throughput). 'plan then': the prediction when "
     "measured; 'plan now': today's planner.\n\n"
     "Reproduce on a host with an NVIDIA GPU and the CUDA build of vLLM: `make bench-gpu PY=python3` "
-    "(or `python3 -m scripts verify -f examples/gpu/fleet.yaml --record tests/data/gpu_measurements.json`, "
+    "(or `python3 -m llmfleet.scripts verify -f examples/gpu/fleet.yaml --record tests/data/gpu_measurements.json`, "
     "`... -m qwen3-8b --compare --requests 256 --concurrency 128 --prompt-tokens 1024 --max-tokens 256`). "
     "The figures below ran one command per group of models on one H200 (vLLM 0.26.0, the newest build "
     "for that host's torch 2.11; the container pins 0.32)."

@@ -7,8 +7,8 @@ warm-up image it measures seconds per image and peak memory (torch.cuda.max_memo
 SIZE px, STEPS steps, guidance 0, for batch 1 and the planned batch, and writes one JSON record:
 versions, figures, the planner's predictions and their ratios.
 
-    python -m scripts.image_gpu_bench --out image-gpu.json            # on the GPU machine
-    python -m scripts.image_gpu_bench --pipeline DIR --device cpu --size 64 --steps 2 --batch 2 --out x.json
+    python -m llmfleet.scripts.image_gpu_bench --out image-gpu.json            # on the GPU machine
+    python -m llmfleet.scripts.image_gpu_bench --pipeline DIR --device cpu --size 64 --steps 2 --batch 2 --out x.json
 
 Random weights make noise, not pictures: the figures are the memory and speed of the shapes.
 """
@@ -24,8 +24,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from model_store.image_plan import activation_bytes_per_image, component_bytes
-from model_store.pipelines import facts_from_record, known_pipeline_dir, read_known_pipeline, read_pipeline
+from llmfleet.model_store.image_plan import activation_bytes_per_image, component_bytes
+from llmfleet.model_store.pipelines import facts_from_record, known_pipeline_dir, read_known_pipeline, read_pipeline
 
 DEFAULT_PIPELINE = "stabilityai/stable-diffusion-3.5-large-turbo"
 # The example fleet's planned batch for it (fleet.yaml: target_concurrency 4 images in flight).
@@ -57,7 +57,7 @@ def build_pipeline(folder: Path, device: str):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from scripts.standin_pipeline import tiny_tokenizers
+    from llmfleet.scripts.standin_pipeline import tiny_tokenizers
 
     def config(name: str) -> dict[str, Any]:
         return json.loads((folder / name / "config.json").read_text())

@@ -17,12 +17,12 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 
-from model_store.aws_errors import AwsError
-from model_store.chat import answered_by_adapter, chat_request, reasoning_and_content, stream_sagemaker
-from model_store.container_contract import API_KEY_ENV
-from model_store.inference_components import inference_component_of
-from scripts import local_fleet
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail, require_extra
+from llmfleet.model_store.aws_errors import AwsError
+from llmfleet.model_store.chat import answered_by_adapter, chat_request, reasoning_and_content, stream_sagemaker
+from llmfleet.model_store.container_contract import API_KEY_ENV
+from llmfleet.model_store.inference_components import inference_component_of
+from llmfleet.scripts import local_fleet
+from llmfleet.scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail, require_extra
 
 
 def _split_target(target: str) -> tuple[str, str | None]:

@@ -16,10 +16,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
-from model_store.chat import parse_chat_response
-from model_store.container_contract import STORE_ENV
-from scripts import local_fleet
-from scripts.cli_common import (
+from llmfleet.model_store.chat import parse_chat_response
+from llmfleet.model_store.container_contract import STORE_ENV
+from llmfleet.scripts import local_fleet
+from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT,
     EXIT_REFUSED,
     FleetOpt,
@@ -34,7 +34,7 @@ from scripts.cli_common import (
     require_extra,
     require_vllm,
 )
-from scripts.local_fleet import STANDIN_LABEL
+from llmfleet.scripts.local_fleet import STANDIN_LABEL
 
 local_app = typer.Typer(
     help="Run the fleet on this machine: emulated AWS (moto), stand-in model, real entrypoint and CPU vLLM.",

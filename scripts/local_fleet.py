@@ -30,17 +30,17 @@ import httpx
 import psutil
 from botocore.config import Config
 
-from model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
-from model_store.access import POLICY_VERSION, ci_publisher_statements
-from model_store.adapters import accepted_bases_for, max_rank_for
-from model_store.architectures import read_checkpoint_architecture
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.manifest import FleetManifest
-from model_store.image_plan import AnyPlan
-from model_store.plan import ServingPlan
-from model_store.registry import AdapterRegistry
-from model_store.standin import standin_image_plan, standin_plan
-from model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
+from llmfleet.model_store.access import POLICY_VERSION, ci_publisher_statements
+from llmfleet.model_store.adapters import accepted_bases_for, max_rank_for
+from llmfleet.model_store.architectures import read_checkpoint_architecture
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.manifest import FleetManifest
+from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.registry import AdapterRegistry
+from llmfleet.model_store.standin import standin_image_plan, standin_plan
+from llmfleet.model_store.store import ModelStore, StoreLocation
 
 STATE_DIR_NAME = ".llmfleet"
 HOST = "127.0.0.1"
@@ -437,7 +437,7 @@ def _reused_or_made(directory: Path, marker_file: str, marker: str, make: Callab
 
 def make_standin_model(directory: Path, on_step: Callable[[str], None]) -> Path:
     """The stand-in checkpoint every fleet model is stored as locally; reused when present."""
-    from scripts.standin_model import STANDIN_MARKER, make_tiny_model
+    from llmfleet.scripts.standin_model import STANDIN_MARKER, make_tiny_model
 
     _quiet_transformers()
     step = "generating the stand-in model (random weights, a tiny Qwen3)"
@@ -446,7 +446,7 @@ def make_standin_model(directory: Path, on_step: Callable[[str], None]) -> Path:
 
 def make_standin_pipeline(directory: Path, on_step: Callable[[str], None]) -> Path:
     """The stand-in pipeline every image model is stored as locally; reused when present."""
-    from scripts.standin_pipeline import STANDIN_MARKER, make_tiny_pipeline
+    from llmfleet.scripts.standin_pipeline import STANDIN_MARKER, make_tiny_pipeline
 
     _quiet_transformers()
     step = "generating the stand-in image pipeline (random weights, a tiny SD3)"
@@ -455,7 +455,7 @@ def make_standin_pipeline(directory: Path, on_step: Callable[[str], None]) -> Pa
 
 def make_standin_adapters(plan: ServingPlan, model_dir: Path, directory: Path, on_step: Callable[[str], None]) -> dict[str, Path]:
     """One random LoRA adapter per adapter the fleet lists for the model; reused when present."""
-    from scripts.standin_model import make_lora_adapter
+    from llmfleet.scripts.standin_model import make_lora_adapter
 
     _quiet_transformers()
     rank = min(STANDIN_ADAPTER_RANK, plan.lora_max_rank or STANDIN_ADAPTER_RANK)
@@ -713,9 +713,9 @@ def up(
                 api_key=api_key,
                 state_dir=state_dir,
             )
-            on_step(f"starting the entrypoint (python -m containers.entrypoint) on port {port}")
+            on_step(f"starting the entrypoint (python -m llmfleet.containers.entrypoint) on port {port}")
             server = start_detached(
-                "server", [sys.executable, "-m", "containers.entrypoint"], env, state_dir.logs / "server.log", port
+                "server", [sys.executable, "-m", "llmfleet.containers.entrypoint"], env, state_dir.logs / "server.log", port
             )
             state.processes["server"] = server
             state_dir.save(state)

@@ -13,13 +13,13 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 
-from model_store.aws_errors import explain
-from model_store.families import ConfigError
-from model_store.hub import HubClient
-from model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
-from model_store.manifest import ModelSpec, load_fleet
-from model_store.store import ModelStore, StoreError
-from scripts.cli_common import EXIT_REFUSED, FleetOpt, console, errors, fail, fleet_file
+from llmfleet.model_store.aws_errors import explain
+from llmfleet.model_store.families import ConfigError
+from llmfleet.model_store.hub import HubClient
+from llmfleet.model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
+from llmfleet.model_store.manifest import ModelSpec, load_fleet
+from llmfleet.model_store.store import ModelStore, StoreError
+from llmfleet.scripts.cli_common import EXIT_REFUSED, FleetOpt, console, errors, fail, fleet_file
 
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
 

@@ -11,11 +11,11 @@ import typer
 from rich import box
 from rich.table import Table
 
-from model_store.manifest import fleet_json_schema
-from model_store.image_plan import AnyPlan, ImagePlan
-from model_store.plan import vllm_argv
-from scripts import lock_cli
-from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
+from llmfleet.model_store.manifest import fleet_json_schema
+from llmfleet.model_store.image_plan import AnyPlan, ImagePlan
+from llmfleet.model_store.plan import vllm_argv
+from llmfleet.scripts import lock_cli
+from llmfleet.scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 
 
 def plan_summary(plan: AnyPlan) -> dict:

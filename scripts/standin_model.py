@@ -4,7 +4,7 @@ The local fleet and the end-to-end tests run the real vLLM (CPU build) with no m
 this module writes a checkpoint vLLM loads in seconds (tokenizer and chat template
 included) and adapters whose outputs differ from the base model's.
 
-    python -m scripts.standin_model DEST [--adapter NAME[:SEED] ...]
+    python -m llmfleet.scripts.standin_model DEST [--adapter NAME[:SEED] ...]
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from model_store.container_contract import container_env
-from model_store.architectures import read_checkpoint_architecture
-from model_store.manifest import parse_fleet
-from model_store.plan import ServingPlan, plan_model
-from model_store.standin import standin_plan
+from llmfleet.model_store.container_contract import container_env
+from llmfleet.model_store.architectures import read_checkpoint_architecture
+from llmfleet.model_store.manifest import parse_fleet
+from llmfleet.model_store.plan import ServingPlan, plan_model
+from llmfleet.model_store.standin import standin_plan
 
 # Shapes from the measurements of the CPU build: its attention kernels reject head_dim 16
 # and take 64; two layers keep the model loading in seconds.
@@ -186,7 +186,7 @@ def entrypoint_environment(
     compile_cache: bool | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment `python -m containers.entrypoint` needs to serve `plan` on this machine."""
+    """The environment `python -m llmfleet.containers.entrypoint` needs to serve `plan` on this machine."""
     env = dict(os.environ if base is None else base)
     env.update(
         container_env(

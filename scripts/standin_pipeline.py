@@ -9,7 +9,7 @@ the art. `model_index.json` carries `llmfleet_standin: true`.
 `tiny_components()` is also what scripts/image_gpu_bench.py uses for the tokenizers: the
 measured model is built from real configs, its tokenizers never leave token ids' meaning.
 
-    python -m scripts.standin_pipeline DEST
+    python -m llmfleet.scripts.standin_pipeline DEST
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model_store import standin
-from model_store.image_plan import ImagePlan, plan_image_model
-from model_store.manifest import parse_fleet
-from model_store.pipelines import facts_from_record, read_pipeline
+from llmfleet.model_store import standin
+from llmfleet.model_store.image_plan import ImagePlan, plan_image_model
+from llmfleet.model_store.manifest import parse_fleet
+from llmfleet.model_store.pipelines import facts_from_record, read_pipeline
 
 STANDIN_MARKER = "llmfleet_standin"
 CLIP_VOCAB = 300

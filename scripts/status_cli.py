@@ -17,11 +17,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
-from model_store.aws_errors import AwsError
-from model_store.aws_status import aws_status_rows
-from model_store.boot_log import BootRecord, describe_boot
-from model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
-from model_store.status import (
+from llmfleet.model_store.aws_errors import AwsError
+from llmfleet.model_store.aws_status import aws_status_rows
+from llmfleet.model_store.boot_log import BootRecord, describe_boot
+from llmfleet.model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
+from llmfleet.model_store.status import (
     Deployment,
     Metrics,
     ModelStatus,
@@ -31,10 +31,10 @@ from model_store.status import (
     model_status,
     promoted_versions,
 )
-from model_store.store import ModelStore, StoreLocation
-from scripts import local_fleet
-from scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
-from scripts.local_fleet import STANDIN_LABEL
+from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.scripts import local_fleet
+from llmfleet.scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
+from llmfleet.scripts.local_fleet import STANDIN_LABEL
 
 
 def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:

@@ -25,20 +25,20 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from model_store.container_contract import STORE_ENV
-from model_store.adapters import accepted_bases_for, check_segment, max_rank_for, validate_adapter
-from model_store.aws_errors import explain
-from model_store.errors import LlmfleetError
-from model_store.fleet import adapter_base_from_lock
-from model_store.hub_import import HubRef, import_model, parse_hub_ref
-from model_store.manifest import FleetManifest, load_fleet
-from model_store.registry import AdapterRegistry, RegistryState
-from model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
-from scripts.cli_common import (
+from llmfleet.model_store.container_contract import STORE_ENV
+from llmfleet.model_store.adapters import accepted_bases_for, check_segment, max_rank_for, validate_adapter
+from llmfleet.model_store.aws_errors import explain
+from llmfleet.model_store.errors import LlmfleetError
+from llmfleet.model_store.fleet import adapter_base_from_lock
+from llmfleet.model_store.hub_import import HubRef, import_model, parse_hub_ref
+from llmfleet.model_store.manifest import FleetManifest, load_fleet
+from llmfleet.model_store.registry import AdapterRegistry, RegistryState
+from llmfleet.model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
+from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, flag_values,
     from_fleet, optional_fleet,
 )  # fmt: skip
-from scripts.lock_cli import hub_from_env, resolve_and_write
+from llmfleet.scripts.lock_cli import hub_from_env, resolve_and_write
 
 model_app = typer.Typer(help="Base models in the S3 store.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Publish, promote, roll back and inspect LoRA adapters.", no_args_is_help=True)

@@ -27,18 +27,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from containers.entrypoint.compile_cache import installed_vllm_version
-from containers.entrypoint.process_group import end_process_group
-from containers.entrypoint.vllm_command import serve_argv, serve_command, serve_environment, validate_argv
-from model_store import verify
-from model_store.boot_log import parse_boot_log
-from model_store.fleet import load_fleet_and_lock, plan_with_lock
-from model_store.lock import FactsRecord
-from model_store.plan import ServingPlan
-from scripts.cli_common import (
+from llmfleet.containers.entrypoint.compile_cache import installed_vllm_version
+from llmfleet.containers.entrypoint.process_group import end_process_group
+from llmfleet.containers.entrypoint.vllm_command import serve_argv, serve_command, serve_environment, validate_argv
+from llmfleet.model_store import verify
+from llmfleet.model_store.boot_log import parse_boot_log
+from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.lock import FactsRecord
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, planning, require_vllm,
 )  # fmt: skip
-from scripts.local_fleet import log_tail
+from llmfleet.scripts.local_fleet import log_tail
 
 HEALTH_POLL_SECONDS = 2.0
 

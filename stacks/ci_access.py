@@ -20,10 +20,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from model_store.access import AccessError, check_models, check_stage, ci_publisher_statements, github_subject
-from model_store.store import StoreLocation
-from stacks.compliance import acknowledge, nag_rendered
-from stacks.config import StackConfigError
+from llmfleet.model_store.access import AccessError, check_models, check_stage, ci_publisher_statements, github_subject
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.compliance import acknowledge, nag_rendered
+from llmfleet.stacks.config import StackConfigError
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"

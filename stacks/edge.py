@@ -13,8 +13,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from model_store.edge import RATE_WINDOW_SECONDS, client_rate_limit
-from model_store.plan import DeploymentPlan
+from llmfleet.model_store.edge import RATE_WINDOW_SECONDS, client_rate_limit
+from llmfleet.model_store.plan import DeploymentPlan
 
 # The common rule set blocks bodies over 8 KB (SizeRestrictions_BODY): about 2,000 tokens, less than
 # most chat prompts. It counts instead; vLLM itself refuses a prompt over the plan's max_model_len.

@@ -11,13 +11,13 @@ from typing import TypeVar
 
 import aws_cdk as cdk
 
-from model_store.fleet import load_and_plan
-from model_store.image_plan import AnyPlan
-from model_store.manifest import FleetManifest
-from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
-from stacks.compliance import add_compliance_checks
-from stacks.config import FleetSettings
-from stacks.llm_fleet import LlmFleet, LlmFleetProps
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.model_store.manifest import FleetManifest
+from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
+from llmfleet.stacks.compliance import add_compliance_checks
+from llmfleet.stacks.config import FleetSettings
+from llmfleet.stacks.llm_fleet import LlmFleet, LlmFleetProps
 
 StackT = TypeVar("StackT", bound=cdk.Stack)
 CI_ROLE_ARN_OUTPUT = "CiRoleArn"

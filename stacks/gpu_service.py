@@ -21,19 +21,19 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
-from model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
-from model_store.image_plan import AnyPlan
-from model_store.plan import DEFAULT_MODEL_ROOT, DeploymentPlan
-from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
-from model_store.store import StoreLocation
-from stacks.compliance import acknowledge, checkov_skip
-from stacks.config import StackConfigError
-from model_store.telemetry import REQUESTS_WAITING
-from stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
-from stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
-from stacks.store import ServingImage, grant_serving_access
-from stacks.user_data import LAUNCH_HOOK_NAME, instance_user_data
+from llmfleet.model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
+from llmfleet.model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
+from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT, DeploymentPlan
+from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.compliance import acknowledge, checkov_skip
+from llmfleet.stacks.config import StackConfigError
+from llmfleet.model_store.telemetry import REQUESTS_WAITING
+from llmfleet.stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
+from llmfleet.stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
+from llmfleet.stacks.store import ServingImage, grant_serving_access
+from llmfleet.stacks.user_data import LAUNCH_HOOK_NAME, instance_user_data
 
 TARGET = "ecs"  # the container's target and the Target dimension of its metrics
 CONTAINER_PORT = TARGET_PORTS[TARGET]

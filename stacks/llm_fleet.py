@@ -18,14 +18,14 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from model_store.image_plan import AnyPlan
-from stacks.ci_access import CiAccessConstruct, CiAccessProps
-from stacks.compliance import acknowledge_inline_policies
-from stacks.config import StackConfigError, store_of
-from stacks.model_serving import ModelServing, ModelServingProps
-from stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps
-from stacks.network import NetworkConstruct, NetworkProps
-from stacks.store import StoreConstruct, StoreProps
+from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.stacks.ci_access import CiAccessConstruct, CiAccessProps
+from llmfleet.stacks.compliance import acknowledge_inline_policies
+from llmfleet.stacks.config import StackConfigError, store_of
+from llmfleet.stacks.model_serving import ModelServing, ModelServingProps
+from llmfleet.stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps
+from llmfleet.stacks.network import NetworkConstruct, NetworkProps
+from llmfleet.stacks.store import StoreConstruct, StoreProps
 
 
 @dataclass(frozen=True)

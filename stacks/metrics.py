@@ -9,9 +9,9 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 
-from model_store import telemetry
-from model_store.plan import DeploymentPlan
-from stacks.config import StackConfigError
+from llmfleet.model_store import telemetry
+from llmfleet.model_store.plan import DeploymentPlan
+from llmfleet.stacks.config import StackConfigError
 
 ONE_MINUTE = cdk.Duration.minutes(1)
 FIVE_MINUTES = cdk.Duration.minutes(5)

@@ -12,14 +12,14 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from model_store.image_plan import AnyPlan
-from model_store.store import StoreLocation
-from stacks.compliance import acknowledge
-from stacks.edge import WebAclConstruct, WebAclProps
-from stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
-from stacks.monitoring import ModelMonitoringConstruct, ModelMonitoringProps
-from stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpointProps
-from stacks.store import ServingImage
+from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.compliance import acknowledge
+from llmfleet.stacks.edge import WebAclConstruct, WebAclProps
+from llmfleet.stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
+from llmfleet.stacks.monitoring import ModelMonitoringConstruct, ModelMonitoringProps
+from llmfleet.stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpointProps
+from llmfleet.stacks.store import ServingImage
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from model_store.image_plan import latency_alarm_ms
-from model_store.plan import DeploymentPlan
-from model_store.telemetry import (
+from llmfleet.model_store.image_plan import latency_alarm_ms
+from llmfleet.model_store.plan import DeploymentPlan
+from llmfleet.model_store.telemetry import (
     E2E_LATENCY_PREFIX,
     E2E_QUANTILES,
     GENERATION_TOKENS_PER_SECOND,
@@ -24,11 +24,11 @@ from model_store.telemetry import (
     TTFT_QUANTILES,
     quantile_metric,
 )
-from stacks import gpu_service, sagemaker_endpoint
-from stacks.config import StackConfigError
-from stacks.gpu_service import GpuServiceConstruct
-from stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
-from stacks.sagemaker_endpoint import SageMakerEndpointConstruct
+from llmfleet.stacks import gpu_service, sagemaker_endpoint
+from llmfleet.stacks.config import StackConfigError
+from llmfleet.stacks.gpu_service import GpuServiceConstruct
+from llmfleet.stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
+from llmfleet.stacks.sagemaker_endpoint import SageMakerEndpointConstruct
 
 # Alarm thresholds that are operational judgement, not plan figures.
 ERROR_RATE_PERCENT = 5  # 5xx share of requests, three minutes running

@@ -8,8 +8,8 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.compliance import acknowledge
-from stacks.config import StackConfigError
+from llmfleet.stacks.compliance import acknowledge
+from llmfleet.stacks.config import StackConfigError
 
 # Interface endpoints the servers need at boot: image pull (ECR API + registry), logs (awslogs
 # and EMF metrics), the API key (Secrets Manager). S3 is a gateway endpoint (no hourly cost).

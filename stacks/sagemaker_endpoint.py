@@ -24,16 +24,16 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from model_store.container_contract import container_env
-from model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_name
-from model_store.plan import DeploymentPlan
-from model_store.store import StoreLocation
-from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import StackConfigError
-from model_store.telemetry import REQUESTS_WAITING
-from stacks.metrics import ONE_MINUTE, fleet_metric
-from stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
-from stacks.store import ServingImage, grant_serving_access
+from llmfleet.model_store.container_contract import container_env
+from llmfleet.model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_name
+from llmfleet.model_store.plan import DeploymentPlan
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.compliance import acknowledge, checkov_skip, nag_rendered
+from llmfleet.stacks.config import StackConfigError
+from llmfleet.model_store.telemetry import REQUESTS_WAITING
+from llmfleet.stacks.metrics import ONE_MINUTE, fleet_metric
+from llmfleet.stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
+from llmfleet.stacks.store import ServingImage, grant_serving_access
 
 TARGET = "sagemaker"  # the container's target and the Target dimension of its metrics
 VARIANT = "AllTraffic"

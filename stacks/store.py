@@ -21,11 +21,11 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from model_store.access import serving_scope, write_once_statement
-from model_store.plan import DeploymentPlan
-from model_store.store import StoreLocation
-from stacks.compliance import acknowledge, checkov_skip, nag_rendered
-from stacks.config import IMAGE_BY_DIGEST, PLACEHOLDER_DIGEST, StackConfigError
+from llmfleet.model_store.access import serving_scope, write_once_statement
+from llmfleet.model_store.plan import DeploymentPlan
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.compliance import acknowledge, checkov_skip, nag_rendered
+from llmfleet.stacks.config import IMAGE_BY_DIGEST, PLACEHOLDER_DIGEST, StackConfigError
 
 DOCKERFILE = "containers/vllm/Dockerfile"
 # The directory holding containers/ and model_store/ beside this package: the image's build
@@ -185,7 +185,7 @@ class StoreConstruct(Construct):
         if not write_once.statement_added:
             cdk.Annotations.of(self).add_warning(
                 f"the store bucket {props.bucket_name} is imported, so its policy cannot be changed here: add "
-                f"model_store.access.write_once_statement to it, or published versions stay replaceable by any writer"
+                f"llmfleet.model_store.access.write_once_statement to it, or published versions stay replaceable by any writer"
             )
         self.repository = None if props.image_uri is not None else self._repository()
         self.image = self._serving_image(props)

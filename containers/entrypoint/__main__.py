@@ -1,5 +1,5 @@
-"""`python -m containers.entrypoint`: the serving container's entrypoint (see supervisor.py)."""
+"""`python -m llmfleet.containers.entrypoint`: the serving container's entrypoint (see supervisor.py)."""
 
-from containers.entrypoint.supervisor import main
+from llmfleet.containers.entrypoint.supervisor import main
 
 raise SystemExit(main())

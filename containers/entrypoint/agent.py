@@ -19,11 +19,11 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from containers.entrypoint.routing import RouteTable, StateDir, lora_name
-from containers.entrypoint.settings import EntrypointError
-from containers.entrypoint.store_sync import StoreGateway
-from containers.entrypoint.vllm_client import LocalVllm, VllmRefused
-from model_store.registry import RegistryRefused
+from llmfleet.containers.entrypoint.routing import RouteTable, StateDir, lora_name
+from llmfleet.containers.entrypoint.settings import EntrypointError
+from llmfleet.containers.entrypoint.store_sync import StoreGateway
+from llmfleet.containers.entrypoint.vllm_client import LocalVllm, VllmRefused
+from llmfleet.model_store.registry import RegistryRefused
 
 log = logging.getLogger(__name__)
 

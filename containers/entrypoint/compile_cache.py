@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from containers.entrypoint.settings import EntrypointError
-from containers.entrypoint.store_sync import StoreGateway
-from model_store.boot_log import CacheOutcome
-from model_store.compile_cache import CompileCacheKey, compile_cache_key
-from model_store.store import contained
+from llmfleet.containers.entrypoint.settings import EntrypointError
+from llmfleet.containers.entrypoint.store_sync import StoreGateway
+from llmfleet.model_store.boot_log import CacheOutcome
+from llmfleet.model_store.compile_cache import CompileCacheKey, compile_cache_key
+from llmfleet.model_store.store import contained
 
 CACHE_DIR = "_compile"  # under the model root, beside the adapters' `_adapters`
 # Where vLLM, TorchInductor and Triton keep what they compile; all three inside the one

@@ -21,9 +21,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from containers.entrypoint.settings import EntrypointSettings
-from model_store.boot_log import BootRecord
-from model_store.telemetry import (
+from llmfleet.containers.entrypoint.settings import EntrypointSettings
+from llmfleet.model_store.boot_log import BootRecord
+from llmfleet.model_store.telemetry import (
     ADAPTERS_LOADED,
     BOOT_SECONDS,
     E2E_LATENCY_PREFIX,

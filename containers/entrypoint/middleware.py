@@ -31,14 +31,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from containers.entrypoint.routing import RoutesWatcher, StateDir
-from containers.entrypoint.sagemaker import PayloadError, completion_to_generated_text, is_tgi_payload, tgi_to_completion
-from containers.entrypoint.settings import EntrypointError
-from model_store.container_contract import DEFAULT_TARGET, PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
-from model_store.front_door import ADAPTERS_PATH, INVOCATIONS_PATH, Access, allowed, is_admin_path, path_access
-from model_store.image_plan import plan_from_json
-from model_store.plan import ServingPlan
-from model_store.request_limits import RequestLimits, RequestRefused, check_name, check_request, declared_length, parse_json, text_limits
+from llmfleet.containers.entrypoint.routing import RoutesWatcher, StateDir
+from llmfleet.containers.entrypoint.sagemaker import PayloadError, completion_to_generated_text, is_tgi_payload, tgi_to_completion
+from llmfleet.containers.entrypoint.settings import EntrypointError
+from llmfleet.model_store.container_contract import DEFAULT_TARGET, PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
+from llmfleet.model_store.front_door import ADAPTERS_PATH, INVOCATIONS_PATH, Access, allowed, is_admin_path, path_access
+from llmfleet.model_store.image_plan import plan_from_json
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.request_limits import RequestLimits, RequestRefused, check_name, check_request, declared_length, parse_json, text_limits
 
 # Reachable during drain: the agent's and the metrics scraper's own view of the server.
 DRAIN_EXEMPT_PATHS = frozenset({"/metrics", ADAPTERS_PATH})

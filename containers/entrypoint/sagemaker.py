@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 
 # TGI parameter -> vLLM completion field (same meaning, other name or same name).
 _RENAMED = {

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from model_store.container_contract import (
+from llmfleet.model_store.container_contract import (
     COMPILE_CACHE_ENV,
     DEFAULT_HOST,
     DEFAULT_TARGET,
@@ -30,9 +30,9 @@ from model_store.container_contract import (
     TARGET_ENV,
     TARGET_PORTS,
 )
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.image_plan import AnyPlan, plan_from_json
-from model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.image_plan import AnyPlan, plan_from_json
+from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
 
 class EntrypointError(LlmfleetError):
     """The container cannot start or go on; the message says what, where and what to do."""

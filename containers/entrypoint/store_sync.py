@@ -20,14 +20,14 @@ from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from model_store.adapters import AdapterRejected, accepted_bases_for, check_segment, validate_adapter
-from model_store.architectures import ArchitectureFacts
-from model_store.container_contract import DEFAULT_TARGET, STORE_ENV
-from containers.entrypoint.settings import EntrypointError, EntrypointSettings
-from model_store.compile_cache import CompileCacheKey
-from model_store.plan import DeploymentPlan, ServingPlan
-from model_store.registry import AdapterRegistry, RegistryError, RegistryRefused, RegistryState, adapters_for_server
-from model_store.store import (
+from llmfleet.model_store.adapters import AdapterRejected, accepted_bases_for, check_segment, validate_adapter
+from llmfleet.model_store.architectures import ArchitectureFacts
+from llmfleet.model_store.container_contract import DEFAULT_TARGET, STORE_ENV
+from llmfleet.containers.entrypoint.settings import EntrypointError, EntrypointSettings
+from llmfleet.model_store.compile_cache import CompileCacheKey
+from llmfleet.model_store.plan import DeploymentPlan, ServingPlan
+from llmfleet.model_store.registry import AdapterRegistry, RegistryError, RegistryRefused, RegistryState, adapters_for_server
+from llmfleet.model_store.store import (
     MANIFEST_NAME,
     ModelStore,
     StoreError,

@@ -23,21 +23,21 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
-from model_store.container_contract import VLLM_API_KEY_ENV
-from model_store.registry import RegistryRefused, RegistryState
+from llmfleet.model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
+from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
+from llmfleet.model_store.registry import RegistryRefused, RegistryState
 
-from containers.entrypoint.agent import AdapterAgent
-from containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
-from containers.entrypoint.metrics import boot_emf_records, start_publisher
-from containers.entrypoint.process_group import GROUP_GRACE_SECONDS, end_process_group
-from containers.entrypoint.routing import RouteTable, StateDir, lora_name
-from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
-from containers.entrypoint.store_sync import StoreGateway
-from containers.entrypoint.vllm_client import LocalVllm
-from containers.entrypoint.vllm_output import VllmOutput
-from containers.image_server.serve import serve_images
-from containers.entrypoint.vllm_command import (
+from llmfleet.containers.entrypoint.agent import AdapterAgent
+from llmfleet.containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
+from llmfleet.containers.entrypoint.metrics import boot_emf_records, start_publisher
+from llmfleet.containers.entrypoint.process_group import GROUP_GRACE_SECONDS, end_process_group
+from llmfleet.containers.entrypoint.routing import RouteTable, StateDir, lora_name
+from llmfleet.containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
+from llmfleet.containers.entrypoint.store_sync import StoreGateway
+from llmfleet.containers.entrypoint.vllm_client import LocalVllm
+from llmfleet.containers.entrypoint.vllm_output import VllmOutput
+from llmfleet.containers.image_server.serve import serve_images
+from llmfleet.containers.entrypoint.vllm_command import (
     ArgvRejected,
     adapter_refusal,
     import_vllm_parser,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import httpx
 
-from containers.entrypoint.middleware import ADAPTERS_PATH
-from model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.containers.entrypoint.middleware import ADAPTERS_PATH
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
 
 # Runtime LoRA loads take tens of milliseconds for small adapters (measured 25 ms on the
 # CPU build); large ones read hundreds of MiB from local disk.

@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from model_store.container_contract import DEFAULT_HOST, PLAN_ENV, STATE_DIR_ENV
-from model_store.errors import EXIT_REFUSED, LlmfleetError
-from model_store.plan import ServingPlan, vllm_argv
+from llmfleet.model_store.container_contract import DEFAULT_HOST, PLAN_ENV, STATE_DIR_ENV
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.plan import ServingPlan, vllm_argv
 
 # `python -m vllm.entrypoints.openai.api_server` runs in both the vllm/vllm-openai image
 # and the CPU build, whose `vllm` console script cannot find its distribution.
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
-MIDDLEWARE = "containers.entrypoint.middleware.LlmfleetMiddleware"
+MIDDLEWARE = "llmfleet.containers.entrypoint.middleware.LlmfleetMiddleware"
 # vLLM's CLI starts its engine process with `spawn` unless this is set: a second Python start-up
 # that imports vLLM again, ~15 s of an 8B model's warm start on an H200. Forked from the API
 # server, which has not touched CUDA, the engine starts at once (39 s instead of 53 s,

@@ -34,13 +34,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from containers.entrypoint.metrics import E2E, RUNNING, WAITING
-from containers.entrypoint.middleware import ADAPTERS_PATH, RETRY_AFTER_SECONDS, BehindFrontDoor, FrontDoor, error_body
-from containers.image_server.validation import MAX_BODY_BYTES, ImageRequest, ImageRequestError, openai_request, sagemaker_request
-from model_store.front_door import INVOCATIONS_PATH
-from model_store.errors import LlmfleetError
-from model_store.image_plan import ImagePlan
-from model_store.request_limits import body_seconds
+from llmfleet.containers.entrypoint.metrics import E2E, RUNNING, WAITING
+from llmfleet.containers.entrypoint.middleware import ADAPTERS_PATH, RETRY_AFTER_SECONDS, BehindFrontDoor, FrontDoor, error_body
+from llmfleet.containers.image_server.validation import MAX_BODY_BYTES, ImageRequest, ImageRequestError, openai_request, sagemaker_request
+from llmfleet.model_store.front_door import INVOCATIONS_PATH
+from llmfleet.model_store.errors import LlmfleetError
+from llmfleet.model_store.image_plan import ImagePlan
+from llmfleet.model_store.request_limits import body_seconds
 
 IMAGES_PATH = "/v1/images/generations"
 PIPELINE_CALLS = "llmfleet:image_pipeline_calls_total"

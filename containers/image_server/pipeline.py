@@ -9,8 +9,8 @@ import logging
 import secrets
 from collections.abc import Sequence
 
-from containers.image_server.validation import MAX_SEED, ImageRequest
-from model_store.image_plan import ImageSettings
+from llmfleet.containers.image_server.validation import MAX_SEED, ImageRequest
+from llmfleet.model_store.image_plan import ImageSettings
 
 log = logging.getLogger(__name__)
 

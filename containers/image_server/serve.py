@@ -14,13 +14,13 @@ from collections.abc import Mapping
 
 import uvicorn
 
-from containers.entrypoint.metrics import start_publisher
-from containers.entrypoint.settings import EntrypointSettings
-from containers.entrypoint.store_sync import StoreGateway
-from containers.image_server.app import Batcher, create_app
-from containers.image_server.pipeline import ImagePipeline
-from model_store.container_contract import VLLM_API_KEY_ENV
-from model_store.request_limits import queue_images
+from llmfleet.containers.entrypoint.metrics import start_publisher
+from llmfleet.containers.entrypoint.settings import EntrypointSettings
+from llmfleet.containers.entrypoint.store_sync import StoreGateway
+from llmfleet.containers.image_server.app import Batcher, create_app
+from llmfleet.containers.image_server.pipeline import ImagePipeline
+from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
+from llmfleet.model_store.request_limits import queue_images
 
 log = logging.getLogger("llmfleet.image_server")
 

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from model_store.errors import EXIT_BAD_INPUT, LlmfleetError
-from model_store.image_plan import ImageSettings
-from model_store.request_limits import MAX_JSON_DEPTH, RequestRefused, parse_json
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+from llmfleet.model_store.image_plan import ImageSettings
+from llmfleet.model_store.request_limits import MAX_JSON_DEPTH, RequestRefused, parse_json
 
 MAX_PROMPT_CHARS = 4000
 # The largest body a valid request can be: the longest prompt with every character a 6-byte

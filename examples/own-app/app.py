@@ -18,10 +18,10 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from model_store.fleet import load_and_plan
-from model_store.image_plan import AnyPlan
-from stacks.compliance import acknowledge, add_compliance_checks, checkov_skip
-from stacks.llm_fleet import LlmFleet, LlmFleetProps
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.stacks.compliance import acknowledge, add_compliance_checks, checkov_skip
+from llmfleet.stacks.llm_fleet import LlmFleet, LlmFleetProps
 
 FLEET = Path(__file__).resolve().parent / "fleet.yaml"
 MODEL_BUCKET = "acme-ml-models"  # fleet.yaml's `store` names it too

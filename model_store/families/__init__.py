@@ -19,15 +19,15 @@ that no part models is refused with the key named: never planned as a dense mode
 
 from __future__ import annotations
 
-from model_store.families.config import ConfigError, ConfigView
-from model_store.families.facts import (
+from llmfleet.model_store.families.config import ConfigError, ConfigView
+from llmfleet.model_store.families.facts import (
     ArchitectureFacts,
     KvLayers,
     MoeFacts,
     ParameterCounts,
 )
-from model_store.families.compose import facts_from_config
-from model_store.families.registry import MODEL_TYPES, SUPPORTED_MODEL_TYPES
+from llmfleet.model_store.families.compose import facts_from_config
+from llmfleet.model_store.families.registry import MODEL_TYPES, SUPPORTED_MODEL_TYPES
 
 __all__ = [
     "ArchitectureFacts",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from model_store.families.config import ConfigView
-from model_store.families.facts import KvLayers
-from model_store.families.registry import Layout, TextParts
-from model_store.families.state import StateShape
+from llmfleet.model_store.families.config import ConfigView
+from llmfleet.model_store.families.facts import KvLayers
+from llmfleet.model_store.families.registry import Layout, TextParts
+from llmfleet.model_store.families.state import StateShape
 
 @dataclass(frozen=True)
 class GqaAttention:

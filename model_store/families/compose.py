@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from model_store.families.attention import kv_layers, layer_kinds, read_gqa
-from model_store.families.config import ConfigError, ConfigView
-from model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, ParameterCounts
-from model_store.families.heterogeneous import read_blocks
-from model_store.families.mla import read_indexer, read_mla
-from model_store.families.mlp import read_mlp
-from model_store.families.registry import (
+from llmfleet.model_store.families.attention import kv_layers, layer_kinds, read_gqa
+from llmfleet.model_store.families.config import ConfigError, ConfigView
+from llmfleet.model_store.families.facts import ArchitectureFacts, KvLayers, MlaShape, ParameterCounts
+from llmfleet.model_store.families.heterogeneous import read_blocks
+from llmfleet.model_store.families.mla import read_indexer, read_mla
+from llmfleet.model_store.families.mlp import read_mlp
+from llmfleet.model_store.families.registry import (
     INFERRED,
     MODEL_TYPES,
     NEUTRAL_KEYS,
@@ -26,9 +26,9 @@ from model_store.families.registry import (
     Mtp,
     TextParts,
 )
-from model_store.families.state import StateMixer, read_gated_delta_net, read_mamba2
-from model_store.families.vision import vision_parameters
-from model_store.families.quantization import checkpoint_format
+from llmfleet.model_store.families.state import StateMixer, read_gated_delta_net, read_mamba2
+from llmfleet.model_store.families.vision import vision_parameters
+from llmfleet.model_store.families.quantization import checkpoint_format
 
 
 def _dtype(top: ConfigView, text: ConfigView) -> str:

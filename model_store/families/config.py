@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_store.manifest import ManifestError
+from llmfleet.model_store.manifest import ManifestError
 
 
 class ConfigError(ManifestError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from model_store.families.quantization import WeightFormat
-from model_store.families.state import StateShape
+from llmfleet.model_store.families.quantization import WeightFormat
+from llmfleet.model_store.families.state import StateShape
 
 AttentionKind = Literal["full", "sliding", "chunked", "mla", "state"]
 # DeepSeek sparse attention's fp8 MLA cache (`fp8_ds_mla`): a 512-element fp8 latent, four

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from model_store.families.config import ConfigView
+from llmfleet.model_store.families.config import ConfigView
 
 # vLLM's _ffn_mult_to_intermediate_size rounds the MLP width up to a multiple of 256.
 FFN_WIDTH_MULTIPLE = 256

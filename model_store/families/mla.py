@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model_store.families.config import ConfigView
+from llmfleet.model_store.families.config import ConfigView
 
 
 @dataclass(frozen=True)

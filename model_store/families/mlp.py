@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from model_store.families.attention import block_types
-from model_store.families.config import ConfigView
-from model_store.families.heterogeneous import read_blocks
-from model_store.families.facts import MoeFacts
-from model_store.families.registry import MoeLayers, TextParts
+from llmfleet.model_store.families.attention import block_types
+from llmfleet.model_store.families.config import ConfigView
+from llmfleet.model_store.families.heterogeneous import read_blocks
+from llmfleet.model_store.families.facts import MoeFacts
+from llmfleet.model_store.families.registry import MoeLayers, TextParts
 
 _EXPERT_KEYS = ("n_routed_experts", "num_local_experts", "num_experts")
 

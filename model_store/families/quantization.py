@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from model_store.families.config import ConfigError, ConfigView
+from llmfleet.model_store.families.config import ConfigError, ConfigView
 
 # Layer groups a weight format may cover (see facts.ParameterCounts).
 QUANTIZABLE = frozenset({"attention", "dense_mlp", "experts", "shared_experts"})

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from model_store.families.state import Mamba2Keys
+from llmfleet.model_store.families.state import Mamba2Keys
 
 # How each decoder layer's attention kind is read, besides an explicit `layer_types` list
 # (which always wins): see attention.LAYOUTS.

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from model_store.families.config import ConfigView
+from llmfleet.model_store.families.config import ConfigView
 
 # ModelConfig.get_mamba_chunk_size: a config without a chunk size gets 2048 (vLLM source read 2026-12).
 DEFAULT_CHUNK_SIZE = 2048

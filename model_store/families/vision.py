@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from model_store.families.config import ConfigView
-from model_store.families.registry import Projector, VisionParts
+from llmfleet.model_store.families.config import ConfigView
+from llmfleet.model_store.families.registry import Projector, VisionParts
 
 # `vision_config.model_type`s of encoders with a gated (SwiGLU) MLP, whichever wrapper holds
 # them (Pixtral in Mistral-3 and LLaVA wrappers).

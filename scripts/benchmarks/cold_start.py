@@ -7,7 +7,7 @@ nothing but the store carries over:
   the CPU build compiles): the cache off (every start before the cache existed); on with
   nothing stored (vLLM compiles, the server publishes); on again (restored and verified
   before vLLM starts). Phases from each server's own boot record.
-- A GPU host with the CUDA build of vLLM: `python -m scripts.benchmarks.cold_start --fleet
+- A GPU host with the CUDA build of vLLM: `python -m llmfleet.scripts.benchmarks.cold_start --fleet
   examples/gpu/fleet.yaml --model NAME [--record PATH]` starts that model's plan as
   `llmfleet verify` does (random weights from its locked config.json), once with an empty
   cache, publishes the cache through the container's code, restores it into a fresh
@@ -35,16 +35,16 @@ import boto3
 import httpx
 from moto.server import ThreadedMotoServer
 
-from containers.entrypoint.compile_cache import CompileCache, accelerator, cache_environment, installed_vllm_version
-from containers.entrypoint.store_sync import StoreGateway
-from containers.entrypoint.vllm_command import serve_argv, validate_argv
-from model_store import verify
-from model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
-from model_store.compile_cache import compile_cache_key
-from model_store.fleet import load_fleet_and_lock, plan_with_lock
-from model_store.store import ModelStore, StoreLocation
-from scripts.standin_model import entrypoint_environment, make_tiny_model, standin_serving_plan, wait_until_healthy
-from scripts.verify_cli import Server, free_port, local_gpu, write_config
+from llmfleet.containers.entrypoint.compile_cache import CompileCache, accelerator, cache_environment, installed_vllm_version
+from llmfleet.containers.entrypoint.store_sync import StoreGateway
+from llmfleet.containers.entrypoint.vllm_command import serve_argv, validate_argv
+from llmfleet.model_store import verify
+from llmfleet.model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
+from llmfleet.model_store.compile_cache import compile_cache_key
+from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.scripts.standin_model import entrypoint_environment, make_tiny_model, standin_serving_plan, wait_until_healthy
+from llmfleet.scripts.verify_cli import Server, free_port, local_gpu, write_config
 
 MODEL, STAGE, BUCKET, PREFIX = "qwen3-small", "bench", "llmfleet-bench", "fleet"
 BOOT_TIMEOUT = 900
@@ -106,7 +106,7 @@ def cpu_boots(work: Path, store: Store) -> list[tuple[str, BootRecord]]:
                                      model_root=disk, port=port, compile_cache=cache, base=base)  # fmt: skip
         env.update(fresh_machine(work))
         log = work / f"{run}.log"
-        process = subprocess.Popen([sys.executable, "-m", "containers.entrypoint"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "llmfleet.containers.entrypoint"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         try:
             wait_until_healthy(f"http://127.0.0.1:{port}", process, timeout=BOOT_TIMEOUT, log=log)
             record = _boot_record(f"http://127.0.0.1:{port}")

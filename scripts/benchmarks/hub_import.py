@@ -27,8 +27,8 @@ from pathlib import Path
 import boto3
 import numpy as np
 
-from model_store.hub import HubClient
-from model_store.hub_import import (
+from llmfleet.model_store.hub import HubClient
+from llmfleet.model_store.hub_import import (
     DEFAULT_PART_SIZE,
     FILE_WORKERS,
     PARTS_IN_FLIGHT,
@@ -36,8 +36,8 @@ from model_store.hub_import import (
     import_model,
     part_size_for,
 )
-from model_store.store import ModelStore
-from scripts.benchmarks.store import BENCH_CONFIG, _empty_prefix, local_s3
+from llmfleet.model_store.store import ModelStore
+from llmfleet.scripts.benchmarks.store import BENCH_CONFIG, _empty_prefix, local_s3
 
 SIZES = (256 << 20, 1 << 30)
 FILES = 4

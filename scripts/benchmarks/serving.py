@@ -7,7 +7,7 @@
 - swaps under load: requests for the adapter from LOAD_CLIENTS clients without pause while
   SWAPS versions are promoted one after another; failed requests (goal: 0).
 
-    .venv/bin/python -m scripts.bench serving
+    .venv/bin/python -m llmfleet.scripts.bench serving
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import boto3
 import httpx
 from moto.server import ThreadedMotoServer
 
-from containers.entrypoint.vllm_command import serve_command
-from model_store.plan import vllm_argv
-from model_store.registry import AdapterRegistry
-from model_store.store import ModelStore, StoreLocation
-from scripts.standin_model import (
+from llmfleet.containers.entrypoint.vllm_command import serve_command
+from llmfleet.model_store.plan import vllm_argv
+from llmfleet.model_store.registry import AdapterRegistry
+from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.scripts.standin_model import (
     entrypoint_environment,
     make_lora_adapter,
     make_tiny_model,
@@ -170,7 +170,7 @@ def run() -> None:
             bare_argv = vllm_argv(plan.vllm, model=str(model_dir), port=port)
             bare_boots.append(_boot_seconds(serve_command(bare_argv), entrypoint_env(port, f"bare{run_index}"), port, work / "bare.log"))
             port = _free_port()
-            command = [sys.executable, "-m", "containers.entrypoint"]
+            command = [sys.executable, "-m", "llmfleet.containers.entrypoint"]
             entrypoint_boots.append(_boot_seconds(command, entrypoint_env(port, f"ep{run_index}"), port, work / "ep.log"))
         bare, entry = statistics.median(bare_boots), statistics.median(entrypoint_boots)
         print(f"boot to /health 200, median of {BOOT_RUNS}: bare vLLM {bare:.1f} s, entrypoint {entry:.1f} s "
@@ -179,7 +179,7 @@ def run() -> None:
 
         port = _free_port()
         log = work / "server.log"
-        server = _start([sys.executable, "-m", "containers.entrypoint"], entrypoint_env(port, "server"), log)
+        server = _start([sys.executable, "-m", "llmfleet.containers.entrypoint"], entrypoint_env(port, "server"), log)
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_healthy(url, server, timeout=BOOT_TIMEOUT, log=log)

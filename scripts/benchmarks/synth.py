@@ -43,7 +43,7 @@ def generated_fleet(models: int) -> dict:
 def synthesize(fleet_path: Path, outdir: Path, compliance: bool) -> dict:
     import aws_cdk as cdk
 
-    from stacks.fleet import compose_fleet
+    from llmfleet.stacks.fleet import compose_fleet
 
     context = json.loads((REPO / "cdk.json").read_text())["context"]
     started = time.perf_counter()
@@ -99,7 +99,7 @@ def measure_all(workdir: Path) -> None:
 def run() -> None:
     with tempfile.TemporaryDirectory(prefix="llmfleet-synth-bench-") as tmp:
         # A fresh interpreter, as `cdk synth` starts one: nothing warmed by earlier benchmarks.
-        subprocess.run([sys.executable, "-m", "scripts.benchmarks.synth", tmp], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "llmfleet.scripts.benchmarks.synth", tmp], cwd=REPO, check=True)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ import httpx
 import psutil
 import pytest
 
-from model_store.plan import ServingPlan
-from model_store.registry import AdapterRegistry
-from model_store.store import ModelStore, StoreLocation
-from scripts.standin_model import (
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.registry import AdapterRegistry
+from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.scripts.standin_model import (
     entrypoint_environment,
     make_lora_adapter,
     make_tiny_model,
@@ -193,7 +193,7 @@ def processes_in_group(pgid: int) -> list[psutil.Process]:
 def start_entrypoint(env: dict[str, str], log: Path) -> subprocess.Popen:
     handle = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "containers.entrypoint"], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "llmfleet.containers.entrypoint"], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
     )
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from model_store.plan import ServingPlan
-from model_store.store import MANIFEST_NAME, VersionManifest
-from scripts.standin_model import standin_serving_plan
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.store import MANIFEST_NAME, VersionManifest
+from llmfleet.scripts.standin_model import standin_serving_plan
 from tests.e2e.conftest import MODEL, STAGE, Fleet, Server, boot_server, wait_until
 
 PUBLISH_TIMEOUT_SECONDS = 120

@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from model_store import telemetry
-from model_store.registry import rollout_position
+from llmfleet.model_store import telemetry
+from llmfleet.model_store.registry import rollout_position
 from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, client_from_outside, wait_until
 
 pytestmark = pytest.mark.timeout(600)

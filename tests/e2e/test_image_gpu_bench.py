@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model_store.image_plan import activation_bytes_per_image, component_bytes
-from model_store.pipelines import facts_from_record, read_pipeline
-from scripts import image_gpu_bench
-from scripts.standin_pipeline import make_tiny_pipeline
+from llmfleet.model_store.image_plan import activation_bytes_per_image, component_bytes
+from llmfleet.model_store.pipelines import facts_from_record, read_pipeline
+from llmfleet.scripts import image_gpu_bench
+from llmfleet.scripts.standin_pipeline import make_tiny_pipeline
 
 
 def test_the_bench_runs_on_cpu_and_records_both_batches_with_predictions(tmp_path: Path):

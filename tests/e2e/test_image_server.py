@@ -19,13 +19,13 @@ import openai
 import pytest
 from PIL import Image
 
-from containers.image_server.app import PIPELINE_CALLS
-from model_store.container_contract import VLLM_API_KEY_ENV
-from model_store.store import ModelStore, StoreLocation
-from scripts.standin_model import entrypoint_environment
-from scripts.standin_pipeline import make_tiny_pipeline, standin_image_plan
+from llmfleet.containers.image_server.app import PIPELINE_CALLS
+from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
+from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.scripts.standin_model import entrypoint_environment
+from llmfleet.scripts.standin_pipeline import make_tiny_pipeline, standin_image_plan
 from tests.conftest import free_port
-from containers.image_server.validation import MAX_BODY_BYTES
+from llmfleet.containers.image_server.validation import MAX_BODY_BYTES
 from tests.e2e.conftest import Server, aws_credentials, client_from_outside, start_entrypoint, wait_healthy, wait_until
 
 MODEL = "tiny-sd3"
@@ -198,7 +198,7 @@ def test_drain_finishes_the_image_in_flight_and_answers_new_work_503(image_store
 def test_llmfleet_invoke_writes_the_png(server: Server, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from scripts.cli import app
+    from llmfleet.scripts.cli import app
 
     out = tmp_path / "cat.png"
     args = ["invoke", MODEL, "a cat", "--url", server.url, "--api-key", API_KEY, "--out", str(out), "--size", "96x64", "--seed", "5", "-n", "2"]

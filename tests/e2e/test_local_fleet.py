@@ -22,9 +22,9 @@ import httpx
 import psutil
 import pytest
 
-from model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
-from scripts.cli_common import load_and_plan
-from scripts.local_fleet import LocalFleetError, LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
+from llmfleet.model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
+from llmfleet.scripts.cli_common import load_and_plan
+from llmfleet.scripts.local_fleet import LocalFleetError, LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
 
 REPO = Path(__file__).resolve().parents[2]
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
@@ -188,7 +188,7 @@ def test_promote_is_served_without_restart_and_rollback_restores(fleet: dict, wo
     assert base and adapter and base != adapter, "the stand-in adapter must change the base model's output"
     first_version = state.adapters[ADAPTER]
 
-    from scripts.standin_model import make_lora_adapter
+    from llmfleet.scripts.standin_model import make_lora_adapter
 
     new_dir = make_lora_adapter(
         workdir / ".llmfleet" / "standin" / "model", workdir / "medical-v2", rank=8, seed=99, base_model_name=MODEL

@@ -19,7 +19,7 @@ from tests.conftest import REPO
 def llmfleet(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LLMFLEET_"))}
     env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run([sys.executable, "-m", "scripts", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    result = subprocess.run([sys.executable, "-m", "llmfleet.scripts", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
 

@@ -15,9 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_STORE
-from model_store.registry import adapters_for_server
-from scripts.standin_model import entrypoint_environment
+from llmfleet.containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_STORE
+from llmfleet.model_store.registry import adapters_for_server
+from llmfleet.scripts.standin_model import entrypoint_environment
 from tests.conftest import free_port
 from tests.e2e.conftest import (
     MODEL,

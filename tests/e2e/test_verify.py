@@ -11,12 +11,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from model_store.families import facts_from_config
-from model_store.lock import FactsRecord
-from model_store.plan import kv_bytes_per_token
-from model_store import verify
-from scripts.standin_model import standin_serving_plan
-from scripts.verify_cli import measure
+from llmfleet.model_store.families import facts_from_config
+from llmfleet.model_store.lock import FactsRecord
+from llmfleet.model_store.plan import kv_bytes_per_token
+from llmfleet.model_store import verify
+from llmfleet.scripts.standin_model import standin_serving_plan
+from llmfleet.scripts.verify_cli import measure
 
 CPU_KV_GIB = 1  # VLLM_CPU_KVCACHE_SPACE
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from model_store.adapters import MAX_OTHER_FILE_BYTES
-from model_store.architectures import facts_from_config
-from model_store.store import ModelStore
+from llmfleet.model_store.adapters import MAX_OTHER_FILE_BYTES
+from llmfleet.model_store.architectures import facts_from_config
+from llmfleet.model_store.store import ModelStore
 
 MODEL = "tiny"
 REVISION = "main"

@@ -23,10 +23,10 @@ from botocore.awsrequest import AWSResponse
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from typer.testing import CliRunner
 
-from model_store.access import POLICY_VERSION, ci_publisher_statements
-from model_store.store import TRANSFER_CONFIG, ModelStore, StoreLocation
-from scripts.cli import app
-from scripts.cli_common import EXIT_REFUSED
+from llmfleet.model_store.access import POLICY_VERSION, ci_publisher_statements
+from llmfleet.model_store.store import TRANSFER_CONFIG, ModelStore, StoreLocation
+from llmfleet.scripts.cli import app
+from llmfleet.scripts.cli_common import EXIT_REFUSED
 from tests.integration.conftest import MODEL, REVISION, write_adapter, write_model
 
 PREFIX = "team"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
 from tests.conftest import REPO, free_port
 from tests.integration.conftest import write_adapter, write_model
 
@@ -83,7 +83,7 @@ def llmfleet(workdir: Path, *args: str, **aws: str) -> subprocess.CompletedProce
         "COLUMNS": "400",  # a message is one line however long
     } | aws
     return subprocess.run(
-        [sys.executable, "-m", "scripts", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "llmfleet.scripts", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
     )
 
 

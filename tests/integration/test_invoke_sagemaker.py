@@ -20,9 +20,9 @@ import pytest
 
 from openai.types.chat import ChatCompletionChunk
 
-from model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks, stream_sagemaker
-from model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_of
-from scripts.invoke_cli import invoke_sagemaker
+from llmfleet.model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks, stream_sagemaker
+from llmfleet.model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_of
+from llmfleet.scripts.invoke_cli import invoke_sagemaker
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
 

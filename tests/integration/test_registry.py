@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import model_store.registry as registry_module
-from model_store.registry import AdapterEntry, AdapterRegistry, RegistryConflict, RegistryError, adapters_for_server
-from model_store.store import ModelStore, StoreError
+import llmfleet.model_store.registry as registry_module
+from llmfleet.model_store.registry import AdapterEntry, AdapterRegistry, RegistryConflict, RegistryError, adapters_for_server
+from llmfleet.model_store.store import ModelStore, StoreError
 from tests.integration.conftest import MODEL, bucket_snapshot, write_adapter
 
 STAGE = "prod"

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from containers.entrypoint.agent import AdapterAgent
-from containers.entrypoint.compile_cache import CompileCache
-from containers.entrypoint.routing import RouteTable, StateDir
-from containers.entrypoint.settings import EntrypointError
-from containers.entrypoint.store_sync import StoreGateway
-from containers.entrypoint.supervisor import sync
-from model_store.adapters import MAX_WEIGHTS_BYTES
-from model_store.compile_cache import CompileCacheKey, compile_cache_key
-from model_store.plan import ServingPlan
-from model_store.registry import AdapterRegistry
-from model_store.store import MANIFEST_NAME, MAX_MANIFEST_BYTES, ModelStore, StoreError, StoreRefused
-from scripts.standin_model import standin_serving_plan
+from llmfleet.containers.entrypoint.agent import AdapterAgent
+from llmfleet.containers.entrypoint.compile_cache import CompileCache
+from llmfleet.containers.entrypoint.routing import RouteTable, StateDir
+from llmfleet.containers.entrypoint.settings import EntrypointError
+from llmfleet.containers.entrypoint.store_sync import StoreGateway
+from llmfleet.containers.entrypoint.supervisor import sync
+from llmfleet.model_store.adapters import MAX_WEIGHTS_BYTES
+from llmfleet.model_store.compile_cache import CompileCacheKey, compile_cache_key
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.registry import AdapterRegistry
+from llmfleet.model_store.store import MANIFEST_NAME, MAX_MANIFEST_BYTES, ModelStore, StoreError, StoreRefused
+from llmfleet.scripts.standin_model import standin_serving_plan
 from tests.integration.conftest import MALFORMED_ADAPTERS, MODEL, Malformed, bucket_snapshot, write_adapter
 
 STAGE = "prod"

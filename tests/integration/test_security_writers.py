@@ -8,7 +8,7 @@ IAM evaluator. A call the role would be refused shows up in `refusals`.
 
 from __future__ import annotations
 
-from model_store.access import ci_publisher_statements
+from llmfleet.model_store.access import ci_publisher_statements
 from tests.integration.conftest import MODEL, REVISION, write_adapter, write_model
 from tests.integration.test_access import KEY_ARN, PREFIX, STAGE, Call, Fleet, fleet, refusals  # noqa: F401 - the fixture
 

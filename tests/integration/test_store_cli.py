@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scripts.cli import app
-from scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED
+from llmfleet.scripts.cli import app
+from llmfleet.scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED
 from tests.integration.conftest import MODEL, bucket_snapshot, write_adapter, write_model
 
 FLEET_YAML = """

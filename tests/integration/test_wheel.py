@@ -1,8 +1,9 @@
 """The wheel as a platform team installs it: built from this checkout, installed with its
 declared dependencies (pinned by requirements/lock.txt, as the CI example installs it) into
 a clean virtual environment, and run from a project of the user's own that has `stacks/`
-and `scripts/` packages of its own. The CLI starts, plans the example fleet, prints its
-version, and a command whose extra is missing says which extra to install."""
+and `scripts/` packages of its own: ours live under the `llmfleet` namespace, so neither
+shadows the other. The CLI starts, plans the example fleet, prints its version, and a
+command whose extra is missing says which extra to install."""
 
 from __future__ import annotations
 
@@ -69,9 +70,14 @@ def test_a_command_whose_extra_is_missing_names_the_extra_in_one_line(installed)
         assert f"pip install 'llmfleet-aws[{extra}]'" in result.stderr
 
 
-def test_the_wheel_ships_the_serving_image_and_the_known_configs(installed) -> None:
-    bin_dir, _ = installed
+def test_the_wheel_installs_one_llmfleet_namespace_with_the_serving_image_and_known_configs(installed) -> None:
+    bin_dir, project = installed
     site = next((bin_dir.parent / "lib").glob("python3*/site-packages"))
+    theirs = run([str(bin_dir / "python"), "-c", "import stacks"], project)
+    ours = run([str(bin_dir / "python"), "-c", "import llmfleet.scripts.cli, llmfleet.model_store.plan"], project)
 
-    assert (site / "containers" / "vllm" / "Dockerfile").is_file()
-    assert any((site / "model_store" / "known_configs").glob("*.json"))
+    assert not {"model_store", "stacks", "containers", "scripts"} & {path.name for path in site.iterdir()}
+    assert (site / "llmfleet" / "containers" / "vllm" / "Dockerfile").is_file()
+    assert any((site / "llmfleet" / "model_store" / "known_configs").glob("*.json"))
+    assert "the user project package, not llmfleet" in theirs.stderr, "the project's own `stacks` is the one imported"
+    assert ours.returncode == 0, ours.stderr

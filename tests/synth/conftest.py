@@ -19,7 +19,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 
-from stacks.fleet import Fleet, compose_fleet
+from llmfleet.stacks.fleet import Fleet, compose_fleet
 from tests.conftest import REPO
 
 CERTIFICATE_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/0d1c5f4e-0000-4000-8000-000000000000"

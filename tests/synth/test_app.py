@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from model_store.manifest import load_fleet
+from llmfleet.model_store.manifest import load_fleet
 from tests.conftest import REPO
 from tests.synth.conftest import CliSynth
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from model_store.store import StoreLocation
-from stacks.ci_access import CiAccessProps
-from stacks.config import StackConfigError
-from stacks.fleet import CI_ROLE_ARN_OUTPUT
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.ci_access import CiAccessProps
+from llmfleet.stacks.config import StackConfigError
+from llmfleet.stacks.fleet import CI_ROLE_ARN_OUTPUT
 from tests.conftest import REPO
 from tests.synth.conftest import GITHUB_REPO, Synthesized, as_list, only
 

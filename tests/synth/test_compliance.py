@@ -16,9 +16,9 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
 
-from stacks.compliance import NAG_PACKS, acknowledge, add_compliance_checks, checkov_skip
+from llmfleet.stacks.compliance import NAG_PACKS, acknowledge, add_compliance_checks, checkov_skip
 from tests.conftest import REPO
-from stacks.fleet import compose_fleet
+from llmfleet.stacks.fleet import compose_fleet
 from tests.synth.conftest import CliSynth, Synthesized, cdk_json_context
 
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aws_cdk as cdk
 import pytest
 
-from model_store.store import StoreLocation
-from model_store.fleet import load_and_plan
-from stacks.config import FleetSettings, StackConfigError, store_of
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.stacks.config import FleetSettings, StackConfigError, store_of
 from tests.conftest import REPO
 
 

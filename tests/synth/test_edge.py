@@ -8,8 +8,8 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk.assertions import Annotations, Match
 
-from model_store.edge import RATE_WINDOW_SECONDS, client_rate_limit
-from stacks.fleet import compose_fleet
+from llmfleet.model_store.edge import RATE_WINDOW_SECONDS, client_rate_limit
+from llmfleet.stacks.fleet import compose_fleet
 from tests.synth.conftest import Synthesized, cdk_json_context, only
 from tests.synth.test_gpu_service import ecs_plans
 

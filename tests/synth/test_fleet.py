@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
+from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from tests.synth.conftest import Synthesized
 
 # What status looks up by tag (model_store/aws_status.py: aws_status_rows, _healthy_targets).

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from containers.entrypoint.settings import settings_from_env
-from model_store.container_contract import VLLM_API_KEY_ENV
-from model_store.plan import ServingPlan
-from model_store.store import StoreLocation
-from stacks.config import StackConfigError
-from model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
-from stacks.gpu_service import CONTAINER_PORT, WRITABLE_PATHS, GpuServiceProps
+from llmfleet.containers.entrypoint.settings import settings_from_env
+from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.config import StackConfigError
+from llmfleet.model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
+from llmfleet.stacks.gpu_service import CONTAINER_PORT, WRITABLE_PATHS, GpuServiceProps
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, assert_serving_role_grants, only
 
 

@@ -18,11 +18,11 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Template
 
-from model_store.fleet import load_and_plan
-from stacks.compliance import NAG_PACKS, add_compliance_checks
-from stacks.config import StackConfigError
-from stacks.llm_fleet import LlmFleet, LlmFleetProps
-from stacks.store import DOCKERFILE
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.stacks.compliance import NAG_PACKS, add_compliance_checks
+from llmfleet.stacks.config import StackConfigError
+from llmfleet.stacks.llm_fleet import LlmFleet, LlmFleetProps
+from llmfleet.stacks.store import DOCKERFILE
 from tests.conftest import REPO
 from tests.synth import test_compliance as compliance
 from tests.synth.conftest import as_list, assert_serving_role_grants, only

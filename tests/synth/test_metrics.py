@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from model_store import telemetry
-from stacks.config import StackConfigError
-from stacks.metrics import fleet_metric
+from llmfleet.model_store import telemetry
+from llmfleet.stacks.config import StackConfigError
+from llmfleet.stacks.metrics import fleet_metric
 from tests.synth.conftest import Synthesized
 
 

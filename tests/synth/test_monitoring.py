@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from model_store.plan import ServingPlan
+from llmfleet.model_store.plan import ServingPlan
 from tests.synth.conftest import Synthesized, only
 
 

@@ -9,7 +9,7 @@ import pkgutil
 
 import pytest
 
-import stacks
+from llmfleet import stacks
 
 
 def _props_classes() -> list[type]:

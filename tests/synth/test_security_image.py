@@ -13,10 +13,10 @@ import aws_cdk as cdk
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from model_store.plan import DEFAULT_MODEL_ROOT
-from stacks.config import FleetSettings, StackConfigError
-from stacks.gpu_service import SERVING_HOME, WRITABLE_PATHS
-from stacks.store import BASE_IMAGE_ARG, DOCKERFILE, StoreProps
+from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.stacks.config import FleetSettings, StackConfigError
+from llmfleet.stacks.gpu_service import SERVING_HOME, WRITABLE_PATHS
+from llmfleet.stacks.store import BASE_IMAGE_ARG, DOCKERFILE, StoreProps
 from tests.conftest import REPO
 from tests.synth.conftest import Synthesized, only
 

@@ -18,10 +18,10 @@ from aws_cdk import aws_kms as kms
 from aws_cdk.assertions import Template
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
-from model_store.access import POLICY_VERSION
-from model_store.store import StoreLocation
-from stacks.ci_access import CiAccessConstruct, CiAccessProps
-from stacks.config import FleetSettings, StackConfigError
+from llmfleet.model_store.access import POLICY_VERSION
+from llmfleet.model_store.store import StoreLocation
+from llmfleet.stacks.ci_access import CiAccessConstruct, CiAccessProps
+from llmfleet.stacks.config import FleetSettings, StackConfigError
 from tests.synth.conftest import GITHUB_REPO, Synthesized, as_list, only
 
 BUCKET = "llmfleet-store"

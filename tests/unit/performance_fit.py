@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import sys
 
-from model_store import performance
-from model_store.verify import MeasurementLog, burst_figures
+from llmfleet.model_store import performance
+from llmfleet.model_store.verify import MeasurementLog, burst_figures
 from tests.conftest import REPO
 from tests.unit.test_performance_calibration import HELD, LOADS
 

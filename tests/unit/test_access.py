@@ -10,7 +10,7 @@ import json
 import pytest
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
-from model_store.access import POLICY_VERSION, ci_publisher_statements
+from llmfleet.model_store.access import POLICY_VERSION, ci_publisher_statements
 
 BUCKET = "llmfleet-store"
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

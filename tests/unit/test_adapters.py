@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model_store.adapters import (
+from llmfleet.model_store.adapters import (
     DEFAULT_MAX_RANK,
     AdapterRejected,
     accepted_bases_for,
@@ -14,7 +14,7 @@ from model_store.adapters import (
     max_rank_for,
     validate_adapter,
 )
-from model_store.manifest import parse_fleet
+from llmfleet.model_store.manifest import parse_fleet
 from tests.integration.conftest import (
     MALFORMED_ADAPTERS,
     MODEL,

@@ -17,10 +17,10 @@ from botocore.exceptions import (
     UnauthorizedSSOTokenError,
 )
 
-from model_store.aws_errors import AwsError, AwsSetupError, explain
-from model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
-from model_store.manifest import ManifestError
-from model_store.store import StoreError
+from llmfleet.model_store.aws_errors import AwsError, AwsSetupError, explain
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
+from llmfleet.model_store.manifest import ManifestError
+from llmfleet.model_store.store import StoreError
 
 
 def client_error(code: str, message: str = "the message", operation: str = "GetObject") -> ClientError:

@@ -9,7 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from model_store.catalog import (
+from llmfleet.model_store.catalog import (
     B200,
     DERIVED_KEYS,
     EC2_PRICE_SOURCE,
@@ -24,7 +24,7 @@ from model_store.catalog import (
     instance,
     with_gpu,
 )
-from scripts.cli import app
+from llmfleet.scripts.cli import app
 
 runner = CliRunner()
 DATE = re.compile(r"\b20\d\d-(0[1-9]|1[0-2])\b")  # 2025-10, 2026-01-21

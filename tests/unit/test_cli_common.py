@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from model_store.errors import EXIT_BAD_INPUT
-from scripts.cli import app
-from scripts.cli_common import FLEET_ENV, hoist_global_flags, installed_version
-from scripts.local_fleet import CPU_VLLM_VERSION
+from llmfleet.model_store.errors import EXIT_BAD_INPUT
+from llmfleet.scripts.cli import app
+from llmfleet.scripts.cli_common import FLEET_ENV, hoist_global_flags, installed_version
+from llmfleet.scripts.local_fleet import CPU_VLLM_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -96,7 +96,7 @@ def test_json_and_debug_come_anywhere_on_the_line(elsewhere: Path) -> None:
 def test_version_is_the_installed_distributions() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
-    expected = installed_version("scripts.cli:main", distributions(), REPO)
+    expected = installed_version("llmfleet.scripts.cli:main", distributions(), REPO)
     assert expected != "unknown" and result.stdout == f"llmfleet {expected}\n"
 
 
@@ -104,15 +104,15 @@ def test_version_finds_the_distribution_by_its_script_whatever_its_name(tmp_path
     info = tmp_path / "renamed_kit-9.8.7.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: renamed-kit\nVersion: 9.8.7\n")
-    (info / "entry_points.txt").write_text("[console_scripts]\nllmfleet = scripts.cli:main\n")
+    (info / "entry_points.txt").write_text("[console_scripts]\nllmfleet = llmfleet.scripts.cli:main\n")
     other = tmp_path / "other-1.0.dist-info"
     other.mkdir()
     (other / "METADATA").write_text("Metadata-Version: 2.1\nName: other\nVersion: 1.0\n")
     found = [PathDistribution(other), PathDistribution(info)]
-    assert installed_version("scripts.cli:main", found, tmp_path) == "9.8.7"
+    assert installed_version("llmfleet.scripts.cli:main", found, tmp_path) == "9.8.7"
     # Nothing installed: the source checkout's pyproject.toml, else "unknown".
-    assert installed_version("scripts.cli:main", found[:1], REPO) == installed_version("scripts.cli:main", [], REPO) != "unknown"
-    assert installed_version("scripts.cli:main", [], tmp_path) == "unknown"
+    assert installed_version("llmfleet.scripts.cli:main", found[:1], REPO) == installed_version("llmfleet.scripts.cli:main", [], REPO) != "unknown"
+    assert installed_version("llmfleet.scripts.cli:main", [], tmp_path) == "unknown"
 
 
 def test_shell_completion_is_on() -> None:

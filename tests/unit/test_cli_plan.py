@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from scripts.cli import app
+from llmfleet.scripts.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -105,7 +105,7 @@ def test_committed_schema_is_current() -> None:
 
 def test_the_cli_is_a_package_without_a_cycle() -> None:
     """Command modules share scripts/cli_common.py; only scripts/cli.py assembles the app,
-    so any module imports first and `python -m scripts` runs the CLI."""
+    so any module imports first and `python -m llmfleet.scripts` runs the CLI."""
     import ast
     import subprocess
     import sys
@@ -114,6 +114,6 @@ def test_the_cli_is_a_package_without_a_cycle() -> None:
         if path.name in ("cli.py", "__main__.py"):
             continue
         imported = {node.module for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)}
-        assert "scripts.cli" not in imported, path.name
-    result = subprocess.run([sys.executable, "-m", "scripts", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert "llmfleet.scripts.cli" not in imported, path.name
+    result = subprocess.run([sys.executable, "-m", "llmfleet.scripts", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "verify" in result.stdout and "lock" in result.stdout

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from model_store.edge import MIN_RATE_LIMIT, client_rate_limit
-from model_store.fleet import load_and_plan
-from model_store.plan import ASSUMED_REQUEST_SECONDS
+from llmfleet.model_store.edge import MIN_RATE_LIMIT, client_rate_limit
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.plan import ASSUMED_REQUEST_SECONDS
 from tests.conftest import REPO
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from containers.entrypoint.agent import AdapterAgent, AdapterChange, adapter_changes
-from containers.entrypoint.routing import RouteTable, StateDir
-from containers.entrypoint.settings import EntrypointError
-from containers.entrypoint.vllm_client import VllmRefused
+from llmfleet.containers.entrypoint.agent import AdapterAgent, AdapterChange, adapter_changes
+from llmfleet.containers.entrypoint.routing import RouteTable, StateDir
+from llmfleet.containers.entrypoint.settings import EntrypointError
+from llmfleet.containers.entrypoint.vllm_client import VllmRefused
 
 
 def test_changes_load_swap_and_retire_by_name():

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from containers.entrypoint.metrics import MetricsPublisher, emf_record, parse_vllm_metrics
-from model_store import telemetry
+from llmfleet.containers.entrypoint.metrics import MetricsPublisher, emf_record, parse_vllm_metrics
+from llmfleet.model_store import telemetry
 
 
 def exposition(*, waiting: float, running: float, kv: float, tokens: float, ttft: dict[str, float], e2e: dict[str, float]) -> str:

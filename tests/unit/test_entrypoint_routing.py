@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from containers.entrypoint.routing import RoutesWatcher, RouteTable, StateDir, lora_name
+from llmfleet.containers.entrypoint.routing import RoutesWatcher, RouteTable, StateDir, lora_name
 
 TABLE = RouteTable("base", "server-1", {"medical": "v2", "legal": "v1"})
 

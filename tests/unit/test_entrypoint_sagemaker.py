@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from containers.entrypoint.sagemaker import (
+from llmfleet.containers.entrypoint.sagemaker import (
     ALLOWED_PARAMETERS,
     PayloadError,
     completion_to_generated_text,

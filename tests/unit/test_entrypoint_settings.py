@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from containers.entrypoint import settings
-from model_store import container_contract as contract
-from model_store.container_contract import DEFAULT_METRICS_SECONDS, DEFAULT_POLL_SECONDS, SAGEMAKER_MODEL_DIR, container_env
-from containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
-from model_store.architectures import read_checkpoint_architecture
-from model_store.manifest import parse_fleet
-from model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan, plan_model
-from scripts import local_fleet
-from scripts.standin_model import entrypoint_environment
+from llmfleet.containers.entrypoint import settings
+from llmfleet.model_store import container_contract as contract
+from llmfleet.model_store.container_contract import DEFAULT_METRICS_SECONDS, DEFAULT_POLL_SECONDS, SAGEMAKER_MODEL_DIR, container_env
+from llmfleet.containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
+from llmfleet.model_store.architectures import read_checkpoint_architecture
+from llmfleet.model_store.manifest import parse_fleet
+from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan, plan_model
+from llmfleet.scripts import local_fleet
+from llmfleet.scripts.standin_model import entrypoint_environment
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = ("app.py", "stacks", "scripts", "containers", "model_store")

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from model_store.container_contract import SAGEMAKER_MODEL_DIR
-from containers.entrypoint.settings import EntrypointError, settings_from_env
-from containers.entrypoint.store_sync import StoreGateway, desired_adapters, with_retries
-from model_store.fleet import load_and_plan
-from model_store.manifest import AdapterRef
-from model_store.registry import RegistryRefused
-from model_store.store import (
+from llmfleet.model_store.container_contract import SAGEMAKER_MODEL_DIR
+from llmfleet.containers.entrypoint.settings import EntrypointError, settings_from_env
+from llmfleet.containers.entrypoint.store_sync import StoreGateway, desired_adapters, with_retries
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.manifest import AdapterRef
+from llmfleet.model_store.registry import RegistryRefused
+from llmfleet.model_store.store import (
     MANIFEST_NAME,
     FileEntry,
     StoreError,

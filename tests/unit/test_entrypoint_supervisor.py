@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from containers.entrypoint.process_group import end_process_group
-from containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, exit_code_of, main
+from llmfleet.containers.entrypoint.process_group import end_process_group
+from llmfleet.containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, exit_code_of, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def test_sigterm_before_vllm_starts_exits_at_once():
     script = textwrap.dedent(
         """
         import signal, time
-        from containers.entrypoint.supervisor import _stop_before_vllm
+        from llmfleet.containers.entrypoint.supervisor import _stop_before_vllm
         signal.signal(signal.SIGTERM, _stop_before_vllm)
         print("syncing", flush=True)
         time.sleep(60)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
-from scripts.cli import app
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
+from llmfleet.scripts.cli import app
 
 PACKAGES = ("model_store", "containers", "scripts", "stacks")
 # Before the root, these were the classes without a common base; each must be found below.
@@ -30,8 +30,8 @@ def project_exceptions() -> set[type[BaseException]]:
     """Every exception class defined in the project's packages (`__main__` modules run, so they are left out)."""
     found = set()
     for package_name in PACKAGES:
-        package = importlib.import_module(package_name)
-        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+        package = importlib.import_module(f"llmfleet.{package_name}")
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
             if info.name.endswith("__main__"):
                 continue
             module = importlib.import_module(info.name)
@@ -73,5 +73,5 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path) -> No
     result = runner.invoke(app, ["--debug", "plan", "-f", str(tmp_path / "absent.yaml")])
     assert result.exit_code == EXIT_BAD_INPUT
     assert result.stderr.startswith("Traceback (most recent call last):")
-    assert "model_store.manifest.ManifestError: " in result.stderr
+    assert "llmfleet.model_store.manifest.ManifestError: " in result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: ")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from model_store.families import facts_from_config
-from model_store.plan import COMPILE_SECONDS, ENGINE_START_SECONDS, PROFILE_AND_GRAPHS_SECONDS, kernel_warmup_seconds
-from model_store.verify import KV_TOLERANCE, MeasurementLog, predicted_weights_gib, replan
+from llmfleet.model_store.families import facts_from_config
+from llmfleet.model_store.plan import COMPILE_SECONDS, ENGINE_START_SECONDS, PROFILE_AND_GRAPHS_SECONDS, kernel_warmup_seconds
+from llmfleet.model_store.verify import KV_TOLERANCE, MeasurementLog, predicted_weights_gib, replan
 from tests.conftest import REPO
 
 LOG = MeasurementLog.model_validate_json((REPO / "tests/data/gpu_measurements.json").read_text())

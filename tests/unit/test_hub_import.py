@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from model_store.hub import HubFile, HubNotFound
-from model_store.hub_import import (
+from llmfleet.model_store.hub import HubFile, HubNotFound
+from llmfleet.model_store.hub_import import (
     DEFAULT_PART_SIZE,
     MIB,
     S3_MAX_PARTS,
@@ -19,7 +19,7 @@ from model_store.hub_import import (
     plan_file,
     select_files,
 )
-from model_store.store import PartRecord, StoreError, StoreRefused
+from llmfleet.model_store.store import PartRecord, StoreError, StoreRefused
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from containers.image_server.app import PIPELINE_CALLS, Batcher
-from containers.entrypoint.metrics import RUNNING, WAITING, parse_vllm_metrics
-from containers.image_server.validation import ImageRequest
+from llmfleet.containers.image_server.app import PIPELINE_CALLS, Batcher
+from llmfleet.containers.entrypoint.metrics import RUNNING, WAITING, parse_vllm_metrics
+from llmfleet.containers.image_server.validation import ImageRequest
 
 
 def request(prompt: str, n: int = 1, size: int = 64) -> ImageRequest:

@@ -1,5 +1,5 @@
 """The image planner against SD3.5 Large Turbo measured on an H200 (random bf16 weights from the
-bundled configs, 4 steps, guidance 0; `python -m scripts.image_gpu_bench --size N`): the memory it
+bundled configs, 4 steps, guidance 0; `python -m llmfleet.scripts.image_gpu_bench --size N`): the memory it
 plans must hold what the GPU used, within a few percent, at every measured size and batch."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from model_store.image_plan import activation_bytes_per_image, component_bytes
-from model_store.pipelines import facts_from_record, read_known_pipeline
+from llmfleet.model_store.image_plan import activation_bytes_per_image, component_bytes
+from llmfleet.model_store.pipelines import facts_from_record, read_known_pipeline
 from tests.conftest import REPO
 
 RECORDS = json.loads((REPO / "tests/data/image_gpu_measurements.json").read_text())["measurements"]

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from model_store.families import ConfigError
-from model_store.image_plan import (
+from llmfleet.model_store.families import ConfigError
+from llmfleet.model_store.image_plan import (
     ImagePlan,
     VAE_WORKING_TENSORS,
     activation_bytes_per_image,
@@ -18,9 +18,9 @@ from model_store.image_plan import (
     plan_from_json,
     plan_image_model,
 )
-from model_store.manifest import ManifestError, parse_fleet
-from model_store.pipelines import facts_from_record, pipeline_facts, read_known_pipeline
-from model_store.plan import GIB, PlanError, ServingPlan
+from llmfleet.model_store.manifest import ManifestError, parse_fleet
+from llmfleet.model_store.pipelines import facts_from_record, pipeline_facts, read_known_pipeline
+from llmfleet.model_store.plan import GIB, PlanError, ServingPlan
 
 SD35 = "stabilityai/stable-diffusion-3.5-large-turbo"
 
@@ -138,7 +138,7 @@ def test_image_limits_are_checked_against_each_other():
 
 
 def test_verify_refuses_an_image_model_and_names_the_bench(facts):
-    from model_store.verify import VerifyRefused, check_measurable
+    from llmfleet.model_store.verify import VerifyRefused, check_measurable
 
     with pytest.raises(VerifyRefused, match="image_gpu_bench"):
         check_measurable(plan(facts))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from containers.image_server.validation import ImageRequest, ImageRequestError, openai_request, sagemaker_request
-from model_store.image_plan import ImageSettings
+from llmfleet.containers.image_server.validation import ImageRequest, ImageRequestError, openai_request, sagemaker_request
+from llmfleet.model_store.image_plan import ImageSettings
 
 SETTINGS = ImageSettings(
     dtype="bfloat16", steps=4, max_steps=50, guidance_scale=0.0, size=1024, max_size=1024, size_multiple=16,
@@ -90,7 +90,7 @@ def test_sagemaker_refusals_name_the_field(body, field):
 
 
 def test_the_clis_bodies_are_what_the_server_reads():
-    from scripts.invoke_cli import image_body_openai, image_body_sagemaker
+    from llmfleet.scripts.invoke_cli import image_body_openai, image_body_sagemaker
 
     sagemaker = image_body_sagemaker("a cat", size="512x256", steps=2, seed=3, n=2)
     assert sagemaker_request(json.dumps(sagemaker).encode(), SETTINGS) == ImageRequest("a cat", 2, 512, 256, 2, 0.0, 3)

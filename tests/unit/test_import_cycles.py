@@ -12,7 +12,7 @@ PACKAGES = ("model_store", "containers", "scripts", "stacks")
 
 
 def _module_name(path: Path) -> str:
-    name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    name = ".".join(("llmfleet", *path.relative_to(REPO).with_suffix("").parts))
     return name.removesuffix(".__init__")
 
 
@@ -69,5 +69,5 @@ def test_the_detector_finds_a_cycle() -> None:
 
 def test_no_module_imports_itself_back() -> None:
     graph = import_graph()
-    assert len(graph) > 60 and "model_store.plan" in graph["model_store.container_contract"]
+    assert len(graph) > 60 and "llmfleet.model_store.plan" in graph["llmfleet.model_store.container_contract"]
     assert cycles(graph) == []

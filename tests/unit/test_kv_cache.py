@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from model_store.families import KvLayers
-from model_store.families.state import StateShape
-from model_store.kv_cache import (
+from llmfleet.model_store.families import KvLayers
+from llmfleet.model_store.families.state import StateShape
+from llmfleet.model_store.kv_cache import (
     BLOCK_SIZE,
     FP8_MLA_BLOCK_SIZE,
     IN_FLIGHT_BATCHES,

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model_store import performance
-from model_store.architectures import known_architecture
-from model_store.catalog import instance
-from model_store.manifest import FleetManifest, ManifestError, parse_fleet
-from model_store.plan import PlanError, ServingPlan, plan_model
+from llmfleet.model_store import performance
+from llmfleet.model_store.architectures import known_architecture
+from llmfleet.model_store.catalog import instance
+from llmfleet.model_store.manifest import FleetManifest, ManifestError, parse_fleet
+from llmfleet.model_store.plan import PlanError, ServingPlan, plan_model
 
 LLAMA = known_architecture("meta-llama/Llama-3.1-8B-Instruct")
 SMALL_CATALOG = tuple(instance(name) for name in ("g6.xlarge", "g6e.xlarge", "g6e.12xlarge", "p5.4xlarge"))

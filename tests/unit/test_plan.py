@@ -10,11 +10,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from model_store.architectures import ArchitectureFacts, facts_from_config, known_architecture
-from model_store.families.quantization import ONLINE_FORMATS
-from model_store.catalog import L4, GpuInstance, Gpu
-from model_store.manifest import FleetManifest, ModelSpec, parse_fleet
-from model_store.plan import (
+from llmfleet.model_store.architectures import ArchitectureFacts, facts_from_config, known_architecture
+from llmfleet.model_store.families.quantization import ONLINE_FORMATS
+from llmfleet.model_store.catalog import L4, GpuInstance, Gpu
+from llmfleet.model_store.manifest import FleetManifest, ModelSpec, parse_fleet
+from llmfleet.model_store.plan import (
     GIB,
     PlanError,
     ServingPlan,
@@ -24,7 +24,7 @@ from model_store.plan import (
     vllm_argv,
     weight_bytes,
 )
-from model_store.fleet import load_and_plan
+from llmfleet.model_store.fleet import load_and_plan
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_store.registry import (
+from llmfleet.model_store.registry import (
     AdapterEntry,
     RegistryError,
     RegistryState,

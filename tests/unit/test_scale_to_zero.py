@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
-from model_store.architectures import known_architecture
-from model_store.manifest import FleetManifest, ManifestError, ModelSpec, parse_fleet
-from model_store.plan import (
+from llmfleet.model_store.architectures import known_architecture
+from llmfleet.model_store.manifest import FleetManifest, ManifestError, ModelSpec, parse_fleet
+from llmfleet.model_store.plan import (
     COLD_INSTANCE_LAUNCH_SECONDS,
     DEFAULT_IDLE_MINUTES,
     GP3_USD_PER_GIB_MONTH,

@@ -12,10 +12,10 @@ import threading
 import httpx
 import pytest
 
-from containers.image_server.app import Batcher, create_app
-from containers.image_server.validation import MAX_BODY_BYTES, ImageRequest
-from model_store.fleet import load_and_plan
-from model_store.image_plan import ImagePlan
+from llmfleet.containers.image_server.app import Batcher, create_app
+from llmfleet.containers.image_server.validation import MAX_BODY_BYTES, ImageRequest
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.image_plan import ImagePlan
 from tests.conftest import REPO
 
 KEY = "sk-image-door"

@@ -8,12 +8,12 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from containers.entrypoint.vllm_command import serve_argv, validate_argv
-from model_store.families import facts_from_config
-from model_store.fleet import load_and_plan
-from model_store.manifest import FleetManifest
-from model_store.plan import ServingPlan, VllmSettings, plan_model, vllm_argv
-from model_store.request_limits import (
+from llmfleet.containers.entrypoint.vllm_command import serve_argv, validate_argv
+from llmfleet.model_store.families import facts_from_config
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.manifest import FleetManifest
+from llmfleet.model_store.plan import ServingPlan, VllmSettings, plan_model, vllm_argv
+from llmfleet.model_store.request_limits import (
     BODY_BYTES_PER_TOKEN,
     BODY_ENVELOPE_BYTES,
     MAX_LOGPROBS,

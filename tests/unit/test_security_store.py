@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from model_store.adapters import MAX_FILES, MAX_WEIGHTS_BYTES
-from model_store.registry import MAX_REGISTRY_BYTES, RegistryError, RegistryRefused, RegistryState
-from model_store.store import (
+from llmfleet.model_store.adapters import MAX_FILES, MAX_WEIGHTS_BYTES
+from llmfleet.model_store.registry import MAX_REGISTRY_BYTES, RegistryError, RegistryRefused, RegistryState
+from llmfleet.model_store.store import (
     MANIFEST_NAME,
     MAX_COMPILE_CACHE_BYTES,
     MAX_MANIFEST_BYTES,

@@ -16,7 +16,7 @@ import json
 import pytest
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
-from model_store.access import (
+from llmfleet.model_store.access import (
     POLICY_VERSION,
     AccessError,
     ci_publisher_statements,
@@ -24,7 +24,7 @@ from model_store.access import (
     serving_scope,
     write_once_statement,
 )
-from model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.store import ModelStore, StoreLocation
 
 BUCKET = "llmfleet-store"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from model_store.fleet import load_fleet_and_lock, plan_with_lock
-from model_store.plan import ServingPlan
-from model_store.standin import STANDIN_DTYPE, STANDIN_MAX_NUM_SEQS, standin_plan
+from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.standin import STANDIN_DTYPE, STANDIN_MAX_NUM_SEQS, standin_plan
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET, LOCK = load_fleet_and_lock(REPO / "fleet.yaml")
@@ -84,7 +84,7 @@ def test_the_stand_in_tokenizer_starts_vllms_reasoning_parsers(parser: str):
     """vLLM refuses to start a reasoning model whose vocabulary lacks <think> and </think>."""
     from vllm.reasoning import ReasoningParserManager
 
-    from scripts.standin_model import THINK_TOKENS, _train_tokenizer
+    from llmfleet.scripts.standin_model import THINK_TOKENS, _train_tokenizer
 
     tokenizer = _train_tokenizer()
     ReasoningParserManager.get_reasoning_parser(parser)(tokenizer)

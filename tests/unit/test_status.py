@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model_store.status import (
+from llmfleet.model_store.status import (
     Deployment,
     Metrics,
     ServerAdapters,
@@ -100,7 +100,7 @@ def test_deployment_rejects_unknown_target_and_negative_counts():
 
 
 def test_unit_cost_per_target_comes_from_the_plan_and_its_catalog():
-    from scripts.cli_common import load_and_plan
+    from llmfleet.scripts.cli_common import load_and_plan
 
     _, plans = load_and_plan(REPO / "fleet.yaml")
     both = next(p for p in plans if p.targets == ["ecs", "sagemaker"])
@@ -127,7 +127,7 @@ def test_fleet_cost_adds_rows():
 
 
 def test_unit_cost_on_sagemaker_needs_a_sagemaker_price():
-    from scripts.cli_common import load_and_plan
+    from llmfleet.scripts.cli_common import load_and_plan
 
     _, plans = load_and_plan(REPO / "fleet.yaml")
     both = next(p for p in plans if p.targets == ["ecs", "sagemaker"])

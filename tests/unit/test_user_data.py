@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from model_store.plan import DEFAULT_MODEL_ROOT
-from stacks.user_data import (
+from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.stacks.user_data import (
     LAUNCH_HOOK_NAME,
     MODEL_CACHE,
     MODEL_CACHE_SCRIPT,

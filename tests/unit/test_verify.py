@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from containers.entrypoint.vllm_command import import_vllm_parser, serve_argv, validate_argv
-from model_store import verify
-from model_store.boot_log import BootFigures, parse_boot_log
-from model_store.fleet import load_and_plan
-from model_store.plan import GIB
+from llmfleet.containers.entrypoint.vllm_command import import_vllm_parser, serve_argv, validate_argv
+from llmfleet.model_store import verify
+from llmfleet.model_store.boot_log import BootFigures, parse_boot_log
+from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.plan import GIB
 from tests.conftest import REPO
 
 PLANS = {p.model_name: p for p in load_and_plan(REPO / "examples/gpu/fleet.yaml")[1]}

@@ -10,10 +10,10 @@ import typing
 
 import pytest
 
-from model_store.manifest import REASONING_PARSERS, VLLM_LORA_RANKS, Quantization
-from model_store.plan import UNSERVABLE_QUANTIZATION, PlanError, plan_model
+from llmfleet.model_store.manifest import REASONING_PARSERS, VLLM_LORA_RANKS, Quantization
+from llmfleet.model_store.plan import UNSERVABLE_QUANTIZATION, PlanError, plan_model
 from tests.unit.test_plan import _fleet
-from model_store.architectures import known_architecture
+from llmfleet.model_store.architectures import known_architecture
 
 
 def test_every_reasoning_parser_is_registered_in_vllm() -> None:
