@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -147,6 +149,7 @@ class Server:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         psutil.wait_procs(family, timeout=30)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def living(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -226,8 +229,9 @@ def boot_server(
         metrics_seconds=2,
         base=aws_credentials(fleet.endpoint),
     )
-    tmp = fleet.work / f"{name}-tmp"
-    tmp.mkdir(exist_ok=True)
+    # Short, under /tmp: vLLM puts its ZeroMQ sockets in TMPDIR, whose paths may not pass
+    # 107 bytes (a TMPDIR under pytest's numbered base directory did, at pytest-100).
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name[:16]}-", dir="/tmp"))  # noqa: S108 - short on purpose
     env["TMPDIR"] = str(tmp)
     env.update(environment)
     log = fleet.work / f"{name}.log"
