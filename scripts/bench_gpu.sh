@@ -3,7 +3,7 @@
 # model of the example fleet and of the GPU example fleet that fits the local GPU (smaller
 # planned GPUs are emulated), compare the plan's settings with vLLM's defaults and the seed
 # notebook's on one model, record the figures and write the dated table.
-# Variables: PY (python with vLLM), FLEETS, RECORD, COMPARE_FLEET, COMPARE (model, '' to skip).
+# Variables: PY (python with vLLM and this project as `llmfleet`, see bench_gpu_families.sh), FLEETS, RECORD, COMPARE_FLEET, COMPARE (model, '' to skip).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -3,8 +3,9 @@
 # of vLLM and record them: `scripts/bench_gpu_families.sh GROUP` runs one group, each within
 # ~9 minutes of wall time (an engine start costs 60-120 s; a load test of 16 requests a few
 # seconds), so one group fits one 10-minute command on the GPU machine; `all` runs them in turn.
-# Variables: PY (python with vLLM and this project), RECORD, REQUESTS, BOOT_TIMEOUT, KEEP (a
-# folder for each server's log and config).
+# Variables: PY (python with vLLM and this project importable as `llmfleet`: installed, or on a
+# bare checkout PYTHONPATH=/tmp/ns with /tmp/ns/llmfleet a link to it), RECORD, REQUESTS,
+# BOOT_TIMEOUT, KEEP (a folder for each server's log and config).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
