@@ -34,12 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
+from llmfleet.model_store.layout import ADAPTERS, COMPILE_CACHE, MODELS, REGISTRY
 from llmfleet.model_store.manifest import DNS_LABEL
 from llmfleet.model_store.store import MANIFEST_NAME, MODEL_CONFIG, ModelStore, StoreError, StoreLocation
 
 POLICY_VERSION = "2012-10-17"
-# The store layout's top folders (model_store.store).
-MODELS, ADAPTERS, REGISTRY, COMPILE_CACHE = "models", "adapters", "registry", "compile-cache"
 # The folders whose versions end with a `_manifest.json` (written once, last, If-None-Match).
 VERSIONED_FOLDERS = (MODELS, ADAPTERS, COMPILE_CACHE)
 # The base-model files adapter validation reads; weights are never among them.

@@ -42,6 +42,10 @@ DEFAULT_HOST = "0.0.0.0"  # noqa: S104
 # store, `_manifest.json` included) before the container starts; read-only.
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 DEFAULT_POLL_SECONDS = 10.0
+# The container's exit codes besides vLLM's own (docs/container.md), each the `exit_code` of its
+# error class; plan or environment unusable is the CLI's EXIT_BAD_INPUT (2).
+EXIT_STORE = 3  # the store stayed unreachable, or the model failed verification
+EXIT_ARGV = 4  # vLLM's parser refused the argv built from the plan
 # CloudWatch's standard resolution is one minute; more often only costs log volume.
 DEFAULT_METRICS_SECONDS = 60.0
 

@@ -19,6 +19,7 @@ from llmfleet.model_store.catalog import INSTANCES, GpuInstance, instance
 from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
 from llmfleet.model_store.families import ArchitectureFacts, mla
 from llmfleet.model_store.families.registry import INFERRED_REASON
+from llmfleet.model_store.layout import model_copy, model_key
 from llmfleet.model_store.manifest import AdapterRef, FleetManifest, ModelSpec, ServingSpec
 from llmfleet.model_store.families.quantization import ONLINE_FORMATS, WeightFormat
 
@@ -243,8 +244,8 @@ class DeploymentPlan(Frozen):
     def model_location(self, model_root: str = DEFAULT_MODEL_ROOT) -> str:
         """Where the server loads weights from: the S3 source when streaming, else the synced copy."""
         if self.streams_weights:
-            return f"{self.store_uri}/models/{self.model_name}/{self.revision}"
-        return f"{model_root}/{self.model_name}/{self.revision}"
+            return f"{self.store_uri}/{model_key(self.model_name, self.revision)}"
+        return model_copy(model_root, self.model_name, self.revision)
 
     def to_json(self) -> str:
         return self.model_dump_json()

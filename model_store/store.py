@@ -62,6 +62,7 @@ from llmfleet.model_store.architectures import (
 )
 from llmfleet.model_store.container_contract import TARGET_PORTS
 from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.layout import ADAPTERS, COMPILE_CACHE, MODELS, REGISTRY
 from llmfleet.model_store.manifest import ManifestError
 
 MANIFEST_NAME = "_manifest.json"
@@ -454,26 +455,28 @@ class ModelStore:
         self.client = s3_client
 
     @classmethod
-    def from_uri(cls, uri: str, *, endpoint_url: str | None = None) -> ModelStore:
-        """A store for `s3://bucket/prefix`; boto3 also honours AWS_ENDPOINT_URL by itself."""
+    def from_uri(cls, uri: str, *, endpoint_url: str | None = None, attempts: int | None = None) -> ModelStore:
+        """A store for `s3://bucket/prefix`; boto3 also honours AWS_ENDPOINT_URL by itself.
+        `attempts`: botocore's total attempts per call (standard mode; its default when None)."""
         location = StoreLocation.parse(uri)
+        retries = {"mode": "standard"} | ({"total_max_attempts": attempts} if attempts else {})
         client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
-            config=Config(max_pool_connections=MAX_POOL_CONNECTIONS, retries={"mode": "standard"}),
+            config=Config(max_pool_connections=MAX_POOL_CONNECTIONS, retries=retries),
         )
         return cls(location, client)
 
     # --- keys -----------------------------------------------------------------------------
 
     def model_prefix(self, model: str, revision: str) -> str:
-        return self.location.key("models", model, revision)
+        return self.location.key(MODELS, model, revision)
 
     def adapter_prefix(self, model: str, name: str, version: str) -> str:
-        return self.location.key("adapters", model, name, version)
+        return self.location.key(ADAPTERS, model, name, version)
 
     def registry_key(self, model: str, stage: str) -> str:
-        return self.location.key("registry", model, f"{stage}.json")
+        return self.location.key(REGISTRY, model, f"{stage}.json")
 
     def compile_cache_prefix(self, model: str, stage: str, target: str, key: str = "", version: str = "") -> str:
         """`compile-cache/<model>/<stage>/<target>/<key>/<version>` (key and version may be left
@@ -484,7 +487,7 @@ class ModelStore:
             raise StoreError(f"target {target!r:.80} is not one of {sorted(TARGET_PORTS)}")
         names = (("compile cache key", key), ("version", version))
         self._check_names(model, *(pair for pair in names if pair[1]), stage=stage)
-        return self.location.key("compile-cache", model, stage, target, key, version)
+        return self.location.key(COMPILE_CACHE, model, stage, target, key, version)
 
     # --- models ---------------------------------------------------------------------------
 

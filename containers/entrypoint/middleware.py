@@ -33,7 +33,7 @@ from typing import Any
 
 from llmfleet.containers.entrypoint.routing import RoutesWatcher, StateDir
 from llmfleet.containers.entrypoint.sagemaker import PayloadError, completion_to_generated_text, is_tgi_payload, tgi_to_completion
-from llmfleet.containers.entrypoint.settings import EntrypointError
+from llmfleet.containers.entrypoint.settings import EnvironmentRefused
 from llmfleet.model_store.container_contract import DEFAULT_TARGET, PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
 from llmfleet.model_store.front_door import ADAPTERS_PATH, INVOCATIONS_PATH, Access, allowed, is_admin_path, path_access
 from llmfleet.model_store.image_plan import plan_from_json
@@ -406,8 +406,8 @@ def _plan(environ: Mapping[str, str]) -> ServingPlan:
     """The text model's plan the entrypoint gave vLLM's child; the limits are derived from it."""
     text = environ.get(PLAN_ENV)
     if not text:
-        raise EntrypointError(f"{PLAN_ENV} is not set: the middleware derives every request bound from the plan")
+        raise EnvironmentRefused(f"{PLAN_ENV} is not set: the middleware derives every request bound from the plan")
     plan = plan_from_json(text)
     if not isinstance(plan, ServingPlan):
-        raise EntrypointError(f"{PLAN_ENV} holds a {plan.kind} plan; the vLLM middleware serves text models")
+        raise EnvironmentRefused(f"{PLAN_ENV} holds a {plan.kind} plan; the vLLM middleware serves text models")
     return plan

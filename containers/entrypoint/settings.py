@@ -17,6 +17,7 @@ from llmfleet.model_store.container_contract import (
     DEFAULT_METRICS_SECONDS,
     DEFAULT_POLL_SECONDS,
     ENDPOINT_URL_ENV,
+    EXIT_STORE,
     HOST_ENV,
     METRICS_SECONDS_ENV,
     MODEL_ROOT_ENV,
@@ -30,14 +31,21 @@ from llmfleet.model_store.container_contract import (
     TARGET_ENV,
     TARGET_PORTS,
 )
-from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 from llmfleet.model_store.image_plan import AnyPlan, plan_from_json
 from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
 
 class EntrypointError(LlmfleetError):
-    """The container cannot start or go on; the message says what, where and what to do."""
+    """The container cannot start or go on: the store stayed unreachable, or what it holds failed
+    verification; the message says what, where and what to do."""
 
-    exit_code = EXIT_REFUSED
+    exit_code = EXIT_STORE
+
+
+class EnvironmentRefused(EntrypointError):
+    """The container's environment (plan, store, target, port...) is unusable: fix the task definition."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 @dataclass(frozen=True)
@@ -68,17 +76,17 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     try:
         value = float(raw)
     except ValueError:
-        raise EntrypointError(f"{name}={raw!r} is not a number; give seconds, e.g. {default:g}") from None
+        raise EnvironmentRefused(f"{name}={raw!r} is not a number; give seconds, e.g. {default:g}") from None
     if value < minimum:
-        raise EntrypointError(f"{name}={raw!r} is below the minimum {minimum:g}")
+        raise EnvironmentRefused(f"{name}={raw!r} is below the minimum {minimum:g}")
     return value
 
 
 def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
-    """Validate the container environment (see docs/container.md); raise EntrypointError."""
+    """Validate the container environment (see docs/container.md); raise EnvironmentRefused."""
     plan_json = env.get(PLAN_ENV)
     if not plan_json:
-        raise EntrypointError(
+        raise EnvironmentRefused(
             f"{PLAN_ENV} is not set: the container needs the model's ServingPlan as JSON "
             "(`llmfleet plan --json` prints it under models[].plan)"
         )
@@ -86,16 +94,16 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
         plan = plan_from_json(plan_json)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'plan'}: {e['msg']}" for e in exc.errors()[:5])
-        raise EntrypointError(f"{PLAN_ENV} is not a valid ServingPlan: {problems}") from None
+        raise EnvironmentRefused(f"{PLAN_ENV} is not a valid ServingPlan: {problems}") from None
     store_uri = env.get(STORE_ENV)
     if not store_uri or not store_uri.startswith("s3://") or len(store_uri) <= len("s3://"):
-        raise EntrypointError(f"{STORE_ENV}={store_uri!r}: set it to the model store, s3://bucket[/prefix]")
+        raise EnvironmentRefused(f"{STORE_ENV}={store_uri!r}: set it to the model store, s3://bucket[/prefix]")
     target = env.get(TARGET_ENV, DEFAULT_TARGET)
     if target not in TARGET_PORTS:
-        raise EntrypointError(f"{TARGET_ENV}={target!r}: allowed {sorted(TARGET_PORTS)}")
+        raise EnvironmentRefused(f"{TARGET_ENV}={target!r}: allowed {sorted(TARGET_PORTS)}")
     port_text = env.get(PORT_ENV) or str(TARGET_PORTS[target])
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise EntrypointError(f"{PORT_ENV}={port_text!r}: a TCP port 1-65535")
+        raise EnvironmentRefused(f"{PORT_ENV}={port_text!r}: a TCP port 1-65535")
     host = env.get(HOST_ENV) or DEFAULT_HOST
     try:
         address = ipaddress.ip_address(host)
@@ -104,10 +112,10 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
     # The adapter agent reaches vLLM on loopback, and the middleware answers the runtime LoRA
     # routes to loopback callers only: vLLM must listen there.
     if address is None or address.version != 4 or not (address.is_unspecified or address.is_loopback):
-        raise EntrypointError(f"{HOST_ENV}={host!r}: allowed 0.0.0.0 (all interfaces) or a loopback address 127.x.x.x")
+        raise EnvironmentRefused(f"{HOST_ENV}={host!r}: allowed 0.0.0.0 (all interfaces) or a loopback address 127.x.x.x")
     compile_cache = env.get(COMPILE_CACHE_ENV) or "on"
     if compile_cache not in ("on", "off"):
-        raise EntrypointError(f"{COMPILE_CACHE_ENV}={compile_cache!r}: allowed 'on' (default) or 'off'")
+        raise EnvironmentRefused(f"{COMPILE_CACHE_ENV}={compile_cache!r}: allowed 'on' (default) or 'off'")
     return EntrypointSettings(
         plan=plan,
         store_uri=store_uri,

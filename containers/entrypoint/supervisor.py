@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 from llmfleet.model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
 from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
+from llmfleet.model_store.errors import LlmfleetError
 from llmfleet.model_store.registry import RegistryRefused, RegistryState
 
 from llmfleet.containers.entrypoint.agent import AdapterAgent
@@ -38,7 +39,6 @@ from llmfleet.containers.entrypoint.vllm_client import LocalVllm
 from llmfleet.containers.entrypoint.vllm_output import VllmOutput
 from llmfleet.containers.image_server.serve import serve_images
 from llmfleet.containers.entrypoint.vllm_command import (
-    ArgvRejected,
     adapter_refusal,
     import_vllm_parser,
     serve_argv,
@@ -47,9 +47,6 @@ from llmfleet.containers.entrypoint.vllm_command import (
     validate_argv,
 )
 
-EXIT_BAD_INPUT = 2  # plan or environment unusable: fix the task definition
-EXIT_STORE = 3  # the store stayed unreachable, or the model failed verification
-EXIT_ARGV = 4  # vLLM's parser refused the argv built from the plan
 EXIT_VLLM_STOPPED = 1  # vLLM exited 0 without being asked to: still a failure for the orchestrator
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -82,27 +79,30 @@ class Synced:
 
 
 def sync(gateway: StoreGateway) -> Synced:
-    """Weights and adapters to local disk, verified. An adapter that fails is left out
-    (logged; the base model and the other adapters still serve); a model that fails is fatal.
-    A registry document that fails the checks is logged and nothing of it served: the base
-    model and the adapters the plan pins start, and the agent takes the next document."""
+    """The boot decision (`model_store.boot`) carried out: weights and adapters to local disk,
+    verified. An adapter that fails is left out (logged; the base model and the other adapters
+    still serve); a model that fails is fatal. A registry document that fails the checks is
+    logged and nothing of it served: the base model and the adapters the plan pins start, and
+    the agent takes the next document."""
     plan = gateway.plan
     started = time.monotonic()
-    synced = Synced(gateway.model_location(), {}, {}, None)
     try:
         state = gateway.registry_state()
     except RegistryRefused as exc:
         log.error("%s; starting without its adapters", exc)
         state = replace(RegistryState.empty(plan.model_name, plan.stage), etag=exc.etag)
-    synced.etag = state.etag
-    desired = gateway.desired(state) if plan.vllm.enable_lora else {}
-    for name, version in sorted(desired.items()):
+    boot = gateway.boot(state)
+    synced = Synced(gateway.fetch_weights(boot.weights), {}, {}, state.etag)
+    for name, (version, why) in sorted(boot.refused.items()):
+        log.error("adapter %s version %s left out: %s", name, version, why)
+        synced.refused[name] = version
+    for fetch in boot.adapters:
         try:
-            synced.adapters[name] = (version, str(gateway.fetch_adapter(name, version)))
+            synced.adapters[fetch.name] = (fetch.version, str(gateway.download_adapter(fetch)))
         except EntrypointError as exc:
-            log.error("adapter %s version %s left out: %s", name, version, exc)
-            synced.refused[name] = version
-            gateway.discard_adapter(name, version)
+            log.error("adapter %s version %s left out: %s", fetch.name, fetch.version, exc)
+            synced.refused[fetch.name] = fetch.version
+            gateway.discard_adapter(fetch.name, fetch.version)
     synced.seconds = time.monotonic() - started
     return synced
 
@@ -257,15 +257,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     env = os.environ if env is None else env
     try:
-        settings = settings_from_env(env)
-    except EntrypointError as exc:
+        return run(settings_from_env(env), env)
+    except LlmfleetError as exc:  # each class carries its exit code (model_store.container_contract)
         log.error("%s", exc)
-        return EXIT_BAD_INPUT
-    try:
-        return run(settings, env)
-    except ArgvRejected as exc:
-        log.error("%s", exc)
-        return EXIT_ARGV
-    except EntrypointError as exc:
-        log.error("%s", exc)
-        return EXIT_STORE
+        return exc.exit_code

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from llmfleet.model_store.container_contract import DEFAULT_HOST, PLAN_ENV, STATE_DIR_ENV
-from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.container_contract import DEFAULT_HOST, EXIT_ARGV, PLAN_ENV, STATE_DIR_ENV
+from llmfleet.model_store.errors import LlmfleetError
 from llmfleet.model_store.plan import ServingPlan, vllm_argv
 
 # `python -m vllm.entrypoints.openai.api_server` runs in both the vllm/vllm-openai image
@@ -31,7 +31,7 @@ RESOLVER_ENV = ("VLLM_LORA_RESOLVER_CACHE_DIR", "VLLM_LORA_RESOLVER_HF_REPO_LIST
 class ArgvRejected(LlmfleetError):
     """vLLM's parser refused the argv built from the plan; the message carries its reason."""
 
-    exit_code = EXIT_REFUSED
+    exit_code = EXIT_ARGV
 
 
 def serve_argv(

@@ -15,7 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from llmfleet.containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_STORE
+from llmfleet.model_store.container_contract import EXIT_STORE
+from llmfleet.model_store.errors import EXIT_BAD_INPUT
 from llmfleet.model_store.registry import adapters_for_server
 from llmfleet.scripts.standin_model import entrypoint_environment
 from tests.conftest import free_port
@@ -59,7 +60,7 @@ def test_store_unreachable_at_boot_exits_with_clear_message(fleet: Fleet):
         code, output = _run_to_exit(fleet, "unreachable", closed)
 
     assert code == EXIT_STORE
-    assert "failed after 4 attempts" in output
+    assert "registry read (store " in output and "failed: Could not connect" in output
     assert fleet.store_uri in output
     assert "starting vLLM" not in output
 

@@ -1,5 +1,5 @@
-"""Retries with backoff around store calls, which adapter versions a server wants, and where
-the weights come from (SageMaker's verified copy or a download)."""
+"""The boot executor: one error for a store that stays down (botocore retries, nothing else), which
+adapter versions a server wants, and where the weights come from (SageMaker's verified copy or a download)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from botocore.exceptions import EndpointConnectionError
 
 from llmfleet.model_store.container_contract import SAGEMAKER_MODEL_DIR
 from llmfleet.containers.entrypoint.settings import EntrypointError, settings_from_env
-from llmfleet.containers.entrypoint.store_sync import StoreGateway, desired_adapters, with_retries
+from llmfleet.containers.entrypoint.store_sync import STORE_ATTEMPTS, StoreGateway
+from llmfleet.model_store.boot import desired_adapters
+from llmfleet.model_store.container_contract import EXIT_STORE
 from llmfleet.model_store.fleet import load_and_plan
 from llmfleet.model_store.manifest import AdapterRef
 from llmfleet.model_store.registry import RegistryRefused
 from llmfleet.model_store.store import (
     MANIFEST_NAME,
     FileEntry,
+    ModelStore,
     StoreError,
     StoreLocation,
     StoreRefused,
@@ -28,54 +31,52 @@ from llmfleet.model_store.store import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Flaky:
-    def __init__(self, failures: list[Exception]):
-        self.failures = failures
-        self.calls = 0
+class Failing:
+    """A store call that fails once with `error`."""
+
+    def __init__(self, error: Exception):
+        self.error, self.calls = error, 0
 
     def __call__(self) -> str:
         self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return "done"
+        raise self.error
 
 
-def test_transient_failures_are_retried_with_doubling_delays():
-    sleeps: list[float] = []
-    call = Flaky([EndpointConnectionError(endpoint_url="http://s3"), StoreError("503 SlowDown")])
-
-    assert with_retries(call, what="download", attempts=4, first_delay=1.0, sleep=sleeps.append) == "done"
-    assert sleeps == [1.0, 2.0]
+def bare_gateway(tmp_path: Path) -> StoreGateway:
+    plan = load_and_plan(REPO / "fleet.yaml")[1][0]
+    return StoreGateway(ModelStore(StoreLocation("bucket", "fleet"), None), plan, model_root=str(tmp_path), server_id="s")
 
 
-def test_a_store_that_stays_down_ends_in_one_clear_error():
-    sleeps: list[float] = []
-    call = Flaky([StoreError("connection refused")] * 5)
+def test_a_store_that_stays_down_ends_in_one_clear_error_with_the_store_exit_code(tmp_path: Path):
+    call = Failing(EndpointConnectionError(endpoint_url="http://s3"))
 
-    with pytest.raises(EntrypointError, match="download of model 'm' failed after 3 attempts: connection refused"):
-        with_retries(call, what="download of model 'm'", attempts=3, first_delay=0.5, sleep=sleeps.append)
-    assert call.calls == 3
-    assert sleeps == [0.5, 1.0]
+    with pytest.raises(EntrypointError, match=r"download of model 'm' \(store s3://bucket/fleet\) failed: Could not connect") as failed:
+        bare_gateway(tmp_path)._call(call, "download of model 'm'")
+    assert call.calls == 1  # botocore retried inside the call; no second layer here
+    assert failed.value.exit_code == EXIT_STORE
 
 
-def test_a_refused_document_is_not_retried():
-    sleeps: list[float] = []
-    manifest = Flaky([StoreRefused("s3://b/k/_manifest.json: describes version 'v2', expected 'v1'")])
+def test_a_refused_document_is_one_refusal_and_a_registry_refusal_goes_up_as_is(tmp_path: Path):
+    gateway = bare_gateway(tmp_path)
     with pytest.raises(EntrypointError, match="download refused: .*expected 'v1'"):
-        with_retries(manifest, what="download", sleep=sleeps.append)
-    registry = Flaky([RegistryRefused("s3://b/registry/m/prod.json: not a valid registry document", '"e1"')])
-    with pytest.raises(RegistryRefused) as refused:  # as is: the caller keeps serving and polls past it
-        with_retries(registry, what="registry poll", sleep=sleeps.append)
+        gateway._call(Failing(StoreRefused("s3://b/k/_manifest.json: describes version 'v2', expected 'v1'")), "download")
+    with pytest.raises(RegistryRefused) as refused:  # the caller keeps serving and polls past it
+        gateway._call(Failing(RegistryRefused("s3://b/registry/m/prod.json: not a valid registry document", '"e1"')), "poll")
     assert refused.value.etag == '"e1"'
-    assert (manifest.calls, registry.calls, sleeps) == (1, 1, [])
 
 
-def test_programming_errors_are_not_retried():
-    call = Flaky([KeyError("bug")])
-
+def test_programming_errors_are_not_turned_into_store_errors(tmp_path: Path):
     with pytest.raises(KeyError):
-        with_retries(call, what="x", sleep=lambda _: None)
-    assert call.calls == 1
+        bare_gateway(tmp_path)._call(Failing(KeyError("bug")), "x")
+
+
+def test_the_container_retries_through_botocore_alone(tmp_path: Path):
+    plan = load_and_plan(REPO / "fleet.yaml")[1][0]
+    settings = settings_from_env({"LLMFLEET_PLAN": plan.to_json(), "LLMFLEET_STORE": "s3://bucket/fleet", "AWS_DEFAULT_REGION": "us-east-1"})
+
+    retries = StoreGateway.connect(settings).store.client.meta.config.retries
+
+    assert retries == {"mode": "standard", "total_max_attempts": STORE_ATTEMPTS}
 
 
 class PlanStub:

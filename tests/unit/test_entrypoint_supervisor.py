@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from llmfleet.containers.entrypoint.process_group import end_process_group
-from llmfleet.containers.entrypoint.supervisor import EXIT_BAD_INPUT, EXIT_VLLM_STOPPED, exit_code_of, main
+from llmfleet.containers.entrypoint.supervisor import EXIT_VLLM_STOPPED, exit_code_of, main
+from llmfleet.model_store.errors import EXIT_BAD_INPUT
 
 REPO = Path(__file__).resolve().parents[2]
 
