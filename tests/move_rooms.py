@@ -98,7 +98,7 @@ SPLITS: dict[str, tuple[str, dict[str, str]]] = {
             ),
             **dict.fromkeys(
                 ["PlanError", "Candidate", "Choice", "cheapest_fit", "hourly_price", "hardware_refusal", "_valid_tp_sizes",
-                 "Sizing", "GIB", "MIB"],
+                 "GIB", "MIB"],
                 FIT,
             ),
             **dict.fromkeys(
@@ -108,8 +108,18 @@ SPLITS: dict[str, tuple[str, dict[str, str]]] = {
                  "HOURS_PER_MONTH", "WAKE_ALARM_SECONDS", "WARM_INSTANCE_START_SECONDS", "COLD_INSTANCE_LAUNCH_SECONDS",
                  "SAGEMAKER_PROVISION_SECONDS", "kernel_warmup_seconds", "boot_seconds", "startup_grace",
                  "root_volume_gib", "warm_pool_size", "warm_pool_usd_per_month", "wake_seconds", "scale_to_zero",
-                 "ScalingTargets", "_autoscaling", "deployment_fields"],
+                 "ScalingTargets", "_autoscaling", "deployment_fields", "S3_SYNC_BYTES_PER_SECOND",
+                 "MAMBA2_KERNEL_WARMUP_SECONDS", "MIN_GRACE_SECONDS", "MAX_GRACE_SECONDS", "GP3_USD_PER_GIB_MONTH"],
                 LIFECYCLE,
+            ),
+            **dict.fromkeys(
+                ["DTYPE_BYTES", "GPU_MEMORY_UTILIZATION", "VLLM_DEFAULT_GPU_MEMORY_UTILIZATION", "RUNTIME_RESERVE_BYTES",
+                 "NCCL_RESERVE_BYTES", "MAX_NUM_SEQS_CAP", "TYPICAL_REQUEST_TOKENS", "UNSERVABLE_QUANTIZATION",
+                 "weight_format", "serving_dtype", "weight_bytes", "kv_element_bytes", "kv_bytes_per_token", "lora_bytes",
+                 "activation_bytes", "_memory_at", "_batched_tokens", "_evaluate", "_boot_seconds",
+                 "Sizing", "size_for_concurrency", "plan_model", "_check_fields_fit", "_sizing_reasons", "_batching",
+                 "_vllm_settings", "_kv_reason", "_speculative_config"],
+                TEXT,
             ),
             "plan_fleet": KINDS,
         },
@@ -121,6 +131,12 @@ SPLITS: dict[str, tuple[str, dict[str, str]]] = {
                 ["Offload", "ImageSettings", "ImageMemoryPlan", "ImagePlan", "AnyPlan", "_kind_of", "_ANY_PLAN",
                  "plan_from_json"],
                 PLAN_TYPES,
+            ),
+            **dict.fromkeys(
+                ["TRANSFORMER_TENSORS_PER_TOKEN", "VAE_WORKING_TENSORS", "ACTIVATION_BYTES", "IMAGE_SERVER_START_SECONDS",
+                 "ASSUMED_IMAGE_SECONDS", "HOST_MEMORY_SHARE", "component_bytes", "activation_bytes_per_image", "_memory",
+                 "_evaluate", "_autoscaling", "plan_image_model", "latency_alarm_ms"],
+                IMAGE,
             ),
             "plan_any_model": KINDS,
         },
@@ -174,24 +190,22 @@ def statement_span(lines: list[str], node: ast.stmt, previous_end: int) -> tuple
 
 def used_names(source: str) -> set[str]:
     tree = ast.parse(source)
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    names |= {n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
-    # names inside string annotations (from __future__ import annotations keeps them as code, but
-    # quoted forward references stay strings)
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    # quoted forward references (class names) stay strings
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"[\w\[\]., |]+", node.value):
-            names |= set(re.findall(r"\w+", node.value))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"[A-Z]\w*", node.value):
+            names.add(node.value)
     return names
 
 
-def split_module(old: str) -> tuple[dict[str, list[str]], dict[str, str], list[ast.stmt]]:
-    """destination -> body chunks; symbol -> destination; the module's import statements."""
+def split_module(old: str) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str], list[ast.stmt]]:
+    """destination -> body chunks ("def" or "", text); symbol -> destination; the module's import statements."""
     default, mapping = SPLITS[old]
     path = REPO / "model_store" / f"{old}.py"
     text = path.read_text()
     lines = text.splitlines(keepends=True)
     tree = ast.parse(text)
-    chunks: dict[str, list[str]] = defaultdict(list)
+    chunks: dict[str, list[tuple[str, str]]] = defaultdict(list)
     symbols: dict[str, str] = {}
     imports: list[ast.stmt] = []
     previous_end = 0
@@ -215,7 +229,7 @@ def split_module(old: str) -> tuple[dict[str, list[str]], dict[str, str], list[a
                 print(f"note: {old}.{n} is not in SPLITS; it goes to {default}")
             symbols[n] = destination
         start, end = statement_span(lines, node, previous_end)
-        chunks[destination].append("".join(lines[start:end]))
+        chunks[destination].append(("def" if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else "", "".join(lines[start:end])))
         previous_end = end
     return chunks, symbols, imports
 
@@ -241,7 +255,7 @@ def new_module(old_module: str, symbol: str | None, symbols: dict[str, dict[str,
     return None
 
 
-def rewrite_imports(source: str, symbols: dict[str, dict[str, str]], own_module: str | None = None) -> str:
+def rewrite_imports(source: str, symbols: dict[str, dict[str, str]]) -> str:
     """Every import of a moved or split module of PKG rewritten; the rest of `source` untouched."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
@@ -272,8 +286,6 @@ def rewrite_imports(source: str, symbols: dict[str, dict[str, str]], own_module:
                         groups[f"{PKG}.{moved}"].append((alias.name, alias.asname))
                 if not changed:
                     continue
-                if own_module is not None:
-                    groups.pop(own_module, None)  # a split part importing its own siblings' names from itself
                 new = "".join(import_line(m, names, indent) for m, names in sorted(groups.items()))
             else:
                 continue
@@ -312,7 +324,7 @@ def import_lines(source: str) -> set[int]:
 
 def split_sources(symbols: dict[str, dict[str, str]]) -> dict[str, str]:
     """New module -> its source, for every part of every split module."""
-    parts: dict[str, list[str]] = defaultdict(list)
+    parts: dict[str, list[tuple[str, str]]] = defaultdict(list)
     header_imports: dict[str, list[ast.stmt]] = defaultdict(list)
     texts: dict[str, str] = {}
     for old in SPLITS:
@@ -323,7 +335,12 @@ def split_sources(symbols: dict[str, dict[str, str]]) -> dict[str, str]:
             header_imports[destination] += [(old, node) for node in imports]
     sources = {}
     for destination, body_chunks in parts.items():
-        body = "\n\n".join(chunk.strip("\n") for chunk in body_chunks) + "\n"
+        body = ""
+        for i, (kind, chunk) in enumerate(body_chunks):
+            if i:
+                body += "\n\n\n" if kind or body_chunks[i - 1][0] else "\n"
+            body += chunk.strip("\n")
+        body += "\n"
         used = used_names(body)
         imports: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
         plain: list[str] = []
@@ -337,12 +354,18 @@ def split_sources(symbols: dict[str, dict[str, str]]) -> dict[str, str]:
                           if (a.asname or a.name.split(".")[0]) in used]
                 continue
             for alias in node.names:
-                if (alias.asname or alias.name) in used:
-                    imports[node.module if node.level == 0 else "." * node.level + (node.module or "")].append(
-                        (alias.name, alias.asname)
-                    )
+                if (alias.asname or alias.name) not in used:
+                    continue
+                module, name = node.module, alias.name
+                if module == PKG and (name in MOVES or name in SPLITS):  # from llmfleet.model_store import kv_cache
+                    module, _, name = f"{PKG}.{new_module(name, None, symbols)}".rpartition(".")
+                elif module.startswith(PKG + "."):
+                    moved = new_module(module[len(PKG) + 1 :], name, symbols)
+                    module = f"{PKG}.{moved}" if moved else module
+                if module != f"{PKG}.{destination}":
+                    imports[module].append((name, alias.asname))
         # what this part uses from its sibling parts (a name it defines itself is its own)
-        own = {n for chunk in body_chunks for node in ast.parse(chunk).body for n in defined_names(node)}
+        own = {n for _, chunk in body_chunks for node in ast.parse(chunk).body for n in defined_names(node)}
         for old, owned in symbols.items():
             for name, where in owned.items():
                 imported = {a or n for ns in imports.values() for n, a in ns}
@@ -352,14 +375,12 @@ def split_sources(symbols: dict[str, dict[str, str]]) -> dict[str, str]:
         third = sorted(m for m in imports if not m.startswith("llmfleet") and m not in stdlib)
         ours = sorted(m for m in imports if m.startswith("llmfleet"))
         blocks = [
-            sorted(set(plain)) and "".join(f"{line}\n" for line in sorted(set(plain))),
-            "".join(import_line(m, imports[m]) for m in stdlib),
+            "".join(f"{line}\n" for line in sorted(set(plain))) + "".join(import_line(m, imports[m]) for m in stdlib),
             "".join(import_line(m, imports[m]) for m in third),
             "".join(import_line(m, imports[m]) for m in ours),
         ]
         head = f'"""{DOCSTRINGS[destination]}\n"""\n\n' + ("from __future__ import annotations\n\n" if future else "")
         source = head + "\n".join(b for b in blocks if b) + "\n\n" + body
-        source = rewrite_imports(source, symbols, own_module=f"{PKG}.{destination}")
         sources[destination] = source
     return sources
 
@@ -417,17 +438,16 @@ def main() -> int:
     symbols = {old: split_module(old)[1] for old in SPLITS}
     sources = split_sources(symbols)
 
+    sources_of = {old: module_path(old) if module_path(old).is_dir() else module_path(old).with_suffix(".py") for old in MOVES}
     for room, doc in ROOMS.items():
         (REPO / "model_store" / room).mkdir(exist_ok=True)
         (REPO / "model_store" / room / "__init__.py").write_text(f'"""{doc}"""\n')
         run("git", "add", f"model_store/{room}/__init__.py")
     for old, new in MOVES.items():
-        source = module_path(old)
-        source = source if source.is_dir() else source.with_suffix(".py")
+        source = sources_of[old]
         if not source.exists():
             continue
-        target = module_path(new)
-        target = target if source.is_dir() else target.with_suffix(".py")
+        target = module_path(new) if source.suffix != ".py" else module_path(new).with_suffix(".py")
         run("git", "mv", str(source.relative_to(REPO)), str(target.relative_to(REPO)))
     for old in SPLITS:
         run("git", "rm", "-q", f"model_store/{old}.py")
@@ -465,9 +485,9 @@ def main() -> int:
 
     pyproject = REPO / "pyproject.toml"
     text = pyproject.read_text()
-    packages = [f'    "{PKG}.{room}",\n' for room in ROOMS] + [f'    "{PKG}.facts.families",\n']
-    text = re.sub(rf'    "{re.escape(PKG)}\.families",\n', "", text)
-    text = text.replace(f'    "{PKG}",\n', f'    "{PKG}",\n' + "".join(sorted(packages)), 1)
+    block = re.search(r"^packages = \[\n(.*?)^\]", text, re.S | re.M)
+    entries = set(block.group(1).splitlines(keepends=True)) | {f'    "{PKG}.{room}",\n' for room in ROOMS}
+    text = text[: block.start(1)] + "".join(sorted(entries)) + text[block.end(1) :]
     pyproject.write_text(text)
     run("git", "add", "-A", "model_store", "pyproject.toml")
     print("moved; review with `git status` and run the tests")
