@@ -33,11 +33,11 @@ TEXT_SUFFIXES = {".py", ".md", ".toml", ".json", ".sh", ".yml", ".yaml", ".cfg",
 SELF = Path(__file__).resolve()
 
 ROOMS = {
-    "contract": "What every side reads: the plan's types, the fleet manifest, the container's environment, "
-    "its exit codes and paths, metric names, request and edge limits. Imports nothing but the error root.",
+    "contract": "What every side reads: the fleet manifest, the plan's types, the container's environment, "
+    "its exit codes and paths, metric names, request limits, who may call which path. Imports nothing but the error root.",
     "facts": "Architecture facts: model families, checkpoints, diffusers pipelines, the Hub, the lock file.",
     "planning": "Decisions from facts and the catalog: the text and image planners, the fit search, "
-    "lifecycle timings and scaling, the KV allocator, the performance model. Never imports store/.",
+    "lifecycle timings and scaling, the KV allocator, the performance model, edge limits. Never imports store/.",
     "store": "The model store: its S3 layout and transfers, adapter validation, the registry, access "
     "policies, the compile-cache key, the container's boot decision. Never imports planning/.",
     "ops": "Operations over a running fleet: status, verify on a GPU, boot logs, chat, AWS error lines.",
@@ -51,7 +51,6 @@ MOVES = {
     "telemetry": "contract.telemetry",
     "request_limits": "contract.request_limits",
     "front_door": "contract.front_door",
-    "edge": "contract.edge",
     "inference_components": "contract.inference_components",
     "architectures": "facts.architectures",
     "families": "facts.families",
@@ -64,6 +63,7 @@ MOVES = {
     "performance": "planning.performance",
     "fleet": "planning.fleet",
     "standin": "planning.standin",
+    "edge": "planning.edge",
     "store": "store.store",
     "adapters": "store.adapters",
     "registry": "store.registry",
@@ -93,12 +93,11 @@ SPLITS: dict[str, tuple[str, dict[str, str]]] = {
         {
             **dict.fromkeys(
                 ["DEFAULT_MODEL_ROOT", "Frozen", "_flag", "VllmSettings", "MemoryPlan", "TimingPlan", "AutoscalingPlan",
-                 "PerformancePlan", "DeploymentPlan", "ServingPlan", "json_flag", "vllm_argv"],
+                 "PerformancePlan", "DeploymentPlan", "ServingPlan", "json_flag", "vllm_argv", "GIB", "MIB"],
                 PLAN_TYPES,
             ),
             **dict.fromkeys(
-                ["PlanError", "Candidate", "Choice", "cheapest_fit", "hourly_price", "hardware_refusal", "_valid_tp_sizes",
-                 "GIB", "MIB"],
+                ["PlanError", "Candidate", "Choice", "cheapest_fit", "hourly_price", "hardware_refusal", "_valid_tp_sizes"],
                 FIT,
             ),
             **dict.fromkeys(
