@@ -156,7 +156,16 @@ DOCSTRINGS = {
     KINDS: "Every model of a fleet planned by its kind's planner.",
 }
 # Names each split module's statements bind at top level that are not definitions (TypeVars...).
-PRIMARY = {"plan": PLAN_TYPES, "image_plan": IMAGE}  # where prose that names the whole module points
+# Where a name of the whole split module points: dotted (code, mostly the plan's types) and as a
+# path (prose, mostly about the planner).
+PRIMARY = {"plan": PLAN_TYPES, "image_plan": IMAGE}
+PRIMARY_PATH = {"plan": TEXT, "image_plan": IMAGE}
+
+
+# References the renames above cannot see (a path built with `/`): file, text, replacement.
+SPECIAL = [
+    ("tests/synth/test_app.py", '(staged / "model_store" / "plan.py")', '(staged / "model_store" / "contract" / "plan.py")'),
+]
 
 
 def run(*args: str) -> None:
@@ -311,6 +320,30 @@ def rewrite_imports(source: str, symbols: dict[str, dict[str, str]]) -> str:
     return "".join(lines)
 
 
+def merge_imports(source: str) -> str:
+    """Top-level `from llmfleet... import` statements of one module merged into the first of them
+    (a split module's names, imported once each from the old module, now come from one)."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    first: dict[str, ast.ImportFrom] = {}
+    merged: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    drop: list[ast.ImportFrom] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("llmfleet."):
+            if node.module in first:
+                drop.append(node)
+            else:
+                first[node.module] = node
+            merged[node.module] += [(a.name, a.asname) for a in node.names]
+    if not drop:
+        return source
+    edits = [(n.lineno - 1, n.end_lineno, "") for n in drop]
+    edits += [(n.lineno - 1, n.end_lineno, import_line(m, merged[m])) for m, n in first.items() if any(d.module == m for d in drop)]
+    for start, end, new in sorted(edits, reverse=True):
+        lines[start:end] = [new]
+    return "".join(lines)
+
+
 def import_lines(source: str) -> set[int]:
     """0-based numbers of the lines that hold import statements (any depth)."""
     return {
@@ -408,12 +441,17 @@ def rewrite_names(text: str, symbols: dict[str, dict[str, str]]) -> str:
             where = MOVES[old]
         return f"{prefix}.{where}{rest}"
 
+    # `from llmfleet.model_store.plan import plan_model` in prose: the first name picks the part
+    prose_import = re.compile(r"from ((?:llmfleet\.)?model_store)\.(" + "|".join(SPLITS) + r") import (\w+)")
+    text = prose_import.sub(
+        lambda m: f"from {m.group(1)}.{symbols[m.group(2)].get(m.group(3), SPLITS[m.group(2)][0])} import {m.group(3)}", text
+    )
     text = dotted.sub(dotted_sub, text)
     pathed = re.compile(r"(?<![\w/])model_store/(" + "|".join(olds) + r")((?:\.py)|/)")
 
     def path_sub(match: re.Match) -> str:
         old, tail = match.groups()
-        where = PRIMARY[old] if old in SPLITS else MOVES[old]
+        where = PRIMARY_PATH[old] if old in SPLITS else MOVES[old]
         if tail == "/" and old in SPLITS:
             return match.group(0)
         return f"model_store/{where.replace('.', '/')}{tail}"
@@ -467,7 +505,7 @@ def main() -> int:
             lines = text.splitlines(keepends=True)
             new = "".join(line if i in skip else rewrite_names(line, symbols) for i, line in enumerate(lines))
             if skip:
-                new = rewrite_imports(new, symbols)
+                new = merge_imports(rewrite_imports(new, symbols))
         else:
             new = rewrite_names(text, symbols)
         if new != text:
@@ -481,6 +519,14 @@ def main() -> int:
                 path.write_text(fixed)
             else:
                 print(f"note: {path.relative_to(REPO)} uses __file__; check its relative paths")
+
+    for relpath, old_text, new_text in SPECIAL:
+        path = REPO / relpath
+        text = path.read_text() if path.is_file() else ""
+        if old_text in text:
+            path.write_text(text.replace(old_text, new_text))
+        else:
+            print(f"note: {relpath}: {old_text!r} not found; check it by hand")
 
     pyproject = REPO / "pyproject.toml"
     text = pyproject.read_text()
