@@ -41,6 +41,8 @@ ROOMS = {
     "store": "The model store: its S3 layout and transfers, adapter validation, the registry, access "
     "policies, the compile-cache key, the container's boot decision. Never imports planning/.",
     "ops": "Operations over a running fleet: status, verify on a GPU, boot logs, chat, AWS error lines.",
+    "gateway": "The API gateway in front of the fleet: its consumers file, the contract with its container, "
+    "its configuration derived from the plans, the per-request policy, consumers' keys and the usage table.",
 }
 
 # old module (under model_store) -> new module. A package (families) moves with its modules.
@@ -77,6 +79,13 @@ MOVES = {
     "boot_log": "ops.boot_log",
     "chat": "ops.chat",
     "aws_errors": "ops.aws_errors",
+    "load_verify": "ops.load_verify",
+    "consumers": "gateway.consumers",
+    "gateway_contract": "gateway.contract",
+    "gateway_config": "gateway.config",
+    "gateway_policy": "gateway.policy",
+    "gateway_keys": "gateway.keys",
+    "gateway_usage": "gateway.usage",
 }
 
 PLAN_TYPES = "contract.plan"
@@ -476,7 +485,11 @@ def main() -> int:
     sources = split_sources(symbols)
 
     sources_of = {old: module_path(old) if module_path(old).is_dir() else module_path(old).with_suffix(".py") for old in MOVES}
+    used = {new.split(".")[0] for old, new in MOVES.items() if sources_of[old].exists()}
+    used |= {d.split(".")[0] for _, mapping in SPLITS.values() for d in mapping.values()}
     for room, doc in ROOMS.items():
+        if room not in used:
+            continue
         (REPO / "model_store" / room).mkdir(exist_ok=True)
         (REPO / "model_store" / room / "__init__.py").write_text(f'"""{doc}"""\n')
         run("git", "add", f"model_store/{room}/__init__.py")
@@ -531,7 +544,7 @@ def main() -> int:
     pyproject = REPO / "pyproject.toml"
     text = pyproject.read_text()
     block = re.search(r"^packages = \[\n(.*?)^\]", text, re.S | re.M)
-    entries = set(block.group(1).splitlines(keepends=True)) | {f'    "{PKG}.{room}",\n' for room in ROOMS}
+    entries = set(block.group(1).splitlines(keepends=True)) | {f'    "{PKG}.{room}",\n' for room in ROOMS if room in used}
     text = text[: block.start(1)] + "".join(sorted(entries)) + text[block.end(1) :]
     pyproject.write_text(text)
     run("git", "add", "-A", "model_store", "pyproject.toml")
