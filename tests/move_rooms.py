@@ -521,6 +521,8 @@ def main() -> int:
                 new = merge_imports(rewrite_imports(new, symbols))
         else:
             new = rewrite_names(text, symbols)
+            if path.suffix == ".md":  # prose that names the families package by its own path
+                new = re.sub(r"(?<![\w/])families/(?=\w+\.py)", "facts/families/", new)
         if new != text:
             path.write_text(new)
 
