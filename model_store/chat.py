@@ -56,7 +56,11 @@ def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: st
     would add only this JSON round trip. `component` names the inference component of a
     scale-to-zero endpoint."""
     response = runtime.invoke_endpoint(
-        EndpointName=endpoint, ContentType=SAGEMAKER_CONTENT_TYPE, Accept=SAGEMAKER_CONTENT_TYPE, Body=json.dumps(body), **_named(component)
+        EndpointName=endpoint,
+        ContentType=SAGEMAKER_CONTENT_TYPE,
+        Accept=SAGEMAKER_CONTENT_TYPE,
+        Body=json.dumps(body),
+        **_named(component),
     )
     return json.loads(response["Body"].read())
 

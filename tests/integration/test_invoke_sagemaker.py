@@ -20,7 +20,14 @@ import pytest
 
 from openai.types.chat import ChatCompletionChunk
 
-from llmfleet.model_store.chat import chat_request, invoke_sagemaker, parse_chat_response, reasoning_and_content, sse_chunks, stream_sagemaker
+from llmfleet.model_store.chat import (
+    chat_request,
+    invoke_sagemaker,
+    parse_chat_response,
+    reasoning_and_content,
+    sse_chunks,
+    stream_sagemaker,
+)
 from llmfleet.model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_of
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
