@@ -46,6 +46,12 @@ from dataclasses import dataclass
 
 from llmfleet.model_store.families import KvLayers
 
+# The vLLM release whose allocator these rules mirror: 0.26.0's kv_cache_utils.py and
+# kv_cache_interface.py, read in its wheel and held to its figures on a GPU
+# (tests/data/gpu_measurements.json). 0.32.0, the container's, and 0.33.0 (the same code, moved to
+# kv_cache_planning.py) were read for the same functions: they differ only where attention pages
+# differ in size (docs/planner.md, "KV capacity").
+MIRRORED_VLLM_VERSIONS = ("0.26.0",)
 # CacheConfig.block_size on CUDA: FlashAttention, FlashInfer and FlashAttention-MLA (bf16 KV).
 BLOCK_SIZE = 16
 # An fp8 MLA cache runs on FlashMLA, which takes 64-token blocks (vllm/v1/attention/backends/mla).

@@ -18,6 +18,7 @@ from llmfleet.model_store.families.registry import (
     INFERRED,
     MODEL_TYPES,
     NEUTRAL_KEYS,
+    NOT_MODELLED,
     NOT_SERVED,
     STRUCTURAL_KEYS,
     STRUCTURAL_VALUES,
@@ -55,6 +56,8 @@ def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigVie
         raise top.error("model_type", f"is missing or not a string ({model_type!r}); it names the architecture")
     if model_type in NOT_SERVED:
         raise top.error("model_type", f"{model_type!r} cannot be served: {NOT_SERVED[model_type]}")
+    if model_type in NOT_MODELLED:
+        raise top.error("model_type", f"{model_type!r} cannot be planned yet: {NOT_MODELLED[model_type]}")
     if model_type not in MODEL_TYPES:
         unknown = _not_understood(top)
         if unknown:

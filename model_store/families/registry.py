@@ -197,6 +197,15 @@ MODEL_TYPES: dict[str, ModelType] = {
 
 # Model types vLLM no longer serves, with what it said when it stopped.
 NOT_SERVED = {"mllama": "Llama-3.2-Vision (mllama) support was removed in vLLM 0.10.2"}
+# Model types vLLM serves whose caches no part mirrors yet, with why.
+NOT_MODELLED = {
+    "deepseek_v4": (
+        "DeepSeek-V4's compressed sparse attention is not modelled: per layer a 128-token sliding-window "
+        "cache beside MLA caches compressed 4x (with an indexer) or 128x (`compress_ratios`), and float32 "
+        "compressor states, which vLLM 0.26 packs into groups of their own (models/deepseek_v4, "
+        "kv_cache_utils.group_and_unify_kv_cache_specs)"
+    ),
+}
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(MODEL_TYPES))
 TEXT_MODEL_TYPES = tuple(sorted(name for name, row in MODEL_TYPES.items() if row.vision is None))

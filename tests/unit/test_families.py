@@ -20,8 +20,8 @@ CONFIGS = REPO / "tests/data/hf_configs"
 # Model types the planner refuses (a different cache layout, or vLLM no longer serves them).
 REFUSED = {
     "LiquidAI__LFM2.5-VL-1.6B": "model_type 'lfm2_vl'",  # convolution + attention hybrid
-    "RedHatAI__DeepSeek-V4-Flash-NVFP4-FP8": "model_type 'deepseek_v4'.*key compress_ratios",  # compressed sparse attention
-    "nvidia__DeepSeek-V4-Flash-NVFP4": "model_type 'deepseek_v4'.*key compress_ratios",
+    "RedHatAI__DeepSeek-V4-Flash-NVFP4-FP8": "model_type 'deepseek_v4' cannot be planned yet: .*compressed sparse attention",
+    "nvidia__DeepSeek-V4-Flash-NVFP4": "model_type 'deepseek_v4' cannot be planned yet: .*`compress_ratios`",
     "poolside__Laguna-XS.2-FP8": "model_type 'laguna'",  # per-layer head counts
     "meta-llama__Llama-3.2-11B-Vision-Instruct": "removed in vLLM 0.10.2",
     "meta-llama__Llama-3.2-90B-Vision-Instruct": "removed in vLLM 0.10.2",
@@ -253,6 +253,8 @@ def _base() -> dict:
         ({"model_type": None}, "model_type is missing"),
         ({"model_type": "rwkv", "rescale_every": 6}, "model_type 'rwkv' is not modelled by the planner and its key rescale_every"),
         ({"model_type": "x", "hidden_act": "relu2"}, "its key hidden_act 'relu2' is not one the planner's parts understand"),
+        # a per-kind head size on a type outside the table: never a dense guess at the top-level head_dim
+        ({"model_type": "x", "global_head_dim": 512}, "model_type 'x' is not modelled by the planner and its key global_head_dim"),
         ({"sliding_window": 4096}, "sliding_window is set (4096) for model_type 'llama'"),
         ({"layer_types": ["full_attention"] * 3}, "layer_types has 3 entries for 32 layers"),
         ({"layer_types": ["linear_attention"] * 32}, "entry 'linear_attention' is not modelled for model_type 'llama'"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from llmfleet.model_store.families import facts_from_config
+from llmfleet.model_store.kv_cache import MIRRORED_VLLM_VERSIONS
 from llmfleet.model_store.plan import COMPILE_SECONDS, ENGINE_START_SECONDS, PROFILE_AND_GRAPHS_SECONDS, kernel_warmup_seconds
 from llmfleet.model_store.verify import KV_TOLERANCE, MeasurementLog, predicted_weights_gib, replan
 from tests.conftest import REPO
@@ -55,6 +56,12 @@ def test_every_new_family_was_measured() -> None:
 def test_the_record_names_gpu_and_vllm_version() -> None:
     for m in VERIFIED:
         assert m.gpu.startswith("NVIDIA") and m.vllm_version[0].isdigit() and m.date.startswith("20")
+
+
+def test_the_planner_is_held_only_to_the_vllm_it_mirrors() -> None:
+    """A measurement on another vLLM release holds the allocator rules to it only once they are
+    read again in that release and kv_cache.MIRRORED_VLLM_VERSIONS names it."""
+    assert {m.vllm_version for m in VERIFIED} <= set(MIRRORED_VLLM_VERSIONS)
 
 
 BOOTED = [m for m in LOG.measurements if m.verdict.boot_seconds and m.verdict.boot.engine_init_seconds]
