@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
 from llmfleet.model_store.boot_log import BootFigures
@@ -278,6 +278,14 @@ class Measurement(Frozen):
     weights_bytes_by_dtype: dict[str, int] | None = None
     host_vllm_args: list[str] = Field(default_factory=list, description="Flags added for the host's vLLM build, not the plan's.")
     verdict: Verdict
+
+    @model_serializer(mode="wrap")
+    def _without_empty_host_args(self, handler) -> dict[str, Any]:
+        """Records without host flags are written as before the field existed."""
+        data = handler(self)
+        if not data.get("host_vllm_args"):
+            data.pop("host_vllm_args", None)
+        return data
 
 
 def replan(measurement: Measurement) -> ServingPlan:

@@ -197,3 +197,11 @@ def test_the_families_bench_script_runs_every_model_of_the_fleet() -> None:
     assert all(f" {name}" in script or f'"{name}' in script for name in FAMILY_PLANS)
     probes = sorted(p.name for p in (REPO / "examples/gpu/families/probes").iterdir())
     assert probes and all(f" {name}" in script or f'"{name}' in script for name in probes)
+
+
+def test_a_hosts_flags_are_recorded_and_records_without_them_are_written_as_before() -> None:
+    text = (REPO / "tests/data/gpu_measurements.json").read_text()
+    log = verify.MeasurementLog.model_validate_json(text)
+    assert log.model_dump_json(indent=1) + "\n" == text
+    flagged = log.measurements[0].model_copy(update={"host_vllm_args": ["--gdn-prefill-backend=triton"]})
+    assert verify.Measurement.model_validate_json(flagged.model_dump_json()).host_vllm_args == ["--gdn-prefill-backend=triton"]
