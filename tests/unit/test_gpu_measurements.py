@@ -78,3 +78,13 @@ def test_the_planned_boot_phases_cover_every_measured_boot(measurement) -> None:
     assert compile_seconds <= COMPILE_SECONDS, f"compilation took {compile_seconds:.0f} s"
     warmup = PROFILE_AND_GRAPHS_SECONDS + kernel_warmup_seconds(facts_from_config(measurement.config, source="record"))
     assert boot.engine_init_seconds - compile_seconds <= warmup, "profiling, kernel warm-up and CUDA graphs"
+
+
+def test_the_report_says_which_runs_took_flags_for_the_host() -> None:
+    from llmfleet.scripts.gpu_report import render
+
+    flagged = [m for m in VERIFIED if m.host_vllm_args]
+    assert flagged, "the families run recorded the host's gated-delta-net backend flag"
+    text = render(LOG)
+    for m in flagged:
+        assert f"- {m.verdict.model}: vLLM also took `{' '.join(m.host_vllm_args)}`" in text
