@@ -29,16 +29,16 @@ declare -A FAMILY_GROUPS=(
   [2]="qwen3-next-24l qwen35-397b-4l"       # gated-delta-net hybrids (75 GiB, 52 GiB)
   [3]="deepseek-v32-5l"                     # sparse-attention MLA (50 GiB): FlashMLA-sparse kernels
   [4]="granite-4h-tiny phi35-moe qwen3-vl-30b-a3b"  # Mamba-2 + MoE (13 GiB), windowed MoE (78 GiB), VL MoE as text (57 GiB)
-  [5]="qwen3-next-24l falcon-h1-7b qwen35-397b-4l"  # group 2 with its load tests; parallel attention + Mamba-2 (14 GiB)
+  [5]="falcon-h1-7b"                        # parallel attention + Mamba-2 (14 GiB)
   [6]="qwen3-vl-30b-a3b kimi-k25-6l"        # VL MoE as text, first (its start outlasted group 4); MLA + int4 experts (51 GiB)
   # per-kind head sizes (58 GiB): needs vLLM 0.32 or later on the host; 0.26.0 reads Gemma-4's
   # global_head_dim, which transformers 5.17+ keeps only per layer (docs/planner.md)
   [7]="gemma4-31b"
 )
 # Flags the host's vLLM build needs, per group: its wheels lack FlashInfer's gated-delta-net
-# prefill kernel for this GPU ("SM90 GDN prefill DSL kernel is unavailable"), so those groups
-# take vLLM's Triton kernel (the flag changes no other layer).
-declare -A GROUP_VLLM_ARGS=([2]="--vllm-arg=--gdn-prefill-backend=triton" [5]="--vllm-arg=--gdn-prefill-backend=triton")
+# prefill kernel for this GPU ("SM90 GDN prefill DSL kernel is unavailable"), so that group
+# takes vLLM's Triton kernel.
+declare -A GROUP_VLLM_ARGS=([2]="--vllm-arg=--gdn-prefill-backend=triton")
 declare -A GROUP_PROBES=([6]="deepseek-v4-flash-4l")
 group=${1:-}
 case "$group" in
