@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmfleet.model_store.families.attention import GqaAttention, LayerKinds
+from llmfleet.model_store.families.config import ConfigView
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,17 @@ class KindAttention:
 
     def not_stored(self) -> int:
         """The V projections vLLM fills from K: in memory, not in the checkpoint."""
-        return self.layers * self.attention.hidden_size * self.attention.kv_heads * self.attention.head_dim if self.k_eq_v else 0
+        a = self.attention
+        return self.layers * a.hidden_size * a.kv_heads * a.head_dim if self.k_eq_v else 0
 
 
-def read_per_kind(text, gqa: GqaAttention, kinds: LayerKinds) -> list[KindAttention]:
+def read_per_kind(text: ConfigView, gqa: GqaAttention, kinds: LayerKinds) -> list[KindAttention]:
     """Each (kind, window)'s attention shape, in the order of first appearance; `gqa` is the
     sliding layers' shape as read from the config's top-level keys."""
     num_layers = len(kinds)
     if text.int("hidden_size_per_layer_input", 0, minimum=0):
-        raise text.error("hidden_size_per_layer_input", "is set: per-layer input embeddings (Gemma-4 E2B, E4B) are not modelled")
+        problem = "is set: per-layer input embeddings (Gemma-4 E2B, E4B) are not modelled"
+        raise text.error("hidden_size_per_layer_input", problem)
     shared_from = num_layers - text.int("num_kv_shared_layers", 0, minimum=0)
     if shared_from < 1:
         raise text.error("num_kv_shared_layers", f"leaves no layer with a cache of its own among {num_layers}")
