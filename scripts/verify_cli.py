@@ -190,6 +190,7 @@ def measure(
     max_tokens: int,
     concurrency: int,
     slo_ttft_ms: int | None,
+    host_args: tuple[str, ...] = (),
 ) -> tuple[verify.Verdict, str]:
     """Start, read, load and stop one server; (verdict, its log)."""
     verify.check_measurable(plan)
@@ -198,7 +199,7 @@ def measure(
     draft_dir = str(write_config(work / "draft", draft)) if draft else None
     port = free_port()
     base = serve_argv(plan, model=str(model_dir), port=port, lora_modules={}, host="127.0.0.1")
-    argv = verify.verify_argv(base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, draft_dir=draft_dir, config=config)
+    argv = verify.verify_argv(base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, draft_dir=draft_dir, config=config, host_args=host_args)
     validate_argv(argv)
     errors.print(f"[bold]{plan.model_name}[/] ({config}): {emulation.note}; starting vLLM (log {work / f'{config}.log'})", highlight=False, soft_wrap=True)
     server = Server(argv, plan, work, work / f"{config}.log")
@@ -250,6 +251,7 @@ def verify_command(
     boot_timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 900,
     record: Annotated[Path | None, typer.Option(help="Merge the measurements into this JSON file after each server, e.g. tests/data/gpu_measurements.json.")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep each server's log and config under this folder.")] = None,
+    vllm_arg: Annotated[list[str] | None, typer.Option("--vllm-arg", help="A flag this host's vLLM build needs that the plan does not decide, e.g. --vllm-arg=--gdn-prefill-backend=triton (repeatable; checked by vLLM's parser, recorded).")] = None,
     skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -290,6 +292,7 @@ def verify_command(
                         plan, entry.model, entry.draft, gpu, work, config=config, boot_timeout=boot_timeout,
                         load_requests=requests, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                         concurrency=concurrency or spec.serving.target_concurrency, slo_ttft_ms=spec.serving.slo_ttft_ms,
+                        host_args=tuple(vllm_arg or ()),
                     )  # fmt: skip
                 except verify.VerifyRefused as exc:
                     if not skip_unfit:
@@ -308,6 +311,7 @@ def verify_command(
                         fleet={**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_none=True)]},
                         config=entry.model.config,
                         weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype,
+                        host_vllm_args=list(vllm_arg or ()),
                         verdict=verdict,
                     )
                 )
