@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
 from llmfleet.model_store.families import KvLayers
 
 # The vLLM release whose allocator these rules mirror: 0.26.0's kv_cache_utils.py and
@@ -66,8 +67,10 @@ STATE_BLOCKS_PER_REQUEST = 2
 IN_FLIGHT_BATCHES = 2
 
 
-class PagesNotUnifiable(ValueError):
+class PagesNotUnifiable(LlmfleetError, ValueError):
     """Attention pages vLLM cannot bring to one size by tokens per block."""
+
+    exit_code = EXIT_REFUSED
 
 
 @dataclass(frozen=True)
