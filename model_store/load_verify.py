@@ -32,7 +32,7 @@ FIRST_PROMPT_TOKEN = 100
 VLLM_DEFAULT_BATCHING_LARGE = (1024, 8192)
 VLLM_DEFAULT_BATCHING_SMALL = (256, 2048)
 # The sweep's grid beside the plan's flags and vLLM's defaults: max_num_seqs x max_num_batched_tokens.
-SWEEP_MAX_NUM_SEQS = (16, 64, 256)
+SWEEP_MAX_NUM_SEQS = (32, 256)
 SWEEP_BATCHED_TOKENS = (2048, 8192)
 # Warm-up requests before each measured load: the first batches JIT-compile kernels (fused MoE, Triton).
 WARMUP_REQUESTS = 8

@@ -345,6 +345,7 @@ def verify_command(
     seconds: Annotated[float, typer.Option(help="--load: seconds of arrivals per load point.")] = 30,
     max_requests: Annotated[int, typer.Option(help="--load: at most this many requests per load point.")] = 600,
     repeats: Annotated[int, typer.Option(help="--load: runs of each load point on each server (to show the noise).")] = 1,
+    point: Annotated[list[str] | None, typer.Option("--point", help="--load: only this load point (planned, max-within-slo; repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the fleet's plans on this machine's GPU against the plan: KV, weights, boot, load.
@@ -374,7 +375,7 @@ def verify_command(
     if load or sweep:
         checks = _verify_loads(
             manifest, lock, plans, names, gpu, keep=keep, record=record, compare=compare, sweep=sweep, seconds=seconds,
-            most_requests=max_requests, repeats=repeats, boot_timeout=boot_timeout, skip_unfit=skip_unfit,
+            most_requests=max_requests, repeats=repeats, boot_timeout=boot_timeout, skip_unfit=skip_unfit, only=point,
         )  # fmt: skip
         if as_json:
             print(json.dumps([c.model_dump(mode="json") for c in checks], indent=2))
@@ -436,7 +437,7 @@ def verify_command(
 def _verify_loads(
     manifest: FleetManifest, lock, plans: dict[str, ServingPlan], names: list[str], gpu: verify.LocalGpu, *,
     keep: Path | None, record: Path | None, compare: bool, sweep: bool, seconds: float, most_requests: int,
-    repeats: int, boot_timeout: float, skip_unfit: bool,
+    repeats: int, boot_timeout: float, skip_unfit: bool, only: list[str] | None = None,
 ) -> list[load_verify.LoadCheck]:  # fmt: skip
     """`verify --load` / `--sweep`: each model's servers loaded at its load points; every check
     recorded as it is measured; a table of predicted against measured and, with more than one
@@ -464,13 +465,16 @@ def _verify_loads(
                 if record is not None:  # after each check: a later crash or time-out keeps these
                     _record_loads(record, [measurement])
 
+            points = [p for p in load_verify.load_points(plan) if not only or p.name in only]
+            if not points:
+                raise fail(f"model {name!r}: no load point named {only}; it has {[p.name for p in load_verify.load_points(plan)]}", EXIT_BAD_INPUT)
             all_flags = load_verify.sweep_flags(plan, gpu.name, gpu.memory_bytes, grid=sweep)
             for flags in all_flags if compare or sweep else all_flags[:1]:
                 work = root / name / flags.config
                 work.mkdir(parents=True, exist_ok=True)
                 try:
                     measure_load(
-                        plan, entry.model, gpu, work, flags=flags, points=load_verify.load_points(plan), load=spec.load,
+                        plan, entry.model, gpu, work, flags=flags, points=points, load=spec.load,
                         seconds=seconds, most_requests=most_requests, repeats=repeats, boot_timeout=boot_timeout, on_check=keep_check,
                     )  # fmt: skip
                 except verify.VerifyRefused as exc:
