@@ -242,26 +242,36 @@ class LoadLog(Frozen):
         return self.model_copy(update={"measurements": [m for m in self.measurements if key(m) not in replaced] + new})
 
 
-def load_of(measurement: LoadMeasurement) -> LoadSpec:
-    return LoadSpec.model_validate(measurement.fleet["models"][0]["load"])
-
-
 # The figures compared, and where each comes from in a prediction and a measurement.
 FIGURES = ("output_tokens_per_second", "ttft_p50_ms", "ttft_p95_ms", "itl_mean_ms", "itl_p95_ms")
 
 
 def predicted_figures(measurement: LoadMeasurement) -> dict[str, float] | None:
-    """What the performance model predicts for a recorded check: its server's flags and measured KV
-    cache, the point's rate, the load's lengths, at the 95th percentile; None where it predicts
-    saturation (more in flight than max_num_seqs or the KV cache holds, or prefill never idle)."""
+    """What the performance model predicts for a recorded check (`predicted_at` its server's flags,
+    measured KV cache and rate)."""
+    check = measurement.check
+    return predicted_at(
+        measurement.fleet, measurement.config, measurement.weights_bytes_by_dtype, measurement.gpu,
+        check.flags, check.point.requests_per_second, kv_tokens=check.kv_tokens,
+    )  # fmt: skip
+
+
+def predicted_at(
+    fleet: dict[str, Any], config: dict[str, Any], weights: dict[str, int] | None, gpu: str,
+    flags: ServerFlags, rate: float, *, kv_tokens: int | None = None,
+) -> dict[str, float] | None:  # fmt: skip
+    """The performance model's figures (FIGURES) for one server of a one-model fleet's plan on `gpu`
+    with `flags` and `kv_tokens` of KV cache (default: the plan's), at `rate` requests/s of the
+    fleet's load lengths, at the 95th percentile; None where it predicts saturation (more in
+    flight than max_num_seqs or the KV cache holds, or prefill never idle)."""
     from llmfleet.model_store.verify import step_inputs_of
 
-    check, load = measurement.check, load_of(measurement)
-    cost, planned = step_inputs_of(measurement.fleet, measurement.config, measurement.weights_bytes_by_dtype, measurement.gpu)
-    batching = Batching(check.flags.max_num_seqs, check.flags.max_num_batched_tokens, check.kv_tokens or planned.kv_tokens)
+    load = LoadSpec.model_validate(fleet["models"][0]["load"])
+    cost, planned = step_inputs_of(fleet, config, weights, gpu)
+    batching = Batching(flags.max_num_seqs, flags.max_num_batched_tokens, kv_tokens or planned.kv_tokens)
     prompt = Lengths(load.prompt_tokens.p50, load.prompt_tokens.p95)
     output = Lengths(load.output_tokens.p50, load.output_tokens.p95)
-    p = predict(cost, batching, check.point.requests_per_second, prompt, output, 95)
+    p = predict(cost, batching, rate, prompt, output, 95)
     if p is None:
         return None
     return {
