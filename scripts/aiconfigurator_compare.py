@@ -1,7 +1,7 @@
 """NVIDIA's AIConfigurator beside this project's performance model, on the same model, GPU and load.
 
-A development comparison, not a dependency: AIConfigurator (PyPI `aiconfigurator`, ~850 MB,
-Linux x86-64) is installed into a throwaway virtual environment (VENV, made once, under a file
+A development comparison, not a dependency (nor one of `make bench`'s benchmarks): AIConfigurator
+(PyPI `aiconfigurator`, ~850 MB, Linux x86-64) is installed into a throwaway virtual environment (VENV, made once, under a file
 lock so two runs never install at once) and asked, in one process of that environment, for its
 aggregated-serving (in-flight batching) estimate on an H200 (`h200_sxm`, its vLLM kernel data):
 
@@ -12,7 +12,7 @@ aggregated-serving (in-flight batching) estimate on an H200 (`h200_sxm`, its vLL
   output token at the concurrency where its request rate reaches the point's, beside this model's
   `predict` and, where tests/data/gpu_load_measurements.json has the run, what vLLM measured.
 
-    python -m llmfleet.scripts.benchmarks.aiconfigurator [--venv DIR]
+    python -m llmfleet.scripts.aiconfigurator_compare [--venv DIR]
 
 Prints Markdown tables (docs/planner.md keeps them).
 """
@@ -31,7 +31,7 @@ from llmfleet.model_store import load_verify
 from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
 from llmfleet.model_store.verify import MeasurementLog, burst_figures, replan
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VERSION = "0.12.0"
 SYSTEM = "h200_sxm"
 VENV = Path(tempfile.gettempdir()) / f"llmfleet-aiconfigurator-{VERSION}"
