@@ -20,6 +20,7 @@ from pydantic import Field
 from llmfleet.model_store.manifest import LoadSpec, SloSpec
 from llmfleet.model_store.performance import Batching, Lengths, percentile, predict
 from llmfleet.model_store.plan import GIB, Frozen, ServingPlan
+from llmfleet.model_store.verify import Recorded, step_inputs_of
 
 # A 95th percentile sits this many standard deviations above the median of a normal distribution.
 Z95 = 1.6449
@@ -218,17 +219,10 @@ class LoadCheck(Frozen):
     measured: MeasuredLoad
 
 
-class LoadMeasurement(Frozen):
+class LoadMeasurement(Recorded):
     """One load check kept as data (tests/data/gpu_load_measurements.json): enough to predict the
     same server at the same load again and compare with what vLLM measured."""
 
-    date: str
-    gpu: str
-    gpu_memory_bytes: int
-    vllm_version: str
-    fleet: dict[str, Any] = Field(description="A one-model fleet manifest (as parsed, with its load) the plan came from.")
-    config: dict[str, Any] = Field(description="The model's config.json (vLLM built random weights from it).")
-    weights_bytes_by_dtype: dict[str, int] | None = None
     check: LoadCheck
 
 
@@ -264,8 +258,6 @@ def predicted_at(
     with `flags` and `kv_tokens` of KV cache (default: the plan's), at `rate` requests/s of the
     fleet's load lengths, at the 95th percentile; None where it predicts saturation (more in
     flight than max_num_seqs or the KV cache holds, or prefill never idle)."""
-    from llmfleet.model_store.verify import step_inputs_of
-
     load = LoadSpec.model_validate(fleet["models"][0]["load"])
     cost, planned = step_inputs_of(fleet, config, weights, gpu)
     batching = Batching(flags.max_num_seqs, flags.max_num_batched_tokens, kv_tokens or planned.kv_tokens)

@@ -262,9 +262,8 @@ def judge(
 # --- records ---------------------------------------------------------------------------------
 
 
-class Measurement(Frozen):
-    """One verified plan, kept as data (tests/data/gpu_measurements.json): enough to plan the
-    same model again and compare with what vLLM measured."""
+class Recorded(Frozen):
+    """Where and from what a recorded measurement was made: enough to plan the same model again."""
 
     date: str
     gpu: str
@@ -273,6 +272,12 @@ class Measurement(Frozen):
     fleet: dict[str, Any] = Field(description="A one-model fleet manifest (as parsed) the plan came from.")
     config: dict[str, Any] = Field(description="The model's config.json (vLLM built random weights from it).")
     weights_bytes_by_dtype: dict[str, int] | None = None
+
+
+class Measurement(Recorded):
+    """One verified plan, kept as data (tests/data/gpu_measurements.json): enough to plan the
+    same model again and compare with what vLLM measured."""
+
     verdict: Verdict
 
 

@@ -397,25 +397,13 @@ def verify_command(
                         concurrency=concurrency or spec.serving.target_concurrency, slo_ttft_ms=spec.serving.slo_ttft_ms,
                     )  # fmt: skip
                 except verify.VerifyRefused as exc:
-                    if not skip_unfit:
-                        raise
-                    errors.print(f"skipped: {exc}", highlight=False)
+                    _skip_or_raise(exc, skip_unfit)
                     break
                 verdicts.append(verdict)
                 if not as_json:
                     console.print(_table([verdict]))
-                measurements.append(
-                    verify.Measurement(
-                        date=datetime.now(UTC).date().isoformat(),
-                        gpu=gpu.name,
-                        gpu_memory_bytes=gpu.memory_bytes,
-                        vllm_version=installed_vllm_version(),
-                        fleet={**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_none=True)]},
-                        config=entry.model.config,
-                        weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype,
-                        verdict=verdict,
-                    )
-                )
+                fleet = {**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_none=True)]}
+                measurements.append(verify.Measurement(**_recorded(gpu, fleet, entry.model), verdict=verdict))
                 if record is not None:  # after each server: a later crash or time-out keeps these
                     _record(record, measurements[-1:])
     finally:
@@ -455,11 +443,7 @@ def _verify_loads(
             model_checks = []
 
             def keep_check(check: load_verify.LoadCheck) -> None:
-                measurement = load_verify.LoadMeasurement(
-                    date=datetime.now(UTC).date().isoformat(), gpu=gpu.name, gpu_memory_bytes=gpu.memory_bytes,
-                    vllm_version=installed_vllm_version(), fleet=fleet, config=entry.model.config,
-                    weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype, check=check,
-                )  # fmt: skip
+                measurement = load_verify.LoadMeasurement(**_recorded(gpu, fleet, entry.model), check=check)
                 rows.append((check, load_verify.compared(measurement)))
                 model_checks.append(check)
                 if record is not None:  # after each check: a later crash or time-out keeps these
@@ -478,9 +462,7 @@ def _verify_loads(
                         seconds=seconds, most_requests=most_requests, repeats=repeats, boot_timeout=boot_timeout, on_check=keep_check,
                     )  # fmt: skip
                 except verify.VerifyRefused as exc:
-                    if not skip_unfit:
-                        raise
-                    errors.print(f"skipped: {exc}", highlight=False)
+                    _skip_or_raise(exc, skip_unfit)
                     break
             checks += model_checks
             for rank in load_verify.sweep_ranks(model_checks) if len({c.flags.config for c in model_checks}) > 1 else []:
@@ -502,6 +484,21 @@ def _verify_loads(
 def _record_loads(path: Path, measurements: list[load_verify.LoadMeasurement]) -> None:
     existing = load_verify.LoadLog.model_validate_json(path.read_text()) if path.is_file() else load_verify.LoadLog(measurements=[])
     path.write_text(existing.merged(measurements).model_dump_json(indent=1) + "\n")
+
+
+def _skip_or_raise(refused: verify.VerifyRefused, skip_unfit: bool) -> None:
+    if not skip_unfit:
+        raise refused
+    errors.print(f"skipped: {refused}", highlight=False)
+
+
+def _recorded(gpu: verify.LocalGpu, fleet: dict, record: FactsRecord) -> dict:
+    """The fields of a record (verify.Recorded) for a measurement made now on this GPU."""
+    return {
+        "date": datetime.now(UTC).date().isoformat(), "gpu": gpu.name, "gpu_memory_bytes": gpu.memory_bytes,
+        "vllm_version": installed_vllm_version(), "fleet": fleet, "config": record.config,
+        "weights_bytes_by_dtype": record.weights_bytes_by_dtype,
+    }  # fmt: skip
 
 
 def _record(path: Path, measurements: list[verify.Measurement]) -> None:
