@@ -8,6 +8,8 @@
 # ends; every load check is recorded the moment it is measured, so a step cut short keeps what it
 # measured. Groups 1 and 2 are the five models at two loads; 3 (repeats) and 4 (sweep) follow if time allows.
 #
+# On the GPU machine, with vLLM's wheels installed under /tmp/site: `bash scripts/bench_gpu_load.sh 1`
+# (the results land in $OUT).
 # Variables: PY (python with vLLM; default python3 with /tmp/site, the GPU machine's carried
 # packages, and this checkout importable as `llmfleet` through /tmp/ns), OUT (results folder:
 # gpu_load_measurements-GROUP.json and bench_gpu_load-GROUP.log), BUDGET (seconds, default 540),
