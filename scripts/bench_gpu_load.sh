@@ -6,7 +6,8 @@
 # group within BUDGET seconds of wall time (one 10-minute command on the GPU machine): each step is
 # started only when the time left covers its estimate and is stopped (`timeout`) before the budget
 # ends; every load check is recorded the moment it is measured, so a step cut short keeps what it
-# measured. Groups 1 and 2 are the five models at two loads; 3 (repeats) and 4 (sweep) follow if time allows.
+# measured. Groups 1-4 are the five models at two loads (1 and 2 first: qwen3-8b beside vLLM's
+# defaults, FP8; 3 and 4 what did not fit in them); 5 (repeats) and 6 (sweep) follow if time allows.
 #
 # On the GPU machine, with vLLM's wheels installed under /tmp/site: `bash scripts/bench_gpu_load.sh 1`
 # (the results land in $OUT).
@@ -18,8 +19,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 group=${1:-}
 case "$group" in
-  1|2|3|4) ;;
-  *) echo "usage: $0 1|2|3|4   (1: qwen3-8b plan + vLLM defaults, qwen3-32b; 2: FP8, MoE, LoRA; 3: repeats; 4: sweep)" >&2; exit 2 ;;
+  1|2|3|4|5|6) ;;
+  *) echo "usage: $0 1-6   (1: qwen3-8b plan + vLLM defaults, qwen3-32b; 2: FP8, MoE, LoRA; 3: qwen3-32b, LoRA; 4: MoE; 5: repeats; 6: sweep)" >&2; exit 2 ;;
 esac
 started=$SECONDS
 BUDGET=${BUDGET:-540}
@@ -57,13 +58,13 @@ step() {
   echo "== $label: exit $code after $((SECONDS - started)) s"
 }
 
-# A missing package costs seconds here rather than an engine start.
-if ! timeout 120 "$PY" -m llmfleet.scripts.verify_load --help > /dev/null; then
+# A missing package costs seconds here rather than an engine start (one import of vLLM, ~30 s).
+if ! timeout 120 "$PY" -c 'import sys, vllm, llmfleet.scripts.verify_load, vllm.entrypoints.cli.benchmark.serve
+print("vLLM", vllm.__version__, "python", sys.version.split()[0])'; then
   echo "vllm bench serve cannot start here (above: the import that failed); nothing was run" >&2
   exit 1
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$PY" -c 'import vllm, sys; print("vLLM", vllm.__version__, "python", sys.version.split()[0])'
 
 # Estimates: a cold engine start 90-150 s, a load point ~35 s (arrivals, warm-up, the bench's start).
 case "$group" in
@@ -77,9 +78,16 @@ case "$group" in
     step 160 "qwen3-8b-lora" -- -m qwen3-8b-lora --load
     ;;
   3)
-    step 300 "qwen3-8b repeats: plan and defaults, 3 runs of each point" -- -m qwen3-8b --load --compare --repeats 3
+    step 190 "qwen3-32b" -- -m qwen3-32b --load
+    step 160 "qwen3-8b-lora" -- -m qwen3-8b-lora --load
     ;;
   4)
+    step 240 "qwen3-30b-a3b (MoE)" -- -m qwen3-30b-a3b --load
+    ;;
+  5)
+    step 300 "qwen3-8b repeats: plan and defaults, 3 runs of each point" -- -m qwen3-8b --load --compare --repeats 3
+    ;;
+  6)
     step 300 "qwen3-8b sweep at the scaling target: plan, defaults, max_num_seqs x max_num_batched_tokens" -- \
       -m qwen3-8b --sweep --point max-within-slo
     ;;
