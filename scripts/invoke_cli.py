@@ -1,12 +1,10 @@
 """`llmfleet invoke`: one prompt to a model or adapter, through the load balancer (OpenAI SDK),
-the local fleet, or a SageMaker endpoint (the SageMaker SDK's predictor)."""
+the local fleet, or a SageMaker endpoint (boto3's sagemaker-runtime client)."""
 
 from __future__ import annotations
 
 import base64
 import json
-import logging
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,11 +16,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 
 from llmfleet.model_store.aws_errors import AwsError
-from llmfleet.model_store.chat import answered_by_adapter, chat_request, reasoning_and_content, stream_sagemaker
+from llmfleet.model_store.chat import (
+    answered_by_adapter,
+    chat_request,
+    invoke_sagemaker,
+    reasoning_and_content,
+    stream_sagemaker,
+)
 from llmfleet.model_store.container_contract import API_KEY_ENV
 from llmfleet.model_store.inference_components import inference_component_of
 from llmfleet.scripts import local_fleet
-from llmfleet.scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail, require_extra
+from llmfleet.scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail
 
 
 def _split_target(target: str) -> tuple[str, str | None]:
@@ -104,26 +108,6 @@ def _fleet_url_and_key(url: str | None, api_key: str | None) -> tuple[str, str]:
     return url, api_key
 
 
-def invoke_sagemaker(runtime, endpoint: str, body: dict[str, Any], component: str | None = None) -> dict[str, Any]:
-    """One call through the SageMaker SDK's predictor with the chat body; the container's
-    vLLM answers on /invocations. `runtime` is the sagemaker-runtime client it calls with;
-    `component` names the inference component of a scale-to-zero endpoint."""
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")  # v2 is the line that installs beside vLLM
-    # The SDK logs its config-file search to stdout at INFO unless a level is set before import;
-    # stdout is the answer's (and --json's).
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
-    from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.predictor import Predictor
-    from sagemaker.serializers import JSONSerializer
-    from sagemaker.session import Session
-
-    session = Session(boto_session=boto3.Session(region_name=runtime.meta.region_name), sagemaker_runtime_client=runtime)
-    predictor = Predictor(
-        endpoint, sagemaker_session=session, serializer=JSONSerializer(), deserializer=JSONDeserializer(), component_name=component
-    )
-    return predictor.predict(body)
-
-
 def image_body_openai(model: str, prompt: str, *, size: str | None, steps: int | None, seed: int | None, n: int) -> dict[str, Any]:
     """The OpenAI images request the image server reads; unset options take the plan's defaults."""
     extra = {key: value for key, value in (("num_inference_steps", steps), ("seed", seed)) if value is not None}
@@ -190,8 +174,6 @@ def invoke(
     with --out, ask an image model for a picture and write it as PNG."""
     model, adapter = _split_target(target)
     served_name = adapter or model  # vLLM serves an adapter under its own name
-    if sagemaker:
-        require_extra("sagemaker", "sagemaker")
     if out is not None:
         if sagemaker:
             runtime = boto3.client("sagemaker-runtime", region_name=region)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
-import httpx
+import httpx2
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
@@ -90,7 +90,7 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
 
 def _first_image(state: local_fleet.LocalState, api_key: str) -> str:
     """One image through the public images API: proof that an image model serves, not only boots."""
-    response = httpx.post(
+    response = httpx2.post(
         f"{state.server_url}/v1/images/generations",
         headers={"Authorization": f"Bearer {api_key}"},
         json={"model": state.model, "prompt": "a cat", "response_format": "b64_json"},
@@ -107,7 +107,7 @@ def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
     """One chat completion through the public API: proof that the fleet serves, not only boots."""
     if state.kind == "image":
         return _first_image(state, api_key)
-    response = httpx.post(
+    response = httpx2.post(
         f"{state.server_url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {api_key}"},
         json={"model": state.model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16},
@@ -163,7 +163,7 @@ def local_up(
     api_key = state_dir.api_key()
     try:
         answer = _first_answer(state, api_key)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise fail(f"the server is up but a first chat completion failed: {exc}; see {state_dir.logs}", EXIT_REFUSED) from None
     wall = round(time.monotonic() - started, 1)
     if as_json:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
-import httpx
+import httpx2
 import psutil
 from botocore.config import Config
 
@@ -322,8 +322,8 @@ def wait_until(
 
 def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2.0, headers=headers).status_code == 200
-    except httpx.HTTPError:
+        return httpx2.get(url, timeout=2.0, headers=headers).status_code == 200
+    except httpx2.HTTPError:
         return False
 
 

@@ -210,10 +210,10 @@ def entrypoint_environment(
 def wait_until_healthy(url: str, process: subprocess.Popen, *, timeout: float, log: Path | None = None) -> float:
     """Block until `url`/health answers 200; returns the seconds waited. RuntimeError (with
     the log's tail) if the process exits first or `timeout` passes."""
-    import httpx
+    import httpx2
 
     started = time.monotonic()
-    with httpx.Client(base_url=url, timeout=5) as http:
+    with httpx2.Client(base_url=url, timeout=5) as http:
         while time.monotonic() - started < timeout:
             if process.poll() is not None:
                 tail = log.read_text(errors="replace")[-4000:] if log else ""
@@ -221,7 +221,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen, *, timeout: float, l
             try:
                 if http.get("/health").status_code == 200:
                     return time.monotonic() - started
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(0.2)
     tail = log.read_text(errors="replace")[-4000:] if log else ""

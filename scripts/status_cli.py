@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Annotated
 
 import boto3
-import httpx
+import httpx2
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
@@ -46,16 +46,16 @@ def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
     servers, metrics = [], Metrics()
     if serving:
         try:
-            described = httpx.get(f"{state.server_url}/llmfleet/adapters", timeout=5).json()
+            described = httpx2.get(f"{state.server_url}/llmfleet/adapters", timeout=5).json()
             boot = BootRecord.model_validate(described["boot"]) if described.get("boot") else None
             servers.append(ServerAdapters(described["server_id"], described["adapters"], boot=boot and describe_boot(boot)))
-            text = httpx.get(f"{state.server_url}/metrics", timeout=5).text
+            text = httpx2.get(f"{state.server_url}/metrics", timeout=5).text
             metrics = metrics_from_prometheus(
                 (s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
             )
             if boot is not None:
                 metrics = replace(metrics, last_boot_seconds=boot.phases["total"])
-        except (httpx.HTTPError, KeyError, ValueError) as exc:  # ValidationError is a ValueError
+        except (httpx2.HTTPError, KeyError, ValueError) as exc:  # ValidationError is a ValueError
             servers.append(ServerAdapters(local_fleet.LOCAL_SERVER_ID, error=str(exc)))
     store = ModelStore(
         StoreLocation.parse(state.store_uri), local_fleet.local_client("s3", state.s3_endpoint, state.region)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import httpx
+import httpx2
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -104,9 +104,9 @@ class Server:
                 return None
             on_wait(time.monotonic() - self.started, log_tail(self.log_path, 1))
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                if httpx2.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
                     return time.monotonic() - self.started
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(HEALTH_POLL_SECONDS)
         return None
@@ -117,7 +117,7 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-async def _one_request(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float | None, int]:
+async def _one_request(client: httpx2.AsyncClient, url: str, body: dict) -> tuple[float | None, int]:
     """(seconds to the first streamed token, output tokens) of one completion; (None, 0) on failure."""
     started = time.monotonic()
     first, tokens = None, 0
@@ -135,7 +135,7 @@ async def _one_request(client: httpx.AsyncClient, url: str, body: dict) -> tuple
                     first = time.monotonic() - started
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
-    except (httpx.HTTPError, ValueError):  # a broken connection or a chunk that is not JSON
+    except (httpx2.HTTPError, ValueError):  # a broken connection or a chunk that is not JSON
         return None, 0
     return first, tokens
 
@@ -162,7 +162,7 @@ async def _load(port: int, model: str, vocab: int, *, requests: int, concurrency
         queue.put_nowait(body)
     ttfts, failed, output = [], 0, 0
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: httpx2.AsyncClient) -> None:
         nonlocal failed, output
         while not queue.empty():
             ttft, tokens = await _one_request(client, url, queue.get_nowait())
@@ -173,8 +173,8 @@ async def _load(port: int, model: str, vocab: int, *, requests: int, concurrency
                 output += tokens
 
     started = time.monotonic()
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), limits=limits) as client:
+    limits = httpx2.Limits(max_connections=concurrency)
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(600, connect=10), limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     seconds = time.monotonic() - started
     return verify.load_figures(ttfts, output, failed, seconds, concurrency=concurrency, prompt_tokens=prompt_tokens, max_tokens=max_tokens)

@@ -253,7 +253,7 @@ def record_boot(
 
 def main(env: Mapping[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s llmfleet %(levelname)s %(message)s", stream=sys.stderr)
-    for chatty in ("httpx", "botocore", "boto3"):  # one line per scrape and poll otherwise
+    for chatty in ("httpx2", "botocore", "boto3"):  # one line per scrape and poll otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
     env = os.environ if env is None else env
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 
 from llmfleet.containers.entrypoint.middleware import ADAPTERS_PATH
 from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
@@ -25,12 +25,12 @@ class VllmRefused(LlmfleetError):
 class LocalVllm:
     def __init__(self, address: str, port: int, api_key: str | None = None):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=f"http://{address}:{port}", headers=headers, timeout=CALL_TIMEOUT_SECONDS)
+        self.http = httpx2.Client(base_url=f"http://{address}:{port}", headers=headers, timeout=CALL_TIMEOUT_SECONDS)
 
     def is_healthy(self) -> bool:
         try:
             return self.http.get("/health").status_code == 200
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             return False
 
     def wait_healthy(self, still_running: Callable[[], bool], stop: Callable[[], bool], poll: float = 0.5) -> bool:
@@ -49,7 +49,7 @@ class LocalVllm:
     def _post(self, path: str, body: dict, timeout: float) -> None:
         try:
             response = self.http.post(path, json=body, timeout=timeout)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise VllmRefused(f"POST {path} {body}: no answer from vLLM: {exc}") from None
         if response.status_code != 200:
             raise VllmRefused(f"POST {path} {body}: HTTP {response.status_code}: {response.text.strip()}")
@@ -72,7 +72,7 @@ class LocalVllm:
             try:
                 if self.requests_in_flight(lora_name) == 0:
                     return True
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             if time.monotonic() >= deadline:
                 return False

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import httpx
+import httpx2
 from moto.server import ThreadedMotoServer
 
 from llmfleet.containers.entrypoint.compile_cache import CompileCache, accelerator, cache_environment, installed_vllm_version
@@ -122,7 +122,7 @@ def cpu_boots(work: Path, store: Store) -> list[tuple[str, BootRecord]]:
 def _boot_record(url: str, timeout: float = 60) -> BootRecord:
     """The server's boot record, written just after vLLM first answers /health."""
     deadline = time.monotonic() + timeout
-    while (boot := httpx.get(f"{url}/llmfleet/adapters", timeout=10).json()["boot"]) is None:
+    while (boot := httpx2.get(f"{url}/llmfleet/adapters", timeout=10).json()["boot"]) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url}: no boot record {timeout} s after /health")
         time.sleep(0.5)

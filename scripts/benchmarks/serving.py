@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import boto3
-import httpx
+import httpx2
 from moto.server import ThreadedMotoServer
 
 from llmfleet.containers.entrypoint.vllm_command import serve_command
@@ -81,11 +81,11 @@ def _boot_seconds(command: list[str], env: dict[str, str], port: int, log: Path)
         _stop(process)
 
 
-def _served_version(http: httpx.Client, name: str) -> str | None:
+def _served_version(http: httpx2.Client, name: str) -> str | None:
     return http.get("/llmfleet/adapters").json()["adapters"].get(name)
 
 
-def _promote_and_wait(registry: AdapterRegistry, http: httpx.Client, name: str, version: str) -> float:
+def _promote_and_wait(registry: AdapterRegistry, http: httpx2.Client, name: str, version: str) -> float:
     # Promotions arriving right after a swap would all wait a full poll interval: land at a
     # random phase of the agent's cycle, as CI pipelines do.
     time.sleep(random.uniform(0, POLL_SECONDS))
@@ -111,12 +111,12 @@ class Load:
 
     def _client(self) -> None:
         body = {"model": self.model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}
-        with httpx.Client(base_url=self.url, timeout=60) as http:
+        with httpx2.Client(base_url=self.url, timeout=60) as http:
             while not self.stop.is_set():
                 try:
                     response = http.post("/v1/chat/completions", json=body)
                     outcome = None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
-                except httpx.HTTPError as exc:
+                except httpx2.HTTPError as exc:
                     outcome = repr(exc)
                 with self.lock:
                     if outcome is None:
@@ -183,7 +183,7 @@ def run() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_healthy(url, server, timeout=BOOT_TIMEOUT, log=log)
-            with httpx.Client(base_url=url, timeout=30) as http:
+            with httpx2.Client(base_url=url, timeout=30) as http:
                 latencies = [_promote_and_wait(registry, http, "medical", v) for v in versions[1 : PROMOTIONS + 1]]
                 print(f"promotion -> served over {PROMOTIONS} promotions (agent polls every {POLL_SECONDS:g} s): "
                       f"p50 {_percentile(latencies, 50):.2f} s, p95 {_percentile(latencies, 95):.2f} s, "

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import httpx
+import httpx2
 import psutil
 import pytest
 
@@ -112,8 +112,8 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, timeout: float = 60) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+    def client(self, timeout: float = 60) -> httpx2.Client:
+        return httpx2.Client(base_url=self.url, timeout=timeout)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -178,10 +178,10 @@ def connect_from_outside(port: int, timeout: float) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(outside_address(), 0))
 
 
-def client_from_outside(port: int, timeout: float = 60) -> httpx.Client:
+def client_from_outside(port: int, timeout: float = 60) -> httpx2.Client:
     """An HTTP client over `connect_from_outside`'s kind of connection."""
-    transport = httpx.HTTPTransport(local_address=outside_address())
-    return httpx.Client(base_url=f"http://127.0.0.1:{port}", transport=transport, timeout=timeout)
+    transport = httpx2.HTTPTransport(local_address=outside_address())
+    return httpx2.Client(base_url=f"http://127.0.0.1:{port}", transport=transport, timeout=timeout)
 
 
 def processes_in_group(pgid: int) -> list[psutil.Process]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from llmfleet.model_store import telemetry
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(600)
 HEADER = "X-Amzn-SageMaker-Adapter-Identifier"
 
 
-def chat(server: Server, model: str, prompt: str = "Hello, how are you today?") -> httpx.Response:
+def chat(server: Server, model: str, prompt: str = "Hello, how are you today?") -> httpx2.Response:
     with server.client() as http:
         return http.post(
             "/v1/chat/completions",

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
+import httpx2
 import openai
 import pytest
 from PIL import Image
@@ -176,7 +176,7 @@ def test_drain_finishes_the_image_in_flight_and_answers_new_work_503(image_store
     try:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         slow = {"prompt": "a long one", "size": "128x128", "num_inference_steps": 150, "seed": 1}
-        result: dict[str, httpx.Response] = {}
+        result: dict[str, httpx2.Response] = {}
         worker = threading.Thread(
             target=lambda: result.setdefault("slow", server.client(timeout=120).post("/v1/images/generations", json=slow, headers=headers))
         )

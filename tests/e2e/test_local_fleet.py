@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import psutil
 import pytest
 
@@ -52,7 +52,7 @@ def answer(cwd: Path, target: str) -> str:
 
 
 def served_adapters(state: LocalState) -> dict[str, str]:
-    return httpx.get(f"{state.server_url}/llmfleet/adapters", timeout=10).json()["adapters"]
+    return httpx2.get(f"{state.server_url}/llmfleet/adapters", timeout=10).json()["adapters"]
 
 
 def wait_for_version(state: LocalState, version: str) -> None:
@@ -170,11 +170,11 @@ def test_the_server_listens_on_loopback_only(fleet: dict):
     }
 
     assert listening and {address.ip for address in listening} <= {"127.0.0.1", "::1"}, listening
-    assert httpx.get(f"http://127.0.0.1:{record.port}/health", timeout=10).status_code == 200
+    assert httpx2.get(f"http://127.0.0.1:{record.port}/health", timeout=10).status_code == 200
 
 
 def test_api_key_guards_the_openai_api(fleet: dict):
-    response = httpx.post(
+    response = httpx2.post(
         f"{fleet['state'].server_url}/v1/chat/completions",
         json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
         timeout=30,
@@ -227,7 +227,7 @@ def test_promote_is_served_without_restart_and_rollback_restores(fleet: dict, wo
 
 def test_sagemaker_chat_body_is_answered_on_invocations(fleet: dict):
     body = chat_request(MODEL, PROMPT, max_tokens=8, temperature=0.0, stream=False)
-    response = httpx.post(f"{fleet['state'].server_url}/invocations", json=body, timeout=60)
+    response = httpx2.post(f"{fleet['state'].server_url}/invocations", json=body, timeout=60)
     assert response.status_code == 200, response.text
     reasoning, content = parse_chat_response(response.json())
     assert content and reasoning == ""
@@ -236,9 +236,9 @@ def test_sagemaker_chat_body_is_answered_on_invocations(fleet: dict):
 def test_streamed_sagemaker_body_decodes_to_the_same_answer(fleet: dict):
     """`invoke --sagemaker --stream` decodes vLLM's SSE stream from /invocations; cut into small parts here."""
     url = f"{fleet['state'].server_url}/invocations"
-    whole = httpx.post(url, json=chat_request(MODEL, PROMPT, max_tokens=8, temperature=0.0, stream=False), timeout=60)
+    whole = httpx2.post(url, json=chat_request(MODEL, PROMPT, max_tokens=8, temperature=0.0, stream=False), timeout=60)
     body = chat_request(MODEL, PROMPT, max_tokens=8, temperature=0.0, stream=True)
-    with httpx.stream("POST", url, json=body, timeout=60) as response:
+    with httpx2.stream("POST", url, json=body, timeout=60) as response:
         assert response.status_code == 200
         chunks = list(sse_chunks(response.iter_bytes(chunk_size=5)))
     streamed = "".join(reasoning_and_content(c["choices"][0]["delta"])[1] for c in chunks if c.get("choices"))

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import psutil
 import pytest
 
@@ -128,7 +128,7 @@ def test_only_the_forwarded_paths_and_health_checks_answer_a_remote_caller_with_
     with client_from_outside(keyed.port) as http:
         answers = {path: http.get(path, headers=AUTH) for path in sorted(candidates)}
 
-    def refused_by_door(response: httpx.Response) -> bool:
+    def refused_by_door(response: httpx2.Response) -> bool:
         try:
             return response.status_code in (403, 404) and response.json()["error"]["type"] in DOOR_ERRORS
         except (ValueError, KeyError, TypeError):

@@ -11,7 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import psutil
 import pytest
 
@@ -149,7 +149,7 @@ def test_sigterm_drains_streams_finish_and_new_requests_get_503(draining_server:
     def stream() -> None:
         body = {"model": "medical", "prompt": "Tell me a story", "max_tokens": 300, "ignore_eos": True, "stream": True,
                 "stream_options": {"include_usage": True}}
-        with httpx.Client(base_url=server.url, timeout=120) as http, http.stream("POST", "/v1/completions", json=body) as response:
+        with httpx2.Client(base_url=server.url, timeout=120) as http, http.stream("POST", "/v1/completions", json=body) as response:
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     chunks.append(line.removeprefix("data: "))

@@ -1,7 +1,9 @@
 """Every command that talks to AWS, run as a user without a working AWS setup would run it: no
 credentials, no region, an SSO session that is gone, a profile that does not exist, an
 expired token, an endpoint nothing answers. Each is one line on stderr saying what to set,
-and the exit code the README documents (2: fix the environment; 1: AWS unreachable)."""
+and the exit code the README documents (2: fix the environment; 1: AWS unreachable). Every
+other command, run the same way, does its work or fails for its own reason in one line; the
+two lists together hold every command of the CLI."""
 
 from __future__ import annotations
 
@@ -15,10 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
 from tests.conftest import REPO, free_port
+from llmfleet.scripts.cli import app
 from tests.integration.conftest import write_adapter, write_model
+from tests.integration.hub_server import LocalHub
 
 FLEET_YAML = """
 name: demo
@@ -28,6 +34,10 @@ store: s3://llmfleet-store
 models:
   - name: tiny
     architecture: Qwen/Qwen3-0.6B
+    lora: {max_rank: 16}
+  - name: tiny-local
+    source: model
+    max_model_len: 1024
     lora: {max_rank: 16}
 """
 SSO_PROFILE = """
@@ -51,35 +61,62 @@ AWS_COMMANDS = {
     "adapter history": ["adapter", "history", "medical", "-m", "tiny"],
     "adapter list": ["adapter", "list", "-m", "tiny"],
     "adapter versions": ["adapter", "versions", "medical", "-m", "tiny"],
+    "status": ["status"],  # no local fleet: the store's registry
     "status --aws": ["status", "--aws"],
+    "model import": ["model", "import", "acme/tiny-chat", "-m", "tiny"],  # the local Hub answers first
     "invoke --sagemaker": ["invoke", "tiny", "Hello", "--sagemaker", "demo-tiny", "--region", "us-east-1"],
     "invoke --sagemaker --stream": ["invoke", "tiny", "Hello", "--sagemaker", "demo-tiny", "--region", "us-east-1", "--stream"],
     "invoke --sagemaker --out": ["invoke", "tiny", "a cat", "--sagemaker", "demo-tiny", "--region", "us-east-1", "--out", "cat.png"],
 }
 
 
+# The commands that need no AWS, run without it as well: (arguments, exit code, what stderr holds:
+# nothing on success, else the one line's words). The local Hub is the only network.
+OFFLINE_COMMANDS = {
+    "plan": (["plan"], 0, ()),
+    "catalog": (["catalog"], 0, ()),
+    "schema": (["schema", "-o", "schema.json"], 0, ()),
+    "adapter validate": (["adapter", "validate", "adapter-local", "-m", "tiny-local"], 0, ()),
+    "invoke": (["invoke", "tiny", "Hello"], EXIT_BAD_INPUT, ("no --url and no local fleet",)),
+    "verify": (["verify"], EXIT_REFUSED, ("needs an NVIDIA GPU",)),
+    "local env": (["local", "env"], EXIT_BAD_INPUT, ("no local fleet", "llmfleet local up")),
+    "local down": (["local", "down"], 0, ()),
+}
+RUN_ELSEWHERE = {
+    "lock": "below: it notes what to set and carries on with the Hub",
+    "local up": "tests/e2e/test_local_fleet.py: vLLM against moto, with moto's credentials whatever the machine's",
+}
+
+
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A project folder: fleet.yaml, a model and an adapter directory, empty AWS config files."""
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """A project folder: fleet.yaml, a model and an adapter directory, empty AWS config files;
+    the Hub is a local one holding `acme/tiny-chat`."""
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
     write_model(tmp_path / "model")
     write_adapter(tmp_path / "adapter")
+    write_adapter(tmp_path / "adapter-local", base="tiny-local")
     for name in ("config", "credentials"):
         (tmp_path / "aws" / name).parent.mkdir(exist_ok=True)
         (tmp_path / "aws" / name).write_text("")
-    return tmp_path
+    files = {path.name: path.read_bytes() for path in (tmp_path / "model").iterdir()}
+    with LocalHub({"acme/tiny-chat": {"commits": {"a" * 40: files}, "refs": {"main": "a" * 40}}}) as hub:
+        (tmp_path / "hub").write_text(hub.endpoint)
+        yield tmp_path
 
 
 def llmfleet(workdir: Path, *args: str, **aws: str) -> subprocess.CompletedProcess:
     """The CLI in `workdir` with no AWS_* variable of this machine: empty AWS config and
-    credentials files, no instance metadata service, then `aws` on top."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LLMFLEET_"))}
+    credentials files, no instance metadata service, the local Hub, then `aws` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LLMFLEET_", "HF_"))}
     env |= {
         "PYTHONPATH": str(REPO),
         "HOME": str(workdir),
         "AWS_CONFIG_FILE": str(workdir / "aws" / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "aws" / "credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
+        "HF_ENDPOINT": (workdir / "hub").read_text(),
+        "HF_HOME": str(workdir / "hf"),
         "COLUMNS": "400",  # a message is one line however long
     } | aws
     return subprocess.run(
@@ -97,6 +134,28 @@ def one_line(result: subprocess.CompletedProcess, code: int, *words: str) -> str
 @pytest.mark.parametrize("args", AWS_COMMANDS.values(), ids=AWS_COMMANDS.keys())
 def test_without_credentials_every_aws_command_says_what_to_set(workdir: Path, args: list[str]) -> None:
     one_line(llmfleet(workdir, *args), EXIT_BAD_INPUT, "no AWS credentials found", "AWS_PROFILE", "AWS_ACCESS_KEY_ID")
+
+
+@pytest.mark.parametrize("command", OFFLINE_COMMANDS)
+def test_without_credentials_every_other_command_works_or_fails_in_one_line(workdir: Path, command: str) -> None:
+    args, code, words = OFFLINE_COMMANDS[command]
+    result = llmfleet(workdir, *args)
+    if code:
+        one_line(result, code, *words)
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr and "error:" not in result.stderr, result.stderr
+
+
+def command_paths(command: TyperCommand | TyperGroup, prefix: str = "") -> set[str]:
+    if isinstance(command, TyperGroup):
+        return {path for name, sub in command.commands.items() for path in command_paths(sub, f"{prefix}{name} ")}
+    return {prefix.strip()}
+
+
+def test_the_lists_hold_every_command_of_the_cli() -> None:
+    listed = {name.split(" --")[0] for name in AWS_COMMANDS} | set(OFFLINE_COMMANDS) | set(RUN_ELSEWHERE)
+    assert command_paths(typer.main.get_command(app)) == listed
 
 
 def test_json_after_the_command_also_gets_the_error_object(workdir: Path) -> None:

@@ -14,15 +14,21 @@ import sys
 from pathlib import Path
 
 import boto3
-import httpx
+import httpx2
 from botocore.exceptions import ClientError
 import pytest
 
 from openai.types.chat import ChatCompletionChunk
 
-from llmfleet.model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks, stream_sagemaker
+from llmfleet.model_store.chat import (
+    chat_request,
+    invoke_sagemaker,
+    parse_chat_response,
+    reasoning_and_content,
+    sse_chunks,
+    stream_sagemaker,
+)
 from llmfleet.model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_of
-from llmfleet.scripts.invoke_cli import invoke_sagemaker
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
 
@@ -36,7 +42,7 @@ def _completion(content: str, reasoning: str | None = None, model: str = "qwen3-
 def _queue(endpoint_url: str, *bodies: dict) -> None:
     """Queue moto's next sagemaker-runtime answers (moto's documented static-results API)."""
     results = [{"Body": json.dumps(body), "ContentType": "application/json"} for body in bodies]
-    httpx.post(f"{endpoint_url}/moto-api/static/sagemaker/endpoint-results", json={"results": results}).raise_for_status()
+    httpx2.post(f"{endpoint_url}/moto-api/static/sagemaker/endpoint-results", json={"results": results}).raise_for_status()
 
 
 def test_invoke_endpoint_sends_the_chat_body_as_json_and_reads_reasoning_apart(aws_env: str):

@@ -1,6 +1,7 @@
 """The serving image's Dockerfile, checked without a Docker engine: it parses, it is built
 FROM the vLLM release the tests run (cdk.json's `vllm_image`), runs as a non-root user, and
-the entrypoint it names exists, imports, and is written for the base image's Python. (Its
+the entrypoint it names exists, imports, and is written for the base image's Python; what it
+adds to the base is pinned as the lock pins it. (Its
 hardening, the digest pin and PYTHONNOUSERSITE: tests/unit/test_security_image.py.)"""
 
 from __future__ import annotations
@@ -85,3 +86,14 @@ def test_image_sources_parse_under_the_base_python():
     for source in sources:
         ast.parse(source.read_text(), filename=str(source), feature_version=BASE_PYTHON)
     assert len(sources) > 10
+
+
+def test_what_the_image_adds_is_pinned_as_the_lock_pins_it(parsed: DockerfileParser):
+    lock = (REPO / "requirements" / "lock.txt").read_text().splitlines()
+    locked = dict(line.split("==") for line in lock if "==" in line)
+    added = [arg for run in instructions(parsed, "RUN") if "pip install" in run for arg in run.split() if "==" in arg]
+
+    assert {"boto3", "httpx2"} <= {arg.split("==")[0] for arg in added}
+    for arg in added:
+        name, pinned = arg.split("==")
+        assert locked.get(name) == pinned, f"the Dockerfile pins {arg}, the lock {name}=={locked.get(name)}"

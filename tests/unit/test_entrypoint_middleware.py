@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from llmfleet.containers.entrypoint.middleware import RETRY_AFTER_SECONDS, LlmfleetMiddleware
@@ -75,12 +75,12 @@ def middleware_for(app, state: StateDir) -> LlmfleetMiddleware:
     return LlmfleetMiddleware(app, state_dir=str(state.path), target="sagemaker", limits=LIMITS, environ={})
 
 
-def call(app: EchoApp, state: StateDir, method: str, path: str, *, client=LOCAL, **kwargs) -> httpx.Response:
+def call(app: EchoApp, state: StateDir, method: str, path: str, *, client=LOCAL, **kwargs) -> httpx2.Response:
     middleware = middleware_for(app, state)
 
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=middleware, client=client)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+    async def go() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=middleware, client=client)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://server") as http:
             return await http.request(method, path, **kwargs)
 
     return asyncio.run(go())
@@ -223,8 +223,8 @@ def test_requests_are_counted_per_lora_name_while_in_flight(state: StateDir):
     middleware = middleware_for(slow_app, state)
 
     async def go() -> None:
-        transport = httpx.ASGITransport(app=middleware, client=LOCAL)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+        transport = httpx2.ASGITransport(app=middleware, client=LOCAL)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://server") as http:
             request = asyncio.create_task(http.post("/v1/completions", json={"model": "medical", "prompt": "x"}))
             while not middleware.in_flight["medical@v2"]:
                 await asyncio.sleep(0)

@@ -11,7 +11,7 @@ import json
 import threading
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from llmfleet.containers.entrypoint import middleware as middleware_module
@@ -105,10 +105,10 @@ def make(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, plan: ServingPlan):
     return make
 
 
-def call(app, method: str, path: str, *, client=REMOTE, **kwargs) -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=client)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+def call(app, method: str, path: str, *, client=REMOTE, **kwargs) -> httpx2.Response:
+    async def go() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app, client=client)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://server") as http:
             return await http.request(method, path, **kwargs)
 
     return asyncio.run(go())
@@ -335,8 +335,8 @@ def test_a_served_adapter_is_counted_while_in_flight_and_forgotten_after(make):
     middleware = make(slow_app)
 
     async def go() -> None:
-        transport = httpx.ASGITransport(app=middleware, client=REMOTE)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+        transport = httpx2.ASGITransport(app=middleware, client=REMOTE)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://server") as http:
             request = asyncio.create_task(http.post("/v1/completions", json={"model": "medical", "prompt": "x"}, headers=AUTH))
             while not middleware.in_flight["medical@v2"]:
                 await asyncio.sleep(0)

@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 
-import httpx
+import httpx2
 import pytest
 
 from llmfleet.containers.image_server.app import Batcher, create_app
@@ -72,10 +72,10 @@ def server(plan: ImagePlan, pipeline: Pipeline, *, target: str = "ecs", max_wait
     return create_app(plan, batcher, KEY, threading.Event(), "images-1", target), batcher
 
 
-def call(app, method: str, path: str, *, client=REMOTE, **kwargs) -> httpx.Response:
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=client)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server", timeout=30) as http:
+def call(app, method: str, path: str, *, client=REMOTE, **kwargs) -> httpx2.Response:
+    async def go() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app, client=client)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://server", timeout=30) as http:
             return await http.request(method, path, **kwargs)
 
     return asyncio.run(go())
@@ -143,9 +143,9 @@ def test_the_image_servers_allowlist_is_the_same_front_door(plan: ImagePlan, pip
 def test_a_full_queue_answers_503_with_retry_after_and_generates_nothing_for_it(plan: ImagePlan, pipeline: Pipeline):
     app, batcher = server(plan, pipeline, max_waiting=2)
 
-    async def go() -> tuple[httpx.Response, list[httpx.Response]]:
-        transport = httpx.ASGITransport(app=app, client=REMOTE)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server", timeout=30) as http:
+    async def go() -> tuple[httpx2.Response, list[httpx2.Response]]:
+        transport = httpx2.ASGITransport(app=app, client=REMOTE)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://server", timeout=30) as http:
             first = asyncio.create_task(http.post(IMAGES, json=request("first"), headers=AUTH))
             while batcher.running != 1:
                 await asyncio.sleep(0.01)
@@ -187,9 +187,9 @@ def test_a_client_that_left_before_its_batch_started_gets_no_images_made(plan: I
 
         await app(scope, receive, send)
 
-    async def go() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app, client=REMOTE)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server", timeout=30) as http:
+    async def go() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app, client=REMOTE)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://server", timeout=30) as http:
             first = asyncio.create_task(http.post(IMAGES, json=request("first"), headers=AUTH))
             while batcher.running != 1:
                 await asyncio.sleep(0.01)
