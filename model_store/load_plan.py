@@ -233,8 +233,8 @@ def _sizing(spec: ModelSpec, best: Option, runner_up: Option | None, fitting: in
         f"{tokens_per_second:,.0f} output tokens/s; ${usd_per_million:.2f} per million output tokens "
         f"(±{uncertainty:.0%}: {'calibrated on' if uncertainty == performance.MEASURED_GPU_UNCERTAINTY else 'never measured on'} "
         f"{best.instance.gpu.name})",
-        f"max_num_seqs {max_num_seqs}: twice the {busiest:.1f} sequences predicted decoding at once at the most one server "
-        f"takes within the SLO ({per_server_max:.2f} requests/s, its scaling target), a power of two; "
+        f"max_num_seqs {max_num_seqs}: twice the {busiest:.1f} sequences predicted decoding at once at the most "
+        f"one server takes within the SLO ({per_server_max:.2f} requests/s, its scaling target), a power of two; "
         f"max_num_batched_tokens {best.batched}: the chunked-prefill budget of the cheapest choice (ties: the shortest TTFT)",
     ]
     if runner:

@@ -54,7 +54,9 @@ def load_points(plan: ServingPlan) -> list[LoadPoint]:
     performance = plan.performance
     if performance is None:
         raise ValueError(f"model {plan.model_name!r} has no load: section, so no predictions to check")
-    points = [LoadPoint(name="planned", requests_per_second=round(performance.requests_per_second / performance.replicas, 4))]
+    points = [
+        LoadPoint(name="planned", requests_per_second=round(performance.requests_per_second / performance.replicas, 4))
+    ]
     top = performance.max_requests_per_second_per_server
     if top > points[0].requests_per_second * 1.05:
         points.append(LoadPoint(name="max-within-slo", requests_per_second=round(top, 4)))
@@ -98,22 +100,68 @@ def dataset_rows(pairs: Sequence[tuple[int, int]], vocab_size: int, seed: int = 
 
 
 def bench_argv(
-    *, port: int, model: str, tokenizer: str, dataset: str, rate: float, requests: int, slo: SloSpec,
-    result_dir: str, result_file: str, seed: int = 0, warmups: int = WARMUP_REQUESTS,
-) -> list[str]:  # fmt: skip
+    *,
+    port: int,
+    model: str,
+    tokenizer: str,
+    dataset: str,
+    rate: float,
+    requests: int,
+    slo: SloSpec,
+    result_dir: str,
+    result_file: str,
+    seed: int = 0,
+    warmups: int = WARMUP_REQUESTS,
+) -> list[str]:
     """The arguments after `vllm bench serve`: Poisson arrivals (burstiness 1) at `rate` of the
     custom dataset's requests as they are (no chat template, EOS ignored, greedy), vLLM's goodput
     at the SLO (TTFT and time per output token), every request's figures saved."""
     return [
-        "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}", "--endpoint", "/v1/completions",
-        "--model", model, "--tokenizer", tokenizer,
-        "--dataset-name", "custom", "--dataset-path", dataset, "--custom-output-len", "-1", "--skip-chat-template",
-        "--num-prompts", str(requests), "--request-rate", f"{rate:g}", "--burstiness", "1.0", "--seed", str(seed),
-        "--ignore-eos", "--temperature", "0", "--num-warmups", str(warmups),
-        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", ",".join(map(str, PERCENTILES)),
-        "--goodput", f"ttft:{slo.ttft_ms}", f"tpot:{slo.itl_ms:g}",
-        "--save-result", "--save-detailed", "--result-dir", result_dir, "--result-filename", result_file, "--disable-tqdm",
-    ]  # fmt: skip
+        "--backend",
+        "openai",
+        "--base-url",
+        f"http://127.0.0.1:{port}",
+        "--endpoint",
+        "/v1/completions",
+        "--model",
+        model,
+        "--tokenizer",
+        tokenizer,
+        "--dataset-name",
+        "custom",
+        "--dataset-path",
+        dataset,
+        "--custom-output-len",
+        "-1",
+        "--skip-chat-template",
+        "--num-prompts",
+        str(requests),
+        "--request-rate",
+        f"{rate:g}",
+        "--burstiness",
+        "1.0",
+        "--seed",
+        str(seed),
+        "--ignore-eos",
+        "--temperature",
+        "0",
+        "--num-warmups",
+        str(warmups),
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--metric-percentiles",
+        ",".join(map(str, PERCENTILES)),
+        "--goodput",
+        f"ttft:{slo.ttft_ms}",
+        f"tpot:{slo.itl_ms:g}",
+        "--save-result",
+        "--save-detailed",
+        "--result-dir",
+        result_dir,
+        "--result-filename",
+        result_file,
+        "--disable-tqdm",
+    ]
 
 
 class MeasuredLoad(Frozen):
@@ -126,7 +174,9 @@ class MeasuredLoad(Frozen):
     mean_output_tokens: float
     request_throughput: float
     output_tokens_per_second: float
-    goodput: float | None = Field(description="Requests/s within the SLO's TTFT and time per output token (vLLM's --goodput).")
+    goodput: float | None = Field(
+        description="Requests/s within the SLO's TTFT and time per output token (vLLM's --goodput)."
+    )
     ttft_p50_ms: float | None
     ttft_p95_ms: float | None
     itl_mean_ms: float | None
@@ -187,13 +237,19 @@ def sweep_flags(plan: ServingPlan, gpu_name: str, gpu_memory_bytes: int, *, grid
     """The servers a comparison runs: the plan's flags, vLLM's defaults and, with `grid`, every
     SWEEP_MAX_NUM_SEQS x SWEEP_BATCHED_TOKENS point (a pair equal to one already listed runs once)."""
     flags = [
-        ServerFlags(config="plan", max_num_seqs=plan.vllm.max_num_seqs, max_num_batched_tokens=plan.vllm.max_num_batched_tokens),
+        ServerFlags(
+            config="plan", max_num_seqs=plan.vllm.max_num_seqs, max_num_batched_tokens=plan.vllm.max_num_batched_tokens
+        ),
         vllm_default_flags(gpu_name, gpu_memory_bytes),
     ]
     if grid:
         for seqs in SWEEP_MAX_NUM_SEQS:
             for batched in SWEEP_BATCHED_TOKENS:
-                flags.append(ServerFlags(config=f"seqs{seqs}-batched{batched}", max_num_seqs=seqs, max_num_batched_tokens=batched))
+                flags.append(
+                    ServerFlags(
+                        config=f"seqs{seqs}-batched{batched}", max_num_seqs=seqs, max_num_batched_tokens=batched
+                    )
+                )
     seen, unique = set(), []
     for flag in flags:
         if (flag.max_num_seqs, flag.max_num_batched_tokens) not in seen:
@@ -245,15 +301,26 @@ def predicted_figures(measurement: LoadMeasurement) -> dict[str, float] | None:
     measured KV cache and rate)."""
     check = measurement.check
     return predicted_at(
-        measurement.fleet, measurement.config, measurement.weights_bytes_by_dtype, measurement.gpu,
-        check.flags, check.point.requests_per_second, kv_tokens=check.kv_tokens,
-    )  # fmt: skip
+        measurement.fleet,
+        measurement.config,
+        measurement.weights_bytes_by_dtype,
+        measurement.gpu,
+        check.flags,
+        check.point.requests_per_second,
+        kv_tokens=check.kv_tokens,
+    )
 
 
 def predicted_at(
-    fleet: dict[str, Any], config: dict[str, Any], weights: dict[str, int] | None, gpu: str,
-    flags: ServerFlags, rate: float, *, kv_tokens: int | None = None,
-) -> dict[str, float] | None:  # fmt: skip
+    fleet: dict[str, Any],
+    config: dict[str, Any],
+    weights: dict[str, int] | None,
+    gpu: str,
+    flags: ServerFlags,
+    rate: float,
+    *,
+    kv_tokens: int | None = None,
+) -> dict[str, float] | None:
     """The performance model's figures (FIGURES) for one server of a one-model fleet's plan on `gpu`
     with `flags` and `kv_tokens` of KV cache (default: the plan's), at `rate` requests/s of the
     fleet's load lengths, at the 95th percentile; None where it predicts saturation (more in

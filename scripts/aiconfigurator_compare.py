@@ -1,8 +1,9 @@
 """NVIDIA's AIConfigurator beside this project's performance model, on the same model, GPU and load.
 
 A development comparison, not a dependency (nor one of `make bench`'s benchmarks): AIConfigurator
-(PyPI `aiconfigurator`, ~850 MB, Linux x86-64) is installed into a throwaway virtual environment (VENV, made once, under a file
-lock so two runs never install at once) and asked, in one process of that environment, for its
+(PyPI `aiconfigurator`, ~850 MB, Linux x86-64) is installed into a throwaway virtual environment
+(VENV, made once, under a file lock so two runs never install at once) and asked, in one process of
+that environment, for its
 aggregated-serving (in-flight batching) estimate on an H200 (`h200_sxm`, its vLLM kernel data):
 
 - for every closed-loop burst recorded in tests/data/gpu_measurements.json (the plan's flags)
@@ -38,7 +39,8 @@ VENV = Path(tempfile.gettempdir()) / f"llmfleet-aiconfigurator-{VERSION}"
 # What AIConfigurator is told of a weight or KV format (its --gemm-quant-mode, --kvcache-quant-mode).
 QUANT = {"fp8": "fp8"}
 # In the environment: one estimate per JSON line of stdin, one JSON line of answer each.
-RUNNER = """
+RUNNER = (
+    """
 import json, sys, logging
 logging.disable(logging.WARNING)
 from aiconfigurator.cli.api import cli_estimate
@@ -51,7 +53,9 @@ for line in sys.stdin:
     except Exception as exc:  # an unsupported model or shape: said, not fatal
         out = {"error": f"{type(exc).__name__}: {exc}"[:200]}
     print(json.dumps(out), flush=True)
-""" % SYSTEM
+"""
+    % SYSTEM
+)
 
 
 def ensure_venv(venv: Path) -> Path:
@@ -72,7 +76,12 @@ class Estimator:
     def __init__(self, python: Path) -> None:
         env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
         self.process = subprocess.Popen(
-            [str(python), "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+            [str(python), "-c", RUNNER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
         )
         self.cache: dict[str, dict] = {}
 
@@ -126,10 +135,20 @@ def _pct(predicted: float | None, measured: float | None) -> str:
     return f"{predicted:,.1f} ({predicted / measured - 1:+.0%})"
 
 
+def _triple(aic: float | None, ours: float | None, measured: float | None) -> str:
+    """AIConfigurator / ours (each with its error) / measured."""
+    shown = "-" if measured is None else f"{measured:,.1f}"
+    return f"{_pct(aic, measured)} / {_pct(ours, measured)} / {shown}"
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def bursts(estimate: Estimator, root: Path) -> list[str]:
     """The recorded closed-loop bursts: AIConfigurator, ours and vLLM's measurement."""
     rows = [
-        "| model | burst | output tok/s: AIC / ours / measured | TTFT p50 ms: AIC / ours / measured | ITL ms: AIC / ours / measured |",
+        _row("model", "burst", *(f"{f}: AIC / ours / measured" for f in ("output tok/s", "TTFT p50 ms", "ITL ms"))),
         "|---|---|---|---|---|",
     ]
     log = MeasurementLog.model_validate_json((REPO / "tests/data/gpu_measurements.json").read_text())
@@ -139,19 +158,30 @@ def bursts(estimate: Estimator, root: Path) -> list[str]:
             continue
         plan = replan(m)
         answer = estimate(
-            model_path=model_dir(m.config, root, m.verdict.model), isl=load.prompt_tokens, osl=load.output_tokens_per_request,
-            batch_size=load.concurrency, ctx_tokens=plan.vllm.max_num_batched_tokens, **quant_modes(plan), **parallel(m.config),
-        )  # fmt: skip
+            model_path=model_dir(m.config, root, m.verdict.model),
+            isl=load.prompt_tokens,
+            osl=load.output_tokens_per_request,
+            batch_size=load.concurrency,
+            ctx_tokens=plan.vllm.max_num_batched_tokens,
+            **quant_modes(plan),
+            **parallel(m.config),
+        )
         if "error" in answer:
             print(f"{m.verdict.model}: AIConfigurator: {answer['error']}", file=sys.stderr)
             continue
         ours = burst_figures(m)
         itl = ours.get("itl_ms", (None, None))
+        burst = f"{load.requests} x {load.prompt_tokens}+{load.output_tokens_per_request}, {load.concurrency} at a time"
         rows.append(
-            f"| {m.verdict.model}{' (AIC: without LoRA)' if plan.vllm.enable_lora else ''} | {load.requests} x {load.prompt_tokens}+{load.output_tokens_per_request}, {load.concurrency} at a time "
-            f"| {_pct(answer['tokens_per_second'], load.output_tokens_per_second)} / {_pct(ours['output_tokens_per_second'][0], load.output_tokens_per_second)} / {load.output_tokens_per_second:,.0f} "
-            f"| {_pct(answer['ttft_ms'], load.ttft_p50_ms)} / {_pct(ours['ttft_p50_ms'][0], load.ttft_p50_ms)} / {load.ttft_p50_ms:,.0f} "
-            f"| {_pct(answer['tpot_ms'], itl[1])} / {_pct(itl[0], itl[1])} / {'-' if itl[1] is None else f'{itl[1]:.1f}'} |"
+            _row(
+                m.verdict.model + (" (AIC: without LoRA)" if plan.vllm.enable_lora else ""),
+                burst,
+                _triple(
+                    answer["tokens_per_second"], ours["output_tokens_per_second"][0], load.output_tokens_per_second
+                ),
+                _triple(answer["ttft_ms"], ours["ttft_p50_ms"][0], load.ttft_p50_ms),
+                _triple(answer["tpot_ms"], *itl),
+            )
         )
     return rows
 
@@ -178,7 +208,13 @@ def matching_concurrency(estimate: Estimator, rate: float, query: dict, most: in
 def loads(estimate: Estimator, root: Path) -> list[str]:
     """The load plans at their load points: AIConfigurator, ours and vLLM's run where recorded."""
     rows = [
-        "| model | load point | in flight (AIC) | TTFT ms: AIC / ours p50 / measured p50 | ITL ms: AIC TPOT / ours mean / measured mean |",
+        _row(
+            "model",
+            "load point",
+            "in flight (AIC)",
+            "TTFT ms: AIC / ours p50 / measured p50",
+            "ITL ms: AIC TPOT / ours mean / measured mean",
+        ),
         "|---|---|---|---|---|",
     ]
     fleet = REPO / "examples/gpu/load/fleet.yaml"
@@ -189,28 +225,59 @@ def loads(estimate: Estimator, root: Path) -> list[str]:
         spec = manifest.model(plan.model_name)
         query = {
             "model_path": model_dir(lock.models[plan.model_name].model.config, root, plan.model_name),
-            "isl": spec.load.prompt_tokens.p50, "osl": spec.load.output_tokens.p50, "ctx_tokens": plan.vllm.max_num_batched_tokens,
-            **quant_modes(plan), **parallel(lock.models[plan.model_name].model.config),
-        }  # fmt: skip
+            "isl": spec.load.prompt_tokens.p50,
+            "osl": spec.load.output_tokens.p50,
+            "ctx_tokens": plan.vllm.max_num_batched_tokens,
+            **quant_modes(plan),
+            **parallel(lock.models[plan.model_name].model.config),
+        }
         if spec.lora:
             print(f"{plan.model_name}: AIConfigurator has no LoRA model; left out", file=sys.stderr)
             continue
-        fleet_data = {**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_unset=True)]}
+        fleet_data = {
+            **manifest.model_dump(mode="json", exclude_none=True),
+            "models": [spec.model_dump(mode="json", exclude_unset=True)],
+        }
         for point in load_verify.load_points(plan):
             found = matching_concurrency(estimate, point.requests_per_second, query)
-            run = next((r for r in runs if r.check.model == plan.model_name and r.check.flags.config == "plan" and r.check.point.name == point.name), None)
-            flags = load_verify.ServerFlags(config="plan", max_num_seqs=plan.vllm.max_num_seqs, max_num_batched_tokens=plan.vllm.max_num_batched_tokens)
+            run = next(
+                (
+                    r
+                    for r in runs
+                    if r.check.model == plan.model_name
+                    and r.check.flags.config == "plan"
+                    and r.check.point.name == point.name
+                ),
+                None,
+            )
+            flags = load_verify.ServerFlags(
+                config="plan",
+                max_num_seqs=plan.vllm.max_num_seqs,
+                max_num_batched_tokens=plan.vllm.max_num_batched_tokens,
+            )
             entry = lock.models[plan.model_name].model
-            ours = load_verify.predicted_at(
-                fleet_data, entry.config, entry.weights_bytes_by_dtype, "NVIDIA H200", run.check.flags if run else flags,
-                point.requests_per_second, kv_tokens=run.check.kv_tokens if run else None,
-            ) or {}  # fmt: skip
+            ours = (
+                load_verify.predicted_at(
+                    fleet_data,
+                    entry.config,
+                    entry.weights_bytes_by_dtype,
+                    "NVIDIA H200",
+                    run.check.flags if run else flags,
+                    point.requests_per_second,
+                    kv_tokens=run.check.kv_tokens if run else None,
+                )
+                or {}
+            )
             measured = run.check.measured if run else None
             aic_ttft, aic_tpot = (found[1]["ttft_ms"], found[1]["tpot_ms"]) if found else (None, None)
             rows.append(
-                f"| {plan.model_name} | {point.name}, {point.requests_per_second:g} requests/s | {found[0] if found else 'beyond 1,024'} "
-                f"| {_pct(aic_ttft, measured and measured.ttft_p50_ms)} / {_pct(ours.get('ttft_p50_ms'), measured and measured.ttft_p50_ms)} / {measured.ttft_p50_ms if measured else 'not yet run'} "
-                f"| {_pct(aic_tpot, measured and measured.itl_mean_ms)} / {_pct(ours.get('itl_mean_ms'), measured and measured.itl_mean_ms)} / {measured.itl_mean_ms if measured else 'not yet run'} |"
+                _row(
+                    plan.model_name,
+                    f"{point.name}, {point.requests_per_second:g} requests/s",
+                    str(found[0]) if found else "beyond 1,024",
+                    _triple(aic_ttft, ours.get("ttft_p50_ms"), measured and measured.ttft_p50_ms),
+                    _triple(aic_tpot, ours.get("itl_mean_ms"), measured and measured.itl_mean_ms),
+                )
             )
     return rows
 

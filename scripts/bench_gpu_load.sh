@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 group=${1:-}
 case "$group" in
   1|2|3|4|5|6) ;;
-  *) echo "usage: $0 1-6   (1: qwen3-8b plan + vLLM defaults, qwen3-32b; 2: FP8, MoE, LoRA; 3: qwen3-32b, LoRA; 4: MoE; 5: repeats; 6: sweep)" >&2; exit 2 ;;
+  *) echo "usage: $0 1-6   (1: qwen3-8b plan + vLLM defaults, qwen3-32b; 2: FP8, MoE, LoRA;" \
+          "3: qwen3-32b, LoRA; 4: MoE; 5: repeats; 6: sweep)" >&2; exit 2 ;;
 esac
 started=$SECONDS
 BUDGET=${BUDGET:-540}
@@ -36,7 +37,8 @@ if [ -z "${PY:-}" ]; then
   export PYTHONPATH=/tmp/ns${PYTHONPATH:+:$PYTHONPATH}
   [ -d /tmp/site ] && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
-export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0} PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
 FLEET=examples/gpu/load/fleet.yaml
 
 left() { echo $((BUDGET - (SECONDS - started))); }

@@ -43,6 +43,16 @@ from llmfleet.scripts.local_fleet import log_tail
 from llmfleet.scripts.verify_load import run_bench, word_tokenizer, write_dataset
 
 HEALTH_POLL_SECONDS = 2.0
+LOAD_HELP = (
+    "Check a load plan instead: an open-loop load (vllm bench serve) at each model's planned per-server rate and "
+    "at the most it is predicted to take within the SLO, with the load's lengths, against the prediction "
+    "(needs a load: section; --compare adds vLLM's serve defaults)."
+)
+SWEEP_HELP = (
+    "As --load, over the plan's flags, vLLM's defaults and a grid of max_num_seqs x max_num_batched_tokens; "
+    "ranks them by goodput."
+)
+POINT_HELP = "--load: only this load point (planned, max-within-slo; repeatable)."
 # vllm bench serve's own time beyond the arrivals: its start, the warm-up requests, the last answers.
 BENCH_MARGIN_SECONDS = 120.0
 
@@ -249,18 +259,30 @@ def measure_load(
     base = serve_argv(plan, model=str(model_dir), port=port, lora_modules={}, host="127.0.0.1")
     named = flags.config in ("plan", "vllm-defaults")
     argv = verify.verify_argv(
-        base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, tokenizer=str(tokenizer),
+        base,
+        plan=plan,
+        model_dir=str(model_dir),
+        port=port,
+        emulation=emulation,
+        tokenizer=str(tokenizer),
         config="vllm-defaults" if flags.config == "vllm-defaults" else "plan",
         overrides=None if named else load_verify.flag_overrides(flags),
-    )  # fmt: skip
+    )
     validate_argv(argv)
-    errors.print(f"[bold]{plan.model_name}[/] ({flags.config}): {emulation.note}; starting vLLM (log {work / 'server.log'})", highlight=False, soft_wrap=True)
+    errors.print(
+        f"[bold]{plan.model_name}[/] ({flags.config}): {emulation.note}; starting vLLM (log {work / 'server.log'})",
+        highlight=False,
+        soft_wrap=True,
+    )
     server = Server(argv, plan, work, work / "server.log")
     checks: list[load_verify.LoadCheck] = []
     try:
         boot_seconds = server.wait_healthy(boot_timeout)
         if boot_seconds is None:
-            errors.print(f"[red]{plan.model_name} ({flags.config}): vLLM did not serve within {boot_timeout:.0f} s[/]: {escape(log_tail(server.log_path, 5))}")
+            errors.print(
+                f"[red]{plan.model_name} ({flags.config}): vLLM did not serve within {boot_timeout:.0f} s[/]: "
+                f"{escape(log_tail(server.log_path, 5))}"
+            )
             return checks, server.stop()
         kv_tokens = parse_boot_log(server.log_path.read_text(errors="replace")).kv_tokens
         for point in points:
@@ -271,19 +293,36 @@ def measure_load(
                 stem = f"{point.name}-{repeat}"
                 dataset = write_dataset(work / f"{stem}.jsonl", load_verify.dataset_rows(pairs, vocab, seed=seed))
                 bench = load_verify.bench_argv(
-                    port=port, model=plan.model_name, tokenizer=str(tokenizer), dataset=str(dataset), rate=point.requests_per_second,
-                    requests=requests, slo=load.slo, result_dir=str(work), result_file=f"{stem}.json", seed=seed,
-                )  # fmt: skip
-                errors.print(f"  {point.name} ({point.requests_per_second:g} requests/s, {requests} requests, run {repeat + 1} of {repeats})", highlight=False)
+                    port=port,
+                    model=plan.model_name,
+                    tokenizer=str(tokenizer),
+                    dataset=str(dataset),
+                    rate=point.requests_per_second,
+                    requests=requests,
+                    slo=load.slo,
+                    result_dir=str(work),
+                    result_file=f"{stem}.json",
+                    seed=seed,
+                )
+                errors.print(
+                    f"  {point.name} ({point.requests_per_second:g} requests/s, {requests} requests, "
+                    f"run {repeat + 1} of {repeats})",
+                    highlight=False,
+                )
                 timeout = requests / point.requests_per_second + BENCH_MARGIN_SECONDS
                 result = run_bench(bench, work / f"{stem}.log", timeout)
                 if result is None:
                     errors.print(f"[red]  vllm bench serve failed[/]: {escape(log_tail(work / f'{stem}.log', 5))}")
                     continue
                 check = load_verify.LoadCheck(
-                    model=plan.model_name, flags=flags, point=point, repeat=repeat, kv_tokens=kv_tokens,
-                    boot_seconds=round(boot_seconds, 1), measured=load_verify.measured_load(result),
-                )  # fmt: skip
+                    model=plan.model_name,
+                    flags=flags,
+                    point=point,
+                    repeat=repeat,
+                    kv_tokens=kv_tokens,
+                    boot_seconds=round(boot_seconds, 1),
+                    measured=load_verify.measured_load(result),
+                )
                 checks.append(check)
                 on_check(check)
     finally:
@@ -293,18 +332,39 @@ def measure_load(
 
 def _load_table(rows: list[tuple[load_verify.LoadCheck, dict[str, tuple[float | None, float | None]]]]) -> Table:
     table = Table(title="predicted / measured, open-loop load (vllm bench serve)")
-    for column in ("model", "config", "point", "req/s", "n", "failed", "out tok/s", "TTFT p50 ms", "TTFT p95 ms", "ITL mean ms", "ITL p95 ms", "goodput"):
+    for column in (
+        "model",
+        "config",
+        "point",
+        "req/s",
+        "n",
+        "failed",
+        "out tok/s",
+        "TTFT p50 ms",
+        "TTFT p95 ms",
+        "ITL mean ms",
+        "ITL p95 ms",
+        "goodput",
+    ):
         table.add_column(column, justify="left" if column in ("model", "config", "point") else "right")
     for check, figures in rows:
         cells = []
         for figure in load_verify.FIGURES:
             predicted, measured = figures[figure]
-            cells.append(f"{'-' if predicted is None else f'{predicted:,.1f}'} / {'-' if measured is None else f'{measured:,.1f}'}")
+            cells.append(
+                " / ".join("-" if value is None else f"{value:,.1f}" for value in (predicted, measured))
+            )
         m = check.measured
         table.add_row(
-            check.model, check.flags.config, check.point.name, f"{check.point.requests_per_second:g}", str(m.requests), str(m.failed),
-            *cells, "-" if m.goodput is None else f"{m.goodput:.2f}",
-        )  # fmt: skip
+            check.model,
+            check.flags.config,
+            check.point.name,
+            f"{check.point.requests_per_second:g}",
+            str(m.requests),
+            str(m.failed),
+            *cells,
+            "-" if m.goodput is None else f"{m.goodput:.2f}",
+        )
     return table
 
 
@@ -340,12 +400,12 @@ def verify_command(
     record: Annotated[Path | None, typer.Option(help="Merge the measurements into this JSON file after each server, e.g. tests/data/gpu_measurements.json.")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep each server's log and config under this folder.")] = None,
     skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
-    load: Annotated[bool, typer.Option("--load", help="Check a load plan instead: an open-loop load (vllm bench serve) at each model's planned per-server rate and at the most it is predicted to take within the SLO, with the load's lengths, against the prediction (needs a load: section; --compare adds vLLM's serve defaults).")] = False,
-    sweep: Annotated[bool, typer.Option("--sweep", help="As --load, over the plan's flags, vLLM's defaults and a grid of max_num_seqs x max_num_batched_tokens; ranks them by goodput.")] = False,
+    load: Annotated[bool, typer.Option("--load", help=LOAD_HELP)] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help=SWEEP_HELP)] = False,
     seconds: Annotated[float, typer.Option(help="--load: seconds of arrivals per load point.")] = 30,
     max_requests: Annotated[int, typer.Option(help="--load: at most this many requests per load point.")] = 600,
-    repeats: Annotated[int, typer.Option(help="--load: runs of each load point on each server (to show the noise).")] = 1,
-    point: Annotated[list[str] | None, typer.Option("--point", help="--load: only this load point (planned, max-within-slo; repeatable).")] = None,
+    repeats: Annotated[int, typer.Option(help="--load: runs of each load point on each server (the noise).")] = 1,
+    point: Annotated[list[str] | None, typer.Option("--point", help=POINT_HELP)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the fleet's plans on this machine's GPU against the plan: KV, weights, boot, load.
@@ -402,7 +462,10 @@ def verify_command(
                 verdicts.append(verdict)
                 if not as_json:
                     console.print(_table([verdict]))
-                fleet = {**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_none=True)]}
+                fleet = {
+                    **manifest.model_dump(mode="json", exclude_none=True),
+                    "models": [spec.model_dump(mode="json", exclude_none=True)],
+                }
                 measurements.append(verify.Measurement(**_recorded(gpu, fleet, entry.model), verdict=verdict))
                 if record is not None:  # after each server: a later crash or time-out keeps these
                     _record(record, measurements[-1:])
@@ -423,10 +486,23 @@ def verify_command(
 
 
 def _verify_loads(
-    manifest: FleetManifest, lock, plans: dict[str, ServingPlan], names: list[str], gpu: verify.LocalGpu, *,
-    keep: Path | None, record: Path | None, compare: bool, sweep: bool, seconds: float, most_requests: int,
-    repeats: int, boot_timeout: float, skip_unfit: bool, only: list[str] | None = None,
-) -> list[load_verify.LoadCheck]:  # fmt: skip
+    manifest: FleetManifest,
+    lock,
+    plans: dict[str, ServingPlan],
+    names: list[str],
+    gpu: verify.LocalGpu,
+    *,
+    keep: Path | None,
+    record: Path | None,
+    compare: bool,
+    sweep: bool,
+    seconds: float,
+    most_requests: int,
+    repeats: int,
+    boot_timeout: float,
+    skip_unfit: bool,
+    only: list[str] | None = None,
+) -> list[load_verify.LoadCheck]:
     """`verify --load` / `--sweep`: each model's servers loaded at its load points; every check
     recorded as it is measured; a table of predicted against measured and, with more than one
     server, where the plan's flags rank by goodput."""
@@ -438,8 +514,12 @@ def _verify_loads(
     try:
         for name in names:
             plan, entry, spec = plans[name], lock.models[name], manifest.model(name)
-            # Only what the manifest set: a load replaces serving.target_concurrency, whose default would be refused beside it.
-            fleet = {**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_unset=True)]}
+            # Only what the manifest set: a load replaces serving.target_concurrency, whose default
+            # would be refused beside it.
+            fleet = {
+                **manifest.model_dump(mode="json", exclude_none=True),
+                "models": [spec.model_dump(mode="json", exclude_unset=True)],
+            }
             model_checks = []
 
             def keep_check(check: load_verify.LoadCheck) -> None:
@@ -451,25 +531,44 @@ def _verify_loads(
 
             points = [p for p in load_verify.load_points(plan) if not only or p.name in only]
             if not points:
-                raise fail(f"model {name!r}: no load point named {only}; it has {[p.name for p in load_verify.load_points(plan)]}", EXIT_BAD_INPUT)
+                raise fail(
+                    f"model {name!r}: no load point named {only}; "
+                    f"it has {[p.name for p in load_verify.load_points(plan)]}",
+                    EXIT_BAD_INPUT,
+                )
             all_flags = load_verify.sweep_flags(plan, gpu.name, gpu.memory_bytes, grid=sweep)
             for flags in all_flags if compare or sweep else all_flags[:1]:
                 work = root / name / flags.config
                 work.mkdir(parents=True, exist_ok=True)
                 try:
                     measure_load(
-                        plan, entry.model, gpu, work, flags=flags, points=points, load=spec.load,
-                        seconds=seconds, most_requests=most_requests, repeats=repeats, boot_timeout=boot_timeout, on_check=keep_check,
-                    )  # fmt: skip
+                        plan,
+                        entry.model,
+                        gpu,
+                        work,
+                        flags=flags,
+                        points=points,
+                        load=spec.load,
+                        seconds=seconds,
+                        most_requests=most_requests,
+                        repeats=repeats,
+                        boot_timeout=boot_timeout,
+                        on_check=keep_check,
+                    )
                 except verify.VerifyRefused as exc:
                     _skip_or_raise(exc, skip_unfit)
                     break
             checks += model_checks
-            for rank in load_verify.sweep_ranks(model_checks) if len({c.flags.config for c in model_checks}) > 1 else []:
+            for rank in (
+                load_verify.sweep_ranks(model_checks) if len({c.flags.config for c in model_checks}) > 1 else []
+            ):
                 console.print(
                     f"{name} at {rank.point}: goodput (requests/s within the SLO) "
-                    + ", ".join(f"{config} {value:.2f}" for config, value in sorted(rank.goodput.items(), key=lambda kv: -kv[1]))
-                    + f"; the plan's flags rank {rank.plan_rank} of {len(rank.goodput)} ({rank.plan_share_of_best:.0%} of the best, {rank.best})",
+                    + ", ".join(
+                        f"{config} {value:.2f}" for config, value in sorted(rank.goodput.items(), key=lambda kv: -kv[1])
+                    )
+                    + f"; the plan's flags rank {rank.plan_rank} of {len(rank.goodput)} "
+                    f"({rank.plan_share_of_best:.0%} of the best, {rank.best})",
                     highlight=False,
                 )
     finally:
@@ -482,7 +581,11 @@ def _verify_loads(
 
 
 def _record_loads(path: Path, measurements: list[load_verify.LoadMeasurement]) -> None:
-    existing = load_verify.LoadLog.model_validate_json(path.read_text()) if path.is_file() else load_verify.LoadLog(measurements=[])
+    existing = (
+        load_verify.LoadLog.model_validate_json(path.read_text())
+        if path.is_file()
+        else load_verify.LoadLog(measurements=[])
+    )
     path.write_text(existing.merged(measurements).model_dump_json(indent=1) + "\n")
 
 
@@ -495,10 +598,14 @@ def _skip_or_raise(refused: verify.VerifyRefused, skip_unfit: bool) -> None:
 def _recorded(gpu: verify.LocalGpu, fleet: dict, record: FactsRecord) -> dict:
     """The fields of a record (verify.Recorded) for a measurement made now on this GPU."""
     return {
-        "date": datetime.now(UTC).date().isoformat(), "gpu": gpu.name, "gpu_memory_bytes": gpu.memory_bytes,
-        "vllm_version": installed_vllm_version(), "fleet": fleet, "config": record.config,
+        "date": datetime.now(UTC).date().isoformat(),
+        "gpu": gpu.name,
+        "gpu_memory_bytes": gpu.memory_bytes,
+        "vllm_version": installed_vllm_version(),
+        "fleet": fleet,
+        "config": record.config,
         "weights_bytes_by_dtype": record.weights_bytes_by_dtype,
-    }  # fmt: skip
+    }
 
 
 def _record(path: Path, measurements: list[verify.Measurement]) -> None:

@@ -50,7 +50,9 @@ def run_bench(argv: list[str], log: Path, timeout: float) -> dict | None:
     command = [sys.executable, "-m", "llmfleet.scripts.verify_load", *argv]
     with log.open("w") as out:
         try:
-            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
+            code = subprocess.run(
+                command, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            ).returncode
         except subprocess.TimeoutExpired:
             out.write(f"\nllmfleet: vllm bench serve ran past {timeout:.0f} s and was stopped\n")
             return None

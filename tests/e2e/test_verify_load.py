@@ -32,7 +32,14 @@ MOST = 40  # the scaling target of a tiny model on a GPU is hundreds a second: a
 def loaded(standin_model: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("verify-load")
     fleet_file = work / "fleet.yaml"
-    fleet_file.write_text(json.dumps({"name": "load", "models": [{"name": "tiny", "source": str(standin_model), "max_model_len": 512, "load": LOAD}]}))
+    fleet_file.write_text(
+        json.dumps(
+            {
+                "name": "load",
+                "models": [{"name": "tiny", "source": str(standin_model), "max_model_len": 512, "load": LOAD}],
+            }
+        )
+    )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
         manifest, lock = load_fleet_and_lock(fleet_file)
@@ -42,9 +49,21 @@ def loaded(standin_model: Path, tmp_path_factory: pytest.TempPathFactory):
         gpu = verify.LocalGpu(name=plan.gpu_name, memory_bytes=plan.gpu_memory_bytes, count=1)
         record = work / "record.json"
         checks = _verify_loads(
-            manifest, lock, plans, ["tiny"], gpu, keep=work / "keep", record=record, compare=False, sweep=False,
-            seconds=SECONDS, most_requests=MOST, repeats=1, boot_timeout=300, skip_unfit=False,
-        )  # fmt: skip
+            manifest,
+            lock,
+            plans,
+            ["tiny"],
+            gpu,
+            keep=work / "keep",
+            record=record,
+            compare=False,
+            sweep=False,
+            seconds=SECONDS,
+            most_requests=MOST,
+            repeats=1,
+            boot_timeout=300,
+            skip_unfit=False,
+        )
     log = (work / "keep" / "tiny" / "plan" / "server.log").read_text()
     return plan, checks, log, record, work
 

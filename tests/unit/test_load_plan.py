@@ -130,8 +130,10 @@ def test_max_num_seqs_holds_the_servers_scaling_target(rate: float) -> None:
 
     fleet = _fleet(_load(requests_per_second=rate))
     plan = plan_model(fleet, fleet.models[0], LLAMA, catalog=SMALL_CATALOG)
-    cost = step_cost_of(fleet.models[0], LLAMA, plan.vllm.dtype, None, plan.memory, instance(plan.instance_type), plan.tensor_parallel_size)
-    batching = performance.Batching(plan.vllm.max_num_seqs, plan.vllm.max_num_batched_tokens, plan.memory.token_capacity)
+    gpus = instance(plan.instance_type)
+    cost = step_cost_of(fleet.models[0], LLAMA, plan.vllm.dtype, None, plan.memory, gpus, plan.tensor_parallel_size)
+    vllm = plan.vllm
+    batching = performance.Batching(vllm.max_num_seqs, vllm.max_num_batched_tokens, plan.memory.token_capacity)
     target = plan.performance.max_requests_per_second_per_server
     at_target = performance.predict(cost, batching, target, *lengths(fleet.models[0].load), 95)
     assert at_target is not None and 2 * at_target.running <= plan.vllm.max_num_seqs

@@ -20,9 +20,13 @@ from tests.conftest import REPO
 
 PLANS = {p.model_name: p for p in load_and_plan(REPO / "examples/gpu/load/fleet.yaml")[1]}
 LOAD = LoadSpec.model_validate(
-    {"requests_per_second": 3, "prompt_tokens": {"p50": 1000, "p95": 2000}, "output_tokens": {"p50": 200, "p95": 400},
-     "slo": {"ttft_ms": 1000, "itl_ms": 40}}
-)  # fmt: skip
+    {
+        "requests_per_second": 3,
+        "prompt_tokens": {"p50": 1000, "p95": 2000},
+        "output_tokens": {"p50": 200, "p95": 400},
+        "slo": {"ttft_ms": 1000, "itl_ms": 40},
+    }
+)
 
 
 def test_the_load_points_are_the_plans_share_of_the_load_and_its_scaling_target() -> None:
@@ -78,27 +82,58 @@ def test_the_bench_arguments_mean_what_they_say_to_vllms_own_parser() -> None:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     argv = load_verify.bench_argv(
-        port=8123, model="qwen3-8b", tokenizer="/tok", dataset="/d.jsonl", rate=2.5, requests=75, slo=LOAD.slo,
-        result_dir="/r", result_file="planned-0.json", seed=7,
-    )  # fmt: skip
+        port=8123,
+        model="qwen3-8b",
+        tokenizer="/tok",
+        dataset="/d.jsonl",
+        rate=2.5,
+        requests=75,
+        slo=LOAD.slo,
+        result_dir="/r",
+        result_file="planned-0.json",
+        seed=7,
+    )
     parser = FlexibleArgumentParser()
     BenchmarkServingSubcommand.add_cli_args(parser)
     args = parser.parse_args(argv)
-    assert (args.dataset_name, args.dataset_path, args.custom_output_len, args.skip_chat_template) == ("custom", "/d.jsonl", -1, True)
+    assert (args.dataset_name, args.dataset_path, args.custom_output_len, args.skip_chat_template) == (
+        "custom",
+        "/d.jsonl",
+        -1,
+        True,
+    )
     assert (args.request_rate, args.burstiness, args.num_prompts, args.seed) == (2.5, 1.0, 75, 7)
-    assert (args.model, args.tokenizer, args.base_url, args.endpoint) == ("qwen3-8b", "/tok", "http://127.0.0.1:8123", "/v1/completions")
+    assert (args.model, args.tokenizer, args.base_url, args.endpoint) == (
+        "qwen3-8b",
+        "/tok",
+        "http://127.0.0.1:8123",
+        "/v1/completions",
+    )
     assert args.ignore_eos and args.temperature == 0 and args.save_result and args.save_detailed
     assert args.goodput == ["ttft:1000", "tpot:40"] and args.metric_percentiles == "50,90,95,99"
-    assert (args.result_dir, args.result_filename, args.num_warmups) == ("/r", "planned-0.json", load_verify.WARMUP_REQUESTS)
+    assert (args.result_dir, args.result_filename, args.num_warmups) == (
+        "/r",
+        "planned-0.json",
+        load_verify.WARMUP_REQUESTS,
+    )
 
 
 def _result(**overrides) -> dict:
     """A `vllm bench serve --save-detailed` result: three requests, the second failed."""
     result = {
-        "duration": 2.0, "completed": 2, "failed": 1, "request_throughput": 1.0, "output_throughput": 3.5, "request_goodput": 0.5,
-        "input_lens": [10, 99, 30], "output_lens": [3, 0, 4], "ttfts": [0.1, 0.0, 0.3],
-        "itls": [[0.01, 0.03], [], [0.02, 0.02, 0.06]], "errors": ["", "HTTP 500", ""], "max_concurrent_requests": 2,
-    }  # fmt: skip
+        "duration": 2.0,
+        "completed": 2,
+        "failed": 1,
+        "request_throughput": 1.0,
+        "output_throughput": 3.5,
+        "request_goodput": 0.5,
+        "input_lens": [10, 99, 30],
+        "output_lens": [3, 0, 4],
+        "ttfts": [0.1, 0.0, 0.3],
+        "itls": [[0.01, 0.03], [], [0.02, 0.02, 0.06]],
+        "errors": ["", "HTTP 500", ""],
+        "max_concurrent_requests": 2,
+    }
     return {**result, **overrides}
 
 
@@ -123,34 +158,56 @@ def test_the_sweep_runs_the_plan_vllms_defaults_and_the_grid_each_pair_once() ->
     assert len(load_verify.sweep_flags(plan, "NVIDIA H200", 141 * GIB, grid=False)) == 2
     assert load_verify.vllm_default_flags("NVIDIA A100-SXM4-80GB", 80 * GIB).max_num_seqs == 256
     assert load_verify.vllm_default_flags("NVIDIA L4", 22 * GIB).max_num_batched_tokens == 2048
-    assert load_verify.flag_overrides(flags[2]) == {"--max-num-seqs": str(flags[2].max_num_seqs), "--max-num-batched-tokens": str(flags[2].max_num_batched_tokens)}
+    assert load_verify.flag_overrides(flags[2]) == {
+        "--max-num-seqs": str(flags[2].max_num_seqs),
+        "--max-num-batched-tokens": str(flags[2].max_num_batched_tokens),
+    }
 
 
 def _check(config: str, point: str, goodput: float | None, repeat: int = 0) -> LoadCheck:
     measured = load_verify.measured_load(_result(request_goodput=goodput))
     return LoadCheck(
-        model="m", flags=ServerFlags(config=config, max_num_seqs=8, max_num_batched_tokens=512),
-        point=LoadPoint(name=point, requests_per_second=1), repeat=repeat, kv_tokens=1, boot_seconds=1.0, measured=measured,
-    )  # fmt: skip
+        model="m",
+        flags=ServerFlags(config=config, max_num_seqs=8, max_num_batched_tokens=512),
+        point=LoadPoint(name=point, requests_per_second=1),
+        repeat=repeat,
+        kv_tokens=1,
+        boot_seconds=1.0,
+        measured=measured,
+    )
 
 
 def test_the_plan_is_ranked_by_goodput_at_each_point_repeats_averaged() -> None:
     checks = [
-        _check("plan", "planned", 3.0), _check("vllm-defaults", "planned", 3.0),
-        _check("plan", "max-within-slo", 4.0), _check("plan", "max-within-slo", 5.0, repeat=1),
-        _check("vllm-defaults", "max-within-slo", 6.0), _check("seqs32-batched8192", "max-within-slo", 2.0),
-    ]  # fmt: skip
+        _check("plan", "planned", 3.0),
+        _check("vllm-defaults", "planned", 3.0),
+        _check("plan", "max-within-slo", 4.0),
+        _check("plan", "max-within-slo", 5.0, repeat=1),
+        _check("vllm-defaults", "max-within-slo", 6.0),
+        _check("seqs32-batched8192", "max-within-slo", 2.0),
+    ]
     planned, target = load_verify.sweep_ranks(checks)
-    assert (planned.point, planned.plan_rank, planned.plan_share_of_best) == ("planned", 1, 1.0)  # a tie shares the first rank
+    assert (planned.point, planned.plan_rank, planned.plan_share_of_best) == (
+        "planned",
+        1,
+        1.0,
+    )  # a tie shares the first rank
     assert target.goodput == {"plan": 4.5, "vllm-defaults": 6.0, "seqs32-batched8192": 2.0}
     assert (target.best, target.plan_rank, target.plan_share_of_best) == ("vllm-defaults", 2, 0.75)
 
 
 def test_newer_checks_replace_older_ones_of_the_same_server_point_and_repeat() -> None:
     def measurement(check: LoadCheck, date: str) -> load_verify.LoadMeasurement:
-        return load_verify.LoadMeasurement(date=date, gpu="g", gpu_memory_bytes=1, vllm_version="v", fleet={}, config={}, check=check)
+        return load_verify.LoadMeasurement(
+            date=date, gpu="g", gpu_memory_bytes=1, vllm_version="v", fleet={}, config={}, check=check
+        )
 
-    log = load_verify.LoadLog(measurements=[measurement(_check("plan", "planned", 1.0), "old"), measurement(_check("plan", "planned", 1.0, 1), "old")])
+    log = load_verify.LoadLog(
+        measurements=[
+            measurement(_check("plan", "planned", 1.0), "old"),
+            measurement(_check("plan", "planned", 1.0, 1), "old"),
+        ]
+    )
     merged = log.merged([measurement(_check("plan", "planned", 2.0), "new")])
     assert [(m.date, m.check.repeat) for m in merged.measurements] == [("old", 1), ("new", 0)]
 
@@ -161,15 +218,28 @@ def _recorded(plan_name: str, flags: ServerFlags, rate: float) -> load_verify.Lo
 
     manifest, lock = load_fleet_and_lock(REPO / "examples/gpu/load/fleet.yaml")
     spec, entry = manifest.model(plan_name), lock.models[plan_name]
-    fleet = {**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_unset=True)]}
+    fleet = {
+        **manifest.model_dump(mode="json", exclude_none=True),
+        "models": [spec.model_dump(mode="json", exclude_unset=True)],
+    }
     check = LoadCheck(
-        model=plan_name, flags=flags, point=LoadPoint(name="planned", requests_per_second=rate), kv_tokens=None, boot_seconds=1.0,
+        model=plan_name,
+        flags=flags,
+        point=LoadPoint(name="planned", requests_per_second=rate),
+        kv_tokens=None,
+        boot_seconds=1.0,
         measured=MeasuredLoad.model_validate({**load_verify.measured_load(_result()).model_dump()}),
-    )  # fmt: skip
+    )
     return load_verify.LoadMeasurement(
-        date="d", gpu="NVIDIA H200", gpu_memory_bytes=141 * GIB, vllm_version="0.26.0", fleet=fleet, config=entry.model.config,
-        weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype, check=check,
-    )  # fmt: skip
+        date="d",
+        gpu="NVIDIA H200",
+        gpu_memory_bytes=141 * GIB,
+        vllm_version="0.26.0",
+        fleet=fleet,
+        config=entry.model.config,
+        weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype,
+        check=check,
+    )
 
 
 def test_a_recorded_check_is_predicted_again_with_its_servers_flags() -> None:
