@@ -29,6 +29,12 @@ alignment whose page holds one state. DeepSeek sparse attention caches its index
 keys beside the MLA latent in 64-token blocks; vLLM keeps both in one group (their pages
 differ in size, not in kind: UniformTypeKVCacheSpecs).
 
+Attention layers of different kinds and page sizes (Gemma-4: sliding layers of 16 KV heads x
+256, full layers of 4 x 512; vLLM 0.26.0 unify_kv_cache_spec_page_size): every page is made
+the largest one by giving a smaller layer more tokens per block, the ratio of the pages; a
+page that does not divide the largest is padded only on backends that read pages by their
+stride, which the planner does not count on: such a model is refused (PagesNotUnifiable).
+
 Pure: no vLLM import. The GPU measurements in tests/data/gpu_measurements.json hold it to
 vLLM's own figures.
 """
@@ -40,6 +46,12 @@ from dataclasses import dataclass
 
 from llmfleet.model_store.families import KvLayers
 
+# The vLLM release whose allocator these rules mirror: 0.26.0's kv_cache_utils.py and
+# kv_cache_interface.py, read in its wheel and held to its figures on a GPU
+# (tests/data/gpu_measurements.json). 0.32.0, the container's, and 0.33.0 (the same code, moved to
+# kv_cache_planning.py) were read for the same functions: they differ only where attention pages
+# differ in size (docs/planner.md, "KV capacity").
+MIRRORED_VLLM_VERSIONS = ("0.26.0",)
 # CacheConfig.block_size on CUDA: FlashAttention, FlashInfer and FlashAttention-MLA (bf16 KV).
 BLOCK_SIZE = 16
 # An fp8 MLA cache runs on FlashMLA, which takes 64-token blocks (vllm/v1/attention/backends/mla).
@@ -52,6 +64,10 @@ STATE_BLOCKS_PER_REQUEST = 2
 # Async scheduling (vLLM's default) keeps two batches in flight; sliding and chunked layers
 # reserve room for both (VllmConfig.max_in_flight_tokens).
 IN_FLIGHT_BATCHES = 2
+
+
+class PagesNotUnifiable(ValueError):
+    """Attention pages vLLM cannot bring to one size by tokens per block."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,20 @@ def kv_groups(layers: tuple[KvLayers, ...], hybrid: bool = True) -> tuple[int, l
     return group_size, groups
 
 
+def tokens_per_block(layer: KvLayers, page_bytes: int, block_size: int, tp: int, element_bytes: int) -> int:
+    """A layer's tokens per block once every page is `page_bytes`: state layers and layers of the
+    largest page keep `block_size`; a smaller attention page takes the ratio's multiple."""
+    per_token = layer.bytes_per_token(tp, element_bytes)
+    if layer.kind == "state" or per_token * block_size == page_bytes:
+        return block_size
+    if page_bytes % (per_token * block_size):
+        raise PagesNotUnifiable(
+            f"{layer.count} {layer.kind} layers cache {per_token * block_size:,} bytes a block, which does not divide "
+            f"the largest page ({page_bytes:,} bytes): vLLM cannot give them one page size"
+        )
+    return page_bytes // per_token
+
+
 def _blocks_needed(layer: KvLayers, block_size: int, max_model_len: int, in_flight: int) -> int:
     if layer.kind == "sliding":
         return math.ceil(min(layer.window - 1 + in_flight, max_model_len) / block_size) + 1
@@ -150,16 +180,18 @@ def kv_capacity(
     (`dtype_bytes`: the model dtype's, in which state layers keep their state)."""
     block_size = block_size_for(layers, element_bytes, tp, dtype_bytes)
     group_size, groups = kv_groups(layers, hybrid)
-    # Every attention layer of a model caches the same bytes per token here, and state pages
-    # are padded to attention pages, so pages are uniform; layers of one kind at different
-    # sizes share one page, the sum of theirs.
+    # State pages are padded to attention pages and smaller attention pages hold more tokens,
+    # so pages are uniform; layers of one kind at different sizes share one page, the sum of theirs.
     if uniform_type(layers):
         page_bytes = block_size * kv_bytes_per_token(layers, element_bytes, tp)
     else:
         page_bytes = block_size * max(layer.bytes_per_token(tp, element_bytes) for layer in layers)
     num_blocks = max(0, budget_bytes) // page_bytes // group_size
     in_flight = IN_FLIGHT_BATCHES * max_num_batched_tokens
-    per_request = sum(_blocks_needed(g, block_size, max_model_len, in_flight) for g in groups)
+    per_request = 0
+    for g in groups:
+        tokens = block_size if uniform_type(layers) else tokens_per_block(g, page_bytes, block_size, tp, element_bytes)
+        per_request += _blocks_needed(g, tokens, max_model_len, in_flight)
     concurrency = num_blocks / per_request
     return KvCapacity(
         block_size=block_size,

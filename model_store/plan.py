@@ -365,7 +365,8 @@ def weight_bytes(arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None, 
     """Bytes of weights in GPU memory.
 
     The checkpoint's own size when it is served as stored (less what vLLM does not load:
-    DeepSeek's MTP layer; the vision encoder when served text only); otherwise each part at
+    DeepSeek's MTP layer; the vision encoder when served text only; plus what it holds twice:
+    Gemma-4's V projections copied from K); otherwise each part at
     its format: quantized parts at the format's bytes per weight, the rest (embeddings, LM
     head, norms, routers, vision) in 16 bit.
     """
@@ -374,7 +375,7 @@ def weight_bytes(arch: ArchitectureFacts, dtype: str, fmt: WeightFormat | None, 
     served_as_stored = (fmt is None and dtype == arch.checkpoint_dtype) or (fmt is not None and not fmt.online)
     if arch.checkpoint_bytes and served_as_stored:
         stored_per_param = arch.checkpoint_bytes / params.checkpoint_total()
-        return arch.checkpoint_bytes - int((params.not_loaded + skipped_vision) * stored_per_param)
+        return arch.checkpoint_bytes - int((params.not_loaded + skipped_vision - params.not_stored) * stored_per_param)
     parts = fmt.part_bytes() if fmt else {}
     covered = sum(params.part(name) for name in parts)
     quantized = sum(params.part(name) * size for name, size in parts.items())
@@ -473,16 +474,19 @@ def _memory_at(
     kv_budget = usable - math.ceil(weights / tp) - lora - activations - reserve
     # vLLM turns its hybrid KV manager off for chunked local attention with an EAGLE drafter.
     eagle = spec.speculative is not None and spec.speculative.method in ("eagle", "eagle3")
-    capacity = kv_cache.kv_capacity(
-        arch.kv_layers,
-        kv_budget,
-        hybrid=not (eagle and any(layer.kind == "chunked" for layer in arch.kv_layers)),
-        element_bytes=element,
-        tp=tp,
-        max_model_len=spec.max_model_len,
-        max_num_batched_tokens=batched,
-        dtype_bytes=DTYPE_BYTES[dtype],
-    )
+    try:
+        capacity = kv_cache.kv_capacity(
+            arch.kv_layers,
+            kv_budget,
+            hybrid=not (eagle and any(layer.kind == "chunked" for layer in arch.kv_layers)),
+            element_bytes=element,
+            tp=tp,
+            max_model_len=spec.max_model_len,
+            max_num_batched_tokens=batched,
+            dtype_bytes=DTYPE_BYTES[dtype],
+        )
+    except kv_cache.PagesNotUnifiable as exc:
+        raise PlanError(f"model {spec.name!r} at tensor-parallel size {tp}: {exc}") from None
     return MemoryPlan(
         parameters=arch.parameter_count(),
         weights_bytes=weights,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
 from llmfleet.model_store.boot_log import BootFigures
@@ -116,15 +116,29 @@ def verify_argv(
     config: Config = "plan",
     tokenizer: str | None = None,
     overrides: dict[str, str] | None = None,
+    host_args: tuple[str, ...] = (),
 ) -> list[str]:
     """The serve argv for a measurement: the plan's own (`plan_argv`, as the entrypoint builds
     it) with random weights from config.json alone (`--load-format dummy`), no tokenizer (or
     the one in `tokenizer`: a text load needs one), the emulated memory share, a speculative
-    draft model read from `draft_dir`, and `overrides` (flag: value) replacing the plan's.
+    draft model read from `draft_dir`, `overrides` (flag: value) replacing the plan's, and
+    `host_args` last: flags this host's vLLM build needs that the plan does not decide (a
+    kernel backend its wheels can run), kept in the measurement.
 
     `vllm-defaults` keeps only what names the model; `seed-notebook` is the seed's
     enforce_eager, utilization 0.7 and 2,048-token context.
     """
+    argv = _config_argv(
+        plan_argv, plan=plan, model_dir=model_dir, port=port, emulation=emulation, draft_dir=draft_dir, config=config,
+        tokenizer=tokenizer, overrides=overrides,
+    )  # fmt: skip
+    return [*argv, *host_args]
+
+
+def _config_argv(
+    plan_argv: list[str], *, plan: ServingPlan, model_dir: str, port: int, emulation: Emulation, draft_dir: str | None,
+    config: Config, tokenizer: str | None, overrides: dict[str, str] | None,
+) -> list[str]:  # fmt: skip
     text = ["--tokenizer", tokenizer] if tokenizer else ["--skip-tokenizer-init"]
     argv = _replace_flag(plan_argv, "--load-format", "dummy")
     argv = _replace_flag(argv, "--gpu-memory-utilization", str(emulation.gpu_memory_utilization))
@@ -272,6 +286,15 @@ class Recorded(Frozen):
     fleet: dict[str, Any] = Field(description="A one-model fleet manifest (as parsed) the plan came from.")
     config: dict[str, Any] = Field(description="The model's config.json (vLLM built random weights from it).")
     weights_bytes_by_dtype: dict[str, int] | None = None
+    host_vllm_args: list[str] = Field(default_factory=list, description="Flags added for the host's vLLM build, not the plan's.")
+
+    @model_serializer(mode="wrap")
+    def _without_empty_host_args(self, handler) -> dict[str, Any]:
+        """Records without host flags are written as before the field existed."""
+        data = handler(self)
+        if not data.get("host_vllm_args"):
+            data.pop("host_vllm_args", None)
+        return data
 
 
 class Measurement(Recorded):

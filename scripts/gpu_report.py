@@ -49,9 +49,14 @@ def _verified_rows(log: MeasurementLog) -> list[str]:
             f"{_cell(v.boot.graph_gib, '{:.2f}')} | {_cell(load and load.output_tokens_per_second, '{:,.0f}')} | "
             f"{_cell(load and load.ttft_p50_ms, '{:.0f}')} / {_cell(load and load.ttft_p95_ms, '{:.0f}')} |"
         )
-    gaps = [m.verdict for m in log.measurements if m.verdict.config == "plan" and (m.verdict.boot_seconds is None or m.verdict.load is None)]
-    rows += [""] + [f"- {v.model}: {v.note}." for v in gaps] if gaps else []
-    return rows
+    plans = [m for m in log.measurements if m.verdict.config == "plan"]
+    notes = [f"- {m.verdict.model}: {m.verdict.note}." for m in plans if m.verdict.boot_seconds is None or m.verdict.load is None]
+    notes += [
+        f"- {m.verdict.model}: vLLM also took `{' '.join(m.host_vllm_args)}`, for the GPU host's vLLM build (not the plan's)."
+        for m in plans
+        if m.host_vllm_args
+    ]
+    return rows + ([""] + notes if notes else [])
 
 
 def _compare_rows(log: MeasurementLog) -> list[str]:

@@ -204,6 +204,7 @@ def measure(
     max_tokens: int,
     concurrency: int,
     slo_ttft_ms: int | None,
+    host_args: tuple[str, ...] = (),
 ) -> tuple[verify.Verdict, str]:
     """Start, read, load and stop one server; (verdict, its log)."""
     verify.check_measurable(plan)
@@ -212,7 +213,7 @@ def measure(
     draft_dir = str(write_config(work / "draft", draft)) if draft else None
     port = free_port()
     base = serve_argv(plan, model=str(model_dir), port=port, lora_modules={}, host="127.0.0.1")
-    argv = verify.verify_argv(base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, draft_dir=draft_dir, config=config)
+    argv = verify.verify_argv(base, plan=plan, model_dir=str(model_dir), port=port, emulation=emulation, draft_dir=draft_dir, config=config, host_args=host_args)
     validate_argv(argv)
     errors.print(f"[bold]{plan.model_name}[/] ({config}): {emulation.note}; starting vLLM (log {work / f'{config}.log'})", highlight=False, soft_wrap=True)
     server = Server(argv, plan, work, work / f"{config}.log")
@@ -246,6 +247,7 @@ def measure_load(
     most_requests: int,
     repeats: int,
     boot_timeout: float,
+    host_args: tuple[str, ...] = (),
     on_check: Callable[[load_verify.LoadCheck], None] = lambda check: None,
 ) -> tuple[list[load_verify.LoadCheck], str]:
     """Start one server with `flags`, load it at each point (`repeats` times) with `vllm bench serve`,
@@ -267,6 +269,7 @@ def measure_load(
         tokenizer=str(tokenizer),
         config="vllm-defaults" if flags.config == "vllm-defaults" else "plan",
         overrides=None if named else load_verify.flag_overrides(flags),
+        host_args=host_args,
     )
     validate_argv(argv)
     errors.print(
@@ -399,6 +402,7 @@ def verify_command(
     boot_timeout: Annotated[float, typer.Option(help="Seconds to wait for /health.")] = 900,
     record: Annotated[Path | None, typer.Option(help="Merge the measurements into this JSON file after each server, e.g. tests/data/gpu_measurements.json.")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep each server's log and config under this folder.")] = None,
+    vllm_arg: Annotated[list[str] | None, typer.Option("--vllm-arg", help="A flag this host's vLLM build needs that the plan does not decide, e.g. --vllm-arg=--gdn-prefill-backend=triton (repeatable; checked by vLLM's parser, recorded).")] = None,
     skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
     load: Annotated[bool, typer.Option("--load", help=LOAD_HELP)] = False,
     sweep: Annotated[bool, typer.Option("--sweep", help=SWEEP_HELP)] = False,
@@ -436,6 +440,7 @@ def verify_command(
         checks = _verify_loads(
             manifest, lock, plans, names, gpu, keep=keep, record=record, compare=compare, sweep=sweep, seconds=seconds,
             most_requests=max_requests, repeats=repeats, boot_timeout=boot_timeout, skip_unfit=skip_unfit, only=point,
+            host_args=tuple(vllm_arg or ()),
         )  # fmt: skip
         if as_json:
             print(json.dumps([c.model_dump(mode="json") for c in checks], indent=2))
@@ -455,6 +460,7 @@ def verify_command(
                         plan, entry.model, entry.draft, gpu, work, config=config, boot_timeout=boot_timeout,
                         load_requests=requests, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
                         concurrency=concurrency or spec.serving.target_concurrency, slo_ttft_ms=spec.serving.slo_ttft_ms,
+                        host_args=tuple(vllm_arg or ()),
                     )  # fmt: skip
                 except verify.VerifyRefused as exc:
                     _skip_or_raise(exc, skip_unfit)
@@ -466,7 +472,8 @@ def verify_command(
                     **manifest.model_dump(mode="json", exclude_none=True),
                     "models": [spec.model_dump(mode="json", exclude_none=True)],
                 }
-                measurements.append(verify.Measurement(**_recorded(gpu, fleet, entry.model), verdict=verdict))
+                recorded = _recorded(gpu, fleet, entry.model, tuple(vllm_arg or ()))
+                measurements.append(verify.Measurement(**recorded, verdict=verdict))
                 if record is not None:  # after each server: a later crash or time-out keeps these
                     _record(record, measurements[-1:])
     finally:
@@ -502,6 +509,7 @@ def _verify_loads(
     boot_timeout: float,
     skip_unfit: bool,
     only: list[str] | None = None,
+    host_args: tuple[str, ...] = (),
 ) -> list[load_verify.LoadCheck]:
     """`verify --load` / `--sweep`: each model's servers loaded at its load points; every check
     recorded as it is measured; a table of predicted against measured and, with more than one
@@ -523,7 +531,7 @@ def _verify_loads(
             model_checks = []
 
             def keep_check(check: load_verify.LoadCheck) -> None:
-                measurement = load_verify.LoadMeasurement(**_recorded(gpu, fleet, entry.model), check=check)
+                measurement = load_verify.LoadMeasurement(**_recorded(gpu, fleet, entry.model, host_args), check=check)
                 rows.append((check, load_verify.compared(measurement)))
                 model_checks.append(check)
                 if record is not None:  # after each check: a later crash or time-out keeps these
@@ -553,6 +561,7 @@ def _verify_loads(
                         most_requests=most_requests,
                         repeats=repeats,
                         boot_timeout=boot_timeout,
+                        host_args=host_args,
                         on_check=keep_check,
                     )
                 except verify.VerifyRefused as exc:
@@ -595,9 +604,10 @@ def _skip_or_raise(refused: verify.VerifyRefused, skip_unfit: bool) -> None:
     errors.print(f"skipped: {refused}", highlight=False)
 
 
-def _recorded(gpu: verify.LocalGpu, fleet: dict, record: FactsRecord) -> dict:
+def _recorded(gpu: verify.LocalGpu, fleet: dict, record: FactsRecord, host_args: tuple[str, ...]) -> dict:
     """The fields of a record (verify.Recorded) for a measurement made now on this GPU."""
     return {
+        "host_vllm_args": list(host_args),
         "date": datetime.now(UTC).date().isoformat(),
         "gpu": gpu.name,
         "gpu_memory_bytes": gpu.memory_bytes,

@@ -13,10 +13,12 @@ from llmfleet.model_store.families.facts import ArchitectureFacts, KvLayers, Mla
 from llmfleet.model_store.families.heterogeneous import read_blocks
 from llmfleet.model_store.families.mla import read_indexer, read_mla
 from llmfleet.model_store.families.mlp import read_mlp
+from llmfleet.model_store.families.per_kind import read_per_kind
 from llmfleet.model_store.families.registry import (
     INFERRED,
     MODEL_TYPES,
     NEUTRAL_KEYS,
+    NOT_MODELLED,
     NOT_SERVED,
     STRUCTURAL_KEYS,
     STRUCTURAL_VALUES,
@@ -54,6 +56,8 @@ def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigVie
         raise top.error("model_type", f"is missing or not a string ({model_type!r}); it names the architecture")
     if model_type in NOT_SERVED:
         raise top.error("model_type", f"{model_type!r} cannot be served: {NOT_SERVED[model_type]}")
+    if model_type in NOT_MODELLED:
+        raise top.error("model_type", f"{model_type!r} cannot be planned yet: {NOT_MODELLED[model_type]}")
     if model_type not in MODEL_TYPES:
         unknown = _not_understood(top)
         if unknown:
@@ -64,6 +68,8 @@ def _model_types(top: ConfigView) -> tuple[str, ModelType, ConfigView, ConfigVie
             )
         return model_type, INFERRED, top, None
     row = MODEL_TYPES[model_type]
+    if top.has("audio_config"):
+        raise top.error("audio_config", f"is set: an audio tower (model_type {model_type!r}) is not modelled")
     # A stray vision_config on a text model type is no tower vLLM loads.
     vision = top.child("vision_config") if row.vision else None
     text = top.child("text_config") or top
@@ -107,6 +113,7 @@ class _Mixers:
     lora: list[tuple[str, int, int]]
     family: list[str]
     mla_shape: MlaShape | None = None
+    not_stored: int = 0  # held by vLLM, not in the checkpoint
 
 
 # A row's `state` -> (family label, how its layers are read).
@@ -184,11 +191,42 @@ def _block_config_mixers(text: ConfigView, model_type: str, parts: TextParts, nu
     )
 
 
+def _per_kind_mixers(text: ConfigView, model_type: str, parts: TextParts, num_layers: int) -> _Mixers:
+    """Gemma-4: each layer kind with its own KV heads and head size; KV-shared layers cache nothing."""
+    gqa = read_gqa(text, parts)
+    kinds = layer_kinds(text, model_type, parts, num_layers)
+    groups = read_per_kind(text, gqa, kinds)
+    for group in groups:
+        if not group.cached:
+            problem = f"leaves no {group.kind} layer whose cache the shared ones could read"
+            raise text.error("num_kv_shared_layers", problem)
+    widest = max((g.attention for g in groups), key=lambda a: a.head_dim * (a.heads + a.kv_heads))
+    windowed = sorted({g.kind for g in groups} - {"full"})
+    return _Mixers(
+        parameters=sum(g.parameters() for g in groups),
+        attention_layer=widest.parameters_per_layer(),
+        norms=num_layers * gqa.norm_parameters_per_layer(),
+        layers=tuple(
+            KvLayers(g.kind, g.cached, g.attention.kv_heads, g.attention.head_dim, g.window)
+            for g in sorted(groups, key=lambda g: (g.kind != "full", g.kind, g.window or 0))
+        ),
+        heads=gqa.heads,
+        # tensor parallelism must split (or replicate) every kind's KV heads; activations take
+        # the largest head
+        kv_heads=min(g.attention.kv_heads for g in groups),
+        head_dim=max(g.attention.head_dim for g in groups),
+        lora=gqa.lora_shapes(),
+        family=["GQA", "per-kind head sizes"] + [f"{kind}-window hybrid" for kind in windowed],
+        not_stored=sum(g.not_stored() for g in groups),
+    )
+
+
 # A row's `attention` -> how its layers' token mixers are read.
 MIXERS: dict[str, Callable[[ConfigView, str, TextParts, int], _Mixers]] = {
     "gqa": _gqa_mixers,
     "mla": lambda text, model_type, parts, num_layers: _mla_mixers(text, parts, num_layers),
     "block_configs": _block_config_mixers,
+    "per_kind": _per_kind_mixers,
 }
 
 
@@ -222,6 +260,7 @@ def _compose(top: ConfigView, total_size: int | None, source: str) -> Architectu
         norms=mixers.norms + hidden,
         vision=vision_parameters(vision, hidden, row.vision) if vision else 0,
         not_loaded=_mtp_parameters(text, parts.mtp, mixers.attention_layer + mlp_layer, hidden) if parts.mtp else 0,
+        not_stored=mixers.not_stored,
         **mlp_params,
     )
     family = [mixers.family[0], "MoE" if mlp.moe else "dense", *mixers.family[1:]]

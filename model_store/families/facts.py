@@ -68,14 +68,15 @@ class ParameterCounts:
     norms: int
     vision: int = 0  # vision encoder and projector of a multimodal checkpoint
     not_loaded: int = 0  # in the checkpoint, not loaded for serving (DeepSeek's MTP layer)
+    not_stored: int = 0  # held by vLLM, not in the checkpoint (Gemma-4's V projections, filled from K)
 
     def total(self) -> int:
-        """Parameters vLLM loads to serve the model."""
+        """Parameters vLLM holds to serve the model."""
         return sum(getattr(self, f.name) for f in fields(self) if f.name != "not_loaded")
 
     def checkpoint_total(self) -> int:
         """Parameters in the checkpoint's files."""
-        return self.total() + self.not_loaded
+        return self.total() + self.not_loaded - self.not_stored
 
     def part(self, name: str) -> int:
         return getattr(self, name)

@@ -3,7 +3,8 @@
 Which layers are MoE, how wide an expert is and what is shared follow each family's
 config keys (DeepSeek: first_k_dense_replace, moe_layer_freq, n_shared_experts;
 Qwen-MoE: decoder_sparse_step, mlp_only_layers, shared_expert_intermediate_size;
-Llama-4: interleave_moe_layer_step, intermediate_size_mlp; gpt-oss: biased experts).
+Llama-4: interleave_moe_layer_step, intermediate_size_mlp; gpt-oss: biased experts; Gemma-4:
+experts beside the dense MLP of every layer when enable_moe_block).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class MlpLayout:
     gated: bool = True  # gate, up and down projections; else up and down
     dense_widths: tuple[int, ...] = ()  # per-layer widths, when layers differ (block_configs)
     linear_layers: int = 0  # MLPs replaced by one hidden x hidden linear (block_configs)
+    router_extra: int = 0  # per MoE layer beside the router's projection (Gemma-4: scales, norms)
 
     def parameters(self, hidden: int) -> dict[str, int]:
         matrices = 3 if self.gated else 2
@@ -42,7 +44,7 @@ class MlpLayout:
         if self.expert_bias:
             per_expert += 2 * m.expert_intermediate_size + hidden
         shared = matrices * hidden * m.shared_intermediate_size + (hidden if self.shared_gate else 0)
-        router = hidden * m.num_experts + (m.num_experts if self.expert_bias else 0)
+        router = hidden * m.num_experts + (m.num_experts if self.expert_bias else 0) + self.router_extra
         return {
             "dense_mlp": dense,
             "experts": m.moe_layers * m.num_experts * per_expert,
@@ -125,9 +127,31 @@ def _block_config_mlp(text: ConfigView, num_layers: int) -> MlpLayout:
     )
 
 
+def _beside_mlp(text: ConfigView, num_layers: int) -> MlpLayout:
+    """Gemma-4: a dense GeLU-gated MLP on every layer and, with `enable_moe_block`, routed
+    experts beside it on every layer, whose router scales its normed input per dimension and
+    each expert's output, with three more norms a layer (vLLM gemma4.py Gemma4Router, Gemma4MoE)."""
+    if text.bool("use_double_wide_mlp") and text.int("num_kv_shared_layers", 0, minimum=0):
+        raise text.error("use_double_wide_mlp", "is true: the KV-shared layers' doubled MLP width is not modelled")
+    width = text.int("intermediate_size")
+    if not text.bool("enable_moe_block"):
+        return MlpLayout(dense_layers=num_layers, dense_intermediate=width, moe=None)
+    hidden, experts = text.int("hidden_size"), text.int("num_experts")
+    moe = MoeFacts(
+        num_experts=experts,
+        experts_per_token=text.int("top_k_experts"),
+        expert_intermediate_size=text.int("moe_intermediate_size", None) or text.int("expert_intermediate_size"),
+        moe_layers=num_layers,
+    )
+    scales_and_norms = hidden + experts + 3 * hidden
+    return MlpLayout(dense_layers=num_layers, dense_intermediate=width, moe=moe, router_extra=scales_and_norms)
+
+
 def read_mlp(text: ConfigView, parts: TextParts, num_layers: int) -> MlpLayout:
     if parts.moe_layers == "block_configs":
         return _block_config_mlp(text, num_layers)
+    if parts.moe_layers == "beside_mlp":
+        return _beside_mlp(text, num_layers)
     experts_key = next((k for k in _EXPERT_KEYS if text.has(k)), None)
     experts = text.int(experts_key, 0, minimum=0) if experts_key else 0
     flags = MOE_LAYOUTS[parts.moe_layers](text, num_layers) if experts > 1 or parts.moe_layers == "block_pattern" else []

@@ -33,7 +33,7 @@ Layout = Literal[
     "parallel_hybrid",
 ]
 # Which layers are mixtures of experts when the config has experts: see mlp.MOE_LAYOUTS.
-MoeLayers = Literal["every", "deepseek", "qwen", "llama4", "block_pattern", "block_configs"]
+MoeLayers = Literal["every", "deepseek", "qwen", "llama4", "block_pattern", "block_configs", "beside_mlp"]
 # How a vision tower projects into the LM: Qwen-VL merges 2x2 patches through an MLP (Qwen3-VL
 # also from intermediate layers, "deepstack"), Gemma-3 one linear map, LLaVA-style wrappers a
 # two-layer MLP (see vision.py).
@@ -53,7 +53,8 @@ class Mtp:
 class TextParts:
     """The decoder's parts and the per-family details its parameter count depends on."""
 
-    attention: Literal["gqa", "mla", "block_configs"] = "gqa"  # block_configs: per layer (heterogeneous.py)
+    attention: Literal["gqa", "mla", "block_configs", "per_kind"] = "gqa"  # block_configs: per layer
+    # (heterogeneous.py); per_kind: each layer kind its own heads and head size (per_kind.py)
     layout: Layout = "full"
     moe_layers: MoeLayers = "every"
     qkv_bias: bool = False  # biases on the q, k and v projections
@@ -94,6 +95,7 @@ class ModelType:
 _GQA = TextParts()
 _QWEN2 = TextParts(layout="sliding_opt_in", qkv_bias=True)
 _GEMMA3 = TextParts(layout="gemma3", qk_norm=True, norms_per_layer=4, tied_by_default=True)
+_GEMMA4 = replace(_GEMMA3, attention="per_kind", moe_layers="beside_mlp")
 _LLAMA4 = TextParts(layout="llama4_chunked", moe_layers="llama4")
 _MLA = TextParts(attention="mla", moe_layers="deepseek")
 _DEEPSEEK_MTP = Mtp("num_nextn_predict_layers", own_embeddings=True)
@@ -151,6 +153,9 @@ MODEL_TYPES: dict[str, ModelType] = {
     "gemma": ModelType(TextParts(tied_by_default=True)),
     "gemma2": ModelType(TextParts(layout="gemma2", norms_per_layer=4, tied_by_default=True)),
     "gemma3_text": ModelType(_GEMMA3),
+    # Gemma-4: sliding layers of `head_dim`, full layers of `global_head_dim` (K as V), a
+    # dense MLP on every layer with, when `enable_moe_block`, experts beside it (vLLM gemma4.py)
+    "gemma4_text": ModelType(_GEMMA4),
     # multi-head latent attention
     "deepseek_v2": ModelType(_MLA),
     "deepseek_v3": ModelType(replace(_MLA, mtp=_DEEPSEEK_MTP)),
@@ -175,6 +180,7 @@ MODEL_TYPES: dict[str, ModelType] = {
     "nemotron-nas": ModelType(TextParts(attention="block_configs", moe_layers="block_configs")),
     # multimodal wrappers
     "gemma3": ModelType(_GEMMA3, VisionParts("linear"), "gemma3_text"),
+    "gemma4": ModelType(_GEMMA4, VisionParts("linear"), "gemma4_text"),
     # Kimi-K2.5: Kimi-K2 (DeepSeek-V3) text and MoonViT, whose patch merger is Qwen3-VL's shape
     # (a norm, then two biased linears over 2x2 merged patches; vLLM kimi_k25_vit.py)
     "kimi_k25": ModelType(_MLA, VisionParts("qwen3_merger"), "kimi_k2"),
@@ -191,6 +197,15 @@ MODEL_TYPES: dict[str, ModelType] = {
 
 # Model types vLLM no longer serves, with what it said when it stopped.
 NOT_SERVED = {"mllama": "Llama-3.2-Vision (mllama) support was removed in vLLM 0.10.2"}
+# Model types vLLM serves whose caches no part mirrors yet, with why.
+NOT_MODELLED = {
+    "deepseek_v4": (
+        "DeepSeek-V4's compressed sparse attention is not modelled: per layer a 128-token sliding-window "
+        "cache beside MLA caches compressed 4x (with an indexer) or 128x (`compress_ratios`), and float32 "
+        "compressor states, which vLLM 0.26 packs into groups of their own (models/deepseek_v4, "
+        "kv_cache_utils.group_and_unify_kv_cache_specs)"
+    ),
+}
 
 SUPPORTED_MODEL_TYPES = tuple(sorted(MODEL_TYPES))
 TEXT_MODEL_TYPES = tuple(sorted(name for name, row in MODEL_TYPES.items() if row.vision is None))

@@ -15,7 +15,7 @@ from llmfleet.model_store.families.registry import Projector, VisionParts
 
 # `vision_config.model_type`s of encoders with a gated (SwiGLU) MLP, whichever wrapper holds
 # them (Pixtral in Mistral-3 and LLaVA wrappers).
-_GATED_ENCODERS = {"pixtral", "qwen2_5_vl"}
+_GATED_ENCODERS = {"pixtral", "qwen2_5_vl", "gemma4_vision"}
 
 
 def _merged_patches(vision: ConfigView) -> int:
@@ -48,9 +48,10 @@ def vision_parameters(vision: ConfigView, text_hidden: int, tower: VisionParts) 
     per_layer = attention + mlp + 4 * h
     patch_embedding = channels * temporal * patch * patch * h
     # a learned position per patch of the largest image, or (Qwen3-VL; Kimi-K2.5 as a height x
-    # width grid) a table to interpolate
+    # width grid; Gemma-4 one table for x, one for y) a table to interpolate
     grid = vision.int("init_pos_emb_height", 0, minimum=0) * vision.int("init_pos_emb_width", 0, minimum=0)
-    table = vision.int("num_position_embeddings", 0, minimum=0) + grid
+    xy_tables = 2 * vision.int("position_embedding_size", 0, minimum=0)
+    table = vision.int("num_position_embeddings", 0, minimum=0) + grid + xy_tables
     positions = ((vision.int("image_size", 0, minimum=0) // patch) ** 2 + table) * h
     merge = _merged_patches(vision)
     return layers * per_layer + patch_embedding + positions + PROJECTORS[tower.projector](h, merge, text_hidden, vision)

@@ -12,7 +12,7 @@ import pytest
 
 from llmfleet.model_store.families import ConfigError, facts_from_config
 from llmfleet.model_store.families.registry import INFERRED_REASON
-from llmfleet.model_store.kv_cache import kv_capacity, state_bytes_per_sequence
+from llmfleet.model_store.kv_cache import PagesNotUnifiable, kv_capacity, state_bytes_per_sequence
 from llmfleet.model_store.plan import kv_bytes_per_token, weight_bytes
 from tests.conftest import REPO
 
@@ -20,8 +20,8 @@ CONFIGS = REPO / "tests/data/hf_configs"
 # Model types the planner refuses (a different cache layout, or vLLM no longer serves them).
 REFUSED = {
     "LiquidAI__LFM2.5-VL-1.6B": "model_type 'lfm2_vl'",  # convolution + attention hybrid
-    "RedHatAI__DeepSeek-V4-Flash-NVFP4-FP8": "model_type 'deepseek_v4'.*key compress_ratios",  # compressed sparse attention
-    "nvidia__DeepSeek-V4-Flash-NVFP4": "model_type 'deepseek_v4'.*key compress_ratios",
+    "RedHatAI__DeepSeek-V4-Flash-NVFP4-FP8": "model_type 'deepseek_v4' cannot be planned yet: .*compressed sparse attention",
+    "nvidia__DeepSeek-V4-Flash-NVFP4": "model_type 'deepseek_v4' cannot be planned yet: .*`compress_ratios`",
     "poolside__Laguna-XS.2-FP8": "model_type 'laguna'",  # per-layer head counts
     "meta-llama__Llama-3.2-11B-Vision-Instruct": "removed in vLLM 0.10.2",
     "meta-llama__Llama-3.2-90B-Vision-Instruct": "removed in vLLM 0.10.2",
@@ -79,6 +79,7 @@ CARD_PARAMETERS = {
     "Qwen__Qwen2.5-VL-7B-Instruct": 8.29e9,
     "google__gemma-2-9b-it": 9.24e9,
     "microsoft__phi-4": 14.7e9,
+    "google__gemma-4-31B-it": 31e9,  # the name's "31B" (no card figure was found): LM and vision tower
 }
 
 
@@ -135,6 +136,9 @@ HAND_KV = {
     # Falcon-H1: every layer attends (and keeps a state beside it): 2 KV heads x head_dim 128
     "tiiuae__Falcon-H1-7B-Instruct": 44 * 2 * 2 * 128 * 2,
     "tiiuae__Falcon-H1-3B-Instruct": 32 * 2 * 2 * 128 * 2,
+    # Gemma-4 31B: 50 sliding layers x 2 x 16 KV heads x head_dim 256, 10 full layers x 2 x 4 x 512
+    # (num_global_key_value_heads x global_head_dim; K also serves as V, but vLLM caches both)
+    "google__gemma-4-31B-it": (50 * 2 * 16 * 256 + 10 * 2 * 4 * 512) * 2,
 }
 
 # State bytes per sequence at bf16, TP 1, derived by hand: per gated-delta-net layer a conv
@@ -196,6 +200,7 @@ def test_mla_is_a_latent_not_per_head_kv() -> None:
         ("nvidia__NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", [("full", 6, None), ("state", 23, None)]),
         ("ibm-granite__granite-4.0-h-tiny", [("full", 4, None), ("state", 36, None)]),
         ("tiiuae__Falcon-H1-7B-Instruct", [("full", 44, None), ("state", 44, None)]),
+        ("google__gemma-4-31B-it", [("full", 10, None), ("sliding", 50, 1024)]),
     ],
 )
 def test_layer_layouts(stem: str, layout: list) -> None:
@@ -248,6 +253,8 @@ def _base() -> dict:
         ({"model_type": None}, "model_type is missing"),
         ({"model_type": "rwkv", "rescale_every": 6}, "model_type 'rwkv' is not modelled by the planner and its key rescale_every"),
         ({"model_type": "x", "hidden_act": "relu2"}, "its key hidden_act 'relu2' is not one the planner's parts understand"),
+        # a per-kind head size on a type outside the table: never a dense guess at the top-level head_dim
+        ({"model_type": "x", "global_head_dim": 512}, "model_type 'x' is not modelled by the planner and its key global_head_dim"),
         ({"sliding_window": 4096}, "sliding_window is set (4096) for model_type 'llama'"),
         ({"layer_types": ["full_attention"] * 3}, "layer_types has 3 entries for 32 layers"),
         ({"layer_types": ["linear_attention"] * 32}, "entry 'linear_attention' is not modelled for model_type 'llama'"),
@@ -501,3 +508,90 @@ def test_tensor_parallelism_must_split_the_state_heads() -> None:
     assert _valid_tp_sizes(facts("Qwen__Qwen3-Next-80B-A3B-Thinking"), 8) == [1, 2, 4, 8]
     config = {**_load(CONFIGS / "Qwen__Qwen3-Next-80B-A3B-Thinking.json")[0], "linear_num_value_heads": 12}
     assert _valid_tp_sizes(facts_from_config(config, source="x"), 8) == [1, 2, 4]
+
+
+def _gemma4(**text_changes) -> dict:
+    config = _load(CONFIGS / "google__gemma-4-31B-it.json")[0]
+    return {**config, "text_config": {**config["text_config"], **text_changes}}
+
+
+def test_gemma4_layers_attend_with_their_kinds_heads_and_vllm_holds_v_where_k_serves_as_v() -> None:
+    arch = facts("google__gemma-4-31B-it")
+    h, heads = 5376, 32
+    sliding = h * heads * 256 + 2 * h * 16 * 256 + heads * 256 * h + 2 * 256  # q, k, v, o, q/k norms
+    full = h * heads * 512 + 2 * h * 4 * 512 + heads * 512 * h + 2 * 512  # v_proj filled from k_proj
+    assert arch.parameters.attention == 50 * sliding + 10 * full
+    assert arch.parameters.not_stored == 10 * h * 4 * 512
+    assert arch.parameters.checkpoint_total() == arch.parameters.total() - 10 * h * 4 * 512
+    assert arch.parameters.dense_mlp == 60 * 3 * h * 21504 and arch.tie_word_embeddings
+    assert (arch.num_kv_heads, arch.head_dim) == (4, 512)  # TP splits both kinds; the widest head sizes activations
+    # SigLIP-style tower: 27 layers, gated MLP, an x and a y table of 10,240 positions, one linear into the LM
+    assert 0.5e9 < arch.parameters.vision < 0.65e9
+
+
+def test_gemma4_pages_are_unified_by_giving_the_smaller_full_layer_pages_more_tokens() -> None:
+    """vLLM 0.26 unify_kv_cache_spec_page_size: a sliding layer's 16-token page (2 x 16 heads x 256
+    x 2 B x 16 = 256 KiB) is twice a full layer's, so full layers take 32 tokens a block; 50 sliding
+    and 10 full layers make groups of 10 (the rarer kind): 5 sliding groups and 1 full."""
+    arch = facts("google__gemma-4-31B-it")
+    budget, length, batched = 64 * 2**30, 32768, 8192
+    cap = kv_capacity(arch.kv_layers, budget, element_bytes=2, tp=1, max_model_len=length, max_num_batched_tokens=batched)
+    page = 16 * 2 * 16 * 256 * 2
+    assert (cap.block_size, cap.page_bytes, cap.group_size, cap.num_groups) == (16, page, 10, 6)
+    sliding_blocks = math.ceil(min(1024 - 1 + 2 * batched, length) / 16) + 1
+    full_blocks = math.ceil(length / 32)
+    assert cap.blocks_per_request == 5 * sliding_blocks + full_blocks
+    assert cap.num_blocks == budget // page // 10
+    assert cap.tokens == int(cap.num_blocks / (5 * sliding_blocks + full_blocks) * length)
+
+
+def test_pages_that_do_not_divide_the_largest_are_refused() -> None:
+    """vLLM 0.26 cannot unify them by tokens per block (padding is left to a few backends)."""
+    arch = facts_from_config(_gemma4(num_attention_heads=24, num_key_value_heads=12, num_global_key_value_heads=8))
+    with pytest.raises(PagesNotUnifiable, match=r"50 sliding layers cache 196,608 bytes a block, which does not divide the largest page \(262,144 bytes\)"):
+        kv_capacity(arch.kv_layers, 2**34, element_bytes=2, tp=1, max_model_len=8192, max_num_batched_tokens=8192)
+
+
+def test_gemma4_kv_shared_layers_keep_no_cache_of_their_own() -> None:
+    arch = facts_from_config(_gemma4(num_kv_shared_layers=12))  # the last 12: 10 sliding, 2 full
+    assert [(layer.kind, layer.count) for layer in arch.kv_layers] == [("full", 8), ("sliding", 40)]
+    assert arch.parameters.attention == facts("google__gemma-4-31B-it").parameters.attention  # their weights stay
+
+
+def test_gemma4_experts_run_beside_the_dense_mlp_of_every_layer() -> None:
+    """Gemma-4 26B-A4B's published shape (128 experts of 704, top 8, a 2,112-wide dense MLP on each
+    of 30 layers); no whole config.json of it was found, so this holds the MoE part to its derivation."""
+    h, layers = 2816, 30
+    config = _gemma4(
+        hidden_size=h, num_hidden_layers=layers, layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 5,
+        num_attention_heads=16, num_key_value_heads=8, num_global_key_value_heads=2, intermediate_size=2112,
+        enable_moe_block=True, num_experts=128, top_k_experts=8, moe_intermediate_size=704,
+    )  # fmt: skip
+    arch = facts_from_config(config)
+    assert (arch.moe.num_experts, arch.moe.experts_per_token, arch.moe.moe_layers) == (128, 8, 30)
+    assert arch.parameters.experts == layers * 128 * 3 * h * 704
+    assert arch.parameters.dense_mlp == layers * 3 * h * 2112
+    # router projection, its input scale, per-expert scales, and the block's three norms
+    assert arch.parameters.router == layers * (h * 128 + h + 128 + 3 * h)
+    assert 24e9 < arch.parameters.checkpoint_total() < 27.5e9  # "26B" with its vision tower
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"hidden_size_per_layer_input": 256}, "text_config.hidden_size_per_layer_input is set: per-layer input embeddings"),
+        ({"num_kv_shared_layers": 20, "use_double_wide_mlp": True}, "use_double_wide_mlp is true"),
+        ({"num_kv_shared_layers": 60}, "num_kv_shared_layers leaves no layer with a cache"),
+        ({"num_kv_shared_layers": 55}, "leaves no full layer whose cache"),
+        ({"num_global_key_value_heads": 5}, "num_global_key_value_heads (5) must divide num_attention_heads (32)"),
+    ],
+)
+def test_what_gemma4_parts_cannot_size_is_refused(change: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        facts_from_config(_gemma4(**change), source="g/config.json")
+    assert fragment in str(caught.value)
+
+
+def test_an_audio_tower_is_refused() -> None:
+    with pytest.raises(ConfigError, match="audio_config is set: an audio tower"):
+        facts_from_config({**_gemma4(), "audio_config": {"model_type": "gemma4_audio"}})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from llmfleet.model_store.families import facts_from_config
+from llmfleet.model_store.kv_cache import MIRRORED_VLLM_VERSIONS
 from llmfleet.model_store.plan import COMPILE_SECONDS, ENGINE_START_SECONDS, PROFILE_AND_GRAPHS_SECONDS, kernel_warmup_seconds
 from llmfleet.model_store.verify import KV_TOLERANCE, MeasurementLog, predicted_weights_gib, replan
 from tests.conftest import REPO
@@ -57,6 +58,12 @@ def test_the_record_names_gpu_and_vllm_version() -> None:
         assert m.gpu.startswith("NVIDIA") and m.vllm_version[0].isdigit() and m.date.startswith("20")
 
 
+def test_the_planner_is_held_only_to_the_vllm_it_mirrors() -> None:
+    """A measurement on another vLLM release holds the allocator rules to it only once they are
+    read again in that release and kv_cache.MIRRORED_VLLM_VERSIONS names it."""
+    assert {m.vllm_version for m in VERIFIED} <= set(MIRRORED_VLLM_VERSIONS)
+
+
 BOOTED = [m for m in LOG.measurements if m.verdict.boot_seconds and m.verdict.boot.engine_init_seconds]
 
 
@@ -71,3 +78,13 @@ def test_the_planned_boot_phases_cover_every_measured_boot(measurement) -> None:
     assert compile_seconds <= COMPILE_SECONDS, f"compilation took {compile_seconds:.0f} s"
     warmup = PROFILE_AND_GRAPHS_SECONDS + kernel_warmup_seconds(facts_from_config(measurement.config, source="record"))
     assert boot.engine_init_seconds - compile_seconds <= warmup, "profiling, kernel warm-up and CUDA graphs"
+
+
+def test_the_report_says_which_runs_took_flags_for_the_host() -> None:
+    from llmfleet.scripts.gpu_report import render
+
+    flagged = [m for m in VERIFIED if m.host_vllm_args]
+    assert flagged, "the families run recorded the host's gated-delta-net backend flag"
+    text = render(LOG)
+    for m in flagged:
+        assert f"- {m.verdict.model}: vLLM also took `{' '.join(m.host_vllm_args)}`" in text

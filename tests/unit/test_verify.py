@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llmfleet.containers.entrypoint.vllm_command import import_vllm_parser, serve_argv, validate_argv
+from llmfleet.containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, validate_argv
 from llmfleet.model_store import verify
 from llmfleet.model_store.boot_log import BootFigures, parse_boot_log
 from llmfleet.model_store.fleet import load_and_plan
@@ -18,11 +18,12 @@ PLANS = {p.model_name: p for p in load_and_plan(REPO / "examples/gpu/fleet.yaml"
 H200 = verify.LocalGpu(name="NVIDIA H200", memory_bytes=143_771 * 2**20, count=1)
 
 
-def _argv(plan, config="plan", emulation=None, draft=None):
+def _argv(plan, config="plan", emulation=None, draft=None, host_args=()):
     base = serve_argv(plan, model="/m", port=8123, lora_modules={}, host="127.0.0.1")
     return verify.verify_argv(
-        base, plan=plan, model_dir="/m", port=8123, emulation=emulation or verify.emulate(plan, H200), draft_dir=draft, config=config
-    )
+        base, plan=plan, model_dir="/m", port=8123, emulation=emulation or verify.emulate(plan, H200), draft_dir=draft,
+        config=config, host_args=host_args,
+    )  # fmt: skip
 
 
 def test_same_gpu_keeps_the_plans_share() -> None:
@@ -81,6 +82,19 @@ def test_compare_configurations() -> None:
 def test_vllms_parser_accepts_every_measurement_argv(model: str, config: str) -> None:
     import_vllm_parser()
     validate_argv(_argv(PLANS[model], config))
+
+
+def test_a_hosts_own_flags_come_last_in_every_configuration_and_pass_vllms_parser() -> None:
+    """The GPU host's wheels lack FlashInfer's gated-delta-net prefill kernel: its measurements
+    add vLLM's Triton backend, which the plan leaves to vLLM."""
+    import_vllm_parser()
+    host = ("--gdn-prefill-backend=triton",)
+    for config in verify.CONFIGS:
+        argv = _argv(PLANS["qwen3-8b"], config, host_args=host)
+        assert argv[-1] == host[0] and argv[:-1] == _argv(PLANS["qwen3-8b"], config)
+        validate_argv(argv)
+    with pytest.raises(ArgvRejected, match="gdn-prefill-backend"):
+        validate_argv(_argv(PLANS["qwen3-8b"], host_args=("--gdn-prefill-backend=nonesuch",)))
 
 
 def test_reads_the_h200_start_up_log() -> None:
@@ -181,3 +195,13 @@ def test_todays_families_fleet_is_measurable_on_one_h200(model: str) -> None:
 def test_the_families_bench_script_runs_every_model_of_the_fleet() -> None:
     script = (REPO / "scripts/bench_gpu_families.sh").read_text()
     assert all(f" {name}" in script or f'"{name}' in script for name in FAMILY_PLANS)
+    probes = sorted(p.name for p in (REPO / "examples/gpu/families/probes").iterdir())
+    assert probes and all(f" {name}" in script or f'"{name}' in script for name in probes)
+
+
+def test_a_hosts_flags_are_recorded_and_records_without_them_are_written_as_before() -> None:
+    text = (REPO / "tests/data/gpu_measurements.json").read_text()
+    log = verify.MeasurementLog.model_validate_json(text)
+    assert log.model_dump_json(indent=1) + "\n" == text
+    flagged = log.measurements[0].model_copy(update={"host_vllm_args": ["--gdn-prefill-backend=triton"]})
+    assert verify.Measurement.model_validate_json(flagged.model_dump_json()).host_vllm_args == ["--gdn-prefill-backend=triton"]
