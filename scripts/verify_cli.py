@@ -550,20 +550,10 @@ def _verify_loads(
                 work.mkdir(parents=True, exist_ok=True)
                 try:
                     measure_load(
-                        plan,
-                        entry.model,
-                        gpu,
-                        work,
-                        flags=flags,
-                        points=points,
-                        load=spec.load,
-                        seconds=seconds,
-                        most_requests=most_requests,
-                        repeats=repeats,
-                        boot_timeout=boot_timeout,
-                        host_args=host_args,
+                        plan, entry.model, gpu, work, flags=flags, points=points, load=spec.load, seconds=seconds,
+                        most_requests=most_requests, repeats=repeats, boot_timeout=boot_timeout, host_args=host_args,
                         on_check=keep_check,
-                    )
+                    )  # fmt: skip
                 except verify.VerifyRefused as exc:
                     _skip_or_raise(exc, skip_unfit)
                     break
