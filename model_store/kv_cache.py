@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.errors import LlmfleetError
 from llmfleet.model_store.families import KvLayers
 
 # The vLLM release whose allocator these rules mirror: 0.26.0's kv_cache_utils.py and
@@ -68,9 +68,8 @@ IN_FLIGHT_BATCHES = 2
 
 
 class PagesNotUnifiable(LlmfleetError, ValueError):
-    """Attention pages vLLM cannot bring to one size by tokens per block."""
-
-    exit_code = EXIT_REFUSED
+    """Attention pages vLLM cannot bring to one size by tokens per block (the planner refuses
+    the model with the reason, as vLLM would at start)."""
 
 
 @dataclass(frozen=True)

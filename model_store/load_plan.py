@@ -222,7 +222,10 @@ def _sizing(spec: ModelSpec, best: Option, runner_up: Option | None, fitting: in
         key=lambda c: hourly_price(instance(c.instance_type), spec.serving.targets),
     )
     choice = Choice(instance=best.instance, tp=best.tp, memory=best.memory, fitting=fitting, cheaper_refused=cheaper)
-    max_num_seqs = min(MAX_NUM_SEQS_CAP, max(8, 2 ** math.ceil(math.log2(max(1.0, 2 * p.running)))))
+    # Sized for the busiest the server is allowed to get, its scaling target, not only its share of the load.
+    at_target = performance.predict(best.cost, best.batching, per_server_max, *lengths(load), q)
+    busiest = max(p.running, at_target.running if at_target else 0.0)
+    max_num_seqs = min(MAX_NUM_SEQS_CAP, max(8, 2 ** math.ceil(math.log2(max(1.0, 2 * busiest)))))
     reasons = [
         f"load {_describe_load(load)}: {fleet} x {best.instance.name} (TP={best.tp}) predicted TTFT p50 "
         f"{performance_plan.ttft_p50_ms:.0f} ms, p{q} {performance_plan.ttft_ms:.0f} ms (SLO {load.slo.ttft_ms}); ITL mean "
@@ -230,7 +233,8 @@ def _sizing(spec: ModelSpec, best: Option, runner_up: Option | None, fitting: in
         f"{tokens_per_second:,.0f} output tokens/s; ${usd_per_million:.2f} per million output tokens "
         f"(±{uncertainty:.0%}: {'calibrated on' if uncertainty == performance.MEASURED_GPU_UNCERTAINTY else 'never measured on'} "
         f"{best.instance.gpu.name})",
-        f"max_num_seqs {max_num_seqs}: twice the predicted {p.running:.1f} sequences decoding at once, a power of two; "
+        f"max_num_seqs {max_num_seqs}: twice the {busiest:.1f} sequences predicted decoding at once at the most "
+        f"one server takes within the SLO ({per_server_max:.2f} requests/s, its scaling target), a power of two; "
         f"max_num_batched_tokens {best.batched}: the chunked-prefill budget of the cheapest choice (ties: the shortest TTFT)",
     ]
     if runner:

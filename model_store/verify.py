@@ -114,33 +114,44 @@ def verify_argv(
     emulation: Emulation,
     draft_dir: str | None = None,
     config: Config = "plan",
+    tokenizer: str | None = None,
+    overrides: dict[str, str] | None = None,
     host_args: tuple[str, ...] = (),
 ) -> list[str]:
     """The serve argv for a measurement: the plan's own (`plan_argv`, as the entrypoint builds
-    it) with random weights from config.json alone (`--load-format dummy`), no tokenizer,
-    the emulated memory share, a speculative draft model read from `draft_dir`, and
+    it) with random weights from config.json alone (`--load-format dummy`), no tokenizer (or
+    the one in `tokenizer`: a text load needs one), the emulated memory share, a speculative
+    draft model read from `draft_dir`, `overrides` (flag: value) replacing the plan's, and
     `host_args` last: flags this host's vLLM build needs that the plan does not decide (a
     kernel backend its wheels can run), kept in the measurement.
 
     `vllm-defaults` keeps only what names the model; `seed-notebook` is the seed's
     enforce_eager, utilization 0.7 and 2,048-token context.
     """
-    return [*_config_argv(plan_argv, plan=plan, model_dir=model_dir, port=port, emulation=emulation, draft_dir=draft_dir, config=config), *host_args]
+    argv = _config_argv(
+        plan_argv, plan=plan, model_dir=model_dir, port=port, emulation=emulation, draft_dir=draft_dir, config=config,
+        tokenizer=tokenizer, overrides=overrides,
+    )  # fmt: skip
+    return [*argv, *host_args]
 
 
 def _config_argv(
-    plan_argv: list[str], *, plan: ServingPlan, model_dir: str, port: int, emulation: Emulation, draft_dir: str | None, config: Config
-) -> list[str]:
+    plan_argv: list[str], *, plan: ServingPlan, model_dir: str, port: int, emulation: Emulation, draft_dir: str | None,
+    config: Config, tokenizer: str | None, overrides: dict[str, str] | None,
+) -> list[str]:  # fmt: skip
+    text = ["--tokenizer", tokenizer] if tokenizer else ["--skip-tokenizer-init"]
     argv = _replace_flag(plan_argv, "--load-format", "dummy")
     argv = _replace_flag(argv, "--gpu-memory-utilization", str(emulation.gpu_memory_utilization))
-    argv = [*argv, "--skip-tokenizer-init"]
+    argv = [*argv, *text]
     if draft_dir and plan.vllm.speculative_config:
         speculative = {**plan.vllm.speculative_config, "model": draft_dir}
         argv = _replace_flag(argv, "--speculative-config", json_flag(speculative))
     if config == "plan":
+        for flag, value in (overrides or {}).items():
+            argv = _replace_flag(argv, flag, value)
         return argv
     essentials = ["--model", model_dir, "--host", "127.0.0.1", "--port", str(port), "--served-model-name",
-                  plan.model_name, "--load-format", "dummy", "--skip-tokenizer-init"]  # fmt: skip
+                  plan.model_name, "--load-format", "dummy", *text]  # fmt: skip
     if plan.tensor_parallel_size > 1:
         essentials += ["--tensor-parallel-size", str(plan.tensor_parallel_size)]
     # Each setting's share of memory shrunk by the same factor as the plan's emulation. (vLLM
@@ -265,9 +276,8 @@ def judge(
 # --- records ---------------------------------------------------------------------------------
 
 
-class Measurement(Frozen):
-    """One verified plan, kept as data (tests/data/gpu_measurements.json): enough to plan the
-    same model again and compare with what vLLM measured."""
+class Recorded(Frozen):
+    """Where and from what a recorded measurement was made: enough to plan the same model again."""
 
     date: str
     gpu: str
@@ -277,7 +287,6 @@ class Measurement(Frozen):
     config: dict[str, Any] = Field(description="The model's config.json (vLLM built random weights from it).")
     weights_bytes_by_dtype: dict[str, int] | None = None
     host_vllm_args: list[str] = Field(default_factory=list, description="Flags added for the host's vLLM build, not the plan's.")
-    verdict: Verdict
 
     @model_serializer(mode="wrap")
     def _without_empty_host_args(self, handler) -> dict[str, Any]:
@@ -288,36 +297,50 @@ class Measurement(Frozen):
         return data
 
 
+class Measurement(Recorded):
+    """One verified plan, kept as data (tests/data/gpu_measurements.json): enough to plan the
+    same model again and compare with what vLLM measured."""
+
+    verdict: Verdict
+
+
 def replan(measurement: Measurement) -> ServingPlan:
     """The plan today's planner makes for a recorded measurement's model (its fleet entry and
     config.json as recorded): what the 3 % regression test and the report compare."""
+    return _replan(measurement.fleet, measurement.config, measurement.weights_bytes_by_dtype)[0]
+
+
+def _replan(fleet_data: dict[str, Any], config: dict[str, Any], weights: dict[str, int] | None):
+    """(plan, architecture facts, model spec) of a recorded one-model fleet and config.json."""
     from llmfleet.model_store.families import facts_from_config
     from llmfleet.model_store.manifest import FleetManifest
     from llmfleet.model_store.plan import plan_model
 
-    fleet = FleetManifest.model_validate(measurement.fleet)
-    weights = measurement.weights_bytes_by_dtype
-    facts = facts_from_config(measurement.config, total_size=sum(weights.values()) if weights else None, source="record")
-    return plan_model(fleet, fleet.models[0], facts)
+    fleet = FleetManifest.model_validate(fleet_data)
+    facts = facts_from_config(config, total_size=sum(weights.values()) if weights else None, source="record")
+    return plan_model(fleet, fleet.models[0], facts), facts, fleet.models[0]
 
 
 def step_inputs(measurement: Measurement) -> tuple[StepCost, Batching]:
     """What the performance model needs to predict a recorded measurement's load: the model's per-step
     cost on the measured GPU at the plan's TP, and the plan's batching limits and KV cache."""
+    return step_inputs_of(measurement.fleet, measurement.config, measurement.weights_bytes_by_dtype, measurement.gpu)
+
+
+def step_inputs_of(
+    fleet_data: dict[str, Any], config: dict[str, Any], weights: dict[str, int] | None, gpu_name: str
+) -> tuple[StepCost, Batching]:
+    """The per-step cost of a recorded one-model fleet's plan on `gpu_name` (a catalog GPU) at the
+    plan's TP, and the plan's batching limits and KV cache."""
     from llmfleet.model_store.catalog import INSTANCES
-    from llmfleet.model_store.families import facts_from_config
-    from llmfleet.model_store.manifest import FleetManifest
     from llmfleet.model_store.plan import DTYPE_BYTES, kv_element_bytes, weight_format
 
-    plan = replan(measurement)
-    weights = measurement.weights_bytes_by_dtype
-    facts = facts_from_config(measurement.config, total_size=sum(weights.values()) if weights else None, source="record")
-    gpu = next(i.gpu for i in INSTANCES if i.gpu.name == measurement.gpu)
+    plan, facts, spec = _replan(fleet_data, config, weights)
+    gpu = next(i.gpu for i in INSTANCES if i.gpu.name == gpu_name)
     cost = step_cost(
         facts, gpu, plan.tensor_parallel_size,
         weights_bytes=plan.memory.weights_bytes, dtype_bytes=DTYPE_BYTES[plan.vllm.dtype],
-        fmt=weight_format(FleetManifest.model_validate(measurement.fleet).models[0], facts),
-        kv_element_bytes=kv_element_bytes(plan.vllm.kv_cache_dtype, plan.vllm.dtype),
+        fmt=weight_format(spec, facts), kv_element_bytes=kv_element_bytes(plan.vllm.kv_cache_dtype, plan.vllm.dtype),
     )  # fmt: skip
     return cost, Batching(plan.vllm.max_num_seqs, plan.vllm.max_num_batched_tokens, plan.memory.token_capacity)
 

@@ -30,17 +30,31 @@ from rich.table import Table
 from llmfleet.containers.entrypoint.compile_cache import installed_vllm_version
 from llmfleet.containers.entrypoint.process_group import end_process_group
 from llmfleet.containers.entrypoint.vllm_command import serve_argv, serve_command, serve_environment, validate_argv
-from llmfleet.model_store import verify
+from llmfleet.model_store import load_verify, verify
 from llmfleet.model_store.boot_log import parse_boot_log
 from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
 from llmfleet.model_store.lock import FactsRecord
+from llmfleet.model_store.manifest import FleetManifest
 from llmfleet.model_store.plan import ServingPlan
 from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, planning, require_vllm,
 )  # fmt: skip
 from llmfleet.scripts.local_fleet import log_tail
+from llmfleet.scripts.verify_load import run_bench, word_tokenizer, write_dataset
 
 HEALTH_POLL_SECONDS = 2.0
+LOAD_HELP = (
+    "Check a load plan instead: an open-loop load (vllm bench serve) at each model's planned per-server rate and "
+    "at the most it is predicted to take within the SLO, with the load's lengths, against the prediction "
+    "(needs a load: section; --compare adds vLLM's serve defaults)."
+)
+SWEEP_HELP = (
+    "As --load, over the plan's flags, vLLM's defaults and a grid of max_num_seqs x max_num_batched_tokens; "
+    "ranks them by goodput."
+)
+POINT_HELP = "--load: only this load point (planned, max-within-slo; repeatable)."
+# vllm bench serve's own time beyond the arrivals: its start, the warm-up requests, the last answers.
+BENCH_MARGIN_SECONDS = 120.0
 
 
 def local_gpu() -> verify.LocalGpu:
@@ -220,6 +234,143 @@ def measure(
     return verify.judge(plan, parse_boot_log(log), boot_seconds, load, emulation.note, config=config, slo_ttft_ms=slo_ttft_ms), log
 
 
+def measure_load(
+    plan: ServingPlan,
+    record: FactsRecord,
+    gpu: verify.LocalGpu,
+    work: Path,
+    *,
+    flags: load_verify.ServerFlags,
+    points: list[load_verify.LoadPoint],
+    load,
+    seconds: float,
+    most_requests: int,
+    repeats: int,
+    boot_timeout: float,
+    host_args: tuple[str, ...] = (),
+    on_check: Callable[[load_verify.LoadCheck], None] = lambda check: None,
+) -> tuple[list[load_verify.LoadCheck], str]:
+    """Start one server with `flags`, load it at each point (`repeats` times) with `vllm bench serve`,
+    stop it; (the checks, its log). `on_check` gets each check as it is measured."""
+    verify.check_measurable(plan)
+    emulation = verify.emulate(plan, gpu)
+    model_dir = write_config(work / "model", record)
+    vocab = int((record.config.get("text_config") or record.config)["vocab_size"])
+    tokenizer = word_tokenizer(vocab, work.parent.parent / f"tokenizer-{vocab}")
+    port = free_port()
+    base = serve_argv(plan, model=str(model_dir), port=port, lora_modules={}, host="127.0.0.1")
+    named = flags.config in ("plan", "vllm-defaults")
+    argv = verify.verify_argv(
+        base,
+        plan=plan,
+        model_dir=str(model_dir),
+        port=port,
+        emulation=emulation,
+        tokenizer=str(tokenizer),
+        config="vllm-defaults" if flags.config == "vllm-defaults" else "plan",
+        overrides=None if named else load_verify.flag_overrides(flags),
+        host_args=host_args,
+    )
+    validate_argv(argv)
+    errors.print(
+        f"[bold]{plan.model_name}[/] ({flags.config}): {emulation.note}; starting vLLM (log {work / 'server.log'})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    server = Server(argv, plan, work, work / "server.log")
+    checks: list[load_verify.LoadCheck] = []
+    try:
+        boot_seconds = server.wait_healthy(boot_timeout)
+        if boot_seconds is None:
+            errors.print(
+                f"[red]{plan.model_name} ({flags.config}): vLLM did not serve within {boot_timeout:.0f} s[/]: "
+                f"{escape(log_tail(server.log_path, 5))}"
+            )
+            return checks, server.stop()
+        kv_tokens = parse_boot_log(server.log_path.read_text(errors="replace")).kv_tokens
+        for point in points:
+            for repeat in range(repeats):
+                requests = load_verify.request_count(point.requests_per_second, seconds, most_requests)
+                seed = repeat * 1000 + len(checks)
+                pairs = load_verify.workload(load, requests, max_model_len=plan.vllm.max_model_len, seed=seed)
+                stem = f"{point.name}-{repeat}"
+                dataset = write_dataset(work / f"{stem}.jsonl", load_verify.dataset_rows(pairs, vocab, seed=seed))
+                bench = load_verify.bench_argv(
+                    port=port,
+                    model=plan.model_name,
+                    tokenizer=str(tokenizer),
+                    dataset=str(dataset),
+                    rate=point.requests_per_second,
+                    requests=requests,
+                    slo=load.slo,
+                    result_dir=str(work),
+                    result_file=f"{stem}.json",
+                    seed=seed,
+                )
+                errors.print(
+                    f"  {point.name} ({point.requests_per_second:g} requests/s, {requests} requests, "
+                    f"run {repeat + 1} of {repeats})",
+                    highlight=False,
+                )
+                timeout = requests / point.requests_per_second + BENCH_MARGIN_SECONDS
+                result = run_bench(bench, work / f"{stem}.log", timeout)
+                if result is None:
+                    errors.print(f"[red]  vllm bench serve failed[/]: {escape(log_tail(work / f'{stem}.log', 5))}")
+                    continue
+                check = load_verify.LoadCheck(
+                    model=plan.model_name,
+                    flags=flags,
+                    point=point,
+                    repeat=repeat,
+                    kv_tokens=kv_tokens,
+                    boot_seconds=round(boot_seconds, 1),
+                    measured=load_verify.measured_load(result),
+                )
+                checks.append(check)
+                on_check(check)
+    finally:
+        log = server.stop()
+    return checks, log
+
+
+def _load_table(rows: list[tuple[load_verify.LoadCheck, dict[str, tuple[float | None, float | None]]]]) -> Table:
+    table = Table(title="predicted / measured, open-loop load (vllm bench serve)")
+    for column in (
+        "model",
+        "config",
+        "point",
+        "req/s",
+        "n",
+        "failed",
+        "out tok/s",
+        "TTFT p50 ms",
+        "TTFT p95 ms",
+        "ITL mean ms",
+        "ITL p95 ms",
+        "goodput",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "config", "point") else "right")
+    for check, figures in rows:
+        cells = []
+        for figure in load_verify.FIGURES:
+            predicted, measured = figures[figure]
+            cells.append(
+                " / ".join("-" if value is None else f"{value:,.1f}" for value in (predicted, measured))
+            )
+        m = check.measured
+        table.add_row(
+            check.model,
+            check.flags.config,
+            check.point.name,
+            f"{check.point.requests_per_second:g}",
+            str(m.requests),
+            str(m.failed),
+            *cells,
+            "-" if m.goodput is None else f"{m.goodput:.2f}",
+        )
+    return table
+
+
 def _table(verdicts: list[verify.Verdict]) -> Table:
     table = Table(title="plan vs vLLM on this GPU")
     for column in ("model", "config", "KV tokens plan", "vLLM", "ratio", "weights GiB plan", "vLLM", "boot s", "compile s", "out tok/s", "TTFT p50/p95 ms", "ok"):
@@ -253,6 +404,12 @@ def verify_command(
     keep: Annotated[Path | None, typer.Option(help="Keep each server's log and config under this folder.")] = None,
     vllm_arg: Annotated[list[str] | None, typer.Option("--vllm-arg", help="A flag this host's vLLM build needs that the plan does not decide, e.g. --vllm-arg=--gdn-prefill-backend=triton (repeatable; checked by vLLM's parser, recorded).")] = None,
     skip_unfit: Annotated[bool, typer.Option("--skip-unfit", help="Skip models planned for more GPU memory or GPUs than this machine has, instead of failing.")] = False,
+    load: Annotated[bool, typer.Option("--load", help=LOAD_HELP)] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help=SWEEP_HELP)] = False,
+    seconds: Annotated[float, typer.Option(help="--load: seconds of arrivals per load point.")] = 30,
+    max_requests: Annotated[int, typer.Option(help="--load: at most this many requests per load point.")] = 600,
+    repeats: Annotated[int, typer.Option(help="--load: runs of each load point on each server (the noise).")] = 1,
+    point: Annotated[list[str] | None, typer.Option("--point", help=POINT_HELP)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the fleet's plans on this machine's GPU against the plan: KV, weights, boot, load.
@@ -279,6 +436,17 @@ def verify_command(
     # A SIGTERM (a CI time-out, `timeout`) unwinds like Ctrl-C, so each server's process
     # group is stopped: vLLM runs in a session of its own and would outlive us holding the GPU.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    if load or sweep:
+        checks = _verify_loads(
+            manifest, lock, plans, names, gpu, keep=keep, record=record, compare=compare, sweep=sweep, seconds=seconds,
+            most_requests=max_requests, repeats=repeats, boot_timeout=boot_timeout, skip_unfit=skip_unfit, only=point,
+            host_args=tuple(vllm_arg or ()),
+        )  # fmt: skip
+        if as_json:
+            print(json.dumps([c.model_dump(mode="json") for c in checks], indent=2))
+        if not checks or any(c.measured.failed for c in checks):
+            raise typer.Exit(EXIT_REFUSED)
+        return
     verdicts, measurements = [], []
     root = Path(keep or tempfile.mkdtemp(prefix="llmfleet-verify-"))
     try:
@@ -295,26 +463,17 @@ def verify_command(
                         host_args=tuple(vllm_arg or ()),
                     )  # fmt: skip
                 except verify.VerifyRefused as exc:
-                    if not skip_unfit:
-                        raise
-                    errors.print(f"skipped: {exc}", highlight=False)
+                    _skip_or_raise(exc, skip_unfit)
                     break
                 verdicts.append(verdict)
                 if not as_json:
                     console.print(_table([verdict]))
-                measurements.append(
-                    verify.Measurement(
-                        date=datetime.now(UTC).date().isoformat(),
-                        gpu=gpu.name,
-                        gpu_memory_bytes=gpu.memory_bytes,
-                        vllm_version=installed_vllm_version(),
-                        fleet={**manifest.model_dump(mode="json", exclude_none=True), "models": [spec.model_dump(mode="json", exclude_none=True)]},
-                        config=entry.model.config,
-                        weights_bytes_by_dtype=entry.model.weights_bytes_by_dtype,
-                        host_vllm_args=list(vllm_arg or ()),
-                        verdict=verdict,
-                    )
-                )
+                fleet = {
+                    **manifest.model_dump(mode="json", exclude_none=True),
+                    "models": [spec.model_dump(mode="json", exclude_none=True)],
+                }
+                recorded = _recorded(gpu, fleet, entry.model, tuple(vllm_arg or ()))
+                measurements.append(verify.Measurement(**recorded, verdict=verdict))
                 if record is not None:  # after each server: a later crash or time-out keeps these
                     _record(record, measurements[-1:])
     finally:
@@ -331,6 +490,122 @@ def verify_command(
                 console.print(f"[red]{v.model} ({v.config}):[/] {problem}", highlight=False)
     if any(not v.ok for v in verdicts if v.config == "plan"):
         raise typer.Exit(EXIT_REFUSED)
+
+
+def _verify_loads(
+    manifest: FleetManifest,
+    lock,
+    plans: dict[str, ServingPlan],
+    names: list[str],
+    gpu: verify.LocalGpu,
+    *,
+    keep: Path | None,
+    record: Path | None,
+    compare: bool,
+    sweep: bool,
+    seconds: float,
+    most_requests: int,
+    repeats: int,
+    boot_timeout: float,
+    skip_unfit: bool,
+    only: list[str] | None = None,
+    host_args: tuple[str, ...] = (),
+) -> list[load_verify.LoadCheck]:
+    """`verify --load` / `--sweep`: each model's servers loaded at its load points; every check
+    recorded as it is measured; a table of predicted against measured and, with more than one
+    server, where the plan's flags rank by goodput."""
+    missing = [name for name in names if manifest.model(name).load is None]
+    if missing:
+        raise fail(f"--load checks a load plan: model(s) {missing} have no load: section", EXIT_BAD_INPUT)
+    root = Path(keep or tempfile.mkdtemp(prefix="llmfleet-verify-load-"))
+    checks, rows = [], []
+    try:
+        for name in names:
+            plan, entry, spec = plans[name], lock.models[name], manifest.model(name)
+            # Only what the manifest set: a load replaces serving.target_concurrency, whose default
+            # would be refused beside it.
+            fleet = {
+                **manifest.model_dump(mode="json", exclude_none=True),
+                "models": [spec.model_dump(mode="json", exclude_unset=True)],
+            }
+            model_checks = []
+
+            def keep_check(check: load_verify.LoadCheck) -> None:
+                measurement = load_verify.LoadMeasurement(**_recorded(gpu, fleet, entry.model, host_args), check=check)
+                rows.append((check, load_verify.compared(measurement)))
+                model_checks.append(check)
+                if record is not None:  # after each check: a later crash or time-out keeps these
+                    _record_loads(record, [measurement])
+
+            points = [p for p in load_verify.load_points(plan) if not only or p.name in only]
+            if not points:
+                raise fail(
+                    f"model {name!r}: no load point named {only}; "
+                    f"it has {[p.name for p in load_verify.load_points(plan)]}",
+                    EXIT_BAD_INPUT,
+                )
+            all_flags = load_verify.sweep_flags(plan, gpu.name, gpu.memory_bytes, grid=sweep)
+            for flags in all_flags if compare or sweep else all_flags[:1]:
+                work = root / name / flags.config
+                work.mkdir(parents=True, exist_ok=True)
+                try:
+                    measure_load(
+                        plan, entry.model, gpu, work, flags=flags, points=points, load=spec.load, seconds=seconds,
+                        most_requests=most_requests, repeats=repeats, boot_timeout=boot_timeout, host_args=host_args,
+                        on_check=keep_check,
+                    )  # fmt: skip
+                except verify.VerifyRefused as exc:
+                    _skip_or_raise(exc, skip_unfit)
+                    break
+            checks += model_checks
+            for rank in (
+                load_verify.sweep_ranks(model_checks) if len({c.flags.config for c in model_checks}) > 1 else []
+            ):
+                console.print(
+                    f"{name} at {rank.point}: goodput (requests/s within the SLO) "
+                    + ", ".join(
+                        f"{config} {value:.2f}" for config, value in sorted(rank.goodput.items(), key=lambda kv: -kv[1])
+                    )
+                    + f"; the plan's flags rank {rank.plan_rank} of {len(rank.goodput)} "
+                    f"({rank.plan_share_of_best:.0%} of the best, {rank.best})",
+                    highlight=False,
+                )
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    console.print(_load_table(rows))
+    if record is not None:
+        errors.print(f"recorded {len(checks)} load check(s) in {record}")
+    return checks
+
+
+def _record_loads(path: Path, measurements: list[load_verify.LoadMeasurement]) -> None:
+    existing = (
+        load_verify.LoadLog.model_validate_json(path.read_text())
+        if path.is_file()
+        else load_verify.LoadLog(measurements=[])
+    )
+    path.write_text(existing.merged(measurements).model_dump_json(indent=1) + "\n")
+
+
+def _skip_or_raise(refused: verify.VerifyRefused, skip_unfit: bool) -> None:
+    if not skip_unfit:
+        raise refused
+    errors.print(f"skipped: {refused}", highlight=False)
+
+
+def _recorded(gpu: verify.LocalGpu, fleet: dict, record: FactsRecord, host_args: tuple[str, ...]) -> dict:
+    """The fields of a record (verify.Recorded) for a measurement made now on this GPU."""
+    return {
+        "host_vllm_args": list(host_args),
+        "date": datetime.now(UTC).date().isoformat(),
+        "gpu": gpu.name,
+        "gpu_memory_bytes": gpu.memory_bytes,
+        "vllm_version": installed_vllm_version(),
+        "fleet": fleet,
+        "config": record.config,
+        "weights_bytes_by_dtype": record.weights_bytes_by_dtype,
+    }
 
 
 def _record(path: Path, measurements: list[verify.Measurement]) -> None:

@@ -122,6 +122,24 @@ def test_the_predictions_travel_with_the_plan() -> None:
     assert json.loads(plan.to_json())["performance"]["replicas"] == plan.performance.replicas
 
 
+@pytest.mark.parametrize("rate", [1, 5, 40])
+def test_max_num_seqs_holds_the_servers_scaling_target(rate: float) -> None:
+    """Autoscaling lets a server take up to its requests/min target before another starts: its
+    max_num_seqs holds twice the sequences the model predicts decoding at that rate."""
+    from llmfleet.model_store.load_plan import lengths, step_cost_of
+
+    fleet = _fleet(_load(requests_per_second=rate))
+    plan = plan_model(fleet, fleet.models[0], LLAMA, catalog=SMALL_CATALOG)
+    gpus = instance(plan.instance_type)
+    cost = step_cost_of(fleet.models[0], LLAMA, plan.vllm.dtype, None, plan.memory, gpus, plan.tensor_parallel_size)
+    vllm = plan.vllm
+    batching = performance.Batching(vllm.max_num_seqs, vllm.max_num_batched_tokens, plan.memory.token_capacity)
+    target = plan.performance.max_requests_per_second_per_server
+    at_target = performance.predict(cost, batching, target, *lengths(fleet.models[0].load), 95)
+    assert at_target is not None and 2 * at_target.running <= plan.vllm.max_num_seqs
+    assert "scaling target" in " ".join(plan.reasons)
+
+
 def test_an_slo_no_fleet_meets_is_refused_with_what_one_request_gets() -> None:
     with pytest.raises(PlanError, match=r"no fleet of up to 100 servers .* even a lone request gets"):
         _plan(_load(slo={"ttft_ms": 2000, "itl_ms": 0.5}))
