@@ -174,6 +174,7 @@ PRIMARY_PATH = {"plan": TEXT, "image_plan": IMAGE}
 # References the renames above cannot see (a path built with `/`): file, text, replacement.
 SPECIAL = [
     ("tests/synth/test_app.py", '(staged / "model_store" / "plan.py")', '(staged / "model_store" / "contract" / "plan.py")'),
+    ("tests/synth/test_app.py", '(staged / "model_store" / "gateway_contract.py")', '(staged / "model_store" / "gateway" / "contract.py")'),
 ]
 
 
