@@ -10,7 +10,7 @@ MODEL ?=
 
 .PHONY: up down test test-fast bench bench-gpu synth lint schema clean
 
-$(STAMP): requirements/lock.txt pyproject.toml package.json
+$(STAMP): requirements/lock.txt requirements/gateway-lock.txt pyproject.toml package.json
 	bash scripts/bootstrap.sh
 	touch $(STAMP)
 
@@ -45,6 +45,7 @@ synth: $(STAMP)
 
 schema: $(STAMP)
 	$(VENV)/bin/llmfleet schema -o fleet.schema.json
+	$(VENV)/bin/llmfleet schema --consumers -o consumers.schema.json
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-gateway node_modules cdk.out .pytest_cache .hypothesis

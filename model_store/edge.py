@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from llmfleet.model_store.gateway_contract import REQUESTS_PER_SECOND_PER_TASK, GatewaySizing
 from llmfleet.model_store.image_plan import ASSUMED_IMAGE_SECONDS, AnyPlan
 from llmfleet.model_store.plan import ASSUMED_REQUEST_SECONDS
 
@@ -22,3 +23,10 @@ def client_rate_limit(plan: AnyPlan, window_seconds: int = RATE_WINDOW_SECONDS) 
         return max(MIN_RATE_LIMIT, math.ceil(plan.autoscaling.max_capacity * window_seconds / ASSUMED_IMAGE_SECONDS))
     slots = plan.autoscaling.max_capacity * plan.vllm.max_num_seqs
     return max(MIN_RATE_LIMIT, math.ceil(slots * window_seconds / ASSUMED_REQUEST_SECONDS))
+
+
+def gateway_client_rate_limit(sizing: GatewaySizing, window_seconds: int = RATE_WINDOW_SECONDS) -> int:
+    """Requests per `window_seconds` from one client IP at which it alone would fill the fleet's gateway
+    at full scale-out (max_tasks x the requests per second a task holds). Each consumer's own rpm and
+    tpm are the gateway's to enforce; this only cuts off an address that would crowd out all of them."""
+    return max(MIN_RATE_LIMIT, math.ceil(sizing.max_tasks * REQUESTS_PER_SECOND_PER_TASK * window_seconds))

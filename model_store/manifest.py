@@ -37,6 +37,9 @@ HUB_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}(@[A-
 HOSTNAME = r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"
 """A DNS name of two labels or more whose last label is not numeric (so never an IP address)."""
 
+CONSUMER_NAME = r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$"
+"""Gateway consumer names label metrics (CloudWatch dimensions) and usage rows."""
+
 S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 
 # vLLM accepts only these LoRA ranks (vllm/config/lora.py, MaxLoRARanks, v0.32, 2026-10).
@@ -447,6 +450,48 @@ class ModelSpec(Strict):
         return self.source.rstrip("/").removesuffix(f"/models/{self.name}")
 
 
+class PriceSpec(Strict):
+    """What a model's tokens cost a consumer's budget, in USD per million tokens."""
+
+    prompt_usd_per_million: float = Field(ge=0, le=10_000, description="Per million prompt tokens.")
+    completion_usd_per_million: float = Field(ge=0, le=10_000, description="Per million completion tokens.")
+
+
+CONSUMERS_FILE = r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,254}\.ya?ml$"
+"""A consumers file beside the fleet file: a relative .yaml path, no scheme."""
+
+
+class GatewaySpec(Strict):
+    """One OpenAI endpoint for the whole fleet: keys, limits, budgets and usage per consumer."""
+
+    enabled: bool = Field(
+        default=False,
+        description="true: one public load balancer (with the WAF) in front of the gateway, and the models' "
+        "load balancers internal; false: each ECS model keeps its own public load balancer and key.",
+    )
+    consumers: str | None = Field(
+        default=None,
+        pattern=CONSUMERS_FILE,
+        description="The consumers file (names, models, rpm, tpm, monthly budget), relative to the fleet file.",
+    )
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="model -> ordered fallback models, tried when it fails (each a model of the fleet, of the same kind).",
+    )
+    prices: dict[str, PriceSpec] = Field(
+        default_factory=dict,
+        description="model -> USD per million prompt and completion tokens, charged to budgets; default: the plan's "
+        "predicted $ per million output tokens (models with a `load`) for completion tokens.",
+    )
+
+    @field_validator("consumers")
+    @classmethod
+    def _beside_fleet(cls, value: str | None) -> str | None:
+        if value is not None and ".." in value.split("/"):
+            raise ValueError(f"consumers {value!r} must stay beside the fleet file; allowed: a relative path without '..'")
+        return value
+
+
 class FleetManifest(Strict):
     name: str = Field(pattern=DNS_LABEL, description="The fleet's name: prefixes stacks, services and endpoints.")
     region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region.")
@@ -457,6 +502,7 @@ class FleetManifest(Strict):
         description="The model store, s3://bucket[/prefix]; a model without `source` lives at <store>/models/<name>.",
     )
     models: list[ModelSpec] = Field(min_length=1, description="The models the fleet serves, each planned on its own.")
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="One endpoint for the fleet; off by default.")
 
     @model_validator(mode="before")
     @classmethod
@@ -482,6 +528,23 @@ class FleetManifest(Strict):
         if repeated:
             raise ValueError(f"model names must be unique, repeated: {repeated}")
         return value
+
+    @model_validator(mode="after")
+    def _gateway_models(self) -> FleetManifest:
+        kinds = {m.name: m.kind for m in self.models}
+        for model, fallbacks in self.gateway.fallbacks.items():
+            for name in (model, *fallbacks):
+                if name not in kinds:
+                    raise ValueError(f"gateway.fallbacks: {name!r} is not a model of the fleet; allowed: {sorted(kinds)}")
+            if model in fallbacks or len(set(fallbacks)) != len(fallbacks):
+                raise ValueError(f"gateway.fallbacks.{model}: {fallbacks} must not repeat a model or name {model!r} itself")
+            other = [f for f in fallbacks if kinds[f] != kinds[model]]
+            if other:
+                raise ValueError(f"gateway.fallbacks.{model}: {other} are not {kinds[model]} models like {model!r}")
+        unknown = sorted(set(self.gateway.prices) - set(kinds))
+        if unknown:
+            raise ValueError(f"gateway.prices: {unknown} are not models of the fleet; allowed: {sorted(kinds)}")
+        return self
 
     def model(self, name: str) -> ModelSpec:
         for spec in self.models:
@@ -537,17 +600,23 @@ _PATTERN_MEANING = {
     DNS_LABEL: "lowercase letters, digits and '-', 1-40 characters, starting and ending alphanumeric",
     SAFE_SEGMENT: "letters, digits, '.', '_', '-', 1-64 characters, starting alphanumeric (no '/')",
     HUB_ID: "a Hugging Face id, org/name or org/name@revision",
+    CONSUMER_NAME: "lowercase letters, digits and '-', 1-64 characters, starting and ending alphanumeric",
 }
+
+
+# Lists of named entries, and what an error calls one of their entries.
+_NAMED_LISTS = {"models": "model", "consumers": "consumer"}
 
 
 def _describe(document: Any, error: dict[str, Any]) -> str:
     location = tuple(error["loc"])
     where = []
-    if len(location) >= 2 and location[0] == "models" and isinstance(location[1], int):
-        models = document.get("models") if isinstance(document, dict) else None
-        entry = models[location[1]] if isinstance(models, list) and location[1] < len(models) else None
+    if len(location) >= 2 and location[0] in _NAMED_LISTS and isinstance(location[1], int):
+        entries = document.get(location[0]) if isinstance(document, dict) else None
+        entry = entries[location[1]] if isinstance(entries, list) and location[1] < len(entries) else None
         label = entry.get("name") if isinstance(entry, dict) else None
-        where.append(f"model {label!r}" if label else f"models[{location[1]}]")
+        noun = _NAMED_LISTS[location[0]]
+        where.append(f"{noun} {label!r}" if label else f"{location[0]}[{location[1]}]")
         field = ".".join(str(p) for p in location[2:])
     else:
         field = ".".join(str(p) for p in location)
@@ -567,8 +636,8 @@ def _describe(document: Any, error: dict[str, Any]) -> str:
     return f"{', '.join(where) or 'fleet'}: {message}"
 
 
-def parse_fleet(text: str, origin: str = "<fleet>") -> FleetManifest:
-    """Parse and validate a fleet manifest; raise ManifestError naming file, line, model and field."""
+def read_yaml_mapping(text: str, origin: str, what: str) -> dict[str, Any]:
+    """A YAML mapping whose keys remember their lines; ManifestError naming `origin` otherwise."""
     try:
         document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.YAMLError as exc:
@@ -576,11 +645,14 @@ def parse_fleet(text: str, origin: str = "<fleet>") -> FleetManifest:
         where = f"{origin}:{mark.line + 1}" if mark else origin
         raise ManifestError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     except RecursionError:
-        raise ManifestError(f"{origin}: nested too deeply to be a fleet manifest") from None
-    if not isinstance(document, dict):
-        raise ManifestError(f"{origin}: a fleet manifest is a mapping with 'name' and 'models'")
+        raise ManifestError(f"{origin}: nested too deeply to be {what}") from None
+    return document
+
+
+def validate_document(model: type[BaseModel], document: dict[str, Any], origin: str) -> Any:
+    """`model` validated from `document`; every error one line with file, line, entry and field."""
     try:
-        return FleetManifest.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -589,16 +661,27 @@ def parse_fleet(text: str, origin: str = "<fleet>") -> FleetManifest:
         raise ManifestError("\n".join(lines)) from None
 
 
+def parse_fleet(text: str, origin: str = "<fleet>") -> FleetManifest:
+    """Parse and validate a fleet manifest; raise ManifestError naming file, line, model and field."""
+    document = read_yaml_mapping(text, origin, "a fleet manifest")
+    if not isinstance(document, dict):
+        raise ManifestError(f"{origin}: a fleet manifest is a mapping with 'name' and 'models'")
+    return validate_document(FleetManifest, document, origin)
+
+
+def read_text(path: Path, what: str) -> str:
+    """The file's text; a missing or binary file is a ManifestError, not a traceback."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not a {what}: byte {exc.start} is not UTF-8 text") from None
+
+
 def load_fleet(path: str | Path) -> FleetManifest:
     """Read `path` and parse it; a missing file is a ManifestError, not a traceback."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read the fleet manifest: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not a fleet manifest: byte {exc.start} is not UTF-8 text") from None
-    return parse_fleet(text, origin=str(path))
+    return parse_fleet(read_text(Path(path), "fleet manifest"), origin=str(path))
 
 
 def fleet_json_schema() -> dict[str, Any]:
@@ -616,11 +699,13 @@ def fleet_json_schema() -> dict[str, Any]:
 __all__ = [
     "AdapterRef",
     "FleetManifest",
+    "GatewaySpec",
     "ImageSpec",
     "LoadSpec",
     "LoraSpec",
     "ManifestError",
     "ModelSpec",
+    "PriceSpec",
     "Quantization",
     "REASONING_PARSERS",
     "SLO_PERCENTILES",
@@ -632,4 +717,7 @@ __all__ = [
     "fleet_json_schema",
     "load_fleet",
     "parse_fleet",
+    "read_text",
+    "read_yaml_mapping",
+    "validate_document",
 ]

@@ -21,4 +21,17 @@ torch=$(grep '^torch==' requirements/lock.txt)
 python3 -m venv .venv-checkov
 .venv-checkov/bin/python -m pip install --quiet -r requirements/checkov-lock.txt 2>/dev/null \
   || .venv-checkov/bin/python -m pip install -r requirements/checkov-lock.txt
+# The gateway (LiteLLM's proxy) pins pydantic, httpx, rich and numpy apart from the app: its own venv,
+# installed as its image is, every package hash-checked; plus this checkout's llmfleet packages.
+python3 -m venv .venv-gateway
+.venv-gateway/bin/python -m pip install --quiet --require-hashes -r requirements/gateway-lock.txt
+.venv-gateway/bin/python -m pip install --quiet --no-deps -e .
+# The local gateway's Redis and Postgres (llmfleet local up, the gateway's tests): Debian's packages.
+if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null
+  else
+    echo "note: the local gateway needs redis-server and postgresql (Debian: apt-get install redis-server postgresql)" >&2
+  fi
+fi
 npm install --no-audit --no-fund --loglevel=error

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import typer
 
-from llmfleet.scripts import catalog_cli, invoke_cli, local_cli, lock_cli, plan_cli, status_cli, store_cli, verify_cli
+from llmfleet.scripts import (
+    catalog_cli,
+    gateway_cli,
+    invoke_cli,
+    local_cli,
+    lock_cli,
+    plan_cli,
+    status_cli,
+    store_cli,
+    verify_cli,
+)
 from llmfleet.scripts.cli_common import FLEET_ENV, ErrorsAsExits, global_options
 
 app = typer.Typer(
@@ -36,6 +46,8 @@ app.add_typer(store_cli.model_app, name="model")
 app.add_typer(store_cli.adapter_app, name="adapter")
 app.command()(status_cli.status)
 app.command()(invoke_cli.invoke)
+app.add_typer(gateway_cli.gateway_app, name="gateway")
+app.command()(gateway_cli.usage)
 app.add_typer(local_cli.local_app, name="local")
 
 

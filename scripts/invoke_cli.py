@@ -96,16 +96,21 @@ def _endpoint_failed(endpoint: str, exc: BotoCoreError | ClientError) -> AwsErro
     return AwsError(f"SageMaker endpoint {endpoint!r}: {type(exc).__name__}: {exc}")
 
 
-def _fleet_url_and_key(url: str | None, api_key: str | None) -> tuple[str, str]:
-    """--url and --api-key, or the local fleet's when it is up."""
+def _fleet_url_and_key(url: str | None, api_key: str | None, target: str) -> tuple[str, str, bool]:
+    """--url and --api-key, or the local fleet's when it is up (its gateway and a consumer's key
+    allowed `target`, when it runs one); and whether the URL is a gateway."""
     if url is None:
         state = local_fleet.find_state_dir().load()
         if state is None:
             raise fail("no --url and no local fleet (`llmfleet local up`); pass the ALB's URL with --url", EXIT_BAD_INPUT)
+        if state.gateway_url:
+            from llmfleet.scripts.local_gateway import key_for
+
+            return state.gateway_url, api_key or key_for(Path(state.gateway_keys_file), target), True
         url, api_key = state.server_url, api_key or local_fleet.find_state_dir().api_key()
     if not api_key:
         raise fail(f"no API key: pass --api-key or set {API_KEY_ENV}", EXIT_BAD_INPUT)
-    return url, api_key
+    return url, api_key, False
 
 
 def image_body_openai(model: str, prompt: str, *, size: str | None, steps: int | None, seed: int | None, n: int) -> dict[str, Any]:
@@ -168,6 +173,9 @@ def invoke(
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="With --out: denoising steps (default: the plan's).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="With --out: the same seed gives the same image.")] = None,
     images: Annotated[int, typer.Option("-n", "--images", min=1, help="With --out: how many images.")] = 1,
+    gateway: Annotated[
+        bool, typer.Option("--gateway", help="--url is the fleet's gateway: send MODEL:ADAPTER as the model (the local fleet's: automatic).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Send one prompt and stream the answer as it arrives (reasoning models: reasoning shown apart);
@@ -187,7 +195,7 @@ def invoke(
             except (KeyError, TypeError) as exc:
                 raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
         else:
-            url, api_key = _fleet_url_and_key(url, api_key)
+            url, api_key, _ = _fleet_url_and_key(url, api_key, target)
             with errors.status(f"waiting for {images} image(s) from {url}"):
                 encoded = _images_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, image_body_openai(model, prompt, size=size, steps=steps, seed=seed, n=images))
         written = [str(path) for path in write_images(encoded, out)]
@@ -217,8 +225,10 @@ def invoke(
             raise fail(f"SageMaker endpoint {sagemaker!r}: {type(exc).__name__}: {exc}", EXIT_REFUSED) from None
         result = {"model": served_name, "reasoning": reasoning, "content": answer}
     else:
-        url, api_key = _fleet_url_and_key(url, api_key)
-        body = chat_request(served_name, prompt, max_tokens=max_tokens, temperature=temperature, stream=True)
+        url, api_key, via_gateway = _fleet_url_and_key(url, api_key, target)
+        # A gateway routes MODEL:ADAPTER itself; a model's own server knows the adapter by its name.
+        body = chat_request(target if via_gateway or gateway else served_name, prompt, max_tokens=max_tokens,
+                            temperature=temperature, stream=True)
         result = _stream_openai(url.rstrip("/").removesuffix("/v1") + "/v1", api_key, body, as_json)
     if as_json:
         print(json.dumps(result, indent=2))

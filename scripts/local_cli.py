@@ -18,6 +18,7 @@ from rich.table import Table
 
 from llmfleet.model_store.chat import parse_chat_response
 from llmfleet.model_store.container_contract import STORE_ENV
+from llmfleet.model_store.gateway_contract import USAGE_DATABASE_URL_ENV
 from llmfleet.scripts import local_fleet
 from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT,
@@ -54,6 +55,9 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
     table.add_row("health", f"{url}/health   adapters: {url}/llmfleet/adapters   metrics: {url}/metrics")
     table.add_row("SageMaker-style", f"{url}/invocations")
     table.add_row("API key", f"{api_key}   [dim](in {state.api_key_file})[/]")
+    if state.gateway_url:
+        table.add_row("gateway", f"{state.gateway_url}/v1   [dim](one endpoint: keys, limits, usage; MODEL or MODEL:ADAPTER)[/]")
+        table.add_row("consumer keys", f"{state.gateway_keys_file}   usage: eval \"$(llmfleet local env)\" && llmfleet usage")
     table.add_row("emulated AWS", f"{state.s3_endpoint} (moto)   store {state.store_uri} (created with {state.store_method})")
     table.add_row("logs", str(Path(state.api_key_file).parent / "logs"))
     if state.ready_seconds is not None:
@@ -184,7 +188,7 @@ def local_down() -> None:
 
 @local_app.command("env")
 def local_env() -> None:
-    """Shell exports that point `llmfleet model|adapter` and the AWS CLI at the local store."""
+    """Shell exports that point `llmfleet model|adapter|gateway keys|usage` and the AWS CLI at the local fleet."""
     state = _running_local_state()
     for name, value in {
         "AWS_ENDPOINT_URL": state.s3_endpoint,
@@ -192,6 +196,7 @@ def local_env() -> None:
         "AWS_SECRET_ACCESS_KEY": local_fleet.LOCAL_CREDENTIALS["aws_secret_access_key"],
         "AWS_DEFAULT_REGION": state.region,
         STORE_ENV: state.store_uri,
+        **({USAGE_DATABASE_URL_ENV: state.usage_database_url} if state.usage_database_url else {}),
     }.items():
         print(f"export {name}={value}")
 

@@ -35,6 +35,7 @@ from llmfleet.model_store.access import POLICY_VERSION, ci_publisher_statements
 from llmfleet.model_store.adapters import accepted_bases_for, max_rank_for
 from llmfleet.model_store.architectures import read_checkpoint_architecture
 from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
+from llmfleet.model_store.gateway_contract import GATEWAY_HEALTH_PATH
 from llmfleet.model_store.manifest import FleetManifest
 from llmfleet.model_store.image_plan import AnyPlan
 from llmfleet.model_store.plan import ServingPlan
@@ -122,6 +123,9 @@ class LocalState:
     started_at: str = ""
     ready_seconds: float | None = None
     kind: str = "text"  # the served model's kind: text (vLLM) or image (the image server)
+    gateway_url: str = ""  # the fleet's one endpoint, when its manifest enables the gateway
+    gateway_keys_file: str = ""  # {consumer: {key, models}} of the local gateway's consumers
+    usage_database_url: str = ""  # the gateway's usage rows (`llmfleet usage`)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -144,6 +148,7 @@ class StateDir:
         self.root = Path(root).absolute()
         self.state_file = self.root / "state.json"
         self.api_key_file = self.root / "api_key"
+        self.gateway_keys_file = self.root / "gateway-keys.json"  # the local gateway's consumers' keys
         self.logs = self.root / "logs"
         self.standins = self.root / "standin"
         self.cache = self.root / "cache"
@@ -164,7 +169,7 @@ class StateDir:
         temporary.replace(self.state_file)
 
     def clear(self) -> None:
-        for path in (self.state_file, self.api_key_file):
+        for path in (self.state_file, self.api_key_file, self.gateway_keys_file):
             path.unlink(missing_ok=True)
 
     def api_key(self) -> str:
@@ -611,7 +616,8 @@ def recover(state_dir: StateDir) -> Recovery:
         return Recovery(False, [])
     alive = {name: record.alive() for name, record in state.processes.items()}
     if state.processes and all(alive.values()) and http_ok(f"{state.server_url}/health"):
-        return Recovery(True, [f"already up since {state.started_at}; reusing it (`llmfleet local down` stops it)"])
+        if not state.gateway_url or http_ok(f"{state.gateway_url}{GATEWAY_HEALTH_PATH}"):
+            return Recovery(True, [f"already up since {state.started_at}; reusing it (`llmfleet local down` stops it)"])
     notes = [f"found the state of an earlier `local up` ({state.started_at}) that is not serving:"]
     for name, record in state.processes.items():
         if alive[name]:
@@ -631,7 +637,7 @@ def down(state_dir: StateDir) -> list[str]:
         if state is None:
             return [f"nothing to stop: no local fleet state in {state_dir.root}"]
         notes = []
-        for name in ("server", "moto"):
+        for name in ("gateway", "server", "postgres", "redis", "moto"):
             if name in state.processes:
                 notes.append(stop_process(state.processes[name]))
         still_open = [r.port for r in state.processes.values() if port_is_open(r.port)]
@@ -726,6 +732,19 @@ def up(
                 what="the server answers /health",
                 on_tick=lambda elapsed: on_wait(elapsed, _last_line(server.log)),
             )
+            if fleet.gateway.enabled:
+                # Imported here: the gateway's starters build on this module's process helpers.
+                from llmfleet.scripts.local_gateway import up_gateway
+
+                def record_started(record: ProcessRecord) -> None:
+                    state.processes[record.name] = record
+                    state_dir.save(state)
+
+                state.gateway_url, state.usage_database_url = up_gateway(
+                    fleet, Path(fleet_path), plan, server_url=state.server_url, server_api_key=api_key,
+                    aws_endpoint=state.s3_endpoint, state_dir=state_dir, on_step=on_step, started=record_started,
+                )
+                state.gateway_keys_file = str(state_dir.gateway_keys_file)
         except BaseException:
             for record in reversed(list(state.processes.values())):
                 stop_process(record)

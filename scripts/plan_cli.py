@@ -11,6 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from llmfleet.model_store.consumers import consumers_json_schema
 from llmfleet.model_store.manifest import fleet_json_schema
 from llmfleet.model_store.image_plan import AnyPlan, ImagePlan
 from llmfleet.model_store.plan import vllm_argv
@@ -119,9 +120,10 @@ def plan(
 
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    consumers: Annotated[bool, typer.Option("--consumers", help="The gateway's consumers file instead of the fleet's.")] = False,
 ) -> None:
-    """Write the fleet manifest's JSON Schema (for editors: yaml-language-server)."""
-    text = json.dumps(fleet_json_schema(), indent=2) + "\n"
+    """Write the fleet manifest's (or the consumers file's) JSON Schema, for editors (yaml-language-server)."""
+    text = json.dumps(consumers_json_schema() if consumers else fleet_json_schema(), indent=2) + "\n"
     if output is None:
         sys.stdout.write(text)
     else:

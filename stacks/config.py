@@ -46,6 +46,8 @@ class FleetSettings:
     github_environment: str | None = None
     github_ref: str | None = None
     vllm_image: str | None = None
+    gateway_image: str | None = None
+    gateway_base_image: str | None = None
     waf: bool = True
     waf_block: bool = True
     deletion_protection: bool = True
@@ -65,12 +67,16 @@ class FleetSettings:
                 f"context 'github_environment' {github_environment!r} and 'github_ref' {github_ref!r}: "
                 f"the CI role trusts one of them; give either"
             )
-        vllm_image = text("vllm_image")
-        if vllm_image is not None and not re.fullmatch(IMAGE_BY_DIGEST, vllm_image):
-            raise StackConfigError(
-                f"context 'vllm_image': {vllm_image!r} is not pinned by digest; "
-                f"use <repository>:<tag>@sha256:<64 hex> (docker buildx imagetools inspect <repository>:<tag>)"
-            )
+        def pinned(key: str) -> str | None:
+            image = text(key)
+            if image is not None and not re.fullmatch(IMAGE_BY_DIGEST, image):
+                raise StackConfigError(
+                    f"context '{key}': {image!r} is not pinned by digest; "
+                    f"use <repository>:<tag>@sha256:<64 hex> (docker buildx imagetools inspect <repository>:<tag>)"
+                )
+            return image
+
+        vllm_image = pinned("vllm_image")
         certificate_arn = text("certificate_arn")
         if certificate_arn is not None and not certificate_arn.startswith("arn:"):
             raise StackConfigError(f"context 'certificate_arn': {certificate_arn!r} is not an ACM certificate ARN")
@@ -100,6 +106,8 @@ class FleetSettings:
             github_environment=github_environment,
             github_ref=github_ref,
             vllm_image=vllm_image,
+            gateway_image=text("gateway_image"),
+            gateway_base_image=pinned("gateway_base_image"),
             waf=switch("waf"),
             waf_block=waf_mode == "block",
             deletion_protection=switch("deletion_protection"),

@@ -1,5 +1,5 @@
-"""The WAF web ACL in front of a model's public load balancer: managed rule groups fit for an LLM API
-and a per-client rate limit derived from the plan (model_store/edge.py)."""
+"""The WAF web ACL in front of a public load balancer (a model's, or the fleet's gateway's): managed rule
+groups fit for an LLM API and a per-client rate limit derived from the plans (model_store/edge.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from llmfleet.model_store.edge import RATE_WINDOW_SECONDS, client_rate_limit
-from llmfleet.model_store.plan import DeploymentPlan
+from llmfleet.model_store.edge import MIN_RATE_LIMIT, RATE_WINDOW_SECONDS
+from llmfleet.stacks.compliance import acknowledge
+from llmfleet.stacks.config import StackConfigError
 
 # The common rule set blocks bodies over 8 KB (SizeRestrictions_BODY): about 2,000 tokens, less than
 # most chat prompts. It counts instead; vLLM itself refuses a prompt over the plan's max_model_len.
@@ -28,14 +29,23 @@ RATE_LIMITED_BODY_KEY = "rate-limited"
 
 @dataclass(frozen=True)
 class WebAclProps:
-    """plan: the model's serving plan (its capacity sets the rate limit). load_balancer: the public load
+    """name: the web ACL's name, `llmfleet-<fleet>-<stage>-<model or "gateway">` (its metrics and log group
+    follow it). rate_limit: requests per RATE_WINDOW_SECONDS from one client address
+    (model_store.edge: client_rate_limit, gateway_client_rate_limit). load_balancer: the public load
     balancer to protect. key: the KMS key for the WAF log group. block: block matching requests (default
     True); False counts them only, to watch a new limit before enforcing it."""
 
-    plan: DeploymentPlan
+    name: str
+    rate_limit: int
     load_balancer: elbv2.IApplicationLoadBalancer
     key: kms.IKey
     block: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rate_limit < MIN_RATE_LIMIT:
+            raise StackConfigError(
+                f"WebAclProps.rate_limit for {self.name}: {self.rate_limit}; WAF allows {MIN_RATE_LIMIT} or more"
+            )
 
 
 class WebAclConstruct(Construct):
@@ -43,9 +53,8 @@ class WebAclConstruct(Construct):
 
     def __init__(self, scope: Construct, id: str, props: WebAclProps) -> None:
         super().__init__(scope, id)
-        plan = props.plan
-        name = f"llmfleet-{plan.fleet}-{plan.stage}-{plan.model_name}"
-        self.rate_limit = client_rate_limit(plan)
+        name = props.name
+        self.rate_limit = props.rate_limit
         self.web_acl = wafv2.CfnWebACL(
             self,
             "WebAcl",
@@ -145,6 +154,23 @@ class WebAclConstruct(Construct):
             )
             for priority, group in enumerate(MANAGED_RULE_GROUPS, start=1)
         ]
+
+
+def protect_load_balancer(scope: Construct, props: WebAclProps, *, enabled: bool, what: str) -> WebAclConstruct | None:
+    """The web ACL "Waf" under `scope` in front of a public load balancer, unless `enabled` is False: the
+    operator's own WAF, gateway or CDN fronts it (acknowledged, with a synth warning naming `what`)."""
+    if enabled:
+        return WebAclConstruct(scope, "Waf", props)
+    acknowledge(
+        props.load_balancer,
+        "NIST.800.53.R5-ALBWAFEnabled",
+        "waf=off: the operator fronts the load balancer with their own WAF, gateway or CDN",
+    )
+    cdk.Annotations.of(props.load_balancer).add_warning(
+        f"{what}: waf=off, so no WAF web ACL (managed rules, per-client rate limit) "
+        f"protects the public load balancer; front it with your own."
+    )
+    return None
 
 
 def _visibility(metric_name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:

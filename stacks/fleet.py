@@ -11,13 +11,14 @@ from typing import TypeVar
 
 import aws_cdk as cdk
 
+from llmfleet.model_store.consumers import load_consumers
 from llmfleet.model_store.fleet import load_and_plan
 from llmfleet.model_store.image_plan import AnyPlan
 from llmfleet.model_store.manifest import FleetManifest
 from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from llmfleet.stacks.compliance import add_compliance_checks
 from llmfleet.stacks.config import FleetSettings
-from llmfleet.stacks.llm_fleet import LlmFleet, LlmFleetProps
+from llmfleet.stacks.llm_fleet import FleetGatewayProps, LlmFleet, LlmFleetProps
 
 StackT = TypeVar("StackT", bound=cdk.Stack)
 CI_ROLE_ARN_OUTPUT = "CiRoleArn"
@@ -46,10 +47,12 @@ class Fleet:
     base: cdk.Stack
     models: dict[str, cdk.Stack]
     ci: cdk.Stack | None
+    gateway: cdk.Stack | None = None
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.base, *self.models.values(), *([self.ci] if self.ci else [])]
+        optional = [stack for stack in (self.gateway, self.ci) if stack is not None]
+        return [self.base, *self.models.values(), *optional]
 
 
 def fleet_props(settings: FleetSettings, plans: list[AnyPlan], **given) -> LlmFleetProps:
@@ -90,8 +93,19 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
         models[plan.model_name] = tagged(stack, {**tags, TAG_MODEL: plan.model_name})
         return stack
 
+    gateway = None
+    if manifest.gateway.enabled:  # the fleet's one endpoint, in a stack of its own
+        gateway_stack = tagged(cdk.Stack(app, f"{prefix}-gateway", env=env), tags)
+        consumers = load_consumers(manifest, settings.fleet_path)
+        gateway = FleetGatewayProps(
+            manifest=manifest,
+            consumers=consumers,
+            image_uri=settings.gateway_image,
+            base_image=None if settings.gateway_image else settings.gateway_base_image,
+            scope=gateway_stack,
+        )
     # "Default": the fleet's resources are named in the templates as the stacks' own children.
-    fleet = LlmFleet(base, "Default", fleet_props(settings, plans, model_scope=model_stack))
+    fleet = LlmFleet(base, "Default", fleet_props(settings, plans, model_scope=model_stack, gateway=gateway))
     ci = None
     if settings.github_repo is not None:
         ci = tagged(cdk.Stack(app, f"{prefix}-ci", env=env), tags)
@@ -113,4 +127,13 @@ def compose_fleet(app: cdk.App, *, compliance_checks: bool = True) -> Fleet:
         cdk.Annotations.of(base).add_info("no CI access role: set -c github_repo=owner/name to create one")
     if compliance_checks:
         add_compliance_checks(app)
-    return Fleet(settings=settings, manifest=manifest, plans=plans, construct=fleet, base=base, models=models, ci=ci)
+    return Fleet(
+        settings=settings,
+        manifest=manifest,
+        plans=plans,
+        construct=fleet,
+        base=base,
+        models=models,
+        ci=ci,
+        gateway=gateway.scope if gateway else None,
+    )

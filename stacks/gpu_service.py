@@ -23,12 +23,20 @@ from constructs import Construct
 
 from llmfleet.model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
 from llmfleet.model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
+from llmfleet.model_store.gateway_contract import UPSTREAM_HTTP_PORT
 from llmfleet.model_store.image_plan import AnyPlan
 from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT, DeploymentPlan
 from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from llmfleet.model_store.store import StoreLocation
 from llmfleet.stacks.compliance import acknowledge, checkov_skip
 from llmfleet.stacks.config import StackConfigError
+from llmfleet.stacks.load_balancer import (
+    LoadBalancerMetrics,
+    allow_clients,
+    client_listener,
+    client_load_balancer,
+    forbidden,
+)
 from llmfleet.model_store.telemetry import REQUESTS_WAITING
 from llmfleet.stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from llmfleet.stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
@@ -48,14 +56,10 @@ def client_paths(plan: DeploymentPlan) -> tuple[str, ...]:
 
 # An ALB listener rule takes at most 5 condition values (ELB quotas, 2026-11).
 PATHS_PER_RULE = 5
-# The ALB closes a connection idle this long. A streamed completion is silent until its first
-# token, which behind a queue and a long prefill can take minutes (ALB default 60 s cuts it).
-STREAM_IDLE_TIMEOUT = cdk.Duration.minutes(10)
 # ECS registers less memory than the instance type lists (kernel, agent); leave a tenth.
 TASK_MEMORY_SHARE = 0.9
 # NCCL and vLLM's worker processes exchange tensors through /dev/shm (Docker's 64 MiB is too small).
 SHARED_MEMORY_SHARE = 0.125
-ALB_LOG_PREFIX = "alb"
 # The container's root filesystem is read-only; these are the paths it writes, each a volume
 # (/dev/shm is the task's shared memory, above). The model root lives on the instance's NVMe
 # (stacks/user_data.py); the others are Docker volumes of the task alone, made at its start from
@@ -78,7 +82,10 @@ class GpuServiceProps:
     for load-balancer access logs. certificate_arn: an ACM certificate for HTTPS on 443 (default
     None: HTTP on 80 only). allowed_cidr: who may reach the load balancer (default 0.0.0.0/0; the
     API key still guards /v1). deletion_protection: the load balancer refuses deletion (default True;
-    False for a demo stage that `cdk destroy` must remove). managed_termination_protection: default False (see below)."""
+    False for a demo stage that `cdk destroy` must remove). internal: the load balancer is internal, in the
+    private subnets, plain HTTP on UPSTREAM_HTTP_PORT, reached only from the security groups given to
+    `allow_from` (the fleet's gateway); certificate_arn and allowed_cidr are then unused (default False:
+    internet-facing). managed_termination_protection: default False (see below)."""
 
     plan: AnyPlan
     vpc: ec2.IVpc
@@ -89,6 +96,7 @@ class GpuServiceProps:
     certificate_arn: str | None = None
     allowed_cidr: str = "0.0.0.0/0"
     deletion_protection: bool = True
+    internal: bool = False
     # Off: with it on, ECS protects every instance running a task and `cdk destroy` hangs on the
     # ASG (SECURITY.md). Managed draining gives the same guarantee to in-flight requests: ECS drains
     # an instance's tasks (deregistration delay, SIGTERM, stop timeout) before the ASG ends it.
@@ -110,12 +118,13 @@ class GpuServiceProps:
             raise StackConfigError(f"{where}: autoscaling.max_capacity {plan.autoscaling.max_capacity}; must be >= 1")
 
 
-class GpuServiceConstruct(Construct):
+class GpuServiceConstruct(LoadBalancerMetrics, Construct):
     """ECS cluster, GPU capacity, vLLM task and service, ALB with a client-path allowlist, autoscaling."""
 
     def __init__(self, scope: Construct, id: str, props: GpuServiceProps) -> None:
         super().__init__(scope, id)
         self.plan = plan = props.plan
+        self.internal = props.internal
         private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
 
         self.cluster = ecs.Cluster(
@@ -355,54 +364,39 @@ class GpuServiceConstruct(Construct):
     # --- load balancer --------------------------------------------------------------------
 
     def _load_balancer(self, props: GpuServiceProps) -> None:
-        """Internet-facing ALB: only client paths reach vLLM, everything else is answered 403."""
-        https = props.certificate_arn is not None
+        """Internet-facing (or internal) ALB: only client paths reach vLLM, everything else is answered 403."""
+        https = props.certificate_arn is not None and not props.internal
         self._alb(props)  # security group, ALB (deletion protection, access logs)
-        self._client_ingress(props, https)  # clients on 443 (80 without a certificate), ALB <-> tasks only
-        forbidden = elbv2.ListenerAction.fixed_response(403, content_type="text/plain", message_body="forbidden")
-        self.listener = self._listener(props, https, forbidden)  # default action 403
+        if not props.internal:  # clients on 443 (80 without a certificate); internal: the gateway, added by it
+            allow_clients(self.alb_security_group, props.allowed_cidr, https, f"clients of {props.plan.model_name}")
+        self._tasks_from_alb_only()  # ALB <-> tasks only
+        refused = forbidden()
+        self.listener = client_listener(  # default action 403
+            self.load_balancer,
+            certificate_arn=props.certificate_arn,
+            default_action=refused,
+            what=f"model {props.plan.model_name}",
+            internal=props.internal,
+        )
         self.target_group = self._target_group(props)  # the plan's health check and drain
         self.service.attach_to_application_target_group(self.target_group)
-        self._path_rules(forbidden, client_paths(props.plan))  # admin paths 403 first, then the model kind's client paths forward
+        # Admin paths 403 first, then the model kind's client paths forward.
+        self._path_rules(refused, client_paths(props.plan))
 
     def _alb(self, props: GpuServiceProps) -> None:
         plan = props.plan
-        self.alb_security_group = ec2.SecurityGroup(
-            self, "AlbSecurityGroup", vpc=props.vpc, description=f"load balancer of {plan.model_name}", allow_all_outbound=False
-        )
-        self.load_balancer = elbv2.ApplicationLoadBalancer(
+        parts = client_load_balancer(
             self,
-            "Alb",
             vpc=props.vpc,
-            internet_facing=True,
-            security_group=self.alb_security_group,
-            idle_timeout=STREAM_IDLE_TIMEOUT,
-            drop_invalid_header_fields=True,
-            http2_enabled=True,
+            description=f"load balancer of {plan.model_name}",
+            access_logs=props.access_logs,
+            log_prefix=plan.model_name,
             deletion_protection=props.deletion_protection,
+            internal=props.internal,
         )
-        if not props.deletion_protection:
-            acknowledge(
-                self.load_balancer,
-                "NIST.800.53.R5-ELBDeletionProtectionEnabled",
-                "-c deletion_protection=off: a demo stage that `cdk destroy` must be able to remove",
-            )
-        self.load_balancer.log_access_logs(props.access_logs, prefix=f"{ALB_LOG_PREFIX}/{plan.model_name}")
+        self.alb_security_group, self.load_balancer = parts.security_group, parts.load_balancer
 
-    def _client_ingress(self, props: GpuServiceProps, https: bool) -> None:
-        plan = props.plan
-        port = 443 if https else 80
-        self.alb_security_group.add_ingress_rule(
-            ec2.Peer.ipv4(props.allowed_cidr), ec2.Port.tcp(port), f"clients of {plan.model_name}"
-        )
-        if props.allowed_cidr == "0.0.0.0/0":
-            reason = (
-                "a public inference API: every request needs the API key and only client paths are forwarded; "
-                "narrow it with -c allowed_cidr=..."
-            )
-            acknowledge(self.alb_security_group, "AwsSolutions-EC23", reason)
-            if not https:
-                checkov_skip(self.alb_security_group, "CKV_AWS_260", reason)
+    def _tasks_from_alb_only(self) -> None:
         self.task_security_group.add_ingress_rule(
             self.alb_security_group, ec2.Port.tcp(CONTAINER_PORT), "vLLM from the load balancer only"
         )
@@ -410,35 +404,12 @@ class GpuServiceConstruct(Construct):
             self.task_security_group, ec2.Port.tcp(CONTAINER_PORT), "to the vLLM tasks only"
         )
 
-    def _listener(self, props: GpuServiceProps, https: bool, forbidden: elbv2.ListenerAction) -> elbv2.ApplicationListener:
-        plan = props.plan
-        if https:
-            listener = self.load_balancer.add_listener(
-                "Https",
-                port=443,
-                protocol=elbv2.ApplicationProtocol.HTTPS,
-                certificates=[elbv2.ListenerCertificate.from_arn(props.certificate_arn)],
-                ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
-                default_action=forbidden,
-                open=False,
-            )
-        else:
-            listener = self.load_balancer.add_listener(
-                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=forbidden, open=False
-            )
-            cdk.Annotations.of(listener).add_warning(
-                f"model {plan.model_name}: the load balancer listens on plain HTTP, so the API key crosses the "
-                f"network in clear text. Give an ACM certificate for HTTPS: certificate_arn (-c certificate_arn=arn:aws:acm:...)."
-            )
-            plain_http = (
-                "no certificate_arn in context: plain HTTP for a first look, with a synth warning; "
-                "production deploys pass -c certificate_arn=... and get HTTPS only"
-            )
-            for check_id in ("CKV_AWS_2", "CKV_AWS_103"):
-                checkov_skip(listener, check_id, plain_http)
-            acknowledge(listener, "NIST.800.53.R5-ALBHttpToHttpsRedirection", plain_http)
-            acknowledge(self.load_balancer, "NIST.800.53.R5-ELBv2ACMCertificateRequired", plain_http)
-        return listener
+    def allow_from(self, peer: ec2.IConnectable) -> None:
+        """Let `peer` (the gateway's tasks) reach the internal load balancer's listener. The rules are
+        written in the peer's stack, so the model's stack never refers to the gateway's."""
+        peer.connections.allow_to(
+            self.load_balancer, ec2.Port.tcp(UPSTREAM_HTTP_PORT), f"to the load balancer of {self.plan.model_name}"
+        )
 
     def _target_group(self, props: GpuServiceProps) -> elbv2.ApplicationTargetGroup:
         plan = props.plan
@@ -462,7 +433,7 @@ class GpuServiceConstruct(Construct):
             ),
         )
 
-    def _path_rules(self, forbidden: elbv2.ListenerAction, forwarded: tuple[str, ...]) -> None:
+    def _path_rules(self, refused: elbv2.ListenerAction, forwarded: tuple[str, ...]) -> None:
         # vLLM's admin routes get their own 403 rules ahead of everything: they stay closed even if
         # a broader forward rule is added later.
         for index in range(0, len(VLLM_ADMIN_PATHS), PATHS_PER_RULE):
@@ -470,7 +441,7 @@ class GpuServiceConstruct(Construct):
                 f"AdminPaths{index // PATHS_PER_RULE}",
                 priority=1 + index // PATHS_PER_RULE,
                 conditions=[elbv2.ListenerCondition.path_patterns(list(VLLM_ADMIN_PATHS[index : index + PATHS_PER_RULE]))],
-                action=forbidden,
+                action=refused,
             )
         for index in range(0, len(forwarded), PATHS_PER_RULE):
             self.listener.add_target_groups(
@@ -518,19 +489,7 @@ class GpuServiceConstruct(Construct):
                 f"{where} (the capacity provider then ends the instances)",
             )
 
-    # --- metrics (the CDK guideline: a construct names its own metrics) ---------------------
-
-    def metric_requests(self) -> cloudwatch.Metric:
-        """Requests the load balancer forwarded to the servers, per minute."""
-        return self.target_group.metrics.request_count(period=ONE_MINUTE, statistic="Sum")
-
-    def metric_target_5xx(self) -> cloudwatch.Metric:
-        """5xx answers from the servers themselves, per minute."""
-        return self.target_group.metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=ONE_MINUTE)
-
-    def metric_load_balancer_5xx(self) -> cloudwatch.Metric:
-        """5xx the load balancer made up (no healthy target, timeouts), per minute."""
-        return self.load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=ONE_MINUTE)
+    # --- metrics (requests and 5xx: LoadBalancerMetrics) ------------------------------------
 
     def metric_client_requests(self) -> cloudwatch.MathExpression:
         """Client requests per minute: those forwarded to a server plus those refused for want of one."""

@@ -10,7 +10,7 @@ fleet's own resources, so the packs pass on it. docs/construct.md lists the prop
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
@@ -18,14 +18,33 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from llmfleet.model_store.consumers import ConsumersFile
 from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.model_store.manifest import FleetManifest
 from llmfleet.stacks.ci_access import CiAccessConstruct, CiAccessProps
 from llmfleet.stacks.compliance import acknowledge_inline_policies
 from llmfleet.stacks.config import StackConfigError, store_of
+from llmfleet.stacks.gateway import Gateway, GatewayProps
 from llmfleet.stacks.model_serving import ModelServing, ModelServingProps
 from llmfleet.stacks.monitoring import AlarmTopicConstruct, AlarmTopicProps
 from llmfleet.stacks.network import NetworkConstruct, NetworkProps
 from llmfleet.stacks.store import StoreConstruct, StoreProps
+
+
+@dataclass(frozen=True)
+class FleetGatewayProps:
+    """manifest: the fleet manifest the plans were made from, its `gateway` section enabled (fallbacks,
+    prices). consumers: its consumers file (`model_store.consumers.load_consumers(manifest, path)`; default:
+    none, every key refused until the file lists consumers). image_uri: the gateway image in ECR (default
+    None: built from containers/gateway/Dockerfile beside this package). base_image: the Python image that
+    build starts FROM, pinned by digest (default None; required without image_uri). scope: where the gateway's parts go,
+    e.g. a stack of its own (default None: under the fleet construct, id "Gateway")."""
+
+    manifest: FleetManifest
+    consumers: ConsumersFile = field(default_factory=ConsumersFile)
+    image_uri: str | None = None
+    base_image: str | None = None
+    scope: Construct | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,9 @@ class LlmFleetProps:
     (default True). waf_block: the web ACLs block rather than count (default True).
     deletion_protection: load balancers refuse deletion (default True). model_scope: where each
     model's parts go, given its plan: e.g. a stack per model, to stay under CloudFormation's 500
-    resources per stack (default None: under this construct, with the model's name as id)."""
+    resources per stack (default None: under this construct, with the model's name as id). gateway: the
+    fleet's one endpoint (FleetGatewayProps; default None: each ECS model has its own public load balancer,
+    WAF and key, as before); with it, the models' load balancers are internal and only the gateway reaches them."""
 
     plans: Sequence[AnyPlan]
     vpc: ec2.IVpc | None = None
@@ -69,6 +90,7 @@ class LlmFleetProps:
     waf_block: bool = True
     deletion_protection: bool = True
     model_scope: Callable[[AnyPlan], Construct] | None = None
+    gateway: FleetGatewayProps | None = None
 
     def __post_init__(self) -> None:
         if not self.plans:
@@ -106,7 +128,7 @@ class LlmFleet(Construct):
     """Every model of a planned fleet, served on its targets and monitored, with what they share.
 
     Attributes: store (key, buckets, repository, image), network (None when vpc was given), vpc,
-    alarm_topic, models (model name -> ModelServing), plans, store_location.
+    alarm_topic, models (model name -> ModelServing), gateway (None without one), plans, store_location.
 
     Under the id "Default", the construct adds no segment to its resources' logical ids: the
     resources keep the ids they would have as the scope's own children (this repository's app
@@ -130,7 +152,9 @@ class LlmFleet(Construct):
             self.alarm_topic = alarms.topic
         # One model's servers, load balancer or endpoint, WAF, dashboard and alarms per plan.
         self.models = {plan.model_name: self._model(plan, props) for plan in self.plans}
-        for part in (self, *self.models.values()):
+        # The one public endpoint in front of the (then internal) model load balancers, when asked for.
+        self.gateway = None if props.gateway is None else self._gateway(props)
+        for part in (self, *self.models.values(), *([self.gateway] if self.gateway else [])):
             acknowledge_inline_policies(part)
 
     def _model(self, plan: AnyPlan, props: LlmFleetProps) -> ModelServing:
@@ -147,10 +171,34 @@ class LlmFleet(Construct):
             deletion_protection=props.deletion_protection,
             waf=props.waf,
             waf_block=props.waf_block,
+            internal=props.gateway is not None,
         )
         if props.model_scope is None:
             return ModelServing(self, plan.model_name, serving)
         return ModelServing(props.model_scope(plan), "Default", serving)  # the scope's ids, as above
+
+    def _gateway(self, props: LlmFleetProps) -> Gateway:
+        given = props.gateway
+        gateway = GatewayProps(
+            manifest=given.manifest,
+            consumers=given.consumers,
+            plans=self.plans,
+            models=self.models,
+            vpc=self.vpc,
+            key=self.store.key,
+            access_logs=self.store.access_logs,
+            topic=self.alarm_topic,
+            image_uri=given.image_uri,
+            base_image=given.base_image,
+            certificate_arn=props.certificate_arn,
+            allowed_cidr=props.allowed_cidr,
+            deletion_protection=props.deletion_protection,
+            waf=props.waf,
+            waf_block=props.waf_block,
+        )
+        if given.scope is None:
+            return Gateway(self, "Gateway", gateway)
+        return Gateway(given.scope, "Default", gateway)  # the scope's own ids, as for the models
 
     def add_ci_access(
         self,

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from llmfleet.model_store.edge import client_rate_limit
 from llmfleet.model_store.image_plan import AnyPlan
 from llmfleet.model_store.store import StoreLocation
-from llmfleet.stacks.compliance import acknowledge
-from llmfleet.stacks.edge import WebAclConstruct, WebAclProps
+from llmfleet.stacks.edge import WebAclConstruct, WebAclProps, protect_load_balancer
 from llmfleet.stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
 from llmfleet.stacks.monitoring import ModelMonitoringConstruct, ModelMonitoringProps
 from llmfleet.stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpointProps
@@ -30,7 +29,8 @@ class ModelServingProps:
     GpuServiceProps says (defaults None: plain HTTP, "0.0.0.0/0", True). waf: a WAF web ACL in
     front of the public load balancer (default True; False leaves it to the operator's own WAF,
     gateway or CDN, with a warning). waf_block: the web ACL blocks what its rules match (default
-    True; False counts only)."""
+    True; False counts only). internal: the ECS load balancer is internal, reached only from the
+    fleet's gateway, and has no WAF of its own (default False: public, as above)."""
 
     plan: AnyPlan
     vpc: ec2.IVpc
@@ -44,6 +44,7 @@ class ModelServingProps:
     deletion_protection: bool = True
     waf: bool = True
     waf_block: bool = True
+    internal: bool = False
 
 
 class ModelServing(Construct):
@@ -70,9 +71,11 @@ class ModelServing(Construct):
                     certificate_arn=props.certificate_arn,
                     allowed_cidr=props.allowed_cidr,
                     deletion_protection=props.deletion_protection,
+                    internal=props.internal,
                 ),
             )
-            self.web_acl = self._web_acl(props)
+            if not props.internal:  # the gateway's public load balancer carries the WAF
+                self.web_acl = self._web_acl(props)
         if "sagemaker" in plan.targets:
             self.endpoint = SageMakerEndpointConstruct(
                 self,
@@ -87,17 +90,12 @@ class ModelServing(Construct):
 
     def _web_acl(self, props: ModelServingProps) -> WebAclConstruct | None:
         """The WAF in front of the public load balancer, unless `waf=False` says something else fronts it."""
-        load_balancer = self.gpu_service.load_balancer
-        if props.waf:
-            acl = WebAclProps(plan=props.plan, load_balancer=load_balancer, key=props.key, block=props.waf_block)
-            return WebAclConstruct(self, "Waf", acl)
-        acknowledge(
-            load_balancer,
-            "NIST.800.53.R5-ALBWAFEnabled",
-            "waf=off: the operator fronts the load balancer with their own WAF, gateway or CDN",
+        plan = props.plan
+        acl = WebAclProps(
+            name=f"llmfleet-{plan.fleet}-{plan.stage}-{plan.model_name}",
+            rate_limit=client_rate_limit(plan),
+            load_balancer=self.gpu_service.load_balancer,
+            key=props.key,
+            block=props.waf_block,
         )
-        cdk.Annotations.of(load_balancer).add_warning(
-            f"model {props.plan.model_name}: waf=off, so no WAF web ACL (managed rules, per-client rate limit) "
-            f"protects the public load balancer; front it with your own."
-        )
-        return None
+        return protect_load_balancer(self, acl, enabled=props.waf, what=f"model {plan.model_name}")

@@ -11,6 +11,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from llmfleet.model_store import gateway_contract
 from llmfleet.model_store.image_plan import latency_alarm_ms
 from llmfleet.model_store.plan import DeploymentPlan
 from llmfleet.model_store.telemetry import (
@@ -26,6 +27,9 @@ from llmfleet.model_store.telemetry import (
 )
 from llmfleet.stacks import gpu_service, sagemaker_endpoint
 from llmfleet.stacks.config import StackConfigError
+from llmfleet.stacks.gateway_cache import GatewayCacheConstruct
+from llmfleet.stacks.gateway_database import GatewayDatabaseConstruct
+from llmfleet.stacks.gateway_service import GatewayServiceConstruct
 from llmfleet.stacks.gpu_service import GpuServiceConstruct
 from llmfleet.stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from llmfleet.stacks.sagemaker_endpoint import SageMakerEndpointConstruct
@@ -35,6 +39,20 @@ ERROR_RATE_PERCENT = 5  # 5xx share of requests, three minutes running
 QUEUE_ALARM_FACTOR = 4  # the queue stays at 4x the autoscaling target: scaling is not keeping up
 KV_SATURATION_PERCENT = 95  # vLLM starts preempting sequences when the KV cache is full
 PENDING_TASK_MINUTES = 30  # GPU capacity can be short for 10-30 min; longer needs a person
+GATEWAY_CPU_PERCENT = 90  # above the scaling target (gateway_contract.CPU_TARGET_PERCENT): scaling is not keeping up
+DATA_CPU_PERCENT = 80  # the database's and the cache's CPU
+# Aurora PostgreSQL's max_connections at the default 4 ACU (8 GiB / 9,531,392 B) is about 900; half of it.
+DATABASE_CONNECTIONS = 450
+# The gateway keeps a few pooled connections per task; thousands mean a leak (a node allows 65,000).
+CACHE_CONNECTIONS = 1000
+# The per-consumer usage widgets: title, the gateway's EMF metric, statistic per minute.
+USAGE_WIDGETS = (
+    ("Requests/min per consumer and model", "Requests", "Sum"),
+    ("Prompt tokens/min per consumer and model", "PromptTokens", "Sum"),
+    ("Completion tokens/min per consumer and model", "CompletionTokens", "Sum"),
+    ("Errors/min per consumer and model", "Errors", "Sum"),
+    ("Latency (ms, p90) per consumer and model", "LatencyMs", "p90"),
+)
 # How alarms (ids and descriptions) name each target.
 TARGET_ALARM_PREFIX = {gpu_service.TARGET: "Ecs", sagemaker_endpoint.TARGET: "SageMaker"}
 TARGET_TITLE = {gpu_service.TARGET: "ECS", sagemaker_endpoint.TARGET: "SageMaker"}
@@ -157,19 +175,17 @@ class ModelMonitoringConstruct(Construct):
         # A deployment alarm is named literally: the service references it by name, and a Ref
         # could close a dependency cycle through the alarm's metrics (aws-ecs README).
         literal_name = f"llmfleet-{self.plan.fleet}-{self.plan.stage}-{self.plan.model_name}-{name}"
-        alarm = cloudwatch.Alarm(
+        literal = literal_name if deployment else None
+        alarm = notify_alarm(
             self,
             name,
-            alarm_name=literal_name if deployment else None,
-            alarm_description=description,
-            metric=metric,
-            threshold=threshold,
-            evaluation_periods=evaluation_periods,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            self.topic,
+            description,
+            metric,
+            threshold,
+            evaluation_periods,
+            alarm_name=literal,
         )
-        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
-        alarm.add_ok_action(cw_actions.SnsAction(self.topic))
         self.alarms[name] = alarm
         if deployment:
             self.deployment_alarm_names.append(literal_name)
@@ -234,6 +250,39 @@ class ModelMonitoringConstruct(Construct):
         ]
 
 
+def notify_alarm(
+    scope: Construct,
+    id: str,
+    topic: sns.ITopic,
+    description: str,
+    metric: cloudwatch.IMetric,
+    threshold: float,
+    evaluation_periods: int,
+    *,
+    alarm_name: str | None = None,
+    below: bool = False,
+    missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+) -> cloudwatch.Alarm:
+    """An alarm that notifies `topic` when it fires and when it clears: at or above `threshold` for
+    `evaluation_periods` periods (below it when `below`)."""
+    alarm = cloudwatch.Alarm(
+        scope,
+        id,
+        alarm_name=alarm_name,
+        alarm_description=description,
+        metric=metric,
+        threshold=threshold,
+        evaluation_periods=evaluation_periods,
+        comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD
+        if below
+        else cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treat_missing_data=missing,
+    )
+    alarm.add_alarm_action(cw_actions.SnsAction(topic))
+    alarm.add_ok_action(cw_actions.SnsAction(topic))
+    return alarm
+
+
 def graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
     return cloudwatch.GraphWidget(title=title, left=metrics, width=6, height=6)
 
@@ -246,3 +295,131 @@ def _error_rate(requests: cloudwatch.IMetric, errors: cloudwatch.IMetric, label:
         label=label,
         period=ONE_MINUTE,
     )
+
+
+@dataclass(frozen=True)
+class GatewayMonitoringProps:
+    """title: the dashboard's heading ("gateway of demo (prod)"). topic: where alarms notify. service,
+    database, cache: the gateway's parts, whose metrics the alarms and widgets use."""
+
+    title: str
+    topic: sns.ITopic
+    service: GatewayServiceConstruct
+    database: GatewayDatabaseConstruct
+    cache: GatewayCacheConstruct
+
+
+class GatewayMonitoringConstruct(Construct):
+    """Alarms on the gateway (5xx rate, tasks below the minimum, CPU), its database (CPU, connections)
+    and cache (CPU, connections, evictions); a dashboard with those and the per-consumer usage the
+    gateway publishes (EMF, model_store.gateway_contract.METRICS_NAMESPACE)."""
+
+    def __init__(self, scope: Construct, id: str, props: GatewayMonitoringProps) -> None:
+        super().__init__(scope, id)
+        service, database, cache = props.service, props.database, props.cache
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+
+        def alarm(
+            name: str, description: str, metric: cloudwatch.IMetric, threshold: float, periods: int, **options
+        ) -> None:
+            self.alarms[name] = notify_alarm(
+                self, name, props.topic, description, metric, threshold, periods, **options
+            )
+
+        requests = service.metric_requests()
+        errors = cloudwatch.MathExpression(
+            expression="FILL(gateway, 0) + FILL(balancer, 0)",
+            using_metrics={"gateway": service.metric_target_5xx(), "balancer": service.metric_load_balancer_5xx()},
+            label="5xx",
+            period=ONE_MINUTE,
+        )
+        error_rate = _error_rate(requests, errors, "5xx %")
+        alarm(
+            "Gateway5xxRate",
+            f"gateway: more than {ERROR_RATE_PERCENT}% of requests answered 5xx for 3 minutes",
+            error_rate,
+            ERROR_RATE_PERCENT,
+            3,
+        )
+        running, least = service.metric_running_tasks(), service.sizing.min_tasks
+        alarm(
+            "GatewayTasksBelowMinimum",
+            f"gateway: fewer than {least} tasks running for 10 minutes (tasks failing their health check or to start)",
+            running,
+            least,
+            2,
+            below=True,
+            missing=cloudwatch.TreatMissingData.BREACHING,  # no task, no datapoint
+        )
+        alarm(
+            "GatewayCpu",
+            f"gateway: tasks above {GATEWAY_CPU_PERCENT}% CPU for 15 minutes "
+            f"(autoscaling at max_tasks {service.sizing.max_tasks}?)",
+            service.metric_cpu(),
+            GATEWAY_CPU_PERCENT,
+            3,
+        )
+        alarm(
+            "DatabaseCpu",
+            f"gateway database: CPU above {DATA_CPU_PERCENT}% for 15 minutes",
+            database.metric_cpu(),
+            DATA_CPU_PERCENT,
+            3,
+        )
+        alarm(
+            "DatabaseConnections",
+            f"gateway database: {DATABASE_CONNECTIONS} connections or more for 15 minutes "
+            f"(a connection leak, or max ACU too low)",
+            database.metric_connections(),
+            DATABASE_CONNECTIONS,
+            3,
+        )
+        alarm(
+            "CacheCpu",
+            f"gateway cache: engine CPU above {DATA_CPU_PERCENT}% for 15 minutes",
+            cache.metric_cpu(),
+            DATA_CPU_PERCENT,
+            3,
+        )
+        alarm(
+            "CacheConnections",
+            f"gateway cache: {CACHE_CONNECTIONS} connections or more for 15 minutes (a connection leak)",
+            cache.metric_connections(),
+            CACHE_CONNECTIONS,
+            3,
+        )
+        alarm(
+            "CacheEvictions",
+            "gateway cache: keys evicted for want of memory (rate-limit windows reset early); a larger node_type",
+            cache.metric_evictions(),
+            1,
+            1,
+        )
+        widgets: list[cloudwatch.IWidget] = [
+            cloudwatch.TextWidget(markdown=f"# {props.title}", width=24, height=2),
+            graph("Gateway requests/min", [requests]),
+            graph("Gateway 5xx", [service.metric_target_5xx(), service.metric_load_balancer_5xx(), error_rate]),
+            graph("Gateway tasks and CPU %", [running, service.metric_cpu()]),
+            graph(
+                "Database CPU %, connections, ACUs",
+                [database.metric_cpu(), database.metric_connections(), database.metric_capacity()],
+            ),
+            graph(
+                "Cache CPU %, connections, evictions",
+                [cache.metric_cpu(), cache.metric_connections(), cache.metric_evictions()],
+            ),
+            *(usage_graph(title, metric, statistic) for title, metric, statistic in USAGE_WIDGETS),
+        ]
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=[widgets])
+
+
+def usage_graph(title: str, metric_name: str, statistic: str) -> cloudwatch.GraphWidget:
+    """One line per consumer and model of one of the gateway's EMF metrics (a SEARCH: consumers come and go)."""
+    dimensions = ",".join((gateway_contract.METRICS_NAMESPACE, *gateway_contract.METRIC_DIMENSIONS))
+    search = cloudwatch.MathExpression(
+        expression=f"SEARCH('{{{dimensions}}} MetricName=\"{metric_name}\"', '{statistic}', 60)",
+        using_metrics={},
+        label="",
+        period=ONE_MINUTE,
+    )
+    return graph(title, [search])

@@ -282,51 +282,76 @@ class StoreConstruct(Construct):
 
     def _serving_image(self, props: StoreProps) -> ServingImage:
         if props.image_uri is not None:
-            image = parse_ecr_image(props.image_uri, "StoreProps.image_uri")
-            repository = ecr.Repository.from_repository_attributes(
-                self,
-                "ImageRepository",
-                repository_name=image.repository,
-                repository_arn=cdk.Stack.of(self).format_arn(
-                    service="ecr",
-                    account=image.account,
-                    region=image.region,
-                    resource="repository",
-                    resource_name=image.repository,
-                ),
-            )
-            return ServingImage(
-                container_image=ecs.ContainerImage.from_ecr_repository(repository, image.tag_or_digest),
-                uri=props.image_uri,
-                repository=repository,
-            )
+            return ecr_image(self, "ImageRepository", props.image_uri, "StoreProps.image_uri")
         if props.image_tag is not None:
             return ServingImage(
                 container_image=ecs.ContainerImage.from_ecr_repository(self.repository, props.image_tag),
                 uri=self.repository.repository_uri_for_tag(props.image_tag),
                 repository=self.repository,
             )
-        if props.base_image.endswith(PLACEHOLDER_DIGEST):
-            cdk.Annotations.of(self).add_warning(
-                f"the serving image's base {props.base_image} is a placeholder digest: these templates "
-                f"synthesize but `cdk deploy` fails building the image. Pass -c vllm_image=<repository>:<tag>@sha256:<digest> "
-                f"(docker buildx imagetools inspect <repository>:<tag>) or -c image_tag=<a pushed tag>."
-            )
-        asset = ecr_assets.DockerImageAsset(
-            self,
-            "ServingImage",
-            directory=str(props.repo_root),
-            file=DOCKERFILE,
-            build_args={BASE_IMAGE_ARG: props.base_image},
-            exclude=["*", *(f"!{path}" for path in IMAGE_CONTEXT), "**/__pycache__"],
-            ignore_mode=cdk.IgnoreMode.DOCKER,
-            platform=ecr_assets.Platform.LINUX_AMD64,
-        )
+        warn_if_placeholder(self, "serving image", props.base_image, "vllm_image", "-c image_tag=<a pushed tag>")
+        build_args = {BASE_IMAGE_ARG: props.base_image}
+        asset = image_asset(self, "ServingImage", props.repo_root, DOCKERFILE, IMAGE_CONTEXT, build_args=build_args)
         return ServingImage(
             container_image=ecs.ContainerImage.from_docker_image_asset(asset),
             uri=asset.image_uri,
             repository=asset.repository,
         )
+
+
+def warn_if_placeholder(scope: Construct, image: str, base_image: str, context_key: str, instead: str) -> None:
+    """A synth warning when `base_image` is cdk.json's placeholder digest: it synthesizes, a deploy fails."""
+    if base_image.endswith(PLACEHOLDER_DIGEST):
+        cdk.Annotations.of(scope).add_warning(
+            f"the {image}'s base {base_image} is a placeholder digest: these templates synthesize but `cdk deploy` "
+            f"fails building the image. Pass -c {context_key}=<repository>:<tag>@sha256:<digest> "
+            f"(docker buildx imagetools inspect <repository>:<tag>) or {instead}."
+        )
+
+
+def image_asset(
+    scope: Construct,
+    id: str,
+    repo_root: Path,
+    dockerfile: str,
+    context: list[str],
+    *,
+    build_args: dict[str, str] | None = None,
+) -> ecr_assets.DockerImageAsset:
+    """An image built at deploy time from `dockerfile` in `repo_root`, with only the `context` paths in its build
+    context (venvs, node_modules, cdk.out stay out of the staged asset; edits elsewhere keep its hash)."""
+    return ecr_assets.DockerImageAsset(
+        scope,
+        id,
+        directory=str(repo_root),
+        file=dockerfile,
+        build_args=build_args,
+        exclude=["*", *(f"!{path}" for path in context), "**/__pycache__"],
+        ignore_mode=cdk.IgnoreMode.DOCKER,
+        platform=ecr_assets.Platform.LINUX_AMD64,
+    )
+
+
+def ecr_image(scope: Construct, id: str, uri: str, where: str) -> ServingImage:
+    """An image already in ECR, by URI (`parse_ecr_image`), with its repository imported for pull grants."""
+    image = parse_ecr_image(uri, where)
+    repository = ecr.Repository.from_repository_attributes(
+        scope,
+        id,
+        repository_name=image.repository,
+        repository_arn=cdk.Stack.of(scope).format_arn(
+            service="ecr",
+            account=image.account,
+            region=image.region,
+            resource="repository",
+            resource_name=image.repository,
+        ),
+    )
+    return ServingImage(
+        container_image=ecs.ContainerImage.from_ecr_repository(repository, image.tag_or_digest),
+        uri=uri,
+        repository=repository,
+    )
 
 
 def object_arn(bucket_name: str, prefix: str) -> str:

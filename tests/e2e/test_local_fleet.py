@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -118,6 +119,9 @@ def fleet(workdir: Path, stale: dict) -> Iterator[dict]:
         yield {"state": StateDir(workdir / ".llmfleet").load(), "up": result, "wall": wall}
     finally:
         subprocess.run([LLMFLEET, "local", "down"], cwd=workdir, capture_output=True, timeout=300)
+        cluster = workdir / ".llmfleet" / "postgres" / "cluster"  # as root, the gateway's Postgres lives under /tmp
+        if cluster.is_symlink():
+            shutil.rmtree(cluster.resolve(), ignore_errors=True)
 
 
 def test_up_cleaned_the_stale_state_and_prints_how_to_call_the_fleet(fleet: dict, stale: dict):

@@ -39,6 +39,7 @@ models:
     source: model
     max_model_len: 1024
     lora: {max_rank: 16}
+gateway: {enabled: true, consumers: consumers.yaml}
 """
 SSO_PROFILE = """
 [profile gone]
@@ -66,6 +67,9 @@ AWS_COMMANDS = {
     "model import": ["model", "import", "acme/tiny-chat", "-m", "tiny"],  # the local Hub answers first
     "invoke --sagemaker": ["invoke", "tiny", "Hello", "--sagemaker", "demo-tiny", "--region", "us-east-1"],
     "invoke --sagemaker --stream": ["invoke", "tiny", "Hello", "--sagemaker", "demo-tiny", "--region", "us-east-1", "--stream"],
+    "gateway keys create": ["gateway", "keys", "create", "-c", "team"],
+    "gateway keys rotate": ["gateway", "keys", "rotate", "-c", "team"],
+    "gateway keys list": ["gateway", "keys", "list"],
     "invoke --sagemaker --out": ["invoke", "tiny", "a cat", "--sagemaker", "demo-tiny", "--region", "us-east-1", "--out", "cat.png"],
 }
 
@@ -81,6 +85,7 @@ OFFLINE_COMMANDS = {
     "verify": (["verify"], EXIT_REFUSED, ("needs an NVIDIA GPU",)),
     "local env": (["local", "env"], EXIT_BAD_INPUT, ("no local fleet", "llmfleet local up")),
     "local down": (["local", "down"], 0, ()),
+    "usage": (["usage"], EXIT_BAD_INPUT, ("no usage database", "LLMFLEET_GATEWAY_DATABASE_URL")),
 }
 RUN_ELSEWHERE = {
     "lock": "below: it notes what to set and carries on with the Hub",
@@ -93,6 +98,7 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     """A project folder: fleet.yaml, a model and an adapter directory, empty AWS config files;
     the Hub is a local one holding `acme/tiny-chat`."""
     (tmp_path / "fleet.yaml").write_text(FLEET_YAML)
+    (tmp_path / "consumers.yaml").write_text("consumers: [{name: team, models: ['*']}]\n")
     write_model(tmp_path / "model")
     write_adapter(tmp_path / "adapter")
     write_adapter(tmp_path / "adapter-local", base="tiny-local")

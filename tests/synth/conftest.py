@@ -1,7 +1,9 @@
 """Synthesized fleets shared by every synth test: each is built once per session (seconds per stack).
 
-- `secure_fleet`: the example fleet.yaml with a certificate (HTTPS) and a CI repository, synthesized
-  in-process with cdk-nag attached (a finding fails synthesis, so reaching the fixture proves none).
+- `secure_fleet`: the example fleet.yaml (its gateway on) with a certificate (HTTPS) and a CI repository,
+  synthesized in-process with cdk-nag attached (a finding fails synthesis, so reaching the fixture proves none).
+- `public_fleet`: the same with the manifest's gateway section left out: each ECS model behind its own
+  public load balancer and WAF, as fleets without the gateway are deployed.
 - `cli_synth`: the same manifest through the real CDK CLI (`npx cdk synth`) with cdk.json defaults
   (no certificate: plain HTTP with a warning) and no AWS credentials in the environment.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
+import yaml
 from aws_cdk.assertions import Template
 
 from llmfleet.stacks.fleet import Fleet, compose_fleet
@@ -56,6 +59,10 @@ class Synthesized:
     def model_template(self, model: str) -> Template:
         return self.template(self.fleet.models[model])
 
+    def gateway_template(self) -> Template:
+        assert self.fleet.gateway is not None, "this fleet has no gateway"
+        return self.template(self.fleet.gateway)
+
 
 @pytest.fixture(scope="session")
 def secure_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
@@ -63,6 +70,26 @@ def secure_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     app = cdk.App(
         context=cdk_json_context(certificate_arn=CERTIFICATE_ARN, github_repo=GITHUB_REPO), outdir=str(outdir)
     )
+    fleet = compose_fleet(app)
+    app.synth()
+    return Synthesized(fleet=fleet, outdir=outdir)
+
+
+def fleet_without_gateway(directory: Path) -> Path:
+    """The example fleet (and its lock) in `directory`, its `gateway:` section left out."""
+    manifest = yaml.safe_load((REPO / "fleet.yaml").read_text())
+    assert manifest.pop("gateway")["enabled"] is True
+    (directory / "fleet.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    (directory / "fleet.lock.json").write_text((REPO / "fleet.lock.json").read_text())
+    return directory / "fleet.yaml"
+
+
+@pytest.fixture(scope="session")
+def public_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    outdir = tmp_path_factory.mktemp("public-fleet")
+    fleet_path = fleet_without_gateway(tmp_path_factory.mktemp("public-manifest"))
+    context = cdk_json_context(certificate_arn=CERTIFICATE_ARN, github_repo=GITHUB_REPO, fleet=str(fleet_path))
+    app = cdk.App(context=context, outdir=str(outdir))
     fleet = compose_fleet(app)
     app.synth()
     return Synthesized(fleet=fleet, outdir=outdir)

@@ -1,7 +1,7 @@
 """cdk-nag, cfn-lint and checkov on every synthesized template; every exception has a written reason.
 
-Both variants are checked: the HTTPS fleet synthesized in-process and the plain-HTTP one the
-real CDK CLI produced from cdk.json defaults.
+Every variant is checked: the HTTPS fleet synthesized in-process, with its gateway and without it, and
+the plain-HTTP one the real CDK CLI produced from cdk.json defaults.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def security_section() -> str:
     return readme[start : end if end != -1 else None]
 
 
-@pytest.fixture(scope="session", params=["secure_fleet", "cli_synth"])
+@pytest.fixture(scope="session", params=["secure_fleet", "public_fleet", "cli_synth"])
 def assembly_dir(request: pytest.FixtureRequest) -> Path:
     synthesized: Synthesized | CliSynth = request.getfixturevalue(request.param)
     if isinstance(synthesized, CliSynth):
@@ -75,7 +75,7 @@ def loose_fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return Synthesized(fleet=fleet, outdir=outdir)
 
 
-@pytest.mark.parametrize("variant", ["secure_fleet", "loose_fleet"])
+@pytest.mark.parametrize("variant", ["secure_fleet", "public_fleet", "loose_fleet"])
 def test_cdk_nag_passes_with_every_acknowledgement_reasoned_and_documented(variant: str, request: pytest.FixtureRequest) -> None:
     # Reaching here means synthesis (with both cdk-nag packs attached) raised no finding.
     synthesized: Synthesized = request.getfixturevalue(variant)

@@ -22,6 +22,8 @@ def test_context_defaults_and_overrides() -> None:
     assert settings().waf and settings().waf_block
     assert not settings(waf="off").waf and not settings(waf_mode="count").waf_block
     assert settings().deletion_protection and not settings(deletion_protection="off").deletion_protection
+    pinned = "python:3.11-slim@sha256:" + "a" * 64
+    assert settings().gateway_base_image is None and settings(gateway_base_image=pinned).gateway_base_image == pinned
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,10 @@ def test_context_defaults_and_overrides() -> None:
         ({"waf": "no"}, "context 'waf': 'no'; use 'on'"),
         ({"waf_mode": "log"}, "context 'waf_mode': 'log'; use 'block'"),
         ({"deletion_protection": "no"}, "context 'deletion_protection': 'no'; use 'on'"),
+        (
+            {"gateway_base_image": "python:3.11-slim"},
+            "context 'gateway_base_image': 'python:3.11-slim' is not pinned by digest",
+        ),
     ],
 )
 def test_bad_context_is_refused_with_the_key_and_value(context: dict, message: str) -> None:

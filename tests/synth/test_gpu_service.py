@@ -185,9 +185,10 @@ def test_only_client_paths_reach_vllm_admin_paths_and_the_rest_get_403(secure_fl
         assert not any("*" in path for path in forwarded)
 
 
-def test_https_listener_with_the_given_certificate_and_no_plain_http(secure_fleet: Synthesized) -> None:
-    for plan in ecs_plans(secure_fleet):
-        listener = only(secure_fleet.model_template(plan.model_name).find_resources("AWS::ElasticLoadBalancingV2::Listener"))
+def test_https_listener_with_the_given_certificate_and_no_plain_http(public_fleet: Synthesized) -> None:
+    for plan in ecs_plans(public_fleet):
+        template = public_fleet.model_template(plan.model_name)
+        listener = only(template.find_resources("AWS::ElasticLoadBalancingV2::Listener"))
         assert listener["Protocol"] == "HTTPS" and listener["Port"] == 443
         assert listener["Certificates"] == [{"CertificateArn": CERTIFICATE_ARN}]
         assert listener["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")

@@ -26,11 +26,11 @@ def test_no_subnet_assigns_public_ips(secure_fleet: Synthesized) -> None:
     assert all(subnet["Properties"]["MapPublicIpOnLaunch"] is False for subnet in subnets.values())
 
 
-def test_gpu_instances_and_tasks_accept_traffic_only_from_their_load_balancer(secure_fleet: Synthesized) -> None:
-    for plan in secure_fleet.fleet.plans:
+def test_gpu_instances_and_tasks_accept_traffic_only_from_their_load_balancer(public_fleet: Synthesized) -> None:
+    for plan in public_fleet.fleet.plans:
         if "ecs" not in plan.targets:
             continue
-        synthesized = secure_fleet.model_template(plan.model_name)
+        synthesized = public_fleet.model_template(plan.model_name)
         groups = synthesized.find_resources("AWS::EC2::SecurityGroup")
         open_ingress = [
             (name, rule)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from safetensors.numpy import save_file
 from pathlib import Path
 
@@ -97,10 +98,11 @@ def test_schema_writes_json_schema(tmp_path: Path) -> None:
     assert json.loads(target.read_text())["title"] == "llmfleet fleet manifest"
 
 
-def test_committed_schema_is_current() -> None:
-    """fleet.yaml points editors at fleet.schema.json; `make schema` regenerates it."""
-    result = runner.invoke(app, ["schema"])
-    assert json.loads(result.stdout) == json.loads((REPO / "fleet.schema.json").read_text())
+@pytest.mark.parametrize(("flags", "committed"), [([], "fleet.schema.json"), (["--consumers"], "consumers.schema.json")])
+def test_committed_schema_is_current(flags: list[str], committed: str) -> None:
+    """fleet.yaml and consumers files point editors at these schemas; `make schema` regenerates them."""
+    result = runner.invoke(app, ["schema", *flags])
+    assert json.loads(result.stdout) == json.loads((REPO / committed).read_text())
 
 
 def test_the_cli_is_a_package_without_a_cycle() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from llmfleet.model_store.edge import MIN_RATE_LIMIT, client_rate_limit
+from llmfleet.model_store.edge import MIN_RATE_LIMIT, client_rate_limit, gateway_client_rate_limit
+from llmfleet.model_store.gateway_contract import REQUESTS_PER_SECOND_PER_TASK, gateway_sizing
 from llmfleet.model_store.fleet import load_and_plan
 from llmfleet.model_store.plan import ASSUMED_REQUEST_SECONDS
 from tests.conftest import REPO
@@ -27,3 +28,12 @@ def test_limit_never_goes_below_what_waf_accepts() -> None:
         }
     )
     assert client_rate_limit(tiny) == MIN_RATE_LIMIT
+
+
+def test_gateway_limit_is_the_rate_that_fills_every_gateway_task_at_full_scale_out() -> None:
+    sizing = gateway_sizing(peak_requests_per_second=300)
+    per_task_minute = REQUESTS_PER_SECOND_PER_TASK * 60
+    assert gateway_client_rate_limit(sizing) == sizing.max_tasks * per_task_minute
+    bigger = sizing.model_copy(update={"max_tasks": 2 * sizing.max_tasks})
+    assert gateway_client_rate_limit(bigger) == 2 * gateway_client_rate_limit(sizing)
+    assert gateway_client_rate_limit(sizing.model_copy(update={"max_tasks": 0})) == MIN_RATE_LIMIT
