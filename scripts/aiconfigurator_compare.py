@@ -28,9 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llmfleet.model_store import load_verify
-from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
-from llmfleet.model_store.verify import MeasurementLog, burst_figures, replan
+from llmfleet.model_store.ops import load_verify
+from llmfleet.model_store.planning.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.ops.verify import burst_figures, MeasurementLog, replan
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "0.12.0"

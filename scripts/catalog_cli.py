@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmfleet.model_store.catalog import INSTANCES, GpuInstance, with_gpu
+from llmfleet.model_store.planning.catalog import GpuInstance, INSTANCES, with_gpu
 from llmfleet.scripts.cli_common import EXIT_BAD_INPUT, JsonOpt, console, fail
 
 TABLE_WIDTH = 100

@@ -22,12 +22,13 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from llmfleet.model_store import fleet as fleet_loading
-from llmfleet.model_store.aws_errors import explain
-from llmfleet.model_store.container_contract import FLEET_ENV
+from llmfleet.model_store.planning import fleet as fleet_loading
+from llmfleet.model_store.ops.aws_errors import explain
+from llmfleet.model_store.contract.container import FLEET_ENV
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
-from llmfleet.model_store.manifest import FleetManifest, load_fleet
-from llmfleet.model_store.plan import PlanError, ServingPlan
+from llmfleet.model_store.contract.manifest import FleetManifest, load_fleet
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.planning.fit import PlanError
 
 console = Console()
 errors = Console(stderr=True)
@@ -88,7 +89,7 @@ def hoist_global_flags(args: list[str]) -> list[str]:
 class ErrorsAsExits(TyperGroup):
     """The app's root group: global flags anywhere on the line (`hoist_global_flags`); an
     LlmfleetError or AWS failure from any command is one line on stderr and its exit code
-    (model_store.aws_errors says what to set for credentials, region and tokens); with
+    (model_store.ops.aws_errors says what to set for credentials, region and tokens); with
     `--debug`, the traceback first."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:

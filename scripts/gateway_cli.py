@@ -13,11 +13,11 @@ import boto3
 import typer
 from rich.table import Table
 
-from llmfleet.model_store.consumers import load_consumers
-from llmfleet.model_store.gateway_contract import USAGE_DATABASE_URL_ENV, gateway_keys_secret_name
-from llmfleet.model_store.gateway_keys import GatewayKeys
-from llmfleet.model_store.gateway_usage import SUMMARY, UsageSummary, parse_since, summary_params
-from llmfleet.model_store.manifest import load_fleet
+from llmfleet.model_store.gateway.consumers import load_consumers
+from llmfleet.model_store.gateway.contract import gateway_keys_secret_name, USAGE_DATABASE_URL_ENV
+from llmfleet.model_store.gateway.keys import GatewayKeys
+from llmfleet.model_store.gateway.usage import parse_since, SUMMARY, summary_params, UsageSummary
+from llmfleet.model_store.contract.manifest import load_fleet
 from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT,
     FleetOpt,

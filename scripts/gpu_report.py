@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from llmfleet.model_store.verify import MeasurementLog, predicted_weights_gib, replan
+from llmfleet.model_store.ops.verify import MeasurementLog, predicted_weights_gib, replan
 
 INTRO = (
     "Written by `make bench-gpu` (`llmfleet verify`) from `tests/data/gpu_measurements.json`; "

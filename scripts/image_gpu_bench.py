@@ -24,8 +24,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from llmfleet.model_store.image_plan import activation_bytes_per_image, component_bytes
-from llmfleet.model_store.pipelines import facts_from_record, known_pipeline_dir, read_known_pipeline, read_pipeline
+from llmfleet.model_store.planning.image import activation_bytes_per_image, component_bytes
+from llmfleet.model_store.facts.pipelines import (
+    facts_from_record,
+    known_pipeline_dir,
+    read_known_pipeline,
+    read_pipeline,
+)
 
 DEFAULT_PIPELINE = "stabilityai/stable-diffusion-3.5-large-turbo"
 # The example fleet's planned batch for it (fleet.yaml: target_concurrency 4 images in flight).

@@ -15,16 +15,16 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 
-from llmfleet.model_store.aws_errors import AwsError
-from llmfleet.model_store.chat import (
+from llmfleet.model_store.ops.aws_errors import AwsError
+from llmfleet.model_store.ops.chat import (
     answered_by_adapter,
     chat_request,
     invoke_sagemaker,
     reasoning_and_content,
     stream_sagemaker,
 )
-from llmfleet.model_store.container_contract import API_KEY_ENV
-from llmfleet.model_store.inference_components import inference_component_of
+from llmfleet.model_store.contract.container import API_KEY_ENV
+from llmfleet.model_store.contract.inference_components import inference_component_of
 from llmfleet.scripts import local_fleet
 from llmfleet.scripts.cli_common import EXIT_BAD_INPUT, EXIT_REFUSED, JsonOpt, errors, fail
 

@@ -16,9 +16,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
-from llmfleet.model_store.chat import parse_chat_response
-from llmfleet.model_store.container_contract import STORE_ENV
-from llmfleet.model_store.gateway_contract import USAGE_DATABASE_URL_ENV
+from llmfleet.model_store.ops.chat import parse_chat_response
+from llmfleet.model_store.contract.container import STORE_ENV
+from llmfleet.model_store.gateway.contract import USAGE_DATABASE_URL_ENV
 from llmfleet.scripts import local_fleet
 from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT,

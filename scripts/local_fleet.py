@@ -30,18 +30,17 @@ import httpx2
 import psutil
 from botocore.config import Config
 
-from llmfleet.model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
-from llmfleet.model_store.access import POLICY_VERSION, ci_publisher_statements
-from llmfleet.model_store.adapters import accepted_bases_for, max_rank_for
-from llmfleet.model_store.architectures import read_checkpoint_architecture
+from llmfleet.model_store.contract.container import container_env, TARGET_PORTS, VLLM_API_KEY_ENV
+from llmfleet.model_store.store.access import ci_publisher_statements, POLICY_VERSION
+from llmfleet.model_store.store.adapters import accepted_bases_for, max_rank_for
+from llmfleet.model_store.facts.architectures import read_checkpoint_architecture
 from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
-from llmfleet.model_store.gateway_contract import GATEWAY_HEALTH_PATH
-from llmfleet.model_store.manifest import FleetManifest
-from llmfleet.model_store.image_plan import AnyPlan
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.registry import AdapterRegistry
-from llmfleet.model_store.standin import standin_image_plan, standin_plan
-from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.gateway.contract import GATEWAY_HEALTH_PATH
+from llmfleet.model_store.contract.manifest import FleetManifest
+from llmfleet.model_store.contract.plan import AnyPlan, ServingPlan
+from llmfleet.model_store.store.registry import AdapterRegistry
+from llmfleet.model_store.planning.standin import standin_image_plan, standin_plan
+from llmfleet.model_store.store.store import ModelStore, StoreLocation
 
 STATE_DIR_NAME = ".llmfleet"
 HOST = "127.0.0.1"
@@ -414,7 +413,7 @@ def ci_trust_policy() -> dict:
 
 
 def ci_policy(bucket: str, key_arn: str, models: list[str], stage: str) -> dict:
-    """The CI role's rights on the store: the same statements the CI stack grants (model_store.access)."""
+    """The CI role's rights on the store: the same statements the CI stack grants (model_store.store.access)."""
     return {"Version": POLICY_VERSION, "Statement": ci_publisher_statements(bucket, "", key_arn, "aws", models=models, stage=stage)}
 
 
@@ -546,7 +545,7 @@ def upload_and_promote(
 
 
 def local_plan(plan: AnyPlan, model_dir: Path) -> AnyPlan:
-    """The plan's CPU form for the stand-in (model_store.standin)."""
+    """The plan's CPU form for the stand-in (model_store.planning.standin)."""
     if plan.kind == "image":
         return standin_image_plan(plan)
     return standin_plan(plan, read_checkpoint_architecture(model_dir), max_model_len=STANDIN_CONTEXT)

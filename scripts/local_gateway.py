@@ -19,12 +19,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmfleet.model_store.consumers import ADAPTER_SEPARATOR, ALL_MODELS, Consumer, ConsumersFile, load_consumers
-from llmfleet.model_store.gateway_config import GatewayConfig, gateway_config
-from llmfleet.model_store.gateway_keys import GatewayKeys
-from llmfleet.model_store.image_plan import AnyPlan
-from llmfleet.model_store.manifest import FleetManifest
-from llmfleet.model_store.gateway_contract import (
+from llmfleet.model_store.gateway.consumers import (
+    ADAPTER_SEPARATOR,
+    ALL_MODELS,
+    Consumer,
+    ConsumersFile,
+    load_consumers,
+)
+from llmfleet.model_store.gateway.config import gateway_config, GatewayConfig
+from llmfleet.model_store.gateway.keys import GatewayKeys
+from llmfleet.model_store.contract.plan import AnyPlan
+from llmfleet.model_store.contract.manifest import FleetManifest
+from llmfleet.model_store.gateway.contract import (
     CONFIG_ENV,
     DB_HOST_ENV,
     DB_NAME_ENV,
@@ -33,11 +39,11 @@ from llmfleet.model_store.gateway_contract import (
     DEFAULT_DB_NAME,
     GATEWAY_HEALTH_PATH,
     GATEWAY_HOST_ENV,
+    gateway_keys_secret_name,
     GATEWAY_PORT,
     GATEWAY_PORT_ENV,
     KEYS_SECRET_ENV,
     REDIS_URL_ENV,
-    gateway_keys_secret_name,
     upstream_key_env,
 )
 from llmfleet.scripts.local_fleet import (

@@ -2,7 +2,7 @@
 the Hugging Face Hub, bundled configs) and write `fleet.lock.json` beside the manifest.
 
 The edge for the network: HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE are read
-here and handed to model_store.hub; AWS credentials and AWS_ENDPOINT_URL reach boto3.
+here and handed to model_store.facts.hub; AWS credentials and AWS_ENDPOINT_URL reach boto3.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 
-from llmfleet.model_store.aws_errors import explain
-from llmfleet.model_store.families import ConfigError
-from llmfleet.model_store.hub import HubClient
-from llmfleet.model_store.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
-from llmfleet.model_store.manifest import ModelSpec, load_fleet
-from llmfleet.model_store.store import ModelStore, StoreError
+from llmfleet.model_store.ops.aws_errors import explain
+from llmfleet.model_store.facts.families import ConfigError
+from llmfleet.model_store.facts.hub import HubClient
+from llmfleet.model_store.facts.lock import FactsRecord, FleetLock, lock_path, resolve_fleet
+from llmfleet.model_store.contract.manifest import load_fleet, ModelSpec
+from llmfleet.model_store.store.store import ModelStore, StoreError
 from llmfleet.scripts.cli_common import EXIT_REFUSED, FleetOpt, console, errors, fail, fleet_file
 
 OFFLINE_VALUES = {"1", "true", "yes", "on"}

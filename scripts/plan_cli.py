@@ -11,10 +11,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from llmfleet.model_store.consumers import consumers_json_schema
-from llmfleet.model_store.manifest import fleet_json_schema
-from llmfleet.model_store.image_plan import AnyPlan, ImagePlan
-from llmfleet.model_store.plan import vllm_argv
+from llmfleet.model_store.gateway.consumers import consumers_json_schema
+from llmfleet.model_store.contract.manifest import fleet_json_schema
+from llmfleet.model_store.contract.plan import AnyPlan, ImagePlan, vllm_argv
 from llmfleet.scripts import lock_cli
 from llmfleet.scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 

@@ -17,11 +17,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from llmfleet.model_store.container_contract import container_env
-from llmfleet.model_store.architectures import read_checkpoint_architecture
-from llmfleet.model_store.manifest import parse_fleet
-from llmfleet.model_store.plan import ServingPlan, plan_model
-from llmfleet.model_store.standin import standin_plan
+from llmfleet.model_store.contract.container import container_env
+from llmfleet.model_store.facts.architectures import read_checkpoint_architecture
+from llmfleet.model_store.contract.manifest import parse_fleet
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.planning.text import plan_model
+from llmfleet.model_store.planning.standin import standin_plan
 
 # Shapes from the measurements of the CPU build: its attention kernels reject head_dim 16
 # and take 64; two layers keep the model loading in seconds.

@@ -20,10 +20,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llmfleet.model_store import standin
-from llmfleet.model_store.image_plan import ImagePlan, plan_image_model
-from llmfleet.model_store.manifest import parse_fleet
-from llmfleet.model_store.pipelines import facts_from_record, read_pipeline
+from llmfleet.model_store.planning import standin
+from llmfleet.model_store.contract.plan import ImagePlan
+from llmfleet.model_store.planning.image import plan_image_model
+from llmfleet.model_store.contract.manifest import parse_fleet
+from llmfleet.model_store.facts.pipelines import facts_from_record, read_pipeline
 
 STANDIN_MARKER = "llmfleet_standin"
 CLIP_VOCAB = 300
@@ -142,7 +143,7 @@ def make_tiny_pipeline(dest: Path) -> Path:
 
 def standin_image_plan(pipeline_dir: Path, *, model_name: str, stage: str = "test") -> ImagePlan:
     """The stand-in's plan, made like a real one (manifest -> image planner, up to 4 images in
-    flight), then reshaped for the CPU by `model_store.standin.standin_image_plan`."""
+    flight), then reshaped for the CPU by `model_store.planning.standin.standin_image_plan`."""
     manifest = parse_fleet(
         json.dumps(
             {

@@ -1,7 +1,7 @@
 """`llmfleet status`: the local fleet's server, or the AWS account's deployments, as one table.
 
-Thin: observations are gathered here (HTTP for the local fleet) or by model_store.aws_status,
-and model_store.status computes the rows.
+Thin: observations are gathered here (HTTP for the local fleet) or by model_store.ops.aws_status,
+and model_store.ops.status computes the rows.
 """
 
 from __future__ import annotations
@@ -17,21 +17,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.markup import escape
 from rich.table import Table
 
-from llmfleet.model_store.aws_errors import AwsError
-from llmfleet.model_store.aws_status import aws_status_rows
-from llmfleet.model_store.boot_log import BootRecord, describe_boot
-from llmfleet.model_store.registry import AdapterRegistry, RegistryState, adapters_for_server
-from llmfleet.model_store.status import (
+from llmfleet.model_store.ops.aws_errors import AwsError
+from llmfleet.model_store.ops.aws_status import aws_status_rows
+from llmfleet.model_store.ops.boot_log import BootRecord, describe_boot
+from llmfleet.model_store.store.registry import AdapterRegistry, adapters_for_server, RegistryState
+from llmfleet.model_store.ops.status import (
     Deployment,
-    Metrics,
-    ModelStatus,
-    ServerAdapters,
     fleet_cost_per_hour,
+    Metrics,
     metrics_from_prometheus,
     model_status,
+    ModelStatus,
     promoted_versions,
+    ServerAdapters,
 )
-from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.store.store import ModelStore, StoreLocation
 from llmfleet.scripts import local_fleet
 from llmfleet.scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 from llmfleet.scripts.local_fleet import STANDIN_LABEL

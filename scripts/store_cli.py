@@ -1,6 +1,6 @@
 """`llmfleet model ...` and `llmfleet adapter ...`: the store and registry for people and CI.
 
-Thin over model_store.store / hub_import / adapters / registry. Exit codes: 0 done, 1 refused
+Thin over model_store.store.store / hub_import / adapters / registry. Exit codes: 0 done, 1 refused
 (rejected adapter, existing or missing version, lost race), 2 bad input (flags, store URI, fleet,
 AWS credentials). The store comes from `--store`, else LLMFLEET_STORE, else the fleet manifest
 (the model's store); the stage from `--stage`, else the manifest's. boto3 reads
@@ -25,15 +25,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from llmfleet.model_store.container_contract import STORE_ENV
-from llmfleet.model_store.adapters import accepted_bases_for, check_segment, max_rank_for, validate_adapter
-from llmfleet.model_store.aws_errors import explain
+from llmfleet.model_store.contract.container import STORE_ENV
+from llmfleet.model_store.store.adapters import accepted_bases_for, check_segment, max_rank_for, validate_adapter
+from llmfleet.model_store.ops.aws_errors import explain
 from llmfleet.model_store.errors import LlmfleetError
-from llmfleet.model_store.fleet import adapter_base_from_lock
-from llmfleet.model_store.hub_import import HubRef, import_model, parse_hub_ref
-from llmfleet.model_store.manifest import FleetManifest, load_fleet
-from llmfleet.model_store.registry import AdapterRegistry, RegistryState
-from llmfleet.model_store.store import ModelStore, ProgressCallback, StoreLocation, VersionManifest, base_revision
+from llmfleet.model_store.planning.fleet import adapter_base_from_lock
+from llmfleet.model_store.store.hub_import import HubRef, import_model, parse_hub_ref
+from llmfleet.model_store.contract.manifest import FleetManifest, load_fleet
+from llmfleet.model_store.store.registry import AdapterRegistry, RegistryState
+from llmfleet.model_store.store.store import base_revision, ModelStore, ProgressCallback, StoreLocation, VersionManifest
 from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, flag_values,
     from_fleet, optional_fleet,

@@ -1,7 +1,7 @@
 """`llmfleet verify`: start vLLM with a plan's exact argv on this machine's GPU (random weights
 from config.json), read what it allocates, load it at the plan's concurrency, and compare.
 
-Thin: model_store.verify decides the argv, the emulation and the verdict; this module runs
+Thin: model_store.ops.verify decides the argv, the emulation and the verdict; this module runs
 processes and sends requests.
 """
 
@@ -30,12 +30,12 @@ from rich.table import Table
 from llmfleet.containers.entrypoint.compile_cache import installed_vllm_version
 from llmfleet.containers.entrypoint.process_group import end_process_group
 from llmfleet.containers.entrypoint.vllm_command import serve_argv, serve_command, serve_environment, validate_argv
-from llmfleet.model_store import load_verify, verify
-from llmfleet.model_store.boot_log import parse_boot_log
-from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
-from llmfleet.model_store.lock import FactsRecord
-from llmfleet.model_store.manifest import FleetManifest
-from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.ops import load_verify, verify
+from llmfleet.model_store.ops.boot_log import parse_boot_log
+from llmfleet.model_store.planning.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.facts.lock import FactsRecord
+from llmfleet.model_store.contract.manifest import FleetManifest
+from llmfleet.model_store.contract.plan import ServingPlan
 from llmfleet.scripts.cli_common import (
     EXIT_BAD_INPUT, EXIT_REFUSED, FleetOpt, JsonOpt, console, errors, fail, fleet_file, fleet_models, planning, require_vllm,
 )  # fmt: skip

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmfleet.model_store.load_verify import WORD_PREFIX
+from llmfleet.model_store.ops.load_verify import WORD_PREFIX
 
 
 def word_tokenizer(vocab_size: int, dest: Path) -> Path:
@@ -41,7 +41,7 @@ def write_dataset(path: Path, rows: list[dict]) -> Path:
 
 
 def run_bench(argv: list[str], log: Path, timeout: float) -> dict | None:
-    """Run `vllm bench serve` with `argv` (model_store.load_verify.bench_argv) in a process of its
+    """Run `vllm bench serve` with `argv` (model_store.ops.load_verify.bench_argv) in a process of its
     own (`bench_serve`), its output in `log`; its saved result, or None when it failed or ran out
     of time (the log says why)."""
     result_dir = Path(argv[argv.index("--result-dir") + 1])

@@ -4,7 +4,7 @@ for one stage.
 Who: only jobs whose OIDC subject is exactly `repo:<owner>/<name>:environment:<env>` (default:
 the GitHub environment named after the stage, whose protection rules, such as required
 reviewers, then guard the role) or `repo:<owner>/<name>:ref:<ref>` when a ref is named instead;
-never any branch or pull-request workflow. What: model_store.access.ci_publisher_statements for
+never any branch or pull-request workflow. What: model_store.store.access.ci_publisher_statements for
 the fleet's models and this stage: write adapter versions under `adapters/<model>/`, read and
 write `registry/<model>/<stage>.json`, read each model revision's `config.json` and
 `_manifest.json` (adapter validation), list key names in the store bucket (so missing keys are
@@ -20,14 +20,20 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from llmfleet.model_store.access import AccessError, check_models, check_stage, ci_publisher_statements, github_subject
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.store.access import (
+    AccessError,
+    check_models,
+    check_stage,
+    ci_publisher_statements,
+    github_subject,
+)
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.compliance import acknowledge, nag_rendered
 from llmfleet.stacks.config import StackConfigError
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
-# Why each statement of model_store.access needs a wildcard resource (cdk-nag AwsSolutions-IAM5).
+# Why each statement of model_store.store.access needs a wildcard resource (cdk-nag AwsSolutions-IAM5).
 WILDCARD_REASONS = {
     "PublishAdapters": "CI publishes adapter versions under adapters/<model>/ of the fleet's models; keys below it are chosen at publish time",
     "ReadBaseModelMetadata": "adapter validation reads config.json and _manifest.json of the fleet's models at any revision, never weights",
@@ -106,7 +112,7 @@ class CiAccessConstruct(Construct):
                 },
             ),
         )
-        # The statements live in model_store.access, shared with the local fleet's emulated role.
+        # The statements live in model_store.store.access, shared with the local fleet's emulated role.
         statements = ci_publisher_statements(
             props.store.bucket, props.store.prefix, props.key.key_arn, cdk.Aws.PARTITION, models=props.models, stage=props.stage
         )

@@ -13,8 +13,8 @@ from pathlib import Path
 from constructs import Node
 
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
-from llmfleet.model_store.plan import DeploymentPlan
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.contract.plan import DeploymentPlan
+from llmfleet.model_store.store.store import StoreLocation
 
 
 # The serving image is built FROM its base pinned by digest (containers/vllm/Dockerfile refuses

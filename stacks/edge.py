@@ -1,5 +1,5 @@
 """The WAF web ACL in front of a public load balancer (a model's, or the fleet's gateway's): managed rule
-groups fit for an LLM API and a per-client rate limit derived from the plans (model_store/edge.py)."""
+groups fit for an LLM API and a per-client rate limit derived from the plans (model_store/planning/edge.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from llmfleet.model_store.edge import MIN_RATE_LIMIT, RATE_WINDOW_SECONDS
+from llmfleet.model_store.planning.edge import MIN_RATE_LIMIT, RATE_WINDOW_SECONDS
 from llmfleet.stacks.compliance import acknowledge
 from llmfleet.stacks.config import StackConfigError
 
@@ -31,7 +31,7 @@ RATE_LIMITED_BODY_KEY = "rate-limited"
 class WebAclProps:
     """name: the web ACL's name, `llmfleet-<fleet>-<stage>-<model or "gateway">` (its metrics and log group
     follow it). rate_limit: requests per RATE_WINDOW_SECONDS from one client address
-    (model_store.edge: client_rate_limit, gateway_client_rate_limit). load_balancer: the public load
+    (model_store.planning.edge: client_rate_limit, gateway_client_rate_limit). load_balancer: the public load
     balancer to protect. key: the KMS key for the WAF log group. block: block matching requests (default
     True); False counts them only, to watch a new limit before enforcing it."""
 

@@ -11,11 +11,11 @@ from typing import TypeVar
 
 import aws_cdk as cdk
 
-from llmfleet.model_store.consumers import load_consumers
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.image_plan import AnyPlan
-from llmfleet.model_store.manifest import FleetManifest
-from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
+from llmfleet.model_store.gateway.consumers import load_consumers
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.plan import AnyPlan
+from llmfleet.model_store.contract.manifest import FleetManifest
+from llmfleet.model_store.ops.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from llmfleet.stacks.compliance import add_compliance_checks
 from llmfleet.stacks.config import FleetSettings
 from llmfleet.stacks.llm_fleet import FleetGatewayProps, LlmFleet, LlmFleetProps

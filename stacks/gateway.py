@@ -19,18 +19,18 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from llmfleet.model_store.consumers import ConsumersFile
-from llmfleet.model_store.edge import gateway_client_rate_limit
-from llmfleet.model_store.front_door import client_paths
-from llmfleet.model_store.gateway_config import GatewayConfig, SageMakerUpstream, gateway_config
-from llmfleet.model_store.gateway_contract import (
+from llmfleet.model_store.gateway.consumers import ConsumersFile
+from llmfleet.model_store.planning.edge import gateway_client_rate_limit
+from llmfleet.model_store.contract.front_door import client_paths
+from llmfleet.model_store.gateway.config import gateway_config, GatewayConfig, SageMakerUpstream
+from llmfleet.model_store.gateway.contract import (
     GATEWAY_BASE_IMAGE_ARG,
     GATEWAY_DOCKERFILE,
     gateway_keys_secret_name,
     gateway_sizing,
 )
-from llmfleet.model_store.image_plan import AnyPlan
-from llmfleet.model_store.manifest import FleetManifest
+from llmfleet.model_store.contract.plan import AnyPlan
+from llmfleet.model_store.contract.manifest import FleetManifest
 from llmfleet.stacks.compliance import acknowledge
 from llmfleet.stacks.config import IMAGE_BY_DIGEST, StackConfigError
 from llmfleet.stacks.edge import WebAclProps, protect_load_balancer
@@ -52,7 +52,7 @@ from llmfleet.stacks.store import (
 @dataclass(frozen=True)
 class GatewayProps:
     """manifest: the fleet manifest the plans were made from (its `gateway` section must be enabled;
-    fallbacks and prices come from it). consumers: its consumers file (model_store.consumers:
+    fallbacks and prices come from it). consumers: its consumers file (model_store.gateway.consumers:
     load_consumers). plans: the fleet's plans. models: the fleet's ModelServing by model name, their ECS
     load balancers internal. vpc, key, access_logs, topic: the fleet's network, KMS key (log groups),
     log bucket and alarm topic. image_uri: the gateway image in ECR (default None: built from

@@ -16,7 +16,7 @@ from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from llmfleet.model_store.gateway_contract import REDIS_PORT
+from llmfleet.model_store.gateway.contract import REDIS_PORT
 from llmfleet.stacks.compliance import acknowledge, checkov_skip
 from llmfleet.stacks.config import StackConfigError
 from llmfleet.stacks.metrics import FIVE_MINUTES

@@ -17,7 +17,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from constructs import Construct
 
-from llmfleet.model_store.gateway_contract import DEFAULT_DB_NAME, POSTGRES_PORT
+from llmfleet.model_store.gateway.contract import DEFAULT_DB_NAME, POSTGRES_PORT
 from llmfleet.stacks.compliance import acknowledge, checkov_skip
 from llmfleet.stacks.config import StackConfigError
 from llmfleet.stacks.metrics import FIVE_MINUTES

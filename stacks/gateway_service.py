@@ -1,6 +1,6 @@
 """The fleet's gateway (containers/gateway/: LiteLLM's proxy in config mode) as a Fargate service behind
 the fleet's one public load balancer: a key, limits, a budget and usage per consumer, routes by `model`
-to each model's internal load balancer or SageMaker endpoint (model_store/gateway_contract.py).
+to each model's internal load balancer or SageMaker endpoint (model_store/gateway/contract.py).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from llmfleet.model_store.gateway_contract import (
+from llmfleet.model_store.gateway.contract import (
     CONFIG_ENV,
     DB_SECRET_FIELDS,
     GATEWAY_HEALTH_PATH,
     GATEWAY_PORT,
+    GatewaySizing,
     KEYS_SECRET_ACTIONS,
     KEYS_SECRET_ENV,
     REDIS_URL_ENV,
     SAGEMAKER_INVOKE_ACTIONS,
-    GatewaySizing,
     upstream_key_env,
 )
 from llmfleet.stacks.compliance import acknowledge
@@ -57,8 +57,8 @@ AWS_APIS = 443  # Secrets Manager, ECR, CloudWatch Logs, SageMaker runtime
 class GatewayServiceProps:
     """what: how warnings name the service ("gateway of demo/prod"). vpc, key, access_logs: the fleet's
     network, KMS key (log group) and log bucket. image: the gateway image. config_json: the gateway's
-    config (model_store.gateway_config, LLMFLEET_GATEWAY_CONFIG), CDK tokens inside. sizing: task size and
-    bounds (model_store.gateway_contract.gateway_sizing). keys_secret: the consumers' key hashes.
+    config (model_store.gateway.config, LLMFLEET_GATEWAY_CONFIG), CDK tokens inside. sizing: task size and
+    bounds (model_store.gateway.contract.gateway_sizing). keys_secret: the consumers' key hashes.
     database_secret: the usage database's generated secret. redis_url: `rediss://host:port`.
     upstream_keys: each ECS model's API key secret, by model name. sagemaker_endpoint_arns: the fleet's
     endpoints (and inference components) the task role may invoke. client_paths: what the load balancer

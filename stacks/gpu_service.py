@@ -21,13 +21,12 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from llmfleet.model_store.container_contract import TARGET_PORTS, VLLM_API_KEY_ENV, container_env
-from llmfleet.model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
-from llmfleet.model_store.gateway_contract import UPSTREAM_HTTP_PORT
-from llmfleet.model_store.image_plan import AnyPlan
-from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT, DeploymentPlan
-from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.contract.container import container_env, TARGET_PORTS, VLLM_API_KEY_ENV
+from llmfleet.model_store.contract.front_door import forwarded_paths, VLLM_ADMIN_PATHS
+from llmfleet.model_store.gateway.contract import UPSTREAM_HTTP_PORT
+from llmfleet.model_store.contract.plan import AnyPlan, DEFAULT_MODEL_ROOT, DeploymentPlan
+from llmfleet.model_store.ops.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.compliance import acknowledge, checkov_skip
 from llmfleet.stacks.config import StackConfigError
 from llmfleet.stacks.load_balancer import (
@@ -37,7 +36,7 @@ from llmfleet.stacks.load_balancer import (
     client_load_balancer,
     forbidden,
 )
-from llmfleet.model_store.telemetry import REQUESTS_WAITING
+from llmfleet.model_store.contract.telemetry import REQUESTS_WAITING
 from llmfleet.stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from llmfleet.stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
 from llmfleet.stacks.store import ServingImage, grant_serving_access
@@ -45,12 +44,12 @@ from llmfleet.stacks.user_data import LAUNCH_HOOK_NAME, instance_user_data
 
 TARGET = "ecs"  # the container's target and the Target dimension of its metrics
 CONTAINER_PORT = TARGET_PORTS[TARGET]
-# The load balancer forwards only model_store.front_door's client paths (plus the server's
+# The load balancer forwards only model_store.contract.front_door's client paths (plus the server's
 # self-description, which needs the key); vLLM's admin routes get 403 rules ahead of them.
 
 
 def client_paths(plan: DeploymentPlan) -> tuple[str, ...]:
-    """The paths the load balancer forwards for this model's kind (model_store.front_door)."""
+    """The paths the load balancer forwards for this model's kind (model_store.contract.front_door)."""
     return forwarded_paths(plan.kind)
 
 

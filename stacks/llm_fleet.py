@@ -18,9 +18,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from llmfleet.model_store.consumers import ConsumersFile
-from llmfleet.model_store.image_plan import AnyPlan
-from llmfleet.model_store.manifest import FleetManifest
+from llmfleet.model_store.gateway.consumers import ConsumersFile
+from llmfleet.model_store.contract.plan import AnyPlan
+from llmfleet.model_store.contract.manifest import FleetManifest
 from llmfleet.stacks.ci_access import CiAccessConstruct, CiAccessProps
 from llmfleet.stacks.compliance import acknowledge_inline_policies
 from llmfleet.stacks.config import StackConfigError, store_of
@@ -34,7 +34,7 @@ from llmfleet.stacks.store import StoreConstruct, StoreProps
 @dataclass(frozen=True)
 class FleetGatewayProps:
     """manifest: the fleet manifest the plans were made from, its `gateway` section enabled (fallbacks,
-    prices). consumers: its consumers file (`model_store.consumers.load_consumers(manifest, path)`; default:
+    prices). consumers: its consumers file (`model_store.gateway.consumers.load_consumers(manifest, path)`; default:
     none, every key refused until the file lists consumers). image_uri: the gateway image in ECR (default
     None: built from containers/gateway/Dockerfile beside this package). base_image: the Python image that
     build starts FROM, pinned by digest (default None; required without image_uri). scope: where the gateway's parts go,
@@ -49,7 +49,7 @@ class FleetGatewayProps:
 
 @dataclass(frozen=True)
 class LlmFleetProps:
-    """plans: the fleet's serving plans, `model_store.fleet.load_and_plan(path)[1]` (required; one
+    """plans: the fleet's serving plans, `model_store.planning.fleet.load_and_plan(path)[1]` (required; one
     stage, one store). vpc: the network the servers run in; it needs private subnets with egress
     (PRIVATE_WITH_EGRESS) in at least two AZs, public subnets for the load balancers, and reach to
     S3, ECR, CloudWatch Logs and Secrets Manager (default None: a new VPC over two AZs with one
@@ -95,7 +95,7 @@ class LlmFleetProps:
     def __post_init__(self) -> None:
         if not self.plans:
             raise StackConfigError(
-                "LlmFleetProps.plans: no plans; plan a fleet manifest with model_store.fleet.load_and_plan"
+                "LlmFleetProps.plans: no plans; plan a fleet manifest with model_store.planning.fleet.load_and_plan"
             )
         stages = sorted({plan.stage for plan in self.plans})
         if len(stages) != 1:

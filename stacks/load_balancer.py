@@ -15,7 +15,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from llmfleet.model_store.gateway_contract import UPSTREAM_HTTP_PORT
+from llmfleet.model_store.gateway.contract import UPSTREAM_HTTP_PORT
 from llmfleet.stacks.compliance import acknowledge, checkov_skip
 from llmfleet.stacks.metrics import ONE_MINUTE
 

@@ -1,6 +1,6 @@
 """The serving container's metrics as CloudWatch metric objects for autoscaling, alarms and dashboards.
 
-Namespace, dimensions and names are model_store.telemetry's: the one contract the entrypoint
+Namespace, dimensions and names are model_store.contract.telemetry's: the one contract the entrypoint
 publishes to and `llmfleet status` reads, so a rename cannot silently break scaling.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 
-from llmfleet.model_store import telemetry
-from llmfleet.model_store.plan import DeploymentPlan
+from llmfleet.model_store.contract import telemetry
+from llmfleet.model_store.contract.plan import DeploymentPlan
 from llmfleet.stacks.config import StackConfigError
 
 ONE_MINUTE = cdk.Duration.minutes(1)

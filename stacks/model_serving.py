@@ -11,9 +11,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from llmfleet.model_store.edge import client_rate_limit
-from llmfleet.model_store.image_plan import AnyPlan
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.planning.edge import client_rate_limit
+from llmfleet.model_store.contract.plan import AnyPlan
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.edge import WebAclConstruct, WebAclProps, protect_load_balancer
 from llmfleet.stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
 from llmfleet.stacks.monitoring import ModelMonitoringConstruct, ModelMonitoringProps

@@ -11,19 +11,19 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from llmfleet.model_store import gateway_contract
-from llmfleet.model_store.image_plan import latency_alarm_ms
-from llmfleet.model_store.plan import DeploymentPlan
-from llmfleet.model_store.telemetry import (
+from llmfleet.model_store.gateway import contract as gateway_contract
+from llmfleet.model_store.planning.image import latency_alarm_ms
+from llmfleet.model_store.contract.plan import DeploymentPlan
+from llmfleet.model_store.contract.telemetry import (
     E2E_LATENCY_PREFIX,
     E2E_QUANTILES,
     GENERATION_TOKENS_PER_SECOND,
     KV_CACHE_USAGE,
+    quantile_metric,
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
     TTFT_PREFIX,
     TTFT_QUANTILES,
-    quantile_metric,
 )
 from llmfleet.stacks import gpu_service, sagemaker_endpoint
 from llmfleet.stacks.config import StackConfigError
@@ -312,7 +312,7 @@ class GatewayMonitoringProps:
 class GatewayMonitoringConstruct(Construct):
     """Alarms on the gateway (5xx rate, tasks below the minimum, CPU), its database (CPU, connections)
     and cache (CPU, connections, evictions); a dashboard with those and the per-consumer usage the
-    gateway publishes (EMF, model_store.gateway_contract.METRICS_NAMESPACE)."""
+    gateway publishes (EMF, model_store.gateway.contract.METRICS_NAMESPACE)."""
 
     def __init__(self, scope: Construct, id: str, props: GatewayMonitoringProps) -> None:
         super().__init__(scope, id)

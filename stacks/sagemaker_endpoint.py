@@ -24,13 +24,13 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from llmfleet.model_store.container_contract import container_env
-from llmfleet.model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_name
-from llmfleet.model_store.plan import DeploymentPlan
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.contract.container import container_env
+from llmfleet.model_store.contract.inference_components import inference_component_name, TAG_INFERENCE_COMPONENT
+from llmfleet.model_store.contract.plan import DeploymentPlan
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from llmfleet.stacks.config import StackConfigError
-from llmfleet.model_store.telemetry import REQUESTS_WAITING
+from llmfleet.model_store.contract.telemetry import REQUESTS_WAITING
 from llmfleet.stacks.metrics import ONE_MINUTE, fleet_metric
 from llmfleet.stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
 from llmfleet.stacks.store import ServingImage, grant_serving_access

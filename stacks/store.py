@@ -2,8 +2,8 @@
 created here unless the caller passes their own (StoreProps).
 
 The store bucket's policy makes every published version's manifest write-once
-(model_store.access.write_once_statement); each serving role reads its model's prefixes and
-writes only its own stage's and target's compile cache (model_store.access.serving_scope).
+(model_store.store.access.write_once_statement); each serving role reads its model's prefixes and
+writes only its own stage's and target's compile cache (model_store.store.access.serving_scope).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from llmfleet.model_store.access import serving_scope, write_once_statement
-from llmfleet.model_store.plan import DeploymentPlan
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.store.access import serving_scope, write_once_statement
+from llmfleet.model_store.contract.plan import DeploymentPlan
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.compliance import acknowledge, checkov_skip, nag_rendered
 from llmfleet.stacks.config import IMAGE_BY_DIGEST, PLACEHOLDER_DIGEST, StackConfigError
 
@@ -185,7 +185,7 @@ class StoreConstruct(Construct):
         if not write_once.statement_added:
             cdk.Annotations.of(self).add_warning(
                 f"the store bucket {props.bucket_name} is imported, so its policy cannot be changed here: add "
-                f"llmfleet.model_store.access.write_once_statement to it, or published versions stay replaceable by any writer"
+                f"llmfleet.model_store.store.access.write_once_statement to it, or published versions stay replaceable by any writer"
             )
         self.repository = None if props.image_uri is not None else self._repository()
         self.image = self._serving_image(props)
@@ -376,7 +376,7 @@ def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.Pol
 
 def grant_serving_access(role: iam.IRole, plan: DeploymentPlan, store: StoreLocation, key: kms.IKey, target: str) -> None:
     """What a server of `plan` on `target` ("ecs" or "sagemaker") may do in the store
-    (model_store.access.serving_scope): read its own model's prefixes, and write one, the
+    (model_store.store.access.serving_scope): read its own model's prefixes, and write one, the
     compile cache of its stage and target (published after its first start). Nothing of
     another model, stage or target is written, nothing is deleted."""
     scope = serving_scope(store, plan.model_name, plan.stage, target)

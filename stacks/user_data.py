@@ -8,7 +8,7 @@ Scaling it is ready only once user data is done: the warm pool stops it then, im
 
 from __future__ import annotations
 
-from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.model_store.contract.plan import DEFAULT_MODEL_ROOT
 
 # The serving image runs as this user (containers/vllm/Dockerfile, USER); it must own the cache.
 SERVING_UID = 10001

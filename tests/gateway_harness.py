@@ -14,8 +14,8 @@ from pathlib import Path
 import openai
 import psycopg
 
-from llmfleet.model_store.gateway_config import GatewayConfig
-from llmfleet.model_store.gateway_keys import GatewayKeys
+from llmfleet.model_store.gateway.config import GatewayConfig
+from llmfleet.model_store.gateway.keys import GatewayKeys
 from llmfleet.scripts import local_gateway
 from llmfleet.scripts.local_fleet import ProcessRecord
 

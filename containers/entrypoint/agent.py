@@ -23,7 +23,7 @@ from llmfleet.containers.entrypoint.routing import RouteTable, StateDir, lora_na
 from llmfleet.containers.entrypoint.settings import EntrypointError
 from llmfleet.containers.entrypoint.store_sync import StoreGateway
 from llmfleet.containers.entrypoint.vllm_client import LocalVllm, VllmRefused
-from llmfleet.model_store.registry import RegistryRefused
+from llmfleet.model_store.store.registry import RegistryRefused
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from llmfleet.containers.entrypoint.settings import EntrypointError
 from llmfleet.containers.entrypoint.store_sync import StoreGateway
-from llmfleet.model_store.boot_log import CacheOutcome
-from llmfleet.model_store.compile_cache import CompileCacheKey, compile_cache_key
-from llmfleet.model_store.store import contained
+from llmfleet.model_store.ops.boot_log import CacheOutcome
+from llmfleet.model_store.store.compile_cache import compile_cache_key, CompileCacheKey
+from llmfleet.model_store.store.store import contained
 
 CACHE_DIR = "_compile"  # under the model root, beside the adapters' `_adapters`
 # Where vLLM, TorchInductor and Triton keep what they compile; all three inside the one

@@ -5,7 +5,7 @@ into metrics: no agent, no PutMetricData permission. Parsing and record building
 `MetricsPublisher` only scrapes and prints.
 
 Namespace, dimensions (Model, Stage, Target) and metric names are the contract in
-model_store/telemetry.py, which the stacks' scaling, alarms and dashboards read too.
+model_store/contract/telemetry.py, which the stacks' scaling, alarms and dashboards read too.
 """
 
 from __future__ import annotations
@@ -22,23 +22,23 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmfleet.containers.entrypoint.settings import EntrypointSettings
-from llmfleet.model_store.boot_log import BootRecord
-from llmfleet.model_store.telemetry import (
+from llmfleet.model_store.ops.boot_log import BootRecord
+from llmfleet.model_store.contract.telemetry import (
     ADAPTERS_LOADED,
     BOOT_SECONDS,
+    dimensions,
     E2E_LATENCY_PREFIX,
     E2E_QUANTILES,
     GENERATION_TOKENS_PER_SECOND,
+    histogram_quantile,
     KV_CACHE_USAGE,
     NAMESPACE,
     PHASE_DIMENSION,
+    quantile_metric,
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
     TTFT_PREFIX,
     TTFT_QUANTILES,
-    dimensions,
-    histogram_quantile,
-    quantile_metric,
 )
 
 # vLLM v1 metric names (vllm/v1/metrics/loggers.py, v0.32, 2026-11).

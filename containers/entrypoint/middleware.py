@@ -3,11 +3,11 @@
 It runs inside the vLLM process, ahead of vLLM's own key check (vLLM adds `--middleware`
 classes after its AuthenticationMiddleware, and the last added runs first), and gives the
 server what vLLM lacks:
-- the front door (docs/container.md, "Front door"): a path not on model_store.front_door's
+- the front door (docs/container.md, "Front door"): a path not on model_store.contract.front_door's
   allowlist is 404 to any caller but this container, the runtime LoRA routes answer only
   loopback callers (the adapter agent), and the API key is checked here, before a byte of
   the body is read; then the body is read within the plan's bounds
-  (model_store.request_limits: size, time, depth, names, sampling figures, media URLs);
+  (model_store.contract.request_limits: size, time, depth, names, sampling figures, media URLs);
 - adapter names that survive a swap: a request for `name` is rewritten to the vLLM LoRA
   name of the version currently serving it (see routing.py), `/v1/models` shows public
   names, and requests are counted per served LoRA name so the agent unloads a version only
@@ -34,11 +34,31 @@ from typing import Any
 from llmfleet.containers.entrypoint.routing import RoutesWatcher, StateDir
 from llmfleet.containers.entrypoint.sagemaker import PayloadError, completion_to_generated_text, is_tgi_payload, tgi_to_completion
 from llmfleet.containers.entrypoint.settings import EnvironmentRefused
-from llmfleet.model_store.container_contract import DEFAULT_TARGET, PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
-from llmfleet.model_store.front_door import ADAPTERS_PATH, INVOCATIONS_PATH, Access, allowed, is_admin_path, path_access
-from llmfleet.model_store.image_plan import plan_from_json
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.request_limits import RequestLimits, RequestRefused, check_name, check_request, declared_length, parse_json, text_limits
+from llmfleet.model_store.contract.container import (
+    DEFAULT_TARGET,
+    PLAN_ENV,
+    STATE_DIR_ENV,
+    TARGET_ENV,
+    VLLM_API_KEY_ENV,
+)
+from llmfleet.model_store.contract.front_door import (
+    Access,
+    ADAPTERS_PATH,
+    allowed,
+    INVOCATIONS_PATH,
+    is_admin_path,
+    path_access,
+)
+from llmfleet.model_store.contract.plan import plan_from_json, ServingPlan
+from llmfleet.model_store.contract.request_limits import (
+    check_name,
+    check_request,
+    declared_length,
+    parse_json,
+    RequestLimits,
+    RequestRefused,
+    text_limits,
+)
 
 # Reachable during drain: the agent's and the metrics scraper's own view of the server.
 DRAIN_EXEMPT_PATHS = frozenset({"/metrics", ADAPTERS_PATH})
@@ -103,7 +123,7 @@ class ApiKey:
 
 
 class FrontDoor:
-    """Who may call which path of a server (model_store.front_door), decided from the
+    """Who may call which path of a server (model_store.contract.front_door), decided from the
     request line and headers alone."""
 
     def __init__(self, kind: str, target: str, api_key: str | None):

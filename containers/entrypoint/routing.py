@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmfleet.model_store.boot_log import BootRecord
+from llmfleet.model_store.ops.boot_log import BootRecord
 
 ROUTES_FILE = "routes.json"
 DRAIN_FLAG = "draining"

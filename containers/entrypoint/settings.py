@@ -1,4 +1,4 @@
-"""The entrypoint's reading of the container contract (model_store/container_contract.py):
+"""The entrypoint's reading of the container contract (model_store/contract/container.py):
 the environment, validated once in `main` (`settings_from_env`)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from llmfleet.model_store.container_contract import (
+from llmfleet.model_store.contract.container import (
     COMPILE_CACHE_ENV,
     DEFAULT_HOST,
-    DEFAULT_TARGET,
     DEFAULT_METRICS_SECONDS,
     DEFAULT_POLL_SECONDS,
+    DEFAULT_TARGET,
     ENDPOINT_URL_ENV,
     EXIT_STORE,
     HOST_ENV,
@@ -32,8 +32,7 @@ from llmfleet.model_store.container_contract import (
     TARGET_PORTS,
 )
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
-from llmfleet.model_store.image_plan import AnyPlan, plan_from_json
-from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.model_store.contract.plan import AnyPlan, DEFAULT_MODEL_ROOT, plan_from_json
 
 class EntrypointError(LlmfleetError):
     """The container cannot start or go on: the store stayed unreachable, or what it holds failed

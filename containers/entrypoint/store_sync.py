@@ -1,5 +1,5 @@
 """Every call the container makes to the model store and the adapter registry: the executor of
-the boot decision (`model_store/boot.py`), which decides what to fetch, from where, into which path.
+the boot decision (`model_store/store/boot.py`), which decides what to fetch, from where, into which path.
 
 Downloads are verified by the store against each version's `_manifest.json`. Transient S3 errors
 (throttling, a network blip during boot) are retried by botocore itself, with `STORE_ATTEMPTS`;
@@ -19,20 +19,34 @@ from typing import TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from llmfleet.containers.entrypoint.settings import EntrypointError, EntrypointSettings, EnvironmentRefused
-from llmfleet.model_store.adapters import AdapterRejected, accepted_bases_for, validate_adapter
-from llmfleet.model_store.architectures import ArchitectureFacts
-from llmfleet.model_store.boot import AdapterFetch, Boot, Weights, adapter_path, decide_boot, desired_adapters, weights
-from llmfleet.model_store.compile_cache import CompileCacheKey
-from llmfleet.model_store.container_contract import DEFAULT_TARGET, STORE_ENV
-from llmfleet.model_store.plan import DeploymentPlan
-from llmfleet.model_store.registry import AdapterRegistry, RegistryError, RegistryRefused, RegistryState, adapters_for_server
-from llmfleet.model_store.store import (
+from llmfleet.model_store.store.adapters import accepted_bases_for, AdapterRejected, validate_adapter
+from llmfleet.model_store.facts.architectures import ArchitectureFacts
+from llmfleet.model_store.store.boot import (
+    adapter_path,
+    AdapterFetch,
+    Boot,
+    decide_boot,
+    desired_adapters,
+    Weights,
+    weights,
+)
+from llmfleet.model_store.store.compile_cache import CompileCacheKey
+from llmfleet.model_store.contract.container import DEFAULT_TARGET, STORE_ENV
+from llmfleet.model_store.contract.plan import DeploymentPlan
+from llmfleet.model_store.store.registry import (
+    AdapterRegistry,
+    adapters_for_server,
+    RegistryError,
+    RegistryRefused,
+    RegistryState,
+)
+from llmfleet.model_store.store.store import (
     MANIFEST_NAME,
     ModelStore,
     StoreError,
     StoreRefused,
-    VersionManifest,
     verify_model_directory,
+    VersionManifest,
 )
 
 # botocore's standard mode backs off exponentially with jitter (1, 2, 4, 8 s at most): five

@@ -23,10 +23,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from llmfleet.model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
-from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
+from llmfleet.model_store.ops.boot_log import boot_record, BootRecord, describe_boot, parse_boot_log
+from llmfleet.model_store.contract.container import VLLM_API_KEY_ENV
 from llmfleet.model_store.errors import LlmfleetError
-from llmfleet.model_store.registry import RegistryRefused, RegistryState
+from llmfleet.model_store.store.registry import RegistryRefused, RegistryState
 
 from llmfleet.containers.entrypoint.agent import AdapterAgent
 from llmfleet.containers.entrypoint.compile_cache import CompileCache, cache_environment, prepare_compile_cache
@@ -79,7 +79,7 @@ class Synced:
 
 
 def sync(gateway: StoreGateway) -> Synced:
-    """The boot decision (`model_store.boot`) carried out: weights and adapters to local disk,
+    """The boot decision (`model_store.store.boot`) carried out: weights and adapters to local disk,
     verified. An adapter that fails is left out (logged; the base model and the other adapters
     still serve); a model that fails is fatal. A registry document that fails the checks is
     logged and nothing of it served: the base model and the adapters the plan pins start, and
@@ -258,6 +258,6 @@ def main(env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     try:
         return run(settings_from_env(env), env)
-    except LlmfleetError as exc:  # each class carries its exit code (model_store.container_contract)
+    except LlmfleetError as exc:  # each class carries its exit code (model_store.contract.container)
         log.error("%s", exc)
         return exc.exit_code

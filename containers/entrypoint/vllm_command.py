@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
-from llmfleet.model_store.container_contract import DEFAULT_HOST, EXIT_ARGV, PLAN_ENV, STATE_DIR_ENV
+from llmfleet.model_store.contract.container import DEFAULT_HOST, EXIT_ARGV, PLAN_ENV, STATE_DIR_ENV
 from llmfleet.model_store.errors import LlmfleetError
-from llmfleet.model_store.plan import ServingPlan, vllm_argv
+from llmfleet.model_store.contract.plan import ServingPlan, vllm_argv
 
 # `python -m vllm.entrypoints.openai.api_server` runs in both the vllm/vllm-openai image
 # and the CPU build, whose `vllm` console script cannot find its distribution.

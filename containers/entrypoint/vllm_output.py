@@ -1,7 +1,7 @@
 """vLLM's output, passed through line by line and kept until the server is healthy.
 
 The container's log stays exactly what vLLM printed (stdout and stderr, merged, on stdout);
-the start-up lines are kept to read the boot phases from (model_store/boot_log.py).
+the start-up lines are kept to read the boot phases from (model_store/ops/boot_log.py).
 """
 
 from __future__ import annotations

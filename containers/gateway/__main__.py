@@ -9,8 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llmfleet.model_store.gateway_config import GatewayConfig, litellm_config, render_json
-from llmfleet.model_store.gateway_contract import (
+from llmfleet.model_store.gateway.config import GatewayConfig, litellm_config, render_json
+from llmfleet.model_store.gateway.contract import (
     CONFIG_ENV,
     GATEWAY_HOST_ENV,
     GATEWAY_PORT,

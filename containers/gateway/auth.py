@@ -2,7 +2,7 @@
 
 Named in LiteLLM's config as `general_settings.custom_auth`; every request to a client path
 passes here before LiteLLM routes it. A refusal is raised as LiteLLM's ProxyException, which
-the proxy answers with that status, OpenAI-shaped (model_store/gateway_policy.py says what).
+the proxy answers with that status, OpenAI-shaped (model_store/gateway/policy.py says what).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 from litellm.proxy.common_utils.http_parsing_utils import read_request_body
 
 from llmfleet.containers.gateway.runtime import runtime
-from llmfleet.model_store.gateway_contract import GATEWAY_CLIENT_PATHS
-from llmfleet.model_store.gateway_policy import (
-    Refusal,
+from llmfleet.model_store.gateway.contract import GATEWAY_CLIENT_PATHS
+from llmfleet.model_store.gateway.policy import (
     access_refusal,
     counter_keys,
     key_hash,
     limit_refusal,
+    Refusal,
     unknown_key,
     windows,
 )

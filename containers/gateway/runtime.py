@@ -17,8 +17,8 @@ import boto3
 import psycopg
 import redis.asyncio as aioredis
 
-from llmfleet.model_store.gateway_config import GatewayConfig
-from llmfleet.model_store.gateway_contract import (
+from llmfleet.model_store.gateway.config import GatewayConfig
+from llmfleet.model_store.gateway.contract import (
     CONFIG_ENV,
     DB_HOST_ENV,
     DB_NAME_ENV,
@@ -31,8 +31,8 @@ from llmfleet.model_store.gateway_contract import (
     POSTGRES_PORT,
     REDIS_URL_ENV,
 )
-from llmfleet.model_store.gateway_policy import UsageRow, consumers_by_hash, parse_keys_secret
-from llmfleet.model_store.gateway_usage import INSERT_USAGE, MONTH_SPEND, USAGE_TABLE_DDL, insert_params
+from llmfleet.model_store.gateway.policy import consumers_by_hash, parse_keys_secret, UsageRow
+from llmfleet.model_store.gateway.usage import insert_params, INSERT_USAGE, MONTH_SPEND, USAGE_TABLE_DDL
 
 log = logging.getLogger("llmfleet.gateway")
 

@@ -14,8 +14,8 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from llmfleet.containers.gateway.auth import MINUTE_TTL_SECONDS, MONTH_TTL_SECONDS
 from llmfleet.containers.gateway.runtime import runtime
-from llmfleet.model_store.consumers import ADAPTER_SEPARATOR
-from llmfleet.model_store.gateway_policy import UsageRow, cost_usd, counter_keys, emf_line, windows
+from llmfleet.model_store.gateway.consumers import ADAPTER_SEPARATOR
+from llmfleet.model_store.gateway.policy import cost_usd, counter_keys, emf_line, UsageRow, windows
 
 log = logging.getLogger("llmfleet.gateway")
 

@@ -1,14 +1,14 @@
 """The image server's HTTP face and its batcher.
 
 - The front door (containers/entrypoint/middleware.py) comes first, as for vLLM: paths off
-  model_store.front_door's allowlist are 404, the API key is checked before any body byte is
+  model_store.contract.front_door's allowlist are 404, the API key is checked before any body byte is
   read, and the body is capped in size and time.
 - `POST /v1/images/generations` (OpenAI images API, API key) and `POST /invocations` (SageMaker
   payload; on the SageMaker target only, reached through SageMaker's signed runtime API) are
   validated first (validation.py): a malformed request gets its 400 and never reaches the pipeline.
 - `Batcher`: one worker thread owns the GPU; queued requests of one shape (size, steps,
   guidance) share a pipeline call up to the plan's `max_batch` images. The queue holds a few
-  calls' worth (model_store.request_limits.queue_images); beyond that a request gets 503 with
+  calls' worth (model_store.contract.request_limits.queue_images); beyond that a request gets 503 with
   Retry-After, and a request whose client left before its call started is withdrawn.
 - A failed pipeline call is a 500 that says "generation failed" and a request id; the
   exception is logged under that id, never sent.
@@ -37,10 +37,10 @@ from starlette.routing import Route
 from llmfleet.containers.entrypoint.metrics import E2E, RUNNING, WAITING
 from llmfleet.containers.entrypoint.middleware import ADAPTERS_PATH, RETRY_AFTER_SECONDS, BehindFrontDoor, FrontDoor, error_body
 from llmfleet.containers.image_server.validation import MAX_BODY_BYTES, ImageRequest, ImageRequestError, openai_request, sagemaker_request
-from llmfleet.model_store.front_door import INVOCATIONS_PATH
+from llmfleet.model_store.contract.front_door import INVOCATIONS_PATH
 from llmfleet.model_store.errors import LlmfleetError
-from llmfleet.model_store.image_plan import ImagePlan
-from llmfleet.model_store.request_limits import body_seconds
+from llmfleet.model_store.contract.plan import ImagePlan
+from llmfleet.model_store.contract.request_limits import body_seconds
 
 IMAGES_PATH = "/v1/images/generations"
 PIPELINE_CALLS = "llmfleet:image_pipeline_calls_total"

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Sequence
 
 from llmfleet.containers.image_server.validation import MAX_SEED, ImageRequest
-from llmfleet.model_store.image_plan import ImageSettings
+from llmfleet.model_store.contract.plan import ImageSettings
 
 log = logging.getLogger(__name__)
 

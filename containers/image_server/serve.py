@@ -19,8 +19,8 @@ from llmfleet.containers.entrypoint.settings import EntrypointSettings
 from llmfleet.containers.entrypoint.store_sync import StoreGateway
 from llmfleet.containers.image_server.app import Batcher, create_app
 from llmfleet.containers.image_server.pipeline import ImagePipeline
-from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
-from llmfleet.model_store.request_limits import queue_images
+from llmfleet.model_store.contract.container import VLLM_API_KEY_ENV
+from llmfleet.model_store.contract.request_limits import queue_images
 
 log = logging.getLogger("llmfleet.image_server")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
-from llmfleet.model_store.image_plan import ImageSettings
-from llmfleet.model_store.request_limits import MAX_JSON_DEPTH, RequestRefused, parse_json
+from llmfleet.model_store.contract.plan import ImageSettings
+from llmfleet.model_store.contract.request_limits import MAX_JSON_DEPTH, parse_json, RequestRefused
 
 MAX_PROMPT_CHARS = 4000
 # The largest body a valid request can be: the longest prompt with every character a 6-byte

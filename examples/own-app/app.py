@@ -18,8 +18,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.image_plan import AnyPlan
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.plan import AnyPlan
 from llmfleet.stacks.compliance import acknowledge, add_compliance_checks, checkov_skip
 from llmfleet.stacks.llm_fleet import LlmFleet, LlmFleetProps
 

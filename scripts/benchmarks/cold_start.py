@@ -38,11 +38,11 @@ from moto.server import ThreadedMotoServer
 from llmfleet.containers.entrypoint.compile_cache import CompileCache, accelerator, cache_environment, installed_vllm_version
 from llmfleet.containers.entrypoint.store_sync import StoreGateway
 from llmfleet.containers.entrypoint.vllm_command import serve_argv, validate_argv
-from llmfleet.model_store import verify
-from llmfleet.model_store.boot_log import BootRecord, boot_record, describe_boot, parse_boot_log
-from llmfleet.model_store.compile_cache import compile_cache_key
-from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
-from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.ops import verify
+from llmfleet.model_store.ops.boot_log import boot_record, BootRecord, describe_boot, parse_boot_log
+from llmfleet.model_store.store.compile_cache import compile_cache_key
+from llmfleet.model_store.planning.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.store.store import ModelStore, StoreLocation
 from llmfleet.scripts.standin_model import entrypoint_environment, make_tiny_model, standin_serving_plan, wait_until_healthy
 from llmfleet.scripts.verify_cli import Server, free_port, local_gpu, write_config
 

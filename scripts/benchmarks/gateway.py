@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from llmfleet.model_store.consumers import Consumer
-from llmfleet.model_store.gateway_config import GatewayConfig, OpenAIUpstream, Price, Route
-from llmfleet.model_store.gateway_contract import CPU_TARGET_PERCENT, REQUESTS_PER_SECOND_PER_TASK
+from llmfleet.model_store.gateway.consumers import Consumer
+from llmfleet.model_store.gateway.config import GatewayConfig, OpenAIUpstream, Price, Route
+from llmfleet.model_store.gateway.contract import CPU_TARGET_PERCENT, REQUESTS_PER_SECOND_PER_TASK
 from llmfleet.scripts.local_fleet import http_ok, start_detached, stop_process, wait_until
 from llmfleet.scripts.local_gateway import free_port, running_gateway
 
@@ -148,7 +148,7 @@ def run() -> None:
                   f"at {busy:.0f}% of a core (stub and load generator on the same {psutil.cpu_count()} cores)")
             at_target = rate * CPU_TARGET_PERCENT / max(busy, CPU_TARGET_PERCENT)
             print(f"sizing: ~{at_target:.0f} requests/s per 1-vCPU task at {CPU_TARGET_PERCENT}% CPU "
-                  f"(model_store/gateway_contract.py REQUESTS_PER_SECOND_PER_TASK = {REQUESTS_PER_SECOND_PER_TASK:g})")
+                  f"(model_store/gateway/contract.py REQUESTS_PER_SECOND_PER_TASK = {REQUESTS_PER_SECOND_PER_TASK:g})")
             added = statistics.median(gateway_ttft) - statistics.median(direct_ttft)
             print(f"goal: added TTFT p50 <= 15 ms: {added:.1f} ms ({'met' if added <= 15 else 'not met'})")
             print(json.dumps({"added_ttft_p50_ms": round(added, 2), "requests_per_second": round(rate, 1)}))

@@ -1,7 +1,7 @@
 """`llmfleet model import` throughput: a local Hugging Face Hub over HTTP into moto's S3 server.
 
 Imports checkpoints of 256 MiB and 1 GiB (four safetensors-named files each) with
-`model_store.hub_import.import_model`, each ROUNDS times (median reported); beside it, reads
+`model_store.store.hub_import.import_model`, each ROUNDS times (median reported); beside it, reads
 the same bytes from the Hub alone (streamed and hashed, nothing sent) and uploads them from
 local disk with `model upload` (the same S3 server), to show where the time goes. The Hub
 (tests/integration/hub_server.py, files read from disk) and the S3 server run in their own
@@ -27,16 +27,16 @@ from pathlib import Path
 import boto3
 import numpy as np
 
-from llmfleet.model_store.hub import HubClient
-from llmfleet.model_store.hub_import import (
+from llmfleet.model_store.facts.hub import HubClient
+from llmfleet.model_store.store.hub_import import (
     DEFAULT_PART_SIZE,
     FILE_WORKERS,
-    PARTS_IN_FLIGHT,
     HubRef,
     import_model,
     part_size_for,
+    PARTS_IN_FLIGHT,
 )
-from llmfleet.model_store.store import ModelStore
+from llmfleet.model_store.store.store import ModelStore
 from llmfleet.scripts.benchmarks.store import BENCH_CONFIG, _empty_prefix, local_s3
 
 SIZES = (256 << 20, 1 << 30)

@@ -29,9 +29,9 @@ import httpx2
 from moto.server import ThreadedMotoServer
 
 from llmfleet.containers.entrypoint.vllm_command import serve_command
-from llmfleet.model_store.plan import vllm_argv
-from llmfleet.model_store.registry import AdapterRegistry
-from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.contract.plan import vllm_argv
+from llmfleet.model_store.store.registry import AdapterRegistry
+from llmfleet.model_store.store.store import ModelStore, StoreLocation
 from llmfleet.scripts.standin_model import (
     entrypoint_environment,
     make_lora_adapter,

@@ -31,8 +31,8 @@ import boto3
 import numpy as np
 from safetensors.numpy import save_file
 
-from llmfleet.model_store.registry import AdapterRegistry
-from llmfleet.model_store.store import ModelStore
+from llmfleet.model_store.store.registry import AdapterRegistry
+from llmfleet.model_store.store.store import ModelStore
 
 MODEL_BYTES = 1 << 30
 MODEL_FILES = 4

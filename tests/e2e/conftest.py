@@ -29,9 +29,9 @@ import httpx2
 import psutil
 import pytest
 
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.registry import AdapterRegistry
-from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.store.registry import AdapterRegistry
+from llmfleet.model_store.store.store import ModelStore, StoreLocation
 from llmfleet.scripts.standin_model import (
     entrypoint_environment,
     make_lora_adapter,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.store import MANIFEST_NAME, VersionManifest
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.store.store import MANIFEST_NAME, VersionManifest
 from llmfleet.scripts.standin_model import standin_serving_plan
 from tests.e2e.conftest import MODEL, STAGE, Fleet, Server, boot_server, wait_until
 

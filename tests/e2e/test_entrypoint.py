@@ -11,8 +11,8 @@ import time
 import httpx2
 import pytest
 
-from llmfleet.model_store import telemetry
-from llmfleet.model_store.registry import rollout_position
+from llmfleet.model_store.contract import telemetry
+from llmfleet.model_store.store.registry import rollout_position
 from tests.e2e.conftest import ACTOR, MODEL, STAGE, Fleet, Server, client_from_outside, wait_until
 
 pytestmark = pytest.mark.timeout(600)

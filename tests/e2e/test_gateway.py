@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
-from llmfleet.model_store.consumers import ConsumersFile
-from llmfleet.model_store.gateway_config import gateway_config
-from llmfleet.model_store.manifest import AdapterRef, parse_fleet
+from llmfleet.model_store.gateway.consumers import ConsumersFile
+from llmfleet.model_store.gateway.config import gateway_config
+from llmfleet.model_store.contract.manifest import AdapterRef, parse_fleet
 from tests.conftest import free_port
 from tests.e2e.conftest import MODEL, boot_server, wait_until
 from tests.gateway_harness import error_body, running_gateway

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmfleet.model_store.image_plan import activation_bytes_per_image, component_bytes
-from llmfleet.model_store.pipelines import facts_from_record, read_pipeline
+from llmfleet.model_store.planning.image import activation_bytes_per_image, component_bytes
+from llmfleet.model_store.facts.pipelines import facts_from_record, read_pipeline
 from llmfleet.scripts import image_gpu_bench
 from llmfleet.scripts.standin_pipeline import make_tiny_pipeline
 

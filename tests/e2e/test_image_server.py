@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from llmfleet.containers.image_server.app import PIPELINE_CALLS
-from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
-from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.contract.container import VLLM_API_KEY_ENV
+from llmfleet.model_store.store.store import ModelStore, StoreLocation
 from llmfleet.scripts.standin_model import entrypoint_environment
 from llmfleet.scripts.standin_pipeline import make_tiny_pipeline, standin_image_plan
 from tests.conftest import free_port

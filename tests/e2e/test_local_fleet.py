@@ -23,7 +23,7 @@ import httpx2
 import psutil
 import pytest
 
-from llmfleet.model_store.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
+from llmfleet.model_store.ops.chat import chat_request, parse_chat_response, reasoning_and_content, sse_chunks
 from llmfleet.scripts.cli_common import load_and_plan
 from llmfleet.scripts.local_fleet import LocalFleetError, LocalState, ProcessRecord, StateDir, start_detached, stop_process, store_uri_of
 

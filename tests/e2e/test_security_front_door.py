@@ -15,8 +15,8 @@ import httpx2
 import psutil
 import pytest
 
-from llmfleet.model_store.front_door import HEALTH_PATHS, VLLM_ADMIN_PATHS, forwarded_paths
-from llmfleet.model_store.request_limits import text_limits
+from llmfleet.model_store.contract.front_door import forwarded_paths, HEALTH_PATHS, VLLM_ADMIN_PATHS
+from llmfleet.model_store.contract.request_limits import text_limits
 from tests.e2e.conftest import MODEL, Fleet, Server, boot_server, client_from_outside, connect_from_outside
 
 pytestmark = pytest.mark.timeout(600)

@@ -15,9 +15,9 @@ import httpx2
 import psutil
 import pytest
 
-from llmfleet.model_store.container_contract import EXIT_STORE
+from llmfleet.model_store.contract.container import EXIT_STORE
 from llmfleet.model_store.errors import EXIT_BAD_INPUT
-from llmfleet.model_store.registry import adapters_for_server
+from llmfleet.model_store.store.registry import adapters_for_server
 from llmfleet.scripts.standin_model import entrypoint_environment
 from tests.conftest import free_port
 from tests.e2e.conftest import (

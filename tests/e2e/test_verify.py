@@ -11,10 +11,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmfleet.model_store.families import facts_from_config
-from llmfleet.model_store.lock import FactsRecord
-from llmfleet.model_store.plan import kv_bytes_per_token
-from llmfleet.model_store import verify
+from llmfleet.model_store.facts.families import facts_from_config
+from llmfleet.model_store.facts.lock import FactsRecord
+from llmfleet.model_store.planning.text import kv_bytes_per_token
+from llmfleet.model_store.ops import verify
 from llmfleet.scripts.standin_model import standin_serving_plan
 from llmfleet.scripts.verify_cli import measure
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store import load_verify, verify
-from llmfleet.model_store.architectures import read_checkpoint_architecture
-from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
-from llmfleet.model_store.manifest import LoadSpec
-from llmfleet.model_store.standin import standin_plan
+from llmfleet.model_store.ops import load_verify, verify
+from llmfleet.model_store.facts.architectures import read_checkpoint_architecture
+from llmfleet.model_store.planning.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.contract.manifest import LoadSpec
+from llmfleet.model_store.planning.standin import standin_plan
 from llmfleet.scripts.verify_cli import _verify_loads
 
 LOAD = {

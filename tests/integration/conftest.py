@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from llmfleet.model_store.adapters import MAX_OTHER_FILE_BYTES
-from llmfleet.model_store.architectures import facts_from_config
-from llmfleet.model_store.store import ModelStore
+from llmfleet.model_store.store.adapters import MAX_OTHER_FILE_BYTES
+from llmfleet.model_store.facts.architectures import facts_from_config
+from llmfleet.model_store.store.store import ModelStore
 
 MODEL = "tiny"
 REVISION = "main"
@@ -160,7 +160,7 @@ def adapter_dir(tmp_path: Path) -> Path:
     return write_adapter(tmp_path / "adapter")
 
 
-# --- malformed adapters: each breaks one rule of model_store.adapters ----------------------------
+# --- malformed adapters: each breaks one rule of model_store.store.adapters ----------------------------
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from llmfleet.model_store.store import sha256_file
+from llmfleet.model_store.store.store import sha256_file
 
 REPO = r"(?P<repo>[^/]+/[^/]+)"
 API_MODEL = re.compile(rf"^/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?$")

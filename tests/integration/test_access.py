@@ -4,7 +4,7 @@ The commands run for real against moto's server while every API call of every cl
 create is recorded (botocore's `provide-client-params` / `after-call` events on the default
 session, so a second client or another service is seen too). Each call is mapped to the IAM
 action and resource AWS authorizes it with and evaluated against
-model_store.access.ci_publisher_statements with moto's IAM policy evaluator. The test fails
+model_store.store.access.ci_publisher_statements with moto's IAM policy evaluator. The test fails
 on a call the statements do not grant, on an operation with no known mapping (a new kind of
 call must be mapped and granted on purpose), and on a grant no command uses.
 """
@@ -23,8 +23,8 @@ from botocore.awsrequest import AWSResponse
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from typer.testing import CliRunner
 
-from llmfleet.model_store.access import POLICY_VERSION, ci_publisher_statements
-from llmfleet.model_store.store import TRANSFER_CONFIG, ModelStore, StoreLocation
+from llmfleet.model_store.store.access import ci_publisher_statements, POLICY_VERSION
+from llmfleet.model_store.store.store import ModelStore, StoreLocation, TRANSFER_CONFIG
 from llmfleet.scripts.cli import app
 from llmfleet.scripts.cli_common import EXIT_REFUSED
 from tests.integration.conftest import MODEL, REVISION, write_adapter, write_model

@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
-from llmfleet.model_store.consumers import Consumer
-from llmfleet.model_store.gateway_config import GatewayConfig, OpenAIUpstream, Price, Route
-from llmfleet.model_store.gateway_policy import windows
+from llmfleet.model_store.gateway.consumers import Consumer
+from llmfleet.model_store.gateway.config import GatewayConfig, OpenAIUpstream, Price, Route
+from llmfleet.model_store.gateway.policy import windows
 from llmfleet.scripts.local_fleet import http_ok, start_detached, stop_process, wait_until
 from tests.conftest import free_port
 from tests.gateway_harness import error_body, running_gateway

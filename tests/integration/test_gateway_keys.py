@@ -10,9 +10,9 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from llmfleet.model_store.gateway_contract import gateway_keys_secret_name
-from llmfleet.model_store.gateway_policy import KEY_PREFIX, key_hash
-from llmfleet.model_store.manifest import load_fleet
+from llmfleet.model_store.gateway.contract import gateway_keys_secret_name
+from llmfleet.model_store.gateway.policy import key_hash, KEY_PREFIX
+from llmfleet.model_store.contract.manifest import load_fleet
 from llmfleet.scripts.cli import app
 
 runner = CliRunner()

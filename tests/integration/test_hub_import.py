@@ -17,9 +17,9 @@ import pytest
 import yaml
 from safetensors.numpy import save
 
-from llmfleet.model_store.hub import HubClient
-from llmfleet.model_store.hub_import import DEFAULT_PART_SIZE, import_model, parse_hub_ref
-from llmfleet.model_store.store import MANIFEST_NAME, ModelStore, StoreError
+from llmfleet.model_store.facts.hub import HubClient
+from llmfleet.model_store.store.hub_import import DEFAULT_PART_SIZE, import_model, parse_hub_ref
+from llmfleet.model_store.store.store import MANIFEST_NAME, ModelStore, StoreError
 from tests.integration.conftest import TINY_CONFIG, bucket_snapshot
 from tests.integration.hub_server import LocalHub
 from tests.integration.test_lock import LLMFLEET, cli_env, flat, llmfleet, one_clean_error

@@ -20,7 +20,7 @@ import pytest
 
 from openai.types.chat import ChatCompletionChunk
 
-from llmfleet.model_store.chat import (
+from llmfleet.model_store.ops.chat import (
     chat_request,
     invoke_sagemaker,
     parse_chat_response,
@@ -28,7 +28,7 @@ from llmfleet.model_store.chat import (
     sse_chunks,
     stream_sagemaker,
 )
-from llmfleet.model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_of
+from llmfleet.model_store.contract.inference_components import inference_component_of, TAG_INFERENCE_COMPONENT
 
 LLMFLEET = str(Path(sys.executable).parent / "llmfleet")
 

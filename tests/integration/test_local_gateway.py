@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.planning.fleet import load_and_plan
 from llmfleet.scripts.local_fleet import LocalState, StateDir, http_ok, start_detached, stop_process, wait_until
 from llmfleet.scripts.local_gateway import key_for, up_gateway
 from tests.conftest import REPO, free_port

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from safetensors.numpy import save, save_file
 
-from llmfleet.model_store.store import ModelStore
+from llmfleet.model_store.store.store import ModelStore
 from tests.conftest import REPO, free_port
 from tests.integration.conftest import TINY_CONFIG
 from tests.integration.hub_server import LocalHub

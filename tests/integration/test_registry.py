@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-import llmfleet.model_store.registry as registry_module
-from llmfleet.model_store.registry import AdapterEntry, AdapterRegistry, RegistryConflict, RegistryError, adapters_for_server
-from llmfleet.model_store.store import ModelStore, StoreError
+import llmfleet.model_store.store.registry as registry_module
+from llmfleet.model_store.store.registry import (
+    AdapterEntry,
+    AdapterRegistry,
+    adapters_for_server,
+    RegistryConflict,
+    RegistryError,
+)
+from llmfleet.model_store.store.store import ModelStore, StoreError
 from tests.integration.conftest import MODEL, bucket_snapshot, write_adapter
 
 STAGE = "prod"

@@ -25,12 +25,12 @@ from llmfleet.containers.entrypoint.routing import RouteTable, StateDir
 from llmfleet.containers.entrypoint.settings import EntrypointError
 from llmfleet.containers.entrypoint.store_sync import StoreGateway
 from llmfleet.containers.entrypoint.supervisor import sync
-from llmfleet.model_store.adapters import MAX_WEIGHTS_BYTES
-from llmfleet.model_store.boot import adapter_cache
-from llmfleet.model_store.compile_cache import CompileCacheKey, compile_cache_key
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.registry import AdapterRegistry
-from llmfleet.model_store.store import MANIFEST_NAME, MAX_MANIFEST_BYTES, ModelStore, StoreError, StoreRefused
+from llmfleet.model_store.store.adapters import MAX_WEIGHTS_BYTES
+from llmfleet.model_store.store.boot import adapter_cache
+from llmfleet.model_store.store.compile_cache import compile_cache_key, CompileCacheKey
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.store.registry import AdapterRegistry
+from llmfleet.model_store.store.store import MANIFEST_NAME, MAX_MANIFEST_BYTES, ModelStore, StoreError, StoreRefused
 from llmfleet.scripts.standin_model import standin_serving_plan
 from tests.integration.conftest import MALFORMED_ADAPTERS, MODEL, Malformed, bucket_snapshot, write_adapter
 

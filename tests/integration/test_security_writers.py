@@ -2,13 +2,13 @@
 
 moto's server does not enforce IAM here (tests/integration/test_access.py explains the
 method): the real `llmfleet adapter` commands run against it while every call is recorded,
-and each call is evaluated against the CI role's statements (model_store.access) with moto's
+and each call is evaluated against the CI role's statements (model_store.store.access) with moto's
 IAM evaluator. A call the role would be refused shows up in `refusals`.
 """
 
 from __future__ import annotations
 
-from llmfleet.model_store.access import ci_publisher_statements
+from llmfleet.model_store.store.access import ci_publisher_statements
 from tests.integration.conftest import MODEL, REVISION, write_adapter, write_model
 from tests.integration.test_access import KEY_ARN, PREFIX, STAGE, Call, Fleet, fleet, refusals  # noqa: F401 - the fixture
 

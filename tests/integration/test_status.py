@@ -18,12 +18,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from llmfleet.model_store.registry import AdapterRegistry, adapters_for_server
-from llmfleet.model_store.status import unit_cost_per_hour
-from llmfleet.model_store import telemetry
-from llmfleet.model_store.store import ModelStore
+from llmfleet.model_store.store.registry import AdapterRegistry, adapters_for_server
+from llmfleet.model_store.ops.status import unit_cost_per_hour
+from llmfleet.model_store.contract import telemetry
+from llmfleet.model_store.store.store import ModelStore
 from llmfleet.scripts.cli_common import load_and_plan
-from llmfleet.model_store.aws_status import aws_status_rows
+from llmfleet.model_store.ops.aws_status import aws_status_rows
 from tests.integration.conftest import write_adapter, write_model
 
 REPO = Path(__file__).resolve().parents[2]

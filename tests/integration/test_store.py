@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from llmfleet.model_store.adapters import AdapterRejected
-from llmfleet.model_store.store import (
+from llmfleet.model_store.store.adapters import AdapterRejected
+from llmfleet.model_store.store.store import (
     MANIFEST_NAME,
     MAX_COMPILE_CACHE_BYTES,
     ModelStore,
@@ -255,7 +255,7 @@ def test_rank_ceiling_is_applied_at_publish(store, s3, bucket, uploaded_model, t
 # so the parent can SIGKILL it while the weights are mid-way through a multipart upload.
 UPLOADER = """
 import sys, time
-from llmfleet.model_store.store import ModelStore
+from llmfleet.model_store.store.store import ModelStore
 store = ModelStore.from_uri(sys.argv[1])
 store.upload_model(sys.argv[2], "tiny", "main", progress=lambda done, total: time.sleep(0.05))
 print("finished", flush=True)

@@ -92,7 +92,7 @@ def test_the_wheel_installs_one_llmfleet_namespace_with_the_serving_image_and_kn
     bin_dir, project = installed
     site = next((bin_dir.parent / "lib").glob("python3*/site-packages"))
     theirs = run([str(bin_dir / "python"), "-c", "import stacks"], project)
-    ours = run([str(bin_dir / "python"), "-c", "import llmfleet.scripts.cli, llmfleet.model_store.plan"], project)
+    ours = run([str(bin_dir / "python"), "-c", "import llmfleet.scripts.cli, llmfleet.model_store.contract.plan"], project)
 
     assert not {"model_store", "stacks", "containers", "scripts"} & {path.name for path in site.iterdir()}
     assert (site / "llmfleet" / "containers" / "vllm" / "Dockerfile").is_file()
@@ -121,5 +121,5 @@ def test_the_users_own_cdk_app_embeds_the_fleet_and_synthesizes_from_the_install
     (image,) = json.loads((out / "acme-inference.assets.json").read_text())["dockerImages"].values()
     staged = out / image["source"]["directory"]
     assert image["source"]["dockerFile"] == "containers/vllm/Dockerfile"
-    for path in ("containers/vllm/Dockerfile", "containers/entrypoint/__main__.py", "model_store/plan.py"):
+    for path in ("containers/vllm/Dockerfile", "containers/entrypoint/__main__.py", "model_store/planning/text.py"):
         assert (staged / path).is_file(), f"the image's build context lacks {path}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from llmfleet.model_store.gateway_contract import GATEWAY_BASE_IMAGE_ARG, GATEWAY_DOCKERFILE
-from llmfleet.model_store.manifest import load_fleet
+from llmfleet.model_store.gateway.contract import GATEWAY_BASE_IMAGE_ARG, GATEWAY_DOCKERFILE
+from llmfleet.model_store.contract.manifest import load_fleet
 from tests.conftest import REPO
 from tests.synth.conftest import CliSynth
 
@@ -53,7 +53,7 @@ def test_cli_synth_stages_the_serving_image_from_the_repository_root(cli_synth: 
     assert image["source"]["dockerFile"] == "containers/vllm/Dockerfile"
     staged = cli_synth.outdir / image["source"]["directory"]
     assert (staged / "containers" / "vllm" / "Dockerfile").is_file()
-    assert (staged / "model_store" / "plan.py").is_file()
+    assert (staged / "model_store" / "contract" / "plan.py").is_file()
     assert not (staged / ".venv").exists() and not (staged / "node_modules").exists()
 
 
@@ -69,4 +69,4 @@ def test_cli_synth_stages_the_gateway_image_with_only_what_its_dockerfile_copies
     assert sorted(p.name for p in staged.iterdir()) == ["containers", "model_store", "requirements"]
     assert sorted(p.name for p in (staged / "containers").iterdir()) == ["__init__.py", "gateway"]
     assert [p.name for p in (staged / "requirements").iterdir()] == ["gateway-lock.txt"]
-    assert (staged / GATEWAY_DOCKERFILE).is_file() and (staged / "model_store" / "gateway_contract.py").is_file()
+    assert (staged / GATEWAY_DOCKERFILE).is_file() and (staged / "model_store" / "gateway" / "contract.py").is_file()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.ci_access import CiAccessProps
 from llmfleet.stacks.config import StackConfigError
 from llmfleet.stacks.fleet import CI_ROLE_ARN_OUTPUT

@@ -5,8 +5,8 @@ from __future__ import annotations
 import aws_cdk as cdk
 import pytest
 
-from llmfleet.model_store.store import StoreLocation
-from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.store.store import StoreLocation
+from llmfleet.model_store.planning.fleet import load_and_plan
 from llmfleet.stacks.config import FleetSettings, StackConfigError, store_of
 from tests.conftest import REPO
 

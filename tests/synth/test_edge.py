@@ -9,7 +9,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk.assertions import Annotations, Match
 
-from llmfleet.model_store.edge import RATE_WINDOW_SECONDS, client_rate_limit
+from llmfleet.model_store.planning.edge import client_rate_limit, RATE_WINDOW_SECONDS
 from llmfleet.stacks.fleet import compose_fleet
 from tests.synth.conftest import Synthesized, cdk_json_context, fleet_without_gateway, only
 from tests.synth.test_gpu_service import ecs_plans

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from llmfleet.model_store.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
+from llmfleet.model_store.ops.status import TAG_FLEET, TAG_MODEL, TAG_STAGE
 from tests.synth.conftest import Synthesized
 
-# What status looks up by tag (model_store/aws_status.py: aws_status_rows, _healthy_targets).
+# What status looks up by tag (model_store/ops/aws_status.py: aws_status_rows, _healthy_targets).
 FOUND_BY_TAG = {
     "ecs": ("AWS::ECS::Service", "AWS::ElasticLoadBalancingV2::TargetGroup"),
     "sagemaker": ("AWS::SageMaker::Endpoint",),

@@ -12,14 +12,15 @@ import re
 import pytest
 from aws_cdk.assertions import Template
 
-from llmfleet.model_store.consumers import ConsumersFile
-from llmfleet.model_store.edge import RATE_WINDOW_SECONDS, gateway_client_rate_limit
-from llmfleet.model_store.front_door import client_paths
-from llmfleet.model_store.gateway_config import GatewayConfig
-from llmfleet.model_store.gateway_contract import (
+from llmfleet.model_store.gateway.consumers import ConsumersFile
+from llmfleet.model_store.planning.edge import gateway_client_rate_limit, RATE_WINDOW_SECONDS
+from llmfleet.model_store.contract.front_door import client_paths
+from llmfleet.model_store.gateway.config import GatewayConfig
+from llmfleet.model_store.gateway.contract import (
     CONFIG_ENV,
     DB_SECRET_FIELDS,
     GATEWAY_HEALTH_PATH,
+    gateway_keys_secret_name,
     GATEWAY_PORT,
     KEYS_SECRET_ENV,
     METRIC_NAMES,
@@ -29,7 +30,6 @@ from llmfleet.model_store.gateway_contract import (
     REDIS_URL_ENV,
     SAGEMAKER_INVOKE_ACTIONS,
     UPSTREAM_HTTP_PORT,
-    gateway_keys_secret_name,
     upstream_key_env,
 )
 from llmfleet.stacks.config import StackConfigError

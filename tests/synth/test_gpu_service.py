@@ -7,11 +7,11 @@ import json
 import pytest
 
 from llmfleet.containers.entrypoint.settings import settings_from_env
-from llmfleet.model_store.container_contract import VLLM_API_KEY_ENV
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.contract.container import VLLM_API_KEY_ENV
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.config import StackConfigError
-from llmfleet.model_store.front_door import VLLM_ADMIN_PATHS, forwarded_paths
+from llmfleet.model_store.contract.front_door import forwarded_paths, VLLM_ADMIN_PATHS
 from llmfleet.stacks.gpu_service import CONTAINER_PORT, WRITABLE_PATHS, GpuServiceProps
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, as_list, assert_serving_role_grants, only
 

@@ -11,10 +11,21 @@ from pathlib import Path
 import aws_cdk as cdk
 import pytest
 
-from llmfleet.model_store.image_plan import ImagePlan, latency_alarm_ms
-from llmfleet.model_store.telemetry import E2E_LATENCY_PREFIX, KV_CACHE_USAGE, REQUESTS_WAITING, quantile_metric
+from llmfleet.model_store.contract.plan import ImagePlan
+from llmfleet.model_store.planning.image import latency_alarm_ms
+from llmfleet.model_store.contract.telemetry import (
+    E2E_LATENCY_PREFIX,
+    KV_CACHE_USAGE,
+    quantile_metric,
+    REQUESTS_WAITING,
+)
 from llmfleet.stacks.fleet import compose_fleet
-from llmfleet.model_store.front_door import ADAPTERS_PATH, IMAGE_CLIENT_PATHS, TEXT_CLIENT_PATHS, VLLM_ADMIN_PATHS
+from llmfleet.model_store.contract.front_door import (
+    ADAPTERS_PATH,
+    IMAGE_CLIENT_PATHS,
+    TEXT_CLIENT_PATHS,
+    VLLM_ADMIN_PATHS,
+)
 from tests.synth.conftest import CERTIFICATE_ARN, Synthesized, cdk_json_context, only
 from tests.conftest import REPO
 from tests.synth import test_compliance as compliance

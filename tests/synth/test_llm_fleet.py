@@ -18,7 +18,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Template
 
-from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.planning.fleet import load_and_plan
 from llmfleet.stacks.compliance import NAG_PACKS, add_compliance_checks
 from llmfleet.stacks.config import StackConfigError
 from llmfleet.stacks.llm_fleet import LlmFleet, LlmFleetProps

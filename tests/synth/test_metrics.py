@@ -1,10 +1,10 @@
-"""Stacks read the container's metrics by model_store.telemetry's contract, per target."""
+"""Stacks read the container's metrics by model_store.contract.telemetry's contract, per target."""
 
 from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store import telemetry
+from llmfleet.model_store.contract import telemetry
 from llmfleet.stacks.config import StackConfigError
 from llmfleet.stacks.metrics import fleet_metric
 from tests.synth.conftest import Synthesized

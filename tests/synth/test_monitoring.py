@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from llmfleet.model_store.plan import ServingPlan
+from llmfleet.model_store.contract.plan import ServingPlan
 from tests.synth.conftest import Synthesized, only
 
 
 def fleet_dimensions(plan: ServingPlan, target: str) -> list[dict]:
-    """The container's metric dimensions (model_store.telemetry.DIMENSIONS) as CloudFormation lists them."""
+    """The container's metric dimensions (model_store.contract.telemetry.DIMENSIONS) as CloudFormation lists them."""
     return [
         {"Name": "Model", "Value": plan.model_name},
         {"Name": "Stage", "Value": plan.stage},

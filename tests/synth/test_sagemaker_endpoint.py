@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from llmfleet.containers.entrypoint.settings import settings_from_env
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.config import StackConfigError
-from llmfleet.model_store.inference_components import TAG_INFERENCE_COMPONENT, inference_component_name
+from llmfleet.model_store.contract.inference_components import inference_component_name, TAG_INFERENCE_COMPONENT
 from llmfleet.stacks.sagemaker_endpoint import SageMakerEndpointProps, endpoint_name
 from tests.synth.conftest import Synthesized, assert_serving_role_grants, only
 

@@ -13,7 +13,7 @@ import aws_cdk as cdk
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.model_store.contract.plan import DEFAULT_MODEL_ROOT
 from llmfleet.stacks.config import FleetSettings, StackConfigError
 from llmfleet.stacks.gpu_service import SERVING_HOME, WRITABLE_PATHS
 from llmfleet.stacks.store import BASE_IMAGE_ARG, DOCKERFILE, StoreProps

@@ -18,8 +18,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk.assertions import Template
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
-from llmfleet.model_store.access import POLICY_VERSION
-from llmfleet.model_store.store import StoreLocation
+from llmfleet.model_store.store.access import POLICY_VERSION
+from llmfleet.model_store.store.store import StoreLocation
 from llmfleet.stacks.ci_access import CiAccessConstruct, CiAccessProps
 from llmfleet.stacks.config import FleetSettings, StackConfigError
 from tests.synth.conftest import GITHUB_REPO, Synthesized, as_list, only

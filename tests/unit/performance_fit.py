@@ -4,7 +4,7 @@
 predicted and measured (a Markdown table, as docs/planner.md shows it); `--fit` first searches the
 factors (coordinate descent on the squared log error of the figures tests/unit/
 test_performance_calibration.py holds, bandwidth efficiency at most 0.95) and prints them to paste
-into model_store/performance.py. No GPU needed: the measurements carry the GPU's answers.
+into model_store/planning/performance.py. No GPU needed: the measurements carry the GPU's answers.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import sys
 
-from llmfleet.model_store import performance
-from llmfleet.model_store.verify import MeasurementLog, burst_figures
+from llmfleet.model_store.planning import performance
+from llmfleet.model_store.ops.verify import burst_figures, MeasurementLog
 from tests.conftest import REPO
 from tests.unit.test_performance_calibration import HELD, LOADS
 

@@ -10,7 +10,7 @@ import json
 import pytest
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
-from llmfleet.model_store.access import POLICY_VERSION, ci_publisher_statements
+from llmfleet.model_store.store.access import ci_publisher_statements, POLICY_VERSION
 
 BUCKET = "llmfleet-store"
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -19,7 +19,7 @@ MODELS = ("qwen3-small", "r1-distill-14b")
 STAGE = "prod"
 
 # The S3 calls of `llmfleet adapter publish/promote/rollback/retire/history/list/versions`
-# (model_store.store, model_store.registry; traced against moto's server) and the IAM action
+# (model_store.store.store, model_store.store.registry; traced against moto's server) and the IAM action
 # S3 checks for each. ListObjectsV2 is below, with the bucket-level grant.
 ADAPTER_COMMAND_CALLS = [
     ("GetObject model manifest", "s3:GetObject", "models/qwen3-small/main/_manifest.json"),

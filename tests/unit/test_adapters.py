@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.adapters import (
-    DEFAULT_MAX_RANK,
-    AdapterRejected,
+from llmfleet.model_store.store.adapters import (
     accepted_bases_for,
+    AdapterRejected,
     check_segment,
+    DEFAULT_MAX_RANK,
     max_rank_for,
     validate_adapter,
 )
-from llmfleet.model_store.manifest import parse_fleet
+from llmfleet.model_store.contract.manifest import parse_fleet
 from tests.integration.conftest import (
     MALFORMED_ADAPTERS,
     MODEL,

@@ -17,10 +17,10 @@ from botocore.exceptions import (
     UnauthorizedSSOTokenError,
 )
 
-from llmfleet.model_store.aws_errors import AwsError, AwsSetupError, explain
+from llmfleet.model_store.ops.aws_errors import AwsError, AwsSetupError, explain
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED
-from llmfleet.model_store.manifest import ManifestError
-from llmfleet.model_store.store import StoreError
+from llmfleet.model_store.contract.manifest import ManifestError
+from llmfleet.model_store.store.store import StoreError
 
 
 def client_error(code: str, message: str = "the message", operation: str = "GetObject") -> ClientError:

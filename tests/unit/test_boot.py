@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.boot import adapter_path, decide_boot, weights
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.manifest import AdapterRef
-from llmfleet.model_store.store import StoreLocation, StoreRefused
+from llmfleet.model_store.store.boot import adapter_path, decide_boot, weights
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.manifest import AdapterRef
+from llmfleet.model_store.store.store import StoreLocation, StoreRefused
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = StoreLocation("llmfleet-store", "fleet")

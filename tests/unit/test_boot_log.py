@@ -10,10 +10,10 @@ import pytest
 
 from llmfleet.containers.entrypoint.metrics import boot_emf_records
 from llmfleet.containers.entrypoint.vllm_output import VllmOutput
-from llmfleet.model_store import telemetry
-from llmfleet.model_store.boot_log import BootFigures, boot_record, describe_boot, parse_boot_log
-from llmfleet.model_store.compile_cache import compile_cache_key
-from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.contract import telemetry
+from llmfleet.model_store.ops.boot_log import boot_record, BootFigures, describe_boot, parse_boot_log
+from llmfleet.model_store.store.compile_cache import compile_cache_key
+from llmfleet.model_store.planning.fleet import load_and_plan
 from tests.conftest import REPO
 
 # vLLM 0.32's CPU build prints no memory figure and no compilation time.

@@ -9,19 +9,19 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from llmfleet.model_store.catalog import (
+from llmfleet.model_store.planning.catalog import (
     B200,
     DERIVED_KEYS,
     EC2_PRICE_SOURCE,
+    Gpu,
+    GpuInstance,
     H100,
     H200,
+    instance,
     INSTANCES,
     L4,
     L40S,
     SAGEMAKER_PRICE_SOURCE,
-    Gpu,
-    GpuInstance,
-    instance,
     with_gpu,
 )
 from llmfleet.scripts.cli import app

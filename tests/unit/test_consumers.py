@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet.model_store.consumers import allowed_model_names, load_consumers, parse_consumers
-from llmfleet.model_store.manifest import ManifestError, parse_fleet
+from llmfleet.model_store.gateway.consumers import allowed_model_names, load_consumers, parse_consumers
+from llmfleet.model_store.contract.manifest import ManifestError, parse_fleet
 
 FLEET = textwrap.dedent(
     """

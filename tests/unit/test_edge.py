@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from llmfleet.model_store.edge import MIN_RATE_LIMIT, client_rate_limit, gateway_client_rate_limit
-from llmfleet.model_store.gateway_contract import REQUESTS_PER_SECOND_PER_TASK, gateway_sizing
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.plan import ASSUMED_REQUEST_SECONDS
+from llmfleet.model_store.planning.edge import client_rate_limit, gateway_client_rate_limit, MIN_RATE_LIMIT
+from llmfleet.model_store.gateway.contract import gateway_sizing, REQUESTS_PER_SECOND_PER_TASK
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.planning.lifecycle import ASSUMED_REQUEST_SECONDS
 from tests.conftest import REPO
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from llmfleet.model_store.container_contract import MODEL_ROOT_ENV, TARGET_PORTS
-from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.model_store.contract.container import MODEL_ROOT_ENV, TARGET_PORTS
+from llmfleet.model_store.contract.plan import DEFAULT_MODEL_ROOT
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "containers" / "vllm" / "Dockerfile"

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from llmfleet.containers.entrypoint.metrics import MetricsPublisher, emf_record, parse_vllm_metrics
-from llmfleet.model_store import telemetry
+from llmfleet.model_store.contract import telemetry
 
 
 def exposition(*, waiting: float, running: float, kv: float, tokens: float, ttft: dict[str, float], e2e: dict[str, float]) -> str:

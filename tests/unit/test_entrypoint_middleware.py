@@ -12,7 +12,7 @@ import pytest
 
 from llmfleet.containers.entrypoint.middleware import RETRY_AFTER_SECONDS, LlmfleetMiddleware
 from llmfleet.containers.entrypoint.routing import RouteTable, StateDir
-from llmfleet.model_store.request_limits import RequestLimits
+from llmfleet.model_store.contract.request_limits import RequestLimits
 
 LIMITS = RequestLimits(max_body_bytes=2**20, body_seconds=5, max_n=4, max_tokens=512)
 LOCAL = ("127.0.0.1", 40000)

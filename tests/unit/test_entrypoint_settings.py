@@ -10,12 +10,18 @@ from pathlib import Path
 import pytest
 
 from llmfleet.containers.entrypoint import settings
-from llmfleet.model_store import container_contract as contract
-from llmfleet.model_store.container_contract import DEFAULT_METRICS_SECONDS, DEFAULT_POLL_SECONDS, SAGEMAKER_MODEL_DIR, container_env
+from llmfleet.model_store.contract import container as contract
+from llmfleet.model_store.contract.container import (
+    container_env,
+    DEFAULT_METRICS_SECONDS,
+    DEFAULT_POLL_SECONDS,
+    SAGEMAKER_MODEL_DIR,
+)
 from llmfleet.containers.entrypoint.settings import EntrypointError, EntrypointSettings, settings_from_env
-from llmfleet.model_store.architectures import read_checkpoint_architecture
-from llmfleet.model_store.manifest import parse_fleet
-from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT, ServingPlan, plan_model
+from llmfleet.model_store.facts.architectures import read_checkpoint_architecture
+from llmfleet.model_store.contract.manifest import parse_fleet
+from llmfleet.model_store.contract.plan import DEFAULT_MODEL_ROOT, ServingPlan
+from llmfleet.model_store.planning.text import plan_model
 from llmfleet.scripts import local_fleet
 from llmfleet.scripts.standin_model import entrypoint_environment
 
@@ -170,7 +176,7 @@ def test_values_left_out_are_not_written(plan_json: str):
 
 
 def test_only_the_contract_spells_an_llmfleet_variable():
-    """Writers and readers import the names from model_store/container_contract.py; a quoted `LLMFLEET_` anywhere
+    """Writers and readers import the names from model_store/contract/container.py; a quoted `LLMFLEET_` anywhere
     else in the source is a second spelling that can drift. Tests may spell them: they pin
     the public names."""
     spelled_elsewhere = [

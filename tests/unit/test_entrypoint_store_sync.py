@@ -9,23 +9,22 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from llmfleet.model_store.container_contract import SAGEMAKER_MODEL_DIR
+from llmfleet.model_store.contract.container import EXIT_STORE, SAGEMAKER_MODEL_DIR
 from llmfleet.containers.entrypoint.settings import EntrypointError, settings_from_env
 from llmfleet.containers.entrypoint.store_sync import STORE_ATTEMPTS, StoreGateway
-from llmfleet.model_store.boot import desired_adapters
-from llmfleet.model_store.container_contract import EXIT_STORE
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.manifest import AdapterRef
-from llmfleet.model_store.registry import RegistryRefused
-from llmfleet.model_store.store import (
-    MANIFEST_NAME,
+from llmfleet.model_store.store.boot import desired_adapters
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.manifest import AdapterRef
+from llmfleet.model_store.store.registry import RegistryRefused
+from llmfleet.model_store.store.store import (
     FileEntry,
+    MANIFEST_NAME,
     ModelStore,
     StoreError,
     StoreLocation,
     StoreRefused,
-    VersionManifest,
     verify_model_directory,
+    VersionManifest,
 )
 
 REPO = Path(__file__).resolve().parents[2]

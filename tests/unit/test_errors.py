@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmfleet.model_store.container_contract import EXIT_ARGV, EXIT_STORE
+from llmfleet.model_store.contract.container import EXIT_ARGV, EXIT_STORE
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, EXIT_REFUSED, LlmfleetError
 from llmfleet.scripts.cli import app
 
@@ -80,5 +80,5 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path) -> No
     result = runner.invoke(app, ["--debug", "plan", "-f", str(tmp_path / "absent.yaml")])
     assert result.exit_code == EXIT_BAD_INPUT
     assert result.stderr.startswith("Traceback (most recent call last):")
-    assert "llmfleet.model_store.manifest.ManifestError: " in result.stderr
+    assert "llmfleet.model_store.contract.manifest.ManifestError: " in result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: ")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.families import ConfigError, facts_from_config
-from llmfleet.model_store.families.registry import INFERRED_REASON
-from llmfleet.model_store.kv_cache import PagesNotUnifiable, kv_capacity, state_bytes_per_sequence
-from llmfleet.model_store.plan import kv_bytes_per_token, weight_bytes
+from llmfleet.model_store.facts.families import ConfigError, facts_from_config
+from llmfleet.model_store.facts.families.registry import INFERRED_REASON
+from llmfleet.model_store.planning.kv_cache import kv_capacity, PagesNotUnifiable, state_bytes_per_sequence
+from llmfleet.model_store.planning.text import kv_bytes_per_token, weight_bytes
 from tests.conftest import REPO
 
 CONFIGS = REPO / "tests/data/hf_configs"
@@ -300,8 +300,8 @@ def test_a_model_type_outside_the_table_is_planned_only_from_keys_the_parts_unde
 
 
 def test_an_inferred_model_type_says_so_in_the_plan() -> None:
-    from llmfleet.model_store.manifest import FleetManifest
-    from llmfleet.model_store.plan import plan_model
+    from llmfleet.model_store.contract.manifest import FleetManifest
+    from llmfleet.model_store.planning.text import plan_model
 
     fleet = FleetManifest.model_validate(
         {"name": "f", "models": [{"name": "m", "source": "s3://llmfleet-store/models/m", "architecture": "x/my-llama"}]}
@@ -502,7 +502,7 @@ def test_falcon_h1_keeps_a_state_and_attention_pages_in_two_groups_of_every_laye
 
 
 def test_tensor_parallelism_must_split_the_state_heads() -> None:
-    from llmfleet.model_store.plan import _valid_tp_sizes
+    from llmfleet.model_store.planning.fit import _valid_tp_sizes
 
     # Qwen3-Next: 16 attention heads, 2 KV heads (replicated past 2), 32 value heads of state
     assert _valid_tp_sizes(facts("Qwen__Qwen3-Next-80B-A3B-Thinking"), 8) == [1, 2, 4, 8]

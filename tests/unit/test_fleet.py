@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.manifest import ManifestError
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.manifest import ManifestError
 
 REPO = Path(__file__).resolve().parents[2]
 

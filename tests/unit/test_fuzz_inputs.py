@@ -9,9 +9,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmfleet.model_store.architectures import read_checkpoint_architecture
-from llmfleet.model_store.families import ConfigError, facts_from_config
-from llmfleet.model_store.manifest import ManifestError, load_fleet
+from llmfleet.model_store.facts.architectures import read_checkpoint_architecture
+from llmfleet.model_store.facts.families import ConfigError, facts_from_config
+from llmfleet.model_store.contract.manifest import load_fleet, ManifestError
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 json_values = st.recursive(

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.consumers import ConsumersFile
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.gateway_config import (
+from llmfleet.model_store.gateway.consumers import ConsumersFile
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.gateway.config import (
+    gateway_config,
     GatewayConfig,
     GatewayConfigError,
-    SageMakerUpstream,
-    gateway_config,
     litellm_config,
+    SageMakerUpstream,
 )
-from llmfleet.model_store.manifest import FleetManifest
+from llmfleet.model_store.contract.manifest import FleetManifest
 
 REPO = Path(__file__).resolve().parents[2]
 

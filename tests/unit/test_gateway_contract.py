@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store import gateway_contract as contract
+from llmfleet.model_store.gateway import contract
 
 
 def test_upstream_key_env_is_a_valid_env_name_per_model() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from llmfleet.model_store.gateway_contract import GATEWAY_BASE_IMAGE_ARG, GATEWAY_DOCKERFILE, GATEWAY_PORT
+from llmfleet.model_store.gateway.contract import GATEWAY_BASE_IMAGE_ARG, GATEWAY_DOCKERFILE, GATEWAY_PORT
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements" / "gateway-lock.txt"

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from llmfleet.containers.gateway.__main__ import main, proxy_env
-from llmfleet.model_store.consumers import Consumer
-from llmfleet.model_store.gateway_config import GatewayConfig, OpenAIUpstream, Route
-from llmfleet.model_store.gateway_contract import CONFIG_ENV, GATEWAY_PORT, KEYS_SECRET_ENV, REDIS_URL_ENV
+from llmfleet.model_store.gateway.consumers import Consumer
+from llmfleet.model_store.gateway.config import GatewayConfig, OpenAIUpstream, Route
+from llmfleet.model_store.gateway.contract import CONFIG_ENV, GATEWAY_PORT, KEYS_SECRET_ENV, REDIS_URL_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 

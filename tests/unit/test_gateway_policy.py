@@ -7,21 +7,21 @@ from datetime import UTC, datetime
 
 import pytest
 
-from llmfleet.model_store.consumers import Consumer
-from llmfleet.model_store.gateway_config import GatewayConfig, OpenAIUpstream, Price, Route
-from llmfleet.model_store.gateway_policy import (
-    KEY_PREFIX,
-    KeysSecretError,
-    UsageRow,
+from llmfleet.model_store.gateway.consumers import Consumer
+from llmfleet.model_store.gateway.config import GatewayConfig, OpenAIUpstream, Price, Route
+from llmfleet.model_store.gateway.policy import (
     access_refusal,
     consumers_by_hash,
     cost_usd,
     counter_keys,
     emf_line,
     key_hash,
+    KEY_PREFIX,
+    KeysSecretError,
     limit_refusal,
     new_key,
     parse_keys_secret,
+    UsageRow,
     windows,
 )
 

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store.families import facts_from_config
-from llmfleet.model_store.kv_cache import MIRRORED_VLLM_VERSIONS
-from llmfleet.model_store.plan import COMPILE_SECONDS, ENGINE_START_SECONDS, PROFILE_AND_GRAPHS_SECONDS, kernel_warmup_seconds
-from llmfleet.model_store.verify import KV_TOLERANCE, MeasurementLog, predicted_weights_gib, replan
+from llmfleet.model_store.facts.families import facts_from_config
+from llmfleet.model_store.planning.kv_cache import MIRRORED_VLLM_VERSIONS
+from llmfleet.model_store.planning.lifecycle import (
+    COMPILE_SECONDS,
+    ENGINE_START_SECONDS,
+    kernel_warmup_seconds,
+    PROFILE_AND_GRAPHS_SECONDS,
+)
+from llmfleet.model_store.ops.verify import KV_TOLERANCE, MeasurementLog, predicted_weights_gib, replan
 from tests.conftest import REPO
 
 LOG = MeasurementLog.model_validate_json((REPO / "tests/data/gpu_measurements.json").read_text())

@@ -6,20 +6,20 @@ import hashlib
 
 import pytest
 
-from llmfleet.model_store.hub import HubFile, HubNotFound
-from llmfleet.model_store.hub_import import (
+from llmfleet.model_store.facts.hub import HubFile, HubNotFound
+from llmfleet.model_store.store.hub_import import (
     DEFAULT_PART_SIZE,
-    MIB,
-    S3_MAX_PARTS,
     HubRef,
+    MIB,
     parse_hub_ref,
     part_holds,
     part_lengths,
     part_size_for,
     plan_file,
+    S3_MAX_PARTS,
     select_files,
 )
-from llmfleet.model_store.store import PartRecord, StoreError, StoreRefused
+from llmfleet.model_store.store.store import PartRecord, StoreError, StoreRefused
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from llmfleet.model_store.image_plan import activation_bytes_per_image, component_bytes
-from llmfleet.model_store.pipelines import facts_from_record, read_known_pipeline
+from llmfleet.model_store.planning.image import activation_bytes_per_image, component_bytes
+from llmfleet.model_store.facts.pipelines import facts_from_record, read_known_pipeline
 from tests.conftest import REPO
 
 RECORDS = json.loads((REPO / "tests/data/image_gpu_measurements.json").read_text())["measurements"]

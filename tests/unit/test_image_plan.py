@@ -7,20 +7,19 @@ import json
 
 import pytest
 
-from llmfleet.model_store.families import ConfigError
-from llmfleet.model_store.image_plan import (
-    ImagePlan,
-    VAE_WORKING_TENSORS,
+from llmfleet.model_store.facts.families import ConfigError
+from llmfleet.model_store.contract.plan import GIB, ImagePlan, plan_from_json, ServingPlan
+from llmfleet.model_store.planning.image import (
     activation_bytes_per_image,
     component_bytes,
     latency_alarm_ms,
-    plan_any_model,
-    plan_from_json,
     plan_image_model,
+    VAE_WORKING_TENSORS,
 )
-from llmfleet.model_store.manifest import ManifestError, parse_fleet
-from llmfleet.model_store.pipelines import facts_from_record, pipeline_facts, read_known_pipeline
-from llmfleet.model_store.plan import GIB, PlanError, ServingPlan
+from llmfleet.model_store.planning.kinds import plan_any_model
+from llmfleet.model_store.contract.manifest import ManifestError, parse_fleet
+from llmfleet.model_store.facts.pipelines import facts_from_record, pipeline_facts, read_known_pipeline
+from llmfleet.model_store.planning.fit import PlanError
 
 SD35 = "stabilityai/stable-diffusion-3.5-large-turbo"
 
@@ -138,7 +137,7 @@ def test_image_limits_are_checked_against_each_other():
 
 
 def test_verify_refuses_an_image_model_and_names_the_bench(facts):
-    from llmfleet.model_store.verify import VerifyRefused, check_measurable
+    from llmfleet.model_store.ops.verify import check_measurable, VerifyRefused
 
     with pytest.raises(VerifyRefused, match="image_gpu_bench"):
         check_measurable(plan(facts))

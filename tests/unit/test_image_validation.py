@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llmfleet.containers.image_server.validation import ImageRequest, ImageRequestError, openai_request, sagemaker_request
-from llmfleet.model_store.image_plan import ImageSettings
+from llmfleet.model_store.contract.plan import ImageSettings
 
 SETTINGS = ImageSettings(
     dtype="bfloat16", steps=4, max_steps=50, guidance_scale=0.0, size=1024, max_size=1024, size_multiple=16,

@@ -69,5 +69,5 @@ def test_the_detector_finds_a_cycle() -> None:
 
 def test_no_module_imports_itself_back() -> None:
     graph = import_graph()
-    assert len(graph) > 60 and "llmfleet.model_store.plan" in graph["llmfleet.model_store.container_contract"]
+    assert len(graph) > 60 and "llmfleet.model_store.contract.plan" in graph["llmfleet.model_store.contract.container"]
     assert cycles(graph) == []

@@ -7,18 +7,18 @@ import math
 
 import pytest
 
-from llmfleet.model_store.families import KvLayers
-from llmfleet.model_store.families.state import StateShape
-from llmfleet.model_store.kv_cache import (
+from llmfleet.model_store.facts.families import KvLayers
+from llmfleet.model_store.facts.families.state import StateShape
+from llmfleet.model_store.planning.kv_cache import (
     BLOCK_SIZE,
+    block_size_for,
     FP8_MLA_BLOCK_SIZE,
     IN_FLIGHT_BATCHES,
-    SPARSE_MLA_BLOCK_SIZE,
-    STATE_BLOCKS_PER_REQUEST,
-    block_size_for,
     kv_bytes_per_token,
     kv_capacity,
     kv_groups,
+    SPARSE_MLA_BLOCK_SIZE,
+    STATE_BLOCKS_PER_REQUEST,
 )
 
 GIB = 2**30

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store import load_verify
+from llmfleet.model_store.ops import load_verify
 from tests.conftest import REPO
 
 LOG = load_verify.LoadLog.model_validate_json((REPO / "tests/data/gpu_load_measurements.json").read_text())

@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmfleet.model_store import performance
-from llmfleet.model_store.architectures import known_architecture
-from llmfleet.model_store.catalog import instance
-from llmfleet.model_store.manifest import FleetManifest, ManifestError, parse_fleet
-from llmfleet.model_store.plan import PlanError, ServingPlan, plan_model
+from llmfleet.model_store.planning import performance
+from llmfleet.model_store.facts.architectures import known_architecture
+from llmfleet.model_store.planning.catalog import instance
+from llmfleet.model_store.contract.manifest import FleetManifest, ManifestError, parse_fleet
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.planning.fit import PlanError
+from llmfleet.model_store.planning.text import plan_model
 
 LLAMA = known_architecture("meta-llama/Llama-3.1-8B-Instruct")
 SMALL_CATALOG = tuple(instance(name) for name in ("g6.xlarge", "g6e.xlarge", "g6e.12xlarge", "p5.4xlarge"))
@@ -126,7 +128,7 @@ def test_the_predictions_travel_with_the_plan() -> None:
 def test_max_num_seqs_holds_the_servers_scaling_target(rate: float) -> None:
     """Autoscaling lets a server take up to its requests/min target before another starts: its
     max_num_seqs holds twice the sequences the model predicts decoding at that rate."""
-    from llmfleet.model_store.load_plan import lengths, step_cost_of
+    from llmfleet.model_store.planning.load_plan import lengths, step_cost_of
 
     fleet = _fleet(_load(requests_per_second=rate))
     plan = plan_model(fleet, fleet.models[0], LLAMA, catalog=SMALL_CATALOG)

@@ -10,11 +10,12 @@ import statistics
 
 import pytest
 
-from llmfleet.model_store import load_verify, performance
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.load_verify import LoadCheck, LoadPoint, MeasuredLoad, ServerFlags
-from llmfleet.model_store.manifest import LoadSpec
-from llmfleet.model_store.plan import GIB
+from llmfleet.model_store.ops import load_verify
+from llmfleet.model_store.planning import performance
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.ops.load_verify import LoadCheck, LoadPoint, MeasuredLoad, ServerFlags
+from llmfleet.model_store.contract.manifest import LoadSpec
+from llmfleet.model_store.contract.plan import GIB
 from llmfleet.scripts.verify_load import word_tokenizer
 from tests.conftest import REPO
 
@@ -214,7 +215,7 @@ def test_newer_checks_replace_older_ones_of_the_same_server_point_and_repeat() -
 
 def _recorded(plan_name: str, flags: ServerFlags, rate: float) -> load_verify.LoadMeasurement:
     """A check of examples/gpu/load's model as the CLI records it (figures made up; predictions are what is tested)."""
-    from llmfleet.model_store.fleet import load_fleet_and_lock
+    from llmfleet.model_store.planning.fleet import load_fleet_and_lock
 
     manifest, lock = load_fleet_and_lock(REPO / "examples/gpu/load/fleet.yaml")
     spec, entry = manifest.model(plan_name), lock.models[plan_name]

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet.model_store.manifest import FleetManifest, ManifestError, fleet_json_schema, load_fleet, parse_fleet
+from llmfleet.model_store.contract.manifest import (
+    fleet_json_schema,
+    FleetManifest,
+    load_fleet,
+    ManifestError,
+    parse_fleet,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmfleet.model_store import performance as pf
-from llmfleet.model_store.architectures import known_architecture
-from llmfleet.model_store.catalog import H200, L4, L40S, Gpu
-from llmfleet.model_store.families.facts import KvLayers
-from llmfleet.model_store.performance import Batching, Lengths, PerformanceError, StepCost
+from llmfleet.model_store.planning import performance as pf
+from llmfleet.model_store.facts.architectures import known_architecture
+from llmfleet.model_store.planning.catalog import Gpu, H200, L4, L40S
+from llmfleet.model_store.facts.families.facts import KvLayers
+from llmfleet.model_store.planning.performance import Batching, Lengths, PerformanceError, StepCost
 
 # A Llama-like 8B on a round GPU: 16 GB of weights, 16 GFLOP per token, 32 full-attention
 # layers of 8 KV heads x 128 (2 x 8 x 128 x 2 B = 4 KiB per layer, 128 KiB per token).

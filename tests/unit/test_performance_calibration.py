@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store.verify import MeasurementLog, burst_figures
+from llmfleet.model_store.ops.verify import burst_figures, MeasurementLog
 from tests.conftest import REPO
 
 LOG = MeasurementLog.model_validate_json((REPO / "tests/data/gpu_measurements.json").read_text())

@@ -10,21 +10,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from llmfleet.model_store.architectures import ArchitectureFacts, facts_from_config, known_architecture
-from llmfleet.model_store.families.quantization import ONLINE_FORMATS
-from llmfleet.model_store.catalog import L4, GpuInstance, Gpu
-from llmfleet.model_store.manifest import FleetManifest, ModelSpec, parse_fleet
-from llmfleet.model_store.plan import (
-    GIB,
-    PlanError,
-    ServingPlan,
-    kv_bytes_per_token,
-    plan_fleet,
-    plan_model,
-    vllm_argv,
-    weight_bytes,
-)
-from llmfleet.model_store.fleet import load_and_plan
+from llmfleet.model_store.facts.architectures import ArchitectureFacts, facts_from_config, known_architecture
+from llmfleet.model_store.facts.families.quantization import ONLINE_FORMATS
+from llmfleet.model_store.planning.catalog import Gpu, GpuInstance, L4
+from llmfleet.model_store.contract.manifest import FleetManifest, ModelSpec, parse_fleet
+from llmfleet.model_store.contract.plan import GIB, ServingPlan, vllm_argv
+from llmfleet.model_store.planning.fit import PlanError
+from llmfleet.model_store.planning.kinds import plan_fleet
+from llmfleet.model_store.planning.text import kv_bytes_per_token, plan_model, weight_bytes
+from llmfleet.model_store.planning.fleet import load_and_plan
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store.families import ConfigError
-from llmfleet.model_store.families.quantization import QUANTIZABLE, checkpoint_format
+from llmfleet.model_store.facts.families import ConfigError
+from llmfleet.model_store.facts.families.quantization import checkpoint_format, QUANTIZABLE
 
 
 def _ct(weights: dict, activations: dict | None = None, targets=("Linear",), ignore=("lm_head",), fmt="float-quantized") -> dict:

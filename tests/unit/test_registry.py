@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store.registry import (
+from llmfleet.model_store.store.registry import (
     AdapterEntry,
-    RegistryError,
-    RegistryState,
     adapters_for_server,
     promoted,
+    RegistryError,
+    RegistryState,
     retired,
     rolled_back,
     rollout_position,

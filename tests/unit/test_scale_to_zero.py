@@ -7,25 +7,25 @@ import re
 import pytest
 import yaml
 
-from llmfleet.model_store.architectures import known_architecture
-from llmfleet.model_store.manifest import FleetManifest, ManifestError, ModelSpec, parse_fleet
-from llmfleet.model_store.plan import (
+from llmfleet.model_store.facts.architectures import known_architecture
+from llmfleet.model_store.contract.manifest import FleetManifest, ManifestError, ModelSpec, parse_fleet
+from llmfleet.model_store.contract.plan import GIB
+from llmfleet.model_store.planning.fit import PlanError
+from llmfleet.model_store.planning.lifecycle import (
     COLD_INSTANCE_LAUNCH_SECONDS,
     DEFAULT_IDLE_MINUTES,
     GP3_USD_PER_GIB_MONTH,
     IMAGE_PULL_SECONDS,
     ROOT_VOLUME_GIB,
+    root_volume_gib,
     SAGEMAKER_PROVISION_SECONDS,
     WAKE_ALARM_SECONDS,
-    WARM_INSTANCE_START_SECONDS,
-    GIB,
-    PlanError,
-    plan_model,
-    root_volume_gib,
     wake_seconds,
+    WARM_INSTANCE_START_SECONDS,
     warm_pool_size,
     warm_pool_usd_per_month,
 )
+from llmfleet.model_store.planning.text import plan_model
 
 
 def _plan(**serving):

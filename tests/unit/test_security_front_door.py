@@ -17,11 +17,11 @@ import pytest
 from llmfleet.containers.entrypoint import middleware as middleware_module
 from llmfleet.containers.entrypoint.middleware import LlmfleetMiddleware
 from llmfleet.containers.entrypoint.routing import RouteTable, StateDir
-from llmfleet.model_store.container_contract import PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.front_door import HEALTH_PATHS, VLLM_ADMIN_PATHS, forwarded_paths
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.request_limits import RequestLimits, text_limits
+from llmfleet.model_store.contract.container import PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.front_door import forwarded_paths, HEALTH_PATHS, VLLM_ADMIN_PATHS
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.contract.request_limits import RequestLimits, text_limits
 from tests.conftest import REPO
 
 KEY = "sk-front-door-test"

@@ -14,8 +14,8 @@ import pytest
 
 from llmfleet.containers.image_server.app import Batcher, create_app
 from llmfleet.containers.image_server.validation import MAX_BODY_BYTES, ImageRequest
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.image_plan import ImagePlan
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.plan import ImagePlan
 from tests.conftest import REPO
 
 KEY = "sk-image-door"

@@ -1,4 +1,4 @@
-"""The front door's bounds as the plan decides them (model_store/request_limits.py), and the
+"""The front door's bounds as the plan decides them (model_store/contract/request_limits.py), and the
 manifest's media allowlist on its way to vLLM's own flag."""
 
 from __future__ import annotations
@@ -9,20 +9,21 @@ import pytest
 from pydantic import ValidationError
 
 from llmfleet.containers.entrypoint.vllm_command import serve_argv, validate_argv
-from llmfleet.model_store.families import facts_from_config
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.manifest import FleetManifest
-from llmfleet.model_store.plan import ServingPlan, VllmSettings, plan_model, vllm_argv
-from llmfleet.model_store.request_limits import (
+from llmfleet.model_store.facts.families import facts_from_config
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.manifest import FleetManifest
+from llmfleet.model_store.contract.plan import ServingPlan, vllm_argv, VllmSettings
+from llmfleet.model_store.planning.text import plan_model
+from llmfleet.model_store.contract.request_limits import (
     BODY_BYTES_PER_TOKEN,
     BODY_ENVELOPE_BYTES,
+    body_seconds,
+    declared_length,
     MAX_LOGPROBS,
     MAX_N,
     MEDIA_BODY_BYTES,
-    RequestRefused,
-    body_seconds,
-    declared_length,
     parse_json,
+    RequestRefused,
     text_limits,
 )
 from tests.conftest import REPO

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.adapters import MAX_FILES, MAX_WEIGHTS_BYTES
-from llmfleet.model_store.registry import MAX_REGISTRY_BYTES, RegistryError, RegistryRefused, RegistryState
-from llmfleet.model_store.store import (
+from llmfleet.model_store.store.adapters import MAX_FILES, MAX_WEIGHTS_BYTES
+from llmfleet.model_store.store.registry import MAX_REGISTRY_BYTES, RegistryError, RegistryRefused, RegistryState
+from llmfleet.model_store.store.store import (
+    checked_manifest,
+    contained,
     MANIFEST_NAME,
     MAX_COMPILE_CACHE_BYTES,
     MAX_MANIFEST_BYTES,
     StoreError,
     StoreRefused,
     VersionManifest,
-    checked_manifest,
-    contained,
     versions_by_upload,
 )
 

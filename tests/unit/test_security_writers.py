@@ -1,4 +1,4 @@
-"""Writers are scoped to what they write (model_store.access): a stage's CI role writes only the
+"""Writers are scoped to what they write (model_store.store.access): a stage's CI role writes only the
 fleet's models' adapters and that stage's registry documents, its trust names one exact OIDC
 subject, a server writes only its own stage's and target's compile cache, and no principal can
 replace a published version's manifest.
@@ -16,15 +16,15 @@ import json
 import pytest
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
-from llmfleet.model_store.access import (
-    POLICY_VERSION,
+from llmfleet.model_store.store.access import (
     AccessError,
     ci_publisher_statements,
     github_subject,
+    POLICY_VERSION,
     serving_scope,
     write_once_statement,
 )
-from llmfleet.model_store.store import ModelStore, StoreLocation
+from llmfleet.model_store.store.store import ModelStore, StoreLocation
 
 BUCKET = "llmfleet-store"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"

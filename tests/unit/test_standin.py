@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
-from llmfleet.model_store.plan import ServingPlan
-from llmfleet.model_store.standin import STANDIN_DTYPE, STANDIN_MAX_NUM_SEQS, standin_plan
+from llmfleet.model_store.planning.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.contract.plan import ServingPlan
+from llmfleet.model_store.planning.standin import STANDIN_DTYPE, STANDIN_MAX_NUM_SEQS, standin_plan
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET, LOCK = load_fleet_and_lock(REPO / "fleet.yaml")

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.model_store.status import (
+from llmfleet.model_store.ops.status import (
     Deployment,
-    Metrics,
-    ServerAdapters,
-    StatusError,
     fleet_cost_per_hour,
+    Metrics,
     metrics_from_cloudwatch,
     metrics_from_prometheus,
     model_status,
+    ServerAdapters,
+    StatusError,
     unit_cost_per_hour,
 )
 

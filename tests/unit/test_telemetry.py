@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.model_store.telemetry import DIMENSIONS, dimensions, histogram_quantile, quantile_metric
+from llmfleet.model_store.contract.telemetry import DIMENSIONS, dimensions, histogram_quantile, quantile_metric
 
 INF = float("inf")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from llmfleet.model_store.plan import DEFAULT_MODEL_ROOT
+from llmfleet.model_store.contract.plan import DEFAULT_MODEL_ROOT
 from llmfleet.stacks.user_data import (
     LAUNCH_HOOK_NAME,
     MODEL_CACHE,

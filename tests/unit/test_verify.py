@@ -8,10 +8,10 @@ import json
 import pytest
 
 from llmfleet.containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, validate_argv
-from llmfleet.model_store import verify
-from llmfleet.model_store.boot_log import BootFigures, parse_boot_log
-from llmfleet.model_store.fleet import load_and_plan
-from llmfleet.model_store.plan import GIB
+from llmfleet.model_store.ops import verify
+from llmfleet.model_store.ops.boot_log import BootFigures, parse_boot_log
+from llmfleet.model_store.planning.fleet import load_and_plan
+from llmfleet.model_store.contract.plan import GIB
 from tests.conftest import REPO
 
 PLANS = {p.model_name: p for p in load_and_plan(REPO / "examples/gpu/fleet.yaml")[1]}

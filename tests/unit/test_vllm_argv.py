@@ -12,10 +12,10 @@ import pytest
 
 from llmfleet.containers.entrypoint.routing import lora_name
 from llmfleet.containers.entrypoint.vllm_command import ArgvRejected, import_vllm_parser, serve_argv, serve_environment, validate_argv
-from llmfleet.model_store.container_contract import PLAN_ENV, STATE_DIR_ENV
-from llmfleet.model_store.fleet import load_fleet_and_lock, plan_with_lock
-from llmfleet.model_store.plan import ServingPlan, vllm_argv
-from llmfleet.model_store.standin import standin_plan
+from llmfleet.model_store.contract.container import PLAN_ENV, STATE_DIR_ENV
+from llmfleet.model_store.planning.fleet import load_fleet_and_lock, plan_with_lock
+from llmfleet.model_store.contract.plan import ServingPlan, vllm_argv
+from llmfleet.model_store.planning.standin import standin_plan
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET, LOCK = load_fleet_and_lock(REPO / "fleet.yaml")

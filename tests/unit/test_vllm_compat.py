@@ -10,10 +10,11 @@ import typing
 
 import pytest
 
-from llmfleet.model_store.manifest import REASONING_PARSERS, VLLM_LORA_RANKS, Quantization
-from llmfleet.model_store.plan import UNSERVABLE_QUANTIZATION, PlanError, plan_model
+from llmfleet.model_store.contract.manifest import Quantization, REASONING_PARSERS, VLLM_LORA_RANKS
+from llmfleet.model_store.planning.fit import PlanError
+from llmfleet.model_store.planning.text import plan_model, UNSERVABLE_QUANTIZATION
 from tests.unit.test_plan import _fleet
-from llmfleet.model_store.architectures import known_architecture
+from llmfleet.model_store.facts.architectures import known_architecture
 
 
 def test_every_reasoning_parser_is_registered_in_vllm() -> None:

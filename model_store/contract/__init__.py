@@ -1,0 +1,1 @@
+"""What every side reads: the fleet manifest, the plan's types, the container's environment, its exit codes and paths, metric names, request limits, who may call which path. Imports nothing but the error root."""

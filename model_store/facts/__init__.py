@@ -1,0 +1,1 @@
+"""Architecture facts: model families, checkpoints, diffusers pipelines, the Hub, the lock file."""

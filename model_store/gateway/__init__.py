@@ -1,0 +1,1 @@
+"""The API gateway in front of the fleet: its consumers file, the contract with its container, its configuration derived from the plans, the per-request policy, consumers' keys and the usage table."""
