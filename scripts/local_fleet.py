@@ -30,7 +30,7 @@ import httpx2
 import psutil
 from botocore.config import Config
 
-from llmfleet.model_store.contract.container import container_env, TARGET_PORTS, VLLM_API_KEY_ENV
+from llmfleet.model_store.contract.container import container_env, VLLM_API_KEY_ENV
 from llmfleet.model_store.store.access import ci_publisher_statements, POLICY_VERSION
 from llmfleet.model_store.store.adapters import accepted_bases_for, max_rank_for
 from llmfleet.model_store.facts.architectures import read_checkpoint_architecture
@@ -41,15 +41,17 @@ from llmfleet.model_store.contract.plan import AnyPlan, ServingPlan
 from llmfleet.model_store.store.registry import AdapterRegistry
 from llmfleet.model_store.planning.standin import standin_image_plan, standin_plan
 from llmfleet.model_store.store.store import ModelStore, StoreLocation
+from llmfleet.model_store.contract.kinds import IMAGE, KINDS
+from llmfleet.model_store.contract.targets import ECS
 
 STATE_DIR_NAME = ".llmfleet"
 HOST = "127.0.0.1"
 # The local server stands in for an ECS task.
-LOCAL_TARGET = "ecs"
+LOCAL_TARGET = ECS.name
 # Preferred ports: moto's own default and the ECS container port; taken ones fall back to
 # a free port the OS picks.
 MOTO_PORT = 5000
-SERVER_PORT = TARGET_PORTS[LOCAL_TARGET]
+SERVER_PORT = ECS.port
 LOCAL_SERVER_ID = "local-1"
 # How tables and answers mark the local fleet's random-weight model.
 STANDIN_LABEL = "stand-in"
@@ -495,20 +497,20 @@ def stock_store(
     stored as the tiny SD3 pipeline and return its directory when served.
     """
     model_dir = make_standin_model(standins, on_step)
-    pipeline_dir = make_standin_pipeline(standins, on_step) if any(p.kind == "image" for p in plans) else None
+    pipeline_dir = make_standin_pipeline(standins, on_step) if any(KINDS[p.kind] is IMAGE for p in plans) else None
     promoted: dict[str, str] = {}
     for plan in plans:
         if plan.store_uri is None or StoreLocation.parse(plan.store_uri) != store.location:
             on_step(f"left out {plan.model_name}: its source {plan.source} is not in the served model's store")
             continue
-        if plan.kind == "image":  # a pipeline stand-in, no adapters
+        if KINDS[plan.kind] is IMAGE:  # a pipeline stand-in, no adapters
             upload_and_promote(store, fleet, plan, pipeline_dir, {}, on_step, served=plan is served)
             continue
         adapters = make_standin_adapters(plan, model_dir, standins, on_step)
         versions = upload_and_promote(store, fleet, plan, model_dir, adapters, on_step, served=plan is served)
         if plan is served:
             promoted = versions
-    return (pipeline_dir if served.kind == "image" else model_dir), promoted
+    return (pipeline_dir if KINDS[served.kind] is IMAGE else model_dir), promoted
 
 
 def upload_and_promote(
@@ -546,7 +548,7 @@ def upload_and_promote(
 
 def local_plan(plan: AnyPlan, model_dir: Path) -> AnyPlan:
     """The plan's CPU form for the stand-in (model_store.planning.standin)."""
-    if plan.kind == "image":
+    if KINDS[plan.kind] is IMAGE:
         return standin_image_plan(plan)
     return standin_plan(plan, read_checkpoint_architecture(model_dir), max_model_len=STANDIN_CONTEXT)
 

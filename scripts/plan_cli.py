@@ -16,11 +16,12 @@ from llmfleet.model_store.contract.manifest import fleet_json_schema
 from llmfleet.model_store.contract.plan import AnyPlan, ImagePlan, vllm_argv
 from llmfleet.scripts import lock_cli
 from llmfleet.scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
+from llmfleet.model_store.contract.kinds import IMAGE, KINDS
 
 
 def plan_summary(plan: AnyPlan) -> dict:
     """The stable, documented JSON form of one model's plan (`llmfleet plan --json`)."""
-    if plan.kind == "image":
+    if KINDS[plan.kind] is IMAGE:
         return _image_summary(plan)
     return {
         **_placement(plan),
@@ -70,7 +71,7 @@ def _image_summary(plan: ImagePlan) -> dict:
 
 def _fits(plan: AnyPlan) -> str:
     """The table's capacity cell: sequences at the context length, or images in flight at their size."""
-    if plan.kind == "image":
+    if KINDS[plan.kind] is IMAGE:
         return f"{plan.image.max_batch} img @ {plan.image.max_size}px"
     return f"{plan.memory.max_concurrency} @ {plan.vllm.max_model_len:,}"
 

@@ -23,6 +23,7 @@ from llmfleet.model_store.contract.manifest import parse_fleet
 from llmfleet.model_store.contract.plan import ServingPlan
 from llmfleet.model_store.planning.text import plan_model
 from llmfleet.model_store.planning.standin import standin_plan
+from llmfleet.model_store.contract.targets import ECS
 
 # Shapes from the measurements of the CPU build: its attention kernels reject head_dim 16
 # and take 64; two layers keep the model loading in seconds.
@@ -193,7 +194,7 @@ def entrypoint_environment(
         container_env(
             plan,
             store_uri,
-            "ecs",  # as the local fleet: a stand-in for an ECS task
+            ECS.name,  # as the local fleet: a stand-in for an ECS task
             endpoint_url=endpoint_url,
             model_root=str(model_root),
             port=port,

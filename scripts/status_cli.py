@@ -35,6 +35,7 @@ from llmfleet.model_store.store.store import ModelStore, StoreLocation
 from llmfleet.scripts import local_fleet
 from llmfleet.scripts.cli_common import FleetOpt, JsonOpt, console, errors, fleet_file, load_and_plan
 from llmfleet.scripts.local_fleet import STANDIN_LABEL
+from llmfleet.model_store.ops.status import LOCAL
 
 
 def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
@@ -70,7 +71,7 @@ def local_status_rows(state: local_fleet.LocalState) -> list[ModelStatus]:
         model=state.model,
         stage=state.stage,
         deployment=Deployment(
-            "local",
+            LOCAL,
             state.server_url,
             desired=1,
             running=int(serving),

@@ -21,7 +21,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from llmfleet.model_store.contract.container import container_env, TARGET_PORTS, VLLM_API_KEY_ENV
+from llmfleet.model_store.contract.container import container_env, VLLM_API_KEY_ENV
 from llmfleet.model_store.contract.front_door import forwarded_paths, VLLM_ADMIN_PATHS
 from llmfleet.model_store.gateway.contract import UPSTREAM_HTTP_PORT
 from llmfleet.model_store.contract.plan import AnyPlan, DEFAULT_MODEL_ROOT, DeploymentPlan
@@ -41,9 +41,10 @@ from llmfleet.stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from llmfleet.stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
 from llmfleet.stacks.store import ServingImage, grant_serving_access
 from llmfleet.stacks.user_data import LAUNCH_HOOK_NAME, instance_user_data
+from llmfleet.model_store.contract.targets import ECS
 
-TARGET = "ecs"  # the container's target and the Target dimension of its metrics
-CONTAINER_PORT = TARGET_PORTS[TARGET]
+TARGET = ECS.name  # the container's target and the Target dimension of its metrics
+CONTAINER_PORT = ECS.port
 # The load balancer forwards only model_store.contract.front_door's client paths (plus the server's
 # self-description, which needs the key); vLLM's admin routes get 403 rules ahead of them.
 
@@ -104,8 +105,8 @@ class GpuServiceProps:
     def __post_init__(self) -> None:
         plan = self.plan
         where = f"GpuServiceProps for model {plan.model_name!r}"
-        if "ecs" not in plan.targets:
-            raise StackConfigError(f"{where}: plan targets {plan.targets}, not 'ecs'")
+        if TARGET not in plan.targets:
+            raise StackConfigError(f"{where}: plan targets {plan.targets}, not {TARGET!r}")
         if plan.tensor_parallel_size > plan.gpus_per_instance:
             raise StackConfigError(
                 f"{where}: tensor_parallel_size {plan.tensor_parallel_size} exceeds the "
@@ -478,7 +479,7 @@ class GpuServiceConstruct(LoadBalancerMetrics, Construct):
             target, where = self.scaling.node.find_child("Target"), f"{self.plan.model_name} on ECS"
             # With no target the load balancer answers 503 itself: that wakes the service.
             self.wake_alarm = wake_on_refused_requests(
-                self, target, self.metric_load_balancer_5xx(), where, scaling_plan.wake_seconds["ecs"]
+                self, target, self.metric_load_balancer_5xx(), where, scaling_plan.wake_seconds[TARGET]
             )
             self.idle_alarm = scale_to_zero_when_idle(
                 self,

@@ -19,6 +19,7 @@ from llmfleet.stacks.gpu_service import GpuServiceConstruct, GpuServiceProps
 from llmfleet.stacks.monitoring import ModelMonitoringConstruct, ModelMonitoringProps
 from llmfleet.stacks.sagemaker_endpoint import SageMakerEndpointConstruct, SageMakerEndpointProps
 from llmfleet.stacks.store import ServingImage
+from llmfleet.model_store.contract.targets import ECS, SAGEMAKER
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ModelServing(Construct):
         self.gpu_service = None
         self.web_acl = None
         self.endpoint = None
-        if "ecs" in plan.targets:
+        if ECS.name in plan.targets:
             self.gpu_service = GpuServiceConstruct(
                 self,
                 "Ecs",
@@ -76,7 +77,7 @@ class ModelServing(Construct):
             )
             if not props.internal:  # the gateway's public load balancer carries the WAF
                 self.web_acl = self._web_acl(props)
-        if "sagemaker" in plan.targets:
+        if SAGEMAKER.name in plan.targets:
             self.endpoint = SageMakerEndpointConstruct(
                 self,
                 "SageMaker",

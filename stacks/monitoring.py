@@ -33,6 +33,7 @@ from llmfleet.stacks.gateway_service import GatewayServiceConstruct
 from llmfleet.stacks.gpu_service import GpuServiceConstruct
 from llmfleet.stacks.metrics import FIVE_MINUTES, ONE_MINUTE, fleet_metric
 from llmfleet.stacks.sagemaker_endpoint import SageMakerEndpointConstruct
+from llmfleet.model_store.contract.kinds import IMAGE, KINDS
 
 # Alarm thresholds that are operational judgement, not plan figures.
 ERROR_RATE_PERCENT = 5  # 5xx share of requests, three minutes running
@@ -103,7 +104,7 @@ class ModelMonitoringConstruct(Construct):
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self.deployment_alarm_names: list[str] = []
 
-        image = plan.kind == "image"  # the image server queues images, and has no KV cache or tokens
+        image = KINDS[plan.kind] is IMAGE  # the image server queues images, and has no KV cache or tokens
         # Per target: each has its own servers, queue and autoscaling.
         for target in plan.targets:
             prefix, where = TARGET_ALARM_PREFIX[target], f"{plan.model_name} on {TARGET_TITLE[target]}"

@@ -34,8 +34,9 @@ from llmfleet.model_store.contract.telemetry import REQUESTS_WAITING
 from llmfleet.stacks.metrics import ONE_MINUTE, fleet_metric
 from llmfleet.stacks.scaling import scale_to_zero_when_idle, wake_on_refused_requests
 from llmfleet.stacks.store import ServingImage, grant_serving_access
+from llmfleet.model_store.contract.targets import SAGEMAKER
 
-TARGET = "sagemaker"  # the container's target and the Target dimension of its metrics
+TARGET = SAGEMAKER.name  # the container's target and the Target dimension of its metrics
 VARIANT = "AllTraffic"
 # SageMaker accepts 60..3600 s for both container timeouts (CreateEndpointConfig API, 2026-11).
 TIMEOUT_RANGE = (60, 3600)
@@ -62,7 +63,7 @@ class SageMakerEndpointProps:
     def __post_init__(self) -> None:
         plan = self.plan
         where = f"SageMakerEndpointProps for model {plan.model_name!r}"
-        if "sagemaker" not in plan.targets or plan.sagemaker_instance_type is None:
+        if TARGET not in plan.targets or plan.sagemaker_instance_type is None:
             raise StackConfigError(f"{where}: plan targets {plan.targets} with no SageMaker instance type")
         low, high = TIMEOUT_RANGE
         if not low <= plan.timing.startup_grace_seconds <= high:
@@ -467,7 +468,7 @@ class SageMakerEndpointConstruct(Construct):
         self.scalable_target.node.add_dependency(self.inference_component)
         self._track_load("InvocationsPerCopy", appscaling.PredefinedMetric.SAGEMAKER_INFERENCE_COMPONENT_INVOCATIONS_PER_COPY)
         refused = self.metric_no_capacity_failures()
-        wake_seconds = self.plan.autoscaling.wake_seconds["sagemaker"]
+        wake_seconds = self.plan.autoscaling.wake_seconds[TARGET]
         self.wake_alarm = wake_on_refused_requests(self, self.scalable_target, refused, where, wake_seconds)
         activity = cloudwatch.MathExpression(
             expression="FILL(invocations, 0) + FILL(refused, 0)",

@@ -375,7 +375,7 @@ def model_read_statements(bucket_name: str, prefixes: list[str]) -> list[iam.Pol
 
 
 def grant_serving_access(role: iam.IRole, plan: DeploymentPlan, store: StoreLocation, key: kms.IKey, target: str) -> None:
-    """What a server of `plan` on `target` ("ecs" or "sagemaker") may do in the store
+    """What a server of `plan` on `target` (a row of model_store.contract.targets) may do in the store
     (model_store.store.access.serving_scope): read its own model's prefixes, and write one, the
     compile cache of its stage and target (published after its first start). Nothing of
     another model, stage or target is written, nothing is deleted."""

@@ -34,13 +34,8 @@ from typing import Any
 from llmfleet.containers.entrypoint.routing import RoutesWatcher, StateDir
 from llmfleet.containers.entrypoint.sagemaker import PayloadError, completion_to_generated_text, is_tgi_payload, tgi_to_completion
 from llmfleet.containers.entrypoint.settings import EnvironmentRefused
-from llmfleet.model_store.contract.container import (
-    DEFAULT_TARGET,
-    PLAN_ENV,
-    STATE_DIR_ENV,
-    TARGET_ENV,
-    VLLM_API_KEY_ENV,
-)
+from llmfleet.model_store.contract.container import PLAN_ENV, STATE_DIR_ENV, TARGET_ENV, VLLM_API_KEY_ENV
+from llmfleet.model_store.contract.targets import DEFAULT_TARGET
 from llmfleet.model_store.contract.front_door import (
     Access,
     ADAPTERS_PATH,

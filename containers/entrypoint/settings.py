@@ -15,7 +15,6 @@ from llmfleet.model_store.contract.container import (
     DEFAULT_HOST,
     DEFAULT_METRICS_SECONDS,
     DEFAULT_POLL_SECONDS,
-    DEFAULT_TARGET,
     ENDPOINT_URL_ENV,
     EXIT_STORE,
     HOST_ENV,
@@ -24,13 +23,12 @@ from llmfleet.model_store.contract.container import (
     PLAN_ENV,
     POLL_SECONDS_ENV,
     PORT_ENV,
-    SAGEMAKER_MODEL_DIR,
     SAGEMAKER_MODEL_DIR_ENV,
     SERVER_ID_ENV,
     STORE_ENV,
     TARGET_ENV,
-    TARGET_PORTS,
 )
+from llmfleet.model_store.contract.targets import DEFAULT_TARGET, TARGETS
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 from llmfleet.model_store.contract.plan import AnyPlan, DEFAULT_MODEL_ROOT, plan_from_json
 
@@ -98,9 +96,10 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
     if not store_uri or not store_uri.startswith("s3://") or len(store_uri) <= len("s3://"):
         raise EnvironmentRefused(f"{STORE_ENV}={store_uri!r}: set it to the model store, s3://bucket[/prefix]")
     target = env.get(TARGET_ENV, DEFAULT_TARGET)
-    if target not in TARGET_PORTS:
-        raise EnvironmentRefused(f"{TARGET_ENV}={target!r}: allowed {sorted(TARGET_PORTS)}")
-    port_text = env.get(PORT_ENV) or str(TARGET_PORTS[target])
+    if target not in TARGETS:
+        raise EnvironmentRefused(f"{TARGET_ENV}={target!r}: allowed {sorted(TARGETS)}")
+    row = TARGETS[target]
+    port_text = env.get(PORT_ENV) or str(row.port)
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise EnvironmentRefused(f"{PORT_ENV}={port_text!r}: a TCP port 1-65535")
     host = env.get(HOST_ENV) or DEFAULT_HOST
@@ -120,7 +119,7 @@ def settings_from_env(env: Mapping[str, str]) -> EntrypointSettings:
         store_uri=store_uri,
         endpoint_url=env.get(ENDPOINT_URL_ENV) or None,
         model_root=env.get(MODEL_ROOT_ENV) or DEFAULT_MODEL_ROOT,
-        preloaded_model_dir=(env.get(SAGEMAKER_MODEL_DIR_ENV) or SAGEMAKER_MODEL_DIR) if target == "sagemaker" else None,
+        preloaded_model_dir=(env.get(SAGEMAKER_MODEL_DIR_ENV) or row.model_dir) if row.model_dir else None,
         target=target,
         host=host,
         port=int(port_text),

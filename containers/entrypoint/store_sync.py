@@ -31,7 +31,8 @@ from llmfleet.model_store.store.boot import (
     weights,
 )
 from llmfleet.model_store.store.compile_cache import CompileCacheKey
-from llmfleet.model_store.contract.container import DEFAULT_TARGET, STORE_ENV
+from llmfleet.model_store.contract.container import STORE_ENV
+from llmfleet.model_store.contract.targets import DEFAULT_TARGET
 from llmfleet.model_store.contract.plan import DeploymentPlan
 from llmfleet.model_store.store.registry import (
     AdapterRegistry,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 from llmfleet.model_store.ops.boot_log import boot_record, BootRecord, describe_boot, parse_boot_log
 from llmfleet.model_store.contract.container import VLLM_API_KEY_ENV
+from llmfleet.model_store.contract.kinds import kind
 from llmfleet.model_store.errors import LlmfleetError
 from llmfleet.model_store.store.registry import RegistryRefused, RegistryState
 
@@ -127,7 +128,7 @@ def _stop_before_vllm(signum: int, _frame) -> None:
 
 def run(settings: EntrypointSettings, env: Mapping[str, str]) -> int:
     plan = settings.plan
-    if plan.kind == "image":
+    if not kind(plan.kind).served_by_vllm:
         return serve_images(settings, env)  # a diffusers pipeline, not vLLM (containers/image_server)
     signal.signal(signal.SIGTERM, _stop_before_vllm)
     signal.signal(signal.SIGINT, _stop_before_vllm)

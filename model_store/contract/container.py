@@ -10,6 +10,7 @@ model_store because the stacks, the CLI and the container all may import model_s
 from __future__ import annotations
 
 from llmfleet.model_store.contract.plan import DeploymentPlan
+from llmfleet.model_store.contract.targets import SAGEMAKER, TARGETS
 
 PLAN_ENV = "LLMFLEET_PLAN"
 STORE_ENV = "LLMFLEET_STORE"  # also the CLI's default for --store
@@ -31,16 +32,13 @@ FLEET_ENV = "LLMFLEET_FLEET"  # the fleet manifest when --fleet/-f is not given 
 # vLLM's own name for the server's key: the stacks' secret and the local fleet set it, vLLM and
 # the entrypoint's front door (middleware, image server) read it.
 VLLM_API_KEY_ENV = "VLLM_API_KEY"
-# A container without LLMFLEET_TARGET is an ECS task.
-DEFAULT_TARGET = "ecs"
-
-# Ports the orchestrators expect: ECS task definitions map 8000; SageMaker requires 8080.
-TARGET_PORTS = {"ecs": 8000, "sagemaker": 8080}
+# The port each target's orchestrator sends traffic to (contract/targets.py).
+TARGET_PORTS = {name: row.port for name, row in TARGETS.items()}
 # A task's port is the service's: all interfaces. The local fleet binds loopback only.
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104
 # Where SageMaker copies the model's ModelDataSource (models/<model>/<revision>/ of the
 # store, `_manifest.json` included) before the container starts; read-only.
-SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+SAGEMAKER_MODEL_DIR = SAGEMAKER.model_dir
 DEFAULT_POLL_SECONDS = 10.0
 # The container's exit codes besides vLLM's own (docs/container.md), each the `exit_code` of its
 # error class; plan or environment unusable is the CLI's EXIT_BAD_INPUT (2).

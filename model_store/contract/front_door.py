@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from llmfleet.model_store.contract.container import TARGET_PORTS
+from llmfleet.model_store.contract.kinds import IMAGE, TEXT, kind
+from llmfleet.model_store.contract.targets import target as serving_target
 
 
 class Access(StrEnum):
@@ -63,14 +64,12 @@ VLLM_ADMIN_PATHS = (
     "/scale_elastic_ep",
     "/server_info",
 )
-KINDS = ("text", "image")
+CLIENT_PATHS = {TEXT.name: TEXT_CLIENT_PATHS, IMAGE.name: IMAGE_CLIENT_PATHS}
 
 
-def client_paths(kind: str) -> tuple[str, ...]:
+def client_paths(name: str) -> tuple[str, ...]:
     """The client API of a model kind: what a caller with the API key may reach."""
-    if kind not in KINDS:
-        raise ValueError(f"model kind {kind!r}: allowed {list(KINDS)}")
-    return IMAGE_CLIENT_PATHS if kind == "image" else TEXT_CLIENT_PATHS
+    return CLIENT_PATHS[kind(name).name]
 
 
 def forwarded_paths(kind: str) -> tuple[str, ...]:
@@ -86,8 +85,7 @@ def is_admin_path(path: str) -> bool:
 def path_access(path: str, *, kind: str, target: str) -> Access | None:
     """Who may call `path` on a server of `kind` on `target`; None: nobody but this container
     itself (the middleware answers 404 to any other caller)."""
-    if target not in TARGET_PORTS:
-        raise ValueError(f"target {target!r}: allowed {sorted(TARGET_PORTS)}")
+    row = serving_target(target)
     if is_admin_path(path) or path in LOOPBACK_PATHS:
         return Access.LOOPBACK
     if path in HEALTH_PATHS:
@@ -96,7 +94,7 @@ def path_access(path: str, *, kind: str, target: str) -> Access | None:
         return Access.KEY
     if path in OPERATIONAL_PATHS:
         return Access.KEY_OR_LOOPBACK
-    if path == INVOCATIONS_PATH and target == "sagemaker":
+    if path == INVOCATIONS_PATH and row.invocations:
         return Access.SAGEMAKER
     return None
 

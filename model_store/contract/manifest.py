@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from llmfleet.model_store.contract.kinds import IMAGE, KindName, kind
+from llmfleet.model_store.contract.targets import DEFAULT_TARGET, TARGETS, TargetName
 from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
@@ -139,8 +141,8 @@ class LoraSpec(Strict):
 
 
 class ServingSpec(Strict):
-    targets: list[Literal["ecs", "sagemaker"]] = Field(
-        default_factory=lambda: ["ecs"], min_length=1, description="Where it is served: ECS on GPU EC2 behind an ALB, a SageMaker endpoint, or both."
+    targets: list[TargetName] = Field(
+        default_factory=lambda: [DEFAULT_TARGET], min_length=1, description="Where it is served: ECS on GPU EC2 behind an ALB, a SageMaker endpoint, or both."
     )
     instance_type: str | None = Field(default=None, description="Pin an EC2 instance type (e.g. g6e.xlarge).")
     min_capacity: int = Field(
@@ -208,7 +210,7 @@ class ServingSpec(Strict):
             raise ValueError(
                 f"idle_minutes ({self.idle_minutes}) applies only with min_capacity 0, but min_capacity is {self.min_capacity}"
             )
-        if self.warm_pool and "ecs" not in self.targets:
+        if self.warm_pool and not any(TARGETS[name].warm_pool for name in self.targets):
             raise ValueError(f"warm_pool ({self.warm_pool}) keeps ECS instances, but targets are {self.targets}")
         if self.warm_pool is not None and self.warm_pool > self.max_capacity:
             raise ValueError(f"warm_pool ({self.warm_pool}) exceeds max_capacity ({self.max_capacity}): more than scaling can use")
@@ -346,7 +348,7 @@ class ModelSpec(Strict):
         description="Traffic and latency objectives: the planner sizes instance, replicas and batching for them "
         "with its performance model. Without it, serving.target_concurrency (its shorthand) sizes one server.",
     )
-    kind: Literal["text", "image"] = Field(
+    kind: KindName = Field(
         default="text",
         description="text: an LLM served by vLLM; image: a diffusers text-to-image pipeline (model_index.json) "
         "served by the image server, where target_concurrency counts images in flight.",
@@ -377,9 +379,9 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ModelSpec:
-        if self.kind == "text" and self.image is not None:
+        if kind(self.kind) is not IMAGE and self.image is not None:
             raise ValueError("field 'image' is for image models: set kind: image, or remove it")
-        if self.kind == "image":
+        if not kind(self.kind).makes_tokens:
             clash = sorted(self.model_fields_set & set(_TEXT_ONLY_FIELDS))
             if clash:
                 raise ValueError(f"field {clash[0]!r} is not allowed on an image model (kind: image): {_TEXT_ONLY_FIELDS[clash[0]]}")
@@ -393,7 +395,7 @@ class ModelSpec(Strict):
     def _load_fits(self) -> ModelSpec:
         if self.load is None:
             return self
-        if self.kind == "image":
+        if not kind(self.kind).makes_tokens:
             raise ValueError("field 'load' is for text models: an image model makes no tokens")
         for field in ("target_concurrency", "slo_ttft_ms"):
             if field in self.serving.model_fields_set:

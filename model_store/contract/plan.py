@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, model_serializ
 
 from llmfleet.model_store.contract.layout import model_copy, model_key
 from llmfleet.model_store.contract.manifest import AdapterRef
+from llmfleet.model_store.contract.targets import TargetName
 
 
 GIB = 2**30
@@ -142,7 +143,7 @@ class DeploymentPlan(Frozen):
     store_uri: str | None = Field(description="s3://bucket[/prefix] holding models/, adapters/, registry/.")
     revision: str
     architecture: str
-    targets: list[Literal["ecs", "sagemaker"]]
+    targets: list[TargetName]
     instance_type: str
     sagemaker_instance_type: str | None
     gpu_name: str

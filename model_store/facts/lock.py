@@ -23,6 +23,7 @@ from llmfleet.model_store.facts.families import ArchitectureFacts, ConfigError, 
 from llmfleet.model_store.facts.hub import HubClient, HubUnreachable
 from llmfleet.model_store.contract.manifest import FleetManifest, ManifestError, ModelSpec
 from llmfleet.model_store.facts.pipelines import facts_from_record, PipelineFacts, read_known_pipeline, read_pipeline
+from llmfleet.model_store.contract.kinds import IMAGE, kind
 
 LOCK_FORMAT = 1
 Origin = Literal["local", "store", "hub", "bundled"]
@@ -95,7 +96,7 @@ def draft_id(spec: ModelSpec) -> str | None:
 
 
 def _local_fingerprint(spec: ModelSpec, manifest_dir: Path) -> str | None:
-    config = manifest_dir / spec.source / ("model_index.json" if spec.kind == "image" else "config.json")
+    config = manifest_dir / spec.source / kind(spec.kind).facts_file
     return hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None
 
 
@@ -141,7 +142,7 @@ def resolve_model(
     spec: ModelSpec, manifest_dir: Path, *, hub: HubClient, store: StoreReader | None, notes: list[str]
 ) -> ModelLock:
     """Resolve one model's facts (and its draft model's); raise ConfigError with one line."""
-    if spec.kind == "image":
+    if kind(spec.kind) is IMAGE:
         return _resolve_pipeline(spec, manifest_dir, notes)
     record = None
     if spec.is_local_source:

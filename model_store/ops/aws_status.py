@@ -25,6 +25,7 @@ from llmfleet.model_store.ops.status import (
     unit_cost_per_hour,
 )
 from llmfleet.model_store.store.store import ModelStore, StoreError, StoreLocation
+from llmfleet.model_store.contract.targets import ECS, SAGEMAKER
 
 # Status fields read from the container's EMF metrics (model_store/contract/telemetry.py).
 CLOUDWATCH_METRICS = {
@@ -66,7 +67,7 @@ def aws_status_rows(
                 pages = ecs.get_paginator("list_tasks").paginate(cluster=cluster, serviceName=service["serviceName"])
                 tasks = [arn for page in pages for arn in page["taskArns"]]
                 deployment = Deployment(
-                    "ecs",
+                    ECS.name,
                     service["serviceName"],
                     desired=service["desiredCount"],
                     running=service["runningCount"],
@@ -85,7 +86,7 @@ def aws_status_rows(
             endpoint = sagemaker.describe_endpoint(EndpointName=summary["EndpointName"])
             variants = endpoint.get("ProductionVariants", [])
             deployment = Deployment(
-                "sagemaker",
+                SAGEMAKER.name,
                 endpoint["EndpointName"],
                 desired=sum(v.get("DesiredInstanceCount", 0) for v in variants),
                 running=sum(v.get("CurrentInstanceCount", 0) for v in variants),

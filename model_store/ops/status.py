@@ -16,6 +16,7 @@ from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
 from llmfleet.model_store.contract.telemetry import histogram_quantile
 from llmfleet.model_store.contract.plan import ServingPlan
 from llmfleet.model_store.store.registry import RegistryState
+from llmfleet.model_store.contract.targets import TARGETS
 
 # vLLM's Prometheus names (vllm/v1/metrics/loggers.py, v0.32, 2026-10).
 VLLM_WAITING = "vllm:num_requests_waiting"
@@ -23,7 +24,8 @@ VLLM_RUNNING = "vllm:num_requests_running"
 VLLM_E2E_BUCKET = "vllm:e2e_request_latency_seconds_bucket"
 VLLM_TTFT_BUCKET = "vllm:time_to_first_token_seconds_bucket"
 
-TARGETS = ("ecs", "sagemaker", "local")
+LOCAL = "local"  # `llmfleet local`: a stand-in on this machine, priced as its plan
+STATUS_TARGETS = (*TARGETS, LOCAL)
 # Tags the stacks put on every taggable resource of a model (stacks/fleet.py); `llmfleet
 # status --aws` finds a model's ECS service, target group and SageMaker endpoint by them.
 TAG_FLEET, TAG_STAGE, TAG_MODEL = "llmfleet:fleet", "llmfleet:stage", "llmfleet:model"
@@ -49,8 +51,8 @@ class Deployment:
     state: str | None = None  # e.g. SageMaker's EndpointStatus, or "serving" / "starting" locally
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise StatusError(f"deployment {self.name!r}: target {self.target!r} is not one of {list(TARGETS)}")
+        if self.target not in STATUS_TARGETS:
+            raise StatusError(f"deployment {self.name!r}: target {self.target!r} is not one of {list(STATUS_TARGETS)}")
         for name in ("desired", "running", "pending"):
             if getattr(self, name) < 0:
                 raise StatusError(f"deployment {self.name!r}: {name} {getattr(self, name)} is negative")
@@ -204,12 +206,12 @@ def unit_cost_per_hour(plan: ServingPlan, target: str) -> float:
     The local fleet reports what one server on each of the plan's targets would cost in AWS
     (the plan's own figure): it is a preview of the bill, not the laptop's.
     """
-    if target == "local":
+    if target == LOCAL:
         return plan.cost_per_hour_usd
     if target not in plan.targets:
         raise StatusError(f"model {plan.model_name!r}: target {target!r} is not in its plan's targets {plan.targets}")
     chosen = instance(plan.instance_type)
-    price = chosen.price_usd_hour if target == "ecs" else chosen.sagemaker_price_usd_hour
+    price = TARGETS[target].price(chosen)
     if price is None:  # the planner never picks one for SageMaker; a plan made with another catalog might
         raise StatusError(f"model {plan.model_name!r}: {chosen.name} has no {target} price in the GPU catalog")
     return price

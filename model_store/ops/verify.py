@@ -18,6 +18,7 @@ from llmfleet.model_store.ops.boot_log import BootFigures
 from llmfleet.model_store.planning.performance import Batching, percentile, simulate_burst, step_cost, StepCost
 from llmfleet.model_store.contract.plan import Frozen, GIB, json_flag, ServingPlan
 from llmfleet.model_store.planning.text import VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
+from llmfleet.model_store.contract.kinds import kind
 
 # The plan promised concurrency it cannot hold when vLLM's KV capacity is this far below it.
 KV_TOLERANCE = 0.03
@@ -48,7 +49,7 @@ def check_measurable(plan: ServingPlan) -> None:
     """verify starts vLLM without a tokenizer or image processor: a multimodal plan can be
     measured only as text (`language_model_only`), where vLLM leaves its vision encoder out.
     An image model is not served by vLLM: scripts/image_gpu_bench.py measures it."""
-    if plan.kind == "image":
+    if not kind(plan.kind).served_by_vllm:
         raise VerifyRefused(f"model {plan.model_name!r} is an image model; measure it with `python -m llmfleet.scripts.image_gpu_bench`")
     if "vision" in plan.family and not plan.vllm.language_model_only:
         raise VerifyRefused(

@@ -8,6 +8,7 @@ from llmfleet.model_store.gateway.contract import GatewaySizing, REQUESTS_PER_SE
 from llmfleet.model_store.contract.plan import AnyPlan
 from llmfleet.model_store.planning.image import ASSUMED_IMAGE_SECONDS
 from llmfleet.model_store.planning.lifecycle import ASSUMED_REQUEST_SECONDS
+from llmfleet.model_store.contract.kinds import kind
 
 # WAF counts a rate-based rule's requests over one of 60/120/300/600 s; the shortest reacts fastest.
 RATE_WINDOW_SECONDS = 60
@@ -20,7 +21,7 @@ def client_rate_limit(plan: AnyPlan, window_seconds: int = RATE_WINDOW_SECONDS) 
     model at full scale-out: max_capacity servers x max_num_seqs sequences, each slot held for about
     ASSUMED_REQUEST_SECONDS. A client faster than that starves everyone else, so it is cut off there.
     An image server makes one image at a time per GPU, each for about ASSUMED_IMAGE_SECONDS."""
-    if plan.kind == "image":
+    if not kind(plan.kind).makes_tokens:
         return max(MIN_RATE_LIMIT, math.ceil(plan.autoscaling.max_capacity * window_seconds / ASSUMED_IMAGE_SECONDS))
     slots = plan.autoscaling.max_capacity * plan.vllm.max_num_seqs
     return max(MIN_RATE_LIMIT, math.ceil(slots * window_seconds / ASSUMED_REQUEST_SECONDS))

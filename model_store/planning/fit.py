@@ -16,6 +16,7 @@ from llmfleet.model_store.errors import EXIT_REFUSED, LlmfleetError
 from llmfleet.model_store.facts.families import ArchitectureFacts
 from llmfleet.model_store.facts.families.quantization import WeightFormat
 from llmfleet.model_store.planning.catalog import GpuInstance, instance
+from llmfleet.model_store.contract.targets import TARGETS
 
 
 class PlanError(LlmfleetError):
@@ -49,8 +50,9 @@ class Candidate(Frozen):
 
 def hardware_refusal(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, candidate: GpuInstance) -> str | None:
     gpu = candidate.gpu
-    if "sagemaker" in spec.serving.targets and candidate.sagemaker_name is None:
-        return "no SageMaker price in the catalog (not offered, or its price is not known)"
+    for name in spec.serving.targets:
+        if TARGETS[name].instance_type(candidate) is None:
+            return f"no {TARGETS[name].label} price in the catalog (not offered, or its price is not known)"
     if dtype == "bfloat16" and not gpu.bf16:
         return f"{gpu.name} (compute {gpu.compute_capability}) has no bfloat16"
     if fmt and gpu.compute_capability < fmt.min_capability:
@@ -63,7 +65,7 @@ def hardware_refusal(spec: ModelSpec, dtype: str, fmt: WeightFormat | None, cand
 
 def hourly_price(candidate: GpuInstance, targets: Sequence[str]) -> float:
     """Hourly price of one server on each target; infinite where a target does not offer it."""
-    prices = [candidate.price_usd_hour if t == "ecs" else candidate.sagemaker_price_usd_hour for t in targets]
+    prices = [TARGETS[name].price(candidate) for name in targets]
     return math.inf if None in prices else sum(prices)
 
 

@@ -12,6 +12,7 @@ from llmfleet.model_store.facts.families import ArchitectureFacts
 from llmfleet.model_store.planning.fit import PlanError
 from llmfleet.model_store.planning.image import plan_image_model
 from llmfleet.model_store.planning.text import plan_model
+from llmfleet.model_store.contract.kinds import IMAGE, kind
 
 
 def plan_fleet(
@@ -35,6 +36,6 @@ def plan_fleet(
 
 def plan_any_model(fleet: FleetManifest, spec: ModelSpec, facts: Any, *, draft: Any = None) -> AnyPlan:
     """`plan_fleet`'s planner for every kind: image pipelines here, text models by plan_model."""
-    if spec.kind == "image":
+    if kind(spec.kind) is IMAGE:
         return plan_image_model(fleet, spec, facts)
     return plan_model(fleet, spec, facts, draft=draft)

@@ -13,6 +13,7 @@ from llmfleet.model_store.contract.plan import AutoscalingPlan, Frozen, GIB, MIB
 from llmfleet.model_store.facts.families import ArchitectureFacts
 from llmfleet.model_store.planning.catalog import GpuInstance
 from llmfleet.model_store.planning.fit import hourly_price, PlanError
+from llmfleet.model_store.contract.targets import SAGEMAKER, TARGETS
 
 
 # Boot-time estimates for the health-check grace (conservative; ECR pull of the ~10 GB
@@ -49,13 +50,10 @@ ROOT_VOLUME_GIB = 100
 GP3_USD_PER_GIB_MONTH = 0.08
 HOURS_PER_MONTH = 730
 # The first request after idle: the wake alarm needs one full one-minute datapoint; then a server
-# must come up. Estimates, not measurements: starting a stopped warm-pool instance and registering
-# its ECS agent (~1 min), launching a fresh one (~2 min), SageMaker provisioning an instance for an
-# inference component (1.75 min, AWS ML blog "scale down to zero", 2024-12).
+# must come up: a fresh instance in its target's launch time (contract/targets.py), or, an estimate,
+# a stopped warm-pool instance started and its ECS agent registered (~1 min).
 WAKE_ALARM_SECONDS = 60
 WARM_INSTANCE_START_SECONDS = 60
-COLD_INSTANCE_LAUNCH_SECONDS = 120
-SAGEMAKER_PROVISION_SECONDS = 105
 
 
 def kernel_warmup_seconds(arch: ArchitectureFacts) -> int:
@@ -95,7 +93,7 @@ def root_volume_gib(weights_bytes: int, nvme_gb: int) -> int:
 def warm_pool_size(serving: ServingSpec) -> int:
     """Stopped ECS instances kept ready: the manifest's number, else one for a model that scales to zero
     (its wake-up then skips the launch and the image pull) and none otherwise."""
-    if "ecs" not in serving.targets:
+    if not any(TARGETS[name].warm_pool for name in serving.targets):
         return 0
     if serving.warm_pool is not None:
         return serving.warm_pool
@@ -114,14 +112,13 @@ def wake_seconds(targets: Sequence[str], boot: float, warm_pool: int) -> dict[st
     launches an instance and pulls. SageMaker provisions an instance, then boots the container.
     """
     seconds = {}
-    for target in targets:
-        if target == "ecs" and warm_pool:
-            seconds[target] = WAKE_ALARM_SECONDS + WARM_INSTANCE_START_SECONDS + boot - IMAGE_PULL_SECONDS
-        elif target == "ecs":
-            seconds[target] = WAKE_ALARM_SECONDS + COLD_INSTANCE_LAUNCH_SECONDS + boot
+    for name in targets:
+        row = TARGETS[name]
+        if row.warm_pool and warm_pool:
+            seconds[name] = WAKE_ALARM_SECONDS + WARM_INSTANCE_START_SECONDS + boot - IMAGE_PULL_SECONDS
         else:
-            seconds[target] = WAKE_ALARM_SECONDS + SAGEMAKER_PROVISION_SECONDS + boot
-    return {target: math.ceil(value) for target, value in seconds.items()}
+            seconds[name] = WAKE_ALARM_SECONDS + row.launch_seconds + boot
+    return {name: math.ceil(value) for name, value in seconds.items()}
 
 
 def scale_to_zero(spec: ModelSpec, boot: float, root_gib: int) -> tuple[dict[str, Any], list[str]]:
@@ -205,7 +202,7 @@ def deployment_fields(
         "revision": spec.revision,
         "targets": targets,
         "instance_type": chosen.name,
-        "sagemaker_instance_type": chosen.sagemaker_name if "sagemaker" in targets else None,
+        "sagemaker_instance_type": SAGEMAKER.instance_type(chosen) if SAGEMAKER.name in targets else None,
         "gpu_name": chosen.gpu.name,
         "gpus_per_instance": chosen.gpu_count,
         "gpu_memory_bytes": chosen.gpu_memory_bytes,
@@ -214,6 +211,6 @@ def deployment_fields(
         "root_volume_gib": root_gib,
         "timing": TimingPlan(startup_grace_seconds=grace, drain_seconds=DRAIN_SECONDS, deregistration_delay_seconds=DRAIN_SECONDS),
         "cost_per_hour_usd": round(hourly_price(chosen, targets), 4),
-        "price_source": "; ".join(dict.fromkeys(chosen.price_source if t == "ecs" else chosen.sagemaker_price_source for t in targets)),
+        "price_source": "; ".join(dict.fromkeys(TARGETS[name].price_source(chosen) for name in targets)),
         "reasons": reasons,
     }

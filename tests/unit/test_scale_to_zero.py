@@ -12,13 +12,11 @@ from llmfleet.model_store.contract.manifest import FleetManifest, ManifestError,
 from llmfleet.model_store.contract.plan import GIB
 from llmfleet.model_store.planning.fit import PlanError
 from llmfleet.model_store.planning.lifecycle import (
-    COLD_INSTANCE_LAUNCH_SECONDS,
     DEFAULT_IDLE_MINUTES,
     GP3_USD_PER_GIB_MONTH,
     IMAGE_PULL_SECONDS,
     ROOT_VOLUME_GIB,
     root_volume_gib,
-    SAGEMAKER_PROVISION_SECONDS,
     WAKE_ALARM_SECONDS,
     wake_seconds,
     WARM_INSTANCE_START_SECONDS,
@@ -26,6 +24,7 @@ from llmfleet.model_store.planning.lifecycle import (
     warm_pool_usd_per_month,
 )
 from llmfleet.model_store.planning.text import plan_model
+from llmfleet.model_store.contract.targets import ECS, SAGEMAKER
 
 
 def _plan(**serving):
@@ -74,8 +73,8 @@ def test_an_idle_period_shorter_than_a_wake_up_is_refused_with_both_figures() ->
 def test_wake_seconds_add_the_alarm_and_the_start_of_an_instance_to_the_boot() -> None:
     boot = 400.0
     assert wake_seconds(["ecs"], boot, warm_pool=1) == {"ecs": WAKE_ALARM_SECONDS + WARM_INSTANCE_START_SECONDS + 400 - IMAGE_PULL_SECONDS}
-    assert wake_seconds(["ecs"], boot, warm_pool=0) == {"ecs": WAKE_ALARM_SECONDS + COLD_INSTANCE_LAUNCH_SECONDS + 400}
-    assert wake_seconds(["sagemaker"], boot, warm_pool=1) == {"sagemaker": WAKE_ALARM_SECONDS + SAGEMAKER_PROVISION_SECONDS + 400}
+    assert wake_seconds(["ecs"], boot, warm_pool=0) == {"ecs": WAKE_ALARM_SECONDS + ECS.launch_seconds + 400}
+    assert wake_seconds(["sagemaker"], boot, warm_pool=1) == {"sagemaker": WAKE_ALARM_SECONDS + SAGEMAKER.launch_seconds + 400}
 
 
 def test_warm_pool_size_and_cost() -> None:
