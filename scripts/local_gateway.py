@@ -60,6 +60,7 @@ from llmfleet.scripts.local_fleet import (
     stop_process,
     wait_until,
 )
+from llmfleet.model_store.contract.targets import ECS
 
 GATEWAY_PYTHON_ENV = "LLMFLEET_GATEWAY_PYTHON"  # the interpreter with requirements/gateway-lock.txt installed
 DB_USER = "llmfleet"
@@ -325,7 +326,7 @@ def up_gateway(
     consumers = local_consumers(fleet, fleet_path)
     # The one model served here stands in as an ECS model behind its load balancer.
     config = gateway_config(
-        fleet, [plan.model_copy(update={"targets": ["ecs"]})], consumers, ecs_base_urls={plan.model_name: f"{server_url}/v1"}
+        fleet, [plan.model_copy(update={"targets": [ECS.name]})], consumers, ecs_base_urls={plan.model_name: f"{server_url}/v1"}
     )
     root, logs = state_dir.root, state_dir.logs
     redis_port = choose_port(REDIS_PORT)

@@ -19,6 +19,7 @@ from llmfleet.model_store.errors import EXIT_BAD_INPUT, LlmfleetError
 from llmfleet.model_store.gateway.contract import upstream_key_env
 from llmfleet.model_store.contract.plan import AnyPlan, ServingPlan
 from llmfleet.model_store.contract.manifest import FleetManifest
+from llmfleet.model_store.contract.targets import ECS
 
 
 class GatewayConfigError(LlmfleetError):
@@ -112,7 +113,7 @@ def _upstream(
     plan: AnyPlan, ecs_base_urls: Mapping[str, str], sagemaker_endpoints: Mapping[str, SageMakerUpstream]
 ) -> OpenAIUpstream | SageMakerUpstream:
     """ECS when the model is served there (its load balancer), else its SageMaker endpoint."""
-    if "ecs" in plan.targets:
+    if ECS.name in plan.targets:
         if plan.model_name not in ecs_base_urls:
             raise GatewayConfigError(f"model {plan.model_name!r} is served on ECS but no load balancer URL was given for it")
         return OpenAIUpstream(base_url=ecs_base_urls[plan.model_name], api_key_env=upstream_key_env(plan.model_name))
