@@ -32,6 +32,7 @@ from llmfleet.model_store.contract.plan import AnyPlan
 from llmfleet.model_store.contract.manifest import FleetManifest
 from llmfleet.model_store.gateway.contract import (
     CONFIG_ENV,
+    GATEWAY_PYTHON_ENV,
     DB_HOST_ENV,
     DB_NAME_ENV,
     DB_PORT_ENV,
@@ -62,7 +63,6 @@ from llmfleet.scripts.local_fleet import (
 )
 from llmfleet.model_store.contract.targets import ECS
 
-GATEWAY_PYTHON_ENV = "LLMFLEET_GATEWAY_PYTHON"  # the interpreter with requirements/gateway-lock.txt installed
 DB_USER = "llmfleet"
 # LiteLLM's proxy imports in 11-17 s on these 2 shared cores (measured 2026-12); a loaded machine doubles it.
 GATEWAY_READY_SECONDS = 120

@@ -18,6 +18,8 @@ GATEWAY_HEALTH_PATH = "/health/liveliness"  # LiteLLM's liveness route: no upstr
 # Where the proxy listens: defaults 0.0.0.0 and GATEWAY_PORT in a task; the local fleet binds loopback.
 GATEWAY_HOST_ENV = "LLMFLEET_GATEWAY_HOST"
 GATEWAY_PORT_ENV = "LLMFLEET_GATEWAY_PORT"
+# Read by `llmfleet local` only: the interpreter with requirements/gateway-lock.txt installed.
+GATEWAY_PYTHON_ENV = "LLMFLEET_GATEWAY_PYTHON"
 
 # The image: built from the repository root with this Dockerfile, its base passed (pinned by digest)
 # as this build argument.

@@ -24,7 +24,7 @@ import psutil
 
 from llmfleet.model_store.gateway.consumers import Consumer
 from llmfleet.model_store.gateway.config import GatewayConfig, OpenAIUpstream, Price, Route
-from llmfleet.model_store.gateway.contract import CPU_TARGET_PERCENT, REQUESTS_PER_SECOND_PER_TASK
+from llmfleet.model_store.gateway.contract import CPU_TARGET_PERCENT, REQUESTS_PER_SECOND_PER_TASK, upstream_key_env
 from llmfleet.scripts.local_fleet import http_ok, start_detached, stop_process, wait_until
 from llmfleet.scripts.local_gateway import free_port, running_gateway
 
@@ -41,7 +41,7 @@ def _percentile(values: list[float], p: float) -> float:
 
 
 def _config(upstream: str) -> GatewayConfig:
-    live = OpenAIUpstream(base_url=f"{upstream}/v1", api_key_env="LLMFLEET_UPSTREAM_KEY_BENCH")
+    live = OpenAIUpstream(base_url=f"{upstream}/v1", api_key_env=upstream_key_env("bench"))
     return GatewayConfig(
         fleet="bench", stage="bench", upstreams={"bench": live}, routes=[Route(name="bench", model="bench", upstream_model="bench")],
         fallbacks={}, prices={"bench": Price(prompt_usd_per_million=0.1, completion_usd_per_million=0.4, source="bench")},
@@ -119,7 +119,7 @@ def run() -> None:
         wait_until(lambda: http_ok(f"{upstream}/v1/models"), process=stub, timeout=30, what="the stub serves")
         started = time.perf_counter()
         with running_gateway(_config(upstream), work, f"http://127.0.0.1:{moto_port}", "us-east-1",
-                             {"LLMFLEET_UPSTREAM_KEY_BENCH": "bench"}) as gateway:
+                             {upstream_key_env("bench"): "bench"}) as gateway:
             print(f"gateway ready in {time.perf_counter() - started:.1f} s (LiteLLM proxy start)")
             key = gateway.keys.create("bench")
             through, direct = {"Authorization": f"Bearer {key}"}, {}

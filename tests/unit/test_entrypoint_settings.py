@@ -11,6 +11,7 @@ import pytest
 
 from llmfleet.containers.entrypoint import settings
 from llmfleet.model_store.contract import container as contract
+from llmfleet.model_store.gateway import contract as gateway_contract
 from llmfleet.model_store.contract.container import (
     container_env,
     DEFAULT_METRICS_SECONDS,
@@ -176,14 +177,16 @@ def test_values_left_out_are_not_written(plan_json: str):
 
 
 def test_only_the_contract_spells_an_llmfleet_variable():
-    """Writers and readers import the names from model_store/contract/container.py; a quoted `LLMFLEET_` anywhere
-    else in the source is a second spelling that can drift. Tests may spell them: they pin
+    """Writers and readers import the names from the contracts, model_store/contract/container.py (the
+    serving container's) and model_store/gateway/contract.py (the gateway's); a quoted `LLMFLEET_`
+    anywhere else in the source is a second spelling that can drift. Tests may spell them: they pin
     the public names."""
+    contracts = {Path(module.__file__).resolve() for module in (contract, gateway_contract)}
     spelled_elsewhere = [
         f"{path.relative_to(REPO)}:{number}: {line.strip()}"
         for root in SOURCE_ROOTS
         for path in sorted([REPO / root] if root.endswith(".py") else (REPO / root).rglob("*.py"))
-        if path != Path(contract.__file__).resolve()
+        if path.resolve() not in contracts
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if re.search(r"[\"']LLMFLEET_", line)
     ]
