@@ -66,6 +66,11 @@ GATEWAY_CLIENT_PATHS = (
     "/v1/models",
 )
 
+# The largest request body the gateway forwards (413 above, before the key's body is read): a
+# multimodal model's inline media and envelope (model_store/request_limits.py) with a long context;
+# each model's own front door then applies its plan's exact bound.
+GATEWAY_MAX_BODY_BYTES = 48 * 1024 * 1024
+
 # What the task role needs beyond reading the keys secret.
 SAGEMAKER_INVOKE_ACTIONS = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")
 KEYS_SECRET_ACTIONS = ("secretsmanager:GetSecretValue",)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from llmfleet.model_store.consumers import Consumer
 from llmfleet.model_store.gateway_config import GatewayConfig, OpenAIUpstream, Price, Route
+from llmfleet.model_store.gateway_contract import GATEWAY_MAX_BODY_BYTES
 from llmfleet.model_store.gateway_policy import windows
 from llmfleet.scripts.local_fleet import http_ok, start_detached, stop_process, wait_until
 from tests.conftest import free_port
@@ -87,6 +89,54 @@ def test_unknown_or_missing_key_is_401(gateway) -> None:
         status, body, _ = refusal(lambda: gateway.client(key).chat.completions.create(model="m", messages=HELLO))
         assert (status, body["type"]) == (401, "authentication_error")
     assert httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m", "messages": HELLO}).status_code == 401
+
+
+def raw_post(gateway, headers: dict[str, str], chunks=()) -> tuple[int, bytes, int]:
+    """POST the headers, then send body `chunks` only while the gateway has not answered: the status,
+    the answer's first bytes and how many body bytes were sent before it came (a socket, not a
+    client library, so nothing is sent ahead of the answer)."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        sent = 0
+        for chunk in chunks:
+            sock.setblocking(False)
+            try:
+                answer = sock.recv(65536)
+            except BlockingIOError:
+                answer = b""
+            sock.setblocking(True)
+            if answer:
+                break
+            sock.sendall(chunk)
+            sent += len(chunk)
+        else:
+            answer = sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
+        while len(body) < length and (more := sock.recv(65536)):
+            body += more
+    return int(answer.split(b" ", 2)[1]), head + b"\r\n\r\n" + body, sent
+
+
+def test_bad_key_and_oversized_body_are_refused_before_the_body_is_read(gateway) -> None:
+    # A body declared but never sent: the answer can only come before the body is read.
+    declared = {"Content-Type": "application/json", "Content-Length": "1000000"}
+    for auth in ({}, {"Authorization": "Bearer sk-llmfleet-not-issued"}, {"x-api-key": "upstream-secret"}):
+        status, answer, _ = raw_post(gateway, {**declared, **auth})
+        assert status == 401 and b"authentication_error" in answer, answer[:300]
+    good = {"Authorization": f"Bearer {gateway.issued['ops']}"}
+    status, answer, _ = raw_post(gateway, {**good, "Content-Length": str(GATEWAY_MAX_BODY_BYTES + 1)})
+    assert status == 413 and str(GATEWAY_MAX_BODY_BYTES).encode() in answer, answer[:300]
+    # Chunked, no length declared: cut off once the streamed bytes pass the limit, the rest unsent.
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
+    chunks = [chunk] * (GATEWAY_MAX_BODY_BYTES // (1 << 20) + 40)
+    status, answer, sent = raw_post(gateway, {**good, "Transfer-Encoding": "chunked"}, chunks)
+    assert status == 413 and sent < len(chunks) * len(chunk), (answer[:300], sent)
+    # The gateway still serves that key.
+    assert chat(gateway, "ops", "m").choices[0].message.content
 
 
 def test_model_not_given_is_403_and_models_lists_only_given_ones(gateway) -> None:
