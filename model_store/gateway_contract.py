@@ -32,8 +32,8 @@ KEYS_SECRET_ENV = "LLMFLEET_GATEWAY_KEYS_SECRET"
 KEYS_REFRESH_SECONDS = 60
 # redis:// locally, rediss://host:port in AWS (ElastiCache in-transit encryption).
 REDIS_URL_ENV = "LLMFLEET_GATEWAY_REDIS_URL"
-# The RDS-generated secret; the stack injects its fields as the ECS secrets below.
-DATABASE_SECRET_ENV = "LLMFLEET_GATEWAY_DATABASE_SECRET"
+# The usage database: the stack injects each field of the RDS-generated secret as its own ECS
+# secret (no variable names the secret itself; the task needs no Secrets Manager call for it).
 DB_HOST_ENV = "LLMFLEET_GATEWAY_DB_HOST"
 DB_PORT_ENV = "LLMFLEET_GATEWAY_DB_PORT"
 DB_USER_ENV = "LLMFLEET_GATEWAY_DB_USER"

@@ -6,8 +6,10 @@ of it exists and the models keep their public load balancers."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
@@ -20,7 +22,9 @@ from llmfleet.model_store.gateway_contract import (
     CONFIG_ENV,
     DB_SECRET_FIELDS,
     GATEWAY_HEALTH_PATH,
+    GATEWAY_HOST_ENV,
     GATEWAY_PORT,
+    GATEWAY_PORT_ENV,
     KEYS_SECRET_ENV,
     METRIC_NAMES,
     METRICS_NAMESPACE,
@@ -167,6 +171,27 @@ def test_task_gets_its_config_redis_url_and_key_secret_name_and_every_credential
     assert container["ReadonlyRootFilesystem"] is True and container["PortMappings"][0]["ContainerPort"] == GATEWAY_PORT
     task = container["task"]
     assert task["RequiresCompatibilities"] == ["FARGATE"] and task["NetworkMode"] == "awsvpc"
+
+
+def contract_env_read_by_the_container() -> set[str]:
+    """The values of the contract's *_ENV constants that the gateway container's modules import."""
+    from llmfleet.model_store import gateway_contract
+
+    names = set()
+    for module in (Path(__file__).resolve().parents[2] / "containers" / "gateway").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == gateway_contract.__name__:
+                names |= {alias.name for alias in node.names if alias.name.endswith("_ENV")}
+    return {getattr(gateway_contract, name) for name in names}
+
+
+def test_task_environment_names_are_exactly_those_the_container_reads(secure_fleet: Synthesized) -> None:
+    container = gateway_container(secure_fleet)
+    given = {e["Name"] for e in container["Environment"]} | {s["Name"] for s in container["Secrets"]}
+    upstream_keys = {upstream_key_env(p.model_name) for p in ecs_plans(secure_fleet)}
+    # The listening address and port have the task's values as defaults; the local fleet sets them.
+    read = contract_env_read_by_the_container() - {GATEWAY_HOST_ENV, GATEWAY_PORT_ENV}
+    assert read and given - upstream_keys == read
 
 
 def role_statements(template: Template, role_ref: dict) -> list[dict]:
