@@ -53,7 +53,8 @@ USAGE_DATABASE_URL_ENV = "LLMFLEET_GATEWAY_DATABASE_URL"
 
 # Usage as CloudWatch embedded-metric-format lines on stdout (no PutMetricData permission needed).
 METRICS_NAMESPACE = "LLMFleet/Gateway"
-METRIC_DIMENSIONS = ("Consumer", "Model")
+# Fleet and Stage first: two fleets (or stages) in one account and region publish apart.
+METRIC_DIMENSIONS = ("Fleet", "Stage", "Consumer", "Model")
 METRIC_NAMES = ("Requests", "PromptTokens", "CompletionTokens", "Errors", "LatencyMs")
 
 # The paths a client calls: the gateway refuses every other path its key reaches (LiteLLM's admin

@@ -295,8 +295,12 @@ def test_alarms_notify_the_topic_and_the_dashboard_shows_usage_per_consumer(secu
     assert tasks["Threshold"] == secure_fleet.fleet.construct.gateway.service.sizing.min_tasks
     body = json.dumps(only(gateway.find_resources("AWS::CloudWatch::Dashboard"))["DashboardBody"])
     assert {metric for _, metric, _ in USAGE_WIDGETS} == set(METRIC_NAMES)
+    fleet, stage = secure_fleet.fleet.plans[0].fleet, secure_fleet.fleet.plans[0].stage
+    quote = '\\\\\\"'  # a " inside the expression inside the dashboard's JSON inside this JSON dump
     for metric in METRIC_NAMES:
-        assert f"SEARCH('{{{METRICS_NAMESPACE},Consumer,Model}} MetricName=\\\\\\\"{metric}\\\\\\\"'" in body, metric
+        expected = (f"SEARCH('{{{METRICS_NAMESPACE},Fleet,Stage,Consumer,Model}} Fleet={quote}{fleet}{quote} "
+                    f"Stage={quote}{stage}{quote} MetricName={quote}{metric}{quote}'")
+        assert expected in body, metric
 
 
 def test_without_the_gateway_the_models_keep_public_load_balancers_and_no_gateway_is_made(
