@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import openai
@@ -21,6 +22,7 @@ from llmfleet.model_store.consumers import Consumer
 from llmfleet.model_store.gateway_config import GatewayConfig, OpenAIUpstream, Price, Route
 from llmfleet.model_store.gateway_contract import GATEWAY_MAX_BODY_BYTES
 from llmfleet.model_store.gateway_policy import windows
+from llmfleet.scripts import local_gateway
 from llmfleet.scripts.local_fleet import http_ok, start_detached, stop_process, wait_until
 from tests.conftest import free_port
 from tests.gateway_harness import error_body, running_gateway
@@ -69,9 +71,15 @@ def stub(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def gateway(stub: str, moto_endpoint: str, tmp_path_factory):
     closed = f"http://127.0.0.1:{free_port()}"
-    with running_gateway(config(stub, closed), tmp_path_factory.mktemp("gateway"), moto_endpoint,
-                         {"LLMFLEET_UPSTREAM_KEY_M": "upstream-secret", "LLMFLEET_UPSTREAM_KEY_DOWN": "x"}) as gateway:
-        yield gateway
+    # An empty HOME of its own: the last test checks that the proxy wrote nothing there (the task's
+    # root filesystem is read-only, /tmp alone writable).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        started = time.time()
+        keys = {"LLMFLEET_UPSTREAM_KEY_M": "upstream-secret", "LLMFLEET_UPSTREAM_KEY_DOWN": "x"}
+        with running_gateway(config(stub, closed), tmp_path_factory.mktemp("gateway"), moto_endpoint, keys) as gateway:
+            gateway.home, gateway.started = Path(os.environ["HOME"]), started
+            yield gateway
 
 
 def chat(gateway, consumer: str, model: str, **extra):
@@ -227,7 +235,8 @@ def test_usage_rows_match_what_the_upstream_reported(gateway, route: str, adapte
     assert (row["prompt_tokens"], row["completion_tokens"]) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
     assert row["cost_usd"] == pytest.approx((answer.usage.prompt_tokens + 2 * answer.usage.completion_tokens) / 1e6)
     assert row["latency_ms"] > 0
-    assert '"Namespace":"LLMFleet/Gateway"' in gateway.log() and '"Consumer":"ops"' in gateway.log()
+    log = gateway.log()
+    assert '"Namespace":"LLMFleet/Gateway"' in log and '"Fleet":"it","Stage":"test","Consumer":"ops"' in log
 
 
 def test_a_model_down_falls_back(gateway, stub) -> None:
@@ -246,3 +255,16 @@ def test_usage_command_sums_per_consumer_and_model(gateway) -> None:
     budget = rows[("budget", "m")]
     assert budget["requests"] >= 2 and budget["errors"] == 0 and budget["cost_usd"] >= 0.00003
     assert sum(r["prompt_tokens"] for r in gateway.rows("budget")) == budget["prompt_tokens"]
+
+
+def test_the_proxy_writes_nothing_under_home_or_its_packages(gateway) -> None:
+    """What a read-only root filesystem would refuse: files written under HOME or the packages the
+    proxy runs from, since it started (compiled bytecode aside: Python skips it when it cannot write)."""
+    find = "import importlib.util as u; print(u.find_spec('litellm').origin)"
+    origin = subprocess.run([local_gateway.gateway_python(), "-c", find], capture_output=True, text=True, check=True)
+    packages = [Path(origin.stdout.strip()).parents[1] / name for name in ("litellm", "fastapi", "starlette")]
+    written = [
+        path for root in (gateway.home, *packages) for path in root.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.stat().st_mtime >= gateway.started
+    ]
+    assert list(gateway.home.iterdir()) == [] and written == []
