@@ -40,7 +40,6 @@ def main(env: dict[str, str]) -> list[str]:
         raise SystemExit(f"gateway: consumers have limits or budgets but {REDIS_URL_ENV} is not set")
     rendered = litellm_config(
         config,
-        redis_url=env.get(REDIS_URL_ENV),
         callbacks=[f"{PLUGINS}.usage.usage_logger"],
         custom_auth=f"{PLUGINS}.auth.user_api_key_auth",
     )
