@@ -33,6 +33,8 @@ MINUTE_TTL_SECONDS = 120
 MONTH_TTL_SECONDS = 41 * 86400
 # LiteLLM serves its client routes with and without the /v1 prefix.
 CLIENT_PATHS = frozenset(GATEWAY_CLIENT_PATHS) | {path.removeprefix("/v1") for path in GATEWAY_CLIENT_PATHS}
+# RFC 6455 7.4.1: a policy refusal; before accept, servers answer it as 403.
+WEBSOCKET_POLICY_VIOLATION = 1008
 
 
 def _raise(refusal: Refusal) -> None:
@@ -125,6 +127,10 @@ class FrontDoor:
         self.app, self.max_body_bytes = app, max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            # No client path is a WebSocket (LiteLLM's realtime routes stay shut): closed before accept.
+            await send({"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION})
+            return
         if scope["type"] != "http" or scope["path"] == GATEWAY_HEALTH_PATH:
             await self.app(scope, receive, send)  # lifespan; the load balancer's keyless health check
             return

@@ -147,6 +147,16 @@ def test_bad_key_and_oversized_body_are_refused_before_the_body_is_read(gateway)
     assert chat(gateway, "ops", "m").choices[0].message.content
 
 
+def test_websockets_are_refused_even_with_a_key(gateway) -> None:
+    host, port = gateway.url.removeprefix("http://").split(":")
+    upgrade = (f"GET /v1/realtime?model=m HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               f"Authorization: Bearer {gateway.issued['ops']}\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(upgrade.encode())
+        assert sock.recv(65536).split(b" ", 2)[1] == b"403"
+
+
 def test_model_not_given_is_403_and_models_lists_only_given_ones(gateway) -> None:
     status, body, _ = refusal(lambda: chat(gateway, "tokens", "m"))
     assert (status, body["type"], body["param"]) == (403, "permission_error", "model")
