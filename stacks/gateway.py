@@ -192,6 +192,8 @@ class Gateway(Construct):
             "Monitoring",
             GatewayMonitoringProps(
                 title=f"gateway of {fleet} ({stage})",
+                fleet=fleet,
+                stage=stage,
                 topic=props.topic,
                 service=self.service,
                 database=self.database,

@@ -300,10 +300,13 @@ def _error_rate(requests: cloudwatch.IMetric, errors: cloudwatch.IMetric, label:
 
 @dataclass(frozen=True)
 class GatewayMonitoringProps:
-    """title: the dashboard's heading ("gateway of demo (prod)"). topic: where alarms notify. service,
+    """title: the dashboard's heading ("gateway of demo (prod)"). fleet, stage: whose usage metrics
+    the dashboard shows (EMF dimensions Fleet and Stage). topic: where alarms notify. service,
     database, cache: the gateway's parts, whose metrics the alarms and widgets use."""
 
     title: str
+    fleet: str
+    stage: str
     topic: sns.ITopic
     service: GatewayServiceConstruct
     database: GatewayDatabaseConstruct
@@ -409,16 +412,21 @@ class GatewayMonitoringConstruct(Construct):
                 "Cache CPU %, connections, evictions",
                 [cache.metric_cpu(), cache.metric_connections(), cache.metric_evictions()],
             ),
-            *(usage_graph(title, metric, statistic) for title, metric, statistic in USAGE_WIDGETS),
+            *(
+                usage_graph(title, metric, statistic, props.fleet, props.stage)
+                for title, metric, statistic in USAGE_WIDGETS
+            ),
         ]
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=[widgets])
 
 
-def usage_graph(title: str, metric_name: str, statistic: str) -> cloudwatch.GraphWidget:
-    """One line per consumer and model of one of the gateway's EMF metrics (a SEARCH: consumers come and go)."""
+def usage_graph(title: str, metric_name: str, statistic: str, fleet: str, stage: str) -> cloudwatch.GraphWidget:
+    """One line per consumer and model of one of the gateway's EMF metrics, this fleet stage's only
+    (a SEARCH: consumers come and go)."""
     dimensions = ",".join((gateway_contract.METRICS_NAMESPACE, *gateway_contract.METRIC_DIMENSIONS))
     search = cloudwatch.MathExpression(
-        expression=f"SEARCH('{{{dimensions}}} MetricName=\"{metric_name}\"', '{statistic}', 60)",
+        expression=f"SEARCH('{{{dimensions}}} Fleet=\"{fleet}\" Stage=\"{stage}\" MetricName=\"{metric_name}\"', "
+        f"'{statistic}', 60)",
         using_metrics={},
         label="",
         period=ONE_MINUTE,

@@ -1,5 +1,6 @@
 """The gateway container's entrypoint: render LiteLLM's config from LLMFLEET_GATEWAY_CONFIG, then
-become LiteLLM's proxy (exec, so the orchestrator's signals reach it)."""
+run LiteLLM's proxy in this process (the orchestrator's signals reach it) with the front door
+(auth.FrontDoor) wrapped around its app."""
 
 from __future__ import annotations
 
@@ -39,7 +40,6 @@ def main(env: dict[str, str]) -> list[str]:
         raise SystemExit(f"gateway: consumers have limits or budgets but {REDIS_URL_ENV} is not set")
     rendered = litellm_config(
         config,
-        redis_url=env.get(REDIS_URL_ENV),
         callbacks=[f"{PLUGINS}.usage.usage_logger"],
         custom_auth=f"{PLUGINS}.auth.user_api_key_auth",
     )
@@ -63,6 +63,20 @@ def proxy_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+def serve(argv: list[str]) -> None:
+    """LiteLLM's proxy CLI (argv from main) in this process, its app behind the front door; the
+    environment must be proxy_env's before LiteLLM is imported."""
+    from litellm.proxy.proxy_cli import run_server
+    from litellm.proxy.proxy_server import app
+
+    from llmfleet.containers.gateway.auth import FrontDoor
+
+    # Outermost of the app's middleware: the key and the size are checked before LiteLLM's own.
+    app.add_middleware(FrontDoor)
+    run_server.main(args=argv[3:], prog_name="litellm")
+
+
 if __name__ == "__main__":
     argv = main(dict(os.environ))
-    os.execve(argv[0], argv, proxy_env(dict(os.environ)))
+    os.environ.update(proxy_env(dict(os.environ)))
+    serve(argv)

@@ -7,6 +7,7 @@ the proxy answers with that status, OpenAI-shaped (model_store/gateway/policy.py
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from fastapi import Request
@@ -14,8 +15,9 @@ from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 from litellm.proxy.common_utils.http_parsing_utils import read_request_body
 
 from llmfleet.containers.gateway.runtime import runtime
-from llmfleet.model_store.gateway.contract import GATEWAY_CLIENT_PATHS
+from llmfleet.model_store.gateway.contract import GATEWAY_CLIENT_PATHS, GATEWAY_HEALTH_PATH, GATEWAY_MAX_BODY_BYTES
 from llmfleet.model_store.gateway.policy import (
+    Refusal,
     access_refusal,
     counter_keys,
     key_hash,
@@ -24,6 +26,7 @@ from llmfleet.model_store.gateway.policy import (
     unknown_key,
     windows,
 )
+from llmfleet.model_store.request_limits import RequestRefused, declared_length
 
 # A minute's counters outlive it by one (late writes of slow requests); a month's spend by
 # ten days, so `llmfleet usage` and a restarted task see the month just ended.
@@ -31,6 +34,8 @@ MINUTE_TTL_SECONDS = 120
 MONTH_TTL_SECONDS = 41 * 86400
 # LiteLLM serves its client routes with and without the /v1 prefix.
 CLIENT_PATHS = frozenset(GATEWAY_CLIENT_PATHS) | {path.removeprefix("/v1") for path in GATEWAY_CLIENT_PATHS}
+# RFC 6455 7.4.1: a policy refusal; before accept, servers answer it as 403.
+WEBSOCKET_POLICY_VIOLATION = 1008
 
 
 def _raise(refusal: Refusal) -> None:
@@ -89,3 +94,80 @@ async def _limits(consumer, now: datetime) -> Refusal | None:
         spend_this_month=float(spend or 0),
         window=window,
     )
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The key of `Authorization: Bearer <key>` or `x-api-key: <key>`, as LiteLLM takes it."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value.strip():
+            return value.decode("latin-1").strip()
+    return None
+
+
+async def _send_refusal(send, refusal: Refusal) -> None:
+    body = json.dumps({"error": {"message": refusal.message, "type": refusal.type, "param": refusal.param,
+                                 "code": str(refusal.status)}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               *((k.encode(), v.encode()) for k, v in refusal.headers().items())]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FrontDoor:
+    """Pure ASGI, outermost around LiteLLM's app: the key (against the same key hashes the custom
+    auth reads), the path and the declared body size are checked from the request line and headers,
+    before LiteLLM reads a byte of the body; a body that grows past GATEWAY_MAX_BODY_BYTES while
+    streaming is cut off with 413. LiteLLM parses the body before its custom auth runs."""
+
+    def __init__(self, app, max_body_bytes: int = GATEWAY_MAX_BODY_BYTES):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            # No client path is a WebSocket (LiteLLM's realtime routes stay shut): closed before accept.
+            await send({"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION})
+            return
+        if scope["type"] != "http" or scope["path"] == GATEWAY_HEALTH_PATH:
+            await self.app(scope, receive, send)  # lifespan; the load balancer's keyless health check
+            return
+        key = presented_key(scope.get("headers", []))
+        if key is None or await runtime().keys.consumer_of(key_hash(key)) is None:
+            await _send_refusal(send, unknown_key())
+            return
+        if scope["path"] not in CLIENT_PATHS:
+            await _send_refusal(send, Refusal(403, "permission_error", None, f"{scope['path']} is not a client path"))
+            return
+        headers = dict((k.lower(), v.decode("latin-1")) for k, v in scope.get("headers", []))
+        try:
+            declared_length(headers.get(b"content-length"), self.max_body_bytes)
+        except RequestRefused as refused:
+            await _send_refusal(send, Refusal(refused.status, "invalid_request_error", refused.field, str(refused)))
+            return
+        await self._capped(scope, receive, send)
+
+    async def _capped(self, scope, receive, send) -> None:
+        """The app with a `receive` that answers 413 and ends the request once the body passes the
+        limit (whatever the app sends after that is dropped: the client has its answer)."""
+        received, refused = 0, False
+
+        async def capped_receive():
+            nonlocal received, refused
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes and not refused:
+                refused = True
+                await _send_refusal(send, Refusal(
+                    413, "invalid_request_error", None,
+                    f"request body exceeds the gateway's limit of {self.max_body_bytes} bytes"))
+            return {"type": "http.disconnect"} if refused else message
+
+        async def guarded_send(message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, capped_receive, guarded_send)

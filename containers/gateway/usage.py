@@ -68,8 +68,8 @@ class UsageLogger(CustomLogger):
         row = usage_row(kwargs, start_time, end_time, failed=failed)
         if row is None:
             return
-        print(emf_line(row), flush=True)
         gateway = runtime()
+        print(emf_line(row, gateway.config.fleet, gateway.config.stage), flush=True)
         try:
             if gateway.redis is not None and (row.prompt_tokens or row.completion_tokens):
                 keys = counter_keys(gateway.config.fleet, gateway.config.stage, row.consumer, windows(row.at))

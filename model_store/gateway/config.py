@@ -222,8 +222,10 @@ def _litellm_params(route: Route, upstream: OpenAIUpstream | SageMakerUpstream) 
     }
 
 
-def litellm_config(config: GatewayConfig, *, redis_url: str | None, callbacks: Sequence[str], custom_auth: str) -> dict[str, Any]:
-    """LiteLLM's proxy config (config mode, no database of its own) for `config`."""
+def litellm_config(config: GatewayConfig, *, callbacks: Sequence[str], custom_auth: str) -> dict[str, Any]:
+    """LiteLLM's proxy config (config mode, no database of its own) for `config`, at its cheapest per
+    request: LiteLLM keeps nothing in Redis (limits, budgets and usage are the plug-ins' own, which
+    reach Redis themselves), no response cache, no message logging, no end-user cost tracking."""
     model_list = [
         {
             "model_name": route.name,
@@ -243,10 +245,9 @@ def litellm_config(config: GatewayConfig, *, redis_url: str | None, callbacks: S
         "num_retries": 0,
         # Prompts and answers stay out of the logging payload: the usage rows need counts only.
         "turn_off_message_logging": True,
+        "cache": False,
+        "disable_end_user_cost_tracking": True,
     }
-    if redis_url:
-        router_settings["redis_url"] = redis_url
-        litellm_settings["cache"] = False
     return {
         "model_list": model_list,
         "router_settings": router_settings,

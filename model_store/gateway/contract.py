@@ -34,8 +34,8 @@ KEYS_SECRET_ENV = "LLMFLEET_GATEWAY_KEYS_SECRET"
 KEYS_REFRESH_SECONDS = 60
 # redis:// locally, rediss://host:port in AWS (ElastiCache in-transit encryption).
 REDIS_URL_ENV = "LLMFLEET_GATEWAY_REDIS_URL"
-# The RDS-generated secret; the stack injects its fields as the ECS secrets below.
-DATABASE_SECRET_ENV = "LLMFLEET_GATEWAY_DATABASE_SECRET"
+# The usage database: the stack injects each field of the RDS-generated secret as its own ECS
+# secret (no variable names the secret itself; the task needs no Secrets Manager call for it).
 DB_HOST_ENV = "LLMFLEET_GATEWAY_DB_HOST"
 DB_PORT_ENV = "LLMFLEET_GATEWAY_DB_PORT"
 DB_USER_ENV = "LLMFLEET_GATEWAY_DB_USER"
@@ -55,7 +55,8 @@ USAGE_DATABASE_URL_ENV = "LLMFLEET_GATEWAY_DATABASE_URL"
 
 # Usage as CloudWatch embedded-metric-format lines on stdout (no PutMetricData permission needed).
 METRICS_NAMESPACE = "LLMFleet/Gateway"
-METRIC_DIMENSIONS = ("Consumer", "Model")
+# Fleet and Stage first: two fleets (or stages) in one account and region publish apart.
+METRIC_DIMENSIONS = ("Fleet", "Stage", "Consumer", "Model")
 METRIC_NAMES = ("Requests", "PromptTokens", "CompletionTokens", "Errors", "LatencyMs")
 
 # The paths a client calls: the gateway refuses every other path its key reaches (LiteLLM's admin
@@ -67,6 +68,11 @@ GATEWAY_CLIENT_PATHS = (
     "/v1/images/generations",
     "/v1/models",
 )
+
+# The largest request body the gateway forwards (413 above, before the key's body is read): a
+# multimodal model's inline media and envelope (model_store/request_limits.py) with a long context;
+# each model's own front door then applies its plan's exact bound.
+GATEWAY_MAX_BODY_BYTES = 48 * 1024 * 1024
 
 # What the task role needs beyond reading the keys secret.
 SAGEMAKER_INVOKE_ACTIONS = ("sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream")

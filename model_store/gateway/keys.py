@@ -39,18 +39,22 @@ class GatewayKeys:
         self.secret_id = secret_id
         self.consumers = consumers
 
-    def _read(self) -> dict[str, list[str]]:
+    def _read(self) -> dict[str, list[str]] | None:
+        """The stored hashes; None when the secret does not exist."""
         try:
             text = self.client.get_secret_value(SecretId=self.secret_id)["SecretString"]
         except self.client.exceptions.ResourceNotFoundException:
-            raise GatewayKeysError(
-                f"keys secret {self.secret_id!r} does not exist: deploy the fleet's gateway stack "
-                "(or run `llmfleet local up` for the local fleet)"
-            ) from None
+            return None
         return parse_keys_secret(text)
 
-    def _write(self, secret: dict[str, list[str]]) -> None:
-        self.client.put_secret_value(SecretId=self.secret_id, SecretString=json.dumps(secret, sort_keys=True))
+    def _write(self, secret: dict[str, list[str]], exists: bool) -> None:
+        """A new version of the secret the stack made (its KMS key and policy kept); made here only
+        when absent, as for the local fleet, whose emulated Secrets Manager has no stack."""
+        text = json.dumps(secret, sort_keys=True)
+        if exists:
+            self.client.put_secret_value(SecretId=self.secret_id, SecretString=text)
+        else:
+            self.client.create_secret(Name=self.secret_id, SecretString=text)
 
     def _known(self, consumer: str) -> None:
         names = [c.name for c in self.consumers.consumers]
@@ -60,23 +64,28 @@ class GatewayKeys:
     def create(self, consumer: str) -> str:
         """A new key for `consumer`, beside its others (to roll keys over without a gap)."""
         self._known(consumer)
-        secret = self._read()
+        stored = self._read()
         key = new_key()
+        secret = stored or {}
         secret[consumer] = [*secret.get(consumer, []), key_hash(key)]
-        self._write(secret)
+        self._write(secret, stored is not None)
         return key
 
     def rotate(self, consumer: str) -> str:
         """A new key for `consumer` replacing all of its others."""
         self._known(consumer)
-        secret = self._read()
+        stored = self._read()
         key = new_key()
-        secret[consumer] = [key_hash(key)]
-        self._write(secret)
+        self._write({**(stored or {}), consumer: [key_hash(key)]}, stored is not None)
         return key
 
     def list(self) -> list[KeyListing]:
         """Every consumer of the file, with its keys' short ids (consumers no longer in the file too)."""
         secret = self._read()
+        if secret is None:
+            raise GatewayKeysError(
+                f"keys secret {self.secret_id!r} does not exist: deploy the fleet's gateway stack "
+                "(or run `llmfleet local up` for the local fleet)"
+            )
         names = [c.name for c in self.consumers.consumers] + sorted(set(secret) - {c.name for c in self.consumers.consumers})
         return [KeyListing(n, len(secret.get(n, [])), [h[:8] for h in secret.get(n, [])]) for n in names]

@@ -193,8 +193,8 @@ class UsageRow:
     cost_usd: float
 
 
-def emf_line(row: UsageRow) -> str:
-    """A CloudWatch embedded-metric-format line for one request (dimensions Consumer and Model)."""
+def emf_line(row: UsageRow, fleet: str, stage: str) -> str:
+    """A CloudWatch embedded-metric-format line for one request (dimensions METRIC_DIMENSIONS)."""
     metrics = {
         "Requests": (1, "Count"),
         "PromptTokens": (row.prompt_tokens, "Count"),
@@ -213,8 +213,7 @@ def emf_line(row: UsageRow) -> str:
                 }
             ],
         },
-        "Consumer": row.consumer,
-        "Model": row.model,
+        **dict(zip(METRIC_DIMENSIONS, (fleet, stage, row.consumer, row.model), strict=True)),
         **{name: value for name, (value, _) in metrics.items()},
     }
     return json.dumps(document, separators=(",", ":"))

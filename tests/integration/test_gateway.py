@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import openai
@@ -18,7 +20,9 @@ import pytest
 
 from llmfleet.model_store.gateway.consumers import Consumer
 from llmfleet.model_store.gateway.config import GatewayConfig, OpenAIUpstream, Price, Route
+from llmfleet.model_store.gateway.contract import GATEWAY_MAX_BODY_BYTES
 from llmfleet.model_store.gateway.policy import windows
+from llmfleet.scripts import local_gateway
 from llmfleet.scripts.local_fleet import http_ok, start_detached, stop_process, wait_until
 from tests.conftest import free_port
 from tests.gateway_harness import error_body, running_gateway
@@ -67,9 +71,15 @@ def stub(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def gateway(stub: str, moto_endpoint: str, tmp_path_factory):
     closed = f"http://127.0.0.1:{free_port()}"
-    with running_gateway(config(stub, closed), tmp_path_factory.mktemp("gateway"), moto_endpoint,
-                         {"LLMFLEET_UPSTREAM_KEY_M": "upstream-secret", "LLMFLEET_UPSTREAM_KEY_DOWN": "x"}) as gateway:
-        yield gateway
+    # An empty HOME of its own: the last test checks that the proxy wrote nothing there (the task's
+    # root filesystem is read-only, /tmp alone writable).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        started = time.time()
+        keys = {"LLMFLEET_UPSTREAM_KEY_M": "upstream-secret", "LLMFLEET_UPSTREAM_KEY_DOWN": "x"}
+        with running_gateway(config(stub, closed), tmp_path_factory.mktemp("gateway"), moto_endpoint, keys) as gateway:
+            gateway.home, gateway.started = Path(os.environ["HOME"]), started
+            yield gateway
 
 
 def chat(gateway, consumer: str, model: str, **extra):
@@ -87,6 +97,64 @@ def test_unknown_or_missing_key_is_401(gateway) -> None:
         status, body, _ = refusal(lambda: gateway.client(key).chat.completions.create(model="m", messages=HELLO))
         assert (status, body["type"]) == (401, "authentication_error")
     assert httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "m", "messages": HELLO}).status_code == 401
+
+
+def raw_post(gateway, headers: dict[str, str], chunks=()) -> tuple[int, bytes, int]:
+    """POST the headers, then send body `chunks` only while the gateway has not answered: the status,
+    the answer's first bytes and how many body bytes were sent before it came (a socket, not a
+    client library, so nothing is sent ahead of the answer)."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        sent = 0
+        for chunk in chunks:
+            sock.setblocking(False)
+            try:
+                answer = sock.recv(65536)
+            except BlockingIOError:
+                answer = b""
+            sock.setblocking(True)
+            if answer:
+                break
+            sock.sendall(chunk)
+            sent += len(chunk)
+        else:
+            answer = sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
+        while len(body) < length and (more := sock.recv(65536)):
+            body += more
+    return int(answer.split(b" ", 2)[1]), head + b"\r\n\r\n" + body, sent
+
+
+def test_bad_key_and_oversized_body_are_refused_before_the_body_is_read(gateway) -> None:
+    # A body declared but never sent: the answer can only come before the body is read.
+    declared = {"Content-Type": "application/json", "Content-Length": "1000000"}
+    for auth in ({}, {"Authorization": "Bearer sk-llmfleet-not-issued"}, {"x-api-key": "upstream-secret"}):
+        status, answer, _ = raw_post(gateway, {**declared, **auth})
+        assert status == 401 and b"authentication_error" in answer, answer[:300]
+    good = {"Authorization": f"Bearer {gateway.issued['ops']}"}
+    status, answer, _ = raw_post(gateway, {**good, "Content-Length": str(GATEWAY_MAX_BODY_BYTES + 1)})
+    assert status == 413 and str(GATEWAY_MAX_BODY_BYTES).encode() in answer, answer[:300]
+    # Chunked, no length declared: cut off once the streamed bytes pass the limit, the rest unsent.
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
+    chunks = [chunk] * (GATEWAY_MAX_BODY_BYTES // (1 << 20) + 40)
+    status, answer, sent = raw_post(gateway, {**good, "Transfer-Encoding": "chunked"}, chunks)
+    assert status == 413 and sent < len(chunks) * len(chunk), (answer[:300], sent)
+    # The gateway still serves that key.
+    assert chat(gateway, "ops", "m").choices[0].message.content
+
+
+def test_websockets_are_refused_even_with_a_key(gateway) -> None:
+    host, port = gateway.url.removeprefix("http://").split(":")
+    upgrade = (f"GET /v1/realtime?model=m HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               f"Authorization: Bearer {gateway.issued['ops']}\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(upgrade.encode())
+        assert sock.recv(65536).split(b" ", 2)[1] == b"403"
 
 
 def test_model_not_given_is_403_and_models_lists_only_given_ones(gateway) -> None:
@@ -177,7 +245,8 @@ def test_usage_rows_match_what_the_upstream_reported(gateway, route: str, adapte
     assert (row["prompt_tokens"], row["completion_tokens"]) == (answer.usage.prompt_tokens, answer.usage.completion_tokens)
     assert row["cost_usd"] == pytest.approx((answer.usage.prompt_tokens + 2 * answer.usage.completion_tokens) / 1e6)
     assert row["latency_ms"] > 0
-    assert '"Namespace":"LLMFleet/Gateway"' in gateway.log() and '"Consumer":"ops"' in gateway.log()
+    log = gateway.log()
+    assert '"Namespace":"LLMFleet/Gateway"' in log and '"Fleet":"it","Stage":"test","Consumer":"ops"' in log
 
 
 def test_a_model_down_falls_back(gateway, stub) -> None:
@@ -196,3 +265,16 @@ def test_usage_command_sums_per_consumer_and_model(gateway) -> None:
     budget = rows[("budget", "m")]
     assert budget["requests"] >= 2 and budget["errors"] == 0 and budget["cost_usd"] >= 0.00003
     assert sum(r["prompt_tokens"] for r in gateway.rows("budget")) == budget["prompt_tokens"]
+
+
+def test_the_proxy_writes_nothing_under_home_or_its_packages(gateway) -> None:
+    """What a read-only root filesystem would refuse: files written under HOME or the packages the
+    proxy runs from, since it started (compiled bytecode aside: Python skips it when it cannot write)."""
+    find = "import importlib.util as u; print(u.find_spec('litellm').origin)"
+    origin = subprocess.run([local_gateway.gateway_python(), "-c", find], capture_output=True, text=True, check=True)
+    packages = [Path(origin.stdout.strip()).parents[1] / name for name in ("litellm", "fastapi", "starlette")]
+    written = [
+        path for root in (gateway.home, *packages) for path in root.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.stat().st_mtime >= gateway.started
+    ]
+    assert list(gateway.home.iterdir()) == [] and written == []

@@ -44,13 +44,15 @@ def secret(fleet: Path) -> dict:
     return json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=secret_name(fleet))["SecretString"])
 
 
-def create_secret(fleet: Path) -> None:
-    """What the gateway stack (or `llmfleet local up`) makes."""
-    boto3.client("secretsmanager").create_secret(Name=secret_name(fleet), SecretString="{}")
+def create_secret(fleet: Path, kms_key_id: str | None = None) -> None:
+    """What the gateway stack (with the gateway's KMS key) or `llmfleet local up` makes."""
+    extra = {"KmsKeyId": kms_key_id} if kms_key_id else {}
+    boto3.client("secretsmanager").create_secret(Name=secret_name(fleet), SecretString="{}", **extra)
 
 
 def test_create_prints_the_key_once_and_stores_its_hash(fleet: Path) -> None:
-    create_secret(fleet)
+    kms_key = boto3.client("kms").create_key(Description="the gateway's key")["KeyMetadata"]["Arn"]
+    create_secret(fleet, kms_key)
     first = runner.invoke(app, ["gateway", "keys", "create", "--consumer", "search", "-f", str(fleet)])
     assert first.exit_code == 0, first.output
     key = first.stdout.strip().splitlines()[-1]
@@ -65,6 +67,9 @@ def test_create_prints_the_key_once_and_stores_its_hash(fleet: Path) -> None:
         {"consumer": "ops", "keys": 0, "key_ids": []},
     ]
     assert key not in listing.stdout
+    # New versions of the stack's secret: its KMS key kept, no second secret made.
+    described = boto3.client("secretsmanager").describe_secret(SecretId=secret_name(fleet))
+    assert described["KmsKeyId"] == kms_key and len(described["VersionIdsToStages"]) >= 2
 
 
 def test_rotate_replaces_every_key_of_the_consumer_only(fleet: Path) -> None:
@@ -79,9 +84,15 @@ def test_rotate_replaces_every_key_of_the_consumer_only(fleet: Path) -> None:
     assert after["ops"] == before["ops"]
 
 
-def test_unknown_consumer_and_missing_secret_say_what_to_do(fleet: Path) -> None:
-    missing = runner.invoke(app, ["gateway", "keys", "create", "-c", "search", "-f", str(fleet)])
+def test_a_missing_secret_is_made_by_create_and_named_by_list(fleet: Path) -> None:
+    missing = runner.invoke(app, ["gateway", "keys", "list", "-f", str(fleet)])
     assert missing.exit_code == 1 and "does not exist: deploy the fleet's gateway stack" in missing.output
+    created = runner.invoke(app, ["--json", "gateway", "keys", "rotate", "-c", "ops", "-f", str(fleet)])
+    assert created.exit_code == 0, created.output
+    assert secret(fleet) == {"ops": [key_hash(json.loads(created.stdout)["key"])]}
+
+
+def test_unknown_consumer_is_named(fleet: Path) -> None:
     create_secret(fleet)
     unknown = runner.invoke(app, ["gateway", "keys", "create", "-c", "nobody", "-f", str(fleet)])
     assert unknown.exit_code == 2

@@ -6,8 +6,10 @@ of it exists and the models keep their public load balancers."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Template
@@ -21,7 +23,9 @@ from llmfleet.model_store.gateway.contract import (
     DB_SECRET_FIELDS,
     GATEWAY_HEALTH_PATH,
     gateway_keys_secret_name,
+    GATEWAY_HOST_ENV,
     GATEWAY_PORT,
+    GATEWAY_PORT_ENV,
     KEYS_SECRET_ENV,
     METRIC_NAMES,
     METRICS_NAMESPACE,
@@ -169,6 +173,27 @@ def test_task_gets_its_config_redis_url_and_key_secret_name_and_every_credential
     assert task["RequiresCompatibilities"] == ["FARGATE"] and task["NetworkMode"] == "awsvpc"
 
 
+def contract_env_read_by_the_container() -> set[str]:
+    """The values of the contract's *_ENV constants that the gateway container's modules import."""
+    from llmfleet.model_store.gateway import contract as gateway_contract
+
+    names = set()
+    for module in (Path(__file__).resolve().parents[2] / "containers" / "gateway").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == gateway_contract.__name__:
+                names |= {alias.name for alias in node.names if alias.name.endswith("_ENV")}
+    return {getattr(gateway_contract, name) for name in names}
+
+
+def test_task_environment_names_are_exactly_those_the_container_reads(secure_fleet: Synthesized) -> None:
+    container = gateway_container(secure_fleet)
+    given = {e["Name"] for e in container["Environment"]} | {s["Name"] for s in container["Secrets"]}
+    upstream_keys = {upstream_key_env(p.model_name) for p in ecs_plans(secure_fleet)}
+    # The listening address and port have the task's values as defaults; the local fleet sets them.
+    read = contract_env_read_by_the_container() - {GATEWAY_HOST_ENV, GATEWAY_PORT_ENV}
+    assert read and given - upstream_keys == read
+
+
 def role_statements(template: Template, role_ref: dict) -> list[dict]:
     policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [role_ref]}})
     return [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
@@ -270,8 +295,12 @@ def test_alarms_notify_the_topic_and_the_dashboard_shows_usage_per_consumer(secu
     assert tasks["Threshold"] == secure_fleet.fleet.construct.gateway.service.sizing.min_tasks
     body = json.dumps(only(gateway.find_resources("AWS::CloudWatch::Dashboard"))["DashboardBody"])
     assert {metric for _, metric, _ in USAGE_WIDGETS} == set(METRIC_NAMES)
+    fleet, stage = secure_fleet.fleet.plans[0].fleet, secure_fleet.fleet.plans[0].stage
+    quote = '\\\\\\"'  # a " inside the expression inside the dashboard's JSON inside this JSON dump
     for metric in METRIC_NAMES:
-        assert f"SEARCH('{{{METRICS_NAMESPACE},Consumer,Model}} MetricName=\\\\\\\"{metric}\\\\\\\"'" in body, metric
+        expected = (f"SEARCH('{{{METRICS_NAMESPACE},Fleet,Stage,Consumer,Model}} Fleet={quote}{fleet}{quote} "
+                    f"Stage={quote}{stage}{quote} MetricName={quote}{metric}{quote}'")
+        assert expected in body, metric
 
 
 def test_without_the_gateway_the_models_keep_public_load_balancers_and_no_gateway_is_made(

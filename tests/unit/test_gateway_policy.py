@@ -121,9 +121,11 @@ def test_cost_from_the_price() -> None:
 
 def test_emf_line_names_namespace_dimensions_and_metrics() -> None:
     row = UsageRow(NOW, "c", "m", "m:x", "x", 10, 5, 12.5, 429, 0.0)
-    document = json.loads(emf_line(row))
+    document = json.loads(emf_line(row, "demo", "prod"))
     [directive] = document["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == "LLMFleet/Gateway" and directive["Dimensions"] == [["Consumer", "Model"]]
+    assert directive["Namespace"] == "LLMFleet/Gateway"
+    assert directive["Dimensions"] == [["Fleet", "Stage", "Consumer", "Model"]]
+    assert (document["Fleet"], document["Stage"]) == ("demo", "prod")
     assert {m["Name"] for m in directive["Metrics"]} == {"Requests", "PromptTokens", "CompletionTokens", "Errors", "LatencyMs"}
     assert (document["Consumer"], document["Model"], document["Errors"], document["PromptTokens"]) == ("c", "m", 1, 10)
     assert document["_aws"]["Timestamp"] == int(NOW.timestamp() * 1000)
