@@ -26,7 +26,7 @@ from llmfleet.model_store.gateway.policy import (
     unknown_key,
     windows,
 )
-from llmfleet.model_store.request_limits import RequestRefused, declared_length
+from llmfleet.model_store.contract.request_limits import RequestRefused, declared_length
 
 # A minute's counters outlive it by one (late writes of slow requests); a month's spend by
 # ten days, so `llmfleet usage` and a restarted task see the month just ended.
