@@ -494,6 +494,13 @@ class GatewaySpec(Strict):
         return value
 
 
+def require_unique(what: str, names: list[str]) -> None:
+    """Refuse a list of names with repeats, naming each repeated one (shared by every named list)."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} names must be unique, repeated: {repeated}")
+
+
 class FleetManifest(Strict):
     name: str = Field(pattern=DNS_LABEL, description="The fleet's name: prefixes stacks, services and endpoints.")
     region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region.")
@@ -525,10 +532,7 @@ class FleetManifest(Strict):
     @field_validator("models")
     @classmethod
     def _unique_models(cls, value: list[ModelSpec]) -> list[ModelSpec]:
-        names = [m.name for m in value]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"model names must be unique, repeated: {repeated}")
+        require_unique("model", [m.name for m in value])
         return value
 
     @model_validator(mode="after")

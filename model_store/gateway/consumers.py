@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from llmfleet.model_store.contract.manifest import (
+    require_unique,
     CONSUMER_NAME,
     FleetManifest,
     ManifestError,
@@ -58,10 +59,7 @@ class ConsumersFile(Strict):
     @field_validator("consumers")
     @classmethod
     def _unique(cls, value: list[Consumer]) -> list[Consumer]:
-        names = [c.name for c in value]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"consumer names must be unique, repeated: {repeated}")
+        require_unique("consumer", [c.name for c in value])
         return value
 
     def peak_requests_per_second(self) -> float | None:
